@@ -1,0 +1,293 @@
+/* nbdkit-replicator-plugin: callbacks only.  The replicator lives in
+ * src/ (libreplicator); this file maps nbdkit's callbacks onto it and
+ * routes its messages to nbdkit's log. */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "cfg.h"
+#include "control.h"
+#include "replicator.h"
+#include "report.h"
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+/* Debug flag: -D replicator.verbose=1 prints the core's debug messages. */
+NBDKIT_DLL_PUBLIC int replicator_debug_verbose;
+
+static struct cfg_short *params;     /* collected by .config */
+static struct cfg *cfg;              /* built by .config_complete */
+static struct replicator *rep;       /* opened by .get_ready */
+static struct control *ctl;          /* started by .after_fork */
+
+static void
+sink_error (const char *fmt, va_list ap)
+{
+  nbdkit_verror (fmt, ap);
+}
+
+static void
+sink_debug (const char *fmt, va_list ap)
+{
+  nbdkit_vdebug (fmt, ap);
+}
+
+static void
+sink_debug_quiet (const char *fmt, va_list ap)
+{
+  if (replicator_debug_verbose)
+    nbdkit_vdebug (fmt, ap);
+}
+
+static void
+replicator_load (void)
+{
+  struct report_sink s = { .error = sink_error, .debug = sink_debug_quiet };
+  report_set_sink (&s);
+  params = cfg_short_new ();
+}
+
+static void
+replicator_unload (void)
+{
+  cfg_short_free (params);
+  cfg_free (cfg);
+}
+
+static int
+replicator_config (const char *key, const char *value)
+{
+  int r;
+
+  if (!params)
+    return -1;
+  r = cfg_short_set (params, key, value);
+  if (r == 1) {
+    nbdkit_error ("unknown parameter '%s' (see nbdkit replicator --help)", key);
+    return -1;
+  }
+  return r;
+}
+
+static int
+replicator_config_complete (void)
+{
+  cfg = cfg_short_finish (params);
+  return cfg ? 0 : -1;
+}
+
+#define replicator_config_help \
+  "config=<FILE>            libconfig file (nbd-replicator.conf(5)); or the short form:\n" \
+  "log=<PATH>               (required) replication log file or block device\n" \
+  "log-size=<SIZE>          size when created (default 1G; suffixes s k m g t p e)\n" \
+  "log-offset=<SIZE>        byte offset of the log in PATH (default 0)\n" \
+  "log-mode=auto|create|open  (default auto: create only on a blank area)\n" \
+  "local=<PATH>             (required) local leg: file or block device (site 0)\n" \
+  "size=<SIZE>              device size (default: the local leg's size)\n" \
+  "name=<NAME>              export name of the device (default \"default\")\n" \
+  "remote=<URL|PATH>        remote leg (repeatable): nbd://, nbd+unix://, iscsi://, path\n" \
+  "policy=sync|async        policy of the remote sites (default async)\n" \
+  "local-policy=sync|async  site 0: async acks once logged, sync once on the local leg\n" \
+  "fall-behind=\"ios N|size N|timeout T\"  throttle threshold of async remote sites\n" \
+  "disconnect-timeout=<T>   per remote site (default 30s)\n" \
+  "region-size=<SIZE>       dirty-log region size (default 64k)\n" \
+  "dirty-log-dir=<DIR>      keep persistent dirty logs there (default: in memory)\n" \
+  "queue-depth=<N>          requests in flight per leg (default 32)\n" \
+  "commit-interval=<T>      background group commit of the log (default 5ms)\n" \
+  "control=<PATH>           control socket for replctl (default /run/nbd-replicator/control.sock)"
+
+static void
+replicator_dump_plugin (void)
+{
+  printf ("replicator_version=%s\n", PACKAGE_VERSION);
+  printf ("replicator_log_format=1\n");
+  printf ("replicator_transports=path");
+#ifdef HAVE_LIBNBD
+  printf (",nbd");
+#endif
+#ifdef HAVE_LIBISCSI
+  printf (",iscsi");
+#endif
+  printf ("\n");
+  printf ("replicator_io_engine=io_uring,threads\n");
+  printf ("replicator_short_form=log,log-size,log-offset,log-mode,local,size,name,remote,"
+          "policy,local-policy,fall-behind,disconnect-timeout,region-size,dirty-log-dir,"
+          "queue-depth,commit-interval,control\n");
+}
+
+static int
+replicator_get_ready (void)
+{
+  /* Open the log and the legs and recover, before nbdkit forks: errors
+   * reach the operator's terminal.  No threads yet. */
+  struct report_sink s = { .error = sink_error, .debug = sink_debug };
+  struct report_sink q = { .error = sink_error, .debug = sink_debug_quiet };
+
+  report_set_sink (&s);            /* recovery counts are always shown */
+  rep = replicator_new (cfg);
+  report_set_sink (&q);
+  cfg = NULL;                      /* owned by rep now (freed on error too) */
+  if (!rep)
+    return -1;
+  return 0;
+}
+
+static int
+replicator_after_fork (void)
+{
+  if (replicator_start (rep) == -1)
+    return -1;
+  ctl = control_start (rep, rep->cfg->control.socket, rep->cfg->control.group);
+  if (!ctl)
+    nbdkit_error ("warning: control socket %s is not available; replctl cannot reach "
+                  "this instance", rep->cfg->control.socket);
+  return 0;
+}
+
+static void
+replicator_cleanup (void)
+{
+  control_stop (ctl);
+  ctl = NULL;
+  replicator_stop (rep);
+  replicator_free (rep);
+  rep = NULL;
+}
+
+static int
+replicator_list_exports (int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+  size_t i;
+  for (i = 0; i < rep->ndevs; i++)
+    if (nbdkit_add_export (exports, rep->devs[i].name, "nbd-replicator virtual device") == -1)
+      return -1;
+  return 0;
+}
+
+static const char *
+replicator_default_export (int readonly, int is_tls)
+{
+  return rep->devs[0].name;
+}
+
+static void *
+replicator_open (int readonly)
+{
+  const char *name = nbdkit_export_name ();
+  struct vdev *d = replicator_find (rep, name);
+
+  if (!d) {
+    nbdkit_error ("unknown export '%s' (this instance serves %zu device(s); see list_exports)",
+                  name, rep->ndevs);
+    return NULL;
+  }
+  return d;
+}
+
+static const char *
+replicator_export_description (void *handle)
+{
+  return "nbd-replicator virtual device";
+}
+
+static int64_t
+replicator_get_size (void *handle)
+{
+  struct vdev *d = handle;
+  return (int64_t) d->size;
+}
+
+static int
+replicator_block_size (void *handle, uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
+{
+  struct vdev *d = handle;
+  *minimum = d->block_size;
+  *preferred = d->block_size > 4096 ? d->block_size : 4096;
+  *maximum = d->max_request;
+  return 0;
+}
+
+static int replicator_can_write (void *h) { return 1; }
+static int replicator_can_flush (void *h) { return 1; }
+static int replicator_can_fua (void *h) { return NBDKIT_FUA_NATIVE; }
+static int replicator_can_trim (void *h) { return 1; }
+static int replicator_can_zero (void *h) { return 1; }
+static int replicator_can_fast_zero (void *h) { return 1; }
+/* A flush makes the whole log durable, whatever connection sent it. */
+static int replicator_can_multi_conn (void *h) { return 1; }
+
+static int
+replicator_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return rdev_pread (handle, buf, count, offset);
+}
+
+static int
+replicator_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return rdev_pwrite (handle, buf, count, offset, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+replicator_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return rdev_zero (handle, count, offset, flags & NBDKIT_FLAG_MAY_TRIM, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+replicator_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return rdev_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+replicator_flush (void *handle, uint32_t flags)
+{
+  struct vdev *d = handle;
+  __atomic_add_fetch (&d->flushes, 1, __ATOMIC_RELAXED);
+  return rdev_flush (d->r);
+}
+
+static struct nbdkit_plugin plugin = {
+  .name               = "replicator",
+  .longname           = "nbd-replicator: replicated virtual block devices",
+  .version            = PACKAGE_VERSION,
+  .load               = replicator_load,
+  .unload             = replicator_unload,
+  .config             = replicator_config,
+  .config_complete    = replicator_config_complete,
+  .config_help        = replicator_config_help,
+  .magic_config_key   = "config",
+  .dump_plugin        = replicator_dump_plugin,
+  .get_ready          = replicator_get_ready,
+  .after_fork         = replicator_after_fork,
+  .cleanup            = replicator_cleanup,
+  .list_exports       = replicator_list_exports,
+  .default_export     = replicator_default_export,
+  .open               = replicator_open,
+  .export_description = replicator_export_description,
+  .get_size           = replicator_get_size,
+  .block_size         = replicator_block_size,
+  .can_write          = replicator_can_write,
+  .can_flush          = replicator_can_flush,
+  .can_fua            = replicator_can_fua,
+  .can_trim           = replicator_can_trim,
+  .can_zero           = replicator_can_zero,
+  .can_fast_zero      = replicator_can_fast_zero,
+  .can_multi_conn     = replicator_can_multi_conn,
+  .pread              = replicator_pread,
+  .pwrite             = replicator_pwrite,
+  .zero               = replicator_zero,
+  .trim               = replicator_trim,
+  .flush              = replicator_flush,
+  .errno_is_preserved = 1,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)

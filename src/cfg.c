@@ -1,0 +1,1158 @@
+/* cfg.c: configuration from a libconfig file or the nbdkit short form.
+ *
+ * Strictness is the point: an unknown key, a wrong type or an impossible
+ * value is one error naming the file, the line and the key, and the
+ * instance does not start.  Checks that need the legs opened (a leg smaller
+ * than the device) are done by the replicator when it opens them.
+ */
+#include <config.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libconfig.h>
+
+#include "cfg.h"
+#include "report.h"
+#include "units.h"
+
+#define DEFAULT_LOG_SIZE        (UINT64_C(1) << 30)
+#define DEFAULT_COMMIT_MS       5
+#define DEFAULT_DISCONNECT_MS   30000
+#define DEFAULT_QUEUE_DEPTH     32
+#define DEFAULT_REGION_SIZE     (64 * 1024)
+#define MAX_QUEUE_DEPTH         1024
+
+/* ---- small helpers --------------------------------------------------- */
+
+static char *
+xstrdup (const char *s)
+{
+  char *r = s ? strdup (s) : NULL;
+  if (s && !r)
+    rep_error ("strdup: %m");
+  return r;
+}
+
+const char *
+cfg_policy_name (enum cfg_policy p)
+{
+  return p == POLICY_SYNC ? "sync" : "async";
+}
+
+const char *
+cfg_mode_name (enum cfg_log_mode m)
+{
+  return m == LOG_MODE_CREATE ? "create" : m == LOG_MODE_OPEN ? "open" : "auto";
+}
+
+int
+cfg_transport_of (const char *addr)
+{
+  const char *colon = strstr (addr, "://");
+
+  if (!colon)
+    return TRANSPORT_PATH;
+  if (!strncmp (addr, "nbd://", 6) || !strncmp (addr, "nbds://", 7) ||
+      !strncmp (addr, "nbd+unix://", 11) || !strncmp (addr, "nbds+unix://", 12))
+    return TRANSPORT_NBD;
+  if (!strncmp (addr, "iscsi://", 8))
+    return TRANSPORT_ISCSI;
+  if (!strncmp (addr, "file://", 7))
+    return TRANSPORT_PATH;
+  return -1;
+}
+
+char *
+cfg_default_control_socket (void)
+{
+  const char *xdg = getenv ("XDG_RUNTIME_DIR");
+  char *r = NULL;
+
+  if (geteuid () == 0 || !xdg || !*xdg)
+    return xstrdup ("/run/nbd-replicator/control.sock");
+  if (asprintf (&r, "%s/nbd-replicator/control.sock", xdg) == -1) {
+    rep_error ("asprintf: %m");
+    return NULL;
+  }
+  return r;
+}
+
+int
+cfg_parse_fall_behind (const char *s, enum cfg_fall_behind *kind,
+                       uint64_t *value, const char **why)
+{
+  const char *arg;
+
+  while (isspace ((unsigned char) *s))
+    s++;
+  if (!strcmp (s, "none") || !*s) {
+    *kind = FB_NONE;
+    *value = 0;
+    return 0;
+  }
+  if (!strncmp (s, "ios ", 4)) {
+    char *end;
+    arg = s + 4;
+    while (*arg == ' ')
+      arg++;
+    errno = 0;
+    if (!isdigit ((unsigned char) *arg)) {
+      *why = "'ios' needs a count of entries";
+      return -1;
+    }
+    *value = strtoull (arg, &end, 10);
+    if (errno || *end || *value == 0) {
+      *why = "'ios' needs a positive count of entries";
+      return -1;
+    }
+    *kind = FB_IOS;
+    return 0;
+  }
+  if (!strncmp (s, "size ", 5)) {
+    if (units_parse_size (s + 5, value, why) == -1)
+      return -1;
+    if (*value == 0) {
+      *why = "'size' must be positive";
+      return -1;
+    }
+    *kind = FB_SIZE;
+    return 0;
+  }
+  if (!strncmp (s, "timeout ", 8)) {
+    if (units_parse_time (s + 8, value, why) == -1)
+      return -1;
+    if (*value == 0) {
+      *why = "'timeout' must be positive";
+      return -1;
+    }
+    *kind = FB_TIMEOUT;
+    return 0;
+  }
+  *why = "expected \"ios N\", \"size N\", \"timeout T\" or \"none\"";
+  return -1;
+}
+
+static bool
+valid_name (const char *s)
+{
+  size_t n = strlen (s);
+
+  if (n == 0 || n > CFG_NAME_MAX)
+    return false;
+  for (; *s; s++)
+    if (!isalnum ((unsigned char) *s) && !strchr ("._-", *s))
+      return false;
+  return true;
+}
+
+void
+cfg_free (struct cfg *c)
+{
+  size_t i, j;
+
+  if (!c)
+    return;
+  for (i = 0; i < c->ndevices; i++) {
+    for (j = 0; j < c->devices[i].nlegs; j++) {
+      free (c->devices[i].legs[j].path);
+      free (c->devices[i].legs[j].dirty_log.path);
+    }
+    free (c->devices[i].legs);
+    free (c->devices[i].name);
+  }
+  free (c->devices);
+  free (c->sites);
+  free (c->replog.path);
+  free (c->control.socket);
+  free (c->control.group);
+  free (c->source);
+  free (c);
+}
+
+const struct cfg_site *
+cfg_site (const struct cfg *c, unsigned id)
+{
+  size_t i;
+  for (i = 0; i < c->nsites; i++)
+    if (c->sites[i].id == id)
+      return &c->sites[i];
+  return NULL;
+}
+
+const struct cfg_leg *
+cfg_leg (const struct cfg_device *d, unsigned site)
+{
+  size_t i;
+  for (i = 0; i < d->nlegs; i++)
+    if (d->legs[i].site == site)
+      return &d->legs[i];
+  return NULL;
+}
+
+static void
+site_defaults (struct cfg_site *s, unsigned id)
+{
+  memset (s, 0, sizeof *s);
+  s->id = id;
+  s->policy = POLICY_ASYNC;
+  s->fall_behind = FB_NONE;
+  s->disconnect_timeout_ms = DEFAULT_DISCONNECT_MS;
+  s->pull_ahead_ms = 0;              /* 0 = same as disconnect_timeout */
+  s->queue_depth = DEFAULT_QUEUE_DEPTH;
+}
+
+static void
+dirty_log_defaults (struct cfg_dirty_log *d)
+{
+  memset (d, 0, sizeof *d);
+  d->type = DIRTYLOG_CORE;
+  d->region_size = DEFAULT_REGION_SIZE;
+  d->sync = true;
+}
+
+static struct cfg *
+cfg_new (const char *source)
+{
+  struct cfg *c = calloc (1, sizeof *c);
+
+  if (!c) {
+    rep_error ("calloc: %m");
+    return NULL;
+  }
+  c->source = xstrdup (source);
+  c->replog.size = DEFAULT_LOG_SIZE;
+  c->replog.mode = LOG_MODE_AUTO;
+  c->replog.commit_interval_ms = DEFAULT_COMMIT_MS;
+  return c;
+}
+
+/* ---- validation shared by both forms ------------------------------------ */
+
+/* Report "SOURCE:LINE: KEY: message" (line omitted when 0). */
+static void
+where_error (const struct cfg *c, int line, const char *key, const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+static void
+where_error (const struct cfg *c, int line, const char *key, const char *fmt, ...)
+{
+  char msg[512];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  if (line > 0)
+    rep_error ("%s:%d: %s: %s", c->source, line, key, msg);
+  else
+    rep_error ("%s: %s: %s", c->source, key, msg);
+}
+
+static int
+validate (struct cfg *c)
+{
+  size_t i, j, k;
+
+  if (!c->replog.path) {
+    where_error (c, 0, "replog.path", "required: where the replication log lives");
+    return -1;
+  }
+  if (c->replog.offset % 4096) {
+    where_error (c, 0, "replog.offset", "must be a multiple of 4096");
+    return -1;
+  }
+  /* Site 0 is implied with defaults when not listed. */
+  if (!cfg_site (c, 0)) {
+    struct cfg_site *n = realloc (c->sites, (c->nsites + 1) * sizeof *n);
+    if (!n) {
+      rep_error ("realloc: %m");
+      return -1;
+    }
+    c->sites = n;
+    memmove (&c->sites[1], &c->sites[0], c->nsites * sizeof *n);
+    site_defaults (&c->sites[0], 0);
+    c->nsites++;
+  }
+  for (i = 0; i < c->nsites; i++) {
+    struct cfg_site *s = &c->sites[i];
+    if (s->id >= CFG_MAX_SITES) {
+      where_error (c, s->line, "id", "site id %u out of range (0..%d)", s->id, CFG_MAX_SITES - 1);
+      return -1;
+    }
+    for (j = 0; j < i; j++)
+      if (c->sites[j].id == s->id) {
+        where_error (c, s->line, "id", "site id %u used twice", s->id);
+        return -1;
+      }
+    if (s->pull_ahead_ms == 0)
+      s->pull_ahead_ms = s->disconnect_timeout_ms;
+  }
+  if (c->ndevices == 0) {
+    where_error (c, 0, "devices", "at least one device is required");
+    return -1;
+  }
+  for (i = 0; i < c->ndevices; i++) {
+    struct cfg_device *d = &c->devices[i];
+    if (!d->name || !valid_name (d->name)) {
+      where_error (c, d->line, "name",
+                   "device name '%s' must be 1-%d characters of A-Z a-z 0-9 . _ -",
+                   d->name ? d->name : "", CFG_NAME_MAX);
+      return -1;
+    }
+    for (j = 0; j < i; j++)
+      if (!strcmp (c->devices[j].name, d->name)) {
+        where_error (c, d->line, "name", "device name '%s' used twice", d->name);
+        return -1;
+      }
+    if (d->size % 512) {
+      where_error (c, d->line, "size", "device size must be a multiple of 512");
+      return -1;
+    }
+    for (j = 0; j < d->nlegs; j++) {
+      struct cfg_leg *l = &d->legs[j];
+      int t;
+      if (!l->path || !*l->path) {
+        where_error (c, l->line, "path", "device '%s': every leg needs a path", d->name);
+        return -1;
+      }
+      t = cfg_transport_of (l->path);
+      if (t < 0) {
+        where_error (c, l->line, "path",
+                     "unknown transport in '%s' (use a path, nbd://, nbd+unix://, nbds:// or iscsi://)",
+                     l->path);
+        return -1;
+      }
+      l->transport = t;
+      if (!cfg_site (c, l->site)) {
+        where_error (c, l->line, "site", "device '%s': leg names unknown site %u", d->name, l->site);
+        return -1;
+      }
+      for (k = 0; k < j; k++)
+        if (d->legs[k].site == l->site) {
+          where_error (c, l->line, "site", "device '%s' has two legs at site %u", d->name, l->site);
+          return -1;
+        }
+      if (l->site == 0 && l->transport != TRANSPORT_PATH) {
+        where_error (c, l->line, "path",
+                     "device '%s': the local leg (site 0) must be a file or block device, not '%s'",
+                     d->name, l->path);
+        return -1;
+      }
+      if (l->dirty_log.region_size < 4096 ||
+          (l->dirty_log.region_size & (l->dirty_log.region_size - 1))) {
+        where_error (c, l->line, "region_size", "must be a power of two, at least 4k");
+        return -1;
+      }
+      if (l->dirty_log.type == DIRTYLOG_DISK && !l->dirty_log.path) {
+        where_error (c, l->line, "dirty_log.path", "a 'disk' dirty log needs a path");
+        return -1;
+      }
+    }
+    if (!cfg_leg (d, 0)) {
+      where_error (c, d->line, "legs", "device '%s' has no local leg (site 0)", d->name);
+      return -1;
+    }
+  }
+  if (!c->control.socket && !(c->control.socket = cfg_default_control_socket ()))
+    return -1;
+  return 0;
+}
+
+/* ---- libconfig file ------------------------------------------------------- */
+
+struct fctx {
+  struct cfg *c;
+  const char *key;       /* for messages: the key being read */
+};
+
+static int
+setting_line (const config_setting_t *s)
+{
+  return (int) config_setting_source_line (s);
+}
+
+/* Reject members of a group that are not in allowed (NULL-terminated). */
+static int
+check_keys (struct cfg *c, const config_setting_t *grp, const char *what,
+            const char *const *allowed)
+{
+  int i, n = config_setting_length (grp);
+
+  for (i = 0; i < n; i++) {
+    const config_setting_t *m = config_setting_get_elem (grp, i);
+    const char *name = config_setting_name (m);
+    const char *const *a;
+    for (a = allowed; *a; a++)
+      if (name && !strcmp (name, *a))
+        break;
+    if (!*a) {
+      where_error (c, setting_line (m), name ? name : "?", "unknown key in %s", what);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int
+get_string (struct cfg *c, const config_setting_t *s, const char *key, char **out)
+{
+  const char *v;
+  if (config_setting_type (s) != CONFIG_TYPE_STRING) {
+    where_error (c, setting_line (s), key, "must be a string");
+    return -1;
+  }
+  v = config_setting_get_string (s);
+  free (*out);
+  *out = xstrdup (v);
+  return *out ? 0 : -1;
+}
+
+static int
+get_size (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *out)
+{
+  const char *why;
+  int t = config_setting_type (s);
+
+  if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
+    long long v = config_setting_get_int64 (s);
+    if (v < 0) {
+      where_error (c, setting_line (s), key, "must not be negative");
+      return -1;
+    }
+    *out = (uint64_t) v;
+    return 0;
+  }
+  if (t != CONFIG_TYPE_STRING) {
+    where_error (c, setting_line (s), key, "must be a size (a number or a string like \"64M\")");
+    return -1;
+  }
+  if (units_parse_size (config_setting_get_string (s), out, &why) == -1) {
+    where_error (c, setting_line (s), key, "'%s': %s", config_setting_get_string (s), why);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+get_time (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *ms)
+{
+  const char *why;
+  int t = config_setting_type (s);
+
+  if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
+    long long v = config_setting_get_int64 (s);
+    if (v < 0) {
+      where_error (c, setting_line (s), key, "must not be negative");
+      return -1;
+    }
+    *ms = (uint64_t) v * 1000;
+    return 0;
+  }
+  if (t != CONFIG_TYPE_STRING) {
+    where_error (c, setting_line (s), key, "must be a time (a number of seconds or a string like \"30s\")");
+    return -1;
+  }
+  if (units_parse_time (config_setting_get_string (s), ms, &why) == -1) {
+    where_error (c, setting_line (s), key, "'%s': %s", config_setting_get_string (s), why);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+get_uint (struct cfg *c, const config_setting_t *s, const char *key,
+          unsigned lo, unsigned hi, unsigned *out)
+{
+  long long v;
+  int t = config_setting_type (s);
+
+  if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+    where_error (c, setting_line (s), key, "must be an integer");
+    return -1;
+  }
+  v = config_setting_get_int64 (s);
+  if (v < lo || v > hi) {
+    where_error (c, setting_line (s), key, "%lld out of range (%u..%u)", v, lo, hi);
+    return -1;
+  }
+  *out = (unsigned) v;
+  return 0;
+}
+
+static int
+get_bool (struct cfg *c, const config_setting_t *s, const char *key, bool *out)
+{
+  if (config_setting_type (s) != CONFIG_TYPE_BOOL) {
+    where_error (c, setting_line (s), key, "must be true or false");
+    return -1;
+  }
+  *out = config_setting_get_bool (s);
+  return 0;
+}
+
+static int
+parse_policy (struct cfg *c, const config_setting_t *s, enum cfg_policy *p)
+{
+  char *v = NULL;
+  int r = 0;
+
+  if (get_string (c, s, "policy", &v) == -1)
+    return -1;
+  if (!strcmp (v, "sync"))
+    *p = POLICY_SYNC;
+  else if (!strcmp (v, "async"))
+    *p = POLICY_ASYNC;
+  else {
+    where_error (c, setting_line (s), "policy", "'%s': expected \"sync\" or \"async\"", v);
+    r = -1;
+  }
+  free (v);
+  return r;
+}
+
+static int
+load_replog (struct cfg *c, const config_setting_t *g)
+{
+  static const char *const keys[] = { "path", "offset", "size", "mode", "commit_interval", NULL };
+  const config_setting_t *m;
+
+  if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
+    where_error (c, setting_line (g), "replog", "must be a group { ... }");
+    return -1;
+  }
+  if (check_keys (c, g, "replog", keys) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "path")) && get_string (c, m, "replog.path", &c->replog.path) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "offset")) && get_size (c, m, "replog.offset", &c->replog.offset) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "size")) && get_size (c, m, "replog.size", &c->replog.size) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "commit_interval")) &&
+      get_time (c, m, "replog.commit_interval", &c->replog.commit_interval_ms) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "mode"))) {
+    char *v = NULL;
+    if (get_string (c, m, "replog.mode", &v) == -1)
+      return -1;
+    if (!strcmp (v, "auto"))
+      c->replog.mode = LOG_MODE_AUTO;
+    else if (!strcmp (v, "create"))
+      c->replog.mode = LOG_MODE_CREATE;
+    else if (!strcmp (v, "open"))
+      c->replog.mode = LOG_MODE_OPEN;
+    else {
+      where_error (c, setting_line (m), "replog.mode", "'%s': expected create, open or auto", v);
+      free (v);
+      return -1;
+    }
+    free (v);
+  }
+  if (!c->replog.path) {
+    where_error (c, setting_line (g), "replog.path", "required");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
+{
+  static const char *const keys[] = {
+    "id", "policy", "fall_behind", "disconnect_timeout", "pull_ahead", "queue_depth", NULL
+  };
+  const config_setting_t *m;
+
+  if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
+    where_error (c, setting_line (g), "sites", "each site must be a group { ... }");
+    return -1;
+  }
+  site_defaults (s, 0);
+  s->line = setting_line (g);
+  if (check_keys (c, g, "a site", keys) == -1)
+    return -1;
+  if (!(m = config_setting_get_member (g, "id"))) {
+    where_error (c, s->line, "id", "every site needs an id");
+    return -1;
+  }
+  if (get_uint (c, m, "id", 0, CFG_MAX_SITES - 1, &s->id) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "policy")) && parse_policy (c, m, &s->policy) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "fall_behind"))) {
+    char *v = NULL;
+    const char *why;
+    if (get_string (c, m, "fall_behind", &v) == -1)
+      return -1;
+    if (cfg_parse_fall_behind (v, &s->fall_behind, &s->fall_behind_value, &why) == -1) {
+      where_error (c, setting_line (m), "fall_behind", "'%s': %s", v, why);
+      free (v);
+      return -1;
+    }
+    free (v);
+  }
+  if ((m = config_setting_get_member (g, "disconnect_timeout")) &&
+      get_time (c, m, "disconnect_timeout", &s->disconnect_timeout_ms) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "pull_ahead")) &&
+      get_time (c, m, "pull_ahead", &s->pull_ahead_ms) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "queue_depth")) &&
+      get_uint (c, m, "queue_depth", 1, MAX_QUEUE_DEPTH, &s->queue_depth) == -1)
+    return -1;
+  if (s->disconnect_timeout_ms == 0) {
+    where_error (c, s->line, "disconnect_timeout", "must be positive");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+load_dirty_log (struct cfg *c, const config_setting_t *g, struct cfg_dirty_log *d)
+{
+  static const char *const keys[] = { "type", "path", "region_size", "sync", NULL };
+  const config_setting_t *m;
+
+  if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
+    where_error (c, setting_line (g), "dirty_log", "must be a group { ... }");
+    return -1;
+  }
+  if (check_keys (c, g, "dirty_log", keys) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "type"))) {
+    char *v = NULL;
+    if (get_string (c, m, "dirty_log.type", &v) == -1)
+      return -1;
+    if (!strcmp (v, "core"))
+      d->type = DIRTYLOG_CORE;
+    else if (!strcmp (v, "disk"))
+      d->type = DIRTYLOG_DISK;
+    else if (!strcmp (v, "nolog"))
+      d->type = DIRTYLOG_NOLOG;
+    else {
+      where_error (c, setting_line (m), "dirty_log.type", "'%s': expected nolog, core or disk", v);
+      free (v);
+      return -1;
+    }
+    free (v);
+  }
+  if ((m = config_setting_get_member (g, "path")) && get_string (c, m, "dirty_log.path", &d->path) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "region_size")) &&
+      get_size (c, m, "dirty_log.region_size", &d->region_size) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "sync")) && get_bool (c, m, "dirty_log.sync", &d->sync) == -1)
+    return -1;
+  return 0;
+}
+
+static int
+load_leg (struct cfg *c, const config_setting_t *g, struct cfg_leg *l)
+{
+  static const char *const keys[] = { "site", "path", "dirty_log", NULL };
+  const config_setting_t *m;
+
+  dirty_log_defaults (&l->dirty_log);
+  l->line = setting_line (g);
+  if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
+    where_error (c, l->line, "legs", "each leg must be a group { ... }");
+    return -1;
+  }
+  if (check_keys (c, g, "a leg", keys) == -1)
+    return -1;
+  if (!(m = config_setting_get_member (g, "site"))) {
+    where_error (c, l->line, "site", "every leg needs a site");
+    return -1;
+  }
+  if (get_uint (c, m, "site", 0, CFG_MAX_SITES - 1, &l->site) == -1)
+    return -1;
+  if (!(m = config_setting_get_member (g, "path"))) {
+    where_error (c, l->line, "path", "every leg needs a path");
+    return -1;
+  }
+  if (get_string (c, m, "path", &l->path) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "dirty_log")) && load_dirty_log (c, m, &l->dirty_log) == -1)
+    return -1;
+  return 0;
+}
+
+static int
+load_device (struct cfg *c, const config_setting_t *g, struct cfg_device *d)
+{
+  static const char *const keys[] = { "name", "size", "legs", NULL };
+  const config_setting_t *m;
+  int i, n;
+
+  d->line = setting_line (g);
+  if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
+    where_error (c, d->line, "devices", "each device must be a group { ... }");
+    return -1;
+  }
+  if (check_keys (c, g, "a device", keys) == -1)
+    return -1;
+  if (!(m = config_setting_get_member (g, "name"))) {
+    where_error (c, d->line, "name", "every device needs a name");
+    return -1;
+  }
+  if (get_string (c, m, "name", &d->name) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "size")) && get_size (c, m, "size", &d->size) == -1)
+    return -1;
+  if (!(m = config_setting_get_member (g, "legs")) ||
+      (config_setting_type (m) != CONFIG_TYPE_LIST && config_setting_type (m) != CONFIG_TYPE_ARRAY)) {
+    where_error (c, m ? setting_line (m) : d->line, "legs",
+                 "device '%s' needs a list of legs ( { site = 0; path = ...; }, ... )", d->name);
+    return -1;
+  }
+  n = config_setting_length (m);
+  d->legs = calloc (n ? n : 1, sizeof *d->legs);
+  if (!d->legs) {
+    rep_error ("calloc: %m");
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    d->nlegs++;
+    if (load_leg (c, config_setting_get_elem (m, i), &d->legs[i]) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+static int
+load_control (struct cfg *c, const config_setting_t *g)
+{
+  static const char *const keys[] = { "socket", "group", NULL };
+  const config_setting_t *m;
+
+  if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
+    where_error (c, setting_line (g), "control", "must be a group { ... }");
+    return -1;
+  }
+  if (check_keys (c, g, "control", keys) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "socket")) && get_string (c, m, "control.socket", &c->control.socket) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "group")) && get_string (c, m, "control.group", &c->control.group) == -1)
+    return -1;
+  return 0;
+}
+
+static int
+load_list (struct cfg *c, const config_setting_t *l, const char *key,
+           void **arr, size_t *count, size_t elsize,
+           int (*one) (struct cfg *, const config_setting_t *, void *))
+{
+  int i, n;
+
+  if (config_setting_type (l) != CONFIG_TYPE_LIST) {
+    where_error (c, setting_line (l), key, "must be a list ( { ... }, { ... } )");
+    return -1;
+  }
+  n = config_setting_length (l);
+  *arr = calloc (n ? n : 1, elsize);
+  if (!*arr) {
+    rep_error ("calloc: %m");
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    (*count)++;
+    if (one (c, config_setting_get_elem (l, i), (char *) *arr + (size_t) i * elsize) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+static int
+one_site (struct cfg *c, const config_setting_t *s, void *p)
+{
+  return load_site (c, s, p);
+}
+
+static int
+one_device (struct cfg *c, const config_setting_t *s, void *p)
+{
+  return load_device (c, s, p);
+}
+
+static struct cfg *
+load_config (config_t *lc, const char *name)
+{
+  static const char *const keys[] = { "replog", "sites", "devices", "control", NULL };
+  struct cfg *c = cfg_new (name);
+  const config_setting_t *root, *m;
+
+  if (!c)
+    return NULL;
+  root = config_root_setting (lc);
+  if (check_keys (c, root, "the top level", keys) == -1)
+    goto err;
+  if (!(m = config_lookup (lc, "replog"))) {
+    where_error (c, 0, "replog", "required: replog = { path = \"...\"; };");
+    goto err;
+  }
+  if (load_replog (c, m) == -1)
+    goto err;
+  if ((m = config_lookup (lc, "sites")) &&
+      load_list (c, m, "sites", (void **) &c->sites, &c->nsites, sizeof *c->sites, one_site) == -1)
+    goto err;
+  if (!(m = config_lookup (lc, "devices"))) {
+    where_error (c, 0, "devices", "required: devices = ( { name = ...; legs = (...); } );");
+    goto err;
+  }
+  if (load_list (c, m, "devices", (void **) &c->devices, &c->ndevices, sizeof *c->devices, one_device) == -1)
+    goto err;
+  if ((m = config_lookup (lc, "control")) && load_control (c, m) == -1)
+    goto err;
+  if (validate (c) == -1)
+    goto err;
+  return c;
+ err:
+  cfg_free (c);
+  return NULL;
+}
+
+static struct cfg *
+load_common (config_t *lc, int ok, const char *name)
+{
+  struct cfg *c = NULL;
+
+  if (!ok) {
+    if (config_error_type (lc) == CONFIG_ERR_FILE_IO)
+      rep_error ("%s: cannot read configuration file: %m", name);
+    else
+      rep_error ("%s:%d: syntax error: %s", config_error_file (lc) ? config_error_file (lc) : name,
+                 config_error_line (lc), config_error_text (lc));
+  }
+  else
+    c = load_config (lc, name);
+  config_destroy (lc);
+  return c;
+}
+
+struct cfg *
+cfg_load_file (const char *path)
+{
+  config_t lc;
+  config_init (&lc);
+  return load_common (&lc, config_read_file (&lc, path) == CONFIG_TRUE, path);
+}
+
+struct cfg *
+cfg_load_string (const char *text, const char *name)
+{
+  config_t lc;
+  config_init (&lc);
+  return load_common (&lc, config_read_string (&lc, text) == CONFIG_TRUE, name);
+}
+
+/* ---- nbdkit short form ----------------------------------------------------- */
+
+struct cfg_short {
+  char *config_file;
+  char *log, *local, *control, *name, *dirty_log_dir;
+  char **remotes;
+  size_t nremotes;
+  uint64_t log_size, log_offset, size, region_size, disconnect_ms, commit_ms;
+  bool have_log_size, have_size, have_region, have_disconnect, have_commit;
+  enum cfg_log_mode mode;
+  bool have_mode;
+  enum cfg_policy policy, local_policy;
+  bool have_policy, have_local_policy;
+  enum cfg_fall_behind fb;
+  uint64_t fb_value;
+  bool have_fb;
+  unsigned queue_depth;
+  int nkeys;                        /* keys other than config= and control= */
+};
+
+struct cfg_short *
+cfg_short_new (void)
+{
+  struct cfg_short *s = calloc (1, sizeof *s);
+  if (!s)
+    rep_error ("calloc: %m");
+  return s;
+}
+
+void
+cfg_short_free (struct cfg_short *s)
+{
+  size_t i;
+  if (!s)
+    return;
+  free (s->config_file);
+  free (s->log);
+  free (s->local);
+  free (s->control);
+  free (s->name);
+  free (s->dirty_log_dir);
+  for (i = 0; i < s->nremotes; i++)
+    free (s->remotes[i]);
+  free (s->remotes);
+  free (s);
+}
+
+const char *
+cfg_short_config_file (const struct cfg_short *s)
+{
+  return s->config_file;
+}
+
+static int
+short_size (const char *key, const char *value, uint64_t *out, bool *have)
+{
+  const char *why;
+  if (units_parse_size (value, out, &why) == -1) {
+    rep_error ("%s=%s: %s", key, value, why);
+    return -1;
+  }
+  *have = true;
+  return 0;
+}
+
+static int
+short_time (const char *key, const char *value, uint64_t *out, bool *have)
+{
+  const char *why;
+  if (units_parse_time (value, out, &why) == -1) {
+    rep_error ("%s=%s: %s", key, value, why);
+    return -1;
+  }
+  *have = true;
+  return 0;
+}
+
+static int
+short_policy (const char *key, const char *value, enum cfg_policy *p, bool *have)
+{
+  if (!strcmp (value, "sync"))
+    *p = POLICY_SYNC;
+  else if (!strcmp (value, "async"))
+    *p = POLICY_ASYNC;
+  else {
+    rep_error ("%s=%s: expected sync or async", key, value);
+    return -1;
+  }
+  *have = true;
+  return 0;
+}
+
+static int
+short_str (char **dst, const char *key, const char *value)
+{
+  if (*dst) {
+    rep_error ("%s= given twice", key);
+    return -1;
+  }
+  return (*dst = xstrdup (value)) ? 0 : -1;
+}
+
+int
+cfg_short_set (struct cfg_short *s, const char *key, const char *value)
+{
+  const char *why;
+
+  if (!strcmp (key, "config"))
+    return short_str (&s->config_file, key, value);
+  if (!strcmp (key, "control"))
+    return short_str (&s->control, key, value);
+  s->nkeys++;
+  if (!strcmp (key, "log"))
+    return short_str (&s->log, key, value);
+  if (!strcmp (key, "local"))
+    return short_str (&s->local, key, value);
+  if (!strcmp (key, "name"))
+    return short_str (&s->name, key, value);
+  if (!strcmp (key, "dirty-log-dir"))
+    return short_str (&s->dirty_log_dir, key, value);
+  if (!strcmp (key, "log-size"))
+    return short_size (key, value, &s->log_size, &s->have_log_size);
+  if (!strcmp (key, "log-offset")) {
+    bool dummy;
+    return short_size (key, value, &s->log_offset, &dummy);
+  }
+  if (!strcmp (key, "size"))
+    return short_size (key, value, &s->size, &s->have_size);
+  if (!strcmp (key, "region-size"))
+    return short_size (key, value, &s->region_size, &s->have_region);
+  if (!strcmp (key, "disconnect-timeout"))
+    return short_time (key, value, &s->disconnect_ms, &s->have_disconnect);
+  if (!strcmp (key, "commit-interval"))
+    return short_time (key, value, &s->commit_ms, &s->have_commit);
+  if (!strcmp (key, "policy"))
+    return short_policy (key, value, &s->policy, &s->have_policy);
+  if (!strcmp (key, "local-policy"))
+    return short_policy (key, value, &s->local_policy, &s->have_local_policy);
+  if (!strcmp (key, "log-mode")) {
+    if (!strcmp (value, "auto"))
+      s->mode = LOG_MODE_AUTO;
+    else if (!strcmp (value, "create"))
+      s->mode = LOG_MODE_CREATE;
+    else if (!strcmp (value, "open"))
+      s->mode = LOG_MODE_OPEN;
+    else {
+      rep_error ("log-mode=%s: expected create, open or auto", value);
+      return -1;
+    }
+    s->have_mode = true;
+    return 0;
+  }
+  if (!strcmp (key, "fall-behind")) {
+    if (cfg_parse_fall_behind (value, &s->fb, &s->fb_value, &why) == -1) {
+      rep_error ("fall-behind=%s: %s", value, why);
+      return -1;
+    }
+    s->have_fb = true;
+    return 0;
+  }
+  if (!strcmp (key, "queue-depth")) {
+    char *end;
+    unsigned long v;
+    errno = 0;
+    v = strtoul (value, &end, 10);
+    if (errno || *end || v < 1 || v > MAX_QUEUE_DEPTH) {
+      rep_error ("queue-depth=%s: expected 1..%d", value, MAX_QUEUE_DEPTH);
+      return -1;
+    }
+    s->queue_depth = (unsigned) v;
+    return 0;
+  }
+  if (!strcmp (key, "remote")) {
+    char **n = realloc (s->remotes, (s->nremotes + 1) * sizeof *n);
+    if (!n) {
+      rep_error ("realloc: %m");
+      return -1;
+    }
+    s->remotes = n;
+    if (!(s->remotes[s->nremotes] = xstrdup (value)))
+      return -1;
+    s->nremotes++;
+    return 0;
+  }
+  s->nkeys--;
+  return 1;
+}
+
+/* Dirty-log path for a leg in the short form: DIR/NAME.SITE.bitmap */
+static int
+short_dirty_path (const struct cfg_short *s, const char *name, unsigned site, struct cfg_dirty_log *d)
+{
+  if (!s->dirty_log_dir)
+    return 0;
+  d->type = DIRTYLOG_DISK;
+  if (asprintf (&d->path, "%s/%s.%u.bitmap", s->dirty_log_dir, name, site) == -1) {
+    d->path = NULL;
+    rep_error ("asprintf: %m");
+    return -1;
+  }
+  return 0;
+}
+
+struct cfg *
+cfg_short_finish (struct cfg_short *s)
+{
+  struct cfg *c;
+  struct cfg_device *d;
+  size_t i;
+
+  if (s->config_file) {
+    if (s->nkeys) {
+      rep_error ("config=%s: the short-form parameters (log=, local=, remote=, ...) "
+                 "cannot be combined with config=", s->config_file);
+      return NULL;
+    }
+    c = cfg_load_file (s->config_file);
+    if (c && s->control) {
+      free (c->control.socket);
+      if (!(c->control.socket = xstrdup (s->control))) {
+        cfg_free (c);
+        return NULL;
+      }
+    }
+    return c;
+  }
+  if (!s->log) {
+    rep_error ("missing log=PATH (or config=FILE): the replication log is required");
+    return NULL;
+  }
+  if (!s->local) {
+    rep_error ("missing local=PATH (or config=FILE): the local leg is required");
+    return NULL;
+  }
+  if ((s->have_policy || s->have_fb) && s->nremotes == 0)
+    rep_warn ("policy= and fall-behind= apply to remote= legs; none given");
+
+  if (!(c = cfg_new ("command line")))
+    return NULL;
+  if (!(c->replog.path = xstrdup (s->log)))
+    goto err;
+  c->replog.offset = s->log_offset;
+  if (s->have_log_size)
+    c->replog.size = s->log_size;
+  if (s->have_mode)
+    c->replog.mode = s->mode;
+  if (s->have_commit)
+    c->replog.commit_interval_ms = s->commit_ms;
+  if (s->control && !(c->control.socket = xstrdup (s->control)))
+    goto err;
+
+  c->nsites = 1 + (s->nremotes ? s->nremotes : 0);
+  if (!(c->sites = calloc (c->nsites, sizeof *c->sites)))
+    goto nomem;
+  for (i = 0; i < c->nsites; i++) {
+    struct cfg_site *st = &c->sites[i];
+    site_defaults (st, (unsigned) i);
+    if (s->queue_depth)
+      st->queue_depth = s->queue_depth;
+    if (i == 0) {
+      if (s->have_local_policy)
+        st->policy = s->local_policy;
+      continue;
+    }
+    if (s->have_policy)
+      st->policy = s->policy;
+    if (s->have_fb) {
+      st->fall_behind = s->fb;
+      st->fall_behind_value = s->fb_value;
+    }
+    if (s->have_disconnect)
+      st->disconnect_timeout_ms = s->disconnect_ms;
+  }
+
+  c->ndevices = 1;
+  if (!(c->devices = d = calloc (1, sizeof *d)))
+    goto nomem;
+  if (!(d->name = xstrdup (s->name ? s->name : "default")))
+    goto err;
+  if (s->have_size)
+    d->size = s->size;
+  d->nlegs = 1 + s->nremotes;
+  if (!(d->legs = calloc (d->nlegs, sizeof *d->legs)))
+    goto nomem;
+  for (i = 0; i < d->nlegs; i++) {
+    struct cfg_leg *l = &d->legs[i];
+    dirty_log_defaults (&l->dirty_log);
+    l->site = (unsigned) i;
+    if (s->have_region)
+      l->dirty_log.region_size = s->region_size;
+    if (!(l->path = xstrdup (i == 0 ? s->local : s->remotes[i - 1])))
+      goto err;
+    if (short_dirty_path (s, d->name, l->site, &l->dirty_log) == -1)
+      goto err;
+  }
+  if (validate (c) == -1)
+    goto err;
+  return c;
+ nomem:
+  rep_error ("calloc: %m");
+ err:
+  cfg_free (c);
+  return NULL;
+}

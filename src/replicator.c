@@ -1,0 +1,837 @@
+/* replicator.c: instance lifecycle, legs, and the client I/O path.
+ *
+ * The client path: a write is split into entries of at most max_request
+ * bytes, each reserved in the log, copied into the mapping, indexed in the
+ * device's overlay and committed; then it is acknowledged (async site 0)
+ * or waits for the local leg (sync site 0).  A flush or FUA write appends
+ * an epoch barrier and waits until the log is durable up to it.  A read
+ * copies what the overlay has (entries not yet on the local leg) and reads
+ * the rest from the local leg.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include <json-c/json.h>
+
+#include "replicator.h"
+#include "report.h"
+#include "units.h"
+
+#define MAX_REQUEST_CAP   (32u << 20)   /* we never advertise more */
+
+const char *
+leg_state_name (enum leg_state s)
+{
+  switch (s) {
+  case LEG_REPLICATING: return "replicating";
+  case LEG_BEHIND: return "behind";
+  case LEG_DISCONNECTED: return "disconnected";
+  case LEG_DIRTY: return "dirty";
+  case LEG_RESYNCING: return "resyncing";
+  case LEG_FAILED: return "failed";
+  }
+  return "?";
+}
+
+/* ---- legs --------------------------------------------------------------- */
+
+static uint32_t
+dio_alignment (int fd, bool is_blk)
+{
+  int lbs = 0;
+
+  if (is_blk && ioctl (fd, BLKSSZGET, &lbs) == 0 && lbs > 0)
+    return (uint32_t) lbs;
+#ifdef STATX_DIOALIGN
+  {
+    struct statx stx;
+    if (statx (fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
+      return stx.stx_dio_offset_align > 512 ? stx.stx_dio_offset_align : 512;
+  }
+#endif
+  return 512;
+}
+
+static int
+leg_open_local (struct leg *l, const char *path)
+{
+  struct stat st;
+  int flags = O_RDWR | O_CLOEXEC;
+
+  if (stat (path, &st) == -1) {
+    rep_error ("device '%s': local leg %s: %m", l->dev->name, path);
+    return -1;
+  }
+  l->is_blk = S_ISBLK (st.st_mode);
+  if (!l->is_blk && !S_ISREG (st.st_mode)) {
+    rep_error ("device '%s': local leg %s is neither a file nor a block device", l->dev->name, path);
+    return -1;
+  }
+  if (l->is_blk)
+    flags |= O_EXCL;
+  l->fd = open (path, flags | O_DIRECT);
+  l->direct = l->fd >= 0;
+  if (l->fd == -1 && errno == EINVAL) {         /* tmpfs and friends */
+    l->fd = open (path, flags);
+    if (l->fd >= 0)
+      rep_warn ("device '%s': local leg %s does not support O_DIRECT; using the page cache",
+                l->dev->name, path);
+  }
+  if (l->fd == -1) {
+    if (errno == EBUSY)
+      rep_error ("device '%s': local leg %s is in use (opened exclusively elsewhere)", l->dev->name, path);
+    else
+      rep_error ("device '%s': local leg %s: %m", l->dev->name, path);
+    return -1;
+  }
+  if (!l->is_blk && flock (l->fd, LOCK_EX | LOCK_NB) == -1) {
+    rep_error ("device '%s': local leg %s is locked by another instance", l->dev->name, path);
+    return -1;
+  }
+  if (l->is_blk) {
+    if (ioctl (l->fd, BLKGETSIZE64, &l->size) == -1) {
+      rep_error ("device '%s': local leg %s: BLKGETSIZE64: %m", l->dev->name, path);
+      return -1;
+    }
+  }
+  else
+    l->size = (uint64_t) st.st_size;
+  l->lbs = l->direct ? dio_alignment (l->fd, l->is_blk) : 512;
+  l->zero_range_ok = l->punch_ok = true;
+  return 0;
+}
+
+/* ---- construction -------------------------------------------------------------- */
+
+static void
+vdev_destroy (struct vdev *d)
+{
+  size_t i;
+  for (i = 0; i < d->nlegs; i++)
+    if (d->legs[i].fd >= 0)
+      close (d->legs[i].fd);
+  free (d->legs);
+  overlay_free (d->ov);
+  pthread_mutex_destroy (&d->ov_lock);
+  pthread_mutex_destroy (&d->rmw_lock);
+}
+
+void
+replicator_free (struct replicator *r)
+{
+  size_t i;
+  if (!r)
+    return;
+  replog_close (r->rl);
+  for (i = 0; i < r->ndevs; i++)
+    vdev_destroy (&r->devs[i]);
+  free (r->devs);
+  for (i = 0; i < CFG_MAX_SITES; i++)
+    if (r->sites[i].cfg) {
+      pthread_mutex_destroy (&r->sites[i].lock);
+      pthread_cond_destroy (&r->sites[i].cv);
+    }
+  cfg_free (r->cfg);
+  free (r);
+}
+
+static uint32_t
+pow2_floor (uint64_t v)
+{
+  uint32_t p = 1;
+  while ((uint64_t) p * 2 <= v && p < (1u << 31))
+    p *= 2;
+  return p;
+}
+
+/* Rebuild the overlay from the recovered entries site 0 has not applied. */
+struct rebuild {
+  struct replicator *r;
+  uint64_t from, to;
+};
+
+static int
+rebuild_overlay (struct replicator *r)
+{
+  uint64_t seq, from = replog_applied (r->rl, 0) + 1, n = 0;
+
+  if (r->rec.entries == 0)
+    return 0;
+  if (from < r->rec.first_seq)
+    from = r->rec.first_seq;
+  for (seq = from; seq <= r->rec.last_seq; seq++) {
+    const struct rl_desc *d = replog_desc (r->rl, seq);
+    struct vdev *v;
+    if (d->op == RL_OP_BARRIER)
+      continue;
+    v = &r->devs[d->device];
+    if (overlay_insert (v->ov, d->offset, d->offset + d->length, seq,
+                        d->op == RL_OP_WRITE ? OV_DATA : OV_ZERO,
+                        d->op == RL_OP_WRITE ? replog_payload (r->rl, d) : NULL) == -1) {
+      rep_error ("rebuilding the read index: %m");
+      return -1;
+    }
+    n++;
+  }
+  rep_debug ("read index rebuilt from %" PRIu64 " entries", n);
+  return 0;
+}
+
+struct replicator *
+replicator_new (struct cfg *cfg)
+{
+  struct replicator *r = calloc (1, sizeof *r);
+  struct replog_dev_id ids[RL_MAX_DEVICES];
+  struct replog_open_args oa;
+  size_t i, j;
+
+  if (!r) {
+    rep_error ("calloc: %m");
+    cfg_free (cfg);
+    return NULL;
+  }
+  r->cfg = cfg;
+  r->drain_ms = 10000;
+  r->started = (uint64_t) time (NULL);
+  r->force_sync_engine = getenv ("NBD_REPLICATOR_NO_URING") != NULL;
+  if (cfg->ndevices > RL_MAX_DEVICES) {
+    rep_error ("%s: at most %d devices share one log", cfg->source, RL_MAX_DEVICES);
+    goto err;
+  }
+  for (i = 0; i < cfg->nsites; i++) {
+    struct site *s = &r->sites[cfg->sites[i].id];
+    s->r = r;
+    s->id = cfg->sites[i].id;
+    s->cfg = &cfg->sites[i];
+    /* Remote sites are configured and recorded, but this version applies
+     * the log to the local legs only. */
+    s->served = s->id == 0;
+    pthread_mutex_init (&s->lock, NULL);
+    pthread_cond_init (&s->cv, NULL);
+    r->site_mask |= 1u << s->id;
+  }
+
+  if (!(r->devs = calloc (cfg->ndevices, sizeof *r->devs))) {
+    rep_error ("calloc: %m");
+    goto err;
+  }
+  for (i = 0; i < cfg->ndevices; i++) {
+    struct vdev *d = &r->devs[i];
+    const struct cfg_device *cd = &cfg->devices[i];
+    uint32_t bs = 512;
+
+    d->r = r;
+    d->index = (unsigned) i;
+    d->cfg = cd;
+    d->name = cd->name;
+    pthread_mutex_init (&d->ov_lock, NULL);
+    pthread_mutex_init (&d->rmw_lock, NULL);
+    r->ndevs++;
+    if (!(d->ov = overlay_new ()) || !(d->legs = calloc (cd->nlegs, sizeof *d->legs))) {
+      rep_error ("calloc: %m");
+      goto err;
+    }
+    for (j = 0; j < cd->nlegs; j++) {
+      d->legs[j].fd = -1;
+      d->legs[j].dev = d;
+      d->legs[j].site = cd->legs[j].site;
+      d->legs[j].cfg = &cd->legs[j];
+      d->legs[j].served = cd->legs[j].site == 0;
+      d->legs[j].state = d->legs[j].served ? LEG_REPLICATING : LEG_DIRTY;
+    }
+    d->nlegs = cd->nlegs;
+    for (j = 0; j < cd->nlegs; j++) {
+      struct leg *l = &d->legs[j];
+      if (l->site != 0)
+        continue;
+      d->local = l;
+      if (leg_open_local (l, cd->legs[j].path) == -1)
+        goto err;
+      if (l->lbs > bs)
+        bs = l->lbs;
+    }
+    d->size = cd->size ? cd->size : d->local->size;
+    if (d->size == 0) {
+      rep_error ("device '%s': size is 0 (the local leg %s is empty; set size=)", d->name, d->local->cfg->path);
+      goto err;
+    }
+    if (d->local->size < d->size) {
+      rep_error ("device '%s': local leg %s is smaller (%" PRIu64 " bytes) than the device (%" PRIu64 " bytes)",
+                 d->name, d->local->cfg->path, d->local->size, d->size);
+      goto err;
+    }
+    if (d->size % bs) {
+      rep_error ("device '%s': size %" PRIu64 " is not a multiple of the block size %u",
+                 d->name, d->size, bs);
+      goto err;
+    }
+    d->block_size = bs;
+    ids[i].name = d->name;
+    ids[i].size = d->size;
+    ids[i].block_size = bs;
+  }
+
+  memset (&oa, 0, sizeof oa);
+  oa.path = cfg->replog.path;
+  oa.offset = cfg->replog.offset;
+  oa.size = cfg->replog.size;
+  oa.mode = cfg->replog.mode;
+  oa.commit_interval_ms = cfg->replog.commit_interval_ms;
+  oa.ndevices = (unsigned) cfg->ndevices;
+  oa.devices = ids;
+  oa.sites = r->site_mask;
+  oa.log_sites = 1u;                    /* site 0 only, in this version */
+  if (replog_open (&oa, &r->rl, &r->rec) == -1)
+    goto err;
+  if (r->rec.on_tmpfs)
+    rep_warn ("replog %s is on tmpfs: flushes cannot be durable across a power loss", oa.path);
+  if (r->rec.created)
+    rep_info ("replog %s: created a new log", oa.path);
+  else
+    rep_info ("replog %s: recovered %" PRIu64 " entries (%" PRIu64 " bytes of data, seq %" PRIu64
+              "..%" PRIu64 ") from header copy %c generation %" PRIu64 "; scan stopped: %s",
+              oa.path, r->rec.entries, r->rec.bytes, r->rec.first_seq,
+              r->rec.entries ? r->rec.last_seq : r->rec.first_seq - 1,
+              'A' + r->rec.header_copy, r->rec.generation, r->rec.stop_reason);
+  for (i = 1; i < CFG_MAX_SITES; i++)
+    if (r->sites[i].cfg)
+      rep_warn ("site %zu: remote legs are configured but this version does not replicate to "
+                "them yet; the site is recorded as needing a full sync", i);
+
+  /* Largest request: a power of two <= 1/8 of the data ring, <= 32M. */
+  {
+    struct replog_stats st;
+    uint64_t cap;
+    replog_get_stats (r->rl, &st);
+    cap = st.data_blocks * RL_BLOCK / 8;
+    if (cap > MAX_REQUEST_CAP)
+      cap = MAX_REQUEST_CAP;
+    for (i = 0; i < r->ndevs; i++) {
+      r->devs[i].max_request = pow2_floor (cap);
+      if (r->devs[i].max_request < r->devs[i].block_size || r->devs[i].max_request < 65536) {
+        rep_error ("replog %s: too small for device '%s' (largest request %u bytes)",
+                   oa.path, r->devs[i].name, r->devs[i].max_request);
+        goto err;
+      }
+    }
+  }
+  if (rebuild_overlay (r) == -1)
+    goto err;
+  r->sites[0].done_seq = replog_applied (r->rl, 0);
+  return r;
+
+ err:
+  replicator_free (r);
+  return NULL;
+}
+
+int
+replicator_start (struct replicator *r)
+{
+  unsigned i;
+
+  if (replog_start (r->rl) == -1)
+    return -1;
+  for (i = 0; i < CFG_MAX_SITES; i++)
+    if (r->sites[i].cfg && r->sites[i].served && worker_start (&r->sites[i]) == -1)
+      return -1;
+  return 0;
+}
+
+void
+replicator_stop (struct replicator *r)
+{
+  unsigned i;
+  if (!r)
+    return;
+  __atomic_store_n (&r->stop, true, __ATOMIC_RELEASE);
+  for (i = 0; i < CFG_MAX_SITES; i++)
+    if (r->sites[i].running)
+      worker_stop (&r->sites[i]);
+  replog_stop (r->rl);
+}
+
+struct vdev *
+replicator_find (struct replicator *r, const char *name)
+{
+  size_t i;
+  if (!name || !*name)
+    return &r->devs[0];
+  for (i = 0; i < r->ndevs; i++)
+    if (!strcmp (r->devs[i].name, name))
+      return &r->devs[i];
+  return NULL;
+}
+
+/* ---- reads ------------------------------------------------------------------------- */
+
+/* Per-thread aligned bounce buffer for O_DIRECT reads. */
+static pthread_key_t bounce_key;
+static pthread_once_t bounce_once = PTHREAD_ONCE_INIT;
+struct bounce {
+  void *p;
+  size_t len;
+};
+
+static void
+bounce_free (void *v)
+{
+  struct bounce *b = v;
+  free (b->p);
+  free (b);
+}
+
+static void
+bounce_init (void)
+{
+  pthread_key_create (&bounce_key, bounce_free);
+}
+
+static void *
+bounce_get (size_t len)
+{
+  struct bounce *b;
+
+  pthread_once (&bounce_once, bounce_init);
+  b = pthread_getspecific (bounce_key);
+  if (!b) {
+    if (!(b = calloc (1, sizeof *b)))
+      return NULL;
+    pthread_setspecific (bounce_key, b);
+  }
+  if (b->len < len) {
+    void *p;
+    if (posix_memalign (&p, 4096, len) != 0)
+      return NULL;
+    free (b->p);
+    b->p = p;
+    b->len = len;
+  }
+  return b->p;
+}
+
+static int
+pread_all (int fd, void *buf, size_t len, uint64_t off)
+{
+  while (len) {
+    ssize_t n = pread (fd, buf, len, (off_t) off);
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n == -1)
+      return -1;
+    if (n == 0) {                 /* beyond EOF of a file leg: zeroes */
+      memset (buf, 0, len);
+      return 0;
+    }
+    buf = (char *) buf + n;
+    len -= (size_t) n;
+    off += (uint64_t) n;
+  }
+  return 0;
+}
+
+/* Read [off, off+len) of a leg into buf, honouring O_DIRECT alignment. */
+static int
+leg_read (struct leg *l, void *buf, uint32_t len, uint64_t off)
+{
+  uint64_t a = l->lbs, s, e;
+  uint8_t *b;
+
+  if (!l->direct ||
+      ((uintptr_t) buf % 4096 == 0 && off % a == 0 && len % a == 0))
+    return pread_all (l->fd, buf, len, off);
+  s = off & ~(a - 1);
+  e = (off + len + a - 1) & ~(a - 1);
+  if (!(b = bounce_get ((size_t) (e - s))))
+    return -1;
+  if (pread_all (l->fd, b, (size_t) (e - s), s) == -1)
+    return -1;
+  memcpy (buf, b + (off - s), len);
+  return 0;
+}
+
+struct gaps {
+  uint64_t start, end;          /* request range */
+  uint64_t cursor;              /* covered up to here */
+  uint8_t *buf;
+  uint64_t (*v)[2];
+  size_t n, cap;
+  uint64_t inline_v[16][2];
+  int err;
+};
+
+static void
+add_gap (struct gaps *g, uint64_t s, uint64_t e)
+{
+  if (g->n == g->cap) {
+    size_t cap = g->cap * 2;
+    uint64_t (*v)[2] = g->v == g->inline_v ? malloc (cap * sizeof *v) : realloc (g->v, cap * sizeof *v);
+    if (!v) {
+      g->err = ENOMEM;
+      return;
+    }
+    if (g->v == g->inline_v)
+      memcpy (v, g->inline_v, sizeof g->inline_v);
+    g->v = v;
+    g->cap = cap;
+  }
+  g->v[g->n][0] = s;
+  g->v[g->n][1] = e;
+  g->n++;
+}
+
+static void
+copy_piece (const struct ov_piece *p, void *opaque)
+{
+  struct gaps *g = opaque;
+  uint64_t s = p->start > g->start ? p->start : g->start;
+  uint64_t e = p->end < g->end ? p->end : g->end;
+
+  if (s > g->cursor)
+    add_gap (g, g->cursor, s);
+  if (p->kind == OV_DATA)
+    memcpy (g->buf + (s - g->start), p->src + (s - p->eoff), e - s);
+  else
+    memset (g->buf + (s - g->start), 0, e - s);
+  g->cursor = e;
+}
+
+int
+rdev_pread (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
+{
+  struct gaps g = { .start = offset, .end = offset + count, .cursor = offset, .buf = buf, .cap = 16 };
+  size_t i;
+  int r = 0;
+
+  g.v = g.inline_v;
+  if (offset > d->size || count > d->size - offset) {
+    errno = EINVAL;
+    rep_error ("device '%s': read beyond the end", d->name);
+    return -1;
+  }
+  /* First the overlay (under its lock, so the log bytes stay put while we
+   * copy), then the leg for what it did not cover: anything missing from
+   * the overlay was applied before we looked. */
+  pthread_mutex_lock (&d->ov_lock);
+  overlay_foreach (d->ov, g.start, g.end, copy_piece, &g);
+  pthread_mutex_unlock (&d->ov_lock);
+  if (g.cursor < g.end)
+    add_gap (&g, g.cursor, g.end);
+  if (g.err) {
+    errno = g.err;
+    rep_error ("device '%s': read: %m", d->name);
+    r = -1;
+  }
+  for (i = 0; r == 0 && i < g.n; i++) {
+    if (leg_read (d->local, (uint8_t *) buf + (g.v[i][0] - offset),
+                  (uint32_t) (g.v[i][1] - g.v[i][0]), g.v[i][0]) == -1) {
+      rep_error ("device '%s': reading local leg %s: %m", d->name, d->local->cfg->path);
+      r = -1;
+    }
+  }
+  if (g.v != g.inline_v)
+    free (g.v);
+  __atomic_add_fetch (&d->reads, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&d->bytes_read, count, __ATOMIC_RELAXED);
+  return r;
+}
+
+/* ---- writes ------------------------------------------------------------------------- */
+
+static int
+check_range (struct vdev *d, uint64_t count, uint64_t offset, const char *what)
+{
+  if (offset > d->size || count > d->size - offset) {
+    errno = ENOSPC;
+    rep_error ("device '%s': %s beyond the end (offset %" PRIu64 ", %" PRIu64 " bytes, size %" PRIu64 ")",
+               d->name, what, offset, count, d->size);
+    return -1;
+  }
+  return 0;
+}
+
+/* After the entries are logged: FUA makes them durable, a sync site 0
+ * waits for the local leg. */
+static int
+finish_write (struct vdev *d, uint64_t last_seq, bool fua)
+{
+  struct replicator *r = d->r;
+
+  if (fua) {
+    uint64_t s;
+    if (replog_barrier (r->rl, RL_FLAG_FUA, &s) == -1 || replog_wait_durable (r->rl, s) == -1) {
+      rep_error ("device '%s': FUA: the log could not be made durable: %m", d->name);
+      errno = EIO;
+      return -1;
+    }
+  }
+  if (r->sites[0].cfg->policy == POLICY_SYNC && site_wait_done (&r->sites[0], last_seq) == -1)
+    return -1;
+  return 0;
+}
+
+/* Log one aligned write chunk. */
+static int
+log_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uint64_t *seq)
+{
+  void *payload;
+  int r;
+
+  if (replog_reserve (d->r->rl, d->index, RL_OP_WRITE, 0, offset, count, seq, &payload) == -1) {
+    rep_error ("device '%s': write: the log refused the entry: %m", d->name);
+    return -1;
+  }
+  memcpy (payload, buf, count);
+  pthread_mutex_lock (&d->ov_lock);
+  r = overlay_insert (d->ov, offset, offset + count, *seq, OV_DATA, payload);
+  pthread_mutex_unlock (&d->ov_lock);
+  /* Committed whatever happened: a reserved entry must not block the log. */
+  replog_commit (d->r->rl, *seq);
+  if (r == -1) {
+    rep_error ("device '%s': write: indexing the entry: %m", d->name);
+    return -1;
+  }
+  return 0;
+}
+
+/* A write not aligned to the block size: read the surrounding blocks
+ * (device view), patch, and log the aligned span.  One at a time. */
+static int
+rmw_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uint64_t *seq)
+{
+  uint64_t bs = d->block_size;
+  uint64_t s = offset & ~(bs - 1), e = (offset + count + bs - 1) & ~(bs - 1);
+  uint8_t *tmp = malloc ((size_t) (e - s));
+  int r = -1;
+
+  if (!tmp) {
+    rep_error ("malloc: %m");
+    return -1;
+  }
+  pthread_mutex_lock (&d->rmw_lock);
+  if (rdev_pread (d, tmp, (uint32_t) (e - s), s) == 0) {
+    memcpy (tmp + (offset - s), buf, count);
+    r = log_write (d, tmp, (uint32_t) (e - s), s, seq);
+  }
+  pthread_mutex_unlock (&d->rmw_lock);
+  free (tmp);
+  return r;
+}
+
+int
+rdev_pwrite (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, bool fua)
+{
+  const uint8_t *p = buf;
+  uint64_t seq = 0;
+
+  if (check_range (d, count, offset, "write") == -1)
+    return -1;
+  if ((offset | count) & (d->block_size - 1)) {
+    if (rmw_write (d, buf, count, offset, &seq) == -1)
+      return -1;
+  }
+  else {
+    while (count) {
+      uint32_t n = count > d->max_request ? d->max_request : count;
+      if (log_write (d, p, n, offset, &seq) == -1)
+        return -1;
+      p += n;
+      offset += n;
+      count -= n;
+    }
+  }
+  __atomic_add_fetch (&d->writes, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&d->bytes_written, (uint64_t) (p - (const uint8_t *) buf), __ATOMIC_RELAXED);
+  return finish_write (d, seq, fua);
+}
+
+/* Write-zeroes and trim: logged as operations without payload; both read
+ * back as zeroes (safety rule 10). */
+static int
+log_zero_op (struct vdev *d, int op, int flags, uint32_t count, uint64_t offset, bool fua)
+{
+  uint64_t seq;
+  int r;
+
+  if (check_range (d, count, offset, op == RL_OP_TRIM ? "trim" : "zero") == -1)
+    return -1;
+  if (count == 0)
+    return finish_write (d, 0, fua);
+  if ((offset | count) & (d->block_size - 1)) {
+    /* Unaligned head or tail: zero the partial blocks by writing. */
+    uint64_t bs = d->block_size;
+    uint64_t as = (offset + bs - 1) & ~(bs - 1), ae = (offset + count) & ~(bs - 1);
+    uint8_t *z;
+    if (as >= ae) {
+      if (!(z = calloc (1, count)))
+        return -1;
+      r = rdev_pwrite (d, z, count, offset, false);
+      free (z);
+      return r == -1 ? -1 : finish_write (d, 0, fua);
+    }
+    if (!(z = calloc (1, bs)))
+      return -1;
+    r = 0;
+    if (as > offset)
+      r = rdev_pwrite (d, z, (uint32_t) (as - offset), offset, false);
+    if (r == 0 && offset + count > ae)
+      r = rdev_pwrite (d, z, (uint32_t) (offset + count - ae), ae, false);
+    free (z);
+    if (r == -1)
+      return -1;
+    count = (uint32_t) (ae - as);
+    offset = as;
+  }
+  if (replog_reserve (d->r->rl, d->index, op, flags, offset, count, &seq, NULL) == -1) {
+    rep_error ("device '%s': the log refused the entry: %m", d->name);
+    return -1;
+  }
+  pthread_mutex_lock (&d->ov_lock);
+  r = overlay_insert (d->ov, offset, offset + count, seq, OV_ZERO, NULL);
+  pthread_mutex_unlock (&d->ov_lock);
+  replog_commit (d->r->rl, seq);
+  if (r == -1) {
+    rep_error ("device '%s': indexing the entry: %m", d->name);
+    return -1;
+  }
+  return finish_write (d, seq, fua);
+}
+
+int
+rdev_zero (struct vdev *d, uint32_t count, uint64_t offset, bool may_trim, bool fua)
+{
+  __atomic_add_fetch (&d->zeroes, 1, __ATOMIC_RELAXED);
+  return log_zero_op (d, RL_OP_ZERO, may_trim ? RL_FLAG_MAY_TRIM : 0, count, offset, fua);
+}
+
+int
+rdev_trim (struct vdev *d, uint32_t count, uint64_t offset, bool fua)
+{
+  __atomic_add_fetch (&d->trims, 1, __ATOMIC_RELAXED);
+  return log_zero_op (d, RL_OP_TRIM, 0, count, offset, fua);
+}
+
+int
+rdev_flush (struct replicator *r)
+{
+  uint64_t s;
+
+  if (replog_barrier (r->rl, 0, &s) == -1 || replog_wait_durable (r->rl, s) == -1) {
+    rep_error ("flush: the log could not be made durable: %m");
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- status --------------------------------------------------------------------------- */
+
+static json_object *
+jstr (const char *s)
+{
+  return json_object_new_string (s ? s : "");
+}
+
+char *
+replicator_status_json (struct replicator *r, bool pretty)
+{
+  json_object *root = json_object_new_object ();
+  json_object *log = json_object_new_object ();
+  json_object *sites = json_object_new_array ();
+  json_object *devs = json_object_new_array ();
+  struct replog_stats st;
+  char *out;
+  size_t i, j;
+
+  replog_get_stats (r->rl, &st);
+  json_object_object_add (root, "version", jstr (PACKAGE_VERSION));
+  json_object_object_add (root, "engine", jstr (r->engine ? r->engine : "stopped"));
+  json_object_object_add (root, "started", json_object_new_int64 ((int64_t) r->started));
+
+  json_object_object_add (log, "path", jstr (r->cfg->replog.path));
+  json_object_object_add (log, "health", jstr (st.failed ? "failed" : "ok"));
+  json_object_object_add (log, "size", json_object_new_int64 ((int64_t) st.size));
+  json_object_object_add (log, "slots", json_object_new_int64 ((int64_t) st.ndesc));
+  json_object_object_add (log, "entries", json_object_new_int64 ((int64_t) (st.next_seq - st.tail_seq)));
+  json_object_object_add (log, "data_blocks", json_object_new_int64 ((int64_t) st.data_blocks));
+  json_object_object_add (log, "data_used_blocks", json_object_new_int64 ((int64_t) st.data_used_blocks));
+  json_object_object_add (log, "fill_percent", json_object_new_double (
+    100.0 * (double) (st.data_used_blocks > (st.next_seq - st.tail_seq) * st.data_blocks / st.ndesc
+                      ? st.data_used_blocks : (st.next_seq - st.tail_seq) * st.data_blocks / st.ndesc)
+    / (double) st.data_blocks));
+  json_object_object_add (log, "next_seq", json_object_new_int64 ((int64_t) st.next_seq));
+  json_object_object_add (log, "durable_seq", json_object_new_int64 ((int64_t) st.durable_seq));
+  json_object_object_add (log, "epoch", json_object_new_int64 ((int64_t) st.epoch));
+  json_object_object_add (log, "syncs", json_object_new_int64 ((int64_t) st.syncs));
+  json_object_object_add (log, "header_writes", json_object_new_int64 ((int64_t) st.header_writes));
+  json_object_object_add (log, "full_waits", json_object_new_int64 ((int64_t) st.space_waits));
+  json_object_object_add (log, "recovered_entries", json_object_new_int64 ((int64_t) r->rec.entries));
+  json_object_object_add (root, "log", log);
+
+  for (i = 0; i < CFG_MAX_SITES; i++) {
+    struct site *s = &r->sites[i];
+    json_object *js;
+    uint64_t applied;
+    if (!s->cfg)
+      continue;
+    js = json_object_new_object ();
+    applied = replog_applied (r->rl, s->id);
+    json_object_object_add (js, "id", json_object_new_int ((int) s->id));
+    json_object_object_add (js, "policy", jstr (cfg_policy_name (s->cfg->policy)));
+    json_object_object_add (js, "link", jstr (s->id == 0 ? "local" : "not-served"));
+    json_object_object_add (js, "applied_seq", json_object_new_int64 ((int64_t) applied));
+    json_object_object_add (js, "backlog_entries", json_object_new_int64 (
+      s->served && st.next_seq - 1 > applied ? (int64_t) (st.next_seq - 1 - applied) : 0));
+    json_object_array_add (sites, js);
+  }
+  json_object_object_add (root, "sites", sites);
+
+  for (i = 0; i < r->ndevs; i++) {
+    struct vdev *d = &r->devs[i];
+    json_object *jd = json_object_new_object (), *legs = json_object_new_array ();
+    json_object_object_add (jd, "name", jstr (d->name));
+    json_object_object_add (jd, "size", json_object_new_int64 ((int64_t) d->size));
+    json_object_object_add (jd, "block_size", json_object_new_int ((int) d->block_size));
+    json_object_object_add (jd, "max_request", json_object_new_int64 (d->max_request));
+    pthread_mutex_lock (&d->ov_lock);
+    json_object_object_add (jd, "unapplied_extents", json_object_new_int64 ((int64_t) overlay_count (d->ov)));
+    pthread_mutex_unlock (&d->ov_lock);
+    json_object_object_add (jd, "reads", json_object_new_int64 ((int64_t) __atomic_load_n (&d->reads, __ATOMIC_RELAXED)));
+    json_object_object_add (jd, "writes", json_object_new_int64 ((int64_t) __atomic_load_n (&d->writes, __ATOMIC_RELAXED)));
+    for (j = 0; j < d->nlegs; j++) {
+      struct leg *l = &d->legs[j];
+      json_object *jl = json_object_new_object ();
+      enum leg_state ls = __atomic_load_n (&l->state, __ATOMIC_RELAXED);
+      json_object_object_add (jl, "site", json_object_new_int ((int) l->site));
+      json_object_object_add (jl, "path", jstr (l->cfg->path));
+      json_object_object_add (jl, "state", jstr (leg_state_name (ls)));
+      json_object_object_add (jl, "consistent", json_object_new_boolean (
+        ls == LEG_REPLICATING || ls == LEG_BEHIND || ls == LEG_DISCONNECTED));
+      if (l->site == 0) {
+        json_object_object_add (jl, "direct_io", json_object_new_boolean (l->direct));
+        json_object_object_add (jl, "errors", json_object_new_int64 ((int64_t) l->errors));
+      }
+      json_object_array_add (legs, jl);
+    }
+    json_object_object_add (jd, "legs", legs);
+    json_object_array_add (devs, jd);
+  }
+  json_object_object_add (root, "devices", devs);
+
+  out = strdup (json_object_to_json_string_ext (root, pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN));
+  json_object_put (root);
+  return out;
+}

@@ -1,0 +1,130 @@
+/* replicator.h: the object graph of one instance and its lifecycle.
+ *
+ *   struct replicator      one instance: configuration, log, sites, devices
+ *     struct replog        the replication log shared by all devices
+ *     struct site          a site (0 = local legs); one worker thread each
+ *     struct vdev          a virtual device (one NBD export)
+ *       struct leg         the device's copy at one site
+ *
+ * Client I/O (rdev_*) touches only the log and the read overlay; workers
+ * apply the log to the legs.  Only the plugin knows about nbdkit.
+ */
+#ifndef REPLICATOR_REPLICATOR_H
+#define REPLICATOR_REPLICATOR_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "overlay.h"
+#include "replog.h"
+
+struct replicator;
+struct site;
+struct worker;
+
+enum leg_state { LEG_REPLICATING, LEG_BEHIND, LEG_DISCONNECTED, LEG_DIRTY, LEG_RESYNCING, LEG_FAILED };
+
+struct leg {
+  struct vdev *dev;
+  unsigned site;
+  const struct cfg_leg *cfg;
+  int fd;                        /* writes (io_uring); O_DIRECT when `direct` */
+  bool direct;
+  bool is_blk;
+  uint32_t lbs;                  /* logical block size: O_DIRECT alignment */
+  uint64_t size;
+  bool served;                   /* fed from the log by a worker */
+  enum leg_state state;
+  bool zero_range_ok, punch_ok;  /* fallocate modes, switched off on EOPNOTSUPP */
+  uint64_t errors;               /* I/O errors seen */
+};
+
+struct vdev {
+  struct replicator *r;
+  unsigned index;                /* device number in the log */
+  const struct cfg_device *cfg;
+  const char *name;
+  uint64_t size;
+  uint32_t block_size;           /* advertised minimum */
+  uint32_t max_request;          /* advertised maximum; longer requests are split */
+  struct leg *legs;              /* one per configured leg */
+  size_t nlegs;
+  struct leg *local;             /* the site-0 leg */
+
+  /* This lock protects the overlay (index of entries not yet on the local
+   * leg) and the log bytes it points to while they are copied. */
+  pthread_mutex_t ov_lock;
+  struct overlay *ov;
+
+  /* Serialises read-modify-write of requests not aligned to block_size. */
+  pthread_mutex_t rmw_lock;
+
+  /* Counters for status (atomic adds). */
+  uint64_t reads, writes, zeroes, trims, flushes;
+  uint64_t bytes_read, bytes_written;
+};
+
+struct site {
+  struct replicator *r;
+  unsigned id;
+  const struct cfg_site *cfg;
+  bool served;                   /* a worker applies the log here */
+  struct worker *worker;
+  pthread_t thread;
+  bool running;
+
+  /* Protects done_seq; cv for clients of a sync site. */
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  uint64_t done_seq;             /* every entry <= this is on the legs (maybe not durable) */
+  unsigned sync_waiters;
+};
+
+struct replicator {
+  struct cfg *cfg;
+  struct replog *rl;
+  struct replog_recovery rec;
+  struct vdev *devs;
+  size_t ndevs;
+  struct site sites[CFG_MAX_SITES];
+  uint32_t site_mask;
+  bool stop;                     /* workers: drain and exit */
+  uint64_t drain_ms;             /* bound on the drain at stop */
+  bool force_sync_engine;        /* tests: no io_uring */
+  const char *engine;            /* "io_uring" or "threads" */
+  uint64_t started;              /* CLOCK_REALTIME seconds */
+};
+
+/* Open legs and the log, recover, rebuild the overlay.  NULL on error
+ * (reported).  No threads yet. */
+struct replicator *replicator_new (struct cfg *cfg);
+/* Start the syncer and the workers. */
+int replicator_start (struct replicator *r);
+/* Drain to the local legs for at most r->drain_ms, stop threads, write the
+ * final header.  Correctness never depends on it. */
+void replicator_stop (struct replicator *r);
+void replicator_free (struct replicator *r);
+
+struct vdev *replicator_find (struct replicator *r, const char *name);
+
+/* Client I/O.  0 or -1 with errno set and the error reported. */
+int rdev_pread (struct vdev *d, void *buf, uint32_t count, uint64_t offset);
+int rdev_pwrite (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, bool fua);
+int rdev_zero (struct vdev *d, uint32_t count, uint64_t offset, bool may_trim, bool fua);
+int rdev_trim (struct vdev *d, uint32_t count, uint64_t offset, bool fua);
+int rdev_flush (struct replicator *r);
+
+/* Status as a JSON document (malloc'd string). */
+char *replicator_status_json (struct replicator *r, bool pretty);
+
+const char *leg_state_name (enum leg_state s);
+
+/* worker.c */
+int worker_start (struct site *s);
+void worker_stop (struct site *s);
+/* Wait until the site's legs hold entry seq (sync policy). */
+int site_wait_done (struct site *s, uint64_t seq);
+
+#endif

@@ -1,0 +1,114 @@
+/* replog.h: the replication log (see the format comment in replog.c).
+ *
+ * Writers (nbdkit threads) reserve an entry, copy the payload into the
+ * mapping, and commit it.  A syncer thread makes committed entries durable
+ * in batches (group commit) and writes the header when a site's applied
+ * sequence advances.  Site workers read durable entries, apply them to
+ * their legs and post the new applied sequence; space is reused once a
+ * durable header no longer needs it.
+ */
+#ifndef REPLICATOR_REPLOG_H
+#define REPLICATOR_REPLOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "replog-format.h"
+
+struct replog;
+
+struct replog_dev_id {
+  const char *name;
+  uint64_t size;
+  uint32_t block_size;
+};
+
+struct replog_open_args {
+  const char *path;
+  uint64_t offset;              /* byte offset of header copy A */
+  uint64_t size;                /* log size for create/auto */
+  int mode;                     /* enum cfg_log_mode */
+  uint64_t commit_interval_ms;  /* background group commit */
+  unsigned ndevices;
+  const struct replog_dev_id *devices;
+  uint32_t sites;               /* bit i: site i is configured */
+  uint32_t log_sites;           /* bit i: site i is fed from the log */
+};
+
+/* What open found; printed by the caller. */
+struct replog_recovery {
+  bool created;                 /* a new log was initialised */
+  int header_copy;              /* 0 = A, 1 = B: the copy that was used */
+  bool other_copy_bad;          /* the other header copy failed its checks */
+  uint64_t generation;
+  uint64_t first_seq, last_seq; /* recovered entries [first, last]; none if first > last */
+  uint64_t entries, bytes;      /* recovered count and payload bytes */
+  const char *stop_reason;      /* why the scan stopped */
+  bool on_tmpfs;
+};
+
+/* Open (and create or recover) the log.  0, or -1 with one error reported. */
+int replog_open (const struct replog_open_args *a, struct replog **rlp,
+                 struct replog_recovery *rec);
+/* Start the syncer thread (after fork). */
+int replog_start (struct replog *rl);
+/* Stop the syncer after a final sync; mark clean if every log site has
+ * applied everything.  Safe to call twice. */
+void replog_stop (struct replog *rl);
+void replog_close (struct replog *rl);
+
+/* ---- writers ---- */
+
+/* Reserve the next entry.  Waits (no busy loop) while the log is full.
+ * For RL_OP_WRITE, *payload points to nblocks * RL_BLOCK bytes in the
+ * mapping to copy the data to.  -1 with errno = EIO if the log failed. */
+int replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
+                    uint64_t offset, uint32_t length, uint64_t *seq, void **payload);
+/* Seal a reserved entry (checksum) and make it visible to the syncer. */
+void replog_commit (struct replog *rl, uint64_t seq);
+/* Append an epoch barrier if anything was written since the last one, and
+ * return in *seq the sequence a flush must wait for (the last reserved). */
+int replog_barrier (struct replog *rl, int flags, uint64_t *seq);
+/* Wait until every entry <= seq is durable in the log.  -1/EIO if failed. */
+int replog_wait_durable (struct replog *rl, uint64_t seq);
+
+/* ---- readers and workers ---- */
+
+const struct rl_desc *replog_desc (struct replog *rl, uint64_t seq);
+const void *replog_payload (struct replog *rl, const struct rl_desc *d);
+/* Wait up to timeout_ms for durable entries after `after`; returns the
+ * durable sequence (== after on timeout or stop). */
+uint64_t replog_wait_work (struct replog *rl, uint64_t after, unsigned timeout_ms);
+/* A worker says: every entry <= seq is durable on site's legs. */
+void replog_post_applied (struct replog *rl, unsigned site, uint64_t seq);
+/* Wait until the header durably records applied >= seq for site.
+ * -1/EIO if the log failed. */
+int replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq);
+/* Applied sequence of a site as the durable header has it. */
+uint64_t replog_applied (struct replog *rl, unsigned site);
+/* True while writers wait for space (workers should checkpoint). */
+bool replog_space_wanted (struct replog *rl);
+bool replog_stopping (struct replog *rl);
+
+/* ---- status ---- */
+struct replog_stats {
+  uint64_t next_seq, committed_seq, durable_seq, tail_seq;
+  uint64_t ndesc, data_blocks, data_used_blocks;
+  uint64_t epoch, syncs, header_writes, space_waits;
+  uint64_t size;
+  bool failed;
+};
+void replog_get_stats (struct replog *rl, struct replog_stats *st);
+/* Header identity (tests, replctl). */
+void replog_get_header (struct replog *rl, struct rl_header *h);
+
+/* ---- format helpers (also used by the unit tests) ---- */
+
+/* Validate one header copy; NULL if valid, else the reason. */
+const char *replog_header_check (const struct rl_header *h, uint64_t file_room);
+/* Entry checksum. */
+uint32_t replog_desc_crc (uint64_t salt, const struct rl_desc *d, const void *payload);
+/* Geometry of a log of `size` bytes: 0, or -1 if too small. */
+int replog_geometry (uint64_t size, uint64_t *ndesc, uint64_t *data_offset, uint64_t *data_blocks);
+
+#endif

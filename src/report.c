@@ -1,0 +1,98 @@
+/* report.c: see report.h.  The only place that decides where text goes. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "report.h"
+
+static struct report_sink sink;
+static int verbose;
+
+void
+report_set_sink (const struct report_sink *s)
+{
+  if (s)
+    sink = *s;
+  else
+    memset (&sink, 0, sizeof sink);
+}
+
+void
+report_set_verbose (int v)
+{
+  verbose = v;
+}
+
+static void
+emit (void (*fn) (const char *, va_list), int always, const char *prefix,
+      const char *fmt, va_list ap)
+{
+  int saved = errno;
+
+  if (fn) {
+    fn (fmt, ap);
+  }
+  else if (always || verbose) {
+    char buf[1024];
+    errno = saved;             /* vsnprintf's %m reads errno */
+    vsnprintf (buf, sizeof buf, fmt, ap);
+    fprintf (stderr, "%s%s\n", prefix, buf);
+  }
+  errno = saved;
+}
+
+void
+rep_error (const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  emit (sink.error, 1, "error: ", fmt, ap);
+  va_end (ap);
+}
+
+/* nbdkit has no warning level: a warning is an error-level line that does
+ * not fail the call, prefixed so operators can tell them apart. */
+void
+rep_warn (const char *fmt, ...)
+{
+  va_list ap;
+  char buf[1024];
+  int saved = errno;
+
+  va_start (ap, fmt);
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  va_end (ap);
+  errno = saved;
+  if (sink.error) {
+    char line[1100];
+    snprintf (line, sizeof line, "warning: %s", buf);
+    rep_error ("%s", line);
+  }
+  else
+    fprintf (stderr, "warning: %s\n", buf);
+  errno = saved;
+}
+
+/* Information the operator should see once (recovery counts, start-up). */
+void
+rep_info (const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  if (sink.debug)
+    emit (sink.debug, 1, "", fmt, ap);
+  else
+    emit (NULL, 1, "", fmt, ap);
+  va_end (ap);
+}
+
+void
+rep_debug (const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  emit (sink.debug, 0, "debug: ", fmt, ap);
+  va_end (ap);
+}
