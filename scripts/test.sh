@@ -1,0 +1,43 @@
+#!/bin/bash
+# Install what is missing, build, and run the whole test suite twice: a
+# normal -Werror build, then an ASan+UBSan build (out of tree, in
+# build-asan/).  Prints "N passed, N failed, N skipped" last; exits
+# non-zero on any failure.
+set -u
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+rc=0
+"$top/scripts/install-deps.sh" || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+
+start=$(date +%s)
+{ autoreconf -fi && ./configure && make -j"$(nproc)"; } > build.log 2>&1 || rc=$?
+if [ $rc -ne 0 ]; then
+  tail -n 40 build.log
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+make -j2 check VERBOSE=1 || rc=1
+echo "== normal build: $(( $(date +%s) - start )) s"
+
+if [ "${SKIP_SANITIZERS:-}" != 1 ]; then
+  start=$(date +%s)
+  rm -rf build-asan && mkdir build-asan
+  if (cd build-asan && ../configure --enable-sanitizers && make -j"$(nproc)") > build-asan.log 2>&1; then
+    (cd build-asan && make -j2 check VERBOSE=1) || rc=1
+  else
+    tail -n 40 build-asan.log
+    echo "sanitizer build failed"
+    rc=1
+  fi
+  echo "== sanitizer build: $(( $(date +%s) - start )) s"
+fi
+
+logs=$(find . -name test-suite.log -newer build.log 2>/dev/null)
+if [ -z "$logs" ]; then
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+awk '/^# (PASS|XFAIL):/ {p += $3} /^# (FAIL|XPASS|ERROR):/ {f += $3} /^# SKIP:/ {s += $3}
+     END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' $logs
+exit $rc
