@@ -1,8 +1,10 @@
 #!/bin/bash
-# Configure and build in the source tree (idempotent).  Extra arguments go
-# to configure.
+# Configure and build out of tree in build/ (idempotent).  Extra arguments
+# go to configure.
 set -eu
 cd "$(dirname "$0")/.."
 [ -x configure ] || autoreconf -fi
-[ -f Makefile ] || ./configure "$@"
+mkdir -p build
+cd build
+[ -f Makefile ] || ../configure "$@"
 make -j"$(nproc)"

@@ -9,7 +9,7 @@ export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH       # Debian's python3 (nbdsh)
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
 "$top/scripts/build.sh" >/dev/null
-PLUGIN=$top/plugins/replicator/.libs/nbdkit-replicator-plugin.so
+PLUGIN=$top/build/plugins/replicator/.libs/nbdkit-replicator-plugin.so
 D=${DEMO_DIR:-/var/tmp/nbd-replicator-demo}
 mkdir -p "$D"
 SOCK=$D/nbd.sock CTL=$D/control.sock PID=$D/nbdkit.pid
@@ -35,7 +35,7 @@ h.flush()
 assert h.pread(1 << 20, 1 << 20) == data
 print("wrote 1 MiB at offset 1 MiB, flushed, read it back: OK (size %d MiB)" % (h.get_size() >> 20))
 '
-"$top/replctl" -s "$CTL" status
+"$top/build/replctl" -s "$CTL" status
 cat <<TXT
 
 nbd-replicator is running (pid $(cat "$PID")), export "default" on $SOCK
@@ -45,6 +45,6 @@ Attach it:
   nbdfuse $D/mnt "$URI"                                 (the device as a file, no module)
   qemu-system-x86_64 -drive file=$URI,format=raw ...
   nbdsh -u "$URI"
-Status:  $top/replctl -s $CTL status [--json]
+Status:  $top/build/replctl -s $CTL status [--json]
 Stop:    kill \$(cat $PID)      (drains the log to the local leg)
 TXT

@@ -11,13 +11,14 @@ rc=0
 "$top/scripts/install-deps.sh" || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 
 start=$(date +%s)
-{ autoreconf -fi && ./configure && make -j"$(nproc)"; } > build.log 2>&1 || rc=$?
+{ autoreconf -fi && rm -rf build && mkdir build && cd build && ../configure && make -j"$(nproc)"; } > build.log 2>&1 || rc=$?
+cd "$top"
 if [ $rc -ne 0 ]; then
   tail -n 40 build.log
   echo "0 passed, 1 failed, 0 skipped"
   exit 1
 fi
-make -j2 check VERBOSE=1 || rc=1
+(cd build && make -j2 check VERBOSE=1) || rc=1
 echo "== normal build: $(( $(date +%s) - start )) s"
 
 if [ "${SKIP_SANITIZERS:-}" != 1 ]; then
