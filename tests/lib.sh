@@ -1,0 +1,174 @@
+# tests/lib.sh: helpers for the integration tests (bash).  Source it from a test:
+#   . "${TESTDIR:-$(dirname "$0")}/lib.sh"
+#
+# Every server is started in the background from the test shell itself (never in a
+# subshell, $(...) or pipeline): Debian's nbdkit dies with its parent (PR_SET_PDEATHSIG).
+#
+# Environment (set by tests/Makefile.inc under `make check`; defaults for direct runs):
+#   PLUGIN REPLCTL CONFDIR TESTDIR SANITIZERS
+
+# Debian's python3 (with python3-libnbd) must come first: nbdsh runs `python3 -m nbd`.
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
+
+_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+_top_dir=$(cd "$_lib_dir/.." && pwd)
+: "${TESTDIR:=$_lib_dir}"
+: "${PLUGIN:=$_top_dir/plugins/replicator/.libs/nbdkit-replicator-plugin.so}"
+: "${REPLCTL:=$_top_dir/replctl}"
+: "${CONFDIR:=$_top_dir/conf}"
+: "${SANITIZERS:=no}"
+export TESTDIR PLUGIN REPLCTL CONFDIR SANITIZERS
+
+# The sanitizer runtime goes into nbdkit only.  Never export it: children (nbdsh, fio,
+# python, replctl) must not inherit LD_PRELOAD.
+NBDKIT_ENV=()
+if [ "$SANITIZERS" = yes ]; then
+  NBDKIT_ENV=(LD_PRELOAD="$(gcc -print-file-name=libasan.so)"
+              ASAN_OPTIONS=detect_leaks=0:abort_on_error=0
+              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+fi
+unset LD_PRELOAD
+
+# Short temp dir: unix socket paths must stay under 108 bytes.
+T=$(mktemp -d /tmp/rt.XXXXXX)
+FAILURES=0
+declare -A REPL_PID=()
+
+# Tests may define cleanup_hook (unmounts etc.); it runs first.
+cleanup() {
+  set +e                         # a failing command must not cut the trap short
+  local p
+  if declare -F cleanup_hook >/dev/null; then cleanup_hook; fi
+  for p in $(jobs -p); do kill -9 "$p" 2>/dev/null; done   # only our own children
+  wait 2>/dev/null
+  if [ -n "${KEEP_TMP:-}" ]; then echo "(kept $T)"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+# alive PID: running and not a zombie (kill -0 is true for zombies)
+alive() { local s; s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
+
+# requires CMD...: skip the test (exit 77) when a command is missing
+requires() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null 2>&1 || { echo "SKIP: $c is not installed"; exit 77; }
+  done
+}
+requires_root() { [ "$(id -u)" = 0 ] || { echo "SKIP: needs root"; exit 77; }; }
+requires_python_nbd() { python3 -c 'import nbd' 2>/dev/null || { echo "SKIP: python3 has no nbd module"; exit 77; }; }
+
+# Assertion helpers: a failed check is counted and reported; `finish` sets the exit status.
+ok()   { echo "ok:   $*"; }
+fail() { echo "FAIL: $*"; FAILURES=$((FAILURES + 1)); }
+die()  { echo "FAIL: $*"; exit 1; }
+finish() {
+  if [ "$FAILURES" -ne 0 ]; then echo "$FAILURES check(s) failed"; exit 1; fi
+  echo "all checks passed"; exit 0
+}
+# check DESC CMD...: run CMD, ok/fail with DESC
+check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
+
+# run_nbdkit ARGS...: nbdkit in the foreground (dump-plugin, help, expected failures)
+run_nbdkit() { env "${NBDKIT_ENV[@]}" nbdkit "$@"; }
+
+# start_replicator NAME [NBDKIT-OPTIONS...] PARAMS...
+#   nbdkit -f -U $T/NAME.sock -P $T/NAME.pid [-opts] $PLUGIN PARAMS, stderr >> $T/NAME.log
+#   Leading arguments starting with '-' are nbdkit options (plugin params are key=value).
+#   Sets REPL_PID[NAME], NBD_PID, NBD_URI.  Returns 1 (log printed) if it does not come up.
+start_replicator() {
+  local name=$1; shift
+  local opts=() i
+  while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do opts+=("$1"); shift; done
+  rm -f "$T/$name.sock" "$T/$name.pid"      # a stale socket => "Address already in use"
+  echo "--- start $name: nbdkit ${opts[*]} replicator $*" >>"$T/$name.log"
+  env "${NBDKIT_ENV[@]}" nbdkit -f -U "$T/$name.sock" -P "$T/$name.pid" "${opts[@]}" \
+      "$PLUGIN" "$@" 2>>"$T/$name.log" &
+  NBD_PID=$!
+  REPL_PID[$name]=$NBD_PID
+  for i in $(seq 1000); do
+    [ -s "$T/$name.pid" ] && break
+    if ! alive "$NBD_PID"; then
+      wait "$NBD_PID" 2>/dev/null || true
+      echo "nbdkit $name did not start; its log:"; sed 's/^/  | /' "$T/$name.log"
+      return 1
+    fi
+    sleep 0.02
+  done
+  [ -s "$T/$name.pid" ] || { echo "nbdkit $name: no pidfile after 20 s"; return 1; }
+  NBD_URI="nbd+unix:///?socket=$T/$name.sock"
+}
+
+# uri NAME [EXPORT]
+uri() { echo "nbd+unix:///${2:-}?socket=$T/$1.sock"; }
+
+# stop_replicator NAME [TIMEOUT_S]: SIGTERM, wait for exit.  Returns nbdkit's exit status;
+# 124 if it did not exit in time (then it is killed with SIGKILL).
+stop_replicator() {
+  local name=$1 tmo=${2:-30} pid=${REPL_PID[$1]:-} i rc=0
+  [ -n "$pid" ] || { echo "stop_replicator: $name is not running"; return 1; }
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq $((tmo * 20))); do alive "$pid" || break; sleep 0.05; done
+  if alive "$pid"; then
+    echo "nbdkit $name did not exit within ${tmo}s of SIGTERM"
+    kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    unset "REPL_PID[$name]"
+    return 124
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  unset "REPL_PID[$name]"
+  return $rc
+}
+
+# kill9_replicator NAME: crash it
+kill9_replicator() {
+  local name=$1 pid=${REPL_PID[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+  unset "REPL_PID[$name]"
+}
+
+# show_log NAME: print a server's stderr, indented
+show_log() { [ -f "$T/$1.log" ] && sed 's/^/  | /' "$T/$1.log"; }
+
+# sanitizer_clean NAME: no ASan/UBSan report in the server's log
+sanitizer_clean() {
+  ! grep -qE 'ERROR: (Address|Undefined|Leak)Sanitizer|runtime error:' "$T/$1.log"
+}
+
+# status_json CTLSOCK: replctl status --json
+status_json() { "$REPLCTL" -s "$1" status --json; }
+
+# status_get CTLSOCK PYEXPR: evaluate PYEXPR with j = the status JSON, print the result
+#   status_get "$T/r.ctl" 'j["log"]["entries"]'
+status_get() {
+  local js
+  js=$(status_json "$1") || return 1
+  python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$js" "$2"
+}
+
+# wait_drained CTLSOCK [TIMEOUT_S]: wait until the log holds no entries and no device has
+# unapplied extents
+wait_drained() {
+  local ctl=$1 tmo=${2:-20} i v
+  for i in $(seq $((tmo * 10))); do
+    v=$(status_get "$ctl" 'j["log"]["entries"] == 0 and all(d["unapplied_extents"] == 0 for d in j["devices"])' 2>/dev/null) || v=
+    [ "$v" = True ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# nbdsh with a clean environment
+nbdsh_u() { local u=$1; shift; env -u LD_PRELOAD nbdsh -u "$u" "$@"; }
+
+# timed DESC CMD...: run CMD, print its duration
+timed() {
+  local d=$1 s rc=0; shift
+  s=$EPOCHREALTIME; "$@" || rc=$?
+  python3 -c 'import sys; print("  (%s took %.2f s)" % (sys.argv[1], float(sys.argv[3]) - float(sys.argv[2])))' "$d" "$s" "$EPOCHREALTIME"
+  return $rc
+}
+
+echo "temp dir $T; plugin $PLUGIN; sanitizers $SANITIZERS"

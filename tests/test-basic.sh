@@ -1,0 +1,175 @@
+#!/bin/bash
+# Basic I/O through the replicator: write/read/zero/trim/flush/FUA, read-your-writes,
+# out-of-range requests, sizes; after a clean stop the local leg equals a reference image.
+set -eu
+. "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
+requires nbdkit cmp
+requires_python_nbd
+
+SIZE=$((64 << 20))
+truncate -s $SIZE "$T/leg"
+start_replicator r log="$T/log" log-size=16M local="$T/leg" control="$T/r.ctl" ||
+  die "replicator does not start"
+
+cat > "$T/basic.py" <<'PY'
+# Run a fixed pattern of operations against the export and mirror them in a reference image.
+# argv: URI REFFILE SIZE ; exits 1 on the first failed check (after printing it)
+import os, random, sys, nbd
+uri, reffile, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ref = bytearray(size)
+fails = 0
+def check(cond, what):
+    global fails
+    print(("ok:   " if cond else "FAIL: ") + what, flush=True)
+    if not cond: fails += 1
+
+h = nbd.NBD(); h.connect_uri(uri)
+check(h.get_size() == size, "export size %d == leg size %d" % (h.get_size(), size))
+for f in ("can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"):
+    check(getattr(h, f)(), f)
+check(not h.is_read_only(), "export is writable")
+rng = random.Random(1234)
+def pat(n, tag):
+    return bytes((tag * 31 + i * 7 + (i >> 9)) & 0xff for i in range(n)) if n <= 65536 else \
+           (bytes(rng.getrandbits(8) for _ in range(4096)) * (n // 4096 + 1))[:n]
+def W(buf, off, flags=0):
+    h.pwrite(buf, off, flags); ref[off:off + len(buf)] = buf
+def Z(n, off, flags=0):
+    h.zero(n, off, flags); ref[off:off + n] = bytes(n)
+def T(n, off):
+    h.trim(n, off); ref[off:off + n] = bytes(n)
+def R(n, off, what):
+    got = h.pread(n, off)
+    check(got == ref[off:off + n], "%s (read %d @ %d)" % (what, n, off))
+
+# fresh device reads zeroes
+R(1 << 20, 0, "fresh device reads zeroes")
+# plain writes, read back immediately (read your writes: the leg need not have them yet)
+W(pat(4096, 1), 0);            R(4096, 0, "4k write at 0 reads back")
+W(pat(65536, 2), 1 << 20);     R(65536, 1 << 20, "64k write at 1M reads back")
+W(pat(512, 3), 8192 + 512);    R(8192, 8192, "512-byte write inside a block, surroundings intact")
+# overwrite storm on one block: every read must return the newest write
+for g in range(200):
+    W(pat(4096, 10 + g), 16384)
+    if g % 20 == 0: R(4096, 16384, "overwrite %d of the same block reads newest" % g)
+R(4096, 16384, "after 200 overwrites the newest data is read")
+# overlapping writes of different sizes
+W(pat(16384, 40), 32768); W(pat(4096, 41), 32768 + 6144 - 2048); W(pat(1024, 42), 32768 + 15360)
+R(16384, 32768, "overlapping writes combine correctly")
+# async burst: many writes in flight, then read everything back
+cookies = []
+for slot in rng.sample(range(size // 65536), 256):   # distinct 64k slots: no two overlap
+    n = 4096 * rng.randint(1, 16)
+    off = slot * 65536 + 4096 * rng.randint(0, 16 - n // 4096)
+    buf = pat(n, rng.randrange(256)); ref[off:off + n] = buf
+    cookies.append(h.aio_pwrite(buf, off))
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+check(all(h.aio_command_completed(c) for c in cookies), "256 concurrent writes completed without error")
+R(size // 4, 0, "256 concurrent writes: first quarter matches")
+R(size, 0, "256 concurrent writes: whole device matches")
+# FUA writes and flush
+W(pat(8192, 50), 3 << 20, nbd.CMD_FLAG_FUA); R(8192, 3 << 20, "FUA write reads back")
+h.flush(); check(True, "flush succeeded")
+# write zeroes (may trim and no-hole), trim
+W(pat(65536, 60), 4 << 20)
+Z(8192, (4 << 20) + 4096);                       R(65536, 4 << 20, "zero (may trim) in the middle of data")
+Z(4096, (4 << 20) + 32768, nbd.CMD_FLAG_NO_HOLE); R(65536, 4 << 20, "zero with NO_HOLE")
+Z(4096, (4 << 20) + 49152, nbd.CMD_FLAG_FUA);     R(65536, 4 << 20, "zero with FUA")
+W(pat(65536, 61), 5 << 20)
+T(16384, (5 << 20) + 16384);                     R(65536, 5 << 20, "trim reads back zeroes, surroundings intact")
+try:
+    h.zero(4096, 6 << 20, nbd.CMD_FLAG_FAST_ZERO); ref[(6 << 20):(6 << 20) + 4096] = bytes(4096)
+    check(True, "fast zero accepted")
+except nbd.Error as e:
+    check(e.errno == "ENOTSUP", "fast zero refused with ENOTSUP (%s)" % e.errno)
+R(4096, 6 << 20, "after fast zero")
+# the last block of the device
+W(pat(4096, 70), size - 4096); R(4096, size - 4096, "write to the last block")
+# a large write (bigger than the advertised maximum request: the plugin must cope or refuse)
+h.set_strict_mode(0)
+big = pat(4 << 20, 0)
+try:
+    h.pwrite(big, 8 << 20); ref[(8 << 20):(12 << 20)] = big; check(True, "4M write accepted")
+except nbd.Error as e:
+    check(e.errno in ("EINVAL", "ENOMEM", "EOVERFLOW"), "4M write refused cleanly (%s)" % e.errno)
+R(4 << 20, 8 << 20, "after the 4M write")
+# unaligned (sub-block) requests, sent past libnbd's alignment check
+W(pat(3000, 80), 100001); R(8192, 98304, "unaligned 3000-byte write at odd offset")
+Z(1000, 100500);          R(8192, 98304, "unaligned zero")
+R(777, 100003, "unaligned read")
+# out of range: must fail, and must change nothing
+for what, fn in (("write past the end", lambda: h.pwrite(b"x" * 4096, size)),
+                 ("write straddling the end", lambda: h.pwrite(b"x" * 8192, size - 4096)),
+                 ("zero past the end", lambda: h.zero(4096, size)),
+                 ("trim past the end", lambda: h.trim(4096, size + 4096)),
+                 ("read past the end", lambda: h.pread(4096, size))):
+    try:
+        fn(); check(False, what + " must fail but succeeded")
+    except nbd.Error as e:
+        check(True, "%s fails (%s)" % (what, e.errno))
+h.set_strict_mode(31)
+try:
+    h.pwrite(b"x" * 4096, size); check(False, "strict out-of-range write succeeded")
+except nbd.Error:
+    check(True, "libnbd refuses an out-of-range write client-side too")
+R(4096, size - 4096, "last block unchanged by the failed writes")
+# a second connection sees the first one's writes (multi-conn)
+h2 = nbd.NBD(); h2.connect_uri(uri)
+W(pat(4096, 90), 7 << 20)
+check(h2.pread(4096, 7 << 20) == ref[(7 << 20):(7 << 20) + 4096], "second connection reads the first one's write")
+h2.pwrite(pat(4096, 91), 7 << 20); ref[(7 << 20):(7 << 20) + 4096] = pat(4096, 91)
+R(4096, 7 << 20, "first connection reads the second one's write")
+h2.shutdown()
+h.flush()
+R(size, 0, "whole device equals the reference at the end")
+h.shutdown()
+open(reffile, "wb").write(ref)
+sys.exit(1 if fails else 0)
+PY
+
+echo "== I/O checks through nbd (python3-libnbd)"
+if timed "I/O checks" python3 "$T/basic.py" "$NBD_URI" "$T/ref" $SIZE; then ok "all I/O checks"
+else fail "I/O checks (see above)"; fi
+[ -s "$T/ref" ] || die "no reference image written"
+
+echo "== nbdsh one-liners"
+check "nbdsh: write + FUA + flush + read" \
+  nbdsh_u "$NBD_URI" -c 'h.pwrite(b"Q"*4096, 40<<20, nbd.CMD_FLAG_FUA); h.flush(); assert h.pread(4096, 40<<20) == b"Q"*4096'
+python3 - "$T/ref" <<'PY'
+import sys; f=open(sys.argv[1], "r+b"); f.seek(40 << 20); f.write(b"Q" * 4096)
+PY
+
+echo "== status while running"
+st=$(status_json "$T/r.ctl") || die "replctl status --json failed"
+check "status reports device 'default' of $SIZE bytes" \
+  python3 -c 'import json,sys; j=json.loads(sys.argv[1]); d=j["devices"][0]; sys.exit(not (d["name"]=="default" and d["size"]==int(sys.argv[2]) and d["writes"]>0))' "$st" $SIZE
+check "replctl status (text) works" "$REPLCTL" -s "$T/r.ctl" status
+
+echo "== clean stop drains the log into the local leg"
+rc=0; timed "stop" stop_replicator r || rc=$?
+[ $rc -eq 0 ] && ok "nbdkit exited 0 on SIGTERM" || { fail "nbdkit exit status $rc on SIGTERM"; show_log r; }
+if cmp "$T/leg" "$T/ref"; then ok "local leg file equals the reference image"
+else fail "local leg differs from the reference: $(cmp -l "$T/leg" "$T/ref" | wc -l) bytes differ"; fi
+
+echo "== restart on the same log: the device still reads the same"
+start_replicator r log="$T/log" log-size=16M local="$T/leg" control="$T/r.ctl" || die "restart failed"
+check "status after restart: log is empty (clean stop drained it)" \
+  test "$(status_get "$T/r.ctl" 'j["log"]["entries"]')" = 0
+nbdcopy "$NBD_URI" "$T/readback" 2>/dev/null || nbdsh_u "$NBD_URI" -c "open('$T/readback','wb').write(h.pread(h.get_size(), 0))"
+check "device content after restart equals the reference" cmp -s "$T/readback" "$T/ref"
+stop_replicator r || fail "second stop rc $?"
+
+echo "== size= smaller than the leg"
+start_replicator s log="$T/log2" log-size=4M local="$T/leg" size=32M control="$T/s.ctl" || die "size=32M start failed"
+check "size=32M: export size is 32M" test "$(nbdsh_u "$NBD_URI" -c 'print(h.get_size())')" = $((32 << 20))
+check "size=32M: a write at 32M is refused" \
+  nbdsh_u "$NBD_URI" -c 'h.set_strict_mode(0)
+try:
+    h.pwrite(b"x"*4096, 32<<20); sys.exit(1)
+except nbd.Error: pass'
+stop_replicator s || fail "stop rc $?"
+check "size=32M run left the leg beyond 32M untouched" \
+  cmp -s <(tail -c +$(((32 << 20) + 1)) "$T/leg") <(tail -c +$(((32 << 20) + 1)) "$T/ref")
+check "no sanitizer reports" sanitizer_clean r
+finish
