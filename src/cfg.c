@@ -655,10 +655,11 @@ load_dirty_log (struct cfg *c, const config_setting_t *g, struct cfg_dirty_log *
 static int
 load_leg (struct cfg *c, const config_setting_t *g, struct cfg_leg *l)
 {
-  static const char *const keys[] = { "site", "path", "dirty_log", NULL };
+  static const char *const keys[] = { "site", "path", "dirty_log", "direct_io", NULL };
   const config_setting_t *m;
 
   dirty_log_defaults (&l->dirty_log);
+  l->direct_io = true;
   l->line = setting_line (g);
   if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
     where_error (c, l->line, "legs", "each leg must be a group { ... }");
@@ -679,6 +680,8 @@ load_leg (struct cfg *c, const config_setting_t *g, struct cfg_leg *l)
   if (get_string (c, m, "path", &l->path) == -1)
     return -1;
   if ((m = config_setting_get_member (g, "dirty_log")) && load_dirty_log (c, m, &l->dirty_log) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "direct_io")) && get_bool (c, m, "direct_io", &l->direct_io) == -1)
     return -1;
   return 0;
 }
@@ -869,6 +872,7 @@ struct cfg_short {
   uint64_t fb_value;
   bool have_fb;
   unsigned queue_depth;
+  bool direct_io, have_direct_io;
   int nkeys;                        /* keys other than config= and control= */
 };
 
@@ -1012,6 +1016,18 @@ cfg_short_set (struct cfg_short *s, const char *key, const char *value)
     s->have_fb = true;
     return 0;
   }
+  if (!strcmp (key, "direct-io")) {
+    if (!strcmp (value, "true") || !strcmp (value, "on") || !strcmp (value, "1"))
+      s->direct_io = true;
+    else if (!strcmp (value, "false") || !strcmp (value, "off") || !strcmp (value, "0"))
+      s->direct_io = false;
+    else {
+      rep_error ("direct-io=%s: expected true or false", value);
+      return -1;
+    }
+    s->have_direct_io = true;
+    return 0;
+  }
   if (!strcmp (key, "queue-depth")) {
     char *end;
     unsigned long v;
@@ -1140,6 +1156,7 @@ cfg_short_finish (struct cfg_short *s)
     struct cfg_leg *l = &d->legs[i];
     dirty_log_defaults (&l->dirty_log);
     l->site = (unsigned) i;
+    l->direct_io = s->have_direct_io ? s->direct_io : true;
     if (s->have_region)
       l->dirty_log.region_size = s->region_size;
     if (!(l->path = xstrdup (i == 0 ? s->local : s->remotes[i - 1])))

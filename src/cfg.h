@@ -40,6 +40,7 @@ struct cfg_dirty_log {
 struct cfg_leg {
   unsigned site;
   char *path;                       /* file, block device or URL */
+  bool direct_io;                   /* path legs: O_DIRECT (default true) */
   enum cfg_transport transport;
   struct cfg_dirty_log dirty_log;
   int line;

@@ -82,9 +82,11 @@ leg_open_local (struct leg *l, const char *path)
   }
   if (l->is_blk)
     flags |= O_EXCL;
-  l->fd = open (path, flags | O_DIRECT);
+  l->fd = l->cfg->direct_io ? open (path, flags | O_DIRECT) : -1;
   l->direct = l->fd >= 0;
-  if (l->fd == -1 && errno == EINVAL) {         /* tmpfs and friends */
+  if (!l->cfg->direct_io)
+    l->fd = open (path, flags);                 /* page cache for reads and writes */
+  else if (l->fd == -1 && errno == EINVAL) {    /* tmpfs and friends */
     l->fd = open (path, flags);
     if (l->fd >= 0)
       rep_warn ("device '%s': local leg %s does not support O_DIRECT; using the page cache",

@@ -36,7 +36,9 @@
 #include "report.h"
 
 #define ZBUF_SIZE        (1u << 20)
-#define CKPT_INTERVAL_NS (500u * 1000000u)
+#define CKPT_INTERVAL_NS (500u * 1000000u)    /* checkpoint at least this often */
+#define CKPT_FULL_NS     (5u * 1000000u)      /* ... or this often while the log is full */
+#define CKPT_TAG         UINT64_MAX           /* user_data of checkpoint fsyncs */
 
 struct wio {
   bool active;
@@ -64,6 +66,11 @@ struct worker {
   uint64_t done;                   /* every seq <= done completed */
   uint64_t posted;                 /* applied posted to the log */
   uint64_t last_ckpt_ns;
+  /* An asynchronous checkpoint: fsyncs of the legs in flight. */
+  bool ckpt_busy;
+  unsigned ckpt_pending;
+  uint64_t ckpt_seq;
+  int ckpt_err;
   uint8_t *zbuf;
   bool failed_reported;
   /* threads engine: completed ops waiting to be reaped */
@@ -255,6 +262,62 @@ io_result (struct worker *w, unsigned idx, int res)
   return false;
 }
 
+static void
+post (struct worker *w, uint64_t upto)
+{
+  if (upto > w->posted) {
+    replog_post_applied (w->r->rl, w->site->id, upto);
+    w->posted = upto;
+  }
+  w->last_ckpt_ns = mono_ns ();
+}
+
+/* One leg fsync of an asynchronous checkpoint completed. */
+static void
+ckpt_result (struct worker *w, int res)
+{
+  if (res < 0 && !w->ckpt_err)
+    w->ckpt_err = res;
+  if (--w->ckpt_pending)
+    return;
+  w->ckpt_busy = false;
+  if (w->ckpt_err) {
+    errno = -w->ckpt_err;
+    rep_error ("site %u: fdatasync of a leg failed: %m; applied sequence not advanced", w->site->id);
+    w->ckpt_err = 0;
+    return;
+  }
+  post (w, w->ckpt_seq);
+}
+
+/* Start an asynchronous checkpoint of everything completed so far: the
+ * fsyncs cover only writes that completed before they were submitted. */
+static void
+ckpt_start (struct worker *w)
+{
+  struct replicator *r = w->r;
+  size_t i;
+
+  if (w->ckpt_busy || w->done <= w->posted || !w->uring)
+    return;
+  w->ckpt_seq = w->done;
+  w->ckpt_err = 0;
+  for (i = 0; i < r->ndevs; i++) {
+    struct leg *l = leg_at_site (&r->devs[i], w->site->id);
+    struct io_uring_sqe *sqe;
+    if (!l)
+      continue;
+    if (!(sqe = io_uring_get_sqe (&w->ring))) {
+      io_uring_submit (&w->ring);
+      sqe = io_uring_get_sqe (&w->ring);
+    }
+    io_uring_prep_fsync (sqe, l->fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64 (sqe, CKPT_TAG);
+    w->ckpt_pending++;
+  }
+  w->ckpt_busy = w->ckpt_pending > 0;
+}
+
 /* Reap completions; wait up to timeout_ms for the first. */
 static void
 reap (struct worker *w, unsigned timeout_ms)
@@ -276,11 +339,13 @@ reap (struct worker *w, unsigned timeout_ms)
     if (r < 0 && r != -ETIME && r != -EINTR)
       rep_debug ("io_uring_submit_and_wait_timeout: %s", strerror (-r));
     io_uring_for_each_cqe (&w->ring, head, cqe) {
-      unsigned idx = (unsigned) io_uring_cqe_get_data64 (cqe);
+      uint64_t tag = io_uring_cqe_get_data64 (cqe);
       int res = cqe->res;
       n++;
-      if (idx < w->qd && w->io[idx].active && io_result (w, idx, res))
-        io_issue (w, idx);
+      if (tag == CKPT_TAG)
+        ckpt_result (w, res);
+      else if (tag < w->qd && w->io[tag].active && io_result (w, (unsigned) tag, res))
+        io_issue (w, (unsigned) tag);
     }
     io_uring_cq_advance (&w->ring, n);
   }
@@ -305,9 +370,7 @@ checkpoint (struct worker *w, uint64_t upto)
       return -1;
     }
   }
-  replog_post_applied (r->rl, w->site->id, upto);
-  w->posted = upto;
-  w->last_ckpt_ns = mono_ns ();
+  post (w, upto);
   return 0;
 }
 
@@ -324,7 +387,7 @@ fill (struct worker *w, uint64_t durable)
     unsigned idx;
 
     if (d->op == RL_OP_BARRIER) {
-      if (w->ninflight || w->done != w->next - 1)
+      if (w->ninflight || w->ckpt_busy || w->done != w->next - 1)
         return;                          /* epoch k must complete first */
       /* Epoch boundary: flush the legs, the header records applied >= the
        * barrier, and only then does epoch k+1 start here.  On failure we
@@ -377,12 +440,18 @@ worker_thread (void *arg)
     }
     if (!stopping || mono_ns () <= stop_at)
       fill (w, durable);
-    if (w->ninflight) {
+    if (w->ninflight || w->ckpt_busy) {
       reap (w, 100);
-      if (w->done > w->posted &&
-          (replog_space_wanted (r->rl) || mono_ns () - w->last_ckpt_ns > CKPT_INTERVAL_NS ||
-           w->done - w->posted > w->ndesc / 4))
-        checkpoint (w, w->done);
+      if (w->done > w->posted && !w->ckpt_busy) {
+        uint64_t age = mono_ns () - w->last_ckpt_ns;
+        if (age > CKPT_INTERVAL_NS || w->done - w->posted > w->ndesc / 4 ||
+            (age > CKPT_FULL_NS && replog_space_wanted (r->rl))) {
+          if (w->uring)
+            ckpt_start (w);
+          else
+            checkpoint (w, w->done);
+        }
+      }
       continue;
     }
     /* Idle: make what we applied durable, then wait for more. */

@@ -100,6 +100,7 @@ replicator_config_complete (void)
   "region-size=<SIZE>       dirty-log region size (default 64k)\n" \
   "dirty-log-dir=<DIR>      keep persistent dirty logs there (default: in memory)\n" \
   "queue-depth=<N>          requests in flight per leg (default 32)\n" \
+  "direct-io=true|false     O_DIRECT on path legs (default true; false = page cache)\n" \
   "commit-interval=<T>      background group commit of the log (default 5ms)\n" \
   "control=<PATH>           control socket for replctl (default /run/nbd-replicator/control.sock)"
 
@@ -119,7 +120,7 @@ replicator_dump_plugin (void)
   printf ("replicator_io_engine=io_uring,threads\n");
   printf ("replicator_short_form=log,log-size,log-offset,log-mode,local,size,name,remote,"
           "policy,local-policy,fall-behind,disconnect-timeout,region-size,dirty-log-dir,"
-          "queue-depth,commit-interval,control\n");
+          "queue-depth,direct-io,commit-interval,control\n");
 }
 
 static int
