@@ -25,6 +25,7 @@
 
 #include <json-c/json.h>
 
+#include "io.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -425,26 +426,6 @@ bounce_get (size_t len)
   return b->p;
 }
 
-static int
-pread_all (int fd, void *buf, size_t len, uint64_t off)
-{
-  while (len) {
-    ssize_t n = pread (fd, buf, len, (off_t) off);
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n == -1)
-      return -1;
-    if (n == 0) {                 /* beyond EOF of a file leg: zeroes */
-      memset (buf, 0, len);
-      return 0;
-    }
-    buf = (char *) buf + n;
-    len -= (size_t) n;
-    off += (uint64_t) n;
-  }
-  return 0;
-}
-
 /* Read [off, off+len) of a leg into buf, honouring O_DIRECT alignment. */
 static int
 leg_read (struct leg *l, void *buf, uint32_t len, uint64_t off)
@@ -454,12 +435,12 @@ leg_read (struct leg *l, void *buf, uint32_t len, uint64_t off)
 
   if (!l->direct ||
       ((uintptr_t) buf % 4096 == 0 && off % a == 0 && len % a == 0))
-    return pread_all (l->fd, buf, len, off);
+    return io_pread_full (l->fd, buf, len, off, true);
   s = off & ~(a - 1);
   e = (off + len + a - 1) & ~(a - 1);
   if (!(b = bounce_get ((size_t) (e - s))))
     return -1;
-  if (pread_all (l->fd, b, (size_t) (e - s), s) == -1)
+  if (io_pread_full (l->fd, b, (size_t) (e - s), s, true) == -1)
     return -1;
   memcpy (buf, b + (off - s), len);
   return 0;

@@ -109,6 +109,7 @@
 
 #include "cfg.h"
 #include "crc32c.h"
+#include "io.h"
 #include "replog.h"
 #include "report.h"
 
@@ -258,50 +259,12 @@ replog_payload (struct replog *rl, const struct rl_desc *d)
 /* ---- I/O helpers ----------------------------------------------------------- */
 
 static int
-pread_full (int fd, void *buf, size_t len, uint64_t off)
-{
-  while (len) {
-    ssize_t r = pread (fd, buf, len, (off_t) off);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      if (r == 0)
-        errno = EIO;
-      return -1;
-    }
-    buf = (char *) buf + r;
-    len -= (size_t) r;
-    off += (uint64_t) r;
-  }
-  return 0;
-}
-
-static int
-pwrite_full (int fd, const void *buf, size_t len, uint64_t off)
-{
-  while (len) {
-    ssize_t r = pwrite (fd, buf, len, (off_t) off);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      if (r == 0)
-        errno = EIO;
-      return -1;
-    }
-    buf = (const char *) buf + r;
-    len -= (size_t) r;
-    off += (uint64_t) r;
-  }
-  return 0;
-}
-
-static int
 write_zeroes (int fd, uint64_t off, uint64_t len)
 {
   static const uint8_t zero[65536];
   while (len) {
     size_t n = len > sizeof zero ? sizeof zero : (size_t) len;
-    if (pwrite_full (fd, zero, n, off) == -1)
+    if (io_pwrite_full (fd, zero, n, off) == -1)
       return -1;
     off += n;
     len -= n;
@@ -315,7 +278,7 @@ header_write (struct replog *rl, struct rl_header *h)
 {
   h->generation++;
   h->crc = header_crc (h);
-  return pwrite_full (rl->fd, h, sizeof *h, rl->base + (h->generation & 1) * RL_HEADER_SIZE);
+  return io_pwrite_full (rl->fd, h, sizeof *h, rl->base + (h->generation & 1) * RL_HEADER_SIZE);
 }
 
 /* ---- open: create or recover ------------------------------------------------ */
@@ -428,8 +391,8 @@ check_entry (struct replog *rl, uint64_t seq, const struct rl_desc *d,
       !(d->data_pos > expect_pos && d->data_pos % rl->data_blocks == 0 &&
         d->data_pos - expect_pos < nb))
     return "data position does not follow the previous entry";
-  if (nb && pread_full (rl->fd, buf, nb * RL_BLOCK,
-                        rl->base + rl->hdr.data_offset + ringb * RL_BLOCK) == -1)
+  if (nb && io_pread_full (rl->fd, buf, nb * RL_BLOCK,
+                           rl->base + rl->hdr.data_offset + ringb * RL_BLOCK, false) == -1)
     return "read error";
   if (d->crc != replog_desc_crc (rl->salt, d, buf))
     return "checksum mismatch";
@@ -471,7 +434,7 @@ recover (struct replog *rl, struct replog_recovery *rec)
     uint64_t off = rl->base + rl->hdr.desc_offset + slot_of (rl, seq) * RL_DESC_SIZE;
     const char *w;
 
-    if (pread_full (rl->fd, &d, sizeof d, off) == -1) {
+    if (io_pread_full (rl->fd, &d, sizeof d, off, false) == -1) {
       rep_error ("replog %s: reading entry %" PRIu64 ": %m", rl->path, seq);
       free (buf);
       return -1;
@@ -547,8 +510,8 @@ check_identity (struct replog *rl, const struct replog_open_args *a, const struc
   /* Which devices still have entries in the log? */
   for (seq = rec->first_seq; seq <= rec->last_seq && rec->entries; seq++) {
     struct rl_desc d;
-    if (pread_full (rl->fd, &d, sizeof d,
-                    rl->base + h->desc_offset + slot_of (rl, seq) * RL_DESC_SIZE) == -1) {
+    if (io_pread_full (rl->fd, &d, sizeof d,
+                       rl->base + h->desc_offset + slot_of (rl, seq) * RL_DESC_SIZE, false) == -1) {
       rep_error ("replog %s: %m", rl->path);
       return -1;
     }
@@ -702,7 +665,7 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
   blank = true;
   for (i = 0; i < 2; i++) {
     if (fsize >= a->offset + (i + 1) * RL_HEADER_SIZE) {
-      if (pread_full (fd, &hc[i], RL_HEADER_SIZE, a->offset + i * RL_HEADER_SIZE) == -1) {
+      if (io_pread_full (fd, &hc[i], RL_HEADER_SIZE, a->offset + i * RL_HEADER_SIZE, false) == -1) {
         rep_error ("replog %s: reading header copy %c: %m", a->path, 'A' + i);
         goto err;
       }
@@ -819,6 +782,18 @@ header_pending (struct replog *rl)
   return false;
 }
 
+/* The header as it will be once the posted applied values are in. */
+static struct rl_header
+header_with_pending (struct replog *rl)
+{
+  struct rl_header h = rl->hdr;
+  unsigned i;
+  for (i = 0; i < RL_MAX_SITES; i++)
+    if (h.sites[i].present && rl->pending_applied[i] > h.sites[i].applied)
+      h.sites[i].applied = rl->pending_applied[i];
+  return h;
+}
+
 static void
 fail_log (struct replog *rl, const char *what)
 {
@@ -837,14 +812,9 @@ sync_round (struct replog *rl)
 {
   uint64_t c = rl->committed_seq;
   bool hdr = header_pending (rl);
-  struct rl_header h = rl->hdr;
-  unsigned i;
+  struct rl_header h = header_with_pending (rl);
   int r = 0;
 
-  if (hdr)
-    for (i = 0; i < RL_MAX_SITES; i++)
-      if (h.sites[i].present && rl->pending_applied[i] > h.sites[i].applied)
-        h.sites[i].applied = rl->pending_applied[i];
   pthread_mutex_unlock (&rl->lock);
   if (hdr)
     r = header_write (rl, &h);
@@ -961,10 +931,7 @@ replog_stop (struct replog *rl)
           rl->pending_applied[i] < rl->committed_seq)
         drained = false;
     if (header_pending (rl) || drained != (rl->hdr.clean == 1)) {
-      struct rl_header h = rl->hdr;
-      for (i = 0; i < RL_MAX_SITES; i++)
-        if (h.sites[i].present && rl->pending_applied[i] > h.sites[i].applied)
-          h.sites[i].applied = rl->pending_applied[i];
+      struct rl_header h = header_with_pending (rl);
       h.clean = drained;
       if (header_write (rl, &h) == -1 || fdatasync (rl->fd) == -1)
         fail_log (rl, "writing the final header");

@@ -471,6 +471,18 @@ worker_thread (void *arg)
   return NULL;
 }
 
+static void
+worker_free (struct worker *w)
+{
+  if (w->uring)
+    io_uring_queue_exit (&w->ring);
+  free (w->io);
+  free (w->cdone);
+  free (w->ready);
+  free (w->zbuf);
+  free (w);
+}
+
 int
 worker_start (struct site *s)
 {
@@ -524,13 +536,7 @@ worker_start (struct site *s)
   s->running = true;
   return 0;
  err:
-  if (w->uring)
-    io_uring_queue_exit (&w->ring);
-  free (w->io);
-  free (w->cdone);
-  free (w->ready);
-  free (w->zbuf);
-  free (w);
+  worker_free (w);
   return -1;
 }
 
@@ -543,13 +549,7 @@ worker_stop (struct site *s)
     return;
   pthread_join (s->thread, NULL);
   s->running = false;
-  if (w->uring)
-    io_uring_queue_exit (&w->ring);
-  free (w->io);
-  free (w->cdone);
-  free (w->ready);
-  free (w->zbuf);
-  free (w);
+  worker_free (w);
   s->worker = NULL;
   pthread_mutex_lock (&s->lock);
   pthread_cond_broadcast (&s->cv);
