@@ -297,6 +297,11 @@ validate (struct cfg *c)
     where_error (c, 0, "devices", "at least one device is required");
     return -1;
   }
+  if (c->ndevices > CFG_MAX_DEVICES) {
+    where_error (c, c->devices[CFG_MAX_DEVICES].line, "devices",
+                 "at most %d devices share one log", CFG_MAX_DEVICES);
+    return -1;
+  }
   for (i = 0; i < c->ndevices; i++) {
     struct cfg_device *d = &c->devices[i];
     if (!d->name || !valid_name (d->name)) {
@@ -322,6 +327,8 @@ validate (struct cfg *c)
         return -1;
       }
       t = cfg_transport_of (l->path);
+      if (!strncmp (l->path, "file://", 7))       /* a plain path from here on */
+        memmove (l->path, l->path + 7, strlen (l->path + 7) + 1);
       if (t < 0) {
         where_error (c, l->line, "path",
                      "unknown transport in '%s' (use a path, nbd://, nbd+unix://, nbds:// or iscsi://)",

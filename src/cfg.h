@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define CFG_MAX_SITES    16     /* site ids 0..15 (header has room for 16) */
-#define CFG_MAX_DEVICES  64
+#define CFG_MAX_DEVICES  32     /* = RL_MAX_DEVICES: one log header */
 #define CFG_NAME_MAX     63     /* device and site names */
 
 enum cfg_log_mode { LOG_MODE_AUTO, LOG_MODE_CREATE, LOG_MODE_OPEN };

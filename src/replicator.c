@@ -303,6 +303,9 @@ replicator_new (struct cfg *cfg)
     rep_warn ("replog %s is on tmpfs: flushes cannot be durable across a power loss", oa.path);
   if (r->rec.created)
     rep_info ("replog %s: created a new log", oa.path);
+  else if (r->rec.entries == 0)
+    rep_info ("replog %s: opened (header copy %c, generation %" PRIu64 "): recovered 0 entries, "
+              "nothing to replay", oa.path, 'A' + r->rec.header_copy, r->rec.generation);
   else
     rep_info ("replog %s: recovered %" PRIu64 " entries (%" PRIu64 " bytes of data, seq %" PRIu64
               "..%" PRIu64 ") from header copy %c generation %" PRIu64 "; scan stopped: %s",

@@ -81,10 +81,7 @@ rep_info (const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  if (sink.debug)
-    emit (sink.debug, 1, "", fmt, ap);
-  else
-    emit (NULL, 1, "", fmt, ap);
+  emit (sink.info, 1, "", fmt, ap);
   va_end (ap);
 }
 

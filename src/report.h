@@ -13,6 +13,7 @@
 struct report_sink {
   void (*error) (const char *fmt, va_list ap);
   void (*debug) (const char *fmt, va_list ap);
+  void (*info) (const char *fmt, va_list ap);   /* operator-visible notes */
 };
 
 /* Install a sink (copied); NULL restores stderr. */

@@ -33,10 +33,18 @@ sink_error (const char *fmt, va_list ap)
   nbdkit_verror (fmt, ap);
 }
 
+/* nbdkit has no info level and shows debug only with -v: notes an
+ * operator must see (recovery counts) go to stderr and the debug log. */
 static void
-sink_debug (const char *fmt, va_list ap)
+sink_info (const char *fmt, va_list ap)
 {
-  nbdkit_vdebug (fmt, ap);
+  va_list copy;
+  va_copy (copy, ap);
+  fprintf (stderr, "nbdkit: replicator: ");
+  vfprintf (stderr, fmt, ap);
+  fprintf (stderr, "\n");
+  nbdkit_vdebug (fmt, copy);
+  va_end (copy);
 }
 
 static void
@@ -49,7 +57,7 @@ sink_debug_quiet (const char *fmt, va_list ap)
 static void
 replicator_load (void)
 {
-  struct report_sink s = { .error = sink_error, .debug = sink_debug_quiet };
+  struct report_sink s = { .error = sink_error, .debug = sink_debug_quiet, .info = sink_info };
   report_set_sink (&s);
   params = cfg_short_new ();
 }
@@ -128,12 +136,7 @@ replicator_get_ready (void)
 {
   /* Open the log and the legs and recover, before nbdkit forks: errors
    * reach the operator's terminal.  No threads yet. */
-  struct report_sink s = { .error = sink_error, .debug = sink_debug };
-  struct report_sink q = { .error = sink_error, .debug = sink_debug_quiet };
-
-  report_set_sink (&s);            /* recovery counts are always shown */
   rep = replicator_new (cfg);
-  report_set_sink (&q);
   cfg = NULL;                      /* owned by rep now (freed on error too) */
   if (!rep)
     return -1;
