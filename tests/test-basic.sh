@@ -128,6 +128,8 @@ open(reffile, "wb").write(ref)
 sys.exit(1 if fails else 0)
 PY
 
+check_engine "$T/r.ctl"
+
 echo "== I/O checks through nbd (python3-libnbd)"
 if timed "I/O checks" python3 "$T/basic.py" "$NBD_URI" "$T/ref" $SIZE; then ok "all I/O checks"
 else fail "I/O checks (see above)"; fi

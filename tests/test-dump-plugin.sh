@@ -25,7 +25,7 @@ truncate -s 16M "$T/leg"
 # expect_fail DESC REGEX PARAMS...: nbdkit must refuse to start and say REGEX on stderr
 expect_fail() {
   local desc=$1 re=$2 rc=0; shift 2
-  run_nbdkit -U "$T/bad.sock" "$PLUGIN" "$@" --run true >"$T/out" 2>"$T/err" || rc=$?
+  nbdkit_refused "$T/err" -U "$T/bad.sock" "$PLUGIN" "$@" --run true || rc=$?
   if [ "$rc" -eq 0 ]; then
     fail "$desc: nbdkit started (rc 0)"; sed 's/^/  | /' "$T/err"; return
   fi
