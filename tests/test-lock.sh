@@ -1,0 +1,117 @@
+#!/bin/bash
+# One owner (safety rule 5.1.8) and a corrupt log header (rule 5.1.7, guarantee 4.8):
+#  - a second instance on the same log, or on the same local leg, is refused naming the lock;
+#  - a second instance on the same control socket neither steals nor removes it;
+#  - both header copies overwritten with garbage: refused with a message about the header,
+#    the log is not re-created and the leg data is untouched;
+#  - one header copy damaged: starts from the other copy, data intact.
+set -eu
+. "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
+requires nbdkit sha256sum
+requires_python_nbd
+
+truncate -s 16M "$T/leg" "$T/leg2"
+start_replicator a log="$T/log" log-size=4M local="$T/leg" control="$T/a.ctl" || die "first instance does not start"
+nbdsh_u "$(uri a)" -c 'h.pwrite(b"K" * 65536, 0); h.pwrite(b"L" * 4096, 1 << 20, nbd.CMD_FLAG_FUA); h.flush()' ||
+  die "writes to the first instance failed"
+
+# refused DESC REGEX PARAMS...: a second nbdkit must refuse to start, saying REGEX
+refused() {
+  local d=$1 re=$2 rc=0; shift 2
+  nbdkit_refused "$T/err" -U "$T/second.sock" "$PLUGIN" "$@" --run true || rc=$?
+  if [ $rc -eq 0 ]; then fail "$d: the second instance started"; sed 's/^/  | /' "$T/err"
+  elif grep -qiE "$re" "$T/err"; then ok "$d (rc $rc): $(grep -iE -m1 "$re" "$T/err")"
+  else fail "$d: rc $rc, but no message matching /$re/:"; sed 's/^/  | /' "$T/err"; fi
+}
+
+echo "== a second instance is refused"
+refused "same log, other leg" "lock.*$T/log|$T/log.*lock" \
+  log="$T/log" local="$T/leg2" control="$T/b.ctl"
+refused "same local leg, other log" "lock.*$T/leg|$T/leg.*lock" \
+  log="$T/log2" log-size=4M local="$T/leg" control="$T/b.ctl"
+cat > "$T/second.conf" <<CONF
+replog = { path = "$T/log"; };
+devices = ( { name = "x"; legs = ( { site = 0; path = "$T/leg2"; } ); } );
+control = { socket = "$T/b.ctl"; };
+CONF
+refused "same log (config file form)" "lock.*$T/log|$T/log.*lock" config="$T/second.conf"
+check "the refused attempts left the first instance's data alone" nbdsh_u "$(uri a)" -c '
+assert h.pread(65536, 0) == b"K" * 65536 and h.pread(4096, 1 << 20) == b"L" * 4096'
+check "the first instance still takes writes" nbdsh_u "$(uri a)" -c '
+h.pwrite(b"M" * 4096, 2 << 20); h.flush(); assert h.pread(4096, 2 << 20) == b"M" * 4096'
+
+echo "== a second instance on the same control socket"
+start_replicator b log="$T/log3" log-size=4M local="$T/leg2" control="$T/a.ctl" || die "instance b does not start"
+grep -q "control socket" "$T/b.log" && ok "instance b warns: $(grep -m1 'control socket' "$T/b.log")" ||
+  fail "instance b gave no warning about the busy control socket"
+check "the control socket still reaches the first instance" \
+  test "$(status_get "$T/a.ctl" 'j["log"]["path"]')" = "$T/log"
+stop_replicator b || fail "stop b: rc $?"
+check "stopping b did not remove the first instance's control socket" \
+  test "$(status_get "$T/a.ctl" 'j["log"]["path"]')" = "$T/log"
+
+rc=0; stop_replicator a || rc=$?
+[ $rc -eq 0 ] && ok "first instance: clean stop" || fail "first instance: exit status $rc"
+sum=$(sha256sum < "$T/leg")
+check "after the stop a new instance may take the log and leg" \
+  start_replicator c log="$T/log" local="$T/leg" control="$T/c.ctl"
+stop_replicator c || fail "stop c: rc $?"
+
+echo "== one header copy damaged: start from the other"
+cp "$T/log" "$T/log.good"
+dd if=/dev/urandom of="$T/log" bs=4096 count=1 conv=notrunc status=none     # copy A
+if start_replicator d log="$T/log" local="$T/leg" control="$T/d.ctl"; then
+  ok "starts with header copy A destroyed"
+  grep -qiE 'header.*(invalid|damaged|corrupt|bad)' "$T/d.log" && ok "warns: $(grep -iE -m1 'header' "$T/d.log")" ||
+    fail "no warning about the damaged header copy"
+  check "data intact" nbdsh_u "$(uri d)" -c '
+assert h.pread(65536, 0) == b"K" * 65536 and h.pread(4096, 2 << 20) == b"M" * 4096'
+  stop_replicator d || fail "stop d: rc $?"
+else
+  fail "refuses to start with only header copy A destroyed"
+fi
+cp "$T/log.good" "$T/log"
+dd if=/dev/urandom of="$T/log" bs=4096 seek=1 count=1 conv=notrunc status=none  # copy B
+if start_replicator e log="$T/log" local="$T/leg" control="$T/e.ctl"; then
+  ok "starts with header copy B destroyed"
+  check "data intact" nbdsh_u "$(uri e)" -c 'assert h.pread(65536, 0) == b"K" * 65536'
+  stop_replicator e || fail "stop e: rc $?"
+else
+  fail "refuses to start with only header copy B destroyed"
+fi
+
+echo "== both header copies overwritten with garbage"
+cp "$T/log.good" "$T/log"
+head -c 8192 /dev/urandom > "$T/garbage"
+dd if="$T/garbage" of="$T/log" bs=8192 count=1 conv=notrunc status=none
+logsum=$(sha256sum < "$T/log")
+sum=$(sha256sum < "$T/leg")
+refused "corrupt header, log-mode auto (default)" "header" log="$T/log" local="$T/leg" control="$T/f.ctl"
+refused "corrupt header, log-mode=open" "header" log="$T/log" log-mode=open local="$T/leg" control="$T/f.ctl"
+refused "corrupt header, with log-size= given" "header" log="$T/log" log-size=4M local="$T/leg" control="$T/f.ctl"
+check "the corrupt log was not re-created or rewritten" test "$(sha256sum < "$T/log")" = "$logsum"
+check "the leg data is untouched" test "$(sha256sum < "$T/leg")" = "$sum"
+check "the leg still holds the data written before" \
+  cmp -s <(head -c 65536 "$T/leg") <(head -c 65536 /dev/zero | tr '\0' K)
+
+echo "== both header copies with intact magic but damaged contents (checksums)"
+cp "$T/log.good" "$T/log"
+for copy in 0 1; do   # bytes 200..263 of each copy: inside the site records, magic left alone
+  head -c 64 /dev/urandom | dd of="$T/log" bs=1 seek=$((copy * 4096 + 200)) conv=notrunc status=none
+done
+logsum=$(sha256sum < "$T/log")
+refused "damaged header contents (checksum)" "header" log="$T/log" local="$T/leg" control="$T/f.ctl"
+check "the damaged log was not rewritten" test "$(sha256sum < "$T/log")" = "$logsum"
+check "the leg data is untouched" test "$(sha256sum < "$T/leg")" = "$sum"
+
+echo "== all-zero header (a blank area) is a new log, not an error"
+dd if=/dev/zero of="$T/log" bs=8192 count=1 conv=notrunc status=none
+if start_replicator g log="$T/log" log-size=4M local="$T/leg" control="$T/g.ctl"; then
+  # a blank header but stale entries behind it: the device must read the leg, nothing else
+  check "blank header: device reads the leg" nbdsh_u "$(uri g)" -c 'assert h.pread(65536, 0) == b"K" * 65536'
+  stop_replicator g || fail "stop g: rc $?"
+else
+  echo "  (a zeroed header is refused too; acceptable)"
+fi
+check "no sanitizer reports" sanitizer_clean a
+finish
