@@ -30,9 +30,10 @@ sum_before=$(sha256sum < "$T/leg")
 # Shorter than its header says: refused, and the leg is untouched.
 cp "$T/log" "$T/log.full"
 truncate -s 2M "$T/log"
-if out=$(run_nbdkit -U - "$PLUGIN" log="$T/log" local="$T/leg" control="$T/c3" --run 'true' 2>&1); then
+if nbdkit_refused "$T/err" -U - "$PLUGIN" log="$T/log" local="$T/leg" control="$T/c3" --run 'true'; then
   fail "truncated log accepted"
 else
+  out=$(cat "$T/err")
   grep -q "larger than its file" <<<"$out" && ok "truncated log refused: $(grep -o 'both header copies.*' <<<"$out" | head -c 120)" \
     || fail "truncated log: unclear message ($out)"
 fi
@@ -41,30 +42,34 @@ fi
 mv "$T/log.full" "$T/log"
 
 # Too small to be a log.
-if out=$(run_nbdkit -U - "$PLUGIN" log="$T/tiny" log-size=256k local="$T/leg" control="$T/c4" --run 'true' 2>&1); then
+if nbdkit_refused "$T/err" -U - "$PLUGIN" log="$T/tiny" log-size=256k local="$T/leg" control="$T/c4" --run 'true'; then
   fail "256k log accepted"
 else
+  out=$(cat "$T/err")
   grep -q "too small" <<<"$out" && ok "too-small log refused" || fail "too-small log: unclear ($out)"
 fi
 
 # mode=open on a missing log.
-if out=$(run_nbdkit -U - "$PLUGIN" log="$T/none" log-mode=open local="$T/leg" control="$T/c5" --run 'true' 2>&1); then
+if nbdkit_refused "$T/err" -U - "$PLUGIN" log="$T/none" log-mode=open local="$T/leg" control="$T/c5" --run 'true'; then
   fail "open of a missing log accepted"
 else
+  out=$(cat "$T/err")
   grep -q "cannot open" <<<"$out" && ok "log-mode=open on a missing log refused" || fail "open missing: unclear ($out)"
 fi
 
 # One owner: a second instance on the same log, then on the same leg.
 start_replicator b log="$T/log" local="$T/leg" control="$T/c6" || die "start b"
 truncate -s 32M "$T/leg2"
-if out=$(run_nbdkit -U - "$PLUGIN" log="$T/log" local="$T/leg2" control="$T/c7" --run 'true' 2>&1); then
+if nbdkit_refused "$T/err" -U - "$PLUGIN" log="$T/log" local="$T/leg2" control="$T/c7" --run 'true'; then
   fail "second instance on the same log accepted"
 else
+  out=$(cat "$T/err")
   grep -q "locked by another instance" <<<"$out" && ok "second owner of the log refused" || fail "log lock: unclear ($out)"
 fi
-if out=$(run_nbdkit -U - "$PLUGIN" log="$T/log2" log-size=4M local="$T/leg" control="$T/c8" --run 'true' 2>&1); then
+if nbdkit_refused "$T/err" -U - "$PLUGIN" log="$T/log2" log-size=4M local="$T/leg" control="$T/c8" --run 'true'; then
   fail "second instance on the same local leg accepted"
 else
+  out=$(cat "$T/err")
   grep -q "locked by another instance" <<<"$out" && ok "second owner of the leg refused" || fail "leg lock: unclear ($out)"
 fi
 nbdsh -u "$(uri b)" -c 'assert h.pread(65536, 0) == b"K" * 65536' && ok "first instance still serves its data" || fail "first instance data"
