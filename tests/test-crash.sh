@@ -171,18 +171,20 @@ for cycle in $(seq "$CYCLES"); do
   : > "$T/journal.$cycle"
   python3 "$T/load.py" "$NBD_URI" "$T/journal.$cycle" $SIZE $gen $((cycle * 1000 + RANDOM)) 2>"$T/load.err" &
   LOADPID=$!
-  delay=$(python3 -c "import random; print('%.2f' % random.uniform(0.4, 2.5))")
+  # the kill comes at a random time after the storm's first completed flush
+  for i in $(seq 600); do grep -q '^F' "$T/journal.$cycle" && break; alive "$LOADPID" || break; sleep 0.05; done
+  delay=$(python3 -c "import random; print('%.2f' % random.uniform(0.2, 2.0))")
   sleep "$delay"
   alive "$LOADPID" || { fail "cycle $cycle: load client died early"; cat "$T/load.err"; }
   nlines=$(wc -l < "$T/journal.$cycle")
   kill9_replicator c
   wait "$LOADPID" 2>/dev/null || true
-  echo "  killed nbdkit with SIGKILL after ${delay}s ($nlines journal lines; $(grep -c '^F' "$T/journal.$cycle") flushes, $(grep -c '^A' "$T/journal.$cycle") acks)"
+  echo "  killed nbdkit with SIGKILL ${delay}s after the first flush ($nlines journal lines; $(grep -c '^F' "$T/journal.$cycle") flushes, $(grep -c '^A' "$T/journal.$cycle") acks)"
   [ "$(grep -c '^F' "$T/journal.$cycle")" -gt 0 ] || fail "cycle $cycle: no flush completed before the kill (the check would be empty)"
 
   if [ $((cycle % 2)) = 0 ]; then
     # crash again while the recovery's replay is (probably) still under way
-    start_replicator c "${ARGS[@]}" || { show_log c; die "cycle $cycle: first restart failed"; }
+    restart_replicator c "${ARGS[@]}" || { show_log c; die "cycle $cycle: first restart failed"; }
     kill9_replicator c
     echo "  killed again right after the restart (crash during replay)"
   fi
@@ -196,7 +198,7 @@ for cycle in $(seq "$CYCLES"); do
   esac
   [ ${#variant[@]} -gt 0 ] || [ ${#venv[@]} -gt 0 ] && echo "  restart with ${variant[*]} ${venv[*]}"
   if [ ${#venv[@]} -gt 0 ]; then export "${venv[@]}"; fi
-  start_replicator c "${ARGS[@]}" "${variant[@]}" || { show_log c; die "cycle $cycle: restart after the crash failed"; }
+  restart_replicator c "${ARGS[@]}" "${variant[@]}" || { show_log c; die "cycle $cycle: restart after the crash failed"; }
   unset NBD_REPLICATOR_NO_URING
   rec=$(tail -n +$((logpos + 1)) "$T/c.log" | grep -oE 'recovered [0-9]+ entries' | head -1 || true)
   if [ -n "$rec" ]; then
@@ -259,7 +261,7 @@ h.pwrite(b"E" * 65536, 8192)
 h.flush()
 h.pwrite(b"F" * 4096, 1 << 20)' || fail "writes before the kill failed"
 kill9_replicator c
-start_replicator c "${ARGS[@]}" || die "restart failed"
+restart_replicator c "${ARGS[@]}" || die "restart failed"
 check "FUA write and flushed write present after kill -9" nbdsh_u "$NBD_URI" -c '
 assert h.pread(4096, 0) == b"D" * 4096
 assert h.pread(65536, 8192) == b"E" * 65536'
