@@ -41,8 +41,8 @@ cat <<TXT
 nbd-replicator is running (pid $(cat "$PID")), export "default" on $SOCK
   local leg: $D/local.img   log: $D/replog   control: $CTL
 Attach it:
-  nbd-client -unix $SOCK -N default /dev/nbd0          (needs the nbd kernel module)
-  nbdfuse $D/mnt "$URI"                                 (the device as a file, no module)
+  nbd-client -unix $SOCK -N default /dev/nbd0    # needs the nbd kernel module
+  nbdfuse $D/mnt "$URI"    # the device as a file, no module
   qemu-system-x86_64 -drive file=$URI,format=raw ...
   nbdsh -u "$URI"
 Status:  $top/build/replctl -s $CTL status [--json]
