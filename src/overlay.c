@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +175,41 @@ append (struct node *t, struct node *n)
   return merge (t, n);
 }
 
+/* Insert node n (its range overlaps nothing) at its place by key and
+ * priority. */
+static struct node *
+insert_node (struct node *t, struct node *n)
+{
+  if (!t)
+    return n;
+  if (n->prio > t->prio) {
+    split (t, n->p.start, &n->l, &n->r);
+    return n;
+  }
+  if (n->p.start < t->p.start)
+    t->l = insert_node (t->l, n);
+  else
+    t->r = insert_node (t->r, n);
+  return t;
+}
+
+/* Does [start, end) overlap any extent?  One descent: the extent with the
+ * largest start below `end` is the only one that can. */
+static bool
+overlaps_any (const struct node *t, uint64_t start, uint64_t end)
+{
+  const struct node *floor = NULL;
+  while (t) {
+    if (t->p.start < end) {
+      floor = t;
+      t = t->r;
+    }
+    else
+      t = t->l;
+  }
+  return floor && floor->p.end > start;
+}
+
 int
 overlay_insert (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq,
                 enum ov_kind kind, const uint8_t *src)
@@ -186,6 +222,18 @@ overlay_insert (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq,
 
   if (start >= end)
     return 0;
+  /* Fast path: nothing there yet (most random writes). */
+  if (!overlaps_any (ov->root, start, end)) {
+    struct node *nn;
+    np.start = start;
+    np.end = end;
+    if (!(nn = node_new (ov, &np))) {
+      errno = ENOMEM;
+      return -1;
+    }
+    ov->root = insert_node (ov->root, nn);
+    return 0;
+  }
   split (ov->root, start, &A, &B);
   split (B, end, &M, &R);
 
@@ -259,6 +307,18 @@ overlay_remove (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq)
 
   if (start >= end)
     return;
+  /* Fast path: the entry is still one whole extent. */
+  {
+    struct node **slot = &ov->root;
+    while (*slot && (*slot)->p.start != start)
+      slot = start < (*slot)->p.start ? &(*slot)->l : &(*slot)->r;
+    if (*slot && (*slot)->p.seq == seq && (*slot)->p.end == end) {
+      struct node *n = *slot;
+      *slot = merge (n->l, n->r);
+      node_put (ov, n);
+      return;
+    }
+  }
   split (ov->root, start, &A, &B);
   split (B, end, &M, &R);
   if (collect (M, &l) == -1) {
