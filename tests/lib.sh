@@ -45,6 +45,8 @@ cleanup() {
   if [ -n "${KEEP_TMP:-}" ]; then echo "(kept $T)"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
+trap 'exit 143' TERM          # the harness's timeout: still run the EXIT trap (unmounts, kills)
+trap 'exit 130' INT
 
 # alive PID: running and not a zombie (kill -0 is true for zombies)
 alive() { local s; s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
