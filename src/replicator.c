@@ -101,7 +101,9 @@ leg_open_local (struct leg *l, const char *path)
     return -1;
   }
   if (!l->is_blk && flock (l->fd, LOCK_EX | LOCK_NB) == -1) {
-    rep_error ("device '%s': local leg %s is locked by another instance", l->dev->name, path);
+    rep_error ("device '%s': local leg %s is locked by another instance (if one was just "
+               "stopped or killed, it may still be finishing its writes: retry in a moment)",
+               l->dev->name, path);
     return -1;
   }
   if (l->is_blk) {
@@ -564,8 +566,17 @@ finish_write (struct vdev *d, uint64_t last_seq, bool fua)
       return -1;
     }
   }
-  if (r->sites[0].cfg->policy == POLICY_SYNC && site_wait_done (&r->sites[0], last_seq) == -1)
-    return -1;
+  if (r->sites[0].cfg->policy == POLICY_SYNC && last_seq) {
+    /* Entries ship only once durable: make it durable now (group commit)
+     * rather than after the background interval, then wait for the leg. */
+    if (replog_wait_durable (r->rl, last_seq) == -1) {
+      rep_error ("device '%s': the log could not be made durable: %m", d->name);
+      errno = EIO;
+      return -1;
+    }
+    if (site_wait_done (&r->sites[0], last_seq) == -1)
+      return -1;
+  }
   return 0;
 }
 

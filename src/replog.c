@@ -630,7 +630,8 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
   }
   if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
     if (errno == EWOULDBLOCK)
-      rep_error ("replog %s: locked by another instance (only one may own a log)", a->path);
+      rep_error ("replog %s: locked by another instance (only one may own a log; if one was "
+                 "just stopped or killed, retry in a moment)", a->path);
     else
       rep_error ("replog %s: flock: %m", a->path);
     close (fd);

@@ -468,6 +468,14 @@ worker_thread (void *arg)
   }
   if (w->done > w->posted)
     checkpoint (w, w->done);
+  {
+    struct replog_stats st;
+    replog_get_stats (r->rl, &st);
+    if (st.committed_seq > w->done)
+      rep_warn ("site %u: stopped after the %" PRIu64 " ms drain limit with %" PRIu64
+                " entries not yet applied; they stay in the log and are replayed at the next start",
+                w->site->id, r->drain_ms, st.committed_seq - w->done);
+  }
   return NULL;
 }
 
