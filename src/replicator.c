@@ -1,7 +1,7 @@
 /* replicator.c: instance lifecycle, legs, and the client I/O path.
  *
  * The client path: a write is split into entries of at most max_request
- * bytes, each reserved in the log, copied into the mapping, indexed in the
+ * bytes, each reserved in the log, written into it, indexed in the
  * device's overlay and committed; then it is acknowledged (async site 0)
  * or waits for the local leg (sync site 0).  A flush or FUA write appends
  * an epoch barrier and waits until the log is durable up to it.  A read
@@ -591,7 +591,13 @@ log_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uin
     rep_error ("device '%s': write: the log refused the entry: %m", d->name);
     return -1;
   }
-  memcpy (payload, buf, count);
+  if (replog_fill (d->r->rl, *seq, buf) == -1) {
+    int e = errno;
+    rep_error ("device '%s': write: copying into the log: %m", d->name);
+    replog_commit (d->r->rl, *seq);      /* the failed log never ships it */
+    errno = e;
+    return -1;
+  }
   pthread_mutex_lock (&d->ov_lock);
   r = overlay_insert (d->ov, offset, offset + count, *seq, OV_DATA, payload);
   pthread_mutex_unlock (&d->ov_lock);

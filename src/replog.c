@@ -62,7 +62,11 @@
  * progress lives only there: entries are never rewritten.
  *
  * Ordering rules kept by the code:
- *   - A client write is acknowledged once copied into the mapping; a flush
+ *   - Payloads are written with pwritev into the file range the mapping
+ *     shows (the same page-cache pages), descriptors through the mapping;
+ *     data pages are never mapped writable, so writeback of the log does
+ *     not have to write-protect them in every thread (TLB shootdowns).
+ *   - A client write is acknowledged once sealed in the log; a flush
  *     or FUA write once the log is durable up to it (fdatasync of the log,
  *     shared by every waiter: group commit).  Committed entries are also
  *     made durable in the background every commit_interval.
@@ -101,6 +105,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +151,7 @@ struct replog {
   bool dirty_since_barrier;      /* an entry was logged since the last barrier */
   uint8_t *slot_committed;       /* per slot: 1 once committed */
   uint64_t *slot_pos;            /* per slot: data_pos, for the tail */
+  uint32_t *slot_crc;            /* per slot: checksum computed by replog_fill */
   uint64_t pending_applied[RL_MAX_SITES]; /* posted by workers, not yet in the header */
 
   unsigned flush_waiters, applied_waiters, space_waiters;
@@ -730,7 +736,8 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
 
   rl->slot_committed = calloc (rl->ndesc, 1);
   rl->slot_pos = calloc (rl->ndesc, sizeof *rl->slot_pos);
-  if (!rl->slot_committed || !rl->slot_pos) {
+  rl->slot_crc = calloc (rl->ndesc, sizeof *rl->slot_crc);
+  if (!rl->slot_committed || !rl->slot_pos || !rl->slot_crc) {
     rep_error ("calloc: %m");
     goto err;
   }
@@ -956,6 +963,7 @@ replog_close (struct replog *rl)
     close (rl->fd);
   free (rl->slot_committed);
   free (rl->slot_pos);
+  free (rl->slot_crc);
   pthread_mutex_destroy (&rl->lock);
   pthread_cond_destroy (&rl->space_cv);
   pthread_cond_destroy (&rl->durable_cv);
@@ -1049,19 +1057,65 @@ replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
   return 0;
 }
 
+int
+replog_fill (struct replog *rl, uint64_t seq, const void *buf)
+{
+  static const uint8_t zero[RL_BLOCK];
+  struct rl_desc *d = desc_at (rl, seq);
+  uint64_t off = rl->base + rl->hdr.data_offset + (d->data_pos % rl->data_blocks) * RL_BLOCK;
+  uint32_t slack = d->length % RL_BLOCK ? RL_BLOCK - d->length % RL_BLOCK : 0;
+  struct iovec iov[2] = { { (void *) buf, d->length }, { (void *) zero, slack } };
+  size_t want = (size_t) d->length + slack, done = 0;
+
+  /* pwritev into the log file's page cache: the same pages the mapping
+   * shows, but never written through it, so writeback does not have to
+   * write-protect them in every thread's page tables. */
+  while (done < want) {
+    ssize_t r = pwritev (rl->fd, iov, slack ? 2 : 1, (off_t) (off + done));
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      int e = r == 0 ? EIO : errno;
+      /* The entry must never ship: fail the log (nothing becomes durable
+       * from now on, flushes fail with EIO). */
+      pthread_mutex_lock (&rl->lock);
+      errno = e;
+      fail_log (rl, "writing a payload");
+      pthread_mutex_unlock (&rl->lock);
+      errno = e;
+      return -1;
+    }
+    done += (size_t) r;
+    if (done < want) {                     /* short: advance the iovecs */
+      size_t skip = (size_t) r;
+      if (skip >= iov[0].iov_len) {
+        skip -= iov[0].iov_len;
+        iov[0] = iov[1];
+        iov[0].iov_base = (uint8_t *) iov[0].iov_base + skip;
+        iov[0].iov_len -= skip;
+        slack = 0;
+      }
+      else {
+        iov[0].iov_base = (uint8_t *) iov[0].iov_base + skip;
+        iov[0].iov_len -= skip;
+      }
+    }
+  }
+  {
+    struct rl_desc tmp = *d;
+    tmp.magic = RL_DESC_MAGIC;
+    rl->slot_crc[slot_of (rl, seq)] = replog_desc_crc (rl->salt, &tmp, buf);
+  }
+  return 0;
+}
+
 void
 replog_commit (struct replog *rl, uint64_t seq)
 {
   struct rl_desc *d = desc_at (rl, seq);
-  const void *p = d->op == RL_OP_WRITE ? replog_payload (rl, d) : NULL;
-  uint64_t nb = d->nblocks;
 
-  /* Zero the slack after the payload in its last block: it is not
-   * covered by the checksum but goes to disk, and we do not leak old data. */
-  if (nb && d->length % RL_BLOCK)
-    memset ((uint8_t *) p + d->length, 0, RL_BLOCK - d->length % RL_BLOCK);
   d->magic = RL_DESC_MAGIC;
-  d->crc = replog_desc_crc (rl->salt, d, p);
+  d->crc = d->op == RL_OP_WRITE ? rl->slot_crc[slot_of (rl, seq)] : replog_desc_crc (rl->salt, d, NULL);
 
   pthread_mutex_lock (&rl->lock);
   rl->slot_committed[slot_of (rl, seq)] = 1;

@@ -60,11 +60,15 @@ void replog_close (struct replog *rl);
 /* ---- writers ---- */
 
 /* Reserve the next entry.  Waits (no busy loop) while the log is full.
- * For RL_OP_WRITE, *payload points to nblocks * RL_BLOCK bytes in the
- * mapping to copy the data to.  -1 with errno = EIO if the log failed. */
+ * For RL_OP_WRITE, *payload points to where the payload shows in the
+ * mapping (read-only: fill it with replog_fill).  -1 with errno = EIO if the log failed. */
 int replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
                     uint64_t offset, uint32_t length, uint64_t *seq, void **payload);
-/* Seal a reserved entry (checksum) and make it visible to the syncer. */
+/* Write a reserved write entry's payload (length bytes from buf) into the
+ * log and compute its checksum.  -1 with errno on an I/O error. */
+int replog_fill (struct replog *rl, uint64_t seq, const void *buf);
+/* Seal a reserved entry (checksum) and make it visible to the syncer.
+ * A write entry must have been filled with replog_fill. */
 void replog_commit (struct replog *rl, uint64_t seq);
 /* Append an epoch barrier if anything was written since the last one, and
  * return in *seq the sequence a flush must wait for (the last reserved). */

@@ -73,13 +73,17 @@ pat (uint64_t seq, uint32_t i)
 static uint64_t
 put (struct replog *rl, uint64_t off, uint32_t len)
 {
+  static uint8_t buf[1 << 20];
   uint64_t seq;
   uint8_t *p;
   uint32_t i;
   assert (replog_reserve (rl, 0, RL_OP_WRITE, 0, off, len, &seq, (void **) &p) == 0);
   for (i = 0; i < len; i++)
-    p[i] = pat (seq, i);
+    buf[i] = pat (seq, i);
+  assert (replog_fill (rl, seq, buf) == 0);
   replog_commit (rl, seq);
+  for (i = 0; i < len; i++)            /* the mapping shows what was written */
+    assert (p[i] == buf[i]);
   return seq;
 }
 
