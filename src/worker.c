@@ -72,6 +72,8 @@ struct worker {
   uint64_t ckpt_seq;
   int ckpt_err;
   uint8_t *zbuf;
+  struct wio *fin;                 /* completed in this reap, not yet finished */
+  unsigned nfin;
   bool failed_reported;
   /* threads engine: completed ops waiting to be reaped */
   unsigned *ready;
@@ -194,23 +196,45 @@ mark_done (struct worker *w, uint64_t seq)
   pthread_mutex_unlock (&s->lock);
 }
 
-/* An entry is on its leg: drop it from the read index (site 0). */
+/* An entry is on its leg.  Completions are finished in batches (see
+ * finish_batch): one overlay lock per device per reap, not per entry. */
 static void
 io_complete (struct worker *w, struct wio *io)
 {
-  if (w->site->id == 0 && io->op != RL_OP_BARRIER) {
-    struct vdev *d = io->leg->dev;
-    pthread_mutex_lock (&d->ov_lock);
-    overlay_remove (d->ov, io->off, io->off + io->len, io->seq);
-    pthread_mutex_unlock (&d->ov_lock);
-  }
   if (io->leg->state == LEG_FAILED) {
     rep_info ("device '%s': leg at site %u is writable again", io->leg->dev->name, io->leg->site);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
   }
+  w->fin[w->nfin++] = *io;
   io->active = false;
   w->ninflight--;
-  mark_done (w, io->seq);
+}
+
+/* Drop the batch's entries from the read index (site 0), then count them
+ * done: an entry leaves the index only once it is on the leg, and is
+ * reported applied only once it left the index. */
+static void
+finish_batch (struct worker *w)
+{
+  struct vdev *locked = NULL;
+  unsigned i;
+
+  if (w->site->id == 0)
+    for (i = 0; i < w->nfin; i++) {
+      struct vdev *d = w->fin[i].leg->dev;
+      if (d != locked) {
+        if (locked)
+          pthread_mutex_unlock (&locked->ov_lock);
+        pthread_mutex_lock (&d->ov_lock);
+        locked = d;
+      }
+      overlay_remove (d->ov, w->fin[i].off, w->fin[i].off + w->fin[i].len, w->fin[i].seq);
+    }
+  if (locked)
+    pthread_mutex_unlock (&locked->ov_lock);
+  for (i = 0; i < w->nfin; i++)
+    mark_done (w, w->fin[i].seq);
+  w->nfin = 0;
 }
 
 /* Handle one result for io idx.  Returns true if the io needs reissuing. */
@@ -328,6 +352,7 @@ reap (struct worker *w, unsigned timeout_ms)
       if (io_result (w, idx, w->io[idx].sync_res))
         io_issue (w, idx);
     }
+    finish_batch (w);
     return;
   }
   {
@@ -348,6 +373,7 @@ reap (struct worker *w, unsigned timeout_ms)
         io_issue (w, (unsigned) tag);
     }
     io_uring_cq_advance (&w->ring, n);
+    finish_batch (w);
   }
 }
 
@@ -488,6 +514,7 @@ worker_free (struct worker *w)
   free (w->cdone);
   free (w->ready);
   free (w->zbuf);
+  free (w->fin);
   free (w);
 }
 
@@ -514,7 +541,9 @@ worker_start (struct site *s)
   w->io = calloc (w->qd, sizeof *w->io);
   w->cdone = calloc (w->ndesc, 1);
   w->ready = calloc (w->qd, sizeof *w->ready);
-  if (!w->io || !w->cdone || !w->ready || posix_memalign ((void **) &w->zbuf, 4096, ZBUF_SIZE) != 0) {
+  w->fin = calloc (w->qd, sizeof *w->fin);
+  if (!w->fin ||
+      !w->io || !w->cdone || !w->ready || posix_memalign ((void **) &w->zbuf, 4096, ZBUF_SIZE) != 0) {
     rep_error ("worker: out of memory");
     goto err;
   }
