@@ -61,7 +61,7 @@ if nm -D "$PLUGIN_SRC" 2>/dev/null | grep -q __asan_init; then
 fi
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
 for c in $CONFIGS $LONG_CONFIGS; do
-  case $c in B|R|B-none) ;; *) die "unknown config $c (B, R, B-none)";; esac
+  case $c in B|R|R-page|B-none) ;; *) die "unknown config $c (B, R, R-page, B-none)";; esac
 done
 for w in $WORKLOADS; do
   case $w in rw4k-qd1|rw4k-qd32|rr4k-qd32|sw1m-qd8) ;; *) die "unknown workload $w";; esac
@@ -112,10 +112,13 @@ start_server() {   # CONFIG NAME -> SRV_PID; server stderr goes to $RUN/NAME.ser
   case $cfg in
     B)      nbdkit -f -U "$SOCK" -P "$PIDF" file "$IMG_B" 2>"$RUN/$name.server.log" & ;;
     B-none) nbdkit -f -U "$SOCK" -P "$PIDF" file "$IMG_BNONE" cache=none 2>"$RUN/$name.server.log" & ;;
-    R)      rm -f "$LOG"       # fresh, empty log: recreated by log-mode=auto
+    R|R-page)
+            rm -f "$LOG"       # fresh, empty log: recreated by log-mode=auto
+            extra=$R_EXTRA
+            [ "$cfg" = R-page ] && extra="$extra direct-io=false"   # local leg through the page cache
             # shellcheck disable=SC2086
             nbdkit -f -U "$SOCK" -P "$PIDF" "$PLUGIN" log="$LOG" log-size="$LOG_SIZE" \
-                   local="$IMG_R" control="$CTL" $R_EXTRA 2>"$RUN/$name.server.log" & ;;
+                   local="$IMG_R" control="$CTL" $extra 2>"$RUN/$name.server.log" & ;;
   esac
   SRV_PID=$! SRV_CFG=$cfg
   for i in $(seq 1000); do
@@ -124,7 +127,7 @@ start_server() {   # CONFIG NAME -> SRV_PID; server stderr goes to $RUN/NAME.ser
     sleep 0.02
   done
   [ -s "$PIDF" ] || return 1
-  if [ "$cfg" = R ]; then
+  if [[ $cfg == R* ]]; then
     for i in $(seq 250); do "$REPLCTL" -s "$CTL" status --json >/dev/null 2>&1 && break; sleep 0.02; done
   fi
   return 0
@@ -143,10 +146,10 @@ stop_server() {    # SIGTERM (the replicator drains its log), SIGKILL after 60 s
   wait "$SRV_PID"; SRV_RC=$?
   STOP_SECS=$(python3 -c "import time; print('%.2f' % (time.time() - $t0))")
   SRV_PID=
-  [ "$SRV_CFG" = R ] && rm -f "$LOG"
+  [[ $SRV_CFG == R* ]] && rm -f "$LOG"
 }
 
-img_of() { case $1 in B) echo "$IMG_B";; B-none) echo "$IMG_BNONE";; R) echo "$IMG_R";; esac; }
+img_of() { case $1 in B) echo "$IMG_B";; B-none) echo "$IMG_BNONE";; R|R-page) echo "$IMG_R";; esac; }
 
 # Page-cache state of the backing file, set before every run (see README, "page cache"):
 # dropped (cold, and no large folios left by an earlier sequential pass), then for B's
@@ -157,7 +160,7 @@ prepare_cache() {  # CONFIG WORKLOAD
   sync
   dd if="$img" iflag=nocache count=0 status=none        # POSIX_FADV_DONTNEED, whole file
   CACHE_STATE=cold
-  if [ "$1" = B ] && [ "$2" = rr4k-qd32 ]; then
+  if { [ "$1" = B ] || [ "$1" = R-page ]; } && [ "$2" = rr4k-qd32 ]; then
     cat "$img" >/dev/null; CACHE_STATE=warm
   fi
   CACHE_STATE="$CACHE_STATE/$(fincore -n -b -o RES "$img" 2>/dev/null | awk '{printf "%.0f%%", 100 * $1 / '"$SIZE_BYTES"'}')"
@@ -236,7 +239,7 @@ run_one() {
       --time_based --runtime="$rt" --ramp_time="$ramp" --norandommap --randrepeat=0 \
       --output-format=json --output="$RUN/$tag.json" "$@" 2>"$RUN/$tag.fio.err" &
   fio_pid=$!
-  if [ "$cfg" = R ]; then poll_status >"$RUN/$tag.poll" 2>/dev/null & poll_pid=$!; fi
+  if [[ $cfg == R* ]]; then poll_status >"$RUN/$tag.poll" 2>/dev/null & poll_pid=$!; fi
   if [ "$PROFILE" = 1 ] && [ "${PROFILE_THIS:-0}" = 1 ]; then
     local at=$((ramp + rt / 2 - 1)); [ $at -lt 1 ] && at=1
     { sleep $at; thread_snapshot "$RUN/$tag.threads" "$SRV_PID" "$fio_pid"; } 2>/dev/null &
@@ -247,13 +250,13 @@ run_one() {
   [ -n "$poll_pid" ] && { kill "$poll_pid" 2>/dev/null; wait "$poll_pid" 2>/dev/null; }
   [ -n "$snap_pid" ] && { kill "$snap_pid" 2>/dev/null; wait "$snap_pid" 2>/dev/null; }
   [ $rc -ne 0 ] && ok="fio-rc-$rc"
-  if [ "$cfg" = R ]; then
+  if [[ $cfg == R* ]]; then
     if alive "$SRV_PID"; then
       "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.status.json" 2>"$RUN/$tag.status.err" || ok="$ok,replctl-failed"
     fi
   fi
   DRAIN_SECS=
-  if [ "$cfg" = R ] && alive "$SRV_PID"; then
+  if [[ $cfg == R* ]] && alive "$SRV_PID"; then
     wait_drained
     "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.drained.json" 2>/dev/null
   fi
@@ -378,19 +381,17 @@ def report(run, configs, workloads):
             else:
                 cells.append(fmt_iops(m['iops']))
         o.append('| %s | %s |' % (c, ' | '.join(cells)))
-    for other in [c for c in configs if c != 'R']:
-        if 'R' not in configs:
-            break
+    for rc, other in [(r, c) for r in configs if r.startswith('R') for c in configs if not c.startswith('R')]:
         cells = []
         for w, _ in wls:
-            a, b = med.get(('R', w)), med.get((other, w))
+            a, b = med.get((rc, w)), med.get((other, w))
             if a and b and b['iops'] > 0:
                 ratio = a['iops'] / b['iops']
                 tgt = TARGET.get(w) if other == 'B' else None
                 cells.append('**%.2fx**%s' % (ratio, (' (target %.1fx: %s)' % (tgt, 'met' if ratio >= tgt else 'MISSED')) if tgt else ''))
             else:
                 cells.append('n/a')
-        o.append('| R/%s | %s |' % (other, ' | '.join(cells)))
+        o.append('| %s/%s | %s |' % (rc, other, ' | '.join(cells)))
     o.append('')
     o.append('Spread (min..max IOPS over the repetitions, n = runs counted):\n')
     o.append('| config | ' + ' | '.join(n for _, n in wls) + ' |')
@@ -437,7 +438,7 @@ def report(run, configs, workloads):
             o.append('### %s (%s s, %s)\n' % (r['cfg'], r['rt'], 'mean %.0f IOPS' % x['iops'] if x else 'no result'))
             if series:
                 o.append('Per-second IOPS: ' + ' '.join('%.1fk' % (v / 1000) for _, v in series) + '\n')
-            if r['cfg'] == 'R' and r['polls']:
+            if r['cfg'].startswith('R') and r['polls']:
                 o.append('Log fill % per second: ' + ' '.join('%.0f' % f for _, f, _ in r['polls']) + '\n')
                 o.append('full_waits per second (cumulative): ' + ' '.join('%d' % w for _, _, w in r['polls']) + '\n')
                 tf = t_full(r['polls'])
@@ -589,6 +590,7 @@ OUT=$RESULTS_DIR/$(date +%Y-%m-%d).md
   echo
   echo "Configs: **B** = \`nbdkit file\` on a fully written $SIZE file (page cache);"
   echo "**R** = nbd-replicator, local leg only (O_DIRECT, io_uring), $LOG_SIZE log (fresh and empty at every start) on the same filesystem${R_EXTRA:+, extra parameters \`$R_EXTRA\`};"
+  echo "**R-page** = the same with \`direct-io=false\` (local leg through the page cache);"
   echo "**B-none** = \`nbdkit file cache=none\`. All through fio's nbd engine over a unix socket."
   echo "Backing files written with O_DIRECT; before every run its page cache is dropped (B's read workload: read once, warm)."
   echo "Each run: one fio job, ${RUNTIME} s after a ${RAMP} s ramp, servers restarted between runs (R: after its log drained); $REPS repetitions,"
