@@ -163,11 +163,6 @@ pow2_floor (uint64_t v)
 }
 
 /* Rebuild the overlay from the recovered entries site 0 has not applied. */
-struct rebuild {
-  struct replicator *r;
-  uint64_t from, to;
-};
-
 static int
 rebuild_overlay (struct replicator *r)
 {

@@ -903,16 +903,6 @@ replog_start (struct replog *rl)
   return 0;
 }
 
-bool
-replog_stopping (struct replog *rl)
-{
-  bool s;
-  pthread_mutex_lock (&rl->lock);
-  s = rl->stopping;
-  pthread_mutex_unlock (&rl->lock);
-  return s;
-}
-
 void
 replog_stop (struct replog *rl)
 {

@@ -92,7 +92,6 @@ int replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq);
 uint64_t replog_applied (struct replog *rl, unsigned site);
 /* True while writers wait for space (workers should checkpoint). */
 bool replog_space_wanted (struct replog *rl);
-bool replog_stopping (struct replog *rl);
 
 /* ---- status ---- */
 struct replog_stats {

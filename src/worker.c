@@ -74,7 +74,6 @@ struct worker {
   uint8_t *zbuf;
   struct wio *fin;                 /* completed in this reap, not yet finished */
   unsigned nfin;
-  bool failed_reported;
   /* threads engine: completed ops waiting to be reaped */
   unsigned *ready;
   unsigned nready;
