@@ -52,6 +52,33 @@ cfg_mode_name (enum cfg_log_mode m)
   return m == LOG_MODE_CREATE ? "create" : m == LOG_MODE_OPEN ? "open" : "auto";
 }
 
+/* Name to enum; -1 for an unknown name (the caller reports where). */
+static int
+policy_of (const char *v, enum cfg_policy *p)
+{
+  if (!strcmp (v, "sync"))
+    *p = POLICY_SYNC;
+  else if (!strcmp (v, "async"))
+    *p = POLICY_ASYNC;
+  else
+    return -1;
+  return 0;
+}
+
+static int
+log_mode_of (const char *v, enum cfg_log_mode *m)
+{
+  if (!strcmp (v, "auto"))
+    *m = LOG_MODE_AUTO;
+  else if (!strcmp (v, "create"))
+    *m = LOG_MODE_CREATE;
+  else if (!strcmp (v, "open"))
+    *m = LOG_MODE_OPEN;
+  else
+    return -1;
+  return 0;
+}
+
 int
 cfg_transport_of (const char *addr)
 {
@@ -511,11 +538,7 @@ parse_policy (struct cfg *c, const config_setting_t *s, enum cfg_policy *p)
 
   if (get_string (c, s, "policy", &v) == -1)
     return -1;
-  if (!strcmp (v, "sync"))
-    *p = POLICY_SYNC;
-  else if (!strcmp (v, "async"))
-    *p = POLICY_ASYNC;
-  else {
+  if (policy_of (v, p) == -1) {
     where_error (c, setting_line (s), "policy", "'%s': expected \"sync\" or \"async\"", v);
     r = -1;
   }
@@ -548,13 +571,7 @@ load_replog (struct cfg *c, const config_setting_t *g)
     char *v = NULL;
     if (get_string (c, m, "replog.mode", &v) == -1)
       return -1;
-    if (!strcmp (v, "auto"))
-      c->replog.mode = LOG_MODE_AUTO;
-    else if (!strcmp (v, "create"))
-      c->replog.mode = LOG_MODE_CREATE;
-    else if (!strcmp (v, "open"))
-      c->replog.mode = LOG_MODE_OPEN;
-    else {
+    if (log_mode_of (v, &c->replog.mode) == -1) {
       where_error (c, setting_line (m), "replog.mode", "'%s': expected create, open or auto", v);
       free (v);
       return -1;
@@ -943,11 +960,7 @@ short_time (const char *key, const char *value, uint64_t *out, bool *have)
 static int
 short_policy (const char *key, const char *value, enum cfg_policy *p, bool *have)
 {
-  if (!strcmp (value, "sync"))
-    *p = POLICY_SYNC;
-  else if (!strcmp (value, "async"))
-    *p = POLICY_ASYNC;
-  else {
+  if (policy_of (value, p) == -1) {
     rep_error ("%s=%s: expected sync or async", key, value);
     return -1;
   }
@@ -1002,13 +1015,7 @@ cfg_short_set (struct cfg_short *s, const char *key, const char *value)
   if (!strcmp (key, "local-policy"))
     return short_policy (key, value, &s->local_policy, &s->have_local_policy);
   if (!strcmp (key, "log-mode")) {
-    if (!strcmp (value, "auto"))
-      s->mode = LOG_MODE_AUTO;
-    else if (!strcmp (value, "create"))
-      s->mode = LOG_MODE_CREATE;
-    else if (!strcmp (value, "open"))
-      s->mode = LOG_MODE_OPEN;
-    else {
+    if (log_mode_of (value, &s->mode) == -1) {
       rep_error ("log-mode=%s: expected create, open or auto", value);
       return -1;
     }
