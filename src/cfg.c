@@ -111,6 +111,19 @@ cfg_default_control_socket (void)
   return r;
 }
 
+void
+cfg_format_fall_behind (enum cfg_fall_behind kind, uint64_t value, char *buf, size_t len)
+{
+  char tmp[32];
+  switch (kind) {
+  case FB_IOS: snprintf (buf, len, "ios %" PRIu64, value); return;
+  case FB_SIZE: snprintf (buf, len, "size %s", units_format_size (value, tmp, sizeof tmp)); return;
+  case FB_TIMEOUT: snprintf (buf, len, "timeout %" PRIu64 "ms", value); return;
+  case FB_NONE: break;
+  }
+  snprintf (buf, len, "none");
+}
+
 int
 cfg_parse_fall_behind (const char *s, enum cfg_fall_behind *kind,
                        uint64_t *value, const char **why)
@@ -232,6 +245,7 @@ site_defaults (struct cfg_site *s, unsigned id)
   s->fall_behind = FB_NONE;
   s->disconnect_timeout_ms = DEFAULT_DISCONNECT_MS;
   s->pull_ahead_ms = 0;              /* 0 = same as disconnect_timeout */
+  s->request_timeout_ms = 0;         /* 0 = twice disconnect_timeout */
   s->queue_depth = DEFAULT_QUEUE_DEPTH;
 }
 
@@ -319,6 +333,8 @@ validate (struct cfg *c)
       }
     if (s->pull_ahead_ms == 0)
       s->pull_ahead_ms = s->disconnect_timeout_ms;
+    if (s->request_timeout_ms == 0)
+      s->request_timeout_ms = 2 * s->disconnect_timeout_ms;
   }
   if (c->ndevices == 0) {
     where_error (c, 0, "devices", "at least one device is required");
@@ -589,7 +605,8 @@ static int
 load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
 {
   static const char *const keys[] = {
-    "id", "policy", "fall_behind", "disconnect_timeout", "pull_ahead", "queue_depth", NULL
+    "id", "policy", "fall_behind", "disconnect_timeout", "pull_ahead", "request_timeout",
+    "queue_depth", NULL
   };
   const config_setting_t *m;
 
@@ -626,6 +643,9 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
     return -1;
   if ((m = config_setting_get_member (g, "pull_ahead")) &&
       get_time (c, m, "pull_ahead", &s->pull_ahead_ms) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "request_timeout")) &&
+      get_time (c, m, "request_timeout", &s->request_timeout_ms) == -1)
     return -1;
   if ((m = config_setting_get_member (g, "queue_depth")) &&
       get_uint (c, m, "queue_depth", 1, MAX_QUEUE_DEPTH, &s->queue_depth) == -1)
@@ -887,7 +907,10 @@ struct cfg_short {
   char **remotes;
   size_t nremotes;
   uint64_t log_size, log_offset, size, region_size, disconnect_ms, commit_ms;
+  uint64_t pull_ahead_ms, request_timeout_ms;
   bool have_log_size, have_size, have_region, have_disconnect, have_commit;
+  bool have_pull_ahead, have_request_timeout;
+  bool initial_sync, have_initial_sync;
   enum cfg_log_mode mode;
   bool have_mode;
   enum cfg_policy policy, local_policy;
@@ -969,6 +992,21 @@ short_policy (const char *key, const char *value, enum cfg_policy *p, bool *have
 }
 
 static int
+short_bool (const char *key, const char *value, bool *out, bool *have)
+{
+  if (!strcmp (value, "true") || !strcmp (value, "on") || !strcmp (value, "1"))
+    *out = true;
+  else if (!strcmp (value, "false") || !strcmp (value, "off") || !strcmp (value, "0"))
+    *out = false;
+  else {
+    rep_error ("%s=%s: expected true or false", key, value);
+    return -1;
+  }
+  *have = true;
+  return 0;
+}
+
+static int
 short_str (char **dst, const char *key, const char *value)
 {
   if (*dst) {
@@ -1008,6 +1046,12 @@ cfg_short_set (struct cfg_short *s, const char *key, const char *value)
     return short_size (key, value, &s->region_size, &s->have_region);
   if (!strcmp (key, "disconnect-timeout"))
     return short_time (key, value, &s->disconnect_ms, &s->have_disconnect);
+  if (!strcmp (key, "pull-ahead"))
+    return short_time (key, value, &s->pull_ahead_ms, &s->have_pull_ahead);
+  if (!strcmp (key, "request-timeout"))
+    return short_time (key, value, &s->request_timeout_ms, &s->have_request_timeout);
+  if (!strcmp (key, "initial-sync"))
+    return short_bool (key, value, &s->initial_sync, &s->have_initial_sync);
   if (!strcmp (key, "commit-interval"))
     return short_time (key, value, &s->commit_ms, &s->have_commit);
   if (!strcmp (key, "policy"))
@@ -1030,18 +1074,8 @@ cfg_short_set (struct cfg_short *s, const char *key, const char *value)
     s->have_fb = true;
     return 0;
   }
-  if (!strcmp (key, "direct-io")) {
-    if (!strcmp (value, "true") || !strcmp (value, "on") || !strcmp (value, "1"))
-      s->direct_io = true;
-    else if (!strcmp (value, "false") || !strcmp (value, "off") || !strcmp (value, "0"))
-      s->direct_io = false;
-    else {
-      rep_error ("direct-io=%s: expected true or false", value);
-      return -1;
-    }
-    s->have_direct_io = true;
-    return 0;
-  }
+  if (!strcmp (key, "direct-io"))
+    return short_bool (key, value, &s->direct_io, &s->have_direct_io);
   if (!strcmp (key, "queue-depth")) {
     char *end;
     unsigned long v;
@@ -1154,6 +1188,10 @@ cfg_short_finish (struct cfg_short *s)
     }
     if (s->have_disconnect)
       st->disconnect_timeout_ms = s->disconnect_ms;
+    if (s->have_pull_ahead)
+      st->pull_ahead_ms = s->pull_ahead_ms;
+    if (s->have_request_timeout)
+      st->request_timeout_ms = s->request_timeout_ms;
   }
 
   c->ndevices = 1;
@@ -1173,6 +1211,8 @@ cfg_short_finish (struct cfg_short *s)
     l->direct_io = s->have_direct_io ? s->direct_io : true;
     if (s->have_region)
       l->dirty_log.region_size = s->region_size;
+    if (s->have_initial_sync && i > 0)
+      l->dirty_log.sync = s->initial_sync;
     if (!(l->path = xstrdup (i == 0 ? s->local : s->remotes[i - 1])))
       goto err;
     if (short_dirty_path (s, d->name, l->site, &l->dirty_log) == -1)

@@ -26,6 +26,8 @@ struct cfg_site {
   uint64_t fall_behind_value;       /* entries, bytes or milliseconds */
   uint64_t disconnect_timeout_ms;   /* default 30 s */
   uint64_t pull_ahead_ms;           /* default = disconnect_timeout */
+  uint64_t request_timeout_ms;      /* remote request deadline: the connection is
+                                       dropped; default 2 x disconnect_timeout */
   unsigned queue_depth;             /* requests in flight per leg, default 32 */
   int line;                         /* source line (0 = implied/short form) */
 };
@@ -107,6 +109,7 @@ char *cfg_default_control_socket (void);
 const char *cfg_policy_name (enum cfg_policy p);
 const char *cfg_mode_name (enum cfg_log_mode m);
 /* Parse "ios N" / "size N" / "timeout T" / "none"; 0 or -1 with *why. */
+void cfg_format_fall_behind (enum cfg_fall_behind kind, uint64_t value, char *buf, size_t len);
 int cfg_parse_fall_behind (const char *s, enum cfg_fall_behind *kind,
                            uint64_t *value, const char **why);
 

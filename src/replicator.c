@@ -26,6 +26,7 @@
 #include <json-c/json.h>
 
 #include "io.h"
+#include "link.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -71,14 +72,15 @@ leg_open_local (struct leg *l, const char *path)
 {
   struct stat st;
   int flags = O_RDWR | O_CLOEXEC;
+  const char *what = l->site == 0 ? "local leg" : "leg";
 
   if (stat (path, &st) == -1) {
-    rep_error ("device '%s': local leg %s: %m", l->dev->name, path);
+    rep_error ("device '%s': %s %s: %m", l->dev->name, what, path);
     return -1;
   }
   l->is_blk = S_ISBLK (st.st_mode);
   if (!l->is_blk && !S_ISREG (st.st_mode)) {
-    rep_error ("device '%s': local leg %s is neither a file nor a block device", l->dev->name, path);
+    rep_error ("device '%s': %s %s is neither a file nor a block device", l->dev->name, what, path);
     return -1;
   }
   if (l->is_blk)
@@ -90,25 +92,25 @@ leg_open_local (struct leg *l, const char *path)
   else if (l->fd == -1 && errno == EINVAL) {    /* tmpfs and friends */
     l->fd = open (path, flags);
     if (l->fd >= 0)
-      rep_warn ("device '%s': local leg %s does not support O_DIRECT; using the page cache",
-                l->dev->name, path);
+      rep_warn ("device '%s': %s %s does not support O_DIRECT; using the page cache",
+                l->dev->name, what, path);
   }
   if (l->fd == -1) {
     if (errno == EBUSY)
-      rep_error ("device '%s': local leg %s is in use (opened exclusively elsewhere)", l->dev->name, path);
+      rep_error ("device '%s': %s %s is in use (opened exclusively elsewhere)", l->dev->name, what, path);
     else
-      rep_error ("device '%s': local leg %s: %m", l->dev->name, path);
+      rep_error ("device '%s': %s %s: %m", l->dev->name, what, path);
     return -1;
   }
   if (!l->is_blk && flock (l->fd, LOCK_EX | LOCK_NB) == -1) {
-    rep_error ("device '%s': local leg %s is locked by another instance (if one was just "
+    rep_error ("device '%s': %s %s is locked by another instance (if one was just "
                "stopped or killed, it may still be finishing its writes: retry in a moment)",
-               l->dev->name, path);
+               l->dev->name, what, path);
     return -1;
   }
   if (l->is_blk) {
     if (ioctl (l->fd, BLKGETSIZE64, &l->size) == -1) {
-      rep_error ("device '%s': local leg %s: BLKGETSIZE64: %m", l->dev->name, path);
+      rep_error ("device '%s': %s %s: BLKGETSIZE64: %m", l->dev->name, what, path);
       return -1;
     }
   }
@@ -125,9 +127,13 @@ static void
 vdev_destroy (struct vdev *d)
 {
   size_t i;
-  for (i = 0; i < d->nlegs; i++)
+  for (i = 0; i < d->nlegs && d->legs; i++) {
     if (d->legs[i].fd >= 0)
       close (d->legs[i].fd);
+    rlink_destroy (&d->legs[i].link);
+    bitmap_free (d->legs[i].dirty);
+    bitmap_free (d->legs[i].doubt);
+  }
   free (d->legs);
   overlay_free (d->ov);
   pthread_mutex_destroy (&d->ov_lock);
@@ -190,6 +196,154 @@ rebuild_overlay (struct replicator *r)
   return 0;
 }
 
+/* ---- remote legs and site modes ------------------------------------------ */
+
+/* A stable 32-bit id per leg (device name, site): the iSCSI ISID, so a
+ * reconnect or a restart reinstates the same session. */
+static uint32_t
+leg_session_id (const struct leg *l)
+{
+  uint32_t h = 2166136261u;
+  const char *p;
+  for (p = l->dev->name; *p; p++)
+    h = (h ^ (uint8_t) *p) * 16777619u;
+  return (h ^ l->site) * 16777619u;
+}
+
+/* Set up the remote legs of d (after its size and block size are known):
+ * dirty logs, and one connection attempt each.  Unreachable: start with
+ * the site disconnected.  Reachable but unsuitable (smaller than the
+ * device, larger blocks): refused. */
+static int
+remote_legs_init (struct vdev *d)
+{
+  size_t j;
+
+  for (j = 0; j < d->nlegs; j++) {
+    struct leg *l = &d->legs[j];
+    const struct cfg_site *cs = d->r->sites[l->site].cfg;
+    char what[128], err[256];
+    const char *why = NULL;
+    const struct link_ops *ops;
+    bool unsuitable;
+
+    if (l->site == 0)
+      continue;
+    if (!(l->dirty = bitmap_new (d->size, l->cfg->dirty_log.region_size))) {
+      rep_error ("device '%s': dirty log of site %u: out of memory", d->name, l->site);
+      return -1;
+    }
+    if (l->cfg->transport == TRANSPORT_PATH)
+      continue;
+    if (!(ops = link_ops_for (l->cfg->transport, &why))) {
+      rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, why);
+      return -1;
+    }
+    l->remote = true;
+    l->lbs = 512;
+    if (!ops->fenced && !(l->doubt = bitmap_new (d->size, l->cfg->dirty_log.region_size))) {
+      rep_error ("device '%s': out of memory", d->name);
+      return -1;
+    }
+    snprintf (what, sizeof what, "device '%s' site %u", d->name, l->site);
+    rlink_init (&l->link, ops, l->cfg->path, what);
+    l->link.params.request_timeout_s = (unsigned) ((cs->request_timeout_ms + 999) / 1000);
+    l->link.params.session_id = leg_session_id (l);
+    l->link.connect_timeout_ms = cs->disconnect_timeout_ms < 10000 ? cs->disconnect_timeout_ms : 10000;
+    l->link.min_size = d->size;
+    l->link.max_block = d->block_size;
+    l->link.conn = rlink_connect_once (&l->link, l->link.connect_timeout_ms < 5000 ?
+                                       l->link.connect_timeout_ms : 5000,
+                                       &l->link.info, err, sizeof err, &unsuitable);
+    if (l->link.conn) {
+      l->link.up = true;
+      l->link.connects++;
+      l->lbs = l->link.info.block_size;
+      continue;
+    }
+    if (unsuitable) {
+      rep_error ("device '%s': leg %s at site %u refused: %s", d->name, l->cfg->path, l->site, err);
+      return -1;
+    }
+    rep_warn ("device '%s': leg %s at site %u is unreachable at start (%s); starting with the "
+              "site disconnected, its entries stay in the log and it reconnects in the background",
+              d->name, l->cfg->path, l->site, err);
+    rlink_set_error (&l->link, "%s", err);
+    l->link.down_since_ns = link_mono_ns ();
+  }
+  return 0;
+}
+
+/* Sites whose legs are all trusted (dirty_log sync = false): a new such
+ * site starts in log mode; others need an initial sync first. */
+static uint32_t
+trusted_sites (struct replicator *r)
+{
+  uint32_t m = 1u;
+  size_t i, j;
+
+  for (i = 1; i < CFG_MAX_SITES; i++) {
+    bool all = r->sites[i].cfg != NULL;
+    for (j = 0; j < r->ndevs && all; j++) {
+      const struct cfg_leg *cl = cfg_leg (r->devs[j].cfg, (unsigned) i);
+      if (cl && cl->dirty_log.sync)
+        all = false;
+    }
+    if (all)
+      m |= 1u << i;
+  }
+  return m;
+}
+
+/* The log header says whether a remote site is fed from the log. */
+static int
+sites_mode_init (struct replicator *r, struct site *s)
+{
+  bool is_new = r->rec.new_sites & (1u << s->id);
+  size_t i, j;
+
+  if (replog_site_mode (r->rl, s->id) == RL_MODE_LOG)
+    return 0;
+  s->served = false;
+  s->dirty = true;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->site != s->id)
+        continue;
+      l->state = LEG_DIRTY;
+      l->initial_sync = is_new;
+      bitmap_set_all (l->dirty);
+    }
+  if (is_new)
+    rep_warn ("site %u: new legs need an initial sync before they are replicated from the log "
+              "(set dirty_log sync = false, or initial-sync=false, for legs known to equal "
+              "the device); the site stays in dirty-log mode until then", s->id);
+  else
+    rep_warn ("site %u: in dirty-log mode (it fell behind or was away while the log needed "
+              "the space); its in-memory dirty log did not survive the restart, so every "
+              "region is marked for resync", s->id);
+  return 0;
+}
+
+/* Entries leave the log that dirty-mode sites lack: record their regions. */
+static void
+on_release (void *opaque, uint32_t sites, const struct rl_desc *d)
+{
+  struct replicator *r = opaque;
+  struct vdev *v;
+  size_t j;
+
+  if (d->device >= r->ndevs)
+    return;
+  v = &r->devs[d->device];
+  for (j = 0; j < v->nlegs; j++) {
+    struct leg *l = &v->legs[j];
+    if ((sites & (1u << l->site)) && l->dirty)
+      bitmap_set_range (l->dirty, d->offset, d->length);
+  }
+}
+
 struct replicator *
 replicator_new (struct cfg *cfg)
 {
@@ -216,11 +370,15 @@ replicator_new (struct cfg *cfg)
     s->r = r;
     s->id = cfg->sites[i].id;
     s->cfg = &cfg->sites[i];
-    /* Remote sites are configured and recorded, but this version applies
-     * the log to the local legs only. */
-    s->served = s->id == 0;
+    s->served = true;
     pthread_mutex_init (&s->lock, NULL);
-    pthread_cond_init (&s->cv, NULL);
+    {
+      pthread_condattr_t ca;
+      pthread_condattr_init (&ca);
+      pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+      pthread_cond_init (&s->cv, &ca);
+      pthread_condattr_destroy (&ca);
+    }
     r->site_mask |= 1u << s->id;
   }
 
@@ -249,15 +407,18 @@ replicator_new (struct cfg *cfg)
       d->legs[j].dev = d;
       d->legs[j].site = cd->legs[j].site;
       d->legs[j].cfg = &cd->legs[j];
-      d->legs[j].served = cd->legs[j].site == 0;
-      d->legs[j].state = d->legs[j].served ? LEG_REPLICATING : LEG_DIRTY;
+      d->legs[j].served = true;
+      d->legs[j].state = LEG_REPLICATING;
     }
     d->nlegs = cd->nlegs;
+    /* Path legs (the local one, and files or block devices at remote
+     * sites) are opened now; their block sizes make the device's. */
     for (j = 0; j < cd->nlegs; j++) {
       struct leg *l = &d->legs[j];
-      if (l->site != 0)
+      if (l->cfg->transport != TRANSPORT_PATH)
         continue;
-      d->local = l;
+      if (l->site == 0)
+        d->local = l;
       if (leg_open_local (l, cd->legs[j].path) == -1)
         goto err;
       if (l->lbs > bs)
@@ -278,7 +439,19 @@ replicator_new (struct cfg *cfg)
                  d->name, d->size, bs);
       goto err;
     }
+    for (j = 0; j < cd->nlegs; j++) {
+      struct leg *l = &d->legs[j];
+      if (l->site == 0 || l->cfg->transport != TRANSPORT_PATH)
+        continue;
+      if (l->size < d->size) {
+        rep_error ("device '%s': leg %s at site %u is smaller (%" PRIu64 " bytes) than the device "
+                   "(%" PRIu64 " bytes)", d->name, l->cfg->path, l->site, l->size, d->size);
+        goto err;
+      }
+    }
     d->block_size = bs;
+    if (remote_legs_init (d) == -1)
+      goto err;
     ids[i].name = d->name;
     ids[i].size = d->size;
     ids[i].block_size = bs;
@@ -293,7 +466,7 @@ replicator_new (struct cfg *cfg)
   oa.ndevices = (unsigned) cfg->ndevices;
   oa.devices = ids;
   oa.sites = r->site_mask;
-  oa.log_sites = 1u;                    /* site 0 only, in this version */
+  oa.log_sites = trusted_sites (r);
   if (replog_open (&oa, &r->rl, &r->rec) == -1)
     goto err;
   if (r->rec.on_tmpfs)
@@ -309,10 +482,10 @@ replicator_new (struct cfg *cfg)
               oa.path, r->rec.entries, r->rec.bytes, r->rec.first_seq,
               r->rec.entries ? r->rec.last_seq : r->rec.first_seq - 1,
               'A' + r->rec.header_copy, r->rec.generation, r->rec.stop_reason);
+  replog_set_release_fn (r->rl, on_release, r);
   for (i = 1; i < CFG_MAX_SITES; i++)
-    if (r->sites[i].cfg)
-      rep_warn ("site %zu: remote legs are configured but this version does not replicate to "
-                "them yet; the site is recorded as needing a full sync", i);
+    if (r->sites[i].cfg && sites_mode_init (r, &r->sites[i]) == -1)
+      goto err;
 
   /* Largest request: a power of two <= 1/8 of the data ring, <= 32M. */
   {
@@ -546,8 +719,44 @@ check_range (struct vdev *d, uint64_t count, uint64_t offset, const char *what)
   return 0;
 }
 
-/* After the entries are logged: FUA makes them durable, a sync site 0
- * waits for the local leg. */
+/* The policies (DESIGN 3.3), after the entries up to seq are logged:
+ * a sync site, or an async one over its fall_behind threshold, holds the
+ * client until it has seq (bounded by its disconnect_timeout). */
+static int
+apply_policies (struct replicator *r, uint64_t seq, const char *what)
+{
+  bool durable = false;
+  unsigned i;
+
+  if (!seq)
+    return 0;
+  for (i = 0; i < CFG_MAX_SITES; i++) {
+    struct site *s = &r->sites[i];
+    bool fb;
+    if (!s->cfg || !s->served || !s->running)
+      continue;
+    fb = s->cfg->policy != POLICY_SYNC;
+    if (fb && (s->cfg->fall_behind == FB_NONE || !site_over_threshold (s, seq)))
+      continue;
+    if (i && (__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED) ||
+              __atomic_load_n (&s->dirty, __ATOMIC_RELAXED)))
+      continue;
+    if (!durable) {
+      /* Entries ship only once durable: make it durable now (group
+       * commit) rather than after the background interval. */
+      if (replog_wait_durable (r->rl, seq) == -1) {
+        rep_error ("%s: the log could not be made durable: %m", what);
+        errno = EIO;
+        return -1;
+      }
+      durable = true;
+    }
+    site_wait_done (s, seq, fb);
+  }
+  return 0;
+}
+
+/* After the entries are logged: FUA makes them durable, then the policies. */
 static int
 finish_write (struct vdev *d, uint64_t last_seq, bool fua)
 {
@@ -560,18 +769,86 @@ finish_write (struct vdev *d, uint64_t last_seq, bool fua)
       errno = EIO;
       return -1;
     }
+    if (s > last_seq)
+      last_seq = s;              /* a sync site must have flushed it too */
   }
-  if (r->sites[0].cfg->policy == POLICY_SYNC && last_seq) {
-    /* Entries ship only once durable: make it durable now (group commit)
-     * rather than after the background interval, then wait for the leg. */
-    if (replog_wait_durable (r->rl, last_seq) == -1) {
-      rep_error ("device '%s': the log could not be made durable: %m", d->name);
-      errno = EIO;
-      return -1;
-    }
-    if (site_wait_done (&r->sites[0], last_seq) == -1)
-      return -1;
+  return apply_policies (r, last_seq, d->name);
+}
+
+/* ---- policies ---------------------------------------------------------------- */
+
+uint64_t
+site_backlog_entries (struct site *s, uint64_t last)
+{
+  uint64_t done = __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED);
+  return last > done ? last - done : 0;
+}
+
+uint64_t
+site_backlog_bytes (struct site *s)
+{
+  int64_t b = s->bytes_base + (int64_t) __atomic_load_n (&s->r->bytes_logged, __ATOMIC_RELAXED)
+    - (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED);
+  return b > 0 ? (uint64_t) b : 0;
+}
+
+uint64_t
+site_oldest_age_ms (struct site *s, uint64_t last)
+{
+  uint64_t done = __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED);
+  const struct rl_desc *d;
+  struct timespec ts;
+  uint64_t now, t;
+
+  if (last <= done || !s->r->rl)
+    return 0;
+  d = replog_desc (s->r->rl, done + 1);
+  t = __atomic_load_n (&d->time_ns, __ATOMIC_RELAXED);
+  clock_gettime (CLOCK_REALTIME, &ts);
+  now = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+  return now > t ? (now - t) / 1000000u : 0;
+}
+
+bool
+site_over_threshold (struct site *s, uint64_t last)
+{
+  switch (s->cfg->fall_behind) {
+  case FB_IOS: return site_backlog_entries (s, last) > s->cfg->fall_behind_value;
+  case FB_SIZE: return site_backlog_bytes (s) > s->cfg->fall_behind_value;
+  case FB_TIMEOUT: return site_oldest_age_ms (s, last) > s->cfg->fall_behind_value;
+  case FB_NONE: break;
   }
+  return false;
+}
+
+int
+site_wait_done (struct site *s, uint64_t seq, bool fall_behind)
+{
+  struct replicator *r = s->r;
+  struct timespec until;
+  bool remote = s->id != 0;
+
+  clock_gettime (CLOCK_MONOTONIC, &until);
+  until.tv_sec += (time_t) (s->cfg->disconnect_timeout_ms / 1000);
+  until.tv_nsec += (long) (s->cfg->disconnect_timeout_ms % 1000) * 1000000;
+  if (until.tv_nsec >= 1000000000) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock (&s->lock);
+  s->sync_waiters++;
+  while (s->done_seq < seq && s->running && !__atomic_load_n (&r->stop, __ATOMIC_ACQUIRE)) {
+    if (remote && (s->disconnected || s->dirty || (!fall_behind && s->catching_up)))
+      break;
+    if (fall_behind && !site_over_threshold (s, seq))
+      break;
+    if (!remote)
+      pthread_cond_wait (&s->cv, &s->lock);
+    else if (pthread_cond_timedwait (&s->cv, &s->lock, &until) == ETIMEDOUT)
+      break;                     /* the worker declares it disconnected */
+  }
+  s->sync_waiters--;
+  pthread_mutex_unlock (&s->lock);
   return 0;
 }
 
@@ -596,6 +873,7 @@ log_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uin
   pthread_mutex_lock (&d->ov_lock);
   r = overlay_insert (d->ov, offset, offset + count, *seq, OV_DATA, payload);
   pthread_mutex_unlock (&d->ov_lock);
+  __atomic_add_fetch (&d->r->bytes_logged, count, __ATOMIC_RELAXED);
   /* Committed whatever happened: a reserved entry must not block the log. */
   replog_commit (d->r->rl, *seq);
   if (r == -1) {
@@ -732,10 +1010,45 @@ rdev_flush (struct replicator *r)
     errno = EIO;
     return -1;
   }
-  return 0;
+  return apply_policies (r, s, "flush");
 }
 
 /* ---- status --------------------------------------------------------------------------- */
+
+static const char *
+site_link_name (struct site *s)
+{
+  size_t i, j;
+  if (s->id == 0)
+    return "local";
+  if (__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED))
+    return "disconnected";
+  for (i = 0; i < s->r->ndevs; i++)
+    for (j = 0; j < s->r->devs[i].nlegs; j++) {
+      struct leg *l = &s->r->devs[i].legs[j];
+      if (l->site == s->id && l->remote && !__atomic_load_n (&l->link.up, __ATOMIC_RELAXED))
+        return "connecting";
+    }
+  return "connected";
+}
+
+/* What status shows for a leg. */
+static enum leg_state
+leg_state (struct leg *l, enum leg_state raw, uint64_t last)
+{
+  struct site *s = &l->dev->r->sites[l->site];
+  if (l->site == 0)
+    return raw;
+  if (s->dirty)
+    return LEG_DIRTY;
+  if (__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED))
+    return LEG_DISCONNECTED;
+  if (raw == LEG_FAILED)
+    return raw;
+  if (s->cfg->fall_behind != FB_NONE && site_over_threshold (s, last))
+    return LEG_BEHIND;
+  return LEG_REPLICATING;
+}
 
 static json_object *
 jstr (const char *s)
@@ -789,10 +1102,34 @@ replicator_status_json (struct replicator *r, bool pretty)
     applied = replog_applied (r->rl, s->id);
     json_object_object_add (js, "id", json_object_new_int ((int) s->id));
     json_object_object_add (js, "policy", jstr (cfg_policy_name (s->cfg->policy)));
-    json_object_object_add (js, "link", jstr (s->id == 0 ? "local" : "not-served"));
+    json_object_object_add (js, "link", jstr (site_link_name (s)));
+    json_object_object_add (js, "mode", jstr (s->dirty ? "dirty" : "log"));
     json_object_object_add (js, "applied_seq", json_object_new_int64 ((int64_t) applied));
-    json_object_object_add (js, "backlog_entries", json_object_new_int64 (
-      s->served && st.next_seq - 1 > applied ? (int64_t) (st.next_seq - 1 - applied) : 0));
+    json_object_object_add (js, "done_seq", json_object_new_int64 (
+      (int64_t) __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED)));
+    if (s->dirty) {
+      json_object_object_add (js, "backlog_entries", json_object_new_int64 (0));
+      json_object_object_add (js, "backlog_bytes", json_object_new_int64 (0));
+      json_object_object_add (js, "rpo_seconds", json_object_new_double (0));
+    }
+    else {
+      json_object_object_add (js, "backlog_entries", json_object_new_int64 (
+        (int64_t) site_backlog_entries (s, st.committed_seq)));
+      json_object_object_add (js, "backlog_bytes", json_object_new_int64 (
+        (int64_t) site_backlog_bytes (s)));
+      json_object_object_add (js, "rpo_seconds", json_object_new_double (
+        (double) site_oldest_age_ms (s, st.committed_seq) / 1000.0));
+    }
+    {
+      char fb[64];
+      cfg_format_fall_behind (s->cfg->fall_behind, s->cfg->fall_behind_value, fb, sizeof fb);
+      json_object_object_add (js, "fall_behind", jstr (fb));
+    }
+    json_object_object_add (js, "behind", json_object_new_boolean (
+      !s->dirty && s->cfg->fall_behind != FB_NONE && site_over_threshold (s, st.committed_seq)));
+    json_object_object_add (js, "disconnect_timeout_ms", json_object_new_int64 ((int64_t) s->cfg->disconnect_timeout_ms));
+    json_object_object_add (js, "pull_ahead_ms", json_object_new_int64 ((int64_t) s->cfg->pull_ahead_ms));
+    json_object_object_add (js, "disconnects", json_object_new_int64 ((int64_t) s->disconnects));
     json_object_array_add (sites, js);
   }
   json_object_object_add (root, "sites", sites);
@@ -813,14 +1150,32 @@ replicator_status_json (struct replicator *r, bool pretty)
       struct leg *l = &d->legs[j];
       json_object *jl = json_object_new_object ();
       enum leg_state ls = __atomic_load_n (&l->state, __ATOMIC_RELAXED);
+      uint64_t doubt = l->doubt ? bitmap_count (l->doubt) : 0;
+      ls = leg_state (l, ls, st.committed_seq);
       json_object_object_add (jl, "site", json_object_new_int ((int) l->site));
       json_object_object_add (jl, "path", jstr (l->cfg->path));
+      json_object_object_add (jl, "transport", jstr (l->cfg->transport == TRANSPORT_NBD ? "nbd" :
+                                                     l->cfg->transport == TRANSPORT_ISCSI ? "iscsi" : "path"));
       json_object_object_add (jl, "state", jstr (leg_state_name (ls)));
       json_object_object_add (jl, "consistent", json_object_new_boolean (
-        ls == LEG_REPLICATING || ls == LEG_BEHIND || ls == LEG_DISCONNECTED));
-      if (l->site == 0) {
+        (ls == LEG_REPLICATING || ls == LEG_BEHIND || ls == LEG_DISCONNECTED) && doubt == 0));
+      json_object_object_add (jl, "errors", json_object_new_int64 ((int64_t) l->errors));
+      if (l->site == 0)
         json_object_object_add (jl, "direct_io", json_object_new_boolean (l->direct));
-        json_object_object_add (jl, "errors", json_object_new_int64 ((int64_t) l->errors));
+      else {
+        json_object_object_add (jl, "region_size", json_object_new_int64 ((int64_t) l->cfg->dirty_log.region_size));
+        json_object_object_add (jl, "dirty_regions", json_object_new_int64 (
+          l->dirty ? (int64_t) bitmap_count (l->dirty) : 0));
+        json_object_object_add (jl, "in_doubt_regions", json_object_new_int64 ((int64_t) doubt));
+        json_object_object_add (jl, "initial_sync", jstr (l->initial_sync ? "pending" : "done"));
+      }
+      if (l->remote) {
+        char err[256];
+        rlink_get_error (&l->link, err, sizeof err);
+        json_object_object_add (jl, "link", jstr (__atomic_load_n (&l->link.up, __ATOMIC_RELAXED) ? "up" : "down"));
+        json_object_object_add (jl, "connects", json_object_new_int64 ((int64_t) l->link.connects));
+        json_object_object_add (jl, "drops", json_object_new_int64 ((int64_t) l->link.drops));
+        json_object_object_add (jl, "last_error", jstr (err));
       }
       json_object_array_add (legs, jl);
     }

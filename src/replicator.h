@@ -16,9 +16,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bitmap.h"
 #include "cfg.h"
 #include "overlay.h"
 #include "replog.h"
+#include "rlink.h"
 
 struct replicator;
 struct site;
@@ -39,6 +41,27 @@ struct leg {
   enum leg_state state;
   bool zero_range_ok, punch_ok;  /* fallocate modes, switched off on EOPNOTSUPP */
   uint64_t errors;               /* I/O errors seen */
+
+  /* Remote legs (NBD, iSCSI); path legs at remote sites use fd above. */
+  bool remote;
+  struct rlink link;
+  unsigned windex;               /* index in its worker's leg table */
+  int ckpt_pending;              /* a flush of a checkpoint is in flight */
+  uint32_t ckpt_gen;
+  uint64_t ckpt_sent_ns;
+  struct leg_ckpt { struct leg *leg; struct worker *w; } ckpt_cb;
+
+  /* What the leg misses (core dirty log): regions released from the log
+   * while its site was in dirty-log mode, or all of it when that record
+   * was lost (restart) or the leg was never synchronised. */
+  struct bitmap *dirty;
+  bool initial_sync;             /* never synchronised: needs a full copy */
+  /* Regions written by requests of a connection we aborted: the remote may
+   * still execute them after newer writes (safety rule 5).  Not consistent
+   * until they are copied again (resync). */
+  struct bitmap *doubt;
+  uint64_t doubt_events;
+  char last_error[160];          /* last I/O error on this leg (worker) */
 };
 
 struct vdev {
@@ -77,9 +100,17 @@ struct site {
 
   /* Protects done_seq; cv for clients of a sync site. */
   pthread_mutex_t lock;
-  pthread_cond_t cv;
+  pthread_cond_t cv;             /* CLOCK_MONOTONIC */
   uint64_t done_seq;             /* every entry <= this is on the legs (maybe not durable) */
   unsigned sync_waiters;
+
+  /* Link health (remote sites), written by the worker, read anywhere. */
+  bool disconnected;             /* clients no longer wait for it */
+  bool catching_up;              /* back after a disconnection, not caught up yet */
+  bool dirty;                    /* dirty-log mode: not fed from the log */
+  uint64_t disconnects;
+  int64_t bytes_base;            /* payload bytes pending at start */
+  uint64_t bytes_done;           /* payload bytes applied since start */
 };
 
 struct replicator {
@@ -95,6 +126,7 @@ struct replicator {
   bool force_sync_engine;        /* tests: no io_uring */
   const char *engine;            /* "io_uring" or "threads" */
   uint64_t started;              /* CLOCK_REALTIME seconds */
+  uint64_t bytes_logged;         /* payload bytes logged since start */
 };
 
 /* Open legs and the log, recover, rebuild the overlay.  NULL on error
@@ -124,7 +156,15 @@ const char *leg_state_name (enum leg_state s);
 /* worker.c */
 int worker_start (struct site *s);
 void worker_stop (struct site *s);
-/* Wait until the site's legs hold entry seq (sync policy). */
-int site_wait_done (struct site *s, uint64_t seq);
+/* Client side of the policies: wait until the site's legs hold entry
+ * seq (sync), or only while the site is over its fall_behind threshold
+ * (fall_behind = true); never past the site's disconnect_timeout, nor
+ * for a disconnected or dirty site. */
+int site_wait_done (struct site *s, uint64_t seq, bool fall_behind);
+/* Backlog of a site as seen by a writer whose newest entry is last. */
+uint64_t site_backlog_entries (struct site *s, uint64_t last);
+uint64_t site_backlog_bytes (struct site *s);
+uint64_t site_oldest_age_ms (struct site *s, uint64_t last);
+bool site_over_threshold (struct site *s, uint64_t last);
 
 #endif

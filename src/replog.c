@@ -153,6 +153,11 @@ struct replog {
   uint64_t *slot_pos;            /* per slot: data_pos, for the tail */
   uint32_t *slot_crc;            /* per slot: checksum computed by replog_fill */
   uint64_t pending_applied[RL_MAX_SITES]; /* posted by workers, not yet in the header */
+  uint32_t pending_dirty;        /* sites to switch to dirty-log mode in the next header */
+  replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
+  void *release_opaque;
+  int wakers[RL_MAX_SITES];      /* eventfds poked when workers have something to do */
+  unsigned nwakers;
 
   unsigned flush_waiters, applied_waiters, space_waiters;
   bool failed;                   /* first failed sync: EIO for ever */
@@ -420,7 +425,7 @@ recover (struct replog *rl, struct replog_recovery *rec)
       continue;
     if (s->applied > maxapplied)
       maxapplied = s->applied;
-    if (s->mode == RL_MODE_LOG && (rl->log_sites & (1u << i)) && s->applied + 1 < tail)
+    if (s->mode == RL_MODE_LOG && s->applied + 1 < tail)
       tail = s->applied + 1;
   }
   if (tail == UINT64_MAX)
@@ -506,7 +511,7 @@ scrub_free_slots (struct replog *rl)
 /* Check the configured identity against the header (safety rule 7) and
  * update the header to the configuration. */
 static int
-check_identity (struct replog *rl, const struct replog_open_args *a, const struct replog_recovery *rec)
+check_identity (struct replog *rl, const struct replog_open_args *a, struct replog_recovery *rec)
 {
   struct rl_header *h = &rl->hdr;
   bool used_dev[RL_MAX_DEVICES] = { false };
@@ -562,23 +567,34 @@ check_identity (struct replog *rl, const struct replog_open_args *a, const struc
     }
   }
   h->ndevices = a->ndevices;
-  h->nsites = 0;
-  for (i = 0; i < RL_MAX_SITES; i++) {
-    struct rl_site_rec *s = &h->sites[i];
-    bool want = a->sites & (1u << i);
-    if (want && !s->present) {
-      /* A new site: it holds nothing the log has (initial sync is done
-       * elsewhere); its log position starts at the end of the log. */
-      memset (s, 0, sizeof *s);
-      s->present = 1;
-      s->applied = rl->next_seq - 1;
-      s->mode = RL_MODE_LOG;
+  /* Where a new site starts in the log: with the oldest entry still
+   * needed, so a leg trusted to equal the local leg also gets what the
+   * local leg has not applied yet. */
+  {
+    uint64_t start = rl->next_seq - 1;
+    for (i = 0; i < RL_MAX_SITES; i++)
+      if (h->sites[i].present && (a->sites & (1u << i)) && h->sites[i].mode == RL_MODE_LOG &&
+          h->sites[i].applied < start)
+        start = h->sites[i].applied;
+    if (start + 1 < rl->tail_seq)
+      start = rl->tail_seq - 1;
+    h->nsites = 0;
+    for (i = 0; i < RL_MAX_SITES; i++) {
+      struct rl_site_rec *s = &h->sites[i];
+      bool want = a->sites & (1u << i);
+      if (want && !s->present) {
+        /* A new site starts in log mode only when its legs are trusted
+         * (nosync); otherwise it needs an initial sync: dirty-log mode. */
+        memset (s, 0, sizeof *s);
+        s->present = 1;
+        s->applied = start;
+        s->mode = (a->log_sites & (1u << i)) ? RL_MODE_LOG : RL_MODE_DIRTY;
+        rec->new_sites |= 1u << i;
+      }
+      else if (!want)
+        memset (s, 0, sizeof *s);
+      h->nsites += s->present;
     }
-    else if (!want)
-      memset (s, 0, sizeof *s);
-    if (s->present && !(a->log_sites & (1u << i)))
-      s->mode = RL_MODE_DIRTY;
-    h->nsites += s->present;
   }
   h->clean = 0;
   return 0;
@@ -587,17 +603,46 @@ check_identity (struct replog *rl, const struct replog_open_args *a, const struc
 static void
 recompute_tail (struct replog *rl)
 {
-  uint64_t t = rl->next_seq;
+  uint64_t t = rl->next_seq, seq;
+  uint32_t dirty = 0;
   unsigned i;
 
   for (i = 0; i < RL_MAX_SITES; i++) {
     const struct rl_site_rec *s = &rl->hdr.sites[i];
-    if (s->present && s->mode == RL_MODE_LOG && (rl->log_sites & (1u << i)) &&
-        s->applied + 1 < t)
+    if (s->present && s->mode == RL_MODE_LOG && s->applied + 1 < t)
       t = s->applied + 1;
+    if (s->present && s->mode == RL_MODE_DIRTY)
+      dirty |= 1u << i;
   }
-  if (t > rl->tail_seq)
-    rl->tail_seq = t;
+  if (t <= rl->tail_seq)
+    return;
+  /* Entries leave the log: a dirty-mode site that lacks one records its
+   * regions before the space can be reused. */
+  if (dirty && rl->release_fn)
+    for (seq = rl->tail_seq; seq < t; seq++) {
+      const struct rl_desc *d = desc_at (rl, seq);
+      uint32_t need = 0;
+      if (d->op == RL_OP_BARRIER || d->seq != seq)
+        continue;
+      for (i = 0; i < RL_MAX_SITES; i++)
+        if ((dirty & (1u << i)) && rl->hdr.sites[i].applied < seq)
+          need |= 1u << i;
+      if (need)
+        rl->release_fn (rl->release_opaque, need, d);
+    }
+  rl->tail_seq = t;
+}
+
+static void
+wake_workers (struct replog *rl)
+{
+  unsigned i;
+  uint64_t one = 1;
+  pthread_cond_broadcast (&rl->work_cv);
+  for (i = 0; i < rl->nwakers; i++)
+    if (write (rl->wakers[i], &one, sizeof one) < 0) {
+      /* counter full: the worker has a wake-up pending anyway */
+    }
 }
 
 int
@@ -784,6 +829,8 @@ static bool
 header_pending (struct replog *rl)
 {
   unsigned i;
+  if (rl->pending_dirty)
+    return true;
   for (i = 0; i < RL_MAX_SITES; i++)
     if (rl->hdr.sites[i].present && rl->pending_applied[i] > rl->hdr.sites[i].applied)
       return true;
@@ -796,9 +843,13 @@ header_with_pending (struct replog *rl)
 {
   struct rl_header h = rl->hdr;
   unsigned i;
-  for (i = 0; i < RL_MAX_SITES; i++)
-    if (h.sites[i].present && rl->pending_applied[i] > h.sites[i].applied)
+  for (i = 0; i < RL_MAX_SITES; i++) {
+    if (h.sites[i].present && (rl->pending_dirty & (1u << i)))
+      h.sites[i].mode = RL_MODE_DIRTY;
+    else if (h.sites[i].present && h.sites[i].mode == RL_MODE_LOG &&
+             rl->pending_applied[i] > h.sites[i].applied)
       h.sites[i].applied = rl->pending_applied[i];
+  }
   return h;
 }
 
@@ -811,7 +862,7 @@ fail_log (struct replog *rl, const char *what)
   rl->failed = true;
   pthread_cond_broadcast (&rl->durable_cv);
   pthread_cond_broadcast (&rl->space_cv);
-  pthread_cond_broadcast (&rl->work_cv);
+  wake_workers (rl);
 }
 
 /* One sync round, called with the lock held; drops it during I/O. */
@@ -821,6 +872,7 @@ sync_round (struct replog *rl)
   uint64_t c = rl->committed_seq;
   bool hdr = header_pending (rl);
   struct rl_header h = header_with_pending (rl);
+  uint32_t dirty = rl->pending_dirty;
   int r = 0;
 
   pthread_mutex_unlock (&rl->lock);
@@ -836,10 +888,11 @@ sync_round (struct replog *rl)
   rl->syncs++;
   if (c > rl->durable_seq) {
     rl->durable_seq = c;
-    pthread_cond_broadcast (&rl->work_cv);
+    wake_workers (rl);
   }
   if (hdr) {
     rl->hdr = h;
+    rl->pending_dirty &= ~dirty;
     rl->header_writes++;
     recompute_tail (rl);
     pthread_cond_broadcast (&rl->space_cv);
@@ -912,7 +965,7 @@ replog_stop (struct replog *rl)
   rl->stopping = true;
   pthread_cond_broadcast (&rl->syncer_cv);
   pthread_cond_broadcast (&rl->space_cv);
-  pthread_cond_broadcast (&rl->work_cv);
+  wake_workers (rl);
   pthread_cond_broadcast (&rl->durable_cv);
   pthread_mutex_unlock (&rl->lock);
   if (rl->syncer_running) {
@@ -925,7 +978,7 @@ replog_stop (struct replog *rl)
     bool drained = true;
     unsigned i;
     for (i = 0; i < RL_MAX_SITES; i++)
-      if (rl->hdr.sites[i].present && (rl->log_sites & (1u << i)) &&
+      if (rl->hdr.sites[i].present && rl->hdr.sites[i].mode == RL_MODE_LOG &&
           rl->pending_applied[i] < rl->committed_seq)
         drained = false;
     if (header_pending (rl) || drained != (rl->hdr.clean == 1)) {
@@ -1013,7 +1066,7 @@ replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
     waited = true;
     rl->space_waiters++;
     pthread_cond_broadcast (&rl->syncer_cv);
-    pthread_cond_broadcast (&rl->work_cv);
+    wake_workers (rl);
     pthread_cond_wait (&rl->space_cv, &rl->lock);
     rl->space_waiters--;
   }
@@ -1177,7 +1230,8 @@ void
 replog_post_applied (struct replog *rl, unsigned site, uint64_t seq)
 {
   pthread_mutex_lock (&rl->lock);
-  if (seq > rl->pending_applied[site]) {
+  if (seq > rl->pending_applied[site] && rl->hdr.sites[site].mode == RL_MODE_LOG &&
+      !(rl->pending_dirty & (1u << site))) {
     rl->pending_applied[site] = seq;
     pthread_cond_signal (&rl->syncer_cv);
   }
@@ -1192,7 +1246,8 @@ replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq)
   pthread_mutex_lock (&rl->lock);
   rl->applied_waiters++;
   pthread_cond_signal (&rl->syncer_cv);
-  while (rl->hdr.sites[site].applied < seq && !rl->failed)
+  while (rl->hdr.sites[site].applied < seq && !rl->failed &&
+         rl->hdr.sites[site].mode == RL_MODE_LOG && !(rl->pending_dirty & (1u << site)))
     pthread_cond_wait (&rl->durable_cv, &rl->lock);
   rl->applied_waiters--;
   if (rl->failed) {
@@ -1250,4 +1305,80 @@ replog_get_header (struct replog *rl, struct rl_header *h)
   pthread_mutex_lock (&rl->lock);
   *h = rl->hdr;
   pthread_mutex_unlock (&rl->lock);
+}
+
+/* ---- site modes ------------------------------------------------------------- */
+
+void
+replog_set_release_fn (struct replog *rl, replog_release_fn fn, void *opaque)
+{
+  pthread_mutex_lock (&rl->lock);
+  rl->release_fn = fn;
+  rl->release_opaque = opaque;
+  pthread_mutex_unlock (&rl->lock);
+}
+
+void
+replog_add_waker (struct replog *rl, int fd)
+{
+  pthread_mutex_lock (&rl->lock);
+  if (rl->nwakers < RL_MAX_SITES)
+    rl->wakers[rl->nwakers++] = fd;
+  pthread_mutex_unlock (&rl->lock);
+}
+
+void
+replog_remove_waker (struct replog *rl, int fd)
+{
+  unsigned i;
+  pthread_mutex_lock (&rl->lock);
+  for (i = 0; i < rl->nwakers; i++)
+    if (rl->wakers[i] == fd) {
+      rl->wakers[i] = rl->wakers[--rl->nwakers];
+      break;
+    }
+  pthread_mutex_unlock (&rl->lock);
+}
+
+int
+replog_site_mode (struct replog *rl, unsigned site)
+{
+  int m;
+  pthread_mutex_lock (&rl->lock);
+  m = rl->hdr.sites[site].mode;
+  pthread_mutex_unlock (&rl->lock);
+  return m;
+}
+
+int
+replog_set_site_dirty (struct replog *rl, unsigned site)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&rl->lock);
+  if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
+    rl->pending_dirty |= 1u << site;
+    rl->applied_waiters++;
+    pthread_cond_signal (&rl->syncer_cv);
+    while (rl->hdr.sites[site].mode != RL_MODE_DIRTY && !rl->failed)
+      pthread_cond_wait (&rl->durable_cv, &rl->lock);
+    rl->applied_waiters--;
+    if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
+      errno = EIO;
+      r = -1;
+    }
+  }
+  pthread_mutex_unlock (&rl->lock);
+  return r;
+}
+
+bool
+replog_site_holds_full_log (struct replog *rl, unsigned site)
+{
+  bool r;
+  pthread_mutex_lock (&rl->lock);
+  r = rl->space_waiters > 0 && rl->hdr.sites[site].mode == RL_MODE_LOG &&
+      rl->hdr.sites[site].applied + 1 <= rl->tail_seq;
+  pthread_mutex_unlock (&rl->lock);
+  return r;
 }

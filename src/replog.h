@@ -32,7 +32,8 @@ struct replog_open_args {
   unsigned ndevices;
   const struct replog_dev_id *devices;
   uint32_t sites;               /* bit i: site i is configured */
-  uint32_t log_sites;           /* bit i: site i is fed from the log */
+  uint32_t log_sites;           /* bit i: a NEW site i starts in log mode
+                                   (its legs are trusted); else dirty mode */
 };
 
 /* What open found; printed by the caller. */
@@ -45,6 +46,7 @@ struct replog_recovery {
   uint64_t entries, bytes;      /* recovered count and payload bytes */
   const char *stop_reason;      /* why the scan stopped */
   bool on_tmpfs;
+  uint32_t new_sites;           /* sites added to the header by this open */
 };
 
 /* Open (and create or recover) the log.  0, or -1 with one error reported. */
@@ -92,6 +94,26 @@ int replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq);
 uint64_t replog_applied (struct replog *rl, unsigned site);
 /* True while writers wait for space (workers should checkpoint). */
 bool replog_space_wanted (struct replog *rl);
+
+/* ---- site modes ---- */
+
+/* Called under the log's lock for each entry leaving the log (its space
+ * about to be reused) that dirty-mode sites (bit mask) have not applied:
+ * record its regions in their dirty logs.  Must not block. */
+typedef void (*replog_release_fn) (void *opaque, uint32_t sites, const struct rl_desc *d);
+void replog_set_release_fn (struct replog *rl, replog_release_fn fn, void *opaque);
+/* An eventfd written when workers have something to do (new durable
+ * entries, writers waiting for space, stopping). */
+void replog_add_waker (struct replog *rl, int fd);
+void replog_remove_waker (struct replog *rl, int fd);
+/* RL_MODE_LOG or RL_MODE_DIRTY, as the durable header has it. */
+int replog_site_mode (struct replog *rl, unsigned site);
+/* Move a site to dirty-log mode: returns once a durable header says so
+ * (from then on its applied no longer holds the tail).  -1/EIO if the log
+ * failed. */
+int replog_set_site_dirty (struct replog *rl, unsigned site);
+/* Writers wait for space and this site is (one of) the oldest. */
+bool replog_site_holds_full_log (struct replog *rl, unsigned site);
 
 /* ---- status ---- */
 struct replog_stats {

@@ -1,44 +1,70 @@
 /* worker.c: one thread per site applies the log to that site's legs.
  *
  * Loop shape (liburing's io_uring-cp): queue as many entries as the queue
- * depth allows, submit once, then reap at least one completion and drain
- * the rest.  Rules kept here:
+ * depth allows, submit once, then reap completions.  Rules kept here:
  *   - entries are taken in log order and only once durable in the log;
  *   - no two overlapping entries of one device are in flight at once (the
  *     later one waits for the earlier to complete);
  *   - a barrier (end of epoch k) is crossed only when everything before it
- *     has completed, the legs are flushed (fdatasync) and the header
- *     durably records applied >= the barrier: epoch k+1 never starts
- *     before epoch k is durable there;
+ *     has completed, the legs are flushed (fdatasync, NBD FLUSH, SCSI
+ *     SYNCHRONIZE CACHE) and the header durably records applied >= the
+ *     barrier: epoch k+1 never starts before epoch k is durable there.
+ *     With one worker per site feeding all the site's legs, this holds
+ *     across every device of the instance;
  *   - between barriers we checkpoint (flush legs, post applied) when the
- *     log wants space, when idle, or every so often, so the log drains even
- *     if clients never flush;
+ *     log wants space, when idle, or every so often;
  *   - short writes are resubmitted for the rest, -EAGAIN/-EINTR retried;
- *     an I/O error marks the leg failed and the entry is retried later
- *     (it stays in the log).
- * When io_uring is refused (EPERM/ENOSYS: seccomp, io_uring_disabled) the
- * same state machine runs with synchronous system calls, one at a time.
+ *     an I/O error is retried after a pause (the entry stays in the log).
+ *
+ * Legs are files or block devices (io_uring, or synchronous calls when
+ * io_uring is refused) or remote connections (link.h).  A remote leg's
+ * socket is polled through the same ring (one-shot POLL_ADD, re-armed when
+ * its fd or events change, tagged with a generation), so one thread drives
+ * the local leg, the path legs and every connection of a site.  The log
+ * pokes an eventfd when there is new work.
+ *
+ * Remote links: every request has a deadline (request_timeout); past it the
+ * connection is aborted and what it had in flight is in doubt (NBD has no
+ * fence: those regions are recorded, see leg->doubt).  A lost connection
+ * parks its requests; the connector thread reconnects with backoff and the
+ * parked requests are re-sent (re-sending entries of the current epoch is
+ * idempotent).  A site that makes no progress for disconnect_timeout is
+ * marked disconnected: clients stop waiting for it.  When writers wait for
+ * log space and the site holds the tail, a disconnected site at once, or a
+ * connected one after pull_ahead, is moved to dirty-log mode.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/falloc.h>
 
 #include <liburing.h>
 
+#include "link.h"
 #include "replicator.h"
 #include "report.h"
 
 #define ZBUF_SIZE        (1u << 20)
 #define CKPT_INTERVAL_NS (500u * 1000000u)    /* checkpoint at least this often */
 #define CKPT_FULL_NS     (5u * 1000000u)      /* ... or this often while the log is full */
-#define CKPT_TAG         UINT64_MAX           /* user_data of checkpoint fsyncs */
+#define RETRY_NS         (200u * 1000000u)    /* pause before retrying a failed request */
+#define TICK_MS          100u
+#define STOP_REMOTE_NS   (2000u * 1000000u)   /* remote sites: bound on the stop */
+
+/* io_uring user_data tags */
+#define CKPT_TAG         UINT64_MAX
+#define EVFD_TAG         (1ull << 61)
+#define IGNORE_TAG       (1ull << 60)
+#define POLL_BIT         (1ull << 62)
 
 struct wio {
   bool active;
@@ -49,8 +75,19 @@ struct wio {
   uint64_t off;
   uint64_t len, done;
   const uint8_t *buf;              /* payload in the log, or NULL */
-  bool zerofill;                   /* fallocate unsupported: writing zeroes */
+  bool zerofill;                   /* zeroing unsupported: writing zeroes */
   int sync_res;                    /* threads engine: result of the call */
+  /* remote legs */
+  bool sent;                       /* a piece is in flight on the connection */
+  bool parked;                     /* waiting for a connection or retry_at */
+  uint32_t gen;                    /* connection generation of the piece */
+  uint64_t sent_ns, retry_at;
+  struct worker *w;
+};
+
+struct ready {
+  unsigned idx;
+  int res;
 };
 
 struct worker {
@@ -66,28 +103,38 @@ struct worker {
   uint64_t done;                   /* every seq <= done completed */
   uint64_t posted;                 /* applied posted to the log */
   uint64_t last_ckpt_ns;
-  /* An asynchronous checkpoint: fsyncs of the legs in flight. */
+  /* An asynchronous checkpoint: flushes of the legs in flight. */
   bool ckpt_busy;
   unsigned ckpt_pending;
   uint64_t ckpt_seq;
   int ckpt_err;
+  uint64_t ckpt_retry_at;
   uint8_t *zbuf;
   struct wio *fin;                 /* completed in this reap, not yet finished */
   unsigned nfin;
-  /* threads engine: completed ops waiting to be reaped */
-  unsigned *ready;
+  /* completions waiting to be handled: threads engine, remote links */
+  struct ready *ready;
   unsigned nready;
+  /* legs of this site, and per device */
+  struct leg **legs;
+  unsigned nlegs, nremote;
+  struct leg **leg_of_dev;
+  int evfd;
+  bool evfd_armed;
+  uint64_t poll_gen;
+  /* link health */
+  uint64_t last_progress_ns, full_since_ns, last_tick_ns;
+  bool stop_seen;
+  uint64_t stop_at;
 };
 
 static uint64_t
 mono_ns (void)
 {
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+  return link_mono_ns ();
 }
 
-/* Pause before retrying a failed operation. */
+/* Pause before retrying a failed local operation. */
 static void
 backoff (void)
 {
@@ -95,14 +142,15 @@ backoff (void)
   nanosleep (&ts, NULL);
 }
 
-static struct leg *
-leg_at_site (struct vdev *d, unsigned site)
+static struct io_uring_sqe *
+get_sqe (struct worker *w)
 {
-  size_t i;
-  for (i = 0; i < d->nlegs; i++)
-    if (d->legs[i].site == site)
-      return &d->legs[i];
-  return NULL;
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&w->ring);
+  if (!sqe) {
+    io_uring_submit (&w->ring);
+    sqe = io_uring_get_sqe (&w->ring);
+  }
+  return sqe;
 }
 
 /* fallocate mode for a zero or trim op on this leg; 0 = write zeroes. */
@@ -121,6 +169,271 @@ zero_mode (const struct wio *io)
   return 0;
 }
 
+static void
+push_ready (struct worker *w, unsigned idx, int res)
+{
+  w->ready[w->nready].idx = idx;
+  w->ready[w->nready].res = res;
+  w->nready++;
+}
+
+/* ---- remote legs --------------------------------------------------------- */
+
+static void
+remote_done (void *opaque, int res)
+{
+  struct wio *io = opaque;
+  struct worker *w = io->w;
+
+  if (!io->active || !io->sent || io->gen != io->leg->link.gen)
+    return;                                /* an old connection's answer */
+  io->sent = false;
+  push_ready (w, (unsigned) (io - w->io), res);
+}
+
+static void ckpt_result (struct worker *w, int res);
+
+static void
+remote_flush_done (void *opaque, int res)
+{
+  struct leg_ckpt *c = opaque;
+  struct leg *l = c->leg;
+
+  if (!l->ckpt_pending || l->ckpt_gen != l->link.gen)
+    return;
+  l->ckpt_pending = 0;
+  if (res < 0) {
+    errno = -res;
+    snprintf (l->last_error, sizeof l->last_error, "flush: %m");
+  }
+  ckpt_result (c->w, res < 0 ? res : 0);
+}
+
+static void
+disarm_poll (struct worker *w, struct leg *l)
+{
+  if (l->link.poll_tag && w->uring) {
+    struct io_uring_sqe *sqe = get_sqe (w);
+    io_uring_prep_poll_remove (sqe, l->link.poll_tag);
+    io_uring_sqe_set_data64 (sqe, IGNORE_TAG);
+  }
+  l->link.poll_tag = 0;
+}
+
+/* The connection of leg l is gone (or we abort it).  Park its requests
+ * for re-sending; in_doubt: we aborted it while the remote may still
+ * execute what it had (NBD). */
+static void
+link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
+{
+  struct rlink *k = &l->link;
+  unsigned i, ndoubt = 0;
+
+  if (!k->up)
+    return;
+  if (k->ops->fenced)
+    in_doubt = false;
+  for (i = 0; i < w->qd; i++) {
+    struct wio *io = &w->io[i];
+    if (!io->active || io->leg != l)
+      continue;
+    if (io->sent && in_doubt && l->doubt && io->op != RL_OP_BARRIER) {
+      bitmap_set_range (l->doubt, io->off, io->len);
+      ndoubt++;
+    }
+    io->sent = false;
+    io->parked = true;
+  }
+  if (in_doubt && k->ops->abort)
+    k->ops->abort (k->conn);
+  k->gen++;
+  k->up = false;
+  k->down_since_ns = mono_ns ();
+  k->drops++;
+  disarm_poll (w, l);
+  k->ops->close (k->conn);
+  k->conn = NULL;
+  if (ndoubt)
+    l->doubt_events++;
+  rlink_set_error (k, "%s", why);
+  if (ndoubt)
+    rep_warn ("%s: connection to %s dropped (%s); %u writes in flight are in doubt "
+              "(the remote may still apply them): their regions are marked for resync",
+              k->what, k->addr, why, ndoubt);
+  else
+    rep_warn ("%s: connection to %s lost (%s); reconnecting, its entries stay in the log",
+              k->what, k->addr, why);
+  if (l->ckpt_pending) {
+    l->ckpt_pending = 0;
+    ckpt_result (w, -ENOTCONN);
+  }
+  rlink_want (k);
+}
+
+static void io_issue (struct worker *w, unsigned idx);
+
+/* Issue (or park) the next piece of a request on a remote leg. */
+static void
+remote_issue (struct worker *w, unsigned idx)
+{
+  struct wio *io = &w->io[idx];
+  struct leg *l = io->leg;
+  struct rlink *k = &l->link;
+  uint64_t rest = io->len - io->done, now;
+  int op, flags = 0, r;
+  const void *src = NULL;
+
+  if (!k->up || (io->retry_at && (now = mono_ns ()) < io->retry_at)) {
+    io->parked = true;
+    return;
+  }
+  io->parked = false;
+  io->retry_at = 0;
+  if (io->op == RL_OP_WRITE) {
+    op = LREQ_WRITE;
+    src = io->buf + io->done;
+  }
+  else if (io->zerofill) {
+    op = LREQ_WRITE;
+    src = w->zbuf;
+    if (rest > ZBUF_SIZE)
+      rest = ZBUF_SIZE;
+  }
+  else {
+    op = LREQ_ZERO;
+    if (io->op == RL_OP_TRIM || (io->flags & RL_FLAG_MAY_TRIM))
+      flags |= LREQ_MAY_TRIM;
+  }
+  io->gen = k->gen;
+  io->sent = true;
+  io->sent_ns = mono_ns ();
+  r = k->ops->submit (k->conn, op, src, io->off + io->done, (uint32_t) rest, flags, remote_done, io);
+  if (r == 0)
+    return;
+  io->sent = false;
+  if (r == -EOPNOTSUPP && op == LREQ_ZERO) {
+    io->zerofill = true;                 /* the remote cannot zero: write zeroes */
+    remote_issue (w, idx);
+    return;
+  }
+  push_ready (w, idx, r);
+}
+
+/* Adopt new connections, run timers, enforce deadlines, re-send parked
+ * requests. */
+static void
+links_service (struct worker *w, uint64_t now)
+{
+  struct site *s = w->site;
+  uint64_t deadline = s->cfg->request_timeout_ms * 1000000u;
+  unsigned i;
+  bool tick = now - w->last_tick_ns >= TICK_MS * 1000000u;
+
+  if (tick)
+    w->last_tick_ns = now;
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    struct rlink *k = &l->link;
+    unsigned j;
+    if (!l->remote)
+      continue;
+    if (!k->up) {
+      struct link_info info;
+      void *c = rlink_take (k, &info);
+      if (!c)
+        continue;
+      k->conn = c;
+      k->info = info;
+      k->up = true;
+      k->gen++;
+      k->connects++;
+      l->lbs = info.block_size;
+      rep_info ("%s: connected to %s (%s, %" PRIu64 " bytes)", k->what, k->addr, k->ops->name, info.size);
+    }
+    if (tick && k->ops->tick (k->conn) == -1) {
+      link_down (w, l, false, "connection closed");
+      continue;
+    }
+    /* Deadlines: a request (or flush) outstanding too long. */
+    for (j = 0; j < w->qd && k->up; j++) {
+      struct wio *io = &w->io[j];
+      if (io->active && io->leg == l && io->sent && now - io->sent_ns > deadline)
+        link_down (w, l, true, "no answer within request_timeout");
+    }
+    if (k->up && l->ckpt_pending && now - l->ckpt_sent_ns > deadline)
+      link_down (w, l, true, "flush not answered within request_timeout");
+    if (!k->up)
+      continue;
+    for (j = 0; j < w->qd; j++) {
+      struct wio *io = &w->io[j];
+      if (io->active && io->leg == l && io->parked && (!io->retry_at || now >= io->retry_at))
+        remote_issue (w, j);
+    }
+  }
+}
+
+static bool
+links_all_up (struct worker *w)
+{
+  unsigned i;
+  for (i = 0; i < w->nlegs; i++)
+    if (w->legs[i]->remote && !w->legs[i]->link.up)
+      return false;
+  return true;
+}
+
+/* Arm one-shot polls for the connections (and the log's eventfd). */
+static void
+arm_polls (struct worker *w)
+{
+  unsigned i;
+
+  if (!w->evfd_armed) {
+    struct io_uring_sqe *sqe = get_sqe (w);
+    io_uring_prep_poll_add (sqe, w->evfd, POLLIN);
+    io_uring_sqe_set_data64 (sqe, EVFD_TAG);
+    w->evfd_armed = true;
+  }
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    struct rlink *k = &l->link;
+    int fd = -1, ev;
+    if (!l->remote || !k->up)
+      continue;
+    ev = k->ops->events (k->conn, &fd);
+    if (k->poll_tag && (ev != k->armed_ev || fd != k->armed_fd))
+      disarm_poll (w, l);
+    if (!k->poll_tag && ev) {
+      struct io_uring_sqe *sqe = get_sqe (w);
+      k->poll_tag = POLL_BIT | ((uint64_t) i << 32) | (++w->poll_gen & 0xffffffffu);
+      io_uring_prep_poll_add (sqe, fd, (unsigned) ev);
+      io_uring_sqe_set_data64 (sqe, k->poll_tag);
+      k->armed_fd = fd;
+      k->armed_ev = ev;
+    }
+  }
+}
+
+static void
+poll_result (struct worker *w, uint64_t tag, int res)
+{
+  unsigned i = (unsigned) ((tag & ~POLL_BIT) >> 32);
+  struct leg *l;
+
+  if (i >= w->nlegs)
+    return;
+  l = w->legs[i];
+  if (!l->link.up || l->link.poll_tag != tag)
+    return;                                 /* stale */
+  l->link.poll_tag = 0;
+  if (res <= 0)
+    return;                                 /* cancelled: re-armed next round */
+  if (l->link.ops->notify (l->link.conn, res) == -1)
+    link_down (w, l, false, "connection closed by the remote");
+}
+
+/* ---- issuing and completing -------------------------------------------- */
+
 /* Issue (or perform) the next piece of io. */
 static void
 io_issue (struct worker *w, unsigned idx)
@@ -131,6 +444,10 @@ io_issue (struct worker *w, unsigned idx)
   const void *src = io->buf ? io->buf + io->done : NULL;
   int mode = 0;
 
+  if (io->leg->remote) {
+    remote_issue (w, idx);
+    return;
+  }
   if (io->op != RL_OP_WRITE && !io->zerofill) {
     mode = zero_mode (io);
     if (mode == 0)
@@ -142,11 +459,7 @@ io_issue (struct worker *w, unsigned idx)
       rest = ZBUF_SIZE;
   }
   if (w->uring) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe (&w->ring);
-    if (!sqe) {
-      io_uring_submit (&w->ring);
-      sqe = io_uring_get_sqe (&w->ring);
-    }
+    struct io_uring_sqe *sqe = get_sqe (w);
     if (src)
       io_uring_prep_write (sqe, fd, src, (unsigned) rest, io->off + io->done);
     else
@@ -159,8 +472,7 @@ io_issue (struct worker *w, unsigned idx)
       r = pwrite (fd, src, (size_t) rest, (off_t) (io->off + io->done));
     else
       r = fallocate (fd, mode, (off_t) (io->off + io->done), (off_t) rest) == 0 ? (ssize_t) rest : -1;
-    io->sync_res = r >= 0 ? (int) r : -errno;
-    w->ready[w->nready++] = idx;
+    push_ready (w, idx, r >= 0 ? (int) r : -errno);
   }
 }
 
@@ -188,6 +500,7 @@ mark_done (struct worker *w, uint64_t seq)
     w->cdone[(w->done + 1) % w->ndesc] = 0;
     w->done++;
   }
+  w->last_progress_ns = mono_ns ();
   pthread_mutex_lock (&s->lock);
   s->done_seq = w->done;
   if (s->sync_waiters)
@@ -204,6 +517,8 @@ io_complete (struct worker *w, struct wio *io)
     rep_info ("device '%s': leg at site %u is writable again", io->leg->dev->name, io->leg->site);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
   }
+  if (io->leg->last_error[0])
+    io->leg->last_error[0] = 0;
   w->fin[w->nfin++] = *io;
   io->active = false;
   w->ninflight--;
@@ -216,6 +531,7 @@ static void
 finish_batch (struct worker *w)
 {
   struct vdev *locked = NULL;
+  uint64_t bytes = 0;
   unsigned i;
 
   if (w->site->id == 0)
@@ -231,8 +547,13 @@ finish_batch (struct worker *w)
     }
   if (locked)
     pthread_mutex_unlock (&locked->ov_lock);
-  for (i = 0; i < w->nfin; i++)
+  for (i = 0; i < w->nfin; i++) {
+    if (w->fin[i].op == RL_OP_WRITE)
+      bytes += w->fin[i].len;
     mark_done (w, w->fin[i].seq);
+  }
+  if (bytes)
+    __atomic_add_fetch (&w->site->bytes_done, bytes, __ATOMIC_RELAXED);
   w->nfin = 0;
 }
 
@@ -245,7 +566,16 @@ io_result (struct worker *w, unsigned idx, int res)
 
   if (res == -EAGAIN || res == -EINTR)
     return true;
-  if (res < 0 && io->op != RL_OP_WRITE && !io->zerofill &&
+  if (l->remote && res < 0 && link_conn_error (res)) {
+    errno = -res;
+    char why[96];
+    snprintf (why, sizeof why, "%m");
+    if (l->link.up)
+      link_down (w, l, res == -ETIMEDOUT, why);
+    io->parked = true;
+    return false;                        /* re-sent once reconnected */
+  }
+  if (!l->remote && res < 0 && io->op != RL_OP_WRITE && !io->zerofill &&
       (res == -EOPNOTSUPP || res == -EINVAL || res == -ENODEV)) {
     /* This leg cannot do that fallocate mode: switch it off for good. */
     int mode = zero_mode (io);
@@ -260,18 +590,29 @@ io_result (struct worker *w, unsigned idx, int res)
   if (res < 0) {
     errno = -res;
     l->errors++;
-    if (l->state != LEG_FAILED)
+    if (!l->last_error[0])
       rep_error ("device '%s': leg %s (site %u): write at %" PRIu64 " failed: %m; "
                  "the entry stays in the log and is retried", l->dev->name, l->cfg->path,
                  l->site, io->off + io->done);
+    snprintf (l->last_error, sizeof l->last_error, "write at %" PRIu64 ": %m", io->off + io->done);
+    if (l->remote) {
+      io->retry_at = mono_ns () + RETRY_NS;
+      io->parked = true;
+      return false;
+    }
     __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
     backoff ();                  /* the leg may come back */
     return true;
   }
-  if (res == 0 && io->op == RL_OP_WRITE) {
+  if (res == 0 && (io->op == RL_OP_WRITE || io->zerofill)) {
     errno = ENOSPC;
     rep_error ("device '%s': leg %s: write at %" PRIu64 " wrote nothing", l->dev->name,
                l->cfg->path, io->off + io->done);
+    if (l->remote) {
+      io->retry_at = mono_ns () + RETRY_NS;
+      io->parked = true;
+      return false;
+    }
     backoff ();
     return true;
   }
@@ -286,6 +627,16 @@ io_result (struct worker *w, unsigned idx, int res)
 }
 
 static void
+drain_ready (struct worker *w)
+{
+  while (w->nready) {
+    struct ready rd = w->ready[--w->nready];
+    if (w->io[rd.idx].active && io_result (w, rd.idx, rd.res))
+      io_issue (w, rd.idx);
+  }
+}
+
+static void
 post (struct worker *w, uint64_t upto)
 {
   if (upto > w->posted) {
@@ -295,7 +646,7 @@ post (struct worker *w, uint64_t upto)
   w->last_ckpt_ns = mono_ns ();
 }
 
-/* One leg fsync of an asynchronous checkpoint completed. */
+/* One leg flush of an asynchronous checkpoint completed. */
 static void
 ckpt_result (struct worker *w, int res)
 {
@@ -306,60 +657,83 @@ ckpt_result (struct worker *w, int res)
   w->ckpt_busy = false;
   if (w->ckpt_err) {
     errno = -w->ckpt_err;
-    rep_error ("site %u: fdatasync of a leg failed: %m; applied sequence not advanced", w->site->id);
+    if (w->site->id == 0 || !link_conn_error (w->ckpt_err))
+      rep_error ("site %u: flushing a leg failed: %m; applied sequence not advanced", w->site->id);
     w->ckpt_err = 0;
+    w->ckpt_retry_at = mono_ns () + RETRY_NS;
     return;
   }
   post (w, w->ckpt_seq);
 }
 
-/* Start an asynchronous checkpoint of everything completed so far: the
- * fsyncs cover only writes that completed before they were submitted. */
+/* Start a checkpoint of everything completed so far (up to `upto`): the
+ * flushes cover only writes that completed before they were submitted.
+ * Asynchronous with io_uring and for remote legs; the threads engine
+ * calls fdatasync inline. */
 static void
-ckpt_start (struct worker *w)
+ckpt_start (struct worker *w, uint64_t upto)
 {
-  struct replicator *r = w->r;
-  size_t i;
+  unsigned i;
 
-  if (w->ckpt_busy || w->done <= w->posted || !w->uring)
+  if (w->ckpt_busy || upto <= w->posted)
     return;
-  w->ckpt_seq = w->done;
+  w->ckpt_seq = upto;
   w->ckpt_err = 0;
-  for (i = 0; i < r->ndevs; i++) {
-    struct leg *l = leg_at_site (&r->devs[i], w->site->id);
-    struct io_uring_sqe *sqe;
-    if (!l)
-      continue;
-    if (!(sqe = io_uring_get_sqe (&w->ring))) {
-      io_uring_submit (&w->ring);
-      sqe = io_uring_get_sqe (&w->ring);
+  w->ckpt_pending = 1;                   /* held until all are submitted */
+  w->ckpt_busy = true;
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    if (l->remote) {
+      if (!l->link.up) {
+        if (!w->ckpt_err)
+          w->ckpt_err = -ENOTCONN;
+        continue;
+      }
+      l->ckpt_cb.leg = l;
+      l->ckpt_cb.w = w;
+      l->ckpt_pending = 1;
+      l->ckpt_gen = l->link.gen;
+      l->ckpt_sent_ns = mono_ns ();
+      w->ckpt_pending++;
+      if (l->link.ops->submit (l->link.conn, LREQ_FLUSH, NULL, 0, 0, 0, remote_flush_done,
+                               &l->ckpt_cb) < 0 && l->ckpt_pending) {
+        l->ckpt_pending = 0;
+        ckpt_result (w, -ENOTCONN);
+      }
     }
-    io_uring_prep_fsync (sqe, l->fd, IORING_FSYNC_DATASYNC);
-    io_uring_sqe_set_data64 (sqe, CKPT_TAG);
-    w->ckpt_pending++;
+    else if (w->uring) {
+      struct io_uring_sqe *sqe = get_sqe (w);
+      io_uring_prep_fsync (sqe, l->fd, IORING_FSYNC_DATASYNC);
+      io_uring_sqe_set_data64 (sqe, CKPT_TAG);
+      w->ckpt_pending++;
+    }
+    else if (fdatasync (l->fd) == -1) {
+      l->errors++;
+      rep_error ("device '%s': leg %s: fdatasync: %m", l->dev->name, l->cfg->path);
+      if (!l->remote)
+        __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+      if (!w->ckpt_err)
+        w->ckpt_err = -errno;
+    }
   }
-  w->ckpt_busy = w->ckpt_pending > 0;
+  ckpt_result (w, 0);                    /* drop the hold */
 }
 
 /* Reap completions; wait up to timeout_ms for the first. */
 static void
 reap (struct worker *w, unsigned timeout_ms)
 {
-  if (!w->uring) {
-    while (w->nready) {
-      unsigned idx = w->ready[--w->nready];
-      if (io_result (w, idx, w->io[idx].sync_res))
-        io_issue (w, idx);
-    }
-    finish_batch (w);
-    return;
-  }
-  {
+  if (w->uring) {
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = { .tv_sec = timeout_ms / 1000,
                                     .tv_nsec = (long long) (timeout_ms % 1000) * 1000000 };
     unsigned head, n = 0;
-    int r = io_uring_submit_and_wait_timeout (&w->ring, &cqe, 1, &ts, NULL);
+    int r;
+
+    if (w->nremote)
+      arm_polls (w);
+    r = timeout_ms || w->nready ? io_uring_submit_and_wait_timeout (&w->ring, &cqe, w->nready ? 0 : 1, &ts, NULL)
+                                : io_uring_submit (&w->ring);
     if (r < 0 && r != -ETIME && r != -EINTR)
       rep_debug ("io_uring_submit_and_wait_timeout: %s", strerror (-r));
     io_uring_for_each_cqe (&w->ring, head, cqe) {
@@ -368,35 +742,54 @@ reap (struct worker *w, unsigned timeout_ms)
       n++;
       if (tag == CKPT_TAG)
         ckpt_result (w, res);
-      else if (tag < w->qd && w->io[tag].active && io_result (w, (unsigned) tag, res))
+      else if (tag == EVFD_TAG) {
+        uint64_t v;
+        w->evfd_armed = false;
+        if (read (w->evfd, &v, sizeof v) < 0) {
+          /* nothing to read: fine */
+        }
+      }
+      else if (tag & POLL_BIT)
+        poll_result (w, tag, res);
+      else if (tag < w->qd && w->io[tag].active && !w->io[tag].leg->remote &&
+               io_result (w, (unsigned) tag, res))
         io_issue (w, (unsigned) tag);
     }
     io_uring_cq_advance (&w->ring, n);
-    finish_batch (w);
   }
-}
-
-/* Flush the legs and post `upto` as applied.  Synchronous. */
-static int
-checkpoint (struct worker *w, uint64_t upto)
-{
-  struct replicator *r = w->r;
-  size_t i;
-
-  if (upto <= w->posted)
-    return 0;
-  for (i = 0; i < r->ndevs; i++) {
-    struct leg *l = leg_at_site (&r->devs[i], w->site->id);
-    if (l && fdatasync (l->fd) == -1) {
-      l->errors++;
-      rep_error ("device '%s': leg %s: fdatasync: %m; applied sequence not advanced",
-                 r->devs[i].name, l->cfg->path);
-      __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
-      return -1;
+  else if (w->nremote && !w->nready) {
+    /* threads engine with connections: poll() them and the eventfd */
+    struct pollfd pfd[1 + 64];
+    unsigned map[1 + 64], np = 0, i;
+    pfd[np].fd = w->evfd;
+    pfd[np].events = POLLIN;
+    map[np++] = UINT32_MAX;
+    for (i = 0; i < w->nlegs && np < 65; i++) {
+      struct leg *l = w->legs[i];
+      int fd = -1, ev;
+      if (!l->remote || !l->link.up || !(ev = l->link.ops->events (l->link.conn, &fd)))
+        continue;
+      pfd[np].fd = fd;
+      pfd[np].events = (short) ev;
+      map[np++] = i;
     }
+    if (poll (pfd, np, (int) timeout_ms) > 0)
+      for (i = 0; i < np; i++) {
+        if (!pfd[i].revents)
+          continue;
+        if (map[i] == UINT32_MAX) {
+          uint64_t v;
+          if (read (w->evfd, &v, sizeof v) < 0) {
+            /* fine */
+          }
+        }
+        else if (w->legs[map[i]]->link.up &&
+                 w->legs[map[i]]->link.ops->notify (w->legs[map[i]]->link.conn, pfd[i].revents) == -1)
+          link_down (w, w->legs[map[i]], false, "connection closed by the remote");
+      }
   }
-  post (w, upto);
-  return 0;
+  drain_ready (w);
+  finish_batch (w);
 }
 
 /* Queue entries up to the queue depth; stops early at a barrier that
@@ -408,7 +801,7 @@ fill (struct worker *w, uint64_t durable)
 
   while (w->ninflight < w->qd && w->next <= durable) {
     const struct rl_desc *d = replog_desc (r->rl, w->next);
-    struct vdev *v;
+    struct leg *l;
     unsigned idx;
 
     if (d->op == RL_OP_BARRIER) {
@@ -417,11 +810,23 @@ fill (struct worker *w, uint64_t durable)
       /* Epoch boundary: flush the legs, the header records applied >= the
        * barrier, and only then does epoch k+1 start here.  On failure we
        * stay before the barrier and try again. */
-      if (checkpoint (w, w->next) == -1 ||
-          replog_wait_applied (r->rl, w->site->id, w->next) == -1) {
-        backoff ();
+      if (w->posted < w->next) {
+        if (mono_ns () >= w->ckpt_retry_at)
+          ckpt_start (w, w->next);
+        if (w->posted < w->next)
+          return;                        /* the flush is under way */
+      }
+      if (replog_wait_applied (r->rl, w->site->id, w->next) == -1) {
+        w->ckpt_retry_at = mono_ns () + RETRY_NS;
         return;
       }
+      w->cdone[w->next % w->ndesc] = 0;
+      w->next++;
+      mark_done (w, w->next - 1);
+      continue;
+    }
+    l = w->leg_of_dev[d->device];
+    if (!l) {                            /* no leg of this device here */
       w->cdone[w->next % w->ndesc] = 0;
       w->next++;
       mark_done (w, w->next - 1);
@@ -431,11 +836,11 @@ fill (struct worker *w, uint64_t durable)
       return;
     for (idx = 0; idx < w->qd && w->io[idx].active; idx++)
       ;
-    v = &r->devs[d->device];
     w->io[idx] = (struct wio) {
-      .active = true, .seq = w->next, .leg = leg_at_site (v, w->site->id),
+      .active = true, .seq = w->next, .leg = l,
       .op = d->op, .flags = d->flags, .off = d->offset, .len = d->length,
       .buf = d->op == RL_OP_WRITE ? replog_payload (r->rl, d) : NULL,
+      .w = w,
     };
     w->cdone[w->next % w->ndesc] = 0;
     w->ninflight++;
@@ -444,69 +849,229 @@ fill (struct worker *w, uint64_t durable)
   }
 }
 
-static void *
-worker_thread (void *arg)
+/* ---- link health (remote sites) ---------------------------------------- */
+
+static void
+set_disconnected (struct site *s, bool v)
 {
-  struct worker *w = arg;
+  pthread_mutex_lock (&s->lock);
+  s->disconnected = v;
+  if (v) {
+    s->disconnects++;
+    s->catching_up = false;
+  }
+  pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Move the site to dirty-log mode (pull-ahead): from now on its missing
+ * entries go to its legs' dirty logs as they leave the log. */
+static void
+go_dirty (struct worker *w, const char *why)
+{
+  struct site *s = w->site;
+  unsigned i;
+
+  rep_warn ("site %u: %s: moving it to dirty-log mode; the log releases its entries and "
+            "records their regions in the legs' dirty logs (the site needs a resync)", s->id, why);
+  if (replog_set_site_dirty (w->r->rl, s->id) == -1) {
+    rep_error ("site %u: could not record dirty-log mode in the log header: %m", s->id);
+    return;
+  }
+  /* Forget what was in flight: it is covered by the dirty logs (every
+   * entry after the site's recorded applied seq is). */
+  for (i = 0; i < w->qd; i++)
+    if (w->io[i].active) {
+      w->io[i].active = false;
+      w->io[i].sent = false;
+    }
+  w->ninflight = 0;
+  for (i = 0; i < w->nlegs; i++)
+    if (w->legs[i]->remote)
+      w->legs[i]->link.gen++;            /* ignore late answers */
+  pthread_mutex_lock (&s->lock);
+  s->dirty = true;
+  pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+}
+
+static void
+watchdog (struct worker *w, uint64_t now, uint64_t durable)
+{
+  struct site *s = w->site;
+  uint64_t timeout = s->cfg->disconnect_timeout_ms * 1000000u;
+  bool up = links_all_up (w);
+  bool pending = durable > w->done || w->ninflight;
+
+  if (!pending && up)
+    w->last_progress_ns = now;
+  if (!s->disconnected && now - w->last_progress_ns > timeout) {
+    rep_warn ("site %u: disconnected (%s for %" PRIu64 " ms); clients no longer wait for it, "
+              "its entries stay in the log", s->id, up ? "no progress" : "link down",
+              s->cfg->disconnect_timeout_ms);
+    set_disconnected (s, true);
+  }
+  else if (s->disconnected && up && now - w->last_progress_ns < TICK_MS * 1000000u) {
+    rep_info ("site %u: back; catching up with %" PRIu64 " entries from the log", s->id,
+              durable > w->done ? durable - w->done : 0);
+    pthread_mutex_lock (&s->lock);
+    s->disconnected = false;
+    s->catching_up = true;
+    pthread_mutex_unlock (&s->lock);
+  }
+  if (s->catching_up && durable - w->done <= w->qd) {
+    rep_info ("site %u: caught up", s->id);
+    pthread_mutex_lock (&s->lock);
+    s->catching_up = false;
+    pthread_mutex_unlock (&s->lock);
+  }
+  /* Pull-ahead: the log is full and this site holds it. */
+  if (replog_site_holds_full_log (w->r->rl, s->id)) {
+    if (!w->full_since_ns)
+      w->full_since_ns = now;
+    if (s->disconnected)
+      go_dirty (w, "the log is full and the site is disconnected");
+    else if (now - w->full_since_ns > s->cfg->pull_ahead_ms * 1000000u)
+      go_dirty (w, "the site kept the log full for longer than pull_ahead");
+  }
+  else
+    w->full_since_ns = 0;
+}
+
+/* ---- the thread --------------------------------------------------------- */
+
+static bool
+want_ckpt (struct worker *w, uint64_t now, uint64_t durable)
+{
+  uint64_t age = now - w->last_ckpt_ns;
+  if (w->done <= w->posted || w->ckpt_busy || now < w->ckpt_retry_at)
+    return false;
+  if (w->ninflight == 0 && w->next > durable)
+    return true;                           /* idle */
+  return age > CKPT_INTERVAL_NS || w->done - w->posted > w->ndesc / 4 ||
+    (age > CKPT_FULL_NS && replog_space_wanted (w->r->rl));
+}
+
+static void
+final_report (struct worker *w)
+{
+  struct replog_stats st;
+  replog_get_stats (w->r->rl, &st);
+  if (st.committed_seq > w->done && !w->site->dirty)
+    rep_warn ("site %u: stopped with %" PRIu64 " entries not yet applied; they stay in the "
+              "log and are replayed at the next start", w->site->id, st.committed_seq - w->done);
+}
+
+/* Sites with connections: one loop around the ring, woken by completions,
+ * polls, the log's eventfd and a 100 ms tick. */
+static void
+remote_loop (struct worker *w)
+{
   struct replicator *r = w->r;
-  uint64_t stop_at = 0;
+
+  for (;;) {
+    uint64_t now = mono_ns ();
+    bool stopping = __atomic_load_n (&r->stop, __ATOMIC_ACQUIRE);
+    uint64_t durable = replog_wait_work (r->rl, w->next - 1, 0);
+
+    links_service (w, now);
+    if (stopping) {
+      if (!w->stop_at)
+        w->stop_at = now + STOP_REMOTE_NS;
+      if (w->site->dirty || now > w->stop_at ||
+          (w->ninflight == 0 && !w->ckpt_busy && (w->done <= w->posted || !links_all_up (w))))
+        break;
+    }
+    if (!w->site->dirty) {
+      if (!stopping)
+        fill (w, durable);
+      if (want_ckpt (w, now, durable) || (stopping && w->ninflight == 0 && !w->ckpt_busy &&
+                                          w->done > w->posted && now >= w->ckpt_retry_at))
+        ckpt_start (w, w->done);
+      watchdog (w, now, durable);
+    }
+    reap (w, w->nready ? 0 : TICK_MS);
+  }
+}
+
+/* Sites with path legs only (the local site): the loop as tuned for the
+ * local leg. */
+static void
+local_loop (struct worker *w)
+{
+  struct replicator *r = w->r;
 
   for (;;) {
     uint64_t durable = replog_wait_work (r->rl, w->next - 1, 0);
     bool stopping = __atomic_load_n (&r->stop, __ATOMIC_ACQUIRE);
+    uint64_t now = mono_ns ();
 
     if (stopping) {
-      if (!stop_at)
-        stop_at = mono_ns () + r->drain_ms * 1000000u;
-      if (mono_ns () > stop_at) {
-        if (w->ninflight == 0)
-          break;
-      }
+      if (!w->stop_at)
+        w->stop_at = now + r->drain_ms * 1000000u;
+      if (now > w->stop_at && w->ninflight == 0)
+        break;
     }
-    if (!stopping || mono_ns () <= stop_at)
+    if (!stopping || now <= w->stop_at)
       fill (w, durable);
-    if (w->ninflight || w->ckpt_busy) {
-      reap (w, 100);
-      if (w->done > w->posted && !w->ckpt_busy) {
-        uint64_t age = mono_ns () - w->last_ckpt_ns;
-        if (age > CKPT_INTERVAL_NS || w->done - w->posted > w->ndesc / 4 ||
-            (age > CKPT_FULL_NS && replog_space_wanted (r->rl))) {
-          if (w->uring)
-            ckpt_start (w);
-          else
-            checkpoint (w, w->done);
-        }
-      }
+    if (want_ckpt (w, now, durable))
+      ckpt_start (w, w->done);
+    if (w->site->id != 0)
+      watchdog (w, now, durable);
+    if (w->ninflight || w->ckpt_busy || w->nready) {
+      reap (w, w->nready ? 0 : TICK_MS);
       continue;
     }
-    /* Idle: make what we applied durable, then wait for more. */
-    if (w->done > w->posted)
-      checkpoint (w, w->done);
-    if (stopping && w->next > durable) {
+    if (stopping && w->next > durable && w->done <= w->posted) {
       /* Drained everything the log had made durable; is there more coming? */
       struct replog_stats st;
       replog_get_stats (r->rl, &st);
-      if (st.committed_seq < w->next || mono_ns () > stop_at)
+      if (st.committed_seq < w->next || mono_ns () > w->stop_at)
         break;
     }
-    replog_wait_work (r->rl, w->next - 1, 100);
+    if (w->done > w->posted) {
+      if (now < w->ckpt_retry_at) {        /* a flush failed: pause before retrying */
+        struct timespec ts = { 0, 10 * 1000000 };
+        nanosleep (&ts, NULL);
+      }
+      continue;
+    }
+    replog_wait_work (r->rl, w->next - 1, TICK_MS);
   }
-  if (w->done > w->posted)
-    checkpoint (w, w->done);
-  {
-    struct replog_stats st;
-    replog_get_stats (r->rl, &st);
-    if (st.committed_seq > w->done)
-      rep_warn ("site %u: stopped after the %" PRIu64 " ms drain limit with %" PRIu64
-                " entries not yet applied; they stay in the log and are replayed at the next start",
-                w->site->id, r->drain_ms, st.committed_seq - w->done);
-  }
+}
+
+static void *
+worker_thread (void *arg)
+{
+  struct worker *w = arg;
+
+  if (w->nremote)
+    remote_loop (w);
+  else
+    local_loop (w);
+  final_report (w);
   return NULL;
 }
 
 static void
 worker_free (struct worker *w)
 {
+  unsigned i;
+  if (w->evfd >= 0) {
+    replog_remove_waker (w->r->rl, w->evfd);
+    close (w->evfd);
+  }
+  for (i = 0; i < w->nlegs; i++)
+    if (w->legs[i]->remote) {
+      struct rlink *k = &w->legs[i]->link;
+      rlink_stop (k);
+      if (k->conn) {
+        k->ops->close (k->conn);
+        k->conn = NULL;
+        k->up = false;
+      }
+      k->poll_tag = 0;
+    }
   if (w->uring)
     io_uring_queue_exit (&w->ring);
   free (w->io);
@@ -514,6 +1079,8 @@ worker_free (struct worker *w)
   free (w->ready);
   free (w->zbuf);
   free (w->fin);
+  free (w->legs);
+  free (w->leg_of_dev);
   free (w);
 }
 
@@ -523,12 +1090,14 @@ worker_start (struct site *s)
   struct replicator *r = s->r;
   struct worker *w = calloc (1, sizeof *w);
   struct replog_stats st;
+  size_t i, j;
   int e;
 
   if (!w) {
     rep_error ("calloc: %m");
     return -1;
   }
+  w->evfd = -1;
   replog_get_stats (r->rl, &st);
   w->site = s;
   w->r = r;
@@ -536,20 +1105,59 @@ worker_start (struct site *s)
   w->ndesc = st.ndesc;
   w->next = replog_applied (r->rl, s->id) + 1;
   w->done = w->posted = w->next - 1;
-  w->last_ckpt_ns = mono_ns ();
+  w->last_ckpt_ns = w->last_progress_ns = mono_ns ();
   w->io = calloc (w->qd, sizeof *w->io);
   w->cdone = calloc (w->ndesc, 1);
-  w->ready = calloc (w->qd, sizeof *w->ready);
+  w->ready = calloc (w->qd + 1, sizeof *w->ready);
   w->fin = calloc (w->qd, sizeof *w->fin);
-  if (!w->fin ||
+  w->legs = calloc (r->ndevs + 1, sizeof *w->legs);
+  w->leg_of_dev = calloc (r->ndevs + 1, sizeof *w->leg_of_dev);
+  if (!w->fin || !w->legs || !w->leg_of_dev ||
       !w->io || !w->cdone || !w->ready || posix_memalign ((void **) &w->zbuf, 4096, ZBUF_SIZE) != 0) {
     rep_error ("worker: out of memory");
     goto err;
   }
   memset (w->zbuf, 0, ZBUF_SIZE);
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->site != s->id)
+        continue;
+      l->windex = w->nlegs;
+      w->legs[w->nlegs++] = l;
+      w->leg_of_dev[i] = l;
+      if (l->remote) {
+        w->nremote++;
+        if (!l->link.up) {
+          s->disconnected = true;          /* unreachable at start */
+          rlink_want (&l->link);
+        }
+      }
+    }
+  if (w->nremote) {
+    if ((w->evfd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+      rep_error ("site %u: eventfd: %m", s->id);
+      goto err;
+    }
+    replog_add_waker (r->rl, w->evfd);
+    for (i = 0; i < w->nlegs; i++)
+      if (w->legs[i]->remote)
+        w->legs[i]->link.wake_fd = w->evfd;
+  }
+  /* Payload bytes this site has still to apply (fall_behind "size"). */
+  {
+    uint64_t seq, b = 0;
+    for (seq = w->next; seq <= st.committed_seq; seq++) {
+      const struct rl_desc *d = replog_desc (r->rl, seq);
+      if (d->op == RL_OP_WRITE)
+        b += d->length;
+    }
+    s->bytes_base = (int64_t) b;
+  }
+  s->done_seq = w->done;
   w->uring = false;
   if (!r->force_sync_engine) {
-    e = io_uring_queue_init (w->qd * 2, &w->ring, 0);
+    e = io_uring_queue_init (w->qd * 2 + 2 * w->nremote + 8, &w->ring, 0);
     if (e == 0)
       w->uring = true;
     else if (e == -EPERM || e == -ENOSYS)
@@ -561,6 +1169,9 @@ worker_start (struct site *s)
     }
   }
   r->engine = w->uring ? "io_uring" : "threads";
+  for (i = 0; i < w->nlegs; i++)
+    if (w->legs[i]->remote && rlink_start (&w->legs[i]->link) == -1)
+      goto err;
   s->worker = w;
   e = pthread_create (&s->thread, NULL, worker_thread, w);
   if (e) {
@@ -590,18 +1201,4 @@ worker_stop (struct site *s)
   pthread_mutex_lock (&s->lock);
   pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
-}
-
-int
-site_wait_done (struct site *s, uint64_t seq)
-{
-  struct replicator *r = s->r;
-
-  pthread_mutex_lock (&s->lock);
-  s->sync_waiters++;
-  while (s->done_seq < seq && s->running && !__atomic_load_n (&r->stop, __ATOMIC_ACQUIRE))
-    pthread_cond_wait (&s->cv, &s->lock);
-  s->sync_waiters--;
-  pthread_mutex_unlock (&s->lock);
-  return 0;
 }

@@ -1,0 +1,24 @@
+/* bitmap.h: an in-memory region bitmap (one bit per region of a leg).
+ * Bits are set with atomic operations from any thread.  The dirty-log
+ * types (core, disk) build on it. */
+#ifndef REPLICATOR_BITMAP_H
+#define REPLICATOR_BITMAP_H
+
+#include <stdint.h>
+
+struct bitmap {
+  uint64_t size;                 /* bytes covered */
+  uint64_t region_size;          /* power of two */
+  uint64_t nbits;
+  uint64_t *words;
+};
+
+/* NULL on ENOMEM.  region_size must be a power of two. */
+struct bitmap *bitmap_new (uint64_t size, uint64_t region_size);
+void bitmap_free (struct bitmap *b);
+/* Mark every region touching [off, off + len). */
+void bitmap_set_range (struct bitmap *b, uint64_t off, uint64_t len);
+void bitmap_set_all (struct bitmap *b);
+uint64_t bitmap_count (const struct bitmap *b);
+
+#endif

@@ -1,0 +1,270 @@
+/* link-iscsi.c: iSCSI remote legs through libiscsi's asynchronous API.
+ *
+ * Settings (see TESTING-RECIPES 3): libiscsi's own auto-reconnect is off
+ * (it stalls for seconds and ignores timeouts while reconnecting); the
+ * worker reconnects with a new context.  Every connection of one leg logs
+ * in with the same initiator name and ISID, so the target reinstates the
+ * session and aborts the tasks of the old one (safety rule 5): a write of
+ * a dead connection cannot land after the re-sent ones.  Unit attentions
+ * after a reconnect are suppressed.  Write-zeroes is sent as plain writes
+ * of zeroes by the worker (WRITE SAME support varies between targets).
+ */
+#include <config.h>
+
+#ifdef HAVE_LIBISCSI
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+
+#include "link.h"
+
+#define INITIATOR_NAME "iqn.2026-11.org.nbd-replicator:initiator"
+
+struct iscsi_link {
+  struct iscsi_context *iscsi;
+  int lun;
+  uint32_t block_size;
+  bool dead;
+};
+
+struct iscsi_req {
+  link_done_fn fn;
+  void *opaque;
+  int res;
+};
+
+/* Connect-time completion. */
+struct wait_op {
+  bool done;
+  int status;
+  struct scsi_task *task;
+};
+
+static void
+wait_cb (struct iscsi_context *iscsi, int status, void *data, void *priv)
+{
+  struct wait_op *w = priv;
+  (void) iscsi;
+  w->done = true;
+  w->status = status;
+  w->task = data;
+}
+
+/* Drive the context with poll() until op is done (connector thread only). */
+static int
+wait_for (struct iscsi_context *iscsi, struct wait_op *op, uint64_t deadline_ns)
+{
+  while (!op->done) {
+    struct pollfd pfd;
+    uint64_t now = link_mono_ns ();
+    int r;
+    if (now >= deadline_ns)
+      return -2;
+    pfd.fd = iscsi_get_fd (iscsi);
+    pfd.events = (short) iscsi_which_events (iscsi);
+    pfd.revents = 0;
+    if (pfd.events == 0) {
+      usleep (100000);
+      if (iscsi_service (iscsi, 0) < 0)
+        return -1;
+      continue;
+    }
+    r = poll (&pfd, 1, 100);
+    if (r < 0 && errno != EINTR)
+      return -1;
+    if (iscsi_service (iscsi, r > 0 ? pfd.revents : 0) < 0)
+      return -1;
+  }
+  return 0;
+}
+
+static void *
+iscsil_connect (const char *addr, const struct link_params *p, struct link_info *info,
+                char *err, size_t errlen)
+{
+  struct iscsi_link *c = calloc (1, sizeof *c);
+  struct iscsi_url *url = NULL;
+  struct wait_op op = { 0 };
+  struct scsi_readcapacity16 *cap;
+  int r;
+
+  if (!c || !(c->iscsi = iscsi_create_context (INITIATOR_NAME))) {
+    snprintf (err, errlen, "cannot create an iSCSI context");
+    free (c);
+    return NULL;
+  }
+  if (!(url = iscsi_parse_full_url (c->iscsi, addr))) {
+    snprintf (err, errlen, "bad iSCSI URL: %s", iscsi_get_error (c->iscsi));
+    goto fail;
+  }
+  c->lun = url->lun;
+  iscsi_set_targetname (c->iscsi, url->target);
+  iscsi_set_session_type (c->iscsi, ISCSI_SESSION_NORMAL);
+  iscsi_set_header_digest (c->iscsi, ISCSI_HEADER_DIGEST_NONE_CRC32C);
+  iscsi_set_isid_random (c->iscsi, p->session_id & 0xffffff, (p->session_id >> 24) & 0xff);
+  iscsi_set_noautoreconnect (c->iscsi, 1);
+  iscsi_set_no_ua_on_reconnect (c->iscsi, 1);
+  if (p->request_timeout_s)
+    iscsi_set_timeout (c->iscsi, (int) p->request_timeout_s);
+  if (url->user[0] &&
+      iscsi_set_initiator_username_pwd (c->iscsi, url->user, url->passwd) != 0) {
+    snprintf (err, errlen, "CHAP: %s", iscsi_get_error (c->iscsi));
+    goto fail;
+  }
+  if (iscsi_full_connect_async (c->iscsi, url->portal, c->lun, wait_cb, &op) != 0) {
+    snprintf (err, errlen, "%s", iscsi_get_error (c->iscsi));
+    goto fail;
+  }
+  r = wait_for (c->iscsi, &op, p->deadline_ns);
+  if (r == -2) {
+    snprintf (err, errlen, "no iSCSI login within the connect timeout");
+    goto fail;
+  }
+  if (r < 0 || op.status != SCSI_STATUS_GOOD) {
+    snprintf (err, errlen, "login failed: %s", iscsi_get_error (c->iscsi));
+    goto fail;
+  }
+  memset (&op, 0, sizeof op);
+  if (!iscsi_readcapacity16_task (c->iscsi, c->lun, wait_cb, &op) ||
+      wait_for (c->iscsi, &op, p->deadline_ns) != 0 || op.status != SCSI_STATUS_GOOD ||
+      !(cap = scsi_datain_unmarshall (op.task))) {
+    snprintf (err, errlen, "READ CAPACITY failed: %s", iscsi_get_error (c->iscsi));
+    if (op.task)
+      scsi_free_scsi_task (op.task);
+    goto fail;
+  }
+  c->block_size = cap->block_length;
+  info->size = (cap->returned_lba + 1) * (uint64_t) cap->block_length;
+  scsi_free_scsi_task (op.task);
+  info->block_size = c->block_size;
+  info->can_zero = false;
+  info->can_flush = true;
+  info->can_fua = true;
+  iscsi_destroy_url (url);
+  return c;
+ fail:
+  if (url)
+    iscsi_destroy_url (url);
+  iscsi_destroy_context (c->iscsi);
+  free (c);
+  return NULL;
+}
+
+static void
+iscsil_close (void *v)
+{
+  struct iscsi_link *c = v;
+  if (!c)
+    return;
+  /* Destroying the context completes queued tasks (CANCELLED). */
+  iscsi_destroy_context (c->iscsi);
+  free (c);
+}
+
+static void
+req_cb (struct iscsi_context *iscsi, int status, void *data, void *priv)
+{
+  struct iscsi_req *q = priv;
+  struct scsi_task *task = data;
+  int res;
+  (void) iscsi;
+
+  switch (status) {
+  case SCSI_STATUS_GOOD: res = q->res; break;
+  case SCSI_STATUS_CANCELLED: res = -ENOTCONN; break;
+  case SCSI_STATUS_TIMEOUT: res = -ETIMEDOUT; break;
+  case SCSI_STATUS_CHECK_CONDITION:
+    res = task && task->sense.key == SCSI_SENSE_ILLEGAL_REQUEST ? -EINVAL : -EIO;
+    break;
+  default: res = -EIO; break;
+  }
+  if (task)
+    scsi_free_scsi_task (task);
+  q->fn (q->opaque, res);
+  free (q);
+}
+
+static int
+iscsil_submit (void *v, int op, const void *buf, uint64_t off, uint32_t len, int flags,
+               link_done_fn fn, void *opaque)
+{
+  struct iscsi_link *c = v;
+  struct iscsi_req *q;
+  struct scsi_task *t;
+
+  if (c->dead)
+    return -ENOTCONN;
+  if (op == LREQ_ZERO)
+    return -EOPNOTSUPP;
+  if (op == LREQ_WRITE && (off % c->block_size || len % c->block_size))
+    return -EINVAL;
+  if (!(q = malloc (sizeof *q)))
+    return -ENOMEM;
+  q->fn = fn;
+  q->opaque = opaque;
+  q->res = op == LREQ_WRITE ? (int) len : 0;
+  if (op == LREQ_WRITE)
+    t = iscsi_write16_task (c->iscsi, c->lun, off / c->block_size, (unsigned char *) buf, len,
+                            (int) c->block_size, 0, 0, (flags & LREQ_FUA) != 0, 0, 0, req_cb, q);
+  else
+    t = iscsi_synchronizecache16_task (c->iscsi, c->lun, 0, 0, 0, 0, req_cb, q);
+  if (!t) {
+    free (q);
+    return -ENOTCONN;
+  }
+  return 0;
+}
+
+static int
+iscsil_events (void *v, int *fd)
+{
+  struct iscsi_link *c = v;
+  if (c->dead)
+    return 0;
+  *fd = iscsi_get_fd (c->iscsi);
+  return iscsi_which_events (c->iscsi);
+}
+
+static int
+iscsil_notify (void *v, int revents)
+{
+  struct iscsi_link *c = v;
+  if (!c->dead && iscsi_service (c->iscsi, revents) < 0)
+    c->dead = true;
+  return c->dead ? -1 : 0;
+}
+
+static int
+iscsil_tick (void *v)
+{
+  return iscsil_notify (v, 0);   /* timeouts are checked in service */
+}
+
+static void
+iscsil_abort (void *v)
+{
+  struct iscsi_link *c = v;
+  c->dead = true;                /* close() cancels what is queued */
+}
+
+const struct link_ops link_iscsi_ops = {
+  .name = "iscsi",
+  .fenced = true,                /* session reinstatement (same ISID) */
+  .connect = iscsil_connect,
+  .close = iscsil_close,
+  .submit = iscsil_submit,
+  .events = iscsil_events,
+  .notify = iscsil_notify,
+  .tick = iscsil_tick,
+  .abort = iscsil_abort,
+};
+
+#endif /* HAVE_LIBISCSI */

@@ -1,0 +1,267 @@
+/* link-nbd.c: NBD remote legs through libnbd's asynchronous API.
+ *
+ * libnbd has no timeouts and never reconnects: the worker keeps deadlines
+ * and calls abort() (shutdown of the socket), after which requests in
+ * flight complete with ENOTCONN and the handle is dead.  A trim is sent as
+ * a write-zeroes that may punch holes, so it reads back zeroes on every
+ * server (safety rule 10).
+ */
+#include <config.h>
+
+#ifdef HAVE_LIBNBD
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <libnbd.h>
+
+#include "link.h"
+
+struct nbd_link {
+  struct nbd_handle *h;
+  bool can_zero, can_flush, can_fua;
+};
+
+struct nbd_req {
+  link_done_fn fn;
+  void *opaque;
+  int res;                       /* bytes on success */
+};
+
+static int
+nbd_req_done (void *user_data, int *error)
+{
+  struct nbd_req *q = user_data;
+  q->fn (q->opaque, *error ? -*error : q->res);
+  return 1;                      /* retire the command */
+}
+
+static void
+nbd_req_free (void *user_data)
+{
+  free (user_data);
+}
+
+static bool
+gone (struct nbd_handle *h)
+{
+  return nbd_aio_is_dead (h) || nbd_aio_is_closed (h);
+}
+
+static int
+dir_events (struct nbd_handle *h)
+{
+  unsigned dir = nbd_aio_get_direction (h);
+  int ev = 0;
+  if (dir & LIBNBD_AIO_DIRECTION_READ)
+    ev |= POLLIN;
+  if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+    ev |= POLLOUT;
+  return ev;
+}
+
+/* Drive the handle with poll() until pred or the deadline (connect only:
+ * this runs on the connector thread). */
+static int
+run_until_ready (struct nbd_handle *h, uint64_t deadline_ns)
+{
+  while (!nbd_aio_is_ready (h)) {
+    struct pollfd pfd;
+    uint64_t now = link_mono_ns ();
+    int ms, r;
+    if (gone (h))
+      return -1;
+    if (now >= deadline_ns) {
+      errno = ETIMEDOUT;
+      return -2;
+    }
+    ms = (int) ((deadline_ns - now) / 1000000u) + 1;
+    pfd.fd = nbd_aio_get_fd (h);
+    pfd.events = (short) dir_events (h);
+    pfd.revents = 0;
+    r = poll (&pfd, 1, ms > 100 ? 100 : ms);
+    if (r < 0 && errno != EINTR)
+      return -1;
+    if (r <= 0)
+      continue;
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+      nbd_aio_notify_read (h);
+    else if (pfd.revents & POLLOUT)
+      nbd_aio_notify_write (h);
+  }
+  return 0;
+}
+
+static void *
+nbdl_connect (const char *addr, const struct link_params *p, struct link_info *info,
+              char *err, size_t errlen)
+{
+  struct nbd_link *c = calloc (1, sizeof *c);
+  int64_t size, bs;
+  int r;
+
+  if (!c || !(c->h = nbd_create ())) {
+    snprintf (err, errlen, "nbd_create: %s", nbd_get_error () ? nbd_get_error () : strerror (errno));
+    free (c);
+    return NULL;
+  }
+  nbd_set_handle_name (c->h, "replicator");
+  if (nbd_aio_connect_uri (c->h, addr) == -1) {
+    snprintf (err, errlen, "%s", nbd_get_error ());
+    goto fail;
+  }
+  r = run_until_ready (c->h, p->deadline_ns);
+  if (r == -2) {
+    snprintf (err, errlen, "no NBD handshake within the connect timeout");
+    goto fail;
+  }
+  if (r < 0) {
+    const char *e = nbd_get_error ();
+    snprintf (err, errlen, "%s", e && *e ? e : "connection closed during the handshake");
+    goto fail;
+  }
+  if ((size = nbd_get_size (c->h)) < 0) {
+    snprintf (err, errlen, "cannot get the export size: %s", nbd_get_error ());
+    goto fail;
+  }
+  if (nbd_is_read_only (c->h) == 1) {
+    snprintf (err, errlen, "the export is read-only");
+    goto fail;
+  }
+  bs = nbd_get_block_size (c->h, LIBNBD_SIZE_MINIMUM);
+  c->can_zero = nbd_can_zero (c->h) == 1;
+  c->can_flush = nbd_can_flush (c->h) == 1;
+  c->can_fua = nbd_can_fua (c->h) == 1;
+  info->size = (uint64_t) size;
+  info->block_size = bs > 0 ? (uint32_t) bs : 512;
+  info->can_zero = c->can_zero;
+  info->can_flush = c->can_flush;
+  info->can_fua = c->can_fua;
+  return c;
+ fail:
+  nbd_close (c->h);
+  free (c);
+  return NULL;
+}
+
+static void
+nbdl_close (void *v)
+{
+  struct nbd_link *c = v;
+  if (!c)
+    return;
+  if (!gone (c->h) && nbd_aio_in_flight (c->h) == 0)
+    nbd_aio_disconnect (c->h, 0);
+  nbd_close (c->h);
+  free (c);
+}
+
+static int
+nbdl_submit (void *v, int op, const void *buf, uint64_t off, uint32_t len, int flags,
+             link_done_fn fn, void *opaque)
+{
+  struct nbd_link *c = v;
+  struct nbd_req *q;
+  nbd_completion_callback cb;
+  int64_t r;
+  uint32_t f = 0;
+
+  if (gone (c->h))
+    return -ENOTCONN;
+  if (op == LREQ_ZERO && !c->can_zero)
+    return -EOPNOTSUPP;          /* the worker writes zeroes instead */
+  if (op == LREQ_FLUSH && !c->can_flush) {
+    fn (opaque, 0);              /* nothing to flush: writes are stable */
+    return 0;
+  }
+  if (!(q = malloc (sizeof *q)))
+    return -ENOMEM;
+  q->fn = fn;
+  q->opaque = opaque;
+  q->res = op == LREQ_FLUSH ? 0 : (int) len;
+  cb.callback = nbd_req_done;
+  cb.user_data = q;
+  cb.free = nbd_req_free;
+  if ((flags & LREQ_FUA) && c->can_fua)
+    f |= LIBNBD_CMD_FLAG_FUA;
+  switch (op) {
+  case LREQ_WRITE:
+    r = nbd_aio_pwrite (c->h, buf, len, off, cb, f);
+    break;
+  case LREQ_ZERO:
+    if (!(flags & LREQ_MAY_TRIM))
+      f |= LIBNBD_CMD_FLAG_NO_HOLE;
+    r = nbd_aio_zero (c->h, len, off, cb, f);
+    break;
+  default:
+    r = nbd_aio_flush (c->h, cb, 0);
+    break;
+  }
+  if (r == -1) {
+    int e = nbd_get_errno ();
+    /* libnbd called the free callback already. */
+    return gone (c->h) ? -ENOTCONN : -(e ? e : EIO);
+  }
+  return 0;
+}
+
+static int
+nbdl_events (void *v, int *fd)
+{
+  struct nbd_link *c = v;
+  if (gone (c->h))
+    return 0;
+  *fd = nbd_aio_get_fd (c->h);
+  return dir_events (c->h);
+}
+
+static int
+nbdl_notify (void *v, int revents)
+{
+  struct nbd_link *c = v;
+  if (revents & (POLLIN | POLLHUP | POLLERR))
+    nbd_aio_notify_read (c->h);
+  else if (revents & POLLOUT)
+    nbd_aio_notify_write (c->h);
+  return gone (c->h) ? -1 : 0;
+}
+
+static int
+nbdl_tick (void *v)
+{
+  struct nbd_link *c = v;
+  return gone (c->h) ? -1 : 0;
+}
+
+static void
+nbdl_abort (void *v)
+{
+  struct nbd_link *c = v;
+  int fd;
+  if (gone (c->h))
+    return;
+  fd = nbd_aio_get_fd (c->h);
+  if (fd >= 0)
+    shutdown (fd, SHUT_RDWR);
+  /* Let libnbd see the EOF: requests in flight complete with ENOTCONN. */
+  nbd_aio_notify_read (c->h);
+}
+
+const struct link_ops link_nbd_ops = {
+  .name = "nbd",
+  .connect = nbdl_connect,
+  .close = nbdl_close,
+  .submit = nbdl_submit,
+  .events = nbdl_events,
+  .notify = nbdl_notify,
+  .tick = nbdl_tick,
+  .abort = nbdl_abort,
+};
+
+#endif /* HAVE_LIBNBD */

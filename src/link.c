@@ -1,0 +1,273 @@
+/* link.c: transport lookup and the connector thread of a remote leg.
+ *
+ * Connecting may block (name resolution, TCP connect, handshake, login),
+ * so it never runs on a site worker: each remote leg has a connector
+ * thread that, when the worker asks for a connection, connects with a
+ * deadline, checks the leg against the device (size, block size) and hands
+ * the connection over; on failure it retries with exponential backoff
+ * (200 ms doubling to 5 s).  A failure is logged when it differs from the
+ * previous one, not on every attempt.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "link.h"
+#include "rlink.h"
+#include "report.h"
+
+#define BACKOFF_MIN_MS   200u
+#define BACKOFF_MAX_MS   5000u
+
+uint64_t
+link_mono_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+const struct link_ops *
+link_ops_for (enum cfg_transport t, const char **why)
+{
+  switch (t) {
+  case TRANSPORT_NBD:
+#ifdef HAVE_LIBNBD
+    return &link_nbd_ops;
+#else
+    *why = "this build has no NBD support (configure found no libnbd)";
+    return NULL;
+#endif
+  case TRANSPORT_ISCSI:
+#ifdef HAVE_LIBISCSI
+    return &link_iscsi_ops;
+#else
+    *why = "this build has no iSCSI support (configure found no libiscsi)";
+    return NULL;
+#endif
+  case TRANSPORT_PATH:
+    break;
+  }
+  *why = "not a network transport";
+  return NULL;
+}
+
+bool
+link_conn_error (int res)
+{
+  switch (-res) {
+  case ENOTCONN: case ESHUTDOWN: case ECONNRESET: case ECONNREFUSED: case ECONNABORTED:
+  case EPIPE: case ETIMEDOUT: case EHOSTUNREACH: case ENETUNREACH: case EBADF:
+    return true;
+  }
+  return false;
+}
+
+/* Connect once; check the leg fits the device.  Conn or NULL + err. */
+void *
+rlink_connect_once (struct rlink *k, uint64_t timeout_ms, struct link_info *info,
+                    char *err, size_t errlen, bool *unsuitable)
+{
+  struct link_params p = k->params;
+  void *c;
+
+  *unsuitable = false;
+  p.deadline_ns = link_mono_ns () + timeout_ms * 1000000u;
+  c = k->ops->connect (k->addr, &p, info, err, errlen);
+  if (!c)
+    return NULL;
+  if (info->size < k->min_size) {
+    snprintf (err, errlen, "the remote is smaller (%" PRIu64 " bytes) than the device (%" PRIu64
+              " bytes)", info->size, k->min_size);
+    *unsuitable = true;
+    k->ops->close (c);
+    return NULL;
+  }
+  if (info->block_size > k->max_block) {
+    snprintf (err, errlen, "the remote's block size %u is larger than the device's %u",
+              info->block_size, k->max_block);
+    *unsuitable = true;
+    k->ops->close (c);
+    return NULL;
+  }
+  return c;
+}
+
+static void
+wake (struct rlink *k)
+{
+  uint64_t one = 1;
+  if (k->wake_fd >= 0 && write (k->wake_fd, &one, sizeof one) < 0) {
+    /* eventfd full: the worker is awake anyway */
+  }
+}
+
+static void *
+connector_thread (void *arg)
+{
+  struct rlink *k = arg;
+  unsigned backoff = BACKOFF_MIN_MS;
+
+  pthread_mutex_lock (&k->lock);
+  while (!k->stop) {
+    struct link_info info;
+    char err[256];
+    void *c;
+
+    if (!k->want || k->ready_conn) {
+      pthread_cond_wait (&k->cv, &k->lock);
+      continue;
+    }
+    pthread_mutex_unlock (&k->lock);
+    bool unsuitable;
+    err[0] = 0;
+    c = rlink_connect_once (k, k->connect_timeout_ms, &info, err, sizeof err, &unsuitable);
+    pthread_mutex_lock (&k->lock);
+    k->attempts++;
+    if (c) {
+      k->ready_conn = c;
+      k->ready_info = info;
+      k->want = false;
+      backoff = BACKOFF_MIN_MS;
+      if (k->last_error[0])
+        rep_info ("%s: connected to %s again", k->what, k->addr);
+      k->last_error[0] = 0;
+      wake (k);
+      continue;
+    }
+    if (strcmp (err, k->last_error) != 0) {
+      if (unsuitable)
+        rep_error ("%s: %s refused: %s; retrying in the background", k->what, k->addr, err);
+      else
+        rep_warn ("%s: cannot connect to %s: %s; retrying in the background", k->what, k->addr, err);
+      snprintf (k->last_error, sizeof k->last_error, "%s", err);
+    }
+    {
+      struct timespec ts;
+      clock_gettime (CLOCK_REALTIME, &ts);
+      ts.tv_sec += backoff / 1000;
+      ts.tv_nsec += (long) (backoff % 1000) * 1000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      if (!k->stop)
+        pthread_cond_timedwait (&k->cv, &k->lock, &ts);
+    }
+    backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+  }
+  pthread_mutex_unlock (&k->lock);
+  return NULL;
+}
+
+int
+rlink_init (struct rlink *k, const struct link_ops *ops, const char *addr, const char *what)
+{
+  memset (k, 0, sizeof *k);
+  k->ops = ops;
+  k->addr = addr;
+  snprintf (k->what, sizeof k->what, "%s", what);
+  k->wake_fd = -1;
+  pthread_mutex_init (&k->lock, NULL);
+  pthread_cond_init (&k->cv, NULL);
+  k->inited = true;
+  return 0;
+}
+
+int
+rlink_start (struct rlink *k)
+{
+  int e = pthread_create (&k->thread, NULL, connector_thread, k);
+  if (e) {
+    errno = e;
+    rep_error ("%s: cannot start the connector thread: %m", k->what);
+    return -1;
+  }
+  k->thread_running = true;
+  return 0;
+}
+
+void
+rlink_want (struct rlink *k)
+{
+  pthread_mutex_lock (&k->lock);
+  if (!k->want) {
+    k->want = true;
+    pthread_cond_signal (&k->cv);
+  }
+  pthread_mutex_unlock (&k->lock);
+}
+
+void *
+rlink_take (struct rlink *k, struct link_info *info)
+{
+  void *c;
+  pthread_mutex_lock (&k->lock);
+  c = k->ready_conn;
+  if (c) {
+    *info = k->ready_info;
+    k->ready_conn = NULL;
+  }
+  pthread_mutex_unlock (&k->lock);
+  return c;
+}
+
+void
+rlink_set_error (struct rlink *k, const char *fmt, ...)
+{
+  va_list ap;
+  pthread_mutex_lock (&k->lock);
+  va_start (ap, fmt);
+  vsnprintf (k->last_error, sizeof k->last_error, fmt, ap);
+  va_end (ap);
+  pthread_mutex_unlock (&k->lock);
+}
+
+void
+rlink_get_error (struct rlink *k, char *buf, size_t len)
+{
+  pthread_mutex_lock (&k->lock);
+  snprintf (buf, len, "%s", k->last_error);
+  pthread_mutex_unlock (&k->lock);
+}
+
+void
+rlink_stop (struct rlink *k)
+{
+  if (!k->inited)
+    return;
+  pthread_mutex_lock (&k->lock);
+  k->stop = true;
+  pthread_cond_broadcast (&k->cv);
+  pthread_mutex_unlock (&k->lock);
+  if (k->thread_running) {
+    pthread_join (k->thread, NULL);
+    k->thread_running = false;
+  }
+  if (k->ready_conn) {
+    k->ops->close (k->ready_conn);
+    k->ready_conn = NULL;
+  }
+}
+
+void
+rlink_destroy (struct rlink *k)
+{
+  if (!k->inited)
+    return;
+  rlink_stop (k);
+  if (k->conn) {
+    k->ops->close (k->conn);
+    k->conn = NULL;
+  }
+  pthread_mutex_destroy (&k->lock);
+  pthread_cond_destroy (&k->cv);
+  k->inited = false;
+}

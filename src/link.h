@@ -1,0 +1,84 @@
+/* link.h: connections to remote legs (NBD through libnbd, iSCSI through
+ * libiscsi), one ops table per transport.
+ *
+ * Contract of a transport (struct link_ops):
+ *   - connect() runs on a connector thread (or at start-up), may block up to
+ *     the deadline (name resolution, handshake, login), and returns a
+ *     connection ready for I/O, with the leg's size and block size; or NULL
+ *     with one line in err.
+ *   - Everything else runs on the site worker's thread only, never blocks,
+ *     and never waits for the remote: submit() queues a request; events()
+ *     says which fd and poll events the connection needs; notify() is called
+ *     with the revents, tick() about every 100 ms (timers).  Completion
+ *     callbacks run from inside notify(), tick() or close(), on the worker.
+ *   - A completion gets res >= 0 (bytes written for WRITE/ZERO/TRIM, 0 for
+ *     FLUSH) or -errno.  Errors that mean "the connection is gone"
+ *     (link_conn_error) make the worker drop the connection and re-send
+ *     after reconnecting; others (EIO from the target) are retried.
+ *   - close() frees the connection; requests still queued complete with
+ *     -ENOTCONN or not at all (the worker ignores callbacks of an old
+ *     connection).
+ */
+#ifndef REPLICATOR_LINK_H
+#define REPLICATOR_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+
+enum { LREQ_WRITE, LREQ_ZERO, LREQ_FLUSH };
+#define LREQ_FUA       1
+#define LREQ_MAY_TRIM  2         /* zero that may unmap (still reads back zeroes) */
+
+typedef void (*link_done_fn) (void *opaque, int res);
+
+struct link_info {
+  uint64_t size;                 /* bytes */
+  uint32_t block_size;           /* smallest write the leg takes */
+  bool can_flush, can_fua, can_zero;
+};
+
+struct link_params {
+  uint64_t deadline_ns;          /* CLOCK_MONOTONIC: give up connecting then */
+  unsigned request_timeout_s;    /* transport-level timeout (iSCSI), 0 = none */
+  uint32_t session_id;           /* stable per leg: iSCSI ISID qualifier */
+};
+
+struct link_ops {
+  const char *name;
+  bool fenced;                   /* a new connection aborts the old one's requests */
+  void *(*connect) (const char *addr, const struct link_params *p,
+                    struct link_info *info, char *err, size_t errlen);
+  void (*close) (void *c);
+  /* 0 queued, or -errno (the connection is unusable: treat as gone). */
+  int (*submit) (void *c, int op, const void *buf, uint64_t off, uint32_t len,
+                 int flags, link_done_fn fn, void *opaque);
+  /* Poll events the connection waits for (POLLIN/POLLOUT), and its fd in
+   * *fd; 0 = nothing to poll right now. */
+  int (*events) (void *c, int *fd);
+  /* -1 when the connection died. */
+  int (*notify) (void *c, int revents);
+  int (*tick) (void *c);
+  /* Abort the connection now (shutdown the socket): requests in flight may
+   * still be executed by the remote later (in doubt). */
+  void (*abort) (void *c);
+};
+
+/* The ops table for a transport; NULL if not built in (message in *why). */
+const struct link_ops *link_ops_for (enum cfg_transport t, const char **why);
+
+/* res is a "connection gone" error. */
+bool link_conn_error (int res);
+
+uint64_t link_mono_ns (void);
+
+#ifdef HAVE_LIBNBD
+extern const struct link_ops link_nbd_ops;
+#endif
+#ifdef HAVE_LIBISCSI
+extern const struct link_ops link_iscsi_ops;
+#endif
+
+#endif

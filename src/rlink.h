@@ -1,0 +1,60 @@
+/* rlink.h: the connection state of one remote leg (see link.c).
+ *
+ * conn, info, gen and up belong to the site worker.  The connector thread
+ * and the worker meet under lock: want (worker asks for a connection),
+ * ready_conn (connector hands one over), last_error (status).
+ */
+#ifndef REPLICATOR_RLINK_H
+#define REPLICATOR_RLINK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "link.h"
+
+struct rlink {
+  const struct link_ops *ops;
+  const char *addr;
+  char what[128];                /* "device 'x' site 1" for messages */
+  struct link_params params;     /* deadline filled per attempt */
+  uint64_t connect_timeout_ms;
+  uint64_t min_size;             /* the device's size */
+  uint32_t max_block;            /* the device's block size */
+  bool inited;
+
+  /* Worker side. */
+  void *conn;
+  struct link_info info;
+  uint32_t gen;                  /* +1 per connection: stale callbacks are ignored */
+  bool up;
+  uint64_t down_since_ns;
+  uint64_t connects, drops;      /* connections made, connections lost */
+  uint64_t poll_tag;             /* armed POLL_ADD, 0 = none */
+  int armed_fd, armed_ev;
+
+  /* Shared with the connector thread, under lock. */
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  bool want, stop, thread_running;
+  void *ready_conn;
+  struct link_info ready_info;
+  char last_error[256];
+  uint64_t attempts;
+  pthread_t thread;
+  int wake_fd;                   /* the worker's eventfd */
+};
+
+int rlink_init (struct rlink *k, const struct link_ops *ops, const char *addr, const char *what);
+/* One synchronous attempt (start-up): conn or NULL with the reason. */
+void *rlink_connect_once (struct rlink *k, uint64_t timeout_ms, struct link_info *info,
+                          char *err, size_t errlen, bool *unsuitable);
+int rlink_start (struct rlink *k);
+void rlink_want (struct rlink *k);
+void *rlink_take (struct rlink *k, struct link_info *info);
+void rlink_set_error (struct rlink *k, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+void rlink_get_error (struct rlink *k, char *buf, size_t len);
+void rlink_stop (struct rlink *k);
+void rlink_destroy (struct rlink *k);
+
+#endif
