@@ -5,7 +5,8 @@
  * thread that, when the worker asks for a connection, connects with a
  * deadline, checks the leg against the device (size, block size) and hands
  * the connection over; on failure it retries with exponential backoff
- * (200 ms doubling to 5 s).  A failure is logged when it differs from the
+ * (200 ms doubling to 5 s, or to half the site's disconnect_timeout if
+ * that is shorter).  A failure is logged when it differs from the
  * previous one, not on every attempt.
  */
 #include <config.h>
@@ -136,8 +137,6 @@ connector_thread (void *arg)
       k->ready_info = info;
       k->want = false;
       backoff = BACKOFF_MIN_MS;
-      if (k->last_error[0])
-        rep_info ("%s: connected to %s again", k->what, k->addr);
       k->last_error[0] = 0;
       wake (k);
       continue;
@@ -161,7 +160,7 @@ connector_thread (void *arg)
       if (!k->stop)
         pthread_cond_timedwait (&k->cv, &k->lock, &ts);
     }
-    backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    backoff = backoff * 2 > k->backoff_max_ms ? k->backoff_max_ms : backoff * 2;
   }
   pthread_mutex_unlock (&k->lock);
   return NULL;
@@ -175,6 +174,7 @@ rlink_init (struct rlink *k, const struct link_ops *ops, const char *addr, const
   k->addr = addr;
   snprintf (k->what, sizeof k->what, "%s", what);
   k->wake_fd = -1;
+  k->backoff_max_ms = BACKOFF_MAX_MS;
   pthread_mutex_init (&k->lock, NULL);
   pthread_cond_init (&k->cv, NULL);
   k->inited = true;

@@ -113,10 +113,21 @@ print_status (json_object *st)
   }
   if (json_object_object_get_ex (st, "sites", &sites))
     for (i = 0; i < json_object_array_length (sites); i++) {
-      json_object *s = json_object_array_get_idx (sites, i);
-      printf ("site %" PRId64 ": %s, link %s, applied seq %" PRId64 ", backlog %" PRId64 " entries\n",
-              jint (s, "id"), jstr (s, "policy"), jstr (s, "link"), jint (s, "applied_seq"),
-              jint (s, "backlog_entries"));
+      json_object *s = json_object_array_get_idx (sites, i), *v;
+      double rpo = json_object_object_get_ex (s, "rpo_seconds", &v) ? json_object_get_double (v) : 0;
+      if (jint (s, "id") == 0) {
+        printf ("site 0: %s, link local, applied seq %" PRId64 ", backlog %" PRId64 " entries\n",
+                jstr (s, "policy"), jint (s, "applied_seq"), jint (s, "backlog_entries"));
+        continue;
+      }
+      printf ("site %" PRId64 ": %s%s%s, link %s, %s mode, applied seq %" PRId64 ", backlog %" PRId64
+              " entries (%s, RPO %.1f s)%s\n",
+              jint (s, "id"), jstr (s, "policy"),
+              strcmp (jstr (s, "fall_behind"), "none") ? ", fall_behind " : "",
+              strcmp (jstr (s, "fall_behind"), "none") ? jstr (s, "fall_behind") : "",
+              jstr (s, "link"), jstr (s, "mode"), jint (s, "applied_seq"), jint (s, "backlog_entries"),
+              units_format_size ((uint64_t) jint (s, "backlog_bytes"), b1, sizeof b1), rpo,
+              json_object_object_get_ex (s, "behind", &v) && json_object_get_boolean (v) ? ", BEHIND" : "");
     }
   if (json_object_object_get_ex (st, "devices", &devs))
     for (i = 0; i < json_object_array_length (devs); i++) {
@@ -128,8 +139,17 @@ print_status (json_object *st)
         for (j = 0; j < json_object_array_length (legs); j++) {
           json_object *l = json_object_array_get_idx (legs, j), *c;
           bool cons = json_object_object_get_ex (l, "consistent", &c) && json_object_get_boolean (c);
-          printf ("  leg site %" PRId64 " %s: %s, consistent: %s\n", jint (l, "site"),
+          printf ("  leg site %" PRId64 " %s: %s, consistent: %s", jint (l, "site"),
                   jstr (l, "path"), jstr (l, "state"), cons ? "yes" : "no");
+          if (jint (l, "site") != 0)
+            printf (", %" PRId64 " dirty regions of %s%s", jint (l, "dirty_regions"),
+                    units_format_size ((uint64_t) jint (l, "region_size"), b1, sizeof b1),
+                    !strcmp (jstr (l, "initial_sync"), "pending") ? ", initial sync pending" : "");
+          if (jint (l, "in_doubt_regions"))
+            printf (", %" PRId64 " regions in doubt", jint (l, "in_doubt_regions"));
+          if (*jstr (l, "last_error"))
+            printf (", last error: %s", jstr (l, "last_error"));
+          printf ("\n");
         }
     }
 }

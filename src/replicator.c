@@ -250,6 +250,8 @@ remote_legs_init (struct vdev *d)
     l->link.params.request_timeout_s = (unsigned) ((cs->request_timeout_ms + 999) / 1000);
     l->link.params.session_id = leg_session_id (l);
     l->link.connect_timeout_ms = cs->disconnect_timeout_ms < 10000 ? cs->disconnect_timeout_ms : 10000;
+    if (cs->disconnect_timeout_ms / 2 < l->link.backoff_max_ms)
+      l->link.backoff_max_ms = cs->disconnect_timeout_ms / 2 > 200 ? (unsigned) (cs->disconnect_timeout_ms / 2) : 200;
     l->link.min_size = d->size;
     l->link.max_block = d->block_size;
     l->link.conn = rlink_connect_once (&l->link, l->link.connect_timeout_ms < 5000 ?

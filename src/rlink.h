@@ -19,6 +19,7 @@ struct rlink {
   char what[128];                /* "device 'x' site 1" for messages */
   struct link_params params;     /* deadline filled per attempt */
   uint64_t connect_timeout_ms;
+  unsigned backoff_max_ms;       /* reconnect attempts at most this far apart */
   uint64_t min_size;             /* the device's size */
   uint32_t max_block;            /* the device's block size */
   bool inited;

@@ -42,6 +42,7 @@ cleanup() {
   if declare -F cleanup_hook >/dev/null; then cleanup_hook; fi
   for p in $(jobs -p); do kill -9 "$p" 2>/dev/null; done   # only our own children
   wait 2>/dev/null
+  if declare -F tgt_cleanup >/dev/null; then tgt_cleanup; fi
   if [ -n "${KEEP_TMP:-}" ]; then echo "(kept $T)"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
@@ -249,3 +250,76 @@ timed() {
 }
 
 echo "temp dir $T; plugin $PLUGIN; sanitizers $SANITIZERS"
+
+# ---- remote sites --------------------------------------------------------------------
+
+# free_port: a TCP port < 32768 free right now on 127.0.0.1 (tgtd's -C takes 0..32767)
+free_port() {
+  python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 32767); s = socket.socket()
+    try: s.bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass'
+}
+
+# remote_start NAME ARGS...: nbdkit -U $T/NAME.sock ARGS (filters, plugin, params) as a
+# remote site.  Sets RPID[NAME]; the URI is $(remote_uri NAME [EXPORT]).
+declare -A RPID=()
+remote_start() {
+  local name=$1 i; shift
+  rm -f "$T/$name.sock" "$T/$name.rpid"         # a stale socket => "Address already in use"
+  nbdkit -f -U "$T/$name.sock" -P "$T/$name.rpid" "$@" 2>>"$T/remote.$name.log" &
+  RPID[$name]=$!
+  for i in $(seq 250); do
+    [ -s "$T/$name.rpid" ] && return 0
+    alive "${RPID[$name]}" || { echo "remote $name did not start:"; cat "$T/remote.$name.log"; return 1; }
+    sleep 0.02
+  done
+  return 1
+}
+remote_uri() { echo "nbd+unix:///${2:-}?socket=$T/$1.sock"; }
+remote_kill() { kill -9 "${RPID[$1]}" 2>/dev/null; wait "${RPID[$1]}" 2>/dev/null || true; }
+
+# tgt_start NAME IMG [PORT]: tgtd iSCSI target on 127.0.0.1 with IMG as LUN 1.
+#   Sets TGT_PID TGT_PORT TGT_URL.  tgtd ignores SIGTERM: tgt_kill (kill -9) or tgt_stop.
+TGT_PORTS=()
+tgt_start() {
+  local name=$1 img=$2 port=${3:-} try i
+  for try in 1 2 3 4 5; do
+    [ -n "$port" ] || port=$(free_port)
+    tgtd -f -C "$port" --iscsi portal=127.0.0.1:"$port" >>"$T/tgtd.$name.log" 2>&1 &
+    TGT_PID=$!
+    # ready = OUR pid listens on the port (tgtd stays up when the bind fails)
+    for i in $(seq 250); do
+      ss -Hltnp "sport = :$port" | grep -q "pid=$TGT_PID," && break
+      alive "$TGT_PID" || break
+      sleep 0.02
+    done
+    ss -Hltnp "sport = :$port" | grep -q "pid=$TGT_PID," && break
+    if alive "$TGT_PID"; then TGT_PORTS+=("$port"); kill -9 "$TGT_PID"; fi
+    wait "$TGT_PID" 2>/dev/null || true
+    port=
+  done
+  [ -n "$port" ] || return 1
+  TGT_PORT=$port; TGT_PORTS+=("$port")
+  local iqn=iqn.2026-11.test.replicator:$name
+  tgtadm -C "$port" --lld iscsi --mode target --op new --tid 1 --targetname "$iqn" &&
+  tgtadm -C "$port" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$(realpath "$img")" &&
+  tgtadm -C "$port" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL || return 1
+  TGT_URL=iscsi://127.0.0.1:$port/$iqn/1
+}
+tgt_kill() { kill -9 "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null || true; }
+tgt_cleanup() { local p; for p in "${TGT_PORTS[@]}"; do rm -f "/run/tgtd/socket.$p" "/run/tgtd/socket.$p.lock"; done; }
+
+# wait_caught_up CTLSOCK [TIMEOUT_S]: every site in log mode has applied everything and the
+# log is empty
+wait_caught_up() {
+  local ctl=$1 tmo=${2:-30} i v
+  for i in $(seq $((tmo * 10))); do
+    v=$(status_get "$ctl" 'j["log"]["entries"] == 0 and all(s["backlog_entries"] == 0 for s in j["sites"] if s["mode"] == "log")' 2>/dev/null) || v=
+    [ "$v" = True ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
