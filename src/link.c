@@ -82,8 +82,16 @@ rlink_connect_once (struct rlink *k, uint64_t timeout_ms, struct link_info *info
   *unsuitable = false;
   p.deadline_ns = link_mono_ns () + timeout_ms * 1000000u;
   c = k->ops->connect (k->addr, &p, info, err, errlen);
-  if (!c)
+  if (!c) {
+    /* Library messages may end in newlines or span lines: one line. */
+    char *q;
+    for (q = err; *q; q++)
+      if (*q == '\n' || *q == '\r')
+        *q = ' ';
+    while (q > err && q[-1] == ' ')
+      *--q = 0;
     return NULL;
+  }
   if (info->size < k->min_size) {
     snprintf (err, errlen, "the remote is smaller (%" PRIu64 " bytes) than the device (%" PRIu64
               " bytes)", info->size, k->min_size);

@@ -806,6 +806,8 @@ site_oldest_age_ms (struct site *s, uint64_t last)
     return 0;
   d = replog_desc (s->r->rl, done + 1);
   t = __atomic_load_n (&d->time_ns, __ATOMIC_RELAXED);
+  if (t == 0)
+    return 0;                    /* being reserved right now: it is new */
   clock_gettime (CLOCK_REALTIME, &ts);
   now = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
   return now > t ? (now - t) / 1000000u : 0;

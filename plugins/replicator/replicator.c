@@ -104,7 +104,14 @@ replicator_config_complete (void)
   "policy=sync|async        policy of the remote sites (default async)\n" \
   "local-policy=sync|async  site 0: async acks once logged, sync once on the local leg\n" \
   "fall-behind=\"ios N|size N|timeout T\"  throttle threshold of async remote sites\n" \
-  "disconnect-timeout=<T>   per remote site (default 30s)\n" \
+  "disconnect-timeout=<T>   a remote site that makes no progress this long is disconnected:\n" \
+  "                         clients stop waiting for it (default 30s)\n" \
+  "pull-ahead=<T>           a site keeping the log full this long goes to dirty-log mode\n" \
+  "                         (default: disconnect-timeout)\n" \
+  "request-timeout=<T>      a remote request unanswered this long drops the connection\n" \
+  "                         (default: 2 x disconnect-timeout)\n" \
+  "initial-sync=true|false  false: trust new remote legs to equal the device (default true:\n" \
+  "                         a new remote site waits in dirty-log mode for its initial sync)\n" \
   "region-size=<SIZE>       dirty-log region size (default 64k)\n" \
   "dirty-log-dir=<DIR>      keep persistent dirty logs there (default: in memory)\n" \
   "queue-depth=<N>          requests in flight per leg (default 32)\n" \
@@ -127,7 +134,8 @@ replicator_dump_plugin (void)
   printf ("\n");
   printf ("replicator_io_engine=io_uring,threads\n");
   printf ("replicator_short_form=log,log-size,log-offset,log-mode,local,size,name,remote,"
-          "policy,local-policy,fall-behind,disconnect-timeout,region-size,dirty-log-dir,"
+          "policy,local-policy,fall-behind,disconnect-timeout,pull-ahead,request-timeout,"
+          "initial-sync,region-size,dirty-log-dir,"
           "queue-depth,direct-io,commit-interval,control\n");
 }
 
