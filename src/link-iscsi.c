@@ -86,6 +86,31 @@ wait_for (struct iscsi_context *iscsi, struct wait_op *op, uint64_t deadline_ns)
   return 0;
 }
 
+/* The CHAP password of the URL, or with "+FILE" the first line of FILE
+ * (nbdkit's password=+FILE convention: no secret on a command line). */
+static int
+chap_password (const char *spec, char *pw, size_t len, char *err, size_t errlen)
+{
+  FILE *f;
+  size_t n;
+
+  if (spec[0] != '+') {
+    snprintf (pw, len, "%s", spec);
+    return 0;
+  }
+  if (!(f = fopen (spec + 1, "re"))) {
+    snprintf (err, errlen, "CHAP password file %s: %s", spec + 1, strerror (errno));
+    return -1;
+  }
+  if (!fgets (pw, (int) len, f))
+    pw[0] = 0;
+  fclose (f);
+  n = strlen (pw);
+  while (n && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+    pw[--n] = 0;
+  return 0;
+}
+
 static void *
 iscsil_connect (const char *addr, const struct link_params *p, struct link_info *info,
                 char *err, size_t errlen)
@@ -114,10 +139,16 @@ iscsil_connect (const char *addr, const struct link_params *p, struct link_info 
   iscsi_set_no_ua_on_reconnect (c->iscsi, 1);
   if (p->request_timeout_s)
     iscsi_set_timeout (c->iscsi, (int) p->request_timeout_s);
-  if (url->user[0] &&
-      iscsi_set_initiator_username_pwd (c->iscsi, url->user, url->passwd) != 0) {
-    snprintf (err, errlen, "CHAP: %s", iscsi_get_error (c->iscsi));
-    goto fail;
+  if (url->user[0]) {
+    char pw[256];
+    if (chap_password (url->passwd, pw, sizeof pw, err, errlen) == -1)
+      goto fail;
+    r = iscsi_set_initiator_username_pwd (c->iscsi, url->user, pw);
+    memset (pw, 0, sizeof pw);
+    if (r != 0) {
+      snprintf (err, errlen, "CHAP: %s", iscsi_get_error (c->iscsi));
+      goto fail;
+    }
   }
   if (iscsi_full_connect_async (c->iscsi, url->portal, c->lun, wait_cb, &op) != 0) {
     snprintf (err, errlen, "%s", iscsi_get_error (c->iscsi));
