@@ -134,6 +134,14 @@ mono_ns (void)
   return link_mono_ns ();
 }
 
+/* Time from t to now; 0 if t is later (taken after now, e.g. by a
+ * completion handled since): unsigned subtraction would wrap. */
+static uint64_t
+since (uint64_t now, uint64_t t)
+{
+  return now > t ? now - t : 0;
+}
+
 /* Pause before retrying a failed local operation. */
 static void
 backoff (void)
@@ -327,7 +335,7 @@ links_service (struct worker *w, uint64_t now)
   struct site *s = w->site;
   uint64_t deadline = s->cfg->request_timeout_ms * 1000000u;
   unsigned i;
-  bool tick = now - w->last_tick_ns >= TICK_MS * 1000000u;
+  bool tick = since (now, w->last_tick_ns) >= TICK_MS * 1000000u;
 
   if (tick)
     w->last_tick_ns = now;
@@ -357,10 +365,10 @@ links_service (struct worker *w, uint64_t now)
     /* Deadlines: a request (or flush) outstanding too long. */
     for (j = 0; j < w->qd && k->up; j++) {
       struct wio *io = &w->io[j];
-      if (io->active && io->leg == l && io->sent && now - io->sent_ns > deadline)
+      if (io->active && io->leg == l && io->sent && since (now, io->sent_ns) > deadline)
         link_down (w, l, true, "no answer within request_timeout");
     }
-    if (k->up && l->ckpt_pending && now - l->ckpt_sent_ns > deadline)
+    if (k->up && l->ckpt_pending && since (now, l->ckpt_sent_ns) > deadline)
       link_down (w, l, true, "flush not answered within request_timeout");
     if (!k->up)
       continue;
@@ -905,13 +913,13 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
 
   if (!pending && up)
     w->last_progress_ns = now;
-  if (!s->disconnected && now - w->last_progress_ns > timeout) {
+  if (!s->disconnected && since (now, w->last_progress_ns) > timeout) {
     rep_warn ("site %u: disconnected (%s for %" PRIu64 " ms); clients no longer wait for it, "
               "its entries stay in the log", s->id, up ? "no progress" : "link down",
               s->cfg->disconnect_timeout_ms);
     set_disconnected (s, true);
   }
-  else if (s->disconnected && up && now - w->last_progress_ns < TICK_MS * 1000000u) {
+  else if (s->disconnected && up && since (now, w->last_progress_ns) < TICK_MS * 1000000u) {
     rep_info ("site %u: back; catching up with %" PRIu64 " entries from the log", s->id,
               durable > w->done ? durable - w->done : 0);
     pthread_mutex_lock (&s->lock);
@@ -931,7 +939,7 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
       w->full_since_ns = now;
     if (s->disconnected)
       go_dirty (w, "the log is full and the site is disconnected");
-    else if (now - w->full_since_ns > s->cfg->pull_ahead_ms * 1000000u)
+    else if (since (now, w->full_since_ns) > s->cfg->pull_ahead_ms * 1000000u)
       go_dirty (w, "the site kept the log full for longer than pull_ahead");
   }
   else
@@ -943,7 +951,7 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
 static bool
 want_ckpt (struct worker *w, uint64_t now, uint64_t durable)
 {
-  uint64_t age = now - w->last_ckpt_ns;
+  uint64_t age = since (now, w->last_ckpt_ns);
   if (w->done <= w->posted || w->ckpt_busy || now < w->ckpt_retry_at)
     return false;
   if (w->ninflight == 0 && w->next > durable)
