@@ -160,7 +160,8 @@ iscsil_connect (const char *addr, const struct link_params *p, struct link_info 
     goto fail;
   }
   if (r < 0 || op.status != SCSI_STATUS_GOOD) {
-    snprintf (err, errlen, "login failed: %s", iscsi_get_error (c->iscsi));
+    snprintf (err, errlen, "no session (target unreachable, or it refused the login): %s",
+              iscsi_get_error (c->iscsi));
     goto fail;
   }
   memset (&op, 0, sizeof op);

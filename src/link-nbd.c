@@ -112,6 +112,9 @@ nbdl_connect (const char *addr, const struct link_params *p, struct link_info *i
     return NULL;
   }
   nbd_set_handle_name (c->h, "replicator");
+  /* The URI comes from the administrator's configuration: let it name
+   * TLS certificate and PSK files (tls-certificates=, tls-psk-file=). */
+  nbd_set_uri_allow_local_file (c->h, true);
   if (nbd_aio_connect_uri (c->h, addr) == -1) {
     snprintf (err, errlen, "%s", nbd_get_error ());
     goto fail;

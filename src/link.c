@@ -60,6 +60,47 @@ link_ops_for (enum cfg_transport t, const char **why)
   return NULL;
 }
 
+/* Where the password sits in an iSCSI URL's user%password@ part:
+ * [*start, *end) in addr, or false. */
+static bool
+iscsi_password_span (const char *addr, size_t *start, size_t *end)
+{
+  const char *auth, *at, *pct, *slash;
+
+  if (strncmp (addr, "iscsi://", 8) != 0)
+    return false;
+  auth = addr + 8;
+  if (!(at = strrchr (auth, '@')))
+    return false;
+  slash = strchr (auth, '/');
+  pct = strchr (auth, '%');
+  if (!pct || pct > at || (slash && slash < pct))
+    return false;
+  *start = (size_t) (pct + 1 - addr);
+  *end = (size_t) (at - addr);
+  return true;
+}
+
+void
+link_redact (const char *addr, char *buf, size_t len)
+{
+  size_t a, b;
+  if (!iscsi_password_span (addr, &a, &b) || addr[a] == '+')
+    snprintf (buf, len, "%s", addr);
+  else
+    snprintf (buf, len, "%.*s***%s", (int) a, addr, addr + b);
+}
+
+const char *
+link_secret_file (const char *addr, char *buf, size_t len)
+{
+  size_t a, b;
+  if (!iscsi_password_span (addr, &a, &b) || addr[a] != '+')
+    return NULL;
+  snprintf (buf, len, "%.*s", (int) (b - a - 1), addr + a + 1);
+  return buf;
+}
+
 bool
 link_conn_error (int res)
 {
@@ -151,9 +192,9 @@ connector_thread (void *arg)
     }
     if (strcmp (err, k->last_error) != 0) {
       if (unsuitable)
-        rep_error ("%s: %s refused: %s; retrying in the background", k->what, k->addr, err);
+        rep_error ("%s: %s refused: %s; retrying in the background", k->what, k->shown, err);
       else
-        rep_warn ("%s: cannot connect to %s: %s; retrying in the background", k->what, k->addr, err);
+        rep_warn ("%s: cannot connect to %s: %s; retrying in the background", k->what, k->shown, err);
       snprintf (k->last_error, sizeof k->last_error, "%s", err);
     }
     {
@@ -180,6 +221,7 @@ rlink_init (struct rlink *k, const struct link_ops *ops, const char *addr, const
   memset (k, 0, sizeof *k);
   k->ops = ops;
   k->addr = addr;
+  link_redact (addr, k->shown, sizeof k->shown);
   snprintf (k->what, sizeof k->what, "%s", what);
   k->wake_fd = -1;
   k->backoff_max_ms = BACKOFF_MAX_MS;

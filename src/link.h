@@ -74,6 +74,12 @@ bool link_conn_error (int res);
 
 uint64_t link_mono_ns (void);
 
+/* addr with an inline iSCSI CHAP password replaced by "***" (for logs
+ * and status). */
+void link_redact (const char *addr, char *buf, size_t len);
+/* The FILE of an iSCSI URL's user%+FILE@ password, or NULL. */
+const char *link_secret_file (const char *addr, char *buf, size_t len);
+
 #ifdef HAVE_LIBNBD
 extern const struct link_ops link_nbd_ops;
 #endif

@@ -247,6 +247,13 @@ remote_legs_init (struct vdev *d)
     }
     snprintf (what, sizeof what, "device '%s' site %u", d->name, l->site);
     rlink_init (&l->link, ops, l->cfg->path, what);
+    {
+      char pf[512];
+      if (link_secret_file (l->cfg->path, pf, sizeof pf) && access (pf, R_OK) == -1) {
+        rep_error ("device '%s': leg at site %u: CHAP password file %s: %m", d->name, l->site, pf);
+        return -1;
+      }
+    }
     l->link.params.request_timeout_s = (unsigned) ((cs->request_timeout_ms + 999) / 1000);
     l->link.params.session_id = leg_session_id (l);
     l->link.connect_timeout_ms = cs->disconnect_timeout_ms < 10000 ? cs->disconnect_timeout_ms : 10000;
@@ -264,12 +271,12 @@ remote_legs_init (struct vdev *d)
       continue;
     }
     if (unsuitable) {
-      rep_error ("device '%s': leg %s at site %u refused: %s", d->name, l->cfg->path, l->site, err);
+      rep_error ("device '%s': leg %s at site %u refused: %s", d->name, l->link.shown, l->site, err);
       return -1;
     }
     rep_warn ("device '%s': leg %s at site %u is unreachable at start (%s); starting with the "
               "site disconnected, its entries stay in the log and it reconnects in the background",
-              d->name, l->cfg->path, l->site, err);
+              d->name, l->link.shown, l->site, err);
     rlink_set_error (&l->link, "%s", err);
     l->link.down_since_ns = link_mono_ns ();
   }
@@ -304,8 +311,15 @@ sites_mode_init (struct replicator *r, struct site *s)
   bool is_new = r->rec.new_sites & (1u << s->id);
   size_t i, j;
 
-  if (replog_site_mode (r->rl, s->id) == RL_MODE_LOG)
-    return 0;
+  if (replog_site_mode (r->rl, s->id) == RL_MODE_LOG) {
+    if (!(replog_site_flags (r->rl, s->id) & RL_SITE_IN_DOUBT))
+      return 0;
+    /* Which regions were in doubt was known only in memory. */
+    rep_warn ("site %u: writes were in doubt there before the restart (a connection was "
+              "aborted with writes in flight); moving it to dirty-log mode", s->id);
+    replog_set_site_dirty (r->rl, s->id);
+    s->in_doubt = true;
+  }
   s->served = false;
   s->dirty = true;
   for (i = 0; i < r->ndevs; i++)
@@ -317,7 +331,9 @@ sites_mode_init (struct replicator *r, struct site *s)
       l->initial_sync = is_new;
       bitmap_set_all (l->dirty);
     }
-  if (is_new)
+  if (s->in_doubt)
+    ;                            /* said above */
+  else if (is_new)
     rep_warn ("site %u: new legs need an initial sync before they are replicated from the log "
               "(set dirty_log sync = false, or initial-sync=false, for legs known to equal "
               "the device); the site stays in dirty-log mode until then", s->id);
@@ -1157,12 +1173,13 @@ replicator_status_json (struct replicator *r, bool pretty)
       uint64_t doubt = l->doubt ? bitmap_count (l->doubt) : 0;
       ls = leg_state (l, ls, st.committed_seq);
       json_object_object_add (jl, "site", json_object_new_int ((int) l->site));
-      json_object_object_add (jl, "path", jstr (l->cfg->path));
+      json_object_object_add (jl, "path", jstr (l->remote ? l->link.shown : l->cfg->path));
       json_object_object_add (jl, "transport", jstr (l->cfg->transport == TRANSPORT_NBD ? "nbd" :
                                                      l->cfg->transport == TRANSPORT_ISCSI ? "iscsi" : "path"));
       json_object_object_add (jl, "state", jstr (leg_state_name (ls)));
       json_object_object_add (jl, "consistent", json_object_new_boolean (
-        (ls == LEG_REPLICATING || ls == LEG_BEHIND || ls == LEG_DISCONNECTED) && doubt == 0));
+        (ls == LEG_REPLICATING || ls == LEG_BEHIND || ls == LEG_DISCONNECTED) && doubt == 0 &&
+        !r->sites[l->site].in_doubt));
       json_object_object_add (jl, "errors", json_object_new_int64 ((int64_t) l->errors));
       if (l->site == 0)
         json_object_object_add (jl, "direct_io", json_object_new_boolean (l->direct));

@@ -108,6 +108,8 @@ struct site {
   bool disconnected;             /* clients no longer wait for it */
   bool catching_up;              /* back after a disconnection, not caught up yet */
   bool dirty;                    /* dirty-log mode: not fed from the log */
+  bool in_doubt;                 /* writes of an aborted NBD connection may land
+                                    late: not consistent until resynchronised */
   uint64_t disconnects;
   int64_t bytes_base;            /* payload bytes pending at start */
   uint64_t bytes_done;           /* payload bytes applied since start */

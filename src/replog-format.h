@@ -33,12 +33,19 @@ struct rl_site_rec {
   uint64_t applied;      /* every entry with seq <= applied is durable there */
   uint8_t  present;      /* 1 = the site is configured */
   uint8_t  mode;         /* RL_MODE_LOG or RL_MODE_DIRTY */
-  uint8_t  pad[6];
+  uint8_t  flags;        /* RL_SITE_* (0 in logs written before it existed) */
+  uint8_t  pad[5];
 };
 _Static_assert (sizeof (struct rl_site_rec) == 16, "rl_site_rec is 16 bytes");
 
 #define RL_MODE_LOG    0
 #define RL_MODE_DIRTY  1
+
+/* Site flags. */
+#define RL_SITE_IN_DOUBT 1     /* a connection was aborted with writes in flight
+                                  that the remote may still apply: the site is not
+                                  a consistent prefix until those regions are
+                                  copied again (resync) */
 
 /* Per-device identity in the header (safety rule 7). */
 struct rl_dev_rec {

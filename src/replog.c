@@ -22,7 +22,9 @@
  * Header (struct rl_header, see replog-format.h for the byte table):
  *   magic "NBDRPLOG", version, header_size, generation, salt, geometry
  *   (log_size, block_size, desc_offset, ndesc, data_offset, data_blocks),
- *   per site (16): applied seq, present, mode (log / dirty-log); per device
+ *   per site (16): applied seq, present, mode (log / dirty-log), flags
+ *   (RL_SITE_IN_DOUBT: writes of an aborted connection may still land there,
+ *   so the site is not consistent until resynchronised); per device
  *   (32): name, size, block size; crc32c of bytes 0..4091 at 4092.
  *
  * Header validity: a copy is valid iff (1) magic and version match,
@@ -154,6 +156,7 @@ struct replog {
   uint32_t *slot_crc;            /* per slot: checksum computed by replog_fill */
   uint64_t pending_applied[RL_MAX_SITES]; /* posted by workers, not yet in the header */
   uint32_t pending_dirty;        /* sites to switch to dirty-log mode in the next header */
+  uint8_t pending_flags[RL_MAX_SITES]; /* site flags to set in the next header */
   replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
   void *release_opaque;
   int wakers[RL_MAX_SITES];      /* eventfds poked when workers have something to do */
@@ -832,6 +835,9 @@ header_pending (struct replog *rl)
   if (rl->pending_dirty)
     return true;
   for (i = 0; i < RL_MAX_SITES; i++)
+    if (rl->pending_flags[i] & ~rl->hdr.sites[i].flags)
+      return true;
+  for (i = 0; i < RL_MAX_SITES; i++)
     if (rl->hdr.sites[i].present && rl->pending_applied[i] > rl->hdr.sites[i].applied)
       return true;
   return false;
@@ -844,6 +850,8 @@ header_with_pending (struct replog *rl)
   struct rl_header h = rl->hdr;
   unsigned i;
   for (i = 0; i < RL_MAX_SITES; i++) {
+    if (h.sites[i].present)
+      h.sites[i].flags |= rl->pending_flags[i];
     if (h.sites[i].present && (rl->pending_dirty & (1u << i)))
       h.sites[i].mode = RL_MODE_DIRTY;
     else if (h.sites[i].present && h.sites[i].mode == RL_MODE_LOG &&
@@ -1356,7 +1364,10 @@ replog_set_site_dirty (struct replog *rl, unsigned site)
   int r = 0;
 
   pthread_mutex_lock (&rl->lock);
-  if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
+  if (rl->hdr.sites[site].mode != RL_MODE_DIRTY && !rl->syncer_running) {
+    rl->pending_dirty |= 1u << site;     /* written by the syncer's first round */
+  }
+  else if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
     rl->pending_dirty |= 1u << site;
     rl->applied_waiters++;
     pthread_cond_signal (&rl->syncer_cv);
@@ -1370,6 +1381,36 @@ replog_set_site_dirty (struct replog *rl, unsigned site)
   }
   pthread_mutex_unlock (&rl->lock);
   return r;
+}
+
+int
+replog_set_site_flags (struct replog *rl, unsigned site, uint8_t flags)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&rl->lock);
+  rl->pending_flags[site] |= flags;
+  rl->applied_waiters++;
+  pthread_cond_signal (&rl->syncer_cv);
+  while ((rl->hdr.sites[site].flags & flags) != flags && !rl->failed)
+    pthread_cond_wait (&rl->durable_cv, &rl->lock);
+  rl->applied_waiters--;
+  if ((rl->hdr.sites[site].flags & flags) != flags) {
+    errno = EIO;
+    r = -1;
+  }
+  pthread_mutex_unlock (&rl->lock);
+  return r;
+}
+
+uint8_t
+replog_site_flags (struct replog *rl, unsigned site)
+{
+  uint8_t f;
+  pthread_mutex_lock (&rl->lock);
+  f = rl->hdr.sites[site].flags;
+  pthread_mutex_unlock (&rl->lock);
+  return f;
 }
 
 bool

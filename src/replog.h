@@ -110,8 +110,11 @@ void replog_remove_waker (struct replog *rl, int fd);
 int replog_site_mode (struct replog *rl, unsigned site);
 /* Move a site to dirty-log mode: returns once a durable header says so
  * (from then on its applied no longer holds the tail).  -1/EIO if the log
- * failed. */
+ * failed.  Before replog_start, only queued for the first header write. */
 int replog_set_site_dirty (struct replog *rl, unsigned site);
+/* Set site flags (RL_SITE_*); returns once a durable header has them. */
+int replog_set_site_flags (struct replog *rl, unsigned site, uint8_t flags);
+uint8_t replog_site_flags (struct replog *rl, unsigned site);
 /* Writers wait for space and this site is (one of) the oldest. */
 bool replog_site_holds_full_log (struct replog *rl, unsigned site);
 

@@ -16,6 +16,7 @@
 struct rlink {
   const struct link_ops *ops;
   const char *addr;
+  char shown[512];               /* addr for messages (no inline password) */
   char what[128];                /* "device 'x' site 1" for messages */
   struct link_params params;     /* deadline filled per attempt */
   uint64_t connect_timeout_ms;

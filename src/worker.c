@@ -261,16 +261,24 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   disarm_poll (w, l);
   k->ops->close (k->conn);
   k->conn = NULL;
-  if (ndoubt)
+  if (ndoubt) {
     l->doubt_events++;
+    /* Durably, before anything newer is sent: after a crash the site must
+     * not claim to be a consistent prefix either. */
+    if (!w->site->in_doubt &&
+        replog_set_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT) == -1)
+      rep_error ("site %u: could not record the in-doubt writes in the log header: %m",
+                 w->site->id);
+    w->site->in_doubt = true;
+  }
   rlink_set_error (k, "%s", why);
   if (ndoubt)
     rep_warn ("%s: connection to %s dropped (%s); %u writes in flight are in doubt "
               "(the remote may still apply them): their regions are marked for resync",
-              k->what, k->addr, why, ndoubt);
+              k->what, k->shown, why, ndoubt);
   else
     rep_warn ("%s: connection to %s lost (%s); reconnecting, its entries stay in the log",
-              k->what, k->addr, why);
+              k->what, k->shown, why);
   if (l->ckpt_pending) {
     l->ckpt_pending = 0;
     ckpt_result (w, -ENOTCONN);
@@ -356,7 +364,7 @@ links_service (struct worker *w, uint64_t now)
       k->gen++;
       k->connects++;
       l->lbs = info.block_size;
-      rep_info ("%s: connected to %s (%s, %" PRIu64 " bytes)", k->what, k->addr, k->ops->name, info.size);
+      rep_info ("%s: connected to %s (%s, %" PRIu64 " bytes)", k->what, k->shown, k->ops->name, info.size);
     }
     if (tick && k->ops->tick (k->conn) == -1) {
       link_down (w, l, false, "connection closed");
@@ -1137,6 +1145,8 @@ worker_start (struct site *s)
       if (l->remote) {
         w->nremote++;
         if (!l->link.up) {
+          if (!s->disconnected)
+            s->disconnects++;
           s->disconnected = true;          /* unreachable at start */
           rlink_want (&l->link);
         }
