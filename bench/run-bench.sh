@@ -978,7 +978,8 @@ ps -eo pcpu,pid,etimes,comm --sort=-pcpu | head -8 >"$RUN/ps-start.txt"
 say "raw results in $RUN"
 say "writing backing files ($SIZE each) in $BENCH_DIR"
 IMGS=()
-for c in $CONFIGS $LONG_CONFIGS; do
+LONG_USED=; [ "$LONG_RUNTIME" -gt 0 ] 2>/dev/null && LONG_USED=$LONG_CONFIGS
+for c in $CONFIGS $LONG_USED; do
   for img in $(img_of "$c") $(remote_img_of "$c"); do
     case " ${IMGS[*]} " in *" $img "*) ;; *) IMGS+=("$img");; esac
   done
