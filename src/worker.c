@@ -56,6 +56,7 @@
 #define ZBUF_SIZE        (1u << 20)
 #define CKPT_INTERVAL_NS (500u * 1000000u)    /* checkpoint at least this often */
 #define CKPT_FULL_NS     (5u * 1000000u)      /* ... or this often while the log is full */
+#define CKPT_IDLE_NS     (20u * 1000000u)     /* ... or once idle this long */
 #define RETRY_NS         (200u * 1000000u)    /* pause before retrying a failed request */
 #define TICK_MS          100u
 #define STOP_REMOTE_NS   (2000u * 1000000u)   /* remote sites: bound on the stop */
@@ -963,7 +964,11 @@ want_ckpt (struct worker *w, uint64_t now, uint64_t durable)
   if (w->done <= w->posted || w->ckpt_busy || now < w->ckpt_retry_at)
     return false;
   if (w->ninflight == 0 && w->next > durable)
-    return true;                           /* idle */
+    /* Idle: not at once, which would cost a leg flush and a header write
+     * per request at low queue depths (and delay a sync write's own log
+     * sync behind a header round). */
+    return since (now, w->last_progress_ns) >= CKPT_IDLE_NS || w->stop_at ||
+      replog_space_wanted (w->r->rl);
   return age > CKPT_INTERVAL_NS || w->done - w->posted > w->ndesc / 4 ||
     (age > CKPT_FULL_NS && replog_space_wanted (w->r->rl));
 }
@@ -1045,14 +1050,10 @@ local_loop (struct worker *w)
       if (st.committed_seq < w->next || mono_ns () > w->stop_at)
         break;
     }
-    if (w->done > w->posted) {
-      if (now < w->ckpt_retry_at) {        /* a flush failed: pause before retrying */
-        struct timespec ts = { 0, 10 * 1000000 };
-        nanosleep (&ts, NULL);
-      }
-      continue;
-    }
-    replog_wait_work (r->rl, w->next - 1, TICK_MS);
+    /* Idle.  With applied progress not yet posted (the idle checkpoint is
+     * due shortly, or a flush failed and waits for its retry) look again
+     * soon; new work wakes us at once either way. */
+    replog_wait_work (r->rl, w->next - 1, w->done > w->posted ? 5 : TICK_MS);
   }
 }
 
