@@ -651,7 +651,8 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
       get_uint (c, m, "queue_depth", 1, MAX_QUEUE_DEPTH, &s->queue_depth) == -1)
     return -1;
   if (s->disconnect_timeout_ms == 0) {
-    where_error (c, s->line, "disconnect_timeout", "must be positive");
+    m = config_setting_get_member (g, "disconnect_timeout");
+    where_error (c, m ? setting_line (m) : s->line, "disconnect_timeout", "must be positive");
     return -1;
   }
   return 0;
@@ -1044,8 +1045,15 @@ cfg_short_set (struct cfg_short *s, const char *key, const char *value)
     return short_size (key, value, &s->size, &s->have_size);
   if (!strcmp (key, "region-size"))
     return short_size (key, value, &s->region_size, &s->have_region);
-  if (!strcmp (key, "disconnect-timeout"))
-    return short_time (key, value, &s->disconnect_ms, &s->have_disconnect);
+  if (!strcmp (key, "disconnect-timeout")) {
+    if (short_time (key, value, &s->disconnect_ms, &s->have_disconnect) == -1)
+      return -1;
+    if (s->disconnect_ms == 0) {
+      rep_error ("disconnect-timeout=%s: must be positive", value);
+      return -1;
+    }
+    return 0;
+  }
   if (!strcmp (key, "pull-ahead"))
     return short_time (key, value, &s->pull_ahead_ms, &s->have_pull_ahead);
   if (!strcmp (key, "request-timeout"))

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -29,6 +30,7 @@ struct control {
   int lfd;
   int stop_pipe[2];
   pthread_t thread;
+  bool running;                  /* the thread was started */
 };
 
 static char *
@@ -162,7 +164,7 @@ mkdir_parent (const char *path)
 }
 
 struct control *
-control_start (struct replicator *r, const char *path, const char *group)
+control_open (struct replicator *r, const char *path, const char *group)
 {
   struct control *c = calloc (1, sizeof *c);
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -205,10 +207,6 @@ control_start (struct replicator *r, const char *path, const char *group)
   }
   if (listen (c->lfd, 16) == -1)
     goto err;
-  if ((e = pthread_create (&c->thread, NULL, control_thread, c)) != 0) {
-    errno = e;
-    goto err;
-  }
   return c;
  err:
   if (errno)
@@ -224,13 +222,27 @@ control_start (struct replicator *r, const char *path, const char *group)
   return NULL;
 }
 
+int
+control_run (struct control *c)
+{
+  int e = pthread_create (&c->thread, NULL, control_thread, c);
+  if (e) {
+    errno = e;
+    rep_error ("control socket %s: cannot start its thread: %m", c->path);
+    return -1;
+  }
+  c->running = true;
+  return 0;
+}
+
 void
 control_stop (struct control *c)
 {
   if (!c)
     return;
   (void) !write (c->stop_pipe[1], "x", 1);
-  pthread_join (c->thread, NULL);
+  if (c->running)
+    pthread_join (c->thread, NULL);
   close (c->lfd);
   close (c->stop_pipe[0]);
   close (c->stop_pipe[1]);

@@ -12,8 +12,12 @@
 struct replicator;
 struct control;
 
-/* Listen on path; NULL on error (reported). */
-struct control *control_start (struct replicator *r, const char *path, const char *group);
+/* Listen on path (before nbdkit forks: the socket exists once the server
+ * is ready, and connections queue until control_run); NULL on error
+ * (reported). */
+struct control *control_open (struct replicator *r, const char *path, const char *group);
+/* Start answering (after the fork). */
+int control_run (struct control *c);
 void control_stop (struct control *c);
 /* Answer one command line (malloc'd JSON).  Exposed for tests. */
 char *control_handle (struct replicator *r, const char *line);

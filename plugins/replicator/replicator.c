@@ -148,6 +148,10 @@ replicator_get_ready (void)
   cfg = NULL;                      /* owned by rep now (freed on error too) */
   if (!rep)
     return -1;
+  ctl = control_open (rep, rep->cfg->control.socket, rep->cfg->control.group);
+  if (!ctl)
+    nbdkit_error ("warning: control socket %s is not available; replctl cannot reach "
+                  "this instance", rep->cfg->control.socket);
   return 0;
 }
 
@@ -156,10 +160,10 @@ replicator_after_fork (void)
 {
   if (replicator_start (rep) == -1)
     return -1;
-  ctl = control_start (rep, rep->cfg->control.socket, rep->cfg->control.group);
-  if (!ctl)
-    nbdkit_error ("warning: control socket %s is not available; replctl cannot reach "
-                  "this instance", rep->cfg->control.socket);
+  if (ctl && control_run (ctl) == -1) {
+    control_stop (ctl);
+    ctl = NULL;
+  }
   return 0;
 }
 
