@@ -1192,7 +1192,11 @@ replicator_status_json (struct replicator *r, bool pretty)
       }
       if (l->remote) {
         char err[256];
-        rlink_get_error (&l->link, err, sizeof err);
+        /* The leg's own I/O error (set by its worker) first, else the
+         * connection's.  Bounded copy: the worker may be rewriting it. */
+        snprintf (err, sizeof err, "%.*s", (int) sizeof l->last_error - 1, l->last_error);
+        if (!err[0])
+          rlink_get_error (&l->link, err, sizeof err);
         json_object_object_add (jl, "link", jstr (__atomic_load_n (&l->link.up, __ATOMIC_RELAXED) ? "up" : "down"));
         json_object_object_add (jl, "connects", json_object_new_int64 ((int64_t) l->link.connects));
         json_object_object_add (jl, "drops", json_object_new_int64 ((int64_t) l->link.drops));

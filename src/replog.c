@@ -156,6 +156,7 @@ struct replog {
   uint32_t *slot_crc;            /* per slot: checksum computed by replog_fill */
   uint64_t pending_applied[RL_MAX_SITES]; /* posted by workers, not yet in the header */
   uint32_t pending_dirty;        /* sites to switch to dirty-log mode in the next header */
+  bool syncing;                  /* a sync round is under way */
   uint8_t pending_flags[RL_MAX_SITES]; /* site flags to set in the next header */
   replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
   void *release_opaque;
@@ -873,9 +874,27 @@ fail_log (struct replog *rl, const char *what)
   wake_workers (rl);
 }
 
-/* One sync round, called with the lock held; drops it during I/O. */
+static void sync_round_locked (struct replog *rl);
+
+/* One sync round, called with the lock held; drops it during I/O.  Run by
+ * the syncer, or by a writer waiting for durability when no round is
+ * under way (one thread hop less on a synchronous write's path). */
 static void
 sync_round (struct replog *rl)
+{
+  while (rl->syncing && !rl->failed)     /* one round at a time */
+    pthread_cond_wait (&rl->durable_cv, &rl->lock);
+  if (rl->failed || (rl->committed_seq <= rl->durable_seq && !header_pending (rl)))
+    return;                              /* the round we waited for did it all */
+  rl->syncing = true;
+  sync_round_locked (rl);
+  rl->syncing = false;
+  pthread_cond_broadcast (&rl->durable_cv);
+  pthread_cond_signal (&rl->syncer_cv);
+}
+
+static void
+sync_round_locked (struct replog *rl)
 {
   uint64_t c = rl->committed_seq;
   bool hdr = header_pending (rl);
@@ -1203,9 +1222,14 @@ replog_wait_durable (struct replog *rl, uint64_t seq)
 
   pthread_mutex_lock (&rl->lock);
   rl->flush_waiters++;
-  pthread_cond_signal (&rl->syncer_cv);
-  while (rl->durable_seq < seq && !rl->failed)
+  while (rl->durable_seq < seq && !rl->failed) {
+    if (!rl->syncing && rl->syncer_running && !rl->stopping && rl->committed_seq >= seq) {
+      sync_round (rl);                   /* do it ourselves: group commit still */
+      continue;
+    }
+    pthread_cond_signal (&rl->syncer_cv);
     pthread_cond_wait (&rl->durable_cv, &rl->lock);
+  }
   rl->flush_waiters--;
   if (rl->failed) {
     errno = EIO;
