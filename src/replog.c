@@ -1270,22 +1270,49 @@ replog_post_applied (struct replog *rl, unsigned site, uint64_t seq)
   pthread_mutex_unlock (&rl->lock);
 }
 
-int
-replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq)
+/* What a header waiter waits for, checked under the lock. */
+enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_FLAGS };
+
+static bool
+hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
+{
+  const struct rl_site_rec *s = &rl->hdr.sites[site];
+  switch (g) {
+  case HDR_APPLIED:              /* (a site leaving log mode never gets there) */
+    return s->applied >= arg || s->mode != RL_MODE_LOG || (rl->pending_dirty & (1u << site));
+  case HDR_DIRTY:
+    return s->mode == RL_MODE_DIRTY;
+  case HDR_FLAGS:
+    return (s->flags & arg) == arg;
+  }
+  return true;
+}
+
+/* Wait until a durable header reaches the goal (the syncer writes it at
+ * once: applied_waiters makes it urgent).  -1/EIO if the log failed. */
+static int
+wait_header (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
 {
   int r = 0;
 
-  pthread_mutex_lock (&rl->lock);
   rl->applied_waiters++;
   pthread_cond_signal (&rl->syncer_cv);
-  while (rl->hdr.sites[site].applied < seq && !rl->failed &&
-         rl->hdr.sites[site].mode == RL_MODE_LOG && !(rl->pending_dirty & (1u << site)))
+  while (!hdr_reached (rl, g, site, arg) && !rl->failed)
     pthread_cond_wait (&rl->durable_cv, &rl->lock);
   rl->applied_waiters--;
   if (rl->failed) {
     errno = EIO;
     r = -1;
   }
+  return r;
+}
+
+int
+replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq)
+{
+  int r;
+  pthread_mutex_lock (&rl->lock);
+  r = wait_header (rl, HDR_APPLIED, site, seq);
   pthread_mutex_unlock (&rl->lock);
   return r;
 }
@@ -1388,20 +1415,10 @@ replog_set_site_dirty (struct replog *rl, unsigned site)
   int r = 0;
 
   pthread_mutex_lock (&rl->lock);
-  if (rl->hdr.sites[site].mode != RL_MODE_DIRTY && !rl->syncer_running) {
-    rl->pending_dirty |= 1u << site;     /* written by the syncer's first round */
-  }
-  else if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
+  if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
     rl->pending_dirty |= 1u << site;
-    rl->applied_waiters++;
-    pthread_cond_signal (&rl->syncer_cv);
-    while (rl->hdr.sites[site].mode != RL_MODE_DIRTY && !rl->failed)
-      pthread_cond_wait (&rl->durable_cv, &rl->lock);
-    rl->applied_waiters--;
-    if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
-      errno = EIO;
-      r = -1;
-    }
+    if (rl->syncer_running)              /* else: the syncer's first round */
+      r = wait_header (rl, HDR_DIRTY, site, 0);
   }
   pthread_mutex_unlock (&rl->lock);
   return r;
@@ -1410,19 +1427,11 @@ replog_set_site_dirty (struct replog *rl, unsigned site)
 int
 replog_set_site_flags (struct replog *rl, unsigned site, uint8_t flags)
 {
-  int r = 0;
+  int r;
 
   pthread_mutex_lock (&rl->lock);
   rl->pending_flags[site] |= flags;
-  rl->applied_waiters++;
-  pthread_cond_signal (&rl->syncer_cv);
-  while ((rl->hdr.sites[site].flags & flags) != flags && !rl->failed)
-    pthread_cond_wait (&rl->durable_cv, &rl->lock);
-  rl->applied_waiters--;
-  if ((rl->hdr.sites[site].flags & flags) != flags) {
-    errno = EIO;
-    r = -1;
-  }
+  r = wait_header (rl, HDR_FLAGS, site, flags);
   pthread_mutex_unlock (&rl->lock);
   return r;
 }

@@ -79,28 +79,12 @@ for e in st["errors"][:5]: print("  writer error:", e)
 PY
 
 # ---- status trace: replctl status --json every 0.1 s into a file, one line per sample ----
-cat > "$T/monitor.py" <<'PY'
-# monitor.py REPLCTL CTL OUT STOPFILE
-import json, os, subprocess, sys, time
-replctl, ctl, out, stop = sys.argv[1:5]
-t0 = time.monotonic()
-with open(out, "w") as f:
-    while not os.path.exists(stop):
-        p = subprocess.run([replctl, "-s", ctl, "status", "--json"], capture_output=True)
-        if p.returncode == 0:
-            try:
-                j = json.loads(p.stdout); j["t"] = round(time.monotonic() - t0, 2)
-                f.write(json.dumps(j) + "\n"); f.flush()
-            except ValueError:
-                pass
-        time.sleep(0.1)
-PY
 # trace_eval FILE PYEXPR: PYEXPR over S (list of samples; each has t = seconds since start)
 trace_eval() {
   python3 -c 'import json,sys; S=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(eval(sys.argv[2]))' "$1" "$2"
 }
 MON=
-mon_start() { rm -f "$T/$1.mstop"; python3 "$T/monitor.py" "$REPLCTL" "$T/$1.ctl" "$T/$1.trace" "$T/$1.mstop" & MON=$!; }
+mon_start() { rm -f "$T/$1.mstop"; python3 "$TESTDIR/status-monitor.py" "$REPLCTL" "$T/$1.ctl" "$T/$1.trace" "$T/$1.mstop" & MON=$!; }
 mon_stop() { touch "$T/$1.mstop"; wait "$MON" 2>/dev/null; }
 
 # wait_for CTL PYEXPR TIMEOUT_S: poll status until PYEXPR (on j) is True
