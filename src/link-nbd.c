@@ -224,13 +224,40 @@ nbdl_events (void *v, int *fd)
   return dir_events (c->h);
 }
 
+/* Data (or EOF, or an error) waits on the socket.  libnbd must only be
+ * told "readable" when it is: in the READY state a read notification moves
+ * it to REPLY.START, and if the read there finds nothing it stays in that
+ * state, where commands queued meanwhile are not sent until a reply comes.
+ * With nothing in flight none ever comes.  io_uring poll results can say
+ * POLLIN when nothing is there (seen under load: the mask is the wake-up's,
+ * not the socket's state when we look), so look first. */
+static bool
+readable (int fd)
+{
+  char b;
+  ssize_t r = recv (fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+#define NOTIFY_MAX_READS 256     /* replies taken per wake-up, at most */
+
 static int
 nbdl_notify (void *v, int revents)
 {
   struct nbd_link *c = v;
-  if (revents & (POLLIN | POLLHUP | POLLERR))
-    nbd_aio_notify_read (c->h);
-  else if (revents & POLLOUT)
+  int fd = nbd_aio_get_fd (c->h), n;
+
+  /* libnbd reads one reply per notification and then waits in READY:
+   * take every reply already on the socket now rather than one per poll
+   * round trip. */
+  for (n = 0; n < NOTIFY_MAX_READS && fd >= 0; n++) {
+    if (!(nbd_aio_get_direction (c->h) & LIBNBD_AIO_DIRECTION_READ) || !readable (fd))
+      break;
+    if (nbd_aio_notify_read (c->h) == -1 || gone (c->h))
+      return -1;
+  }
+  if ((revents & POLLOUT) && !gone (c->h) &&
+      (nbd_aio_get_direction (c->h) & LIBNBD_AIO_DIRECTION_WRITE))
     nbd_aio_notify_write (c->h);
   return gone (c->h) ? -1 : 0;
 }
