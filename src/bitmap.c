@@ -63,3 +63,54 @@ bitmap_count (const struct bitmap *b)
     n += (uint64_t) __builtin_popcountll (__atomic_load_n (&b->words[i], __ATOMIC_RELAXED));
   return n;
 }
+
+bool
+bitmap_test (const struct bitmap *b, uint64_t bit)
+{
+  return bit < b->nbits &&
+    (__atomic_load_n (&b->words[bit / 64], __ATOMIC_RELAXED) & (1ull << (bit % 64)));
+}
+
+void
+bitmap_clear_bits (struct bitmap *b, uint64_t first, uint64_t n)
+{
+  uint64_t i;
+  for (i = first; i < first + n && i < b->nbits; i++)
+    __atomic_fetch_and (&b->words[i / 64], ~(1ull << (i % 64)), __ATOMIC_RELAXED);
+}
+
+uint64_t
+bitmap_next_set (const struct bitmap *b, uint64_t from)
+{
+  uint64_t i, w;
+
+  if (from >= b->nbits)
+    return b->nbits;
+  i = from / 64;
+  w = __atomic_load_n (&b->words[i], __ATOMIC_RELAXED) & (~0ull << (from % 64));
+  for (;;) {
+    if (w) {
+      uint64_t bit = i * 64 + (uint64_t) __builtin_ctzll (w);
+      return bit < b->nbits ? bit : b->nbits;
+    }
+    if (++i >= (b->nbits + 63) / 64)
+      return b->nbits;
+    w = __atomic_load_n (&b->words[i], __ATOMIC_RELAXED);
+  }
+}
+
+uint64_t
+bitmap_merge (struct bitmap *dst, struct bitmap *src)
+{
+  uint64_t i, n = 0;
+  if (dst->nbits != src->nbits)
+    return 0;
+  for (i = 0; i < (src->nbits + 63) / 64; i++) {
+    uint64_t w = __atomic_exchange_n (&src->words[i], 0, __ATOMIC_RELAXED);
+    if (w) {
+      n += (uint64_t) __builtin_popcountll (w);
+      __atomic_fetch_or (&dst->words[i], w, __ATOMIC_RELAXED);
+    }
+  }
+  return n;
+}

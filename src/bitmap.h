@@ -4,6 +4,7 @@
 #ifndef REPLICATOR_BITMAP_H
 #define REPLICATOR_BITMAP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct bitmap {
@@ -20,5 +21,12 @@ void bitmap_free (struct bitmap *b);
 void bitmap_set_range (struct bitmap *b, uint64_t off, uint64_t len);
 void bitmap_set_all (struct bitmap *b);
 uint64_t bitmap_count (const struct bitmap *b);
+bool bitmap_test (const struct bitmap *b, uint64_t bit);
+/* Clear bits [first, first + n). */
+void bitmap_clear_bits (struct bitmap *b, uint64_t first, uint64_t n);
+/* The first set bit >= from, or nbits. */
+uint64_t bitmap_next_set (const struct bitmap *b, uint64_t from);
+/* dst |= src, src = 0 (same geometry); returns the bits moved. */
+uint64_t bitmap_merge (struct bitmap *dst, struct bitmap *src);
 
 #endif

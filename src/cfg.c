@@ -606,7 +606,7 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
 {
   static const char *const keys[] = {
     "id", "policy", "fall_behind", "disconnect_timeout", "pull_ahead", "request_timeout",
-    "queue_depth", NULL
+    "queue_depth", "resync_rate", NULL
   };
   const config_setting_t *m;
 
@@ -649,6 +649,9 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
     return -1;
   if ((m = config_setting_get_member (g, "queue_depth")) &&
       get_uint (c, m, "queue_depth", 1, MAX_QUEUE_DEPTH, &s->queue_depth) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "resync_rate")) &&
+      get_size (c, m, "resync_rate", &s->resync_rate) == -1)
     return -1;
   if (s->disconnect_timeout_ms == 0) {
     m = config_setting_get_member (g, "disconnect_timeout");
@@ -908,7 +911,8 @@ struct cfg_short {
   char **remotes;
   size_t nremotes;
   uint64_t log_size, log_offset, size, region_size, disconnect_ms, commit_ms;
-  uint64_t pull_ahead_ms, request_timeout_ms;
+  uint64_t pull_ahead_ms, request_timeout_ms, resync_rate;
+  bool have_resync_rate;
   bool have_log_size, have_size, have_region, have_disconnect, have_commit;
   bool have_pull_ahead, have_request_timeout;
   bool initial_sync, have_initial_sync;
@@ -1054,6 +1058,8 @@ cfg_short_set (struct cfg_short *s, const char *key, const char *value)
     }
     return 0;
   }
+  if (!strcmp (key, "resync-rate"))
+    return short_size (key, value, &s->resync_rate, &s->have_resync_rate);
   if (!strcmp (key, "pull-ahead"))
     return short_time (key, value, &s->pull_ahead_ms, &s->have_pull_ahead);
   if (!strcmp (key, "request-timeout"))
@@ -1200,6 +1206,8 @@ cfg_short_finish (struct cfg_short *s)
       st->pull_ahead_ms = s->pull_ahead_ms;
     if (s->have_request_timeout)
       st->request_timeout_ms = s->request_timeout_ms;
+    if (s->have_resync_rate)
+      st->resync_rate = s->resync_rate;
   }
 
   c->ndevices = 1;

@@ -26,6 +26,7 @@ struct cfg_site {
   uint64_t fall_behind_value;       /* entries, bytes or milliseconds */
   uint64_t disconnect_timeout_ms;   /* default 30 s */
   uint64_t pull_ahead_ms;           /* default = disconnect_timeout */
+  uint64_t resync_rate;             /* bytes/s of resync copies, 0 = unlimited (default) */
   uint64_t request_timeout_ms;      /* remote request deadline: the connection is
                                        dropped; default 2 x disconnect_timeout */
   unsigned queue_depth;             /* requests in flight per leg, default 32 */

@@ -312,7 +312,18 @@ sites_mode_init (struct replicator *r, struct site *s)
   size_t i, j;
 
   if (replog_site_mode (r->rl, s->id) == RL_MODE_LOG) {
-    if (!(replog_site_flags (r->rl, s->id) & RL_SITE_IN_DOUBT))
+    uint8_t f = replog_site_flags (r->rl, s->id);
+    if ((f & RL_SITE_RESYNC) && !(f & RL_SITE_IN_DOUBT)) {
+      /* Back in log mode, copying its dirty regions, when it stopped. */
+      rep_warn ("site %u: a resync was under way at the last stop; its in-memory dirty logs "
+                "did not survive, so every region is copied again", s->id);
+      for (i = 0; i < r->ndevs; i++)
+        for (j = 0; j < r->devs[i].nlegs; j++)
+          if (r->devs[i].legs[j].site == s->id)
+            bitmap_set_all (r->devs[i].legs[j].dirty);
+      return 0;
+    }
+    if (!(f & RL_SITE_IN_DOUBT))
       return 0;
     /* Which regions were in doubt was known only in memory. */
     rep_warn ("site %u: writes were in doubt there before the restart (a connection was "
@@ -320,7 +331,6 @@ sites_mode_init (struct replicator *r, struct site *s)
     replog_set_site_dirty (r->rl, s->id);
     s->in_doubt = true;
   }
-  s->served = false;
   s->dirty = true;
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {
@@ -683,8 +693,10 @@ copy_piece (const struct ov_piece *p, void *opaque)
   g->cursor = e;
 }
 
+/* The device's content (leg + unapplied entries), without counting it as a
+ * client read. */
 int
-rdev_pread (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
+rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
 {
   struct gaps g = { .start = offset, .end = offset + count, .cursor = offset, .buf = buf, .cap = 16 };
   size_t i;
@@ -718,9 +730,45 @@ rdev_pread (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
   }
   if (g.v != g.inline_v)
     free (g.v);
+  return r;
+}
+
+int
+rdev_pread (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
+{
+  int r = rdev_read_view (d, buf, count, offset);
   __atomic_add_fetch (&d->reads, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch (&d->bytes_read, count, __ATOMIC_RELAXED);
   return r;
+}
+
+static void
+note_piece (const struct ov_piece *p, void *opaque)
+{
+  (void) p;
+  *(bool *) opaque = true;
+}
+
+uint64_t
+rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len)
+{
+  bool any = false;
+  off_t data;
+
+  if (off >= d->size)
+    return off;
+  if (len > d->size - off)
+    len = d->size - off;
+  /* Same order as a read: the overlay, then the leg. */
+  pthread_mutex_lock (&d->ov_lock);
+  overlay_foreach (d->ov, off, off + len, note_piece, &any);
+  pthread_mutex_unlock (&d->ov_lock);
+  if (any || d->local->is_blk)
+    return off;
+  data = lseek (d->local->fd, (off_t) off, SEEK_DATA);
+  if (data == -1)
+    return errno == ENXIO ? off + len : off;   /* ENXIO: no data up to EOF */
+  return (uint64_t) data > off + len ? off + len : (uint64_t) data;
 }
 
 /* ---- writes ------------------------------------------------------------------------- */
@@ -1061,6 +1109,8 @@ leg_state (struct leg *l, enum leg_state raw, uint64_t last)
     return raw;
   if (s->dirty)
     return LEG_DIRTY;
+  if (s->resyncing)
+    return LEG_RESYNCING;
   if (__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED))
     return LEG_DISCONNECTED;
   if (raw == LEG_FAILED)
@@ -1074,6 +1124,54 @@ static json_object *
 jstr (const char *s)
 {
   return json_object_new_string (s ? s : "");
+}
+
+/* Regions a site's legs still miss (their dirty logs). */
+static uint64_t
+site_dirty_regions (struct site *s)
+{
+  struct replicator *r = s->r;
+  uint64_t n = 0;
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++)
+      if (r->devs[i].legs[j].site == s->id && r->devs[i].legs[j].dirty)
+        n += bitmap_count (r->devs[i].legs[j].dirty);
+  return n;
+}
+
+static json_object *
+site_resync_json (struct site *s)
+{
+  json_object *o = json_object_new_object ();
+  uint64_t left = site_dirty_regions (s);
+  bool active = __atomic_load_n (&s->resyncing, __ATOMIC_RELAXED);
+  uint64_t copied = __atomic_load_n (&s->resync_copied, __ATOMIC_RELAXED);
+  uint64_t bytes = __atomic_load_n (&s->resync_bytes, __ATOMIC_RELAXED);
+  uint64_t zbytes = __atomic_load_n (&s->resync_zero_bytes, __ATOMIC_RELAXED);
+  double secs = 0, rate = 0, eta = -1;
+
+  if (active) {
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    secs = ((double) ts.tv_sec * 1e9 + (double) ts.tv_nsec - (double) s->resync_started_ns) / 1e9;
+    if (secs > 0.5 && copied) {
+      rate = (double) copied / secs;       /* regions per second */
+      eta = (double) left / rate;
+    }
+  }
+  json_object_object_add (o, "active", json_object_new_boolean (active));
+  json_object_object_add (o, "regions_total", json_object_new_int64 ((int64_t) s->resync_regions));
+  json_object_object_add (o, "regions_copied", json_object_new_int64 ((int64_t) copied));
+  json_object_object_add (o, "regions_left", json_object_new_int64 ((int64_t) left));
+  json_object_object_add (o, "bytes_copied", json_object_new_int64 ((int64_t) bytes));
+  json_object_object_add (o, "bytes_zeroed", json_object_new_int64 ((int64_t) zbytes));
+  json_object_object_add (o, "bytes_per_second", json_object_new_double (
+    active && secs > 0.5 ? (double) (bytes + zbytes) / secs : 0));
+  json_object_object_add (o, "eta_seconds", json_object_new_double (eta));
+  json_object_object_add (o, "rate_limit", json_object_new_int64 ((int64_t) s->cfg->resync_rate));
+  json_object_object_add (o, "finished", json_object_new_int64 ((int64_t) s->resyncs));
+  return o;
 }
 
 char *
@@ -1123,7 +1221,7 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_object_add (js, "id", json_object_new_int ((int) s->id));
     json_object_object_add (js, "policy", jstr (cfg_policy_name (s->cfg->policy)));
     json_object_object_add (js, "link", jstr (site_link_name (s)));
-    json_object_object_add (js, "mode", jstr (s->dirty ? "dirty" : "log"));
+    json_object_object_add (js, "mode", jstr (s->dirty ? "dirty" : s->resyncing ? "resync" : "log"));
     json_object_object_add (js, "applied_seq", json_object_new_int64 ((int64_t) applied));
     json_object_object_add (js, "done_seq", json_object_new_int64 (
       (int64_t) __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED)));
@@ -1150,6 +1248,8 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_object_add (js, "disconnect_timeout_ms", json_object_new_int64 ((int64_t) s->cfg->disconnect_timeout_ms));
     json_object_object_add (js, "pull_ahead_ms", json_object_new_int64 ((int64_t) s->cfg->pull_ahead_ms));
     json_object_object_add (js, "disconnects", json_object_new_int64 ((int64_t) s->disconnects));
+    if (s->id)
+      json_object_object_add (js, "resync", site_resync_json (s));
     json_object_array_add (sites, js);
   }
   json_object_object_add (root, "sites", sites);

@@ -60,6 +60,7 @@ struct leg {
    * still execute them after newer writes (safety rule 5).  Not consistent
    * until they are copied again (resync). */
   struct bitmap *doubt;
+  bool doubt_pending;            /* doubt has bits not yet queued for a copy (worker) */
   uint64_t doubt_events;
   char last_error[160];          /* last I/O error on this leg (worker) */
 };
@@ -111,6 +112,15 @@ struct site {
   bool in_doubt;                 /* writes of an aborted NBD connection may land
                                     late: not consistent until resynchronised */
   uint64_t disconnects;
+  /* Resync (the worker writes, status reads): the site went back to log
+   * mode and copies the regions in its legs' dirty logs. */
+  bool resyncing;
+  uint64_t resync_regions;       /* regions to copy when it started */
+  uint64_t resync_copied;        /* regions copied since */
+  uint64_t resync_bytes;         /* bytes sent as data (holes go as zeroes) */
+  uint64_t resync_zero_bytes;    /* bytes sent as write-zeroes */
+  uint64_t resync_started_ns;    /* CLOCK_MONOTONIC */
+  uint64_t resyncs;              /* resyncs finished since start */
   int64_t bytes_base;            /* payload bytes pending at start */
   uint64_t bytes_done;           /* payload bytes applied since start */
 };
@@ -149,6 +159,11 @@ int rdev_pwrite (struct vdev *d, const void *buf, uint32_t count, uint64_t offse
 int rdev_zero (struct vdev *d, uint32_t count, uint64_t offset, bool may_trim, bool fua);
 int rdev_trim (struct vdev *d, uint32_t count, uint64_t offset, bool fua);
 int rdev_flush (struct replicator *r);
+/* The device's content as a client would read it (resync source). */
+int rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset);
+/* Where [off, off + len) stops being a hole of the device (no unapplied
+ * entry, no data on the local leg file): off when it starts with data. */
+uint64_t rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len);
 
 /* Status as a JSON document (malloc'd string). */
 char *replicator_status_json (struct replicator *r, bool pretty);

@@ -46,6 +46,9 @@ _Static_assert (sizeof (struct rl_site_rec) == 16, "rl_site_rec is 16 bytes");
                                   that the remote may still apply: the site is not
                                   a consistent prefix until those regions are
                                   copied again (resync) */
+#define RL_SITE_RESYNC   2     /* the site returned to log mode at applied + 1 with
+                                  regions still to copy (its dirty logs): not
+                                  consistent until that resync has finished */
 
 /* Per-device identity in the header (safety rule 7). */
 struct rl_dev_rec {

@@ -24,7 +24,11 @@
  *   (log_size, block_size, desc_offset, ndesc, data_offset, data_blocks),
  *   per site (16): applied seq, present, mode (log / dirty-log), flags
  *   (RL_SITE_IN_DOUBT: writes of an aborted connection may still land there,
- *   so the site is not consistent until resynchronised); per device
+ *   so the site is not consistent until resynchronised; RL_SITE_RESYNC: the
+ *   site went back to log mode at applied + 1 while regions recorded in its
+ *   dirty logs were still to be copied, so it is not a consistent prefix
+ *   until that resync finishes; the flag is cleared only after the copies
+ *   were flushed there); per device
  *   (32): name, size, block size; crc32c of bytes 0..4091 at 4092.
  *
  * Header validity: a copy is valid iff (1) magic and version match,
@@ -158,6 +162,9 @@ struct replog {
   uint32_t pending_dirty;        /* sites to switch to dirty-log mode in the next header */
   bool syncing;                  /* a sync round is under way */
   uint8_t pending_flags[RL_MAX_SITES]; /* site flags to set in the next header */
+  uint8_t pending_clear[RL_MAX_SITES]; /* ... and to clear */
+  uint32_t pending_resume;       /* sites to switch back to log mode (resync) */
+  uint64_t resume_applied[RL_MAX_SITES]; /* their applied seq then */
   replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
   void *release_opaque;
   int wakers[RL_MAX_SITES];      /* eventfds poked when workers have something to do */
@@ -613,6 +620,11 @@ recompute_tail (struct replog *rl)
 
   for (i = 0; i < RL_MAX_SITES; i++) {
     const struct rl_site_rec *s = &rl->hdr.sites[i];
+    if (s->present && (rl->pending_resume & (1u << i))) {
+      if (rl->resume_applied[i] + 1 < t)  /* returning: its entries are held already */
+        t = rl->resume_applied[i] + 1;
+      continue;
+    }
     if (s->present && s->mode == RL_MODE_LOG && s->applied + 1 < t)
       t = s->applied + 1;
     if (s->present && s->mode == RL_MODE_DIRTY)
@@ -833,10 +845,11 @@ static bool
 header_pending (struct replog *rl)
 {
   unsigned i;
-  if (rl->pending_dirty)
+  if (rl->pending_dirty || rl->pending_resume)
     return true;
   for (i = 0; i < RL_MAX_SITES; i++)
-    if (rl->pending_flags[i] & ~rl->hdr.sites[i].flags)
+    if ((rl->pending_flags[i] & ~rl->hdr.sites[i].flags) ||
+        (rl->pending_clear[i] & rl->hdr.sites[i].flags))
       return true;
   for (i = 0; i < RL_MAX_SITES; i++)
     if (rl->hdr.sites[i].present && rl->pending_applied[i] > rl->hdr.sites[i].applied)
@@ -852,9 +865,14 @@ header_with_pending (struct replog *rl)
   unsigned i;
   for (i = 0; i < RL_MAX_SITES; i++) {
     if (h.sites[i].present)
-      h.sites[i].flags |= rl->pending_flags[i];
+      h.sites[i].flags = (uint8_t) ((h.sites[i].flags | rl->pending_flags[i]) & ~rl->pending_clear[i]);
     if (h.sites[i].present && (rl->pending_dirty & (1u << i)))
       h.sites[i].mode = RL_MODE_DIRTY;
+    else if (h.sites[i].present && (rl->pending_resume & (1u << i))) {
+      h.sites[i].mode = RL_MODE_LOG;
+      h.sites[i].applied = rl->resume_applied[i];
+      h.sites[i].flags |= RL_SITE_RESYNC;
+    }
     else if (h.sites[i].present && h.sites[i].mode == RL_MODE_LOG &&
              rl->pending_applied[i] > h.sites[i].applied)
       h.sites[i].applied = rl->pending_applied[i];
@@ -899,7 +917,7 @@ sync_round_locked (struct replog *rl)
   uint64_t c = rl->committed_seq;
   bool hdr = header_pending (rl);
   struct rl_header h = header_with_pending (rl);
-  uint32_t dirty = rl->pending_dirty;
+  uint32_t dirty = rl->pending_dirty, resume = rl->pending_resume;
   int r = 0;
 
   pthread_mutex_unlock (&rl->lock);
@@ -919,7 +937,12 @@ sync_round_locked (struct replog *rl)
   }
   if (hdr) {
     rl->hdr = h;
+    unsigned i;
     rl->pending_dirty &= ~dirty;
+    rl->pending_resume &= ~resume;
+    for (i = 0; i < RL_MAX_SITES; i++)
+      if ((resume & (1u << i)) && rl->pending_applied[i] < h.sites[i].applied)
+        rl->pending_applied[i] = h.sites[i].applied;
     rl->header_writes++;
     recompute_tail (rl);
     pthread_cond_broadcast (&rl->space_cv);
@@ -1271,7 +1294,7 @@ replog_post_applied (struct replog *rl, unsigned site, uint64_t seq)
 }
 
 /* What a header waiter waits for, checked under the lock. */
-enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_FLAGS };
+enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_FLAGS, HDR_FLAGS_CLEAR, HDR_RESUMED };
 
 static bool
 hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
@@ -1284,6 +1307,10 @@ hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
     return s->mode == RL_MODE_DIRTY;
   case HDR_FLAGS:
     return (s->flags & arg) == arg;
+  case HDR_FLAGS_CLEAR:
+    return (s->flags & arg) == 0;
+  case HDR_RESUMED:
+    return s->mode == RL_MODE_LOG && !(rl->pending_resume & (1u << site));
   }
   return true;
 }
@@ -1430,6 +1457,7 @@ replog_set_site_flags (struct replog *rl, unsigned site, uint8_t flags)
   int r;
 
   pthread_mutex_lock (&rl->lock);
+  rl->pending_clear[site] &= (uint8_t) ~flags;
   rl->pending_flags[site] |= flags;
   r = wait_header (rl, HDR_FLAGS, site, flags);
   pthread_mutex_unlock (&rl->lock);
@@ -1453,6 +1481,56 @@ replog_site_holds_full_log (struct replog *rl, unsigned site)
   pthread_mutex_lock (&rl->lock);
   r = rl->space_waiters > 0 && rl->hdr.sites[site].mode == RL_MODE_LOG &&
       rl->hdr.sites[site].applied + 1 <= rl->tail_seq;
+  pthread_mutex_unlock (&rl->lock);
+  return r;
+}
+
+int
+replog_clear_site_flags (struct replog *rl, unsigned site, uint8_t flags)
+{
+  int r;
+
+  pthread_mutex_lock (&rl->lock);
+  rl->pending_flags[site] &= (uint8_t) ~flags;
+  rl->pending_clear[site] |= flags;
+  r = wait_header (rl, HDR_FLAGS_CLEAR, site, flags);
+  pthread_mutex_unlock (&rl->lock);
+  return r;
+}
+
+int
+replog_site_resume (struct replog *rl, unsigned site, replog_release_fn mark, void *opaque,
+                    uint64_t *start)
+{
+  const struct rl_site_rec *s = &rl->hdr.sites[site];
+  uint64_t seq, from;
+  int r = 0;
+
+  pthread_mutex_lock (&rl->lock);
+  if (rl->failed) {
+    pthread_mutex_unlock (&rl->lock);
+    errno = EIO;
+    return -1;
+  }
+  if (s->mode == RL_MODE_LOG && !(rl->pending_dirty & (1u << site))) {
+    *start = s->applied + 1;             /* in log mode already */
+    pthread_mutex_unlock (&rl->lock);
+    return 0;
+  }
+  /* Entries still in the log that the site lacks: from now on they are
+   * its dirty logs' to cover; everything from `start` on comes from the
+   * log, in order. */
+  *start = rl->next_seq;
+  from = rl->tail_seq > s->applied ? rl->tail_seq : s->applied + 1;
+  for (seq = from; seq < rl->next_seq; seq++) {
+    const struct rl_desc *d = desc_at (rl, seq);
+    if (d->seq == seq && d->op != RL_OP_BARRIER)
+      mark (opaque, 1u << site, d);
+  }
+  rl->resume_applied[site] = rl->next_seq - 1;
+  rl->pending_resume |= 1u << site;
+  if (rl->syncer_running)
+    r = wait_header (rl, HDR_RESUMED, site, 0);
   pthread_mutex_unlock (&rl->lock);
   return r;
 }

@@ -115,6 +115,17 @@ int replog_set_site_dirty (struct replog *rl, unsigned site);
 /* Set site flags (RL_SITE_*); returns once a durable header has them. */
 int replog_set_site_flags (struct replog *rl, unsigned site, uint8_t flags);
 uint8_t replog_site_flags (struct replog *rl, unsigned site);
+/* Clear site flags; returns once a durable header no longer has them. */
+int replog_clear_site_flags (struct replog *rl, unsigned site, uint8_t flags);
+/* Switch a dirty-mode site back to log mode for a resync: under the log's
+ * lock, *start = the next seq to be reserved, and mark() is called for
+ * every entry still in the log that the site lacks (seq < *start); then
+ * returns once a durable header has the site in log mode with applied =
+ * *start - 1 and RL_SITE_RESYNC.  Entries from *start on are kept for the
+ * site from the moment of the switch.  A site in log mode already: *start
+ * = applied + 1, nothing marked.  -1/EIO if the log failed. */
+int replog_site_resume (struct replog *rl, unsigned site, replog_release_fn mark, void *opaque,
+                        uint64_t *start);
 /* Writers wait for space and this site is (one of) the oldest. */
 bool replog_site_holds_full_log (struct replog *rl, unsigned site);
 

@@ -60,6 +60,12 @@
 #define RETRY_NS         (200u * 1000000u)    /* pause before retrying a failed request */
 #define TICK_MS          100u
 #define STOP_REMOTE_NS   (2000u * 1000000u)   /* remote sites: bound on the stop */
+#define RESYNC_QD        8u                   /* region copies in flight per site */
+#define RESYNC_CHUNK     (1u << 20)           /* bytes per data copy, at most */
+#define RESYNC_ZERO_MAX  (1u << 30)           /* bytes per write-zeroes of a hole */
+#define RESYNC_RETRY_NS  (1000ull * 1000000u) /* first pause before retrying a resync */
+#define RESYNC_RETRY_MAX (60000ull * 1000000u)
+#define DOUBT_GRACE_NS   (5000ull * 1000000u) /* in-doubt writes may land this late */
 
 /* io_uring user_data tags */
 #define CKPT_TAG         UINT64_MAX
@@ -84,6 +90,11 @@ struct wio {
   uint32_t gen;                    /* connection generation of the piece */
   uint64_t sent_ns, retry_at;
   struct worker *w;
+  /* resync copies (slots qd..nio-1): not log entries */
+  bool copy;
+  bool staged;                     /* read, waiting for the log to be durable to hold_seq */
+  uint64_t hold_seq;               /* newest entry the copied data may contain */
+  uint64_t first_bit, nbits;       /* dirty-log regions it covers */
 };
 
 struct ready {
@@ -97,6 +108,7 @@ struct worker {
   bool uring;
   struct io_uring ring;
   unsigned qd, ninflight;
+  unsigned nio;                    /* qd log slots + RESYNC_QD copy slots */
   struct wio *io;
   uint8_t *cdone;                  /* per log slot: completed */
   uint64_t ndesc;
@@ -110,6 +122,19 @@ struct worker {
   uint64_t ckpt_seq;
   int ckpt_err;
   uint64_t ckpt_retry_at;
+  uint64_t ckpt_count;             /* checkpoints completed */
+  bool ckpt_force;                 /* flush the legs even with nothing new applied */
+  /* resync */
+  unsigned ncopies;
+  uint8_t *cbuf[RESYNC_QD];        /* copy buffers, one per copy slot */
+  uint64_t cbuf_size;
+  uint64_t *rs_cursor;             /* per leg: next region to look at */
+  uint64_t rs_start, rs_high;      /* log-mode switch seq; newest seq a copy may hold */
+  uint64_t rs_retry_at, rs_backoff_ns;
+  uint64_t rs_bytes_started;       /* for the rate limit */
+  bool rs_flushing;                /* copies done: the legs are being flushed */
+  bool rs_resume;                  /* a resync was under way at the last stop */
+  uint64_t rs_flush_from;
   uint8_t *zbuf;
   struct wio *fin;                 /* completed in this reap, not yet finished */
   unsigned nfin;
@@ -242,12 +267,13 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
     return;
   if (k->ops->fenced)
     in_doubt = false;
-  for (i = 0; i < w->qd; i++) {
+  for (i = 0; i < w->nio; i++) {
     struct wio *io = &w->io[i];
     if (!io->active || io->leg != l)
       continue;
     if (io->sent && in_doubt && l->doubt && io->op != RL_OP_BARRIER) {
       bitmap_set_range (l->doubt, io->off, io->len);
+      l->doubt_pending = true;
       ndoubt++;
     }
     io->sent = false;
@@ -372,7 +398,7 @@ links_service (struct worker *w, uint64_t now)
       continue;
     }
     /* Deadlines: a request (or flush) outstanding too long. */
-    for (j = 0; j < w->qd && k->up; j++) {
+    for (j = 0; j < w->nio && k->up; j++) {
       struct wio *io = &w->io[j];
       if (io->active && io->leg == l && io->sent && since (now, io->sent_ns) > deadline)
         link_down (w, l, true, "no answer within request_timeout");
@@ -381,7 +407,7 @@ links_service (struct worker *w, uint64_t now)
       link_down (w, l, true, "flush not answered within request_timeout");
     if (!k->up)
       continue;
-    for (j = 0; j < w->qd; j++) {
+    for (j = 0; j < w->nio; j++) {
       struct wio *io = &w->io[j];
       if (io->active && io->leg == l && io->parked && (!io->retry_at || now >= io->retry_at))
         remote_issue (w, j);
@@ -497,7 +523,7 @@ static bool
 overlaps_inflight (struct worker *w, const struct rl_desc *d)
 {
   unsigned i;
-  for (i = 0; i < w->qd; i++) {
+  for (i = 0; i < w->nio; i++) {
     const struct wio *io = &w->io[i];
     if (io->active && io->leg->dev->index == d->device &&
         io->off < d->offset + d->length && d->offset < io->off + io->len)
@@ -527,9 +553,15 @@ mark_done (struct worker *w, uint64_t seq)
 
 /* An entry is on its leg.  Completions are finished in batches (see
  * finish_batch): one overlay lock per device per reap, not per entry. */
+static void copy_done (struct worker *w, struct wio *io);
+
 static void
 io_complete (struct worker *w, struct wio *io)
 {
+  if (io->copy) {
+    copy_done (w, io);
+    return;
+  }
   if (io->leg->state == LEG_FAILED) {
     rep_info ("device '%s': leg at site %u is writable again", io->leg->dev->name, io->leg->site);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
@@ -672,6 +704,7 @@ ckpt_result (struct worker *w, int res)
   if (--w->ckpt_pending)
     return;
   w->ckpt_busy = false;
+  w->ckpt_force = false;
   if (w->ckpt_err) {
     errno = -w->ckpt_err;
     if (w->site->id == 0 || !link_conn_error (w->ckpt_err))
@@ -680,6 +713,7 @@ ckpt_result (struct worker *w, int res)
     w->ckpt_retry_at = mono_ns () + RETRY_NS;
     return;
   }
+  w->ckpt_count++;
   post (w, w->ckpt_seq);
 }
 
@@ -692,7 +726,7 @@ ckpt_start (struct worker *w, uint64_t upto)
 {
   unsigned i;
 
-  if (w->ckpt_busy || upto <= w->posted)
+  if (w->ckpt_busy || (upto <= w->posted && !w->ckpt_force))
     return;
   w->ckpt_seq = upto;
   w->ckpt_err = 0;
@@ -768,7 +802,7 @@ reap (struct worker *w, unsigned timeout_ms)
       }
       else if (tag & POLL_BIT)
         poll_result (w, tag, res);
-      else if (tag < w->qd && w->io[tag].active && !w->io[tag].leg->remote &&
+      else if (tag < w->nio && w->io[tag].active && !w->io[tag].leg->remote &&
                io_result (w, (unsigned) tag, res))
         io_issue (w, (unsigned) tag);
     }
@@ -897,17 +931,28 @@ go_dirty (struct worker *w, const char *why)
   }
   /* Forget what was in flight: it is covered by the dirty logs (every
    * entry after the site's recorded applied seq is). */
-  for (i = 0; i < w->qd; i++)
+  for (i = 0; i < w->nio; i++)
     if (w->io[i].active) {
       w->io[i].active = false;
       w->io[i].sent = false;
     }
   w->ninflight = 0;
+  w->ncopies = 0;
+  w->rs_flushing = false;
   for (i = 0; i < w->nlegs; i++)
     if (w->legs[i]->remote)
       w->legs[i]->link.gen++;            /* ignore late answers */
   pthread_mutex_lock (&s->lock);
   s->dirty = true;
+  if (s->resyncing) {
+    /* Back off before the next try (hysteresis: a slow link does not
+     * flip between the modes). */
+    s->resyncing = false;
+    w->rs_backoff_ns = w->rs_backoff_ns ? w->rs_backoff_ns * 2 : RESYNC_RETRY_NS;
+    if (w->rs_backoff_ns > RESYNC_RETRY_MAX)
+      w->rs_backoff_ns = RESYNC_RETRY_MAX;
+  }
+  w->rs_retry_at = mono_ns () + (w->rs_backoff_ns ? w->rs_backoff_ns : RESYNC_RETRY_NS);
   pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
 }
@@ -953,6 +998,360 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
   }
   else
     w->full_since_ns = 0;
+}
+
+/* ---- resync ------------------------------------------------------------ *
+ *
+ * A dirty-mode site whose links are up goes back to log mode at an exact
+ * point of the log's append order (replog_site_resume): entries from
+ * rs_start on reach it from the log, in order, as usual; everything it
+ * missed before is in its legs' dirty logs (released entries, plus the
+ * entries still in the log, marked at the switch).  Those regions are
+ * copied from the device view (local leg + unapplied entries) while the
+ * log keeps flowing:
+ *   - copies start once every entry before rs_start is durable (so the
+ *     device view has them all);
+ *   - a copy and a log write never overlap on a leg: log entries wait for
+ *     a copy of their range, a copy waits for log writes in flight there
+ *     (DESIGN 5.1 rule 6: a copy never overwrites newer data);
+ *   - the data read may contain entries up to hold_seq (the newest
+ *     reserved when it was read): the copy goes out only once the log is
+ *     durable that far (rule 3), and the leg is a consistent prefix again
+ *     only once the log has been applied there up to every copy's
+ *     hold_seq (rs_high);
+ *   - a region's bit is cleared when its copy completed; holes of the
+ *     device (no unapplied entry, no data in the local leg file) go as
+ *     write-zeroes, many regions at once;
+ *   - done: no bit left, no copy in flight, applied >= rs_high, then a
+ *     flush of the legs, then the header drops RL_SITE_RESYNC.
+ * If the site falls back to dirty mode meanwhile (pull-ahead), copies in
+ * flight are forgotten (their bits are still set) and the next try waits
+ * longer each time.
+ */
+
+static void
+resync_mark (void *opaque, uint32_t sites, const struct rl_desc *d)
+{
+  struct worker *w = opaque;
+  struct leg *l;
+  (void) sites;
+  if (d->device < w->r->ndevs && (l = w->leg_of_dev[d->device]) && l->dirty)
+    bitmap_set_range (l->dirty, d->offset, d->length);
+}
+
+static void
+resync_free_buffers (struct worker *w)
+{
+  unsigned i;
+  for (i = 0; i < RESYNC_QD; i++) {
+    free (w->cbuf[i]);
+    w->cbuf[i] = NULL;
+  }
+}
+
+static void
+resync_begin (struct worker *w, uint64_t now)
+{
+  struct site *s = w->site;
+  uint64_t start, total = 0, region = RESYNC_CHUNK;
+  unsigned i;
+
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    /* In-doubt regions are copied too, once writes of the aborted
+     * connection can no longer land (else at the end, see resync_step). */
+    if (l->doubt && since (now, l->link.down_since_ns) > DOUBT_GRACE_NS) {
+      bitmap_merge (l->dirty, l->doubt);
+      l->doubt_pending = false;
+    }
+    if (l->dirty->region_size > region)
+      region = l->dirty->region_size;
+  }
+  w->cbuf_size = region;
+  for (i = 0; i < RESYNC_QD; i++)
+    if (!w->cbuf[i] && posix_memalign ((void **) &w->cbuf[i], 4096, (size_t) w->cbuf_size) != 0) {
+      w->cbuf[i] = NULL;
+      rep_error ("site %u: resync: out of memory", s->id);
+      resync_free_buffers (w);
+      w->rs_retry_at = now + RESYNC_RETRY_MAX;
+      return;
+    }
+  if (!s->dirty)
+    start = w->next;          /* in log mode already (in-doubt regions, restart) */
+  else if (replog_site_resume (w->r->rl, s->id, resync_mark, w, &start) == -1) {
+    rep_error ("site %u: resync: could not switch the site back to log mode: %m", s->id);
+    w->rs_retry_at = now + RESYNC_RETRY_MAX;
+    return;
+  }
+  else {
+    memset (w->cdone, 0, w->ndesc);
+    w->next = start;
+    w->done = w->posted = start - 1;
+    w->last_ckpt_ns = now;
+  }
+  w->rs_start = start;
+  w->rs_high = start - 1;
+  w->rs_flushing = false;
+  w->rs_bytes_started = 0;
+  w->last_progress_ns = now;
+  for (i = 0; i < w->nlegs; i++) {
+    w->rs_cursor[i] = 0;
+    total += bitmap_count (w->legs[i]->dirty);
+  }
+  pthread_mutex_lock (&s->lock);
+  s->dirty = false;
+  s->disconnected = false;
+  s->catching_up = false;
+  s->resyncing = true;
+  if (start - 1 > s->done_seq)
+    s->done_seq = start - 1;
+  s->resync_regions = total;
+  s->resync_copied = 0;
+  s->resync_bytes = s->resync_zero_bytes = 0;
+  s->resync_started_ns = now;
+  s->bytes_base = (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED) -
+    (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
+  pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+  rep_info ("site %u: resync started: %" PRIu64 " dirty regions to copy; the site is fed from "
+            "the log again from seq %" PRIu64 " and is not consistent until the copy is done",
+            s->id, total, start);
+}
+
+static bool
+copy_overlaps (struct worker *w, const struct leg *l, uint64_t off, uint64_t len)
+{
+  unsigned i;
+  for (i = 0; i < w->nio; i++) {
+    const struct wio *io = &w->io[i];
+    if (io->active && io->leg == l && io->off < off + len && off < io->off + io->len)
+      return true;
+  }
+  return false;
+}
+
+static unsigned
+leg_copies (struct worker *w, const struct leg *l)
+{
+  unsigned i, n = 0;
+  for (i = w->qd; i < w->nio; i++)
+    n += w->io[i].active && w->io[i].leg == l;
+  return n;
+}
+
+/* Start one copy from leg index li.  false when that leg has nothing to
+ * start now. */
+static bool
+copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
+{
+  struct leg *l = w->legs[li];
+  struct vdev *d = l->dev;
+  struct bitmap *b = l->dirty;
+  uint64_t rs = b->region_size, bit, n, off, len, hole, max_bits;
+  struct replog_stats st;
+  struct wio *io = &w->io[slot];
+  bool zero;
+
+  for (;;) {
+    bit = bitmap_next_set (b, w->rs_cursor[li]);
+    if (bit < b->nbits)
+      break;
+    /* End of the bitmap: start over once this pass's copies are back
+     * (their bits are still set until they complete). */
+    if (w->rs_cursor[li] == 0 || leg_copies (w, l))
+      return false;
+    w->rs_cursor[li] = 0;
+  }
+  /* A run of dirty regions: as long as a hole allows, else one chunk. */
+  max_bits = RESYNC_ZERO_MAX / rs ? RESYNC_ZERO_MAX / rs : 1;
+  for (n = 1; n < max_bits && bitmap_test (b, bit + n); n++)
+    ;
+  off = bit * rs;
+  len = n * rs;
+  if (off + len > d->size)
+    len = d->size - off;
+  hole = rdev_hole_end (d, off, len);
+  zero = hole >= off + rs || hole == d->size;
+  if (zero) {
+    if (hole < off + len) {
+      n = (hole - off) / rs ? (hole - off) / rs : 1;
+      len = n * rs;
+      if (off + len > d->size)
+        len = d->size - off;
+    }
+  }
+  else {
+    uint64_t k;
+    n = n < w->cbuf_size / rs ? n : (w->cbuf_size / rs ? w->cbuf_size / rs : 1);
+    /* Stop the data run at a region that is all hole: it goes as zeroes. */
+    for (k = 1; k < n; k++)
+      if (rdev_hole_end (d, off + k * rs, rs) >= off + (k + 1) * rs)
+        break;
+    n = k;
+    len = n * rs < d->size - off ? n * rs : d->size - off;
+  }
+  w->rs_cursor[li] = bit + n;
+  if (copy_overlaps (w, l, off, len))
+    return true;                         /* later: a log write is there */
+  if (!zero && rdev_read_view (d, w->cbuf[slot - w->qd], (uint32_t) len, off) == -1) {
+    snprintf (l->last_error, sizeof l->last_error, "resync: reading the device at %" PRIu64 ": %m", off);
+    w->rs_cursor[li] = bit;              /* try again on the next pass */
+    return false;
+  }
+  replog_get_stats (w->r->rl, &st);
+  *io = (struct wio) {
+    .active = true, .leg = l, .copy = true, .staged = true,
+    .op = zero ? RL_OP_ZERO : RL_OP_WRITE, .flags = zero ? RL_FLAG_MAY_TRIM : 0,
+    .off = off, .len = len, .buf = zero ? NULL : w->cbuf[slot - w->qd],
+    .hold_seq = st.next_seq - 1, .first_bit = bit, .nbits = n, .w = w,
+  };
+  if (io->hold_seq > w->rs_high)
+    w->rs_high = io->hold_seq;
+  w->ncopies++;
+  if (!zero)
+    w->rs_bytes_started += len;
+  if (durable >= io->hold_seq) {
+    io->staged = false;
+    io_issue (w, slot);
+  }
+  return true;
+}
+
+static void
+copy_done (struct worker *w, struct wio *io)
+{
+  struct site *s = w->site;
+
+  bitmap_clear_bits (io->leg->dirty, io->first_bit, io->nbits);
+  io->active = false;
+  w->ncopies--;
+  w->last_progress_ns = mono_ns ();
+  __atomic_add_fetch (&s->resync_copied, io->nbits, __ATOMIC_RELAXED);
+  if (io->op == RL_OP_WRITE)
+    __atomic_add_fetch (&s->resync_bytes, io->len, __ATOMIC_RELAXED);
+  else
+    __atomic_add_fetch (&s->resync_zero_bytes, io->len, __ATOMIC_RELAXED);
+}
+
+static bool
+rate_allows (struct worker *w, uint64_t now)
+{
+  uint64_t rate = w->site->cfg->resync_rate;
+  uint64_t elapsed_ms = since (now, w->site->resync_started_ns) / 1000000u;
+  return !rate || w->rs_bytes_started <= rate * elapsed_ms / 1000u + RESYNC_CHUNK;
+}
+
+static void
+resync_finish (struct worker *w)
+{
+  struct site *s = w->site;
+  double secs = (double) since (mono_ns (), s->resync_started_ns) / 1e9;
+  unsigned i;
+
+  if (replog_clear_site_flags (w->r->rl, s->id, RL_SITE_RESYNC | RL_SITE_IN_DOUBT) == -1) {
+    rep_error ("site %u: resync: could not record its end in the log header: %m", s->id);
+    return;
+  }
+  pthread_mutex_lock (&s->lock);
+  s->resyncing = false;
+  s->in_doubt = false;
+  s->resyncs++;
+  pthread_mutex_unlock (&s->lock);
+  for (i = 0; i < w->nlegs; i++)
+    w->legs[i]->initial_sync = false;
+  w->rs_backoff_ns = 0;
+  w->rs_flushing = false;
+  resync_free_buffers (w);
+  rep_info ("site %u: resync finished: %" PRIu64 " regions, %" PRIu64 " MiB of data and %"
+            PRIu64 " MiB of zeroes in %.1f s; the site is consistent again", s->id,
+            s->resync_copied, s->resync_bytes >> 20, s->resync_zero_bytes >> 20, secs);
+}
+
+/* A site in log mode with in-doubt regions (an aborted NBD connection):
+ * once the grace period is over, copy them again (an in-place resync). */
+static void
+doubt_check (struct worker *w, uint64_t now)
+{
+  unsigned i;
+  if (w->site->resyncing)
+    return;
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    if (l->doubt_pending && l->link.up && since (now, l->link.down_since_ns) > DOUBT_GRACE_NS) {
+      rep_info ("site %u: copying the regions of in-doubt writes again", w->site->id);
+      resync_begin (w, now);
+      return;
+    }
+  }
+}
+
+/* One step of a resync: start copies, release staged ones, finish. */
+static void
+resync_step (struct worker *w, uint64_t now, uint64_t durable)
+{
+  struct site *s = w->site;
+  unsigned slot, i, tries;
+  bool any = false;
+
+  if (!s->resyncing || durable + 1 < w->rs_start)
+    return;
+  for (slot = w->qd; slot < w->nio; slot++) {
+    struct wio *io = &w->io[slot];
+    if (io->active && io->staged && durable >= io->hold_seq) {
+      io->staged = false;
+      io_issue (w, slot);
+    }
+  }
+  if (w->rs_flushing) {
+    if (w->ckpt_count > w->rs_flush_from)
+      resync_finish (w);
+    else if (!w->ckpt_busy && now >= w->ckpt_retry_at) {
+      w->ckpt_force = true;                /* a failed flush: again */
+      ckpt_start (w, w->done);
+    }
+    return;
+  }
+  if (!links_all_up (w))
+    return;
+  for (tries = 0; tries < w->nlegs && w->ncopies < RESYNC_QD && rate_allows (w, now); ) {
+    unsigned li = (unsigned) ((w->rs_cursor[w->nlegs] + tries) % w->nlegs);
+    for (slot = w->qd; slot < w->nio && w->io[slot].active; slot++)
+      ;
+    if (copy_start (w, li, slot, durable)) {
+      any = true;
+      w->rs_cursor[w->nlegs] = li + 1;     /* round robin over the legs */
+      tries = 0;
+      continue;
+    }
+    tries++;
+  }
+  if (any || w->ncopies || w->done < w->rs_high)
+    return;
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    if (bitmap_next_set (l->dirty, 0) < l->dirty->nbits)
+      return;
+    /* Writes of an aborted connection may still land: copy those regions
+     * again once they can no longer. */
+    if (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits) {
+      if (since (now, l->link.down_since_ns) > DOUBT_GRACE_NS && l->link.up) {
+        bitmap_merge (l->dirty, l->doubt);
+        l->doubt_pending = false;
+        w->rs_cursor[i] = 0;
+      }
+      return;
+    }
+  }
+  /* Every region copied and the log applied past every copy's data:
+   * flush the copies to stable storage before the header says so. */
+  w->rs_flushing = true;
+  w->rs_flush_from = w->ckpt_count;
+  if (!w->ckpt_busy) {
+    w->ckpt_force = true;
+    ckpt_start (w, w->done);
+  }
+  else
+    w->rs_flush_from = w->ckpt_count + 1;  /* the one under way may predate the copies */
 }
 
 /* ---- the thread --------------------------------------------------------- */
@@ -1003,6 +1402,10 @@ remote_loop (struct worker *w)
           (w->ninflight == 0 && !w->ckpt_busy && (w->done <= w->posted || !links_all_up (w))))
         break;
     }
+    if (w->rs_resume && !stopping) {
+      w->rs_resume = false;
+      resync_begin (w, now);
+    }
     if (!w->site->dirty) {
       if (!stopping)
         fill (w, durable);
@@ -1010,7 +1413,13 @@ remote_loop (struct worker *w)
                                           w->done > w->posted && now >= w->ckpt_retry_at))
         ckpt_start (w, w->done);
       watchdog (w, now, durable);
+      if (!stopping && !w->site->dirty) {
+        resync_step (w, now, durable);
+        doubt_check (w, now);
+      }
     }
+    else if (!stopping && now >= w->rs_retry_at && links_all_up (w))
+      resync_begin (w, now);
     reap (w, w->nready ? 0 : TICK_MS);
   }
 }
@@ -1033,13 +1442,27 @@ local_loop (struct worker *w)
       if (now > w->stop_at && w->ninflight == 0)
         break;
     }
-    if (!stopping || now <= w->stop_at)
-      fill (w, durable);
-    if (want_ckpt (w, now, durable))
-      ckpt_start (w, w->done);
-    if (w->site->id != 0)
-      watchdog (w, now, durable);
-    if (w->ninflight || w->ckpt_busy || w->nready) {
+    if (w->rs_resume && !stopping) {
+      w->rs_resume = false;
+      resync_begin (w, now);
+    }
+    if (w->site->dirty) {
+      /* Not fed from the log: a resync brings the site back. */
+      if (!stopping && now >= w->rs_retry_at)
+        resync_begin (w, now);
+    }
+    else {
+      if (!stopping || now <= w->stop_at)
+        fill (w, durable);
+      if (want_ckpt (w, now, durable))
+        ckpt_start (w, w->done);
+      if (w->site->id != 0) {
+        watchdog (w, now, durable);
+        if (!stopping)
+          resync_step (w, now, durable);
+      }
+    }
+    if (w->ninflight || w->ckpt_busy || w->nready || w->ncopies) {
       reap (w, w->nready ? 0 : TICK_MS);
       continue;
     }
@@ -1098,6 +1521,8 @@ worker_free (struct worker *w)
   free (w->fin);
   free (w->legs);
   free (w->leg_of_dev);
+  free (w->rs_cursor);
+  resync_free_buffers (w);
   free (w);
 }
 
@@ -1123,13 +1548,15 @@ worker_start (struct site *s)
   w->next = replog_applied (r->rl, s->id) + 1;
   w->done = w->posted = w->next - 1;
   w->last_ckpt_ns = w->last_progress_ns = mono_ns ();
-  w->io = calloc (w->qd, sizeof *w->io);
+  w->nio = w->qd + (s->id ? RESYNC_QD : 0);
+  w->io = calloc (w->nio, sizeof *w->io);
   w->cdone = calloc (w->ndesc, 1);
-  w->ready = calloc (w->qd + 1, sizeof *w->ready);
+  w->ready = calloc (w->nio + 1, sizeof *w->ready);
+  w->rs_cursor = calloc (r->ndevs + 2, sizeof *w->rs_cursor);
   w->fin = calloc (w->qd, sizeof *w->fin);
   w->legs = calloc (r->ndevs + 1, sizeof *w->legs);
   w->leg_of_dev = calloc (r->ndevs + 1, sizeof *w->leg_of_dev);
-  if (!w->fin || !w->legs || !w->leg_of_dev ||
+  if (!w->fin || !w->legs || !w->leg_of_dev || !w->rs_cursor ||
       !w->io || !w->cdone || !w->ready || posix_memalign ((void **) &w->zbuf, 4096, ZBUF_SIZE) != 0) {
     rep_error ("worker: out of memory");
     goto err;
@@ -1164,8 +1591,10 @@ worker_start (struct site *s)
         w->legs[i]->link.wake_fd = w->evfd;
   }
   /* Payload bytes this site has still to apply (fall_behind "size"). */
-  {
+  if (!s->dirty) {
     uint64_t seq, b = 0;
+    if (s->id && (replog_site_flags (r->rl, s->id) & RL_SITE_RESYNC))
+      w->rs_resume = true;               /* carry on with the resync */
     for (seq = w->next; seq <= st.committed_seq; seq++) {
       const struct rl_desc *d = replog_desc (r->rl, seq);
       if (d->op == RL_OP_WRITE)
@@ -1176,7 +1605,7 @@ worker_start (struct site *s)
   s->done_seq = w->done;
   w->uring = false;
   if (!r->force_sync_engine) {
-    e = io_uring_queue_init (w->qd * 2 + 2 * w->nremote + 8, &w->ring, 0);
+    e = io_uring_queue_init (w->nio * 2 + 2 * w->nremote + 8, &w->ring, 0);
     if (e == 0)
       w->uring = true;
     else if (e == -EPERM || e == -ENOSYS)

@@ -6,8 +6,9 @@
 #    up, and the remote equals the device.
 #  - a remote smaller than the device (NBD, and iSCSI when tgtd is installed): start refused
 #    with an error naming "smaller".
-#  - a new remote leg without initial-sync=false: the site starts in dirty-log mode
-#    (leg dirty, initial sync pending, not consistent) and the device still works.
+#  - a new remote leg without initial-sync=false, its remote not up yet: the site starts in
+#    dirty-log mode (leg dirty, initial sync pending, not consistent) and the device still
+#    works; once the remote is up the initial sync runs and the leg equals the device.
 #  - pull-ahead: a 4M log, the remote killed, 16 MiB of writes: every write succeeds within
 #    the disconnect timeout, the site goes to dirty-log mode with dirty regions; restarted, the
 #    site is still in dirty-log mode (log header) with every region dirty, device intact.
@@ -156,9 +157,8 @@ else
   echo "  (iSCSI part skipped: tgtd is not installed)"
 fi
 
-echo "== a new remote leg without initial-sync=false"
+echo "== a new remote leg without initial-sync=false (the remote comes up after the start)"
 truncate -s $SIZE "$T/n.img" "$T/n.rem"
-remote_start nrem file "$T/n.rem" || die "remote does not start"
 start_replicator n log="$T/n.rlog" log-size=16M local="$T/n.img" remote="$(remote_uri nrem)" \
   disconnect-timeout=1s control="$T/n.ctl" || die "instance with a new remote leg does not start"
 ok "the instance starts"
@@ -172,11 +172,18 @@ check "its leg: every region dirty" \
 check "the log says the new leg needs an initial sync" grep -q 'initial sync' "$T/n.log"
 check "writes to the device work" python3 "$T/w.py" "$(uri n)" "$T/n.ref" 2 64 2.5
 check "the local leg catches up" wait_caught_up "$T/n.ctl" 20
-check "still dirty after the writes" \
+check "still dirty after the writes while the remote is away" \
   test "$(status_get "$T/n.ctl" '(j["sites"][1]["mode"], j["devices"][0]["legs"][1]["consistent"])')" = "('dirty', False)"
+remote_start nrem file "$T/n.rem" || die "remote does not start"
+check "the remote is up: its initial sync runs and finishes" \
+  site_is "$T/n.ctl" '(j["sites"][1]["mode"], j["sites"][1]["resync"]["finished"])' "('log', 1)" 30
+check "its leg: replicating, initial sync done, consistent" \
+  test "$(status_get "$T/n.ctl" '(lambda l: (l["state"], l["initial_sync"], l["consistent"]))(j["devices"][0]["legs"][1])')" = \
+  "('replicating', 'done', True)"
 rc=0; stop_replicator n || rc=$?
 check "clean stop ($rc)" test $rc = 0
 check "local leg equals the reference" cmp -s "$T/n.img" "$T/n.ref"
+check "the new remote leg equals it too" cmp -s "$T/n.img" "$T/n.rem"
 check "no sanitizer reports" sanitizer_clean n
 remote_kill nrem
 
