@@ -47,12 +47,117 @@ error_doc (const char *fmt, const char *arg)
   return s;
 }
 
+static char *
+ok_doc (const char *msg)
+{
+  json_object *o = json_object_new_object ();
+  char *s;
+  json_object_object_add (o, "ok", json_object_new_boolean (1));
+  json_object_object_add (o, "message", json_object_new_string (msg));
+  s = strdup (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN));
+  json_object_put (o);
+  return s;
+}
+
+/* Member k of o as a site id; -1 with a reason when missing or bad. */
+static int
+get_site (json_object *o, unsigned *site)
+{
+  json_object *v;
+  int64_t n;
+  if (!json_object_object_get_ex (o, "site", &v) || !json_object_is_type (v, json_type_int))
+    return -1;
+  n = json_object_get_int64 (v);
+  if (n < 0 || n >= CFG_MAX_SITES)
+    return -1;
+  *site = (unsigned) n;
+  return 0;
+}
+
+static const char *
+get_str (json_object *o, const char *k)
+{
+  json_object *v;
+  if (!json_object_object_get_ex (o, k, &v) || !json_object_is_type (v, json_type_string))
+    return NULL;
+  return json_object_get_string (v);
+}
+
+/* A command as a JSON object: {"cmd": "resync", "device": "db", "site": 1, "full": false}. */
+static char *
+handle_json (struct replicator *r, const char *line)
+{
+  json_object *o = json_tokener_parse (line), *v;
+  const char *cmd;
+  char why[256], msg[320];
+  unsigned site = 0;
+  char *reply;
+  int rc;
+
+  if (!o || !json_object_is_type (o, json_type_object)) {
+    if (o)
+      json_object_put (o);
+    return error_doc ("bad request: not a JSON object%s", "");
+  }
+  if (!(cmd = get_str (o, "cmd"))) {
+    json_object_put (o);
+    return error_doc ("bad request: no \"cmd\"%s", "");
+  }
+  if (!strcmp (cmd, "status")) {
+    json_object_put (o);
+    return replicator_status_json (r, false);
+  }
+  if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
+      strcmp (cmd, "policy")) {
+    if (!strcmp (cmd, "verify") || !strcmp (cmd, "restore"))
+      reply = error_doc ("'%s' is not available in this version", cmd);
+    else
+      reply = error_doc ("unknown command '%s'", cmd);
+    json_object_put (o);
+    return reply;
+  }
+  if (get_site (o, &site) == -1) {
+    json_object_put (o);
+    return error_doc ("bad request: \"site\" must be a site number (0..%s)", "15");
+  }
+  why[0] = 0;
+  if (!strcmp (cmd, "resync")) {
+    const char *dev = get_str (o, "device");
+    bool full = json_object_object_get_ex (o, "full", &v) && json_object_get_boolean (v);
+    if (!dev) {
+      json_object_put (o);
+      return error_doc ("bad request: resync needs a \"device\"%s", "");
+    }
+    rc = replicator_resync (r, dev, site, full, why, sizeof why);
+    snprintf (msg, sizeof msg, "%s resync of device '%s' at site %u started", full ? "full" : "a",
+              dev, site);
+  }
+  else if (!strcmp (cmd, "policy")) {
+    const char *pol = get_str (o, "policy");
+    if (!pol) {
+      json_object_put (o);
+      return error_doc ("bad request: policy needs a \"policy\" (sync or async)%s", "");
+    }
+    rc = replicator_set_policy (r, site, pol, get_str (o, "fall_behind"), why, sizeof why);
+    snprintf (msg, sizeof msg, "site %u: policy %s", site, pol);
+  }
+  else {
+    bool pause = !strcmp (cmd, "pause");
+    rc = replicator_pause (r, site, pause, why, sizeof why);
+    snprintf (msg, sizeof msg, "site %u %s", site, pause ? "paused" : "resumed");
+  }
+  json_object_put (o);
+  return rc == 0 ? ok_doc (msg) : error_doc ("%s", why);
+}
+
 char *
 control_handle (struct replicator *r, const char *line)
 {
   char cmd[64];
   size_t n = strcspn (line, " \t\r\n");
 
+  if (line[0] == '{')
+    return handle_json (r, line);
   if (n == 0)
     return error_doc ("empty command%s", "");
   if (n >= sizeof cmd)
@@ -116,6 +221,17 @@ serve_one (struct control *c, int fd)
   if (off == len)
     (void) !send (fd, "\n", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   free (reply);
+  /* Closing with unread input would reset the connection and could lose
+   * the reply (an overlong line): end our side, then take what the client
+   * still sends, briefly. */
+  shutdown (fd, SHUT_WR);
+  for (off = 0; off < 65536; ) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    ssize_t r;
+    if (poll (&p, 1, 100) <= 0 || (r = read (fd, line, sizeof line)) <= 0)
+      break;
+    off += (size_t) r;
+  }
 }
 
 static void *

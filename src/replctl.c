@@ -25,6 +25,13 @@ usage (FILE *f)
            "usage: replctl [--socket PATH | -i INSTANCE] COMMAND\n"
            "commands:\n"
            "  status [--json]     state of the log, sites, devices and legs\n"
+           "  resync DEVICE SITE [--full] [--wait]\n"
+           "                      copy the leg's dirty regions (--full: every region)\n"
+           "  pause SITE          stop feeding a remote site (clients stop waiting for it)\n"
+           "  resume SITE         feed it again; it catches up from the log\n"
+           "  policy SITE sync|async [--fall-behind SPEC]\n"
+           "                      change a site's policy (\"ios N\", \"size N\", \"timeout T\", none)\n"
+           "  verify DEVICE SITE, restore DEVICE --from SITE: not available in this version\n"
            "options:\n"
            "  -s, --socket PATH   control socket (default /run/nbd-replicator/control.sock,\n"
            "                      or $XDG_RUNTIME_DIR/nbd-replicator/control.sock when not root)\n"
@@ -154,6 +161,249 @@ print_status (json_object *st)
     }
 }
 
+/* Send a JSON command, return the reply document (or NULL with a message). */
+static json_object *
+command (const char *sock, json_object *cmd)
+{
+  char *reply = request (sock, json_object_to_json_string_ext (cmd, JSON_C_TO_STRING_PLAIN));
+  json_object *doc;
+  if (!reply)
+    return NULL;
+  doc = json_tokener_parse (reply);
+  if (!doc)
+    fprintf (stderr, "replctl: the instance sent a reply that is not JSON\n");
+  free (reply);
+  return doc;
+}
+
+/* The reply's error (printed), or 0. */
+static int
+reply_error (json_object *doc)
+{
+  json_object *err;
+  if (!doc)
+    return 1;
+  if (json_object_object_get_ex (doc, "error", &err)) {
+    fprintf (stderr, "replctl: %s\n", json_object_get_string (err));
+    return 1;
+  }
+  return 0;
+}
+
+static json_object *
+status_doc (const char *sock)
+{
+  json_object *cmd = json_object_new_object (), *doc;
+  json_object_object_add (cmd, "cmd", json_object_new_string ("status"));
+  doc = command (sock, cmd);
+  json_object_put (cmd);
+  if (doc && reply_error (doc)) {
+    json_object_put (doc);
+    return NULL;
+  }
+  return doc;
+}
+
+static json_object *
+site_of (json_object *st, unsigned id)
+{
+  json_object *sites;
+  size_t i;
+  if (!json_object_object_get_ex (st, "sites", &sites))
+    return NULL;
+  for (i = 0; i < json_object_array_length (sites); i++) {
+    json_object *s = json_object_array_get_idx (sites, i);
+    if (jint (s, "id") == (int64_t) id)
+      return s;
+  }
+  return NULL;
+}
+
+static int64_t
+resyncs_finished (const char *sock, unsigned site)
+{
+  json_object *st = status_doc (sock), *s, *rs;
+  int64_t n = -1;
+  if (st && (s = site_of (st, site)) && json_object_object_get_ex (s, "resync", &rs))
+    n = jint (rs, "finished");
+  if (st)
+    json_object_put (st);
+  return n;
+}
+
+/* Follow a resync until the site is back in log mode with one more
+ * resync finished: a bar on a terminal, a line every few seconds
+ * otherwise. */
+static int
+wait_resync (const char *sock, unsigned site, int64_t before)
+{
+  bool tty = isatty (STDOUT_FILENO);
+  int64_t last_line = -1;
+  int ticks = 0;
+
+  for (;; ticks++) {
+    json_object *st = status_doc (sock), *s, *rs, *v;
+    int64_t total, copied, left, fin;
+    double pct, rate, eta;
+    bool active;
+    const char *mode;
+    char b1[32];
+
+    if (!st || !(s = site_of (st, site)) || !json_object_object_get_ex (s, "resync", &rs)) {
+      if (st)
+        json_object_put (st);
+      if (tty)
+        printf ("\n");
+      fprintf (stderr, "replctl: lost the instance while waiting for the resync\n");
+      return 1;
+    }
+    mode = jstr (s, "mode");
+    active = json_object_object_get_ex (rs, "active", &v) && json_object_get_boolean (v);
+    total = jint (rs, "regions_total");
+    copied = jint (rs, "regions_copied");
+    left = jint (rs, "regions_left");
+    fin = jint (rs, "finished");
+    rate = json_object_object_get_ex (rs, "bytes_per_second", &v) ? json_object_get_double (v) : 0;
+    eta = json_object_object_get_ex (rs, "eta_seconds", &v) ? json_object_get_double (v) : -1;
+    if (!active)
+      copied = 0;                  /* the figures of an earlier resync */
+    pct = copied + left > 0 ? 100.0 * (double) copied / (double) (copied + left) : 100.0;
+    if (fin > before && !active && !strcmp (mode, "log")) {
+      if (tty)
+        printf ("\r\033[K");
+      printf ("site %u: resync finished (%" PRId64 " regions copied)\n", site,
+              jint (rs, "regions_copied"));
+      json_object_put (st);
+      return 0;
+    }
+    (void) total;
+    units_format_size ((uint64_t) rate, b1, sizeof b1);
+    if (tty) {
+      char bar[31];
+      int k, fill = (int) (pct * 30 / 100);
+      for (k = 0; k < 30; k++)
+        bar[k] = k < fill ? '#' : '.';
+      bar[30] = 0;
+      printf ("\r\033[Ksite %u: %s [%s] %5.1f%% %" PRId64 "/%" PRId64 " regions, %s/s",
+              site, active ? "resync" : mode, bar, pct, copied, copied + left, b1);
+      if (eta >= 0)
+        printf (", ETA %.0f s", eta);
+      fflush (stdout);
+    }
+    else if (ticks % 10 == 0 && copied != last_line) {
+      printf ("site %u: %s, %.1f%% (%" PRId64 " of %" PRId64 " regions), %s/s%s\n", site,
+              active ? "resync" : mode, pct, copied, copied + left, b1,
+              strcmp (jstr (s, "link"), "connected") ? ", link not connected" : "");
+      fflush (stdout);
+      last_line = copied;
+    }
+    json_object_put (st);
+    usleep (200000);
+  }
+}
+
+static int
+parse_site (const char *cmd, const char *arg, unsigned *site)
+{
+  char *end;
+  unsigned long v;
+  errno = 0;
+  v = strtoul (arg, &end, 10);
+  if (errno || *end || end == arg || v > 15 || arg[0] == '-') {
+    fprintf (stderr, "replctl: %s: '%s' is not a site number (0..15)\n", cmd, arg);
+    return -1;
+  }
+  *site = (unsigned) v;
+  return 0;
+}
+
+/* Run one administrative command: 0, 1 (refused/failed), 2 (usage). */
+static int
+admin (const char *sock, int argc, char **argv)
+{
+  const char *cmd = argv[0];
+  json_object *req = json_object_new_object (), *doc, *msg;
+  const char *pos[3] = { NULL, NULL, NULL };
+  const char *fall_behind = NULL, *from = NULL;
+  bool full = false, wait = false;
+  unsigned site = 0, npos = 0, want;
+  int64_t before = -1;
+  int i, rc;
+
+  for (i = 1; i < argc; i++) {
+    if (!strcmp (argv[i], "--full") && !strcmp (cmd, "resync"))
+      full = true;
+    else if (!strcmp (argv[i], "--wait") && !strcmp (cmd, "resync"))
+      wait = true;
+    else if (!strcmp (argv[i], "--fall-behind") && !strcmp (cmd, "policy") && i + 1 < argc)
+      fall_behind = argv[++i];
+    else if (!strcmp (argv[i], "--from") && !strcmp (cmd, "restore") && i + 1 < argc)
+      from = argv[++i];
+    else if (argv[i][0] == '-' && argv[i][1]) {
+      fprintf (stderr, "replctl: %s: unknown option '%s'\n", cmd, argv[i]);
+      json_object_put (req);
+      return 2;
+    }
+    else if (npos < 3)
+      pos[npos++] = argv[i];
+    else {
+      fprintf (stderr, "replctl: %s: too many arguments\n", cmd);
+      json_object_put (req);
+      return 2;
+    }
+  }
+  want = !strcmp (cmd, "resync") || !strcmp (cmd, "verify") || !strcmp (cmd, "policy") ? 2 : 1;
+  if (npos != want || (!strcmp (cmd, "restore") && !from)) {
+    fprintf (stderr, "replctl: usage: %s\n",
+             !strcmp (cmd, "resync") ? "resync DEVICE SITE [--full] [--wait]" :
+             !strcmp (cmd, "verify") ? "verify DEVICE SITE" :
+             !strcmp (cmd, "policy") ? "policy SITE sync|async [--fall-behind SPEC]" :
+             !strcmp (cmd, "restore") ? "restore DEVICE --from SITE" : "pause|resume SITE");
+    json_object_put (req);
+    return 2;
+  }
+  json_object_object_add (req, "cmd", json_object_new_string (cmd));
+  if (!strcmp (cmd, "resync") || !strcmp (cmd, "verify") || !strcmp (cmd, "restore")) {
+    json_object_object_add (req, "device", json_object_new_string (pos[0]));
+    if (parse_site (cmd, from ? from : pos[1], &site) == -1) {
+      json_object_put (req);
+      return 2;
+    }
+  }
+  else if (parse_site (cmd, pos[0], &site) == -1) {
+    json_object_put (req);
+    return 2;
+  }
+  json_object_object_add (req, "site", json_object_new_int ((int) site));
+  if (full)
+    json_object_object_add (req, "full", json_object_new_boolean (1));
+  if (!strcmp (cmd, "policy")) {
+    if (strcmp (pos[1], "sync") && strcmp (pos[1], "async")) {
+      fprintf (stderr, "replctl: policy: '%s': expected sync or async\n", pos[1]);
+      json_object_put (req);
+      return 2;
+    }
+    json_object_object_add (req, "policy", json_object_new_string (pos[1]));
+    if (fall_behind)
+      json_object_object_add (req, "fall_behind", json_object_new_string (fall_behind));
+  }
+  if (wait && (before = resyncs_finished (sock, site)) < 0) {
+    json_object_put (req);
+    return 1;
+  }
+  doc = command (sock, req);
+  json_object_put (req);
+  if ((rc = reply_error (doc)) != 0) {
+    if (doc)
+      json_object_put (doc);
+    return rc;
+  }
+  if (json_object_object_get_ex (doc, "message", &msg))
+    printf ("%s\n", json_object_get_string (msg));
+  json_object_put (doc);
+  return wait ? wait_resync (sock, site, before) : 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -162,6 +412,9 @@ main (int argc, char **argv)
     { "instance", required_argument, NULL, 'i' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
+  };
+  static const char *const admin_cmds[] = {
+    "resync", "verify", "restore", "pause", "resume", "policy", NULL
   };
   char *sock = NULL, *reply;
   bool json = false;
@@ -192,6 +445,15 @@ main (int argc, char **argv)
     usage (stderr);
     return 2;
   }
+  for (i = 0; admin_cmds[i]; i++)
+    if (!strcmp (argv[optind], admin_cmds[i])) {
+      int rc;
+      if (!sock && !(sock = cfg_default_control_socket ()))
+        return 1;
+      rc = admin (sock, argc - optind, argv + optind);
+      free (sock);
+      return rc;
+    }
   if (strcmp (argv[optind], "status") != 0) {
     fprintf (stderr, "replctl: unknown command '%s'\n", argv[optind]);
     usage (stderr);

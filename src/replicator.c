@@ -346,7 +346,7 @@ sites_mode_init (struct replicator *r, struct site *s)
   else if (is_new)
     rep_warn ("site %u: new legs need an initial sync before they are replicated from the log "
               "(set dirty_log sync = false, or initial-sync=false, for legs known to equal "
-              "the device); the site stays in dirty-log mode until then", s->id);
+              "the device); it is copied online once its remotes are reachable", s->id);
   else
     rep_warn ("site %u: in dirty-log mode (it fell behind or was away while the log needed "
               "the space); its in-memory dirty log did not survive the restart, so every "
@@ -398,6 +398,9 @@ replicator_new (struct cfg *cfg)
     s->r = r;
     s->id = cfg->sites[i].id;
     s->cfg = &cfg->sites[i];
+    s->policy = s->cfg->policy;
+    s->fall_behind = s->cfg->fall_behind;
+    s->fall_behind_value = s->cfg->fall_behind_value;
     s->served = true;
     pthread_mutex_init (&s->lock, NULL);
     {
@@ -801,8 +804,8 @@ apply_policies (struct replicator *r, uint64_t seq, const char *what)
     bool fb;
     if (!s->cfg || !s->served || !s->running)
       continue;
-    fb = s->cfg->policy != POLICY_SYNC;
-    if (fb && (s->cfg->fall_behind == FB_NONE || !site_over_threshold (s, seq)))
+    fb = __atomic_load_n (&s->policy, __ATOMIC_RELAXED) != POLICY_SYNC;
+    if (fb && (__atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) == FB_NONE || !site_over_threshold (s, seq)))
       continue;
     if (i && (__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED) ||
               __atomic_load_n (&s->dirty, __ATOMIC_RELAXED)))
@@ -880,10 +883,10 @@ site_oldest_age_ms (struct site *s, uint64_t last)
 bool
 site_over_threshold (struct site *s, uint64_t last)
 {
-  switch (s->cfg->fall_behind) {
-  case FB_IOS: return site_backlog_entries (s, last) > s->cfg->fall_behind_value;
-  case FB_SIZE: return site_backlog_bytes (s) > s->cfg->fall_behind_value;
-  case FB_TIMEOUT: return site_oldest_age_ms (s, last) > s->cfg->fall_behind_value;
+  switch (__atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED)) {
+  case FB_IOS: return site_backlog_entries (s, last) > __atomic_load_n (&s->fall_behind_value, __ATOMIC_RELAXED);
+  case FB_SIZE: return site_backlog_bytes (s) > __atomic_load_n (&s->fall_behind_value, __ATOMIC_RELAXED);
+  case FB_TIMEOUT: return site_oldest_age_ms (s, last) > __atomic_load_n (&s->fall_behind_value, __ATOMIC_RELAXED);
   case FB_NONE: break;
   }
   return false;
@@ -1089,6 +1092,8 @@ site_link_name (struct site *s)
   size_t i, j;
   if (s->id == 0)
     return "local";
+  if (__atomic_load_n (&s->paused, __ATOMIC_RELAXED))
+    return "paused";
   if (__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED))
     return "disconnected";
   for (i = 0; i < s->r->ndevs; i++)
@@ -1115,7 +1120,7 @@ leg_state (struct leg *l, enum leg_state raw, uint64_t last)
     return LEG_DISCONNECTED;
   if (raw == LEG_FAILED)
     return raw;
-  if (s->cfg->fall_behind != FB_NONE && site_over_threshold (s, last))
+  if (__atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, last))
     return LEG_BEHIND;
   return LEG_REPLICATING;
 }
@@ -1219,7 +1224,7 @@ replicator_status_json (struct replicator *r, bool pretty)
     js = json_object_new_object ();
     applied = replog_applied (r->rl, s->id);
     json_object_object_add (js, "id", json_object_new_int ((int) s->id));
-    json_object_object_add (js, "policy", jstr (cfg_policy_name (s->cfg->policy)));
+    json_object_object_add (js, "policy", jstr (cfg_policy_name (__atomic_load_n (&s->policy, __ATOMIC_RELAXED))));
     json_object_object_add (js, "link", jstr (site_link_name (s)));
     json_object_object_add (js, "mode", jstr (s->dirty ? "dirty" : s->resyncing ? "resync" : "log"));
     json_object_object_add (js, "applied_seq", json_object_new_int64 ((int64_t) applied));
@@ -1240,11 +1245,11 @@ replicator_status_json (struct replicator *r, bool pretty)
     }
     {
       char fb[64];
-      cfg_format_fall_behind (s->cfg->fall_behind, s->cfg->fall_behind_value, fb, sizeof fb);
+      cfg_format_fall_behind (__atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED), __atomic_load_n (&s->fall_behind_value, __ATOMIC_RELAXED), fb, sizeof fb);
       json_object_object_add (js, "fall_behind", jstr (fb));
     }
     json_object_object_add (js, "behind", json_object_new_boolean (
-      !s->dirty && s->cfg->fall_behind != FB_NONE && site_over_threshold (s, st.committed_seq)));
+      !s->dirty && __atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, st.committed_seq)));
     json_object_object_add (js, "disconnect_timeout_ms", json_object_new_int64 ((int64_t) s->cfg->disconnect_timeout_ms));
     json_object_object_add (js, "pull_ahead_ms", json_object_new_int64 ((int64_t) s->cfg->pull_ahead_ms));
     json_object_object_add (js, "disconnects", json_object_new_int64 ((int64_t) s->disconnects));
@@ -1312,4 +1317,114 @@ replicator_status_json (struct replicator *r, bool pretty)
   out = strdup (json_object_to_json_string_ext (root, pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN));
   json_object_put (root);
   return out;
+}
+
+/* ---- administrator's commands ----------------------------------------------------- */
+
+static struct site *
+remote_site (struct replicator *r, unsigned id, char *why, size_t len)
+{
+  if (id >= CFG_MAX_SITES || !r->sites[id].cfg) {
+    snprintf (why, len, "no site %u in this instance", id);
+    return NULL;
+  }
+  if (id == 0) {
+    snprintf (why, len, "site 0 holds the local legs: only remote sites (1..%d) can be %s",
+              CFG_MAX_SITES - 1, "named here");
+    return NULL;
+  }
+  return &r->sites[id];
+}
+
+int
+replicator_resync (struct replicator *r, const char *device, unsigned site, bool full,
+                   char *why, size_t len)
+{
+  struct site *s = remote_site (r, site, why, len);
+  struct vdev *d;
+  size_t j;
+  bool has_leg = false;
+
+  if (!s)
+    return -1;
+  if (!(d = replicator_find (r, device))) {
+    snprintf (why, len, "no device '%s' in this instance", device);
+    return -1;
+  }
+  for (j = 0; j < d->nlegs; j++)
+    has_leg |= d->legs[j].site == site;
+  if (!has_leg) {
+    snprintf (why, len, "device '%s' has no leg at site %u", device, site);
+    return -1;
+  }
+  if (!s->running) {
+    snprintf (why, len, "site %u is not running", site);
+    return -1;
+  }
+  if (full)
+    __atomic_fetch_or (&s->resync_full_devs, 1u << d->index, __ATOMIC_RELEASE);
+  else if (!s->dirty && !s->resyncing && !site_dirty_regions (s)) {
+    snprintf (why, len, "site %u is in log mode with nothing to copy (use --full to copy "
+              "every region of device '%s' again)", site, device);
+    return -1;
+  }
+  __atomic_store_n (&s->resync_now, true, __ATOMIC_RELEASE);
+  worker_poke (s);
+  rep_info ("site %u: %s resync of device '%s' requested", site, full ? "full" : "a", device);
+  return 0;
+}
+
+int
+replicator_pause (struct replicator *r, unsigned site, bool pause, char *why, size_t len)
+{
+  struct site *s = remote_site (r, site, why, len);
+  if (!s)
+    return -1;
+  if (__atomic_exchange_n (&s->paused, pause, __ATOMIC_ACQ_REL) == pause) {
+    snprintf (why, len, "site %u is %s already", site, pause ? "paused" : "not paused");
+    return -1;
+  }
+  worker_poke (s);
+  pthread_mutex_lock (&s->lock);
+  pthread_cond_broadcast (&s->cv);          /* sync clients stop waiting for it */
+  pthread_mutex_unlock (&s->lock);
+  return 0;
+}
+
+int
+replicator_set_policy (struct replicator *r, unsigned site, const char *policy,
+                       const char *fall_behind, char *why, size_t len)
+{
+  struct site *s = remote_site (r, site, why, len);
+  enum cfg_fall_behind fb = FB_NONE;
+  uint64_t fbv = 0;
+  const char *e;
+  enum cfg_policy p;
+  char b[64];
+
+  if (!s)
+    return -1;
+  if (!strcmp (policy, "sync"))
+    p = POLICY_SYNC;
+  else if (!strcmp (policy, "async"))
+    p = POLICY_ASYNC;
+  else {
+    snprintf (why, len, "policy '%s': expected sync or async", policy);
+    return -1;
+  }
+  if (fall_behind && cfg_parse_fall_behind (fall_behind, &fb, &fbv, &e) == -1) {
+    snprintf (why, len, "fall-behind '%s': %s", fall_behind, e);
+    return -1;
+  }
+  if (fall_behind) {
+    __atomic_store_n (&s->fall_behind_value, fbv, __ATOMIC_RELAXED);
+    __atomic_store_n (&s->fall_behind, fb, __ATOMIC_RELEASE);
+  }
+  __atomic_store_n (&s->policy, p, __ATOMIC_RELEASE);
+  pthread_mutex_lock (&s->lock);
+  pthread_cond_broadcast (&s->cv);          /* waiters re-check the new policy */
+  pthread_mutex_unlock (&s->lock);
+  cfg_format_fall_behind (s->fall_behind, s->fall_behind_value, b, sizeof b);
+  rep_info ("site %u: policy now %s, fall_behind %s", site, policy, b);
+  return 0;
 }

@@ -94,6 +94,10 @@ struct site {
   struct replicator *r;
   unsigned id;
   const struct cfg_site *cfg;
+  /* Policy now (from cfg; replctl policy changes it): atomics. */
+  enum cfg_policy policy;
+  enum cfg_fall_behind fall_behind;
+  uint64_t fall_behind_value;
   bool served;                   /* a worker applies the log here */
   struct worker *worker;
   pthread_t thread;
@@ -115,6 +119,10 @@ struct site {
   /* Resync (the worker writes, status reads): the site went back to log
    * mode and copies the regions in its legs' dirty logs. */
   bool resyncing;
+  /* Administrator's requests (replctl), taken by the worker. */
+  bool paused;                   /* not fed; clients do not wait for it */
+  bool resync_now;               /* start a resync of a dirty site without delay */
+  uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */
   uint64_t resync_regions;       /* regions to copy when it started */
   uint64_t resync_copied;        /* regions copied since */
   uint64_t resync_bytes;         /* bytes sent as data (holes go as zeroes) */
@@ -170,9 +178,19 @@ char *replicator_status_json (struct replicator *r, bool pretty);
 
 const char *leg_state_name (enum leg_state s);
 
+/* Administrator's commands (control socket): 0, or -1 with a one-line
+ * reason in why. */
+int replicator_resync (struct replicator *r, const char *device, unsigned site, bool full,
+                       char *why, size_t len);
+int replicator_pause (struct replicator *r, unsigned site, bool pause, char *why, size_t len);
+int replicator_set_policy (struct replicator *r, unsigned site, const char *policy,
+                           const char *fall_behind, char *why, size_t len);
+
 /* worker.c */
 int worker_start (struct site *s);
 void worker_stop (struct site *s);
+/* Wake the site's worker (a request is waiting for it). */
+void worker_poke (struct site *s);
 /* Client side of the policies: wait until the site's legs hold entry
  * seq (sync), or only while the site is over its fall_behind threshold
  * (fall_behind = true); never past the site's disconnect_timeout, nor

@@ -134,6 +134,8 @@ struct worker {
   uint64_t rs_bytes_started;       /* for the rate limit */
   bool rs_flushing;                /* copies done: the legs are being flushed */
   bool rs_resume;                  /* a resync was under way at the last stop */
+  bool paused_seen;                /* the site's paused flag as last acted on */
+  bool rs_want;                    /* an in-place resync was asked for (replctl) */
   uint64_t rs_flush_from;
   uint8_t *zbuf;
   struct wio *fin;                 /* completed in this reap, not yet finished */
@@ -965,7 +967,7 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
   bool up = links_all_up (w);
   bool pending = durable > w->done || w->ninflight;
 
-  if (!pending && up)
+  if ((!pending && up) || w->paused_seen)
     w->last_progress_ns = now;
   if (!s->disconnected && since (now, w->last_progress_ns) > timeout) {
     rep_warn ("site %u: disconnected (%s for %" PRIu64 " ms); clients no longer wait for it, "
@@ -973,7 +975,8 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
               s->cfg->disconnect_timeout_ms);
     set_disconnected (s, true);
   }
-  else if (s->disconnected && up && since (now, w->last_progress_ns) < TICK_MS * 1000000u) {
+  else if (s->disconnected && up && !w->paused_seen &&
+           since (now, w->last_progress_ns) < TICK_MS * 1000000u) {
     rep_info ("site %u: back; catching up with %" PRIu64 " entries from the log", s->id,
               durable > w->done ? durable - w->done : 0);
     pthread_mutex_lock (&s->lock);
@@ -1076,8 +1079,18 @@ resync_begin (struct worker *w, uint64_t now)
       w->rs_retry_at = now + RESYNC_RETRY_MAX;
       return;
     }
-  if (!s->dirty)
-    start = w->next;          /* in log mode already (in-doubt regions, restart) */
+  if (!s->dirty) {
+    /* In log mode already (in-doubt regions, a full resync, a restart):
+     * the header says so before anything is copied, so that a restart
+     * does not take the site for consistent. */
+    start = w->next;
+    if (!(replog_site_flags (w->r->rl, s->id) & RL_SITE_RESYNC) &&
+        replog_set_site_flags (w->r->rl, s->id, RL_SITE_RESYNC) == -1) {
+      rep_error ("site %u: resync: could not record it in the log header: %m", s->id);
+      w->rs_retry_at = now + RESYNC_RETRY_MAX;
+      return;
+    }
+  }
   else if (replog_site_resume (w->r->rl, s->id, resync_mark, w, &start) == -1) {
     rep_error ("site %u: resync: could not switch the site back to log mode: %m", s->id);
     w->rs_retry_at = now + RESYNC_RETRY_MAX;
@@ -1268,13 +1281,19 @@ resync_finish (struct worker *w)
 }
 
 /* A site in log mode with in-doubt regions (an aborted NBD connection):
- * once the grace period is over, copy them again (an in-place resync). */
+ * once the grace period is over, copy them again; or a full resync was
+ * asked for.  An in-place resync: the site stays in log mode. */
 static void
 doubt_check (struct worker *w, uint64_t now)
 {
   unsigned i;
   if (w->site->resyncing)
     return;
+  if (w->rs_want) {
+    w->rs_want = false;
+    resync_begin (w, now);
+    return;
+  }
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     if (l->doubt_pending && l->link.up && since (now, l->link.down_since_ns) > DOUBT_GRACE_NS) {
@@ -1282,6 +1301,48 @@ doubt_check (struct worker *w, uint64_t now)
       resync_begin (w, now);
       return;
     }
+  }
+}
+
+/* Requests from the administrator (replctl resync, pause, resume). */
+static void
+requests_check (struct worker *w, uint64_t now)
+{
+  struct site *s = w->site;
+  uint32_t full = __atomic_exchange_n (&s->resync_full_devs, 0, __ATOMIC_ACQ_REL);
+  bool asap = __atomic_exchange_n (&s->resync_now, false, __ATOMIC_ACQ_REL);
+  bool paused = __atomic_load_n (&s->paused, __ATOMIC_ACQUIRE);
+  unsigned i;
+
+  if (paused != w->paused_seen) {
+    w->paused_seen = paused;
+    if (paused) {
+      rep_info ("site %u: paused by the administrator: not fed from the log, clients do not "
+                "wait for it; its entries stay in the log", s->id);
+      if (!s->disconnected)
+        set_disconnected (s, true);
+    }
+    else {
+      rep_info ("site %u: resumed", s->id);
+      w->last_progress_ns = now;
+    }
+  }
+  if (full) {
+    uint64_t n = 0;
+    for (i = 0; i < w->nlegs; i++)
+      if (full & (1u << w->legs[i]->dev->index)) {
+        bitmap_set_all (w->legs[i]->dirty);
+        w->rs_cursor[i] = 0;
+        n += w->legs[i]->dirty->nbits;
+      }
+    if (s->resyncing)
+      __atomic_add_fetch (&s->resync_regions, n, __ATOMIC_RELAXED);
+    else if (!s->dirty)
+      w->rs_want = true;                 /* in place: the site stays in log mode */
+  }
+  if ((asap || full) && s->dirty) {
+    w->rs_retry_at = 0;
+    w->rs_backoff_ns = 0;
   }
 }
 
@@ -1406,19 +1467,20 @@ remote_loop (struct worker *w)
       w->rs_resume = false;
       resync_begin (w, now);
     }
+    requests_check (w, now);
     if (!w->site->dirty) {
-      if (!stopping)
+      if (!stopping && !w->paused_seen)
         fill (w, durable);
       if (want_ckpt (w, now, durable) || (stopping && w->ninflight == 0 && !w->ckpt_busy &&
                                           w->done > w->posted && now >= w->ckpt_retry_at))
         ckpt_start (w, w->done);
       watchdog (w, now, durable);
-      if (!stopping && !w->site->dirty) {
+      if (!stopping && !w->site->dirty && !w->paused_seen) {
         resync_step (w, now, durable);
         doubt_check (w, now);
       }
     }
-    else if (!stopping && now >= w->rs_retry_at && links_all_up (w))
+    else if (!stopping && !w->paused_seen && now >= w->rs_retry_at && links_all_up (w))
       resync_begin (w, now);
     reap (w, w->nready ? 0 : TICK_MS);
   }
@@ -1446,20 +1508,24 @@ local_loop (struct worker *w)
       w->rs_resume = false;
       resync_begin (w, now);
     }
+    if (w->site->id != 0)
+      requests_check (w, now);
     if (w->site->dirty) {
       /* Not fed from the log: a resync brings the site back. */
-      if (!stopping && now >= w->rs_retry_at)
+      if (!stopping && !w->paused_seen && now >= w->rs_retry_at)
         resync_begin (w, now);
     }
     else {
-      if (!stopping || now <= w->stop_at)
+      if ((!stopping || now <= w->stop_at) && !w->paused_seen)
         fill (w, durable);
       if (want_ckpt (w, now, durable))
         ckpt_start (w, w->done);
       if (w->site->id != 0) {
         watchdog (w, now, durable);
-        if (!stopping)
+        if (!stopping && !w->paused_seen) {
           resync_step (w, now, durable);
+          doubt_check (w, now);
+        }
       }
     }
     if (w->ninflight || w->ckpt_busy || w->nready || w->ncopies) {
@@ -1649,4 +1715,14 @@ worker_stop (struct site *s)
   pthread_mutex_lock (&s->lock);
   pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
+}
+
+void
+worker_poke (struct site *s)
+{
+  struct worker *w = s->worker;
+  uint64_t one = 1;
+  if (w && w->evfd >= 0 && write (w->evfd, &one, sizeof one) < 0) {
+    /* a wake-up is pending anyway */
+  }
 }
