@@ -27,8 +27,31 @@ bitmap_free (struct bitmap *b)
 {
   if (!b)
     return;
+  free (b->changed);
   free (b->words);
   free (b);
+}
+
+int
+bitmap_track_pages (struct bitmap *b, uint64_t words_per_page)
+{
+  b->words_per_page = words_per_page;
+  b->npages = ((b->nbits + 63) / 64 + words_per_page - 1) / words_per_page;
+  if (b->npages == 0)
+    b->npages = 1;
+  b->changed = calloc ((size_t) b->npages, 1);
+  return b->changed ? 0 : -1;
+}
+
+/* Word w changed: flag its page (after the change, so that a flush that
+ * clears the flag before copying the page never misses it). */
+static inline void
+changed (struct bitmap *b, uint64_t w)
+{
+  if (b->changed) {
+    __atomic_store_n (&b->changed[w / b->words_per_page], 1, __ATOMIC_RELEASE);
+    __atomic_store_n (&b->any_changed, 1, __ATOMIC_RELEASE);
+  }
 }
 
 void
@@ -44,8 +67,10 @@ bitmap_set_range (struct bitmap *b, uint64_t off, uint64_t len)
   last = (off + len - 1) / b->region_size;
   for (i = first; i <= last; i++) {
     uint64_t bit = 1ull << (i % 64);
-    if (!(__atomic_load_n (&b->words[i / 64], __ATOMIC_RELAXED) & bit))
-      __atomic_fetch_or (&b->words[i / 64], bit, __ATOMIC_RELAXED);
+    if (!(__atomic_load_n (&b->words[i / 64], __ATOMIC_RELAXED) & bit)) {
+      __atomic_fetch_or (&b->words[i / 64], bit, __ATOMIC_SEQ_CST);
+      changed (b, i / 64);
+    }
   }
 }
 
@@ -76,7 +101,9 @@ bitmap_clear_bits (struct bitmap *b, uint64_t first, uint64_t n)
 {
   uint64_t i;
   for (i = first; i < first + n && i < b->nbits; i++)
-    __atomic_fetch_and (&b->words[i / 64], ~(1ull << (i % 64)), __ATOMIC_RELAXED);
+    if (__atomic_fetch_and (&b->words[i / 64], ~(1ull << (i % 64)), __ATOMIC_SEQ_CST) &
+        (1ull << (i % 64)))
+      changed (b, i / 64);
 }
 
 uint64_t
@@ -109,7 +136,8 @@ bitmap_merge (struct bitmap *dst, struct bitmap *src)
     uint64_t w = __atomic_exchange_n (&src->words[i], 0, __ATOMIC_RELAXED);
     if (w) {
       n += (uint64_t) __builtin_popcountll (w);
-      __atomic_fetch_or (&dst->words[i], w, __ATOMIC_RELAXED);
+      __atomic_fetch_or (&dst->words[i], w, __ATOMIC_SEQ_CST);
+      changed (dst, i);
     }
   }
   return n;

@@ -12,11 +12,18 @@ struct bitmap {
   uint64_t region_size;          /* power of two */
   uint64_t nbits;
   uint64_t *words;
+  /* Change tracking for a persistent copy (dirtylog.c): one flag per
+   * page of words_per_page words, set after a bit of the page changed. */
+  uint8_t *changed;
+  uint64_t npages, words_per_page;
+  uint32_t any_changed;
 };
 
 /* NULL on ENOMEM.  region_size must be a power of two. */
 struct bitmap *bitmap_new (uint64_t size, uint64_t region_size);
 void bitmap_free (struct bitmap *b);
+/* Track changes per page of words_per_page words: -1 on ENOMEM. */
+int bitmap_track_pages (struct bitmap *b, uint64_t words_per_page);
 /* Mark every region touching [off, off + len). */
 void bitmap_set_range (struct bitmap *b, uint64_t off, uint64_t len);
 void bitmap_set_all (struct bitmap *b);

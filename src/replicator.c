@@ -27,6 +27,7 @@
 
 #include "io.h"
 #include "link.h"
+#include "dirtylog.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -131,6 +132,7 @@ vdev_destroy (struct vdev *d)
     if (d->legs[i].fd >= 0)
       close (d->legs[i].fd);
     rlink_destroy (&d->legs[i].link);
+    dlog_close (d->legs[i].dlog);
     bitmap_free (d->legs[i].dirty);
     bitmap_free (d->legs[i].doubt);
   }
@@ -214,6 +216,8 @@ leg_session_id (const struct leg *l)
  * dirty logs, and one connection attempt each.  Unreachable: start with
  * the site disconnected.  Reachable but unsuitable (smaller than the
  * device, larger blocks): refused. */
+static int dirtylog_open (struct vdev *d, struct leg *l);
+
 static int
 remote_legs_init (struct vdev *d)
 {
@@ -233,6 +237,8 @@ remote_legs_init (struct vdev *d)
       rep_error ("device '%s': dirty log of site %u: out of memory", d->name, l->site);
       return -1;
     }
+    if (l->cfg->dirty_log.type == DIRTYLOG_DISK && dirtylog_open (d, l) == -1)
+      return -1;
     if (l->cfg->transport == TRANSPORT_PATH)
       continue;
     if (!(ops = link_ops_for (l->cfg->transport, &why))) {
@@ -241,10 +247,6 @@ remote_legs_init (struct vdev *d)
     }
     l->remote = true;
     l->lbs = 512;
-    if (!ops->fenced && !(l->doubt = bitmap_new (d->size, l->cfg->dirty_log.region_size))) {
-      rep_error ("device '%s': out of memory", d->name);
-      return -1;
-    }
     snprintf (what, sizeof what, "device '%s' site %u", d->name, l->site);
     rlink_init (&l->link, ops, l->cfg->path, what);
     {
@@ -304,27 +306,121 @@ trusted_sites (struct replicator *r)
   return m;
 }
 
+/* A persistent dirty log (type disk): open or create its file. */
+static int
+dirtylog_open (struct vdev *d, struct leg *l)
+{
+  struct dlog_id id = { .device = d->name, .size = d->size,
+                        .region_size = l->cfg->dirty_log.region_size, .site = l->site };
+  struct dlog_open_info info;
+  char err[512];
+
+  if (dlog_open (l->cfg->dirty_log.path, &id, l->dirty, &l->dlog, &info, err, sizeof err) == -1) {
+    rep_error ("device '%s': dirty log of the leg at site %u: %s", d->name, l->site, err);
+    return -1;
+  }
+  l->dlog_created = info.created;
+  if (info.header_bad)
+    rep_warn ("device '%s': dirty log %s of the leg at site %u has an unreadable header: "
+              "recreated with every region marked (a full resync if the site needs one)",
+              d->name, l->cfg->dirty_log.path, l->site);
+  else if (info.bad_pages)
+    rep_warn ("device '%s': dirty log %s of the leg at site %u: %" PRIu64 " pages failed "
+              "their checks (torn or corrupt): their regions are marked dirty", d->name,
+              l->cfg->dirty_log.path, l->site, info.bad_pages);
+  return 0;
+}
+
+/* The log's syncer: the dirty logs' set bits to disk.  A dirty log that
+ * cannot be written is invalidated (its leg needs a full resync after a
+ * restart) rather than trusted. */
+static void
+dirtylogs_sync (void *opaque)
+{
+  struct replicator *r = opaque;
+  size_t i, j;
+
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (!l->dlog || l->dlog_failed || dlog_flush (l->dlog) == 0)
+        continue;
+      rep_error ("device '%s': writing dirty log %s of the leg at site %u: %m; the file is "
+                 "invalidated: after a restart that leg is resynchronised in full",
+                 r->devs[i].name, dlog_path (l->dlog), l->site);
+      l->dlog_failed = true;
+      dlog_invalidate (l->dlog);
+    }
+}
+
 /* The log header says whether a remote site is fed from the log. */
+static void
+site_set_all_dirty (struct replicator *r, struct site *s)
+{
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++)
+      if (r->devs[i].legs[j].site == s->id)
+        bitmap_set_all (r->devs[i].legs[j].dirty);
+}
+
+/* A site that is not a consistent prefix after a restart: legs with a
+ * usable persistent dirty log keep what it says; the others (core, nolog,
+ * a dirty log created just now) get every region marked.  Returns how
+ * many legs had to be marked in full. */
+static unsigned
+site_keep_dirty_logs (struct replicator *r, struct site *s)
+{
+  unsigned n = 0;
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->site != s->id || (l->dlog && !l->dlog_created))
+        continue;
+      bitmap_set_all (l->dirty);
+      n++;
+    }
+  return n;
+}
+
+/* A consistent site: stale bits of a persistent dirty log are dropped. */
+static void
+site_clear_dirty_logs (struct replicator *r, struct site *s)
+{
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->site == s->id && l->dlog)
+        bitmap_clear_bits (l->dirty, 0, l->dirty->nbits);
+    }
+}
+
 static int
 sites_mode_init (struct replicator *r, struct site *s)
 {
   bool is_new = r->rec.new_sites & (1u << s->id);
+  unsigned kept;
   size_t i, j;
 
   if (replog_site_mode (r->rl, s->id) == RL_MODE_LOG) {
     uint8_t f = replog_site_flags (r->rl, s->id);
     if ((f & RL_SITE_RESYNC) && !(f & RL_SITE_IN_DOUBT)) {
       /* Back in log mode, copying its dirty regions, when it stopped. */
-      rep_warn ("site %u: a resync was under way at the last stop; its in-memory dirty logs "
-                "did not survive, so every region is copied again", s->id);
-      for (i = 0; i < r->ndevs; i++)
-        for (j = 0; j < r->devs[i].nlegs; j++)
-          if (r->devs[i].legs[j].site == s->id)
-            bitmap_set_all (r->devs[i].legs[j].dirty);
+      unsigned lost = site_keep_dirty_logs (r, s);
+      if (lost)
+        rep_warn ("site %u: a resync was under way at the last stop; %u of its legs have no "
+                  "persistent dirty log, so every region of those is copied again", s->id, lost);
+      else
+        rep_info ("site %u: a resync was under way at the last stop; it carries on from its "
+                  "persistent dirty logs", s->id);
       return 0;
     }
-    if (!(f & RL_SITE_IN_DOUBT))
+    if (!(f & RL_SITE_IN_DOUBT)) {
+      site_clear_dirty_logs (r, s);    /* a consistent prefix: nothing is missing */
       return 0;
+    }
     /* Which regions were in doubt was known only in memory. */
     rep_warn ("site %u: writes were in doubt there before the restart (a connection was "
               "aborted with writes in flight); moving it to dirty-log mode", s->id);
@@ -339,18 +435,24 @@ sites_mode_init (struct replicator *r, struct site *s)
         continue;
       l->state = LEG_DIRTY;
       l->initial_sync = is_new;
-      bitmap_set_all (l->dirty);
     }
+  kept = 0;
+  if (is_new || s->in_doubt)
+    site_set_all_dirty (r, s);         /* initial sync; in-doubt regions are not on disk */
+  else
+    kept = site_keep_dirty_logs (r, s);
   if (s->in_doubt)
     ;                            /* said above */
   else if (is_new)
     rep_warn ("site %u: new legs need an initial sync before they are replicated from the log "
               "(set dirty_log sync = false, or initial-sync=false, for legs known to equal "
               "the device); it is copied online once its remotes are reachable", s->id);
-  else
+  else if (kept)
     rep_warn ("site %u: in dirty-log mode (it fell behind or was away while the log needed "
-              "the space); its in-memory dirty log did not survive the restart, so every "
-              "region is marked for resync", s->id);
+              "the space); %u of its legs have no persistent dirty log, so every region of "
+              "those is marked for resync", s->id, kept);
+  else
+    rep_info ("site %u: in dirty-log mode; its persistent dirty logs say what to copy", s->id);
   return 0;
 }
 
@@ -514,6 +616,7 @@ replicator_new (struct cfg *cfg)
               r->rec.entries ? r->rec.last_seq : r->rec.first_seq - 1,
               'A' + r->rec.header_copy, r->rec.generation, r->rec.stop_reason);
   replog_set_release_fn (r->rl, on_release, r);
+  replog_set_dirtylog_sync (r->rl, dirtylogs_sync, r);
   for (i = 1; i < CFG_MAX_SITES; i++)
     if (r->sites[i].cfg && sites_mode_init (r, &r->sites[i]) == -1)
       goto err;
@@ -1381,7 +1484,7 @@ replicator_pause (struct replicator *r, unsigned site, bool pause, char *why, si
   if (!s)
     return -1;
   if (__atomic_exchange_n (&s->paused, pause, __ATOMIC_ACQ_REL) == pause) {
-    snprintf (why, len, "site %u is %s already", site, pause ? "paused" : "not paused");
+    snprintf (why, len, pause ? "site %u is paused already" : "site %u is not paused", site);
     return -1;
   }
   worker_poke (s);

@@ -55,6 +55,9 @@ struct leg {
    * while its site was in dirty-log mode, or all of it when that record
    * was lost (restart) or the leg was never synchronised. */
   struct bitmap *dirty;
+  struct dlog *dlog;             /* its file (dirty_log type disk), or NULL */
+  bool dlog_created;             /* the file was created at this start */
+  bool dlog_failed;              /* could not be written: invalidated */
   bool initial_sync;             /* never synchronised: needs a full copy */
   /* Regions written by requests of a connection we aborted: the remote may
    * still execute them after newer writes (safety rule 5).  Not consistent

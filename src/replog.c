@@ -167,6 +167,8 @@ struct replog {
   uint64_t resume_applied[RL_MAX_SITES]; /* their applied seq then */
   replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
   void *release_opaque;
+  void (*dl_sync_fn) (void *);   /* make dirty-log marks durable (persistent dirty logs) */
+  void *dl_sync_opaque;
   int wakers[RL_MAX_SITES];      /* eventfds poked when workers have something to do */
   unsigned nwakers;
 
@@ -630,10 +632,14 @@ recompute_tail (struct replog *rl)
     if (s->present && s->mode == RL_MODE_DIRTY)
       dirty |= 1u << i;
   }
+  bool marked = false;
+
   if (t <= rl->tail_seq)
     return;
   /* Entries leave the log: a dirty-mode site that lacks one records its
-   * regions before the space can be reused. */
+   * regions before the space can be reused, durably (the lock is dropped
+   * for that I/O; sync rounds, the only callers once the log runs, are
+   * one at a time, so nothing else moves the tail meanwhile). */
   if (dirty && rl->release_fn)
     for (seq = rl->tail_seq; seq < t; seq++) {
       const struct rl_desc *d = desc_at (rl, seq);
@@ -643,9 +649,16 @@ recompute_tail (struct replog *rl)
       for (i = 0; i < RL_MAX_SITES; i++)
         if ((dirty & (1u << i)) && rl->hdr.sites[i].applied < seq)
           need |= 1u << i;
-      if (need)
+      if (need) {
         rl->release_fn (rl->release_opaque, need, d);
+        marked = true;
+      }
     }
+  if (marked && rl->dl_sync_fn) {
+    pthread_mutex_unlock (&rl->lock);
+    rl->dl_sync_fn (rl->dl_sync_opaque);
+    pthread_mutex_lock (&rl->lock);
+  }
   rl->tail_seq = t;
 }
 
@@ -921,6 +934,11 @@ sync_round_locked (struct replog *rl)
   int r = 0;
 
   pthread_mutex_unlock (&rl->lock);
+  /* Dirty-log bits set before this header (entries a returning site will
+   * not get from the log, a site moved to dirty-log mode) are durable
+   * before it. */
+  if (hdr && rl->dl_sync_fn)
+    rl->dl_sync_fn (rl->dl_sync_opaque);
   if (hdr)
     r = header_write (rl, &h);
   if (r == 0)
@@ -1533,4 +1551,13 @@ replog_site_resume (struct replog *rl, unsigned site, replog_release_fn mark, vo
     r = wait_header (rl, HDR_RESUMED, site, 0);
   pthread_mutex_unlock (&rl->lock);
   return r;
+}
+
+void
+replog_set_dirtylog_sync (struct replog *rl, void (*fn) (void *), void *opaque)
+{
+  pthread_mutex_lock (&rl->lock);
+  rl->dl_sync_fn = fn;
+  rl->dl_sync_opaque = opaque;
+  pthread_mutex_unlock (&rl->lock);
 }

@@ -49,6 +49,7 @@
 
 #include <liburing.h>
 
+#include "dirtylog.h"
 #include "link.h"
 #include "replicator.h"
 #include "report.h"
@@ -66,6 +67,8 @@
 #define RESYNC_RETRY_NS  (1000ull * 1000000u) /* first pause before retrying a resync */
 #define RESYNC_RETRY_MAX (60000ull * 1000000u)
 #define DOUBT_GRACE_NS   (5000ull * 1000000u) /* in-doubt writes may land this late */
+#define CLR_MAX          256u                 /* completed copies per checkpoint, at most */
+#define DLOG_FLUSH_NS    (1000ull * 1000000u) /* resync progress to the dirty-log files */
 
 /* io_uring user_data tags */
 #define CKPT_TAG         UINT64_MAX
@@ -136,6 +139,13 @@ struct worker {
   bool rs_resume;                  /* a resync was under way at the last stop */
   bool paused_seen;                /* the site's paused flag as last acted on */
   bool rs_want;                    /* an in-place resync was asked for (replctl) */
+  /* Regions of completed copies: their bits are cleared only once a leg
+   * flush covers the copies (a persistent dirty log never says "copied"
+   * before the leg has it durably).  clr: since the last checkpoint
+   * started; clr_ck: covered by the checkpoint under way. */
+  struct clr { struct leg *leg; uint64_t first, n; } *clr, *clr_ck;
+  unsigned nclr, nclr_ck;
+  uint64_t dlog_flushed_ns;
   uint64_t rs_flush_from;
   uint8_t *zbuf;
   struct wio *fin;                 /* completed in this reap, not yet finished */
@@ -269,6 +279,12 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
     return;
   if (k->ops->fenced)
     in_doubt = false;
+  /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
+  if (in_doubt && !l->doubt && !(l->doubt = bitmap_new (l->dirty->size, l->dirty->region_size))) {
+    rep_error ("%s: out of memory for the in-doubt regions: the site is not consistent until "
+               "a full resync", k->what);
+    w->site->in_doubt = true;
+  }
   for (i = 0; i < w->nio; i++) {
     struct wio *io = &w->io[i];
     if (!io->active || io->leg != l)
@@ -701,6 +717,8 @@ post (struct worker *w, uint64_t upto)
 static void
 ckpt_result (struct worker *w, int res)
 {
+  unsigned i;
+
   if (res < 0 && !w->ckpt_err)
     w->ckpt_err = res;
   if (--w->ckpt_pending)
@@ -716,6 +734,17 @@ ckpt_result (struct worker *w, int res)
     return;
   }
   w->ckpt_count++;
+  for (i = 0; i < w->nclr_ck; i++)
+    bitmap_clear_bits (w->clr_ck[i].leg->dirty, w->clr_ck[i].first, w->clr_ck[i].n);
+  if (w->nclr_ck && since (mono_ns (), w->dlog_flushed_ns) > DLOG_FLUSH_NS) {
+    /* Progress of a resync reaches the persistent dirty logs now and
+     * then, so that a restart does not copy it again. */
+    for (i = 0; i < w->nlegs; i++)
+      if (w->legs[i]->dlog && !w->legs[i]->dlog_failed)
+        (void) dlog_flush (w->legs[i]->dlog);   /* a failure: the syncer reports it */
+    w->dlog_flushed_ns = mono_ns ();
+  }
+  w->nclr_ck = 0;
   post (w, w->ckpt_seq);
 }
 
@@ -732,6 +761,13 @@ ckpt_start (struct worker *w, uint64_t upto)
     return;
   w->ckpt_seq = upto;
   w->ckpt_err = 0;
+  if (w->nclr && !w->nclr_ck) {          /* the copies completed so far */
+    struct clr *t = w->clr_ck;
+    w->clr_ck = w->clr;
+    w->nclr_ck = w->nclr;
+    w->clr = t;
+    w->nclr = 0;
+  }
   w->ckpt_pending = 1;                   /* held until all are submitted */
   w->ckpt_busy = true;
   for (i = 0; i < w->nlegs; i++) {
@@ -940,6 +976,7 @@ go_dirty (struct worker *w, const char *why)
     }
   w->ninflight = 0;
   w->ncopies = 0;
+  w->nclr = w->nclr_ck = 0;              /* their bits stay set */
   w->rs_flushing = false;
   for (i = 0; i < w->nlegs; i++)
     if (w->legs[i]->remote)
@@ -1067,6 +1104,8 @@ resync_begin (struct worker *w, uint64_t now)
       bitmap_merge (l->dirty, l->doubt);
       l->doubt_pending = false;
     }
+    if (l->cfg->dirty_log.type == DIRTYLOG_NOLOG)
+      bitmap_set_all (l->dirty);         /* no record: everything is copied */
     if (l->dirty->region_size > region)
       region = l->dirty->region_size;
   }
@@ -1171,7 +1210,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
       break;
     /* End of the bitmap: start over once this pass's copies are back
      * (their bits are still set until they complete). */
-    if (w->rs_cursor[li] == 0 || leg_copies (w, l))
+    if (w->rs_cursor[li] == 0 || leg_copies (w, l) || w->nclr || w->nclr_ck)
       return false;
     w->rs_cursor[li] = 0;
   }
@@ -1235,7 +1274,7 @@ copy_done (struct worker *w, struct wio *io)
 {
   struct site *s = w->site;
 
-  bitmap_clear_bits (io->leg->dirty, io->first_bit, io->nbits);
+  w->clr[w->nclr++] = (struct clr) { io->leg, io->first_bit, io->nbits };
   io->active = false;
   w->ncopies--;
   w->last_progress_ns = mono_ns ();
@@ -1374,7 +1413,14 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
   }
   if (!links_all_up (w))
     return;
-  for (tries = 0; tries < w->nlegs && w->ncopies < RESYNC_QD && rate_allows (w, now); ) {
+  /* Completed copies count as copied once a leg flush covers them. */
+  if ((w->nclr >= CLR_MAX - RESYNC_QD || (w->nclr && !w->ncopies)) && !w->ckpt_busy &&
+      now >= w->ckpt_retry_at) {
+    w->ckpt_force = true;
+    ckpt_start (w, w->done);
+  }
+  for (tries = 0; tries < w->nlegs && w->ncopies < RESYNC_QD && rate_allows (w, now) &&
+                  w->nclr + w->ncopies < CLR_MAX; ) {
     unsigned li = (unsigned) ((w->rs_cursor[w->nlegs] + tries) % w->nlegs);
     for (slot = w->qd; slot < w->nio && w->io[slot].active; slot++)
       ;
@@ -1386,7 +1432,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
     }
     tries++;
   }
-  if (any || w->ncopies || w->done < w->rs_high)
+  if (any || w->ncopies || w->nclr || w->nclr_ck || w->done < w->rs_high)
     return;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
@@ -1588,6 +1634,8 @@ worker_free (struct worker *w)
   free (w->legs);
   free (w->leg_of_dev);
   free (w->rs_cursor);
+  free (w->clr);
+  free (w->clr_ck);
   resync_free_buffers (w);
   free (w);
 }
@@ -1619,10 +1667,12 @@ worker_start (struct site *s)
   w->cdone = calloc (w->ndesc, 1);
   w->ready = calloc (w->nio + 1, sizeof *w->ready);
   w->rs_cursor = calloc (r->ndevs + 2, sizeof *w->rs_cursor);
+  w->clr = calloc (CLR_MAX, sizeof *w->clr);
+  w->clr_ck = calloc (CLR_MAX, sizeof *w->clr_ck);
   w->fin = calloc (w->qd, sizeof *w->fin);
   w->legs = calloc (r->ndevs + 1, sizeof *w->legs);
   w->leg_of_dev = calloc (r->ndevs + 1, sizeof *w->leg_of_dev);
-  if (!w->fin || !w->legs || !w->leg_of_dev || !w->rs_cursor ||
+  if (!w->fin || !w->legs || !w->leg_of_dev || !w->rs_cursor || !w->clr || !w->clr_ck ||
       !w->io || !w->cdone || !w->ready || posix_memalign ((void **) &w->zbuf, 4096, ZBUF_SIZE) != 0) {
     rep_error ("worker: out of memory");
     goto err;
