@@ -108,8 +108,8 @@ handle_json (struct replicator *r, const char *line)
     return replicator_status_json (r, false);
   }
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
-      strcmp (cmd, "policy")) {
-    if (!strcmp (cmd, "verify") || !strcmp (cmd, "restore"))
+      strcmp (cmd, "policy") && strcmp (cmd, "verify")) {
+    if (!strcmp (cmd, "restore"))
       reply = error_doc ("'%s' is not available in this version", cmd);
     else
       reply = error_doc ("unknown command '%s'", cmd);
@@ -131,6 +131,16 @@ handle_json (struct replicator *r, const char *line)
     rc = replicator_resync (r, dev, site, full, why, sizeof why);
     snprintf (msg, sizeof msg, "%s resync of device '%s' at site %u started", full ? "full" : "a",
               dev, site);
+  }
+  else if (!strcmp (cmd, "verify")) {
+    const char *dev = get_str (o, "device");
+    bool mark = json_object_object_get_ex (o, "mark", &v) && json_object_get_boolean (v);
+    if (!dev) {
+      json_object_put (o);
+      return error_doc ("bad request: verify needs a \"device\"%s", "");
+    }
+    rc = replicator_verify (r, dev, site, mark, why, sizeof why);
+    snprintf (msg, sizeof msg, "verify of device '%s' at site %u started", dev, site);
   }
   else if (!strcmp (cmd, "policy")) {
     const char *pol = get_str (o, "policy");

@@ -287,6 +287,37 @@ iscsil_abort (void *v)
   c->dead = true;                /* close() cancels what is queued */
 }
 
+/* A synchronous read on a connection of its own (not the worker's). */
+static int
+iscsil_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns)
+{
+  struct iscsi_link *c = v;
+  struct wait_op op = { 0 };
+  int r;
+
+  if (c->dead)
+    return -ENOTCONN;
+  if (off % c->block_size || len % c->block_size)
+    return -EINVAL;
+  if (!iscsi_read16_task (c->iscsi, c->lun, off / c->block_size, len, (int) c->block_size,
+                          0, 0, 0, 0, 0, wait_cb, &op))
+    return -ENOTCONN;
+  r = wait_for (c->iscsi, &op, deadline_ns);
+  if (r < 0) {
+    c->dead = true;                      /* the task may still be queued: drop the context */
+    return r == -2 ? -ETIMEDOUT : -ENOTCONN;
+  }
+  if (op.status != SCSI_STATUS_GOOD || !op.task || op.task->datain.size < (int) len) {
+    r = op.status == SCSI_STATUS_CANCELLED ? -ENOTCONN : -EIO;
+    if (op.task)
+      scsi_free_scsi_task (op.task);
+    return r;
+  }
+  memcpy (buf, op.task->datain.data, len);
+  scsi_free_scsi_task (op.task);
+  return 0;
+}
+
 const struct link_ops link_iscsi_ops = {
   .name = "iscsi",
   .fenced = true,                /* session reinstatement (same ISID) */
@@ -297,6 +328,7 @@ const struct link_ops link_iscsi_ops = {
   .notify = iscsil_notify,
   .tick = iscsil_tick,
   .abort = iscsil_abort,
+  .pread = iscsil_pread,
 };
 
 #endif /* HAVE_LIBISCSI */

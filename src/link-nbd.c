@@ -283,6 +283,41 @@ nbdl_abort (void *v)
   nbd_aio_notify_read (c->h);
 }
 
+/* A synchronous read on a connection of its own (not the worker's). */
+static int
+nbdl_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns)
+{
+  struct nbd_link *c = v;
+  int64_t cookie;
+
+  if (gone (c->h))
+    return -ENOTCONN;
+  cookie = nbd_aio_pread (c->h, buf, len, off, NBD_NULL_COMPLETION, 0);
+  if (cookie == -1)
+    return gone (c->h) ? -ENOTCONN : -(nbd_get_errno () ? nbd_get_errno () : EIO);
+  for (;;) {
+    struct pollfd pfd;
+    uint64_t now = link_mono_ns ();
+    int r = nbd_aio_command_completed (c->h, cookie);
+    if (r == 1)
+      return 0;
+    if (r == -1)
+      return gone (c->h) ? -ENOTCONN : -(nbd_get_errno () ? nbd_get_errno () : EIO);
+    if (now >= deadline_ns) {
+      nbdl_abort (c);                    /* the connection is unusable now */
+      return -ETIMEDOUT;
+    }
+    pfd.fd = nbd_aio_get_fd (c->h);
+    pfd.events = (short) dir_events (c->h);
+    pfd.revents = 0;
+    r = poll (&pfd, 1, 100);
+    if (r < 0 && errno != EINTR)
+      return -errno;
+    if (r > 0 && nbdl_notify (c, pfd.revents) == -1)
+      return -ENOTCONN;
+  }
+}
+
 const struct link_ops link_nbd_ops = {
   .name = "nbd",
   .connect = nbdl_connect,
@@ -292,6 +327,7 @@ const struct link_ops link_nbd_ops = {
   .notify = nbdl_notify,
   .tick = nbdl_tick,
   .abort = nbdl_abort,
+  .pread = nbdl_pread,
 };
 
 #endif /* HAVE_LIBNBD */

@@ -113,11 +113,20 @@ link_conn_error (int res)
 }
 
 /* Connect once; check the leg fits the device.  Conn or NULL + err. */
+static void *connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
+                           struct link_info *info, char *err, size_t errlen, bool *unsuitable);
+
 void *
 rlink_connect_once (struct rlink *k, uint64_t timeout_ms, struct link_info *info,
                     char *err, size_t errlen, bool *unsuitable)
 {
-  struct link_params p = k->params;
+  return connect_with (k, k->params, timeout_ms, info, err, errlen, unsuitable);
+}
+
+static void *
+connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
+              struct link_info *info, char *err, size_t errlen, bool *unsuitable)
+{
   void *c;
 
   *unsuitable = false;
@@ -320,4 +329,73 @@ rlink_destroy (struct rlink *k)
   pthread_mutex_destroy (&k->lock);
   pthread_cond_destroy (&k->cv);
   k->inited = false;
+}
+
+/* ---- readers: a connection of their own for synchronous reads ---------- */
+
+void
+rreader_init (struct rreader *rr, struct rlink *k)
+{
+  pthread_mutex_init (&rr->lock, NULL);
+  rr->link = k;
+  rr->conn = NULL;
+}
+
+/* Connect if needed; 0 or -errno (message in err). */
+static int
+rreader_connect (struct rreader *rr, char *err, size_t errlen)
+{
+  struct rlink *k = rr->link;
+  struct link_params p = k->params;
+  struct link_info info;
+  bool unsuitable;
+
+  if (rr->conn)
+    return 0;
+  /* Another session of the same iSCSI initiator: a different ISID, or the
+   * target would reinstate it over the worker's session. */
+  p.session_id ^= 0x00800000u;
+  rr->conn = connect_with (k, p, k->connect_timeout_ms ? k->connect_timeout_ms : 5000,
+                           &info, err, errlen, &unsuitable);
+  return rr->conn ? 0 : -ENOTCONN;
+}
+
+int
+rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen)
+{
+  struct rlink *k = rr->link;
+  int r = -ENOTCONN, tries;
+
+  if (!k->ops->pread) {
+    snprintf (err, errlen, "the %s transport cannot read", k->ops->name);
+    return -EOPNOTSUPP;
+  }
+  pthread_mutex_lock (&rr->lock);
+  for (tries = 0; tries < 2; tries++) {
+    uint64_t deadline = link_mono_ns () +
+      (uint64_t) (k->params.request_timeout_s ? k->params.request_timeout_s : 30) * 1000000000u;
+    if ((r = rreader_connect (rr, err, errlen)) != 0)
+      continue;
+    r = k->ops->pread (rr->conn, buf, len, off, deadline);
+    if (r == 0 || !link_conn_error (r))
+      break;
+    k->ops->close (rr->conn);           /* gone: one more try on a new connection */
+    rr->conn = NULL;
+  }
+  if (r < 0 && !err[0])
+    snprintf (err, errlen, "reading %u bytes at %" PRIu64 ": %s", len, off, strerror (-r));
+  pthread_mutex_unlock (&rr->lock);
+  return r;
+}
+
+void
+rreader_destroy (struct rreader *rr)
+{
+  if (!rr->link)
+    return;
+  if (rr->conn)
+    rr->link->ops->close (rr->conn);
+  rr->conn = NULL;
+  pthread_mutex_destroy (&rr->lock);
+  rr->link = NULL;
 }

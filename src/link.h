@@ -64,6 +64,10 @@ struct link_ops {
   /* Abort the connection now (shutdown the socket): requests in flight may
    * still be executed by the remote later (in doubt). */
   void (*abort) (void *c);
+  /* Read synchronously, waiting at most until deadline_ns: 0 or -errno.
+   * Only on a connection of its own (struct rreader), never on the
+   * worker's: it runs its own poll loop. */
+  int (*pread) (void *c, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns);
 };
 
 /* The ops table for a transport; NULL if not built in (message in *why). */

@@ -31,7 +31,10 @@ usage (FILE *f)
            "  resume SITE         feed it again; it catches up from the log\n"
            "  policy SITE sync|async [--fall-behind SPEC]\n"
            "                      change a site's policy (\"ios N\", \"size N\", \"timeout T\", none)\n"
-           "  verify DEVICE SITE, restore DEVICE --from SITE: not available in this version\n"
+           "  verify DEVICE SITE [--mark] [--wait]\n"
+           "                      compare the leg with the device, region by region\n"
+           "                      (--mark: copy the differing regions); exit 1 if any differ\n"
+           "  restore DEVICE --from SITE: not available in this version\n"
            "options:\n"
            "  -s, --socket PATH   control socket (default /run/nbd-replicator/control.sock,\n"
            "                      or $XDG_RUNTIME_DIR/nbd-replicator/control.sock when not root)\n"
@@ -219,85 +222,139 @@ site_of (json_object *st, unsigned id)
   return NULL;
 }
 
+/* The "finished" counter of a site's resync or verify object. */
 static int64_t
-resyncs_finished (const char *sock, unsigned site)
+finished_count (const char *sock, unsigned site, const char *what)
 {
-  json_object *st = status_doc (sock), *s, *rs;
+  json_object *st = status_doc (sock), *s, *o;
   int64_t n = -1;
-  if (st && (s = site_of (st, site)) && json_object_object_get_ex (s, "resync", &rs))
-    n = jint (rs, "finished");
+  if (st && (s = site_of (st, site)) && json_object_object_get_ex (s, what, &o))
+    n = jint (o, "finished");
   if (st)
     json_object_put (st);
   return n;
 }
 
-/* Follow a resync until the site is back in log mode with one more
- * resync finished: a bar on a terminal, a line every few seconds
- * otherwise. */
+/* Where a long-running operation stands, from its status object. */
+struct progress {
+  bool done;                     /* finished (one more than before) */
+  int rc;                        /* exit status once done */
+  int64_t count, total;          /* regions */
+  char detail[160];              /* rate, ETA, ... */
+  char final[300];               /* the last line */
+};
+
+static void
+resync_progress (json_object *s, json_object *o, int64_t before, unsigned site, struct progress *p)
+{
+  json_object *v;
+  bool active = json_object_object_get_ex (o, "active", &v) && json_object_get_boolean (v);
+  double rate = json_object_object_get_ex (o, "bytes_per_second", &v) ? json_object_get_double (v) : 0;
+  double eta = json_object_object_get_ex (o, "eta_seconds", &v) ? json_object_get_double (v) : -1;
+  int64_t left = jint (o, "regions_left");
+  char b1[32];
+
+  p->count = active ? jint (o, "regions_copied") : 0;   /* else: an earlier resync's */
+  p->total = p->count + left;
+  units_format_size ((uint64_t) rate, b1, sizeof b1);
+  {
+    char e[32] = "";
+    if (eta >= 0)
+      snprintf (e, sizeof e, ", ETA %.0f s", eta);
+    snprintf (p->detail, sizeof p->detail, "%s, %s/s%s%s", active ? "resync" : jstr (s, "mode"),
+              b1, e, strcmp (jstr (s, "link"), "connected") ? ", link not connected" : "");
+  }
+  if (jint (o, "finished") > before && !active && !strcmp (jstr (s, "mode"), "log")) {
+    p->done = true;
+    p->rc = 0;
+    snprintf (p->final, sizeof p->final, "site %u: resync finished (%" PRId64 " regions copied)",
+              site, jint (o, "regions_copied"));
+  }
+}
+
+static void
+verify_progress (json_object *s, json_object *o, int64_t before, unsigned site, struct progress *p)
+{
+  json_object *v;
+  bool active = json_object_object_get_ex (o, "active", &v) && json_object_get_boolean (v);
+  int64_t diff = jint (o, "regions_differing"), busy = jint (o, "regions_busy");
+
+  (void) s;
+  p->count = jint (o, "regions_checked");
+  p->total = jint (o, "regions_total");
+  snprintf (p->detail, sizeof p->detail, "verify, %" PRId64 " differing", diff);
+  if (jint (o, "finished") > before && !active) {
+    const char *err = jstr (o, "error");
+    p->done = true;
+    if (*err) {
+      p->rc = 1;
+      snprintf (p->final, sizeof p->final, "site %u: verify stopped: %s", site, err);
+    }
+    else {
+      p->rc = diff ? 1 : 0;
+      snprintf (p->final, sizeof p->final, "site %u: verify of device '%s': %" PRId64
+                " regions checked, %" PRId64 " differ", site, jstr (o, "device"), p->count, diff);
+      if (busy)
+        snprintf (p->final + strlen (p->final), sizeof p->final - strlen (p->final),
+                  ", %" PRId64 " not checked (written all the time)", busy);
+      if (diff && json_object_object_get_ex (o, "mark", &v) && json_object_get_boolean (v))
+        snprintf (p->final + strlen (p->final), sizeof p->final - strlen (p->final),
+                  "; they are marked and being copied");
+    }
+  }
+}
+
+/* Follow an operation until its "finished" counter passes before: a bar
+ * on a terminal, a line every 2 s otherwise. */
 static int
-wait_resync (const char *sock, unsigned site, int64_t before)
+wait_op (const char *sock, unsigned site, const char *what, int64_t before,
+         void (*fn) (json_object *, json_object *, int64_t, unsigned, struct progress *))
 {
   bool tty = isatty (STDOUT_FILENO);
   int64_t last_line = -1;
-  int ticks = 0;
+  int ticks;
 
-  for (;; ticks++) {
-    json_object *st = status_doc (sock), *s, *rs, *v;
-    int64_t total, copied, left, fin;
-    double pct, rate, eta;
-    bool active;
-    const char *mode;
-    char b1[32];
+  for (ticks = 0;; ticks++) {
+    json_object *st = status_doc (sock), *s, *o;
+    struct progress p = { .done = false };
+    double pct;
 
-    if (!st || !(s = site_of (st, site)) || !json_object_object_get_ex (s, "resync", &rs)) {
+    if (!st || !(s = site_of (st, site)) || !json_object_object_get_ex (s, what, &o)) {
       if (st)
         json_object_put (st);
       if (tty)
         printf ("\n");
-      fprintf (stderr, "replctl: lost the instance while waiting for the resync\n");
+      fprintf (stderr, "replctl: lost the instance while waiting for the %s\n", what);
       return 1;
     }
-    mode = jstr (s, "mode");
-    active = json_object_object_get_ex (rs, "active", &v) && json_object_get_boolean (v);
-    total = jint (rs, "regions_total");
-    copied = jint (rs, "regions_copied");
-    left = jint (rs, "regions_left");
-    fin = jint (rs, "finished");
-    rate = json_object_object_get_ex (rs, "bytes_per_second", &v) ? json_object_get_double (v) : 0;
-    eta = json_object_object_get_ex (rs, "eta_seconds", &v) ? json_object_get_double (v) : -1;
-    if (!active)
-      copied = 0;                  /* the figures of an earlier resync */
-    pct = copied + left > 0 ? 100.0 * (double) copied / (double) (copied + left) : 100.0;
-    if (fin > before && !active && !strcmp (mode, "log")) {
+    fn (s, o, before, site, &p);
+    json_object_put (st);
+    if (p.done) {
       if (tty)
         printf ("\r\033[K");
-      printf ("site %u: resync finished (%" PRId64 " regions copied)\n", site,
-              jint (rs, "regions_copied"));
-      json_object_put (st);
-      return 0;
+      if (p.rc && !tty)
+        fprintf (stderr, "replctl: %s\n", p.final);
+      else
+        printf ("%s\n", p.final);
+      return p.rc;
     }
-    (void) total;
-    units_format_size ((uint64_t) rate, b1, sizeof b1);
+    pct = p.total > 0 ? 100.0 * (double) p.count / (double) p.total : 0;
     if (tty) {
       char bar[31];
       int k, fill = (int) (pct * 30 / 100);
       for (k = 0; k < 30; k++)
         bar[k] = k < fill ? '#' : '.';
       bar[30] = 0;
-      printf ("\r\033[Ksite %u: %s [%s] %5.1f%% %" PRId64 "/%" PRId64 " regions, %s/s",
-              site, active ? "resync" : mode, bar, pct, copied, copied + left, b1);
-      if (eta >= 0)
-        printf (", ETA %.0f s", eta);
+      printf ("\r\033[Ksite %u: [%s] %5.1f%% %" PRId64 "/%" PRId64 " regions, %s", site, bar,
+              pct, p.count, p.total, p.detail);
       fflush (stdout);
     }
-    else if (ticks % 10 == 0 && copied != last_line) {
-      printf ("site %u: %s, %.1f%% (%" PRId64 " of %" PRId64 " regions), %s/s%s\n", site,
-              active ? "resync" : mode, pct, copied, copied + left, b1,
-              strcmp (jstr (s, "link"), "connected") ? ", link not connected" : "");
+    else if (ticks % 10 == 0 && p.count != last_line) {
+      printf ("site %u: %.1f%% (%" PRId64 " of %" PRId64 " regions), %s\n", site, pct, p.count,
+              p.total, p.detail);
       fflush (stdout);
-      last_line = copied;
+      last_line = p.count;
     }
-    json_object_put (st);
     usleep (200000);
   }
 }
@@ -325,7 +382,7 @@ admin (const char *sock, int argc, char **argv)
   json_object *req = json_object_new_object (), *doc, *msg;
   const char *pos[3] = { NULL, NULL, NULL };
   const char *fall_behind = NULL, *from = NULL;
-  bool full = false, wait = false;
+  bool full = false, wait = false, mark = false;
   unsigned site = 0, npos = 0, want;
   int64_t before = -1;
   int i, rc;
@@ -333,8 +390,10 @@ admin (const char *sock, int argc, char **argv)
   for (i = 1; i < argc; i++) {
     if (!strcmp (argv[i], "--full") && !strcmp (cmd, "resync"))
       full = true;
-    else if (!strcmp (argv[i], "--wait") && !strcmp (cmd, "resync"))
+    else if (!strcmp (argv[i], "--wait") && (!strcmp (cmd, "resync") || !strcmp (cmd, "verify")))
       wait = true;
+    else if (!strcmp (argv[i], "--mark") && !strcmp (cmd, "verify"))
+      mark = true;
     else if (!strcmp (argv[i], "--fall-behind") && !strcmp (cmd, "policy") && i + 1 < argc)
       fall_behind = argv[++i];
     else if (!strcmp (argv[i], "--from") && !strcmp (cmd, "restore") && i + 1 < argc)
@@ -356,7 +415,7 @@ admin (const char *sock, int argc, char **argv)
   if (npos != want || (!strcmp (cmd, "restore") && !from)) {
     fprintf (stderr, "replctl: usage: %s\n",
              !strcmp (cmd, "resync") ? "resync DEVICE SITE [--full] [--wait]" :
-             !strcmp (cmd, "verify") ? "verify DEVICE SITE" :
+             !strcmp (cmd, "verify") ? "verify DEVICE SITE [--mark] [--wait]" :
              !strcmp (cmd, "policy") ? "policy SITE sync|async [--fall-behind SPEC]" :
              !strcmp (cmd, "restore") ? "restore DEVICE --from SITE" : "pause|resume SITE");
     json_object_put (req);
@@ -377,6 +436,8 @@ admin (const char *sock, int argc, char **argv)
   json_object_object_add (req, "site", json_object_new_int ((int) site));
   if (full)
     json_object_object_add (req, "full", json_object_new_boolean (1));
+  if (mark)
+    json_object_object_add (req, "mark", json_object_new_boolean (1));
   if (!strcmp (cmd, "policy")) {
     if (strcmp (pos[1], "sync") && strcmp (pos[1], "async")) {
       fprintf (stderr, "replctl: policy: '%s': expected sync or async\n", pos[1]);
@@ -387,7 +448,7 @@ admin (const char *sock, int argc, char **argv)
     if (fall_behind)
       json_object_object_add (req, "fall_behind", json_object_new_string (fall_behind));
   }
-  if (wait && (before = resyncs_finished (sock, site)) < 0) {
+  if (wait && (before = finished_count (sock, site, cmd)) < 0) {
     json_object_put (req);
     return 1;
   }
@@ -401,7 +462,9 @@ admin (const char *sock, int argc, char **argv)
   if (json_object_object_get_ex (doc, "message", &msg))
     printf ("%s\n", json_object_get_string (msg));
   json_object_put (doc);
-  return wait ? wait_resync (sock, site, before) : 0;
+  if (!wait)
+    return 0;
+  return wait_op (sock, site, cmd, before, !strcmp (cmd, "verify") ? verify_progress : resync_progress);
 }
 
 int

@@ -131,6 +131,7 @@ vdev_destroy (struct vdev *d)
   for (i = 0; i < d->nlegs && d->legs; i++) {
     if (d->legs[i].fd >= 0)
       close (d->legs[i].fd);
+    rreader_destroy (&d->legs[i].reader);
     rlink_destroy (&d->legs[i].link);
     dlog_close (d->legs[i].dlog);
     bitmap_free (d->legs[i].dirty);
@@ -249,6 +250,7 @@ remote_legs_init (struct vdev *d)
     l->lbs = 512;
     snprintf (what, sizeof what, "device '%s' site %u", d->name, l->site);
     rlink_init (&l->link, ops, l->cfg->path, what);
+    rreader_init (&l->reader, &l->link);
     {
       char pf[512];
       if (link_secret_file (l->cfg->path, pf, sizeof pf) && access (pf, R_OK) == -1) {
@@ -668,6 +670,7 @@ replicator_stop (struct replicator *r)
   if (!r)
     return;
   __atomic_store_n (&r->stop, true, __ATOMIC_RELEASE);
+  replicator_verify_stop (r);
   for (i = 0; i < CFG_MAX_SITES; i++)
     if (r->sites[i].running)
       worker_stop (&r->sites[i]);
@@ -750,6 +753,20 @@ leg_read (struct leg *l, void *buf, uint32_t len, uint64_t off)
   if (io_pread_full (l->fd, b, (size_t) (e - s), s, true) == -1)
     return -1;
   memcpy (buf, b + (off - s), len);
+  return 0;
+}
+
+int
+leg_pread_any (struct leg *l, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen)
+{
+  err[0] = 0;
+  if (l->remote)
+    return rreader_pread (&l->reader, buf, len, off, err, errlen);
+  if (leg_read (l, buf, len, off) == -1) {
+    int e = errno;
+    snprintf (err, errlen, "reading %s at %" PRIu64 ": %s", l->cfg->path, off, strerror (e));
+    return -e;
+  }
   return 0;
 }
 
@@ -1282,6 +1299,30 @@ site_resync_json (struct site *s)
   return o;
 }
 
+static json_object *
+site_verify_json (struct replicator *r, struct site *s)
+{
+  json_object *o = json_object_new_object ();
+  bool active = __atomic_load_n (&s->verify_active, __ATOMIC_ACQUIRE);
+  bool ran = s->verifies || active;
+  json_object_object_add (o, "active", json_object_new_boolean (active));
+  json_object_object_add (o, "device", json_object_new_string (
+    ran && s->verify_dev < r->ndevs ? r->devs[s->verify_dev].name : ""));
+  json_object_object_add (o, "regions_total", json_object_new_int64 ((int64_t) s->verify_total));
+  json_object_object_add (o, "regions_checked", json_object_new_int64 (
+    (int64_t) __atomic_load_n (&s->verify_checked, __ATOMIC_RELAXED)));
+  json_object_object_add (o, "regions_differing", json_object_new_int64 (
+    (int64_t) __atomic_load_n (&s->verify_differing, __ATOMIC_RELAXED)));
+  json_object_object_add (o, "regions_busy", json_object_new_int64 (
+    (int64_t) __atomic_load_n (&s->verify_busy, __ATOMIC_RELAXED)));
+  json_object_object_add (o, "mark", json_object_new_boolean (s->verify_mark));
+  json_object_object_add (o, "finished", json_object_new_int64 ((int64_t) s->verifies));
+  pthread_mutex_lock (&s->lock);
+  json_object_object_add (o, "error", json_object_new_string (active ? "" : s->verify_error));
+  pthread_mutex_unlock (&s->lock);
+  return o;
+}
+
 char *
 replicator_status_json (struct replicator *r, bool pretty)
 {
@@ -1356,8 +1397,10 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_object_add (js, "disconnect_timeout_ms", json_object_new_int64 ((int64_t) s->cfg->disconnect_timeout_ms));
     json_object_object_add (js, "pull_ahead_ms", json_object_new_int64 ((int64_t) s->cfg->pull_ahead_ms));
     json_object_object_add (js, "disconnects", json_object_new_int64 ((int64_t) s->disconnects));
-    if (s->id)
+    if (s->id) {
       json_object_object_add (js, "resync", site_resync_json (s));
+      json_object_object_add (js, "verify", site_verify_json (r, s));
+    }
     json_object_array_add (sites, js);
   }
   json_object_object_add (root, "sites", sites);

@@ -45,6 +45,7 @@ struct leg {
   /* Remote legs (NBD, iSCSI); path legs at remote sites use fd above. */
   bool remote;
   struct rlink link;
+  struct rreader reader;         /* reads (verify, ...) on a connection of their own */
   unsigned windex;               /* index in its worker's leg table */
   int ckpt_pending;              /* a flush of a checkpoint is in flight */
   uint32_t ckpt_gen;
@@ -126,6 +127,14 @@ struct site {
   bool paused;                   /* not fed; clients do not wait for it */
   bool resync_now;               /* start a resync of a dirty site without delay */
   uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */
+  /* Verify (verify.c): a thread of its own while active. */
+  pthread_t verify_thread;
+  bool verify_thread_started;    /* to be joined */
+  bool verify_active, verify_stop, verify_mark;
+  unsigned verify_dev;
+  uint64_t verify_total, verify_checked, verify_differing, verify_busy;
+  uint64_t verify_started_ns, verify_finished_ns, verifies;
+  char verify_error[300];
   uint64_t resync_regions;       /* regions to copy when it started */
   uint64_t resync_copied;        /* regions copied since */
   uint64_t resync_bytes;         /* bytes sent as data (holes go as zeroes) */
@@ -188,6 +197,12 @@ int replicator_resync (struct replicator *r, const char *device, unsigned site, 
 int replicator_pause (struct replicator *r, unsigned site, bool pause, char *why, size_t len);
 int replicator_set_policy (struct replicator *r, unsigned site, const char *policy,
                            const char *fall_behind, char *why, size_t len);
+/* verify.c */
+int replicator_verify (struct replicator *r, const char *device, unsigned site, bool mark,
+                       char *why, size_t len);
+void replicator_verify_stop (struct replicator *r);
+/* Read a leg (any kind) synchronously: 0, or -errno with a line in err. */
+int leg_pread_any (struct leg *l, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen);
 
 /* worker.c */
 int worker_start (struct site *s);

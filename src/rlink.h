@@ -59,4 +59,18 @@ void rlink_get_error (struct rlink *k, char *buf, size_t len);
 void rlink_stop (struct rlink *k);
 void rlink_destroy (struct rlink *k);
 
+/* A second connection to the same leg for synchronous reads from any
+ * thread (verify; reads through a remote leg), made on first use, one
+ * reader at a time. */
+struct rreader {
+  pthread_mutex_t lock;
+  struct rlink *link;            /* NULL until rreader_init */
+  void *conn;
+};
+void rreader_init (struct rreader *rr, struct rlink *k);
+/* 0, or -errno with one line in err (err[0] = 0 on entry). */
+int rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *err,
+                   size_t errlen);
+void rreader_destroy (struct rreader *rr);
+
 #endif

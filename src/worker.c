@@ -1383,6 +1383,8 @@ requests_check (struct worker *w, uint64_t now)
     w->rs_retry_at = 0;
     w->rs_backoff_ns = 0;
   }
+  else if (asap && !s->resyncing)
+    w->rs_want = true;                   /* regions marked in log mode (verify --mark) */
 }
 
 /* One step of a resync: start copies, release staged ones, finish. */

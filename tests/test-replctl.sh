@@ -91,7 +91,7 @@ rc 1 "resync of a consistent site without --full" C resync default 1
 check "  says there is nothing to copy" one_line "$T/err" "nothing to copy"
 rc 1 "policy with a bad fall-behind" C policy 1 async --fall-behind "bogus 1"
 check "  names the value" one_line "$T/err" "fall-behind 'bogus 1'"
-rc 1 "verify (not in this version)" C verify default 1
+rc 1 "verify at site 0" C verify default 0
 rc 1 "restore (not in this version)" C restore default --from 1
 rc 1 "an instance that is not there" "$REPLCTL" -s "$T/none.ctl" status
 check "  says it cannot reach it" one_line "$T/err" "cannot reach the instance"
@@ -102,6 +102,36 @@ check "  reports the finish" grep -q "site 1: resync finished" "$T/out"
 check "  site back in log mode, leg consistent" \
   [ "$(status_get "$T/r.ctl" "(j['sites'][1]['mode'], j['devices'][0]['legs'][1]['consistent'], j['sites'][1]['resync']['finished'])")" = "('log', True, 1)" ]
 check "  the remote equals the device" cmp "$T/r.img" "$T/r.rem"
+
+echo "== verify"
+rc 0 "verify default 1 --wait on an equal leg" C verify default 1 --wait
+check "  reports every region checked, none differing" grep -q "1024 regions checked, 0 differ" "$T/out"
+# damage the remote's copy behind the replicator's back: two regions
+python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(65536 * 100 + 100); f.write(b"X" * 10); f.seek(65536 * 1000); f.write(b"Y")' "$T/r.rem"
+rc 1 "verify finds differences: exit 1" C verify default 1 --wait
+check "  one line naming 2 differing regions" one_line "$T/err" "1024 regions checked, 2 differ"
+check "  the log names them" [ "$(grep -c "verify: device 'default' region at" "$T/r.log")" = 2 ]
+C pause 1 >/dev/null; nbdcopy "$T/seed" "$NBD_URI"
+rc 1 "verify of a paused site with a backlog stops with a reason" C verify default 1 --wait
+check "  the reason names the site" grep -q "site 1 did not apply the log" "$T/err"
+C resume 1 >/dev/null; wait_caught_up "$T/r.ctl" 20 || fail "caught up after resume"
+# verify while a client writes (16M..48M, away from the damage): no false differences
+fio --name=w --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bs=4k --offset=16M --size=32M --iodepth=4 \
+    --time_based --runtime=8 --verify_state_save=0 >/dev/null 2>&1 &
+FIO=$!
+sleep 0.5
+rc 1 "verify during writes still finds exactly the 2 damaged regions" C verify default 1 --wait
+check "  2 differ" grep -q ", 2 differ" "$T/err"
+wait $FIO || fail "fio"
+rc 1 "verify --mark --wait: exit 1 (they differed), and marks them" C verify default 1 --mark --wait
+check "  says they are being copied" grep -q "marked and being copied" "$T/err"
+check "  the site copies them" wait_caught_up "$T/r.ctl" 20
+for i in $(seq 100); do [ "$(status_get "$T/r.ctl" "j['sites'][1]['mode']")" = log ] && break; sleep 0.1; done
+rc 0 "verify again: equal" C verify default 1 --wait
+stop_replicator r || fail "stop"
+check "  the remote equals the device" cmp "$T/r.img" "$T/r.rem"
+start_replicator r log="$T/r.rlog" log-size=16M local="$T/r.img" remote="$(remote_uri rem)" \
+  initial-sync=false disconnect-timeout=2s control="$T/r.ctl" || die "replicator restart"
 
 echo "== pause and resume"
 rc 0 "pause 1" C pause 1

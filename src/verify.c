@@ -1,0 +1,303 @@
+/* verify.c: compare a remote leg with the device, region by region, while
+ * clients keep writing (replctl verify).
+ *
+ * A chunk of the device view D is read (local leg + unapplied entries);
+ * the newest entry it may contain is X (the last reserved seq after the
+ * read).  Once the site has applied every entry up to X, its leg's copy R
+ * is read.  Where R and D differ, D is read again (D2): if D2 differs from
+ * D, the region was written meanwhile and is checked again later; if not,
+ * a write that could explain the difference would have to be newer than
+ * D2, and it would be in D2 (it reached the leg before R was read, so it
+ * was in the log before D2 was read).  So a region reported as differing
+ * really differs.  With mark, differing regions are marked in the leg's
+ * dirty log and the site copies them (an in-place resync).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "link.h"
+#include "replicator.h"
+#include "report.h"
+
+#define VERIFY_CHUNK   (8u << 20)        /* bytes read per round, at most */
+#define VERIFY_RETRIES 5                 /* a region written meanwhile: check again */
+
+struct verify {
+  struct replicator *r;
+  struct site *s;
+  struct vdev *d;
+  struct leg *l;
+  bool mark;
+  uint8_t *dv, *rv, *d2;                /* device view, remote, device view again */
+};
+
+/* Wait until the site applied everything up to seq; -1 with a reason. */
+static int
+wait_applied (struct verify *v, uint64_t seq, char *why, size_t len)
+{
+  struct site *s = v->s;
+  struct timespec until;
+  int r = 0;
+
+  clock_gettime (CLOCK_MONOTONIC, &until);
+  until.tv_sec += (time_t) (s->cfg->disconnect_timeout_ms / 1000) + 1;
+  pthread_mutex_lock (&s->lock);
+  s->sync_waiters++;
+  while (s->done_seq < seq) {
+    if (s->dirty) {
+      snprintf (why, len, "site %u is in dirty-log mode: resync it first", s->id);
+      r = -1;
+      break;
+    }
+    if (__atomic_load_n (&s->verify_stop, __ATOMIC_ACQUIRE) || v->r->stop) {
+      snprintf (why, len, "stopped");
+      r = -1;
+      break;
+    }
+    if (pthread_cond_timedwait (&s->cv, &s->lock, &until) == ETIMEDOUT) {
+      snprintf (why, len, "site %u did not apply the log within its disconnect_timeout (%s)",
+                s->id, s->paused ? "paused" : s->disconnected ? "disconnected" : "slow");
+      r = -1;
+      break;
+    }
+  }
+  s->sync_waiters--;
+  pthread_mutex_unlock (&s->lock);
+  return r;
+}
+
+static uint64_t
+last_reserved (struct replicator *r)
+{
+  struct replog_stats st;
+  replog_get_stats (r->rl, &st);
+  return st.next_seq - 1;
+}
+
+/* Compare [off, off + len): 0, or -1 with a reason.  Regions written
+ * meanwhile are left set in *again (a bit per region of the chunk). */
+static int
+verify_chunk (struct verify *v, uint64_t off, uint32_t len, uint64_t *again, char *why, size_t wlen)
+{
+  struct site *s = v->s;
+  uint64_t rs = v->l->dirty->region_size, x, k, n = (len + rs - 1) / rs;
+  char err[256] = "";
+  int e;
+
+  *again = 0;
+  if (rdev_read_view (v->d, v->dv, len, off) == -1) {
+    snprintf (why, wlen, "reading the device at %" PRIu64 ": %m", off);
+    return -1;
+  }
+  x = last_reserved (v->r);
+  if (wait_applied (v, x, why, wlen) == -1)
+    return -1;
+  if ((e = leg_pread_any (v->l, v->rv, len, off, err, sizeof err)) != 0) {
+    snprintf (why, wlen, "reading the leg at site %u: %s", s->id, err[0] ? err : strerror (-e));
+    return -1;
+  }
+  if (memcmp (v->dv, v->rv, len) == 0) {
+    __atomic_add_fetch (&s->verify_checked, n, __ATOMIC_RELAXED);
+    return 0;
+  }
+  if (rdev_read_view (v->d, v->d2, len, off) == -1) {
+    snprintf (why, wlen, "reading the device at %" PRIu64 ": %m", off);
+    return -1;
+  }
+  for (k = 0; k < n; k++) {
+    uint64_t o = k * rs, l = o + rs <= len ? rs : len - o;
+    if (memcmp (v->dv + o, v->rv + o, l) == 0) {
+      __atomic_add_fetch (&s->verify_checked, 1, __ATOMIC_RELAXED);
+      continue;
+    }
+    if (memcmp (v->dv + o, v->d2 + o, l) != 0) {
+      *again |= 1ull << k;                 /* written meanwhile */
+      continue;
+    }
+    __atomic_add_fetch (&s->verify_checked, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&s->verify_differing, 1, __ATOMIC_RELAXED);
+    rep_warn ("site %u: verify: device '%s' region at %" PRIu64 " (%" PRIu64 " bytes) differs "
+              "at the leg%s", s->id, v->d->name, off + o, l, v->mark ? "; marked for resync" : "");
+    if (v->mark)
+      bitmap_set_range (v->l->dirty, off + o, l);
+  }
+  return 0;
+}
+
+static void *
+verify_thread (void *arg)
+{
+  struct verify *v = arg;
+  struct site *s = v->s;
+  uint64_t rs = v->l->dirty->region_size, off, chunk;
+  char why[300] = "";
+  int r = 0;
+
+  /* Whole regions per round, at most 64 of them (the retry mask). */
+  chunk = VERIFY_CHUNK / rs * rs;
+  if (chunk > 64 * rs)
+    chunk = 64 * rs;
+  if (chunk == 0)
+    chunk = rs;
+  for (off = 0; off < v->d->size && r == 0; off += chunk) {
+    uint32_t len = (uint32_t) (off + chunk <= v->d->size ? chunk : v->d->size - off);
+    uint64_t again = 0;
+    int tries;
+    for (tries = 0; r == 0 && (tries == 0 || again); tries++) {
+      uint64_t k;
+      if (tries == 0) {
+        r = verify_chunk (v, off, len, &again, why, sizeof why);
+        continue;
+      }
+      if (tries > VERIFY_RETRIES) {
+        /* Written all the time: not checked, said so. */
+        __atomic_add_fetch (&s->verify_busy, (uint64_t) __builtin_popcountll (again),
+                            __ATOMIC_RELAXED);
+        break;
+      }
+      for (k = 0; k < 64 && r == 0; k++) {
+        uint64_t o = k * rs, more;
+        if (!(again & (1ull << k)))
+          continue;
+        again &= ~(1ull << k);
+        r = verify_chunk (v, off + o, (uint32_t) (o + rs <= len ? rs : len - o), &more, why, sizeof why);
+        if (more)
+          again |= 1ull << k;
+      }
+    }
+    if (__atomic_load_n (&s->verify_stop, __ATOMIC_ACQUIRE)) {
+      snprintf (why, sizeof why, "stopped");
+      r = -1;
+    }
+  }
+  pthread_mutex_lock (&s->lock);
+  if (r == 0 && v->mark && s->verify_differing)
+    s->resync_now = true;                  /* copy what differs */
+  snprintf (s->verify_error, sizeof s->verify_error, "%s", r ? why : "");
+  s->verify_finished_ns = link_mono_ns ();
+  s->verifies++;
+  __atomic_store_n (&s->verify_active, false, __ATOMIC_RELEASE);
+  pthread_mutex_unlock (&s->lock);
+  if (r == 0 && v->mark && s->verify_differing)
+    worker_poke (s);
+  if (r)
+    rep_warn ("site %u: verify of device '%s' stopped: %s", s->id, v->d->name, why);
+  else
+    rep_info ("site %u: verify of device '%s' finished: %" PRIu64 " regions checked, %" PRIu64
+              " differ, %" PRIu64 " written all the time (not checked)", s->id, v->d->name,
+              s->verify_checked, s->verify_differing, s->verify_busy);
+  free (v->dv);
+  free (v->rv);
+  free (v->d2);
+  free (v);
+  return NULL;
+}
+
+int
+replicator_verify (struct replicator *r, const char *device, unsigned site, bool mark,
+                   char *why, size_t len)
+{
+  struct site *s;
+  struct vdev *d;
+  struct leg *l = NULL;
+  struct verify *v;
+  size_t j;
+  int e;
+
+  if (site == 0 || site >= CFG_MAX_SITES || !r->sites[site].cfg) {
+    snprintf (why, len, site == 0 ? "site 0 holds the local legs: verify compares a remote "
+              "site's leg with the device" : "no site %u in this instance", site);
+    return -1;
+  }
+  s = &r->sites[site];
+  if (!(d = replicator_find (r, device))) {
+    snprintf (why, len, "no device '%s' in this instance", device);
+    return -1;
+  }
+  for (j = 0; j < d->nlegs; j++)
+    if (d->legs[j].site == site)
+      l = &d->legs[j];
+  if (!l) {
+    snprintf (why, len, "device '%s' has no leg at site %u", device, site);
+    return -1;
+  }
+  if (s->dirty || s->resyncing) {
+    snprintf (why, len, "site %u is %s: it is not expected to equal the device until its "
+              "resync has finished", site, s->dirty ? "in dirty-log mode" : "resyncing");
+    return -1;
+  }
+  pthread_mutex_lock (&s->lock);
+  if (s->verify_active) {
+    pthread_mutex_unlock (&s->lock);
+    snprintf (why, len, "a verify of site %u is running already", site);
+    return -1;
+  }
+  if (s->verify_thread_started) {
+    pthread_join (s->verify_thread, NULL);  /* the previous one has finished */
+    s->verify_thread_started = false;
+  }
+  v = calloc (1, sizeof *v);
+  if (!v || posix_memalign ((void **) &v->dv, 4096, VERIFY_CHUNK) != 0 ||
+      posix_memalign ((void **) &v->rv, 4096, VERIFY_CHUNK) != 0 ||
+      posix_memalign ((void **) &v->d2, 4096, VERIFY_CHUNK) != 0) {
+    pthread_mutex_unlock (&s->lock);
+    if (v) {
+      free (v->dv);
+      free (v->rv);
+      free (v);
+    }
+    snprintf (why, len, "out of memory");
+    return -1;
+  }
+  v->r = r;
+  v->s = s;
+  v->d = d;
+  v->l = l;
+  v->mark = mark;
+  s->verify_active = true;
+  s->verify_stop = false;
+  s->verify_dev = d->index;
+  s->verify_mark = mark;
+  s->verify_total = l->dirty->nbits;
+  s->verify_checked = s->verify_differing = s->verify_busy = 0;
+  s->verify_error[0] = 0;
+  s->verify_started_ns = link_mono_ns ();
+  if ((e = pthread_create (&s->verify_thread, NULL, verify_thread, v)) != 0) {
+    s->verify_active = false;
+    pthread_mutex_unlock (&s->lock);
+    free (v->dv);
+    free (v->rv);
+    free (v->d2);
+    free (v);
+    snprintf (why, len, "cannot start a thread: %s", strerror (e));
+    return -1;
+  }
+  s->verify_thread_started = true;
+  pthread_mutex_unlock (&s->lock);
+  rep_info ("site %u: verify of device '%s' started (%" PRIu64 " regions%s)", site, device,
+            s->verify_total, mark ? ", differing ones are marked for resync" : "");
+  return 0;
+}
+
+void
+replicator_verify_stop (struct replicator *r)
+{
+  unsigned i;
+  for (i = 1; i < CFG_MAX_SITES; i++) {
+    struct site *s = &r->sites[i];
+    if (!s->verify_thread_started)
+      continue;
+    __atomic_store_n (&s->verify_stop, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock (&s->lock);
+    pthread_cond_broadcast (&s->cv);
+    pthread_mutex_unlock (&s->lock);
+    pthread_join (s->verify_thread, NULL);
+    s->verify_thread_started = false;
+  }
+}
