@@ -52,6 +52,10 @@ for s in j["sites"]:
         need(s["resync"], w + ".resync", {"active": bool, "regions_total": int, "regions_copied": int,
              "regions_left": int, "bytes_copied": int, "bytes_zeroed": int, "bytes_per_second": num,
              "eta_seconds": num, "rate_limit": int, "finished": int})
+        need(s, w, {"verify": dict})
+        need(s["verify"], w + ".verify", {"active": bool, "device": str, "regions_total": int,
+             "regions_checked": int, "regions_differing": int, "regions_busy": int, "mark": bool,
+             "finished": int, "error": str})
 for d in j["devices"]:
     need(d, "device", {"name": str, "size": int, "block_size": int, "legs": list})
     for l in d["legs"]:

@@ -176,6 +176,8 @@ for s in 1 2; do
   check "site $s: data sent is close to the data written ($b <= 4 x 8 MiB)" [ "$b" -le $((4 * (written + (2 << 20)))) ]
 done
 wait_caught_up "$T/d.ctl" 20 || fail "sites caught up"
+check "replctl verify: the NBD leg equals the device" "$REPLCTL" -s "$T/d.ctl" verify d 1 --wait
+check "replctl verify: the iSCSI leg equals the device" "$REPLCTL" -s "$T/d.ctl" verify d 2 --wait
 stop_replicator d || fail "replicator d stops"
 tgt_kill
 check "the NBD leg equals the device after its initial sync" cmp "$T/d.img" "$T/d.nbd"
