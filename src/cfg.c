@@ -394,9 +394,9 @@ validate (struct cfg *c)
                      d->name, l->path);
         return -1;
       }
-      if (l->dirty_log.region_size < 4096 ||
+      if (l->dirty_log.region_size < 4096 || l->dirty_log.region_size > (1u << 30) ||
           (l->dirty_log.region_size & (l->dirty_log.region_size - 1))) {
-        where_error (c, l->line, "region_size", "must be a power of two, at least 4k");
+        where_error (c, l->line, "region_size", "must be a power of two from 4k to 1g");
         return -1;
       }
       if (l->dirty_log.type == DIRTYLOG_DISK && !l->dirty_log.path) {

@@ -331,8 +331,11 @@ dlog_invalidate (struct dlog *d)
 {
   pthread_mutex_lock (&d->lock);
   d->invalid = true;
-  if (ftruncate (d->fd, DLOG_PAGE_SIZE) == 0)
-    (void) !fdatasync (d->fd);
+  /* Cut to the header: every page then reads as missing (all dirty).  If
+   * even that fails, remove the file: a missing file is all dirty too
+   * for a site that needs a resync. */
+  if (ftruncate (d->fd, DLOG_PAGE_SIZE) == -1 || fdatasync (d->fd) == -1)
+    (void) !unlink (d->path);
   pthread_mutex_unlock (&d->lock);
 }
 

@@ -429,6 +429,11 @@ sites_mode_init (struct replicator *r, struct site *s)
     replog_set_site_dirty (r->rl, s->id);
     s->in_doubt = true;
   }
+  else if (replog_site_flags (r->rl, s->id) & RL_SITE_IN_DOUBT) {
+    rep_warn ("site %u: in dirty-log mode with writes in doubt before the restart (a connection "
+              "was aborted with writes in flight): every region is marked", s->id);
+    s->in_doubt = true;
+  }
   s->dirty = true;
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {

@@ -164,6 +164,7 @@ struct replog {
   uint8_t pending_flags[RL_MAX_SITES]; /* site flags to set in the next header */
   uint8_t pending_clear[RL_MAX_SITES]; /* ... and to clear */
   uint32_t pending_resume;       /* sites to switch back to log mode (resync) */
+  uint64_t marked_upto;          /* release_fn called for entries below this */
   uint64_t resume_applied[RL_MAX_SITES]; /* their applied seq then */
   replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
   void *release_opaque;
@@ -613,15 +614,17 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
   return 0;
 }
 
-static void
-recompute_tail (struct replog *rl)
+/* The tail a header h allows: the oldest entry a log-mode site (or one
+ * going back to log mode) still needs; *dirty gets the dirty-mode sites. */
+static uint64_t
+tail_of (struct replog *rl, const struct rl_header *h, uint32_t *dirty)
 {
-  uint64_t t = rl->next_seq, seq;
-  uint32_t dirty = 0;
+  uint64_t t = rl->next_seq;
   unsigned i;
 
+  *dirty = 0;
   for (i = 0; i < RL_MAX_SITES; i++) {
-    const struct rl_site_rec *s = &rl->hdr.sites[i];
+    const struct rl_site_rec *s = &h->sites[i];
     if (s->present && (rl->pending_resume & (1u << i))) {
       if (rl->resume_applied[i] + 1 < t)  /* returning: its entries are held already */
         t = rl->resume_applied[i] + 1;
@@ -630,31 +633,59 @@ recompute_tail (struct replog *rl)
     if (s->present && s->mode == RL_MODE_LOG && s->applied + 1 < t)
       t = s->applied + 1;
     if (s->present && s->mode == RL_MODE_DIRTY)
-      dirty |= 1u << i;
+      *dirty |= 1u << i;
   }
+  return t;
+}
+
+/* Entries that header h lets leave the log and that dirty-mode sites
+ * lack: record their regions (release_fn, under the lock).  Called before
+ * h is written, so that the records are made durable before a header
+ * that lets the space go exists (and once more after, a no-op then).
+ * True if anything was recorded. */
+static bool
+mark_releases (struct replog *rl, const struct rl_header *h)
+{
+  uint32_t dirty;
+  uint64_t t = tail_of (rl, h, &dirty), seq;
   bool marked = false;
+  unsigned i;
+
+  if (rl->marked_upto < rl->tail_seq)
+    rl->marked_upto = rl->tail_seq;
+  if (!dirty || !rl->release_fn || t <= rl->marked_upto)
+    return false;
+  for (seq = rl->marked_upto; seq < t; seq++) {
+    const struct rl_desc *d = desc_at (rl, seq);
+    uint32_t need = 0;
+    if (d->op == RL_OP_BARRIER || d->seq != seq)
+      continue;
+    for (i = 0; i < RL_MAX_SITES; i++)
+      if ((dirty & (1u << i)) && h->sites[i].applied < seq)
+        need |= 1u << i;
+    if (need) {
+      rl->release_fn (rl->release_opaque, need, d);
+      marked = true;
+    }
+  }
+  rl->marked_upto = t;
+  return marked;
+}
+
+static void
+recompute_tail (struct replog *rl)
+{
+  uint32_t dirty;
+  uint64_t t = tail_of (rl, &rl->hdr, &dirty);
 
   if (t <= rl->tail_seq)
     return;
-  /* Entries leave the log: a dirty-mode site that lacks one records its
-   * regions before the space can be reused, durably (the lock is dropped
-   * for that I/O; sync rounds, the only callers once the log runs, are
-   * one at a time, so nothing else moves the tail meanwhile). */
-  if (dirty && rl->release_fn)
-    for (seq = rl->tail_seq; seq < t; seq++) {
-      const struct rl_desc *d = desc_at (rl, seq);
-      uint32_t need = 0;
-      if (d->op == RL_OP_BARRIER || d->seq != seq)
-        continue;
-      for (i = 0; i < RL_MAX_SITES; i++)
-        if ((dirty & (1u << i)) && rl->hdr.sites[i].applied < seq)
-          need |= 1u << i;
-      if (need) {
-        rl->release_fn (rl->release_opaque, need, d);
-        marked = true;
-      }
-    }
-  if (marked && rl->dl_sync_fn) {
+  /* Normally recorded (and synced) before the header was written; if
+   * not (the first header after open), now, durably, before the space
+   * can be reused (the lock is dropped for that I/O; sync rounds, the
+   * only callers once the log runs, are one at a time, so nothing else
+   * moves the tail meanwhile). */
+  if (mark_releases (rl, &rl->hdr) && rl->dl_sync_fn && rl->syncer_running) {
     pthread_mutex_unlock (&rl->lock);
     rl->dl_sync_fn (rl->dl_sync_opaque);
     pthread_mutex_lock (&rl->lock);
@@ -933,6 +964,8 @@ sync_round_locked (struct replog *rl)
   uint32_t dirty = rl->pending_dirty, resume = rl->pending_resume;
   int r = 0;
 
+  if (hdr)
+    mark_releases (rl, &h);              /* entries this header lets go */
   pthread_mutex_unlock (&rl->lock);
   /* Dirty-log bits set before this header (entries a returning site will
    * not get from the log, a site moved to dirty-log mode) are durable
@@ -954,10 +987,15 @@ sync_round_locked (struct replog *rl)
     wake_workers (rl);
   }
   if (hdr) {
-    rl->hdr = h;
     unsigned i;
+    rl->hdr = h;
     rl->pending_dirty &= ~dirty;
     rl->pending_resume &= ~resume;
+    /* Flag requests the durable header now reflects are done with. */
+    for (i = 0; i < RL_MAX_SITES; i++) {
+      rl->pending_flags[i] &= (uint8_t) ~h.sites[i].flags;
+      rl->pending_clear[i] &= h.sites[i].flags;
+    }
     for (i = 0; i < RL_MAX_SITES; i++)
       if ((resume & (1u << i)) && rl->pending_applied[i] < h.sites[i].applied)
         rl->pending_applied[i] = h.sites[i].applied;
@@ -1328,7 +1366,7 @@ hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
   case HDR_FLAGS_CLEAR:
     return (s->flags & arg) == 0;
   case HDR_RESUMED:
-    return s->mode == RL_MODE_LOG && !(rl->pending_resume & (1u << site));
+    return !(rl->pending_resume & (1u << site));
   }
   return true;
 }
@@ -1547,8 +1585,14 @@ replog_site_resume (struct replog *rl, unsigned site, replog_release_fn mark, vo
   }
   rl->resume_applied[site] = rl->next_seq - 1;
   rl->pending_resume |= 1u << site;
+  rl->pending_dirty &= ~(1u << site);    /* everything after applied is marked */
+  rl->pending_clear[site] &= (uint8_t) ~RL_SITE_RESYNC;
   if (rl->syncer_running)
     r = wait_header (rl, HDR_RESUMED, site, 0);
+  if (r == 0 && s->mode != RL_MODE_LOG) {
+    errno = EAGAIN;                      /* overtaken by a move to dirty-log mode */
+    r = -1;
+  }
   pthread_mutex_unlock (&rl->lock);
   return r;
 }

@@ -137,6 +137,9 @@ struct worker {
   uint64_t rs_bytes_started;       /* for the rate limit */
   bool rs_flushing;                /* copies done: the legs are being flushed */
   bool rs_resume;                  /* a resync was under way at the last stop */
+  bool rs_restarted;               /* ... so copies made then may hold newer entries */
+  uint64_t rs_flush_drops;         /* connection drops when the final flush started */
+  bool rewind;                     /* a connection was lost: re-send what is not flushed */
   bool paused_seen;                /* the site's paused flag as last acted on */
   bool rs_want;                    /* an in-place resync was asked for (replctl) */
   /* Regions of completed copies: their bits are cleared only once a leg
@@ -273,7 +276,7 @@ static void
 link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
 {
   struct rlink *k = &l->link;
-  unsigned i, ndoubt = 0;
+  unsigned i, j, ndoubt = 0;
 
   if (!k->up)
     return;
@@ -316,6 +319,20 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
                  w->site->id);
     w->site->in_doubt = true;
   }
+  /* Copies and entries it acknowledged but no flush covered may be lost
+   * with the remote's cache (a restarted server): copy those regions again
+   * (their bits stay set), and re-send the entries after the applied
+   * sequence (same epoch: idempotent) before the next checkpoint. */
+  for (i = 0, j = 0; i < w->nclr; i++)
+    if (w->clr[i].leg != l)
+      w->clr[j++] = w->clr[i];
+  w->nclr = j;
+  for (i = 0, j = 0; i < w->nclr_ck; i++)
+    if (w->clr_ck[i].leg != l)
+      w->clr_ck[j++] = w->clr_ck[i];
+  w->nclr_ck = j;
+  if (w->done > w->posted)
+    w->rewind = true;
   rlink_set_error (k, "%s", why);
   if (ndoubt)
     rep_warn ("%s: connection to %s dropped (%s); %u writes in flight are in doubt "
@@ -757,7 +774,7 @@ ckpt_start (struct worker *w, uint64_t upto)
 {
   unsigned i;
 
-  if (w->ckpt_busy || (upto <= w->posted && !w->ckpt_force))
+  if (w->ckpt_busy || (upto <= w->posted && !w->ckpt_force) || w->rewind)
     return;
   w->ckpt_seq = upto;
   w->ckpt_err = 0;
@@ -887,6 +904,18 @@ static void
 fill (struct worker *w, uint64_t durable)
 {
   struct replicator *r = w->r;
+
+  if (w->rewind) {
+    /* Once what is in flight is back: start again after the applied
+     * sequence.  A checkpoint under way may have been submitted on the
+     * lost connection: its result does not count (ckpt_result). */
+    if (w->ninflight || w->ckpt_busy)
+      return;
+    memset (w->cdone, 0, w->ndesc);
+    w->next = w->posted + 1;
+    w->done = w->posted;
+    w->rewind = false;
+  }
 
   while (w->ninflight < w->qd && w->next <= durable) {
     const struct rl_desc *d = replog_desc (r->rl, w->next);
@@ -1143,6 +1172,14 @@ resync_begin (struct worker *w, uint64_t now)
   }
   w->rs_start = start;
   w->rs_high = start - 1;
+  if (w->rs_restarted) {
+    /* Copies made before the restart may hold entries up to the newest
+     * one recovered (none was shipped beyond what was durable). */
+    struct replog_stats st;
+    replog_get_stats (w->r->rl, &st);
+    w->rs_high = st.next_seq - 1;
+    w->rs_restarted = false;
+  }
   w->rs_flushing = false;
   w->rs_bytes_started = 0;
   w->last_progress_ns = now;
@@ -1244,7 +1281,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   }
   w->rs_cursor[li] = bit + n;
   if (copy_overlaps (w, l, off, len))
-    return true;                         /* later: a log write is there */
+    return false;                        /* a log write is there: on a later pass */
   if (!zero && rdev_read_view (d, w->cbuf[slot - w->qd], (uint32_t) len, off) == -1) {
     snprintf (l->last_error, sizeof l->last_error, "resync: reading the device at %" PRIu64 ": %m", off);
     w->rs_cursor[li] = bit;              /* try again on the next pass */
@@ -1405,6 +1442,18 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
     }
   }
   if (w->rs_flushing) {
+    uint64_t drops = 0;
+    bool more = false;
+    for (i = 0; i < w->nlegs; i++) {
+      struct leg *l = w->legs[i];
+      drops += l->link.drops;
+      more |= bitmap_next_set (l->dirty, 0) < l->dirty->nbits ||
+        (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits);
+    }
+    if (more || drops != w->rs_flush_drops || w->rewind) {
+      w->rs_flushing = false;            /* new work came in (resync --full, a drop) */
+      return;
+    }
     if (w->ckpt_count > w->rs_flush_from)
       resync_finish (w);
     else if (!w->ckpt_busy && now >= w->ckpt_retry_at) {
@@ -1455,6 +1504,9 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
    * flush the copies to stable storage before the header says so. */
   w->rs_flushing = true;
   w->rs_flush_from = w->ckpt_count;
+  w->rs_flush_drops = 0;
+  for (i = 0; i < w->nlegs; i++)
+    w->rs_flush_drops += w->legs[i]->link.drops;
   if (!w->ckpt_busy) {
     w->ckpt_force = true;
     ckpt_start (w, w->done);
@@ -1469,7 +1521,7 @@ static bool
 want_ckpt (struct worker *w, uint64_t now, uint64_t durable)
 {
   uint64_t age = since (now, w->last_ckpt_ns);
-  if (w->done <= w->posted || w->ckpt_busy || now < w->ckpt_retry_at)
+  if (w->done <= w->posted || w->ckpt_busy || now < w->ckpt_retry_at || w->rewind)
     return false;
   if (w->ninflight == 0 && w->next > durable)
     /* Idle: not at once, which would cost a leg flush and a header write
@@ -1712,7 +1764,7 @@ worker_start (struct site *s)
   if (!s->dirty) {
     uint64_t seq, b = 0;
     if (s->id && (replog_site_flags (r->rl, s->id) & RL_SITE_RESYNC))
-      w->rs_resume = true;               /* carry on with the resync */
+      w->rs_resume = w->rs_restarted = true;   /* carry on with the resync */
     for (seq = w->next; seq <= st.committed_seq; seq++) {
       const struct rl_desc *d = replog_desc (r->rl, seq);
       if (d->op == RL_OP_WRITE)
