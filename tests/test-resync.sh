@@ -6,8 +6,9 @@
 #     not consistent), it converges (mode log, consistent), and the remote equals the device.
 #  2. The same with the resync rate-limited and fio (verify=crc32c) writing during it: no
 #     client error, the data verifies, and afterwards every leg equals the device.
-#  3. The daemon stopped mid-resync (kill -9): the restart carries on (RL_SITE_RESYNC in the
-#     log header; the in-memory dirty log is gone, so everything is copied) and converges.
+#  3. The daemon stopped mid-resync (kill -9), in the second resync of the instance: the
+#     restart carries on (RL_SITE_RESYNC in the log header; the in-memory dirty log is gone, so
+#     everything is copied) and converges.
 #  4. Initial sync of new legs with existing data on a sparse device: an NBD leg (nbdkit
 #     file) and an iSCSI leg (tgtd) are copied online, verified equal, and the data sent is
 #     close to the data written (holes go as write-zeroes).
@@ -121,6 +122,12 @@ truncate -s $SIZE "$T/c.img" "$T/c.rem"
 remote_start rc file "$T/c.rem" || die "remote rc"
 start_replicator c log="$T/c.rlog" log-size=8M local="$T/c.img" remote="$(remote_uri rc)" \
   initial-sync=false disconnect-timeout=1s resync-rate=2M control="$T/c.ctl" || die "replicator c"
+# a first outage and resync, so that the one that is cut short below is the second
+remote_kill rc
+scatter "$NBD_URI" 16 15 || fail "client writes failed while the remote was down"
+wait_dirty "$T/c.ctl" 20 || fail "site 1 went to dirty-log mode (first outage)"
+remote_start rc file "$T/c.rem" || die "remote rc back"
+check "a first resync finishes" wait_resynced "$T/c.ctl" 60 1
 remote_kill rc
 scatter "$NBD_URI" 48 5 || fail "client writes failed while the remote was down"
 wait_dirty "$T/c.ctl" 20 || fail "site 1 went to dirty-log mode"
