@@ -108,11 +108,8 @@ handle_json (struct replicator *r, const char *line)
     return replicator_status_json (r, false);
   }
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
-      strcmp (cmd, "policy") && strcmp (cmd, "verify")) {
-    if (!strcmp (cmd, "restore"))
-      reply = error_doc ("'%s' is not available in this version", cmd);
-    else
-      reply = error_doc ("unknown command '%s'", cmd);
+      strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore")) {
+    reply = error_doc ("unknown command '%s'", cmd);
     json_object_put (o);
     return reply;
   }
@@ -130,6 +127,16 @@ handle_json (struct replicator *r, const char *line)
     }
     rc = replicator_resync (r, dev, site, full, why, sizeof why);
     snprintf (msg, sizeof msg, "%s resync of device '%s' at site %u started", full ? "full" : "a",
+              dev, site);
+  }
+  else if (!strcmp (cmd, "restore")) {
+    const char *dev = get_str (o, "device");
+    if (!dev) {
+      json_object_put (o);
+      return error_doc ("bad request: restore needs a \"device\"%s", "");
+    }
+    rc = replicator_restore (r, dev, site, why, sizeof why);
+    snprintf (msg, sizeof msg, "restore of the local leg of device '%s' from site %u started",
               dev, site);
   }
   else if (!strcmp (cmd, "verify")) {

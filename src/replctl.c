@@ -34,7 +34,8 @@ usage (FILE *f)
            "  verify DEVICE SITE [--mark] [--wait]\n"
            "                      compare the leg with the device, region by region\n"
            "                      (--mark: copy the differing regions); exit 1 if any differ\n"
-           "  restore DEVICE --from SITE: not available in this version\n"
+           "  restore DEVICE --from SITE [--wait]\n"
+           "                      rebuild a failed local leg from SITE, online\n"
            "options:\n"
            "  -s, --socket PATH   control socket (default /run/nbd-replicator/control.sock,\n"
            "                      or $XDG_RUNTIME_DIR/nbd-replicator/control.sock when not root)\n"
@@ -262,7 +263,8 @@ resync_progress (json_object *s, json_object *o, int64_t before, unsigned site, 
     if (eta >= 0)
       snprintf (e, sizeof e, ", ETA %.0f s", eta);
     snprintf (p->detail, sizeof p->detail, "%s, %s/s%s%s", active ? "resync" : jstr (s, "mode"),
-              b1, e, strcmp (jstr (s, "link"), "connected") ? ", link not connected" : "");
+              b1, e, strcmp (jstr (s, "link"), "connected") && strcmp (jstr (s, "link"), "local") ?
+              ", link not connected" : "");
   }
   if (jint (o, "finished") > before && !active && !strcmp (jstr (s, "mode"), "log")) {
     p->done = true;
@@ -383,14 +385,15 @@ admin (const char *sock, int argc, char **argv)
   const char *pos[3] = { NULL, NULL, NULL };
   const char *fall_behind = NULL, *from = NULL;
   bool full = false, wait = false, mark = false;
-  unsigned site = 0, npos = 0, want;
+  unsigned site = 0, npos = 0, want, wait_site;
   int64_t before = -1;
   int i, rc;
 
   for (i = 1; i < argc; i++) {
     if (!strcmp (argv[i], "--full") && !strcmp (cmd, "resync"))
       full = true;
-    else if (!strcmp (argv[i], "--wait") && (!strcmp (cmd, "resync") || !strcmp (cmd, "verify")))
+    else if (!strcmp (argv[i], "--wait") && (!strcmp (cmd, "resync") || !strcmp (cmd, "verify") ||
+                                             !strcmp (cmd, "restore")))
       wait = true;
     else if (!strcmp (argv[i], "--mark") && !strcmp (cmd, "verify"))
       mark = true;
@@ -417,7 +420,7 @@ admin (const char *sock, int argc, char **argv)
              !strcmp (cmd, "resync") ? "resync DEVICE SITE [--full] [--wait]" :
              !strcmp (cmd, "verify") ? "verify DEVICE SITE [--mark] [--wait]" :
              !strcmp (cmd, "policy") ? "policy SITE sync|async [--fall-behind SPEC]" :
-             !strcmp (cmd, "restore") ? "restore DEVICE --from SITE" : "pause|resume SITE");
+             !strcmp (cmd, "restore") ? "restore DEVICE --from SITE [--wait]" : "pause|resume SITE");
     json_object_put (req);
     return 2;
   }
@@ -434,6 +437,7 @@ admin (const char *sock, int argc, char **argv)
     return 2;
   }
   json_object_object_add (req, "site", json_object_new_int ((int) site));
+  wait_site = site;
   if (full)
     json_object_object_add (req, "full", json_object_new_boolean (1));
   if (mark)
@@ -448,7 +452,9 @@ admin (const char *sock, int argc, char **argv)
     if (fall_behind)
       json_object_object_add (req, "fall_behind", json_object_new_string (fall_behind));
   }
-  if (wait && (before = finished_count (sock, site, cmd)) < 0) {
+  if (!strcmp (cmd, "restore"))
+    wait_site = 0;                       /* a restore is site 0's resync */
+  if (wait && (before = finished_count (sock, wait_site, !strcmp (cmd, "verify") ? "verify" : "resync")) < 0) {
     json_object_put (req);
     return 1;
   }
@@ -464,7 +470,9 @@ admin (const char *sock, int argc, char **argv)
   json_object_put (doc);
   if (!wait)
     return 0;
-  return wait_op (sock, site, cmd, before, !strcmp (cmd, "verify") ? verify_progress : resync_progress);
+  if (!strcmp (cmd, "verify"))
+    return wait_op (sock, site, "verify", before, verify_progress);
+  return wait_op (sock, wait_site, "resync", before, resync_progress);
 }
 
 int

@@ -131,6 +131,8 @@ vdev_destroy (struct vdev *d)
   for (i = 0; i < d->nlegs && d->legs; i++) {
     if (d->legs[i].fd >= 0)
       close (d->legs[i].fd);
+    if (d->legs[i].reopen_fd >= 0)
+      close (d->legs[i].reopen_fd);
     rreader_destroy (&d->legs[i].reader);
     rlink_destroy (&d->legs[i].link);
     dlog_close (d->legs[i].dlog);
@@ -171,12 +173,61 @@ pow2_floor (uint64_t v)
   return p;
 }
 
-/* Rebuild the overlay from the recovered entries site 0 has not applied. */
+/* Devices whose local leg was out of service at the last stop: it still
+ * is (restore brings it back), and reads go through a remote site that is
+ * a consistent prefix, the most up to date. */
+static void
+local_out_init (struct replicator *r)
+{
+  size_t i, j;
+
+  for (i = 0; i < r->ndevs; i++) {
+    struct vdev *d = &r->devs[i];
+    unsigned best = 0;
+    uint64_t best_applied = 0;
+    if (!(replog_dev_flags (r->rl, d->index) & RL_DEV_LOCAL_OUT))
+      continue;
+    d->local_out = true;
+    d->local->state = LEG_FAILED;
+    for (j = 0; j < d->nlegs; j++) {
+      unsigned id = d->legs[j].site;
+      uint64_t a;
+      if (id == 0 || r->sites[id].dirty || replog_site_mode (r->rl, id) != RL_MODE_LOG ||
+          replog_site_flags (r->rl, id))
+        continue;
+      a = replog_applied (r->rl, id);
+      if (!best || a > best_applied) {
+        best = id;
+        best_applied = a;
+      }
+    }
+    d->serving = best;
+    if (best) {
+      r->sites[best].serving_devs |= 1u << d->index;
+      rep_warn ("device '%s': the local leg %s was out of service at the last stop; reads "
+                "and writes go through site %u until 'replctl restore %s --from %u'", d->name,
+                d->local->cfg->path, best, d->name, best);
+    }
+    else
+      rep_error ("device '%s': the local leg %s was out of service at the last stop and no "
+                 "remote site is a consistent copy: reads fail", d->name, d->local->cfg->path);
+  }
+}
+
+/* Rebuild the overlay from the recovered entries the leg serving each
+ * device's reads (the local leg, or a remote one) has not applied. */
 static int
 rebuild_overlay (struct replicator *r)
 {
   uint64_t seq, from = replog_applied (r->rl, 0) + 1, n = 0;
+  uint64_t after[RL_MAX_DEVICES];
+  size_t i;
 
+  for (i = 0; i < r->ndevs; i++) {
+    after[i] = replog_applied (r->rl, r->devs[i].serving);
+    if (after[i] + 1 < from)
+      from = after[i] + 1;
+  }
   if (r->rec.entries == 0)
     return 0;
   if (from < r->rec.first_seq)
@@ -184,7 +235,7 @@ rebuild_overlay (struct replicator *r)
   for (seq = from; seq <= r->rec.last_seq; seq++) {
     const struct rl_desc *d = replog_desc (r->rl, seq);
     struct vdev *v;
-    if (d->op == RL_OP_BARRIER)
+    if (d->op == RL_OP_BARRIER || seq <= after[d->device])
       continue;
     v = &r->devs[d->device];
     if (overlay_insert (v->ov, d->offset, d->offset + d->length, seq,
@@ -549,6 +600,7 @@ replicator_new (struct cfg *cfg)
       d->legs[j].cfg = &cd->legs[j];
       d->legs[j].served = true;
       d->legs[j].state = LEG_REPLICATING;
+      d->legs[j].reopen_fd = -1;
     }
     d->nlegs = cd->nlegs;
     /* Path legs (the local one, and files or block devices at remote
@@ -567,6 +619,10 @@ replicator_new (struct cfg *cfg)
     d->size = cd->size ? cd->size : d->local->size;
     if (d->size == 0) {
       rep_error ("device '%s': size is 0 (the local leg %s is empty; set size=)", d->name, d->local->cfg->path);
+      goto err;
+    }
+    if (!(d->local->dirty = bitmap_new (d->size, d->local->cfg->dirty_log.region_size))) {
+      rep_error ("device '%s': out of memory", d->name);
       goto err;
     }
     if (d->local->size < d->size) {
@@ -645,6 +701,7 @@ replicator_new (struct cfg *cfg)
       }
     }
   }
+  local_out_init (r);
   if (rebuild_overlay (r) == -1)
     goto err;
   r->sites[0].done_seq = replog_applied (r->rl, 0);
@@ -829,6 +886,8 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
   struct gaps g = { .start = offset, .end = offset + count, .cursor = offset, .buf = buf, .cap = 16 };
   size_t i;
   int r = 0;
+  bool out;
+  unsigned serving;
 
   g.v = g.inline_v;
   if (offset > d->size || count > d->size - offset) {
@@ -841,6 +900,8 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
    * the overlay was applied before we looked. */
   pthread_mutex_lock (&d->ov_lock);
   overlay_foreach (d->ov, g.start, g.end, copy_piece, &g);
+  out = d->local_out;
+  serving = d->serving;
   pthread_mutex_unlock (&d->ov_lock);
   if (g.cursor < g.end)
     add_gap (&g, g.cursor, g.end);
@@ -849,7 +910,30 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
     rep_error ("device '%s': read: %m", d->name);
     r = -1;
   }
-  for (i = 0; r == 0 && i < g.n; i++) {
+  if (r == 0 && g.n && out) {
+    /* The local leg is out of service: the serving site's leg. */
+    struct leg *src = NULL;
+    char err[256];
+    for (i = 0; i < d->nlegs; i++)
+      if (serving && d->legs[i].site == serving)
+        src = &d->legs[i];
+    for (i = 0; r == 0 && i < g.n; i++) {
+      int e = src ? leg_pread_any (src, (uint8_t *) buf + (g.v[i][0] - offset),
+                                   (uint32_t) (g.v[i][1] - g.v[i][0]), g.v[i][0], err, sizeof err)
+                  : -EIO;
+      if (e) {
+        errno = -e;
+        if (src)
+          rep_error ("device '%s': reading through site %u (the local leg is out of service): %s",
+                     d->name, serving, err);
+        else
+          rep_error ("device '%s': read: the local leg is out of service and no remote site "
+                     "is up to date to read from", d->name);
+        r = -1;
+      }
+    }
+  }
+  for (i = 0; r == 0 && !out && i < g.n; i++) {
     if (leg_read (d->local, (uint8_t *) buf + (g.v[i][0] - offset),
                   (uint32_t) (g.v[i][1] - g.v[i][0]), g.v[i][0]) == -1) {
       rep_error ("device '%s': reading local leg %s: %m", d->name, d->local->cfg->path);
@@ -890,6 +974,7 @@ rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len)
   /* Same order as a read: the overlay, then the leg. */
   pthread_mutex_lock (&d->ov_lock);
   overlay_foreach (d->ov, off, off + len, note_piece, &any);
+  any |= d->local_out;                 /* no hole information then */
   pthread_mutex_unlock (&d->ov_lock);
   if (any || d->local->is_blk)
     return off;
@@ -1402,10 +1487,9 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_object_add (js, "disconnect_timeout_ms", json_object_new_int64 ((int64_t) s->cfg->disconnect_timeout_ms));
     json_object_object_add (js, "pull_ahead_ms", json_object_new_int64 ((int64_t) s->cfg->pull_ahead_ms));
     json_object_object_add (js, "disconnects", json_object_new_int64 ((int64_t) s->disconnects));
-    if (s->id) {
-      json_object_object_add (js, "resync", site_resync_json (s));
+    json_object_object_add (js, "resync", site_resync_json (s));   /* site 0: restores */
+    if (s->id)
       json_object_object_add (js, "verify", site_verify_json (r, s));
-    }
     json_object_array_add (sites, js);
   }
   json_object_object_add (root, "sites", sites);
@@ -1417,6 +1501,9 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_object_add (jd, "size", json_object_new_int64 ((int64_t) d->size));
     json_object_object_add (jd, "block_size", json_object_new_int ((int) d->block_size));
     json_object_object_add (jd, "max_request", json_object_new_int64 (d->max_request));
+    json_object_object_add (jd, "served_from", json_object_new_int (
+      (int) __atomic_load_n (&d->serving, __ATOMIC_RELAXED)));
+    json_object_object_add (jd, "local_out", json_object_new_boolean (d->local_out));
     pthread_mutex_lock (&d->ov_lock);
     json_object_object_add (jd, "unapplied_extents", json_object_new_int64 ((int64_t) overlay_count (d->ov)));
     pthread_mutex_unlock (&d->ov_lock);
@@ -1577,5 +1664,144 @@ replicator_set_policy (struct replicator *r, unsigned site, const char *policy,
   pthread_mutex_unlock (&s->lock);
   cfg_format_fall_behind (s->fall_behind, s->fall_behind_value, b, sizeof b);
   rep_info ("site %u: policy now %s, fall_behind %s", site, policy, b);
+  return 0;
+}
+
+/* ---- the local leg out of service -------------------------------------------------- */
+
+struct carry {
+  struct overlay *to;
+  uint64_t after;
+  bool (*on_leg) (void *, uint64_t);
+  void *opaque;
+  int err;
+};
+
+static void
+carry_piece (const struct ov_piece *p, void *opaque)
+{
+  struct carry *c = opaque;
+  if (p->seq > c->after && !c->err && !(c->on_leg && c->on_leg (c->opaque, p->seq)) &&
+      overlay_insert (c->to, p->start, p->end, p->seq, p->kind,
+                      p->src ? p->src + (p->start - p->eoff) : NULL) == -1)
+    c->err = errno;
+}
+
+int
+vdev_overlay_reset (struct vdev *d, uint64_t after, bool (*on_leg) (void *, uint64_t),
+                    void *opaque)
+{
+  struct overlay *nov = overlay_new ();
+  struct carry c = { .to = nov, .after = after, .on_leg = on_leg, .opaque = opaque };
+  struct replog_stats st;
+  uint64_t seq;
+
+  if (!nov)
+    return -1;
+  /* What the index has after `after` (including entries of writers that
+   * are not committed yet), plus every committed entry after it. */
+  overlay_foreach (d->ov, 0, UINT64_MAX, carry_piece, &c);
+  replog_get_stats (d->r->rl, &st);
+  for (seq = after + 1; !c.err && seq <= st.committed_seq; seq++) {
+    const struct rl_desc *e = replog_desc (d->r->rl, seq);
+    if (e->seq != seq || e->op == RL_OP_BARRIER || e->device != d->index ||
+        (on_leg && on_leg (opaque, seq)))
+      continue;
+    if (overlay_insert (nov, e->offset, e->offset + e->length, seq,
+                        e->op == RL_OP_WRITE ? OV_DATA : OV_ZERO,
+                        e->op == RL_OP_WRITE ? replog_payload (d->r->rl, e) : NULL) == -1)
+      c.err = errno;
+  }
+  if (c.err) {
+    overlay_free (nov);
+    errno = c.err;
+    return -1;
+  }
+  overlay_free (d->ov);
+  d->ov = nov;
+  return 0;
+}
+
+unsigned
+vdev_pick_server (struct vdev *d)
+{
+  struct replicator *r = d->r;
+  unsigned best = 0;
+  uint64_t best_done = 0;
+  size_t j;
+
+  for (j = 0; j < d->nlegs; j++) {
+    struct site *s = &r->sites[d->legs[j].site];
+    uint64_t done;
+    if (s->id == 0 || !s->running || s->dirty || s->resyncing || s->in_doubt)
+      continue;
+    pthread_mutex_lock (&s->lock);
+    done = s->done_seq;
+    pthread_mutex_unlock (&s->lock);
+    if (!best || done > best_done || (done == best_done && !s->disconnected)) {
+      best = s->id;
+      best_done = done;
+    }
+  }
+  return best;
+}
+
+int
+replicator_restore (struct replicator *r, const char *device, unsigned site, char *why,
+                    size_t len)
+{
+  struct vdev *d = replicator_find (r, device);
+  struct leg *l;
+  struct stat st;
+  uint64_t size = 0;
+  int fd, flags = O_RDWR | O_CLOEXEC;
+
+  if (!d) {
+    snprintf (why, len, "no device '%s' in this instance", device);
+    return -1;
+  }
+  l = d->local;
+  if (!d->local_out) {
+    snprintf (why, len, "the local leg of device '%s' is in service: nothing to restore", device);
+    return -1;
+  }
+  if (!d->serving) {
+    snprintf (why, len, "no remote site serves device '%s' (none is up to date): nothing to "
+              "restore from", device);
+    return -1;
+  }
+  if (site != d->serving) {
+    snprintf (why, len, "device '%s' is served from site %u: restore from that site", device,
+              d->serving);
+    return -1;
+  }
+  if (l->state == LEG_RESYNCING || l->reopen_fd >= 0) {
+    snprintf (why, len, "the local leg of device '%s' is being restored already", device);
+    return -1;
+  }
+  /* The leg again (repaired, or replaced at the same path). */
+  if (l->is_blk)
+    flags |= O_EXCL;
+  fd = l->cfg->direct_io ? open (l->cfg->path, flags | O_DIRECT) : -1;
+  if (fd == -1)
+    fd = open (l->cfg->path, flags);
+  if (fd == -1 || fstat (fd, &st) == -1) {
+    snprintf (why, len, "cannot open the local leg %s: %s", l->cfg->path, strerror (errno));
+    if (fd >= 0)
+      close (fd);
+    return -1;
+  }
+  if (S_ISBLK (st.st_mode) ? ioctl (fd, BLKGETSIZE64, &size) == -1 : (size = (uint64_t) st.st_size, false))
+    size = 0;
+  if (size < d->size) {
+    snprintf (why, len, "the local leg %s is smaller (%" PRIu64 " bytes) than the device (%"
+              PRIu64 " bytes)", l->cfg->path, size, d->size);
+    close (fd);
+    return -1;
+  }
+  l->reopen_fd = fd;
+  __atomic_fetch_or (&r->sites[0].restore_req, 1u << d->index, __ATOMIC_ACQ_REL);
+  rep_info ("device '%s': restore of the local leg %s from site %u requested", device,
+            l->cfg->path, site);
   return 0;
 }

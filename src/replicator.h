@@ -67,6 +67,7 @@ struct leg {
   bool doubt_pending;            /* doubt has bits not yet queued for a copy (worker) */
   uint64_t doubt_events;
   char last_error[160];          /* last I/O error on this leg (worker) */
+  int reopen_fd;                 /* restore: the leg opened again, for the worker */
 };
 
 struct vdev {
@@ -85,6 +86,13 @@ struct vdev {
    * leg) and the log bytes it points to while they are copied. */
   pthread_mutex_t ov_lock;
   struct overlay *ov;
+
+  /* The local leg out of service (failed, or being restored): reads go
+   * through site `serving`'s leg plus the entries it has not applied
+   * (the overlay then indexes those), and that site's worker trims the
+   * overlay.  Changed under ov_lock. */
+  bool local_out;
+  unsigned serving;              /* 0 = the local leg */
 
   /* Serialises read-modify-write of requests not aligned to block_size. */
   pthread_mutex_t rmw_lock;
@@ -127,6 +135,10 @@ struct site {
   bool paused;                   /* not fed; clients do not wait for it */
   bool resync_now;               /* start a resync of a dirty site without delay */
   uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */
+  uint32_t serve_req;            /* devices whose reads this site is to serve (their
+                                    local leg failed) */
+  uint32_t serving_devs;         /* devices it serves (worker) */
+  uint32_t restore_req;          /* site 0: devices whose local leg is to be restored */
   /* Verify (verify.c): a thread of its own while active. */
   pthread_t verify_thread;
   bool verify_thread_started;    /* to be joined */
@@ -201,6 +213,16 @@ int replicator_set_policy (struct replicator *r, unsigned site, const char *poli
 int replicator_verify (struct replicator *r, const char *device, unsigned site, bool mark,
                        char *why, size_t len);
 void replicator_verify_stop (struct replicator *r);
+int replicator_restore (struct replicator *r, const char *device, unsigned site, char *why,
+                        size_t len);
+/* Make (under d->ov_lock) the read index hold exactly the entries of d
+ * after seq `after` that are not on a leg yet (on_leg(opaque, seq): one
+ * applied out of order): what a leg that applied them lacks. */
+int vdev_overlay_reset (struct vdev *d, uint64_t after, bool (*on_leg) (void *, uint64_t),
+                        void *opaque);
+/* A remote site that can serve reads of d (its leg is a consistent prefix
+ * and fed from the log), the most up to date; 0 if none. */
+unsigned vdev_pick_server (struct vdev *d);
 /* Read a leg (any kind) synchronously: 0, or -errno with a line in err. */
 int leg_pread_any (struct leg *l, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen);
 

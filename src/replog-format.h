@@ -56,8 +56,14 @@ struct rl_dev_rec {
   uint64_t size;               /* bytes */
   uint32_t block_size;         /* advertised minimum block size */
   uint32_t present;            /* 1 = slot in use */
-  uint8_t  pad[16];
+  uint8_t  flags;              /* RL_DEV_* (0 in logs written before it existed) */
+  uint8_t  pad[15];
 };
+
+/* Device flags. */
+#define RL_DEV_LOCAL_OUT 1     /* the device's local leg is out of service (it failed,
+                                  or is being restored): it does not hold the
+                                  device's data; reads go through a remote leg */
 _Static_assert (sizeof (struct rl_dev_rec) == 96, "rl_dev_rec is 96 bytes");
 
 /* One header copy: copy A at offset 0, copy B at offset 4096. */

@@ -163,6 +163,7 @@ struct replog {
   bool syncing;                  /* a sync round is under way */
   uint8_t pending_flags[RL_MAX_SITES]; /* site flags to set in the next header */
   uint8_t pending_clear[RL_MAX_SITES]; /* ... and to clear */
+  uint8_t pending_dev_set[RL_MAX_DEVICES], pending_dev_clear[RL_MAX_DEVICES]; /* device flags */
   uint32_t pending_resume;       /* sites to switch back to log mode (resync) */
   uint64_t marked_upto;          /* release_fn called for entries below this */
   uint64_t resume_applied[RL_MAX_SITES]; /* their applied seq then */
@@ -572,7 +573,11 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
   /* Update the identity. */
   for (i = 0; i < RL_MAX_DEVICES; i++) {
     struct rl_dev_rec *r = &h->devices[i];
+    /* A device's flags stay with it (same name, same slot). */
+    uint8_t flags = i < a->ndevices && r->present && !strcmp (r->name, a->devices[i].name)
+      ? r->flags : 0;
     memset (r, 0, sizeof *r);
+    r->flags = flags;
     if (i < a->ndevices) {
       snprintf (r->name, sizeof r->name, "%s", a->devices[i].name);
       r->size = a->devices[i].size;
@@ -891,6 +896,10 @@ header_pending (struct replog *rl)
   unsigned i;
   if (rl->pending_dirty || rl->pending_resume)
     return true;
+  for (i = 0; i < RL_MAX_DEVICES; i++)
+    if ((rl->pending_dev_set[i] & ~rl->hdr.devices[i].flags) ||
+        (rl->pending_dev_clear[i] & rl->hdr.devices[i].flags))
+      return true;
   for (i = 0; i < RL_MAX_SITES; i++)
     if ((rl->pending_flags[i] & ~rl->hdr.sites[i].flags) ||
         (rl->pending_clear[i] & rl->hdr.sites[i].flags))
@@ -907,6 +916,10 @@ header_with_pending (struct replog *rl)
 {
   struct rl_header h = rl->hdr;
   unsigned i;
+  for (i = 0; i < RL_MAX_DEVICES; i++)
+    if (h.devices[i].present)
+      h.devices[i].flags = (uint8_t) ((h.devices[i].flags | rl->pending_dev_set[i]) &
+                                      ~rl->pending_dev_clear[i]);
   for (i = 0; i < RL_MAX_SITES; i++) {
     if (h.sites[i].present)
       h.sites[i].flags = (uint8_t) ((h.sites[i].flags | rl->pending_flags[i]) & ~rl->pending_clear[i]);
@@ -995,6 +1008,10 @@ sync_round_locked (struct replog *rl)
     for (i = 0; i < RL_MAX_SITES; i++) {
       rl->pending_flags[i] &= (uint8_t) ~h.sites[i].flags;
       rl->pending_clear[i] &= h.sites[i].flags;
+    }
+    for (i = 0; i < RL_MAX_DEVICES; i++) {
+      rl->pending_dev_set[i] &= (uint8_t) ~h.devices[i].flags;
+      rl->pending_dev_clear[i] &= h.devices[i].flags;
     }
     for (i = 0; i < RL_MAX_SITES; i++)
       if ((resume & (1u << i)) && rl->pending_applied[i] < h.sites[i].applied)
@@ -1350,7 +1367,7 @@ replog_post_applied (struct replog *rl, unsigned site, uint64_t seq)
 }
 
 /* What a header waiter waits for, checked under the lock. */
-enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_FLAGS, HDR_FLAGS_CLEAR, HDR_RESUMED };
+enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_FLAGS, HDR_FLAGS_CLEAR, HDR_RESUMED, HDR_DEV_FLAGS };
 
 static bool
 hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
@@ -1367,6 +1384,8 @@ hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
     return (s->flags & arg) == 0;
   case HDR_RESUMED:
     return !(rl->pending_resume & (1u << site));
+  case HDR_DEV_FLAGS:            /* site = device; arg = flags << 8 | wanted value */
+    return (rl->hdr.devices[site].flags & (arg >> 8)) == (arg & 0xff);
   }
   return true;
 }
@@ -1604,4 +1623,30 @@ replog_set_dirtylog_sync (struct replog *rl, void (*fn) (void *), void *opaque)
   rl->dl_sync_fn = fn;
   rl->dl_sync_opaque = opaque;
   pthread_mutex_unlock (&rl->lock);
+}
+
+uint8_t
+replog_dev_flags (struct replog *rl, unsigned dev)
+{
+  uint8_t f;
+  pthread_mutex_lock (&rl->lock);
+  f = dev < RL_MAX_DEVICES ? rl->hdr.devices[dev].flags : 0;
+  pthread_mutex_unlock (&rl->lock);
+  return f;
+}
+
+int
+replog_change_dev_flags (struct replog *rl, unsigned dev, uint8_t set, uint8_t clear)
+{
+  int r = 0;
+  uint8_t want;
+
+  pthread_mutex_lock (&rl->lock);
+  rl->pending_dev_clear[dev] = (uint8_t) ((rl->pending_dev_clear[dev] & ~set) | clear);
+  rl->pending_dev_set[dev] = (uint8_t) ((rl->pending_dev_set[dev] & ~clear) | set);
+  want = set & (uint8_t) ~clear;
+  if (rl->syncer_running)
+    r = wait_header (rl, HDR_DEV_FLAGS, dev, ((uint64_t) (set | clear) << 8) | want);
+  pthread_mutex_unlock (&rl->lock);
+  return r;
 }

@@ -72,6 +72,7 @@
 
 /* io_uring user_data tags */
 #define CKPT_TAG         UINT64_MAX
+#define CKPT_LEG_BIT     (1ull << 59)        /* | leg index: a leg's flush */
 #define EVFD_TAG         (1ull << 61)
 #define IGNORE_TAG       (1ull << 60)
 #define POLL_BIT         (1ull << 62)
@@ -256,6 +257,102 @@ remote_flush_done (void *opaque, int res)
     snprintf (l->last_error, sizeof l->last_error, "flush: %m");
   }
   ckpt_result (c->w, res < 0 ? res : 0);
+}
+
+/* ---- the local leg out of service --------------------------------------- *
+ *
+ * A local leg that fails a write or a flush is taken out of service
+ * (durably: RL_DEV_LOCAL_OUT in the log header) and the device is served
+ * through the most up-to-date remote site: that site's worker first
+ * indexes every logged entry of the device it has not applied (the read
+ * index then means "not yet on the serving leg") and from then on trims
+ * the index as it applies them.  Site 0 then skips the device's entries,
+ * recording them in the leg's bitmap; with no remote site to serve, it
+ * keeps retrying instead, so the log never drops the only copy (safety
+ * rule 4).  Restore copies the device back onto the leg (the resync
+ * machinery, from the device view) and hands the reads back.
+ */
+
+/* Entry seq (after done) was applied here already, out of order. */
+static bool
+applied_here (void *opaque, uint64_t seq)
+{
+  struct worker *w = opaque;
+  return seq > w->done && seq < w->next && w->cdone[seq % w->ndesc];
+}
+
+/* The entries of l's device are not written to l (a remote site serves). */
+static bool
+out_of_service (const struct leg *l)
+{
+  return l->site == 0 && l->dev->local_out && l->dev->serving != 0 &&
+    __atomic_load_n (&l->state, __ATOMIC_RELAXED) == LEG_FAILED;
+}
+
+/* The local leg l failed (op, errno e): take it out of service.  True if
+ * a remote site serves the device, so its entries can be skipped. */
+static bool
+local_fail (struct worker *w, struct leg *l, const char *op, int e)
+{
+  struct vdev *d = l->dev;
+  unsigned srv;
+
+  if (d->local_out && l->state == LEG_RESYNCING) {
+    /* The leg being restored failed again: out of service once more. */
+    rep_error ("device '%s': local leg %s failed again during its restore (%s: %s)",
+               d->name, l->cfg->path, op, strerror (e));
+    __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+    bitmap_set_all (l->dirty);
+    return d->serving != 0;
+  }
+  if (d->local_out)
+    return d->serving != 0;
+  __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+  pthread_mutex_lock (&d->ov_lock);
+  d->local_out = true;                   /* site 0 no longer trims the index */
+  pthread_mutex_unlock (&d->ov_lock);
+  if (replog_change_dev_flags (w->r->rl, d->index, RL_DEV_LOCAL_OUT, 0) == -1)
+    rep_error ("device '%s': could not record the failed local leg in the log header: %m",
+               d->name);
+  srv = vdev_pick_server (d);
+  if (srv) {
+    struct site *rs = &w->r->sites[srv];
+    rep_error ("device '%s': local leg %s failed (%s: %s): out of service; reads and writes "
+               "continue through site %u; restore it with 'replctl restore %s --from %u'",
+               d->name, l->cfg->path, op, strerror (e), srv, d->name, srv);
+    __atomic_fetch_or (&rs->serve_req, 1u << d->index, __ATOMIC_ACQ_REL);
+    worker_poke (rs);
+  }
+  else
+    rep_error ("device '%s': local leg %s failed (%s: %s) and no remote site is up to date "
+               "to serve the device: reads fail, writes are kept in the log until it is full "
+               "(the log holds their only copy)", d->name, l->cfg->path, op, strerror (e));
+  return false;            /* the takeover is asynchronous: skip from the next entry on */
+}
+
+/* A remote site's worker: serve the reads of the devices in mask. */
+static void
+serve_take (struct worker *w, uint32_t mask)
+{
+  struct site *s = w->site;
+  size_t i;
+
+  for (i = 0; i < w->r->ndevs; i++) {
+    struct vdev *d = &w->r->devs[i];
+    if (!(mask & (1u << i)) || !w->leg_of_dev[i])
+      continue;
+    pthread_mutex_lock (&d->ov_lock);
+    if (vdev_overlay_reset (d, w->done, applied_here, w) == -1) {
+      pthread_mutex_unlock (&d->ov_lock);
+      rep_error ("device '%s': site %u cannot serve it: out of memory", d->name, s->id);
+      continue;
+    }
+    __atomic_store_n (&d->serving, s->id, __ATOMIC_RELEASE);
+    pthread_mutex_unlock (&d->ov_lock);
+    s->serving_devs |= 1u << i;
+    rep_info ("device '%s': reads are served from site %u (its leg and the log entries it has "
+              "not applied yet)", d->name, s->id);
+  }
 }
 
 static void
@@ -597,7 +694,21 @@ io_complete (struct worker *w, struct wio *io)
     copy_done (w, io);
     return;
   }
-  if (io->leg->state == LEG_FAILED) {
+  if (io->leg->state == LEG_FAILED && io->leg->site == 0 && io->leg->dev->local_out &&
+      !io->leg->dev->serving && !io->copy) {
+    /* No remote site took over: the entries were retried in order, so
+     * the leg is whole again. */
+    struct vdev *d = io->leg->dev;
+    rep_info ("device '%s': local leg %s is writable again: back in service", d->name,
+              io->leg->cfg->path);
+    pthread_mutex_lock (&d->ov_lock);
+    d->local_out = false;
+    pthread_mutex_unlock (&d->ov_lock);
+    __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
+    if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
+      rep_error ("device '%s': could not record it in the log header: %m", d->name);
+  }
+  else if (io->leg->state == LEG_FAILED && !io->leg->dev->local_out) {
     rep_info ("device '%s': leg at site %u is writable again", io->leg->dev->name, io->leg->site);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
   }
@@ -618,17 +729,21 @@ finish_batch (struct worker *w)
   uint64_t bytes = 0;
   unsigned i;
 
-  if (w->site->id == 0)
-    for (i = 0; i < w->nfin; i++) {
-      struct vdev *d = w->fin[i].leg->dev;
-      if (d != locked) {
-        if (locked)
-          pthread_mutex_unlock (&locked->ov_lock);
-        pthread_mutex_lock (&d->ov_lock);
-        locked = d;
-      }
-      overlay_remove (d->ov, w->fin[i].off, w->fin[i].off + w->fin[i].len, w->fin[i].seq);
+  /* The site whose leg serves a device's reads (site 0: the local leg;
+   * a remote one while the local leg is out of service) trims its index. */
+  for (i = 0; i < w->nfin; i++) {
+    struct vdev *d = w->fin[i].leg->dev;
+    if (__atomic_load_n (&d->serving, __ATOMIC_RELAXED) != w->site->id)
+      continue;
+    if (d != locked) {
+      if (locked)
+        pthread_mutex_unlock (&locked->ov_lock);
+      pthread_mutex_lock (&d->ov_lock);
+      locked = d;
     }
+    if (d->serving == w->site->id && !(d->serving == 0 && d->local_out))
+      overlay_remove (d->ov, w->fin[i].off, w->fin[i].off + w->fin[i].len, w->fin[i].seq);
+  }
   if (locked)
     pthread_mutex_unlock (&locked->ov_lock);
   for (i = 0; i < w->nfin; i++) {
@@ -682,6 +797,13 @@ io_result (struct worker *w, unsigned idx, int res)
     if (l->remote) {
       io->retry_at = mono_ns () + RETRY_NS;
       io->parked = true;
+      return false;
+    }
+    if (l->site == 0 && !io->copy && local_fail (w, l, "write", -res)) {
+      /* Out of service, a remote site serves the device: the entry is
+       * what the leg misses now. */
+      bitmap_set_range (l->dirty, io->off, io->len);
+      io_complete (w, io);
       return false;
     }
     __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
@@ -789,6 +911,8 @@ ckpt_start (struct worker *w, uint64_t upto)
   w->ckpt_busy = true;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
+    if (out_of_service (l))
+      continue;                          /* nothing of its is applied */
     if (l->remote) {
       if (!l->link.up) {
         if (!w->ckpt_err)
@@ -810,16 +934,19 @@ ckpt_start (struct worker *w, uint64_t upto)
     else if (w->uring) {
       struct io_uring_sqe *sqe = get_sqe (w);
       io_uring_prep_fsync (sqe, l->fd, IORING_FSYNC_DATASYNC);
-      io_uring_sqe_set_data64 (sqe, CKPT_TAG);
+      io_uring_sqe_set_data64 (sqe, CKPT_LEG_BIT | i);
       w->ckpt_pending++;
     }
     else if (fdatasync (l->fd) == -1) {
+      int e = errno;
       l->errors++;
       rep_error ("device '%s': leg %s: fdatasync: %m", l->dev->name, l->cfg->path);
-      if (!l->remote)
+      if (w->site->id == 0)
+        local_fail (w, l, "fdatasync", e);
+      else
         __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
       if (!w->ckpt_err)
-        w->ckpt_err = -errno;
+        w->ckpt_err = -e;
     }
   }
   ckpt_result (w, 0);                    /* drop the hold */
@@ -848,6 +975,11 @@ reap (struct worker *w, unsigned timeout_ms)
       n++;
       if (tag == CKPT_TAG)
         ckpt_result (w, res);
+      else if ((tag & ~0xffffull) == CKPT_LEG_BIT) {
+        if (res < 0 && (tag & 0xffff) < w->nlegs && w->site->id == 0)
+          local_fail (w, w->legs[tag & 0xffff], "fdatasync", -res);
+        ckpt_result (w, res);
+      }
       else if (tag == EVFD_TAG) {
         uint64_t v;
         w->evfd_armed = false;
@@ -944,6 +1076,10 @@ fill (struct worker *w, uint64_t durable)
       continue;
     }
     l = w->leg_of_dev[d->device];
+    if (l && out_of_service (l)) {
+      bitmap_set_range (l->dirty, d->offset, d->length);
+      l = NULL;                          /* the leg misses it (restore copies it) */
+    }
     if (!l) {                            /* no leg of this device here */
       w->cdone[w->next % w->ndesc] = 0;
       w->next++;
@@ -1057,7 +1193,8 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
     pthread_mutex_unlock (&s->lock);
   }
   /* Pull-ahead: the log is full and this site holds it. */
-  if (replog_site_holds_full_log (w->r->rl, s->id)) {
+  if (replog_site_holds_full_log (w->r->rl, s->id) &&
+      !__atomic_load_n (&s->serving_devs, __ATOMIC_ACQUIRE)) {
     if (!w->full_since_ns)
       w->full_since_ns = now;
     if (s->disconnected)
@@ -1152,7 +1289,7 @@ resync_begin (struct worker *w, uint64_t now)
      * the header says so before anything is copied, so that a restart
      * does not take the site for consistent. */
     start = w->next;
-    if (!(replog_site_flags (w->r->rl, s->id) & RL_SITE_RESYNC) &&
+    if (s->id && !(replog_site_flags (w->r->rl, s->id) & RL_SITE_RESYNC) &&
         replog_set_site_flags (w->r->rl, s->id, RL_SITE_RESYNC) == -1) {
       rep_error ("site %u: resync: could not record it in the log header: %m", s->id);
       w->rs_retry_at = now + RESYNC_RETRY_MAX;
@@ -1198,8 +1335,9 @@ resync_begin (struct worker *w, uint64_t now)
   s->resync_copied = 0;
   s->resync_bytes = s->resync_zero_bytes = 0;
   s->resync_started_ns = now;
-  s->bytes_base = (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED) -
-    (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
+  if (s->dirty)                          /* fed from the log again from start on */
+    s->bytes_base = (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED) -
+      (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
   pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
   rep_info ("site %u: resync started: %" PRIu64 " dirty regions to copy; the site is fed from "
@@ -1330,6 +1468,40 @@ rate_allows (struct worker *w, uint64_t now)
   return !rate || w->rs_bytes_started <= rate * elapsed_ms / 1000u + RESYNC_CHUNK;
 }
 
+/* Site 0: restored local legs go back into service. */
+static void
+restore_finish (struct worker *w)
+{
+  unsigned i;
+
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    struct vdev *d = l->dev;
+    unsigned from = d->serving;
+    if (l->state != LEG_RESYNCING)
+      continue;
+    /* From now on the index means "not yet on the local leg" again. */
+    pthread_mutex_lock (&d->ov_lock);
+    if (vdev_overlay_reset (d, w->done, applied_here, w) == -1) {
+      pthread_mutex_unlock (&d->ov_lock);
+      rep_error ("device '%s': restore: out of memory; retrying", d->name);
+      return;
+    }
+    __atomic_store_n (&d->serving, 0, __ATOMIC_RELEASE);
+    d->local_out = false;
+    pthread_mutex_unlock (&d->ov_lock);
+    if (from)
+      __atomic_fetch_and (&w->r->sites[from].serving_devs, ~(1u << d->index), __ATOMIC_ACQ_REL);
+    if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
+      rep_error ("device '%s': could not record the restored local leg in the log header: %m",
+                 d->name);
+    __atomic_store_n (&l->state, LEG_REPLICATING, __ATOMIC_RELAXED);
+    l->last_error[0] = 0;
+    rep_info ("device '%s': local leg %s restored from site %u: back in service", d->name,
+              l->cfg->path, from);
+  }
+}
+
 static void
 resync_finish (struct worker *w)
 {
@@ -1337,7 +1509,9 @@ resync_finish (struct worker *w)
   double secs = (double) since (mono_ns (), s->resync_started_ns) / 1e9;
   unsigned i;
 
-  if (replog_clear_site_flags (w->r->rl, s->id, RL_SITE_RESYNC | RL_SITE_IN_DOUBT) == -1) {
+  if (s->id == 0)
+    restore_finish (w);
+  else if (replog_clear_site_flags (w->r->rl, s->id, RL_SITE_RESYNC | RL_SITE_IN_DOUBT) == -1) {
     rep_error ("site %u: resync: could not record its end in the log header: %m", s->id);
     return;
   }
@@ -1380,16 +1554,52 @@ doubt_check (struct worker *w, uint64_t now)
   }
 }
 
+/* Site 0: restore the local legs of the devices in mask (replctl
+ * restore): the leg opened again, every region copied from the device
+ * view (the serving site's leg and the log), new entries applied to it. */
+static void
+restore_begin (struct worker *w, uint64_t now, uint32_t mask)
+{
+  unsigned i;
+  bool any = false;
+
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    if (!(mask & (1u << l->dev->index)) || l->reopen_fd < 0)
+      continue;
+    close (l->fd);
+    l->fd = l->reopen_fd;
+    l->reopen_fd = -1;
+    l->direct = (fcntl (l->fd, F_GETFL) & O_DIRECT) != 0;
+    l->zero_range_ok = l->punch_ok = true;
+    bitmap_set_all (l->dirty);
+    __atomic_store_n (&l->state, LEG_RESYNCING, __ATOMIC_RELAXED);
+    w->rs_cursor[i] = 0;
+    any = true;
+    rep_info ("device '%s': restoring the local leg %s from site %u", l->dev->name,
+              l->cfg->path, l->dev->serving);
+  }
+  if (!any)
+    return;
+  if (w->site->resyncing)
+    __atomic_add_fetch (&w->site->resync_regions, 0, __ATOMIC_RELAXED);
+  else
+    resync_begin (w, now);
+}
+
 /* Requests from the administrator (replctl resync, pause, resume). */
 static void
 requests_check (struct worker *w, uint64_t now)
 {
   struct site *s = w->site;
   uint32_t full = __atomic_exchange_n (&s->resync_full_devs, 0, __ATOMIC_ACQ_REL);
+  uint32_t serve = __atomic_exchange_n (&s->serve_req, 0, __ATOMIC_ACQ_REL);
   bool asap = __atomic_exchange_n (&s->resync_now, false, __ATOMIC_ACQ_REL);
   bool paused = __atomic_load_n (&s->paused, __ATOMIC_ACQUIRE);
   unsigned i;
 
+  if (serve)
+    serve_take (w, serve);
   if (paused != w->paused_seen) {
     w->paused_seen = paused;
     if (paused) {
@@ -1610,6 +1820,8 @@ local_loop (struct worker *w)
     }
     if (w->site->id != 0)
       requests_check (w, now);
+    else if (__atomic_load_n (&w->site->restore_req, __ATOMIC_ACQUIRE) && !stopping)
+      restore_begin (w, now, __atomic_exchange_n (&w->site->restore_req, 0, __ATOMIC_ACQ_REL));
     if (w->site->dirty) {
       /* Not fed from the log: a resync brings the site back. */
       if (!stopping && !w->paused_seen && now >= w->rs_retry_at)
@@ -1627,6 +1839,8 @@ local_loop (struct worker *w)
           doubt_check (w, now);
         }
       }
+      else if (!stopping && w->site->resyncing)
+        resync_step (w, now, durable);   /* a restore */
     }
     if (w->ninflight || w->ckpt_busy || w->nready || w->ncopies) {
       reap (w, w->nready ? 0 : TICK_MS);
@@ -1716,7 +1930,7 @@ worker_start (struct site *s)
   w->next = replog_applied (r->rl, s->id) + 1;
   w->done = w->posted = w->next - 1;
   w->last_ckpt_ns = w->last_progress_ns = mono_ns ();
-  w->nio = w->qd + (s->id ? RESYNC_QD : 0);
+  w->nio = w->qd + RESYNC_QD;
   w->io = calloc (w->nio, sizeof *w->io);
   w->cdone = calloc (w->ndesc, 1);
   w->ready = calloc (w->nio + 1, sizeof *w->ready);

@@ -1,0 +1,127 @@
+#!/bin/bash
+# The local leg fails (guarantee 4.6): the device keeps serving reads and writes through an
+# up-to-date remote leg, and `replctl restore` rebuilds the local leg online.
+# The local leg is a file in a FUSE mount (nbdfuse) of an nbdkit `file` export behind the
+# `error` filter: writes fail with EIO while a trigger file exists.
+#  1. fio writes and verifies (crc32c) while the local leg starts failing: no client error,
+#     the data verifies (read through site 1); status: leg failed, device served from site 1.
+#  2. restore --from 1 --wait: the leg is back in service, every leg equals the device.
+#  3. The instance stopped while the leg is out of service: the restart keeps it out of service
+#     (log header), serves through site 1, and a restore brings it back.
+#  4. No remote site: a write error is retried (the log keeps the only copy), reads fail with
+#     a clear error, and once the leg takes writes again it is back in service by itself.
+#  5. Bad restore requests: a device whose leg is in service, the wrong site.
+set -u
+. "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
+requires nbdkit nbdfuse nbdcopy cmp fio
+requires_python_nbd
+[ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
+
+SIZE=64M
+cleanup_hook() {
+  local m
+  for m in "$T"/fuse*; do
+    mountpoint -q "$m" 2>/dev/null && { timeout -s KILL 10 fusermount3 -u "$m" 2>/dev/null || timeout -s KILL 10 umount -l "$m"; }
+  done
+}
+# fuse_leg NAME: $T/fuse-NAME/disk, backed by $T/NAME.img, failing writes while $T/NAME.fail exists
+fuse_leg() {
+  local i
+  mkdir -p "$T/fuse-$1"
+  truncate -s $SIZE "$T/$1.img"
+  nbdfuse -P "$T/nbdfuse-$1.pid" "$T/fuse-$1/disk" \
+    [ nbdkit --filter=error file "$T/$1.img" error-pwrite=EIO error-pwrite-rate=100% \
+      error-pwrite-file="$T/$1.fail" ] 2>>"$T/nbdfuse-$1.log" &
+  for i in $(seq 200); do [ -e "$T/fuse-$1/disk" ] && return 0; sleep 0.05; done
+  echo "nbdfuse did not come up"; return 1
+}
+dev() { status_get "$1" "(lambda d: $2)(j['devices'][0])"; }
+wait_for() {
+  local i
+  for i in $(seq $(($3 * 10))); do [ "$(status_get "$1" "$2" 2>/dev/null)" = True ] && return 0; sleep 0.1; done
+  echo "  (not reached: $2 = $(status_get "$1" "$2" 2>/dev/null))"; return 1
+}
+C() { "$REPLCTL" -s "$T/a.ctl" "$@"; }
+
+fuse_leg a || die "fuse"
+truncate -s $SIZE "$T/a.rem"
+remote_start ra file "$T/a.rem" || die "remote"
+ARGS=(log="$T/a.rlog" log-size=16M local="$T/fuse-a/disk" remote="$(remote_uri ra)"
+      initial-sync=false disconnect-timeout=2s control="$T/a.ctl")
+start_replicator a "${ARGS[@]}" || die "replicator"
+
+echo "== 1. the local leg fails under fio (verify=crc32c)"
+fio --name=v --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bs=4k --size=32M --iodepth=8 \
+    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --output="$T/fio.out" \
+    >/dev/null 2>&1 &
+FIO=$!
+sleep 0.5
+touch "$T/a.fail"
+wait $FIO; rc=$?
+check "fio wrote and verified while the local leg failed (exit $rc)" [ $rc = 0 ]
+check "the leg is failed, not consistent" [ "$(dev "$T/a.ctl" "(d['legs'][0]['state'], d['legs'][0]['consistent'])")" = "('failed', False)" ]
+check "the device is served from site 1" [ "$(dev "$T/a.ctl" "(d['served_from'], d['local_out'])")" = "(1, True)" ]
+check "one error line names the leg and the way out" grep -q "local leg .* failed (write: Input/output error): out of service; reads and writes continue through site 1" "$T/a.log"
+check "after the leg failed, writes reach the log and site 1" wait_caught_up "$T/a.ctl" 20
+nbdcopy "$NBD_URI" "$T/a.dev1" || fail "reading the device through site 1"
+check "the device reads the same as site 1's leg" cmp "$T/a.dev1" "$T/a.rem"
+
+echo "== 2. restore"
+rm -f "$T/a.fail"
+C restore default --from 1 --wait > "$T/restore.out" 2>&1; rc=$?
+check "restore --from 1 --wait (exit $rc)" [ $rc = 0 ]
+check "the leg is back in service" [ "$(dev "$T/a.ctl" "(d['legs'][0]['state'], d['served_from'], d['local_out'])")" = "('replicating', 0, False)" ]
+check "the log says so" grep -q "restored from site 1: back in service" "$T/a.log"
+nbdcopy "$NBD_URI" "$T/a.dev2" || fail "reading the device"
+check "the device did not change" cmp "$T/a.dev1" "$T/a.dev2"
+stop_replicator a || fail "stop"
+check "the local leg equals the device" cmp "$T/a.img" "$T/a.dev2"
+check "the remote leg equals the device" cmp "$T/a.rem" "$T/a.dev2"
+
+echo "== 3. a restart while the local leg is out of service"
+start_replicator a "${ARGS[@]}" || die "start"
+touch "$T/a.fail"
+head -c 4M /dev/urandom > "$T/w3"
+nbdcopy "$T/w3" "$NBD_URI" || fail "writes"
+check "the leg failed" wait_for "$T/a.ctl" "j['devices'][0]['served_from'] == 1" 10
+stop_replicator a || fail "stop"
+rm -f "$T/a.fail"
+start_replicator a "${ARGS[@]}" || die "restart"
+check "the restart keeps it out of service" grep -q "was out of service at the last stop" "$T/a.log"
+check "served from site 1" [ "$(dev "$T/a.ctl" "(d['served_from'], d['legs'][0]['state'])")" = "(1, 'failed')" ]
+nbdcopy "$NBD_URI" "$T/a.dev3" || fail "read"
+check "the device holds the writes made while the leg was failing" cmp -n 4194304 "$T/a.dev3" "$T/w3"
+C restore default --from 1 --wait >/dev/null 2>&1 || fail "restore after the restart"
+stop_replicator a || fail "stop"
+check "the local leg equals the device after that restore" cmp "$T/a.img" "$T/a.dev3"
+check "and the remote leg" cmp "$T/a.rem" "$T/a.dev3"
+
+echo "== 4. no remote site"
+fuse_leg b || die "fuse b"
+start_replicator b log="$T/b.rlog" log-size=16M local="$T/fuse-b/disk" control="$T/b.ctl" || die "b"
+head -c 1M /dev/urandom > "$T/w4"
+touch "$T/b.fail"
+nbdcopy "$T/w4" "$NBD_URI" || fail "a write while the only leg fails (it goes to the log)"
+sleep 1
+check "the leg failed, nobody serves" [ "$(status_get "$T/b.ctl" "(j['devices'][0]['legs'][0]['state'], j['devices'][0]['served_from'])")" = "('failed', 0)" ]
+check "the log keeps the entries (not applied)" [ "$(status_get "$T/b.ctl" "j['log']['entries'] > 0")" = True ]
+rc=0; nbdsh_u "$NBD_URI" -c 'h.pread(4096, 8 << 20)' >/dev/null 2>"$T/b.rerr" || rc=$?
+check "a read of what is not in the log fails" [ $rc != 0 ]
+check "the log says why" grep -q "no remote site is up to date" "$T/b.log"
+rm -f "$T/b.fail"
+check "the retried writes succeed: back in service" wait_for "$T/b.ctl" "j['devices'][0]['legs'][0]['state'] == 'replicating' and not j['devices'][0]['local_out']" 20
+nbdcopy "$NBD_URI" "$T/b.dev" || fail "read after"
+check "the data is there" cmp -n 1048576 "$T/b.dev" "$T/w4"
+stop_replicator b || fail "stop b"
+
+echo "== 5. bad restore requests"
+start_replicator a "${ARGS[@]}" || die "start"
+rc=0; C restore default --from 1 2>"$T/err" || rc=$?
+check "restore of a leg in service is refused (exit $rc)" [ $rc = 1 ]
+check "  one line saying so" grep -q "is in service: nothing to restore" "$T/err"
+rc=0; C restore nodev --from 1 2>"$T/err" || rc=$?
+check "restore of an unknown device (exit $rc)" [ $rc = 1 ]
+stop_replicator a || fail "stop"
+
+for n in a b; do check "no sanitizer report ($n)" sanitizer_clean $n; done
+finish
