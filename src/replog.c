@@ -166,6 +166,8 @@ struct replog {
   uint8_t pending_dev_set[RL_MAX_DEVICES], pending_dev_clear[RL_MAX_DEVICES]; /* device flags */
   uint32_t pending_resume;       /* sites to switch back to log mode (resync) */
   uint64_t marked_upto;          /* release_fn called for entries below this */
+  uint64_t only_copy_wait_ns;    /* != 0: the log holds the only copy of some
+                                    entries: writers wait this long for space */
   uint64_t resume_applied[RL_MAX_SITES]; /* their applied seq then */
   replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
   void *release_opaque;
@@ -1167,6 +1169,7 @@ replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
   uint64_t pos, seq;
   struct rl_desc *d;
   bool waited = false;
+  uint64_t wait_start = 0;
 
   if (nb > rl->data_blocks / 2) {
     errno = EINVAL;
@@ -1186,11 +1189,31 @@ replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
      * space_waiters) and the syncer to record it. */
     if (!waited)
       rl->space_waits++;
+    if (!waited)
+      wait_start = now_ns (CLOCK_MONOTONIC);
     waited = true;
     rl->space_waiters++;
     pthread_cond_broadcast (&rl->syncer_cv);
     wake_workers (rl);
-    pthread_cond_wait (&rl->space_cv, &rl->lock);
+    if (rl->only_copy_wait_ns) {
+      /* Safety rule 4: nothing can release the space; do not wait for ever. */
+      uint64_t now = now_ns (CLOCK_MONOTONIC);
+      uint64_t until = now_ns (CLOCK_REALTIME) + (rl->only_copy_wait_ns > now - wait_start ?
+                                                  rl->only_copy_wait_ns - (now - wait_start) : 0);
+      struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
+                             .tv_nsec = (long) (until % 1000000000u) };
+      if (now - wait_start >= rl->only_copy_wait_ns) {
+        rl->space_waiters--;
+        pthread_mutex_unlock (&rl->lock);
+        rep_error ("replog: the log is full and holds the only copy of entries whose local leg "
+                   "failed (no remote site has them): the write fails");
+        errno = EIO;
+        return -1;
+      }
+      pthread_cond_timedwait (&rl->space_cv, &rl->lock, &ts);
+    }
+    else
+      pthread_cond_wait (&rl->space_cv, &rl->lock);
     rl->space_waiters--;
   }
   seq = rl->next_seq++;
@@ -1649,4 +1672,13 @@ replog_change_dev_flags (struct replog *rl, unsigned dev, uint8_t set, uint8_t c
     r = wait_header (rl, HDR_DEV_FLAGS, dev, ((uint64_t) (set | clear) << 8) | want);
   pthread_mutex_unlock (&rl->lock);
   return r;
+}
+
+void
+replog_set_only_copy_wait (struct replog *rl, uint64_t ms)
+{
+  pthread_mutex_lock (&rl->lock);
+  rl->only_copy_wait_ns = ms * 1000000u;
+  pthread_cond_broadcast (&rl->space_cv);     /* waiters re-check */
+  pthread_mutex_unlock (&rl->lock);
 }

@@ -92,6 +92,10 @@ void replog_post_applied (struct replog *rl, unsigned site, uint64_t seq);
 int replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq);
 /* Applied sequence of a site as the durable header has it. */
 uint64_t replog_applied (struct replog *rl, unsigned site);
+/* ms != 0: some entries have no copy but the log's (a failed local leg
+ * that no remote site serves): writers wait at most ms for space, then
+ * fail with EIO (safety rule 4).  0: wait until space is freed. */
+void replog_set_only_copy_wait (struct replog *rl, uint64_t ms);
 /* True while writers wait for space (workers should checkpoint). */
 bool replog_space_wanted (struct replog *rl);
 

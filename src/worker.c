@@ -143,6 +143,7 @@ struct worker {
   bool rewind;                     /* a connection was lost: re-send what is not flushed */
   bool paused_seen;                /* the site's paused flag as last acted on */
   bool rs_want;                    /* an in-place resync was asked for (replctl) */
+  uint64_t last_pick_ns;           /* site 0: last look for a site to serve a failed leg */
   /* Regions of completed copies: their bits are cleared only once a leg
    * flush covers the copies (a persistent dirty log never says "copied"
    * before the leg has it durably).  clr: since the last checkpoint
@@ -323,10 +324,12 @@ local_fail (struct worker *w, struct leg *l, const char *op, int e)
     __atomic_fetch_or (&rs->serve_req, 1u << d->index, __ATOMIC_ACQ_REL);
     worker_poke (rs);
   }
-  else
+  else {
     rep_error ("device '%s': local leg %s failed (%s: %s) and no remote site is up to date "
                "to serve the device: reads fail, writes are kept in the log until it is full "
                "(the log holds their only copy)", d->name, l->cfg->path, op, strerror (e));
+    replog_set_only_copy_wait (w->r->rl, w->site->cfg->disconnect_timeout_ms);
+  }
   return false;            /* the takeover is asynchronous: skip from the next entry on */
 }
 
@@ -349,7 +352,8 @@ serve_take (struct worker *w, uint32_t mask)
     }
     __atomic_store_n (&d->serving, s->id, __ATOMIC_RELEASE);
     pthread_mutex_unlock (&d->ov_lock);
-    s->serving_devs |= 1u << i;
+    __atomic_fetch_or (&s->serving_devs, 1u << i, __ATOMIC_ACQ_REL);
+    replog_set_only_copy_wait (w->r->rl, 0);   /* a remote copy exists now */
     rep_info ("device '%s': reads are served from site %u (its leg and the log entries it has "
               "not applied yet)", d->name, s->id);
   }
@@ -705,6 +709,7 @@ io_complete (struct worker *w, struct wio *io)
     d->local_out = false;
     pthread_mutex_unlock (&d->ov_lock);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
+    replog_set_only_copy_wait (w->r->rl, 0);
     if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
       rep_error ("device '%s': could not record it in the log header: %m", d->name);
   }
@@ -1820,7 +1825,22 @@ local_loop (struct worker *w)
     }
     if (w->site->id != 0)
       requests_check (w, now);
-    else if (__atomic_load_n (&w->site->restore_req, __ATOMIC_ACQUIRE) && !stopping)
+    else if (since (now, w->last_pick_ns) > 1000000000u) {
+      /* A failed local leg nobody serves: is a remote site up to date now? */
+      size_t i;
+      w->last_pick_ns = now;
+      for (i = 0; i < r->ndevs; i++) {
+        struct vdev *d = &r->devs[i];
+        unsigned srv;
+        if (!d->local_out || d->serving || !(srv = vdev_pick_server (d)) ||
+            (__atomic_load_n (&r->sites[srv].serve_req, __ATOMIC_ACQUIRE) & (1u << i)))
+          continue;
+        rep_info ("device '%s': site %u is up to date now: it serves the device", d->name, srv);
+        __atomic_fetch_or (&r->sites[srv].serve_req, 1u << i, __ATOMIC_ACQ_REL);
+        worker_poke (&r->sites[srv]);
+      }
+    }
+    if (w->site->id == 0 && __atomic_load_n (&w->site->restore_req, __ATOMIC_ACQUIRE) && !stopping)
       restore_begin (w, now, __atomic_exchange_n (&w->site->restore_req, 0, __ATOMIC_ACQ_REL));
     if (w->site->dirty) {
       /* Not fed from the log: a resync brings the site back. */

@@ -9,7 +9,9 @@
 #  3. The instance stopped while the leg is out of service: the restart keeps it out of service
 #     (log header), serves through site 1, and a restore brings it back.
 #  4. No remote site: a write error is retried (the log keeps the only copy), reads fail with
-#     a clear error, and once the leg takes writes again it is back in service by itself.
+#     a clear error, and once the leg takes writes again it is back in service by itself;
+#     when the log fills meanwhile, writes wait site 0's disconnect_timeout and then fail
+#     with EIO (safety rule 4), and succeed again once the leg is back.
 #  5. Bad restore requests: a device whose leg is in service, the wrong site.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
@@ -114,6 +116,27 @@ nbdcopy "$NBD_URI" "$T/b.dev" || fail "read after"
 check "the data is there" cmp -n 1048576 "$T/b.dev" "$T/w4"
 stop_replicator b || fail "stop b"
 
+echo "== 4b. no remote site and the log fills: writes wait, then fail (the log is the only copy)"
+fuse_leg c || die "fuse c"
+cat > "$T/c.conf" <<EOF
+replog = { path = "$T/c.rlog"; size = "4M"; };
+sites = ( { id = 0; disconnect_timeout = "2s"; } );
+devices = ( { name = "c"; legs = ( { site = 0; path = "$T/fuse-c/disk"; } ); } );
+control = { socket = "$T/c.ctl"; };
+EOF
+start_replicator c config="$T/c.conf" || die "c"
+touch "$T/c.fail"
+head -c 12M /dev/urandom > "$T/w5"
+rc=0; timed "12 MiB into a 4 MiB log" nbdcopy "$T/w5" "nbd+unix:///c?socket=$T/c.sock" 2>"$T/c.err" || rc=$?
+check "the copy fails (exit $rc)" [ $rc != 0 ]
+check "the log says it holds the only copy" grep -q "holds the only copy" "$T/c.log"
+rm -f "$T/c.fail"
+check "the leg takes writes again: back in service" wait_for "$T/c.ctl" "j['devices'][0]['legs'][0]['state'] == 'replicating' and j['log']['entries'] == 0" 30
+rc=0; nbdcopy "$T/w5" "nbd+unix:///c?socket=$T/c.sock" || rc=$?
+check "then the same writes succeed (exit $rc)" [ $rc = 0 ]
+stop_replicator c || fail "stop c"
+check "and are on the leg" cmp -n 12582912 "$T/c.img" "$T/w5"
+
 echo "== 5. bad restore requests"
 start_replicator a "${ARGS[@]}" || die "start"
 rc=0; C restore default --from 1 2>"$T/err" || rc=$?
@@ -123,5 +146,5 @@ rc=0; C restore nodev --from 1 2>"$T/err" || rc=$?
 check "restore of an unknown device (exit $rc)" [ $rc = 1 ]
 stop_replicator a || fail "stop"
 
-for n in a b; do check "no sanitizer report ($n)" sanitizer_clean $n; done
+for n in a b c; do check "no sanitizer report ($n)" sanitizer_clean $n; done
 finish
