@@ -7,7 +7,8 @@
 # Environment: SIZE (default 4G), REPS (default 2), CLIENT_IOPS (fio rate during the
 # resync, default 2000 4k random writes/s), BENCH_DIR (default /var/tmp/nbdr-resync),
 # PLUGIN, REPLCTL, RESULTS_DIR (default bench/results), NOTE.
-# Page cache is dropped before every copy, so both read the source from the disk.
+# Page cache is dropped before every copy, so both read the source from the disk; nbdcopy
+# runs with --flush, as a resync makes the leg durable before it counts as copied.
 set -u
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
 export LC_ALL=C
@@ -69,7 +70,7 @@ declare -a T_COPY T_RS T_RSW P99_BASE P99_RS P50_BASE P50_RS
 for rep in $(seq "$REPS"); do
   # nbdcopy of the same data to the same kind of remote
   remote_up || exit 1; drop_caches
-  t0=$(now); nbdcopy "$SRC" "nbd+unix:///?socket=$RSOCK" || exit 1; t1=$(now)
+  t0=$(now); nbdcopy --flush "$SRC" "nbd+unix:///?socket=$RSOCK" || exit 1; t1=$(now)
   remote_down
   T_COPY+=("$(echo "$t1 - $t0" | bc -l)")
   log "rep $rep: nbdcopy ${T_COPY[-1]} s"
@@ -116,7 +117,7 @@ OUT=$RESULTS_DIR/resync-$(date +%Y-%m-%d-%H%M).md
   echo
   echo "| | time (median, s) | MB/s | ratio to nbdcopy |"
   echo "|---|---:|---:|---:|"
-  echo "| nbdcopy file -> nbdkit file (unix socket) | $mc | $(echo "$bytes / $mc / 1000000" | bc) | 1.00x |"
+  echo "| nbdcopy --flush file -> nbdkit file (unix socket) | $mc | $(echo "$bytes / $mc / 1000000" | bc) | 1.00x |"
   echo "| initial sync (resync) | $mr | $(echo "$bytes / $mr / 1000000" | bc) | $(echo "scale=2; $mc / $mr" | bc)x |"
   echo "| initial sync with client writes | $mw | $(echo "$bytes / $mw / 1000000" | bc) | $(echo "scale=2; $mc / $mw" | bc)x |"
   echo

@@ -189,6 +189,7 @@ local_out_init (struct replicator *r)
       continue;
     d->local_out = true;
     d->local->state = LEG_FAILED;
+    d->local->stale = true;
     for (j = 0; j < d->nlegs; j++) {
       unsigned id = d->legs[j].site;
       uint64_t a;
@@ -943,6 +944,37 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
   if (g.v != g.inline_v)
     free (g.v);
   return r;
+}
+
+int
+rdev_view_overlay (struct vdev *d, void *buf, uint32_t count, uint64_t offset,
+                   uint64_t (*gaps)[2], unsigned max, unsigned *n)
+{
+  struct gaps g = { .start = offset, .end = offset + count, .cursor = offset, .buf = buf, .cap = 16 };
+  bool out;
+  size_t i;
+
+  g.v = g.inline_v;
+  pthread_mutex_lock (&d->ov_lock);
+  overlay_foreach (d->ov, g.start, g.end, copy_piece, &g);
+  out = d->local_out;
+  pthread_mutex_unlock (&d->ov_lock);
+  if (g.cursor < g.end)
+    add_gap (&g, g.cursor, g.end);
+  if (out || g.err || g.n > max) {
+    if (g.v != g.inline_v)
+      free (g.v);
+    errno = out ? ENODEV : g.err ? g.err : E2BIG;
+    return -1;
+  }
+  for (i = 0; i < g.n; i++) {
+    gaps[i][0] = g.v[i][0];
+    gaps[i][1] = g.v[i][1];
+  }
+  *n = (unsigned) g.n;
+  if (g.v != g.inline_v)
+    free (g.v);
+  return 0;
 }
 
 int

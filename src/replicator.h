@@ -68,6 +68,8 @@ struct leg {
   uint64_t doubt_events;
   char last_error[160];          /* last I/O error on this leg (worker) */
   int reopen_fd;                 /* restore: the leg opened again, for the worker */
+  bool stale;                    /* local leg out of service at the last stop: it may
+                                    lack writes of then; only a restore brings it back */
 };
 
 struct vdev {
@@ -193,6 +195,13 @@ int rdev_trim (struct vdev *d, uint32_t count, uint64_t offset, bool fua);
 int rdev_flush (struct replicator *r);
 /* The device's content as a client would read it (resync source). */
 int rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset);
+/* The first half of a device-view read done with an asynchronous read of
+ * the local leg: what the unapplied entries hold over [off, off + count)
+ * is copied into buf now, and the ranges to take from the local leg (read
+ * after this call) are returned in gaps.  -1: more than max gaps (E2BIG),
+ * or the local leg is out of service (ENODEV). */
+int rdev_view_overlay (struct vdev *d, void *buf, uint32_t count, uint64_t offset,
+                       uint64_t (*gaps)[2], unsigned max, unsigned *n);
 /* Where [off, off + len) stops being a hole of the device (no unapplied
  * entry, no data on the local leg file): off when it starts with data. */
 uint64_t rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len);

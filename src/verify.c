@@ -35,6 +35,7 @@ struct verify {
   struct leg *l;
   bool mark;
   uint8_t *dv, *rv, *d2;                /* device view, remote, device view again */
+  size_t buflen;
 };
 
 /* Wait until the site applied everything up to seq; -1 with a reason. */
@@ -243,9 +244,11 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
     s->verify_thread_started = false;
   }
   v = calloc (1, sizeof *v);
-  if (!v || posix_memalign ((void **) &v->dv, 4096, VERIFY_CHUNK) != 0 ||
-      posix_memalign ((void **) &v->rv, 4096, VERIFY_CHUNK) != 0 ||
-      posix_memalign ((void **) &v->d2, 4096, VERIFY_CHUNK) != 0) {
+  if (v)                               /* a chunk is at least one region */
+    v->buflen = l->dirty->region_size > VERIFY_CHUNK ? l->dirty->region_size : VERIFY_CHUNK;
+  if (!v || posix_memalign ((void **) &v->dv, 4096, v->buflen) != 0 ||
+      posix_memalign ((void **) &v->rv, 4096, v->buflen) != 0 ||
+      posix_memalign ((void **) &v->d2, 4096, v->buflen) != 0) {
     pthread_mutex_unlock (&s->lock);
     if (v) {
       free (v->dv);

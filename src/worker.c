@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/falloc.h>
@@ -61,7 +62,9 @@
 #define RETRY_NS         (200u * 1000000u)    /* pause before retrying a failed request */
 #define TICK_MS          100u
 #define STOP_REMOTE_NS   (2000u * 1000000u)   /* remote sites: bound on the stop */
-#define RESYNC_QD        8u                   /* region copies in flight per site */
+#define RESYNC_QD        16u                  /* region copies in flight per site */
+#define CP_GAPS          32u                  /* leg ranges per copy read asynchronously */
+#define CPREAD_BIT       (1ull << 58)         /* | gen << 16 | slot: a copy's leg read */
 #define RESYNC_CHUNK     (1u << 20)           /* bytes per data copy, at most */
 #define RESYNC_ZERO_MAX  (1u << 30)           /* bytes per write-zeroes of a hole */
 #define RESYNC_RETRY_NS  (1000ull * 1000000u) /* first pause before retrying a resync */
@@ -97,6 +100,7 @@ struct wio {
   /* resync copies (slots qd..nio-1): not log entries */
   bool copy;
   bool staged;                     /* read, waiting for the log to be durable to hold_seq */
+  bool reading;                    /* its local-leg read is in flight (io_uring) */
   uint64_t hold_seq;               /* newest entry the copied data may contain */
   uint64_t first_bit, nbits;       /* dirty-log regions it covers */
 };
@@ -131,6 +135,10 @@ struct worker {
   /* resync */
   unsigned ncopies;
   uint8_t *cbuf[RESYNC_QD];        /* copy buffers, one per copy slot */
+  uint8_t *rbuf[RESYNC_QD];        /* the local leg's bytes, read asynchronously */
+  uint64_t cgaps[RESYNC_QD][CP_GAPS][2];  /* ... of which these ranges count */
+  unsigned ncgaps[RESYNC_QD];
+  uint32_t cgen[RESYNC_QD];        /* read generation (stale completions) */
   uint64_t cbuf_size;
   uint64_t *rs_cursor;             /* per leg: next region to look at */
   uint64_t rs_start, rs_high;      /* log-mode switch seq; newest seq a copy may hold */
@@ -280,6 +288,14 @@ applied_here (void *opaque, uint64_t seq)
 {
   struct worker *w = opaque;
   return seq > w->done && seq < w->next && w->cdone[seq % w->ndesc];
+}
+
+/* A leg a resync copies to: at site 0 only a local leg being restored
+ * (another one may be out of service, its bitmap filling up). */
+static bool
+resyncable (const struct leg *l)
+{
+  return l->site != 0 || __atomic_load_n (&l->state, __ATOMIC_RELAXED) == LEG_RESYNCING;
 }
 
 /* The entries of l's device are not written to l (a remote site serves). */
@@ -690,6 +706,7 @@ mark_done (struct worker *w, uint64_t seq)
 /* An entry is on its leg.  Completions are finished in batches (see
  * finish_batch): one overlay lock per device per reap, not per entry. */
 static void copy_done (struct worker *w, struct wio *io);
+static void copy_read_done (struct worker *w, uint64_t tag, int res);
 
 static void
 io_complete (struct worker *w, struct wio *io)
@@ -699,7 +716,7 @@ io_complete (struct worker *w, struct wio *io)
     return;
   }
   if (io->leg->state == LEG_FAILED && io->leg->site == 0 && io->leg->dev->local_out &&
-      !io->leg->dev->serving && !io->copy) {
+      !io->leg->dev->serving && !io->copy && !io->leg->stale) {
     /* No remote site took over: the entries were retried in order, so
      * the leg is whole again. */
     struct vdev *d = io->leg->dev;
@@ -980,6 +997,8 @@ reap (struct worker *w, unsigned timeout_ms)
       n++;
       if (tag == CKPT_TAG)
         ckpt_result (w, res);
+      else if ((tag & (CPREAD_BIT | POLL_BIT | EVFD_TAG | IGNORE_TAG)) == CPREAD_BIT)
+        copy_read_done (w, tag, res);
       else if ((tag & ~0xffffull) == CKPT_LEG_BIT) {
         if (res < 0 && (tag & 0xffff) < w->nlegs && w->site->id == 0)
           local_fail (w, w->legs[tag & 0xffff], "fdatasync", -res);
@@ -1256,7 +1275,8 @@ resync_free_buffers (struct worker *w)
   unsigned i;
   for (i = 0; i < RESYNC_QD; i++) {
     free (w->cbuf[i]);
-    w->cbuf[i] = NULL;
+    free (w->rbuf[i]);
+    w->cbuf[i] = w->rbuf[i] = NULL;
   }
 }
 
@@ -1282,7 +1302,8 @@ resync_begin (struct worker *w, uint64_t now)
   }
   w->cbuf_size = region;
   for (i = 0; i < RESYNC_QD; i++)
-    if (!w->cbuf[i] && posix_memalign ((void **) &w->cbuf[i], 4096, (size_t) w->cbuf_size) != 0) {
+    if ((!w->cbuf[i] && posix_memalign ((void **) &w->cbuf[i], 4096, (size_t) w->cbuf_size) != 0) ||
+        (!w->rbuf[i] && posix_memalign ((void **) &w->rbuf[i], 4096, (size_t) w->cbuf_size) != 0)) {
       w->cbuf[i] = NULL;
       rep_error ("site %u: resync: out of memory", s->id);
       resync_free_buffers (w);
@@ -1327,7 +1348,8 @@ resync_begin (struct worker *w, uint64_t now)
   w->last_progress_ns = now;
   for (i = 0; i < w->nlegs; i++) {
     w->rs_cursor[i] = 0;
-    total += bitmap_count (w->legs[i]->dirty);
+    if (resyncable (w->legs[i]))
+      total += bitmap_count (w->legs[i]->dirty);
   }
   pthread_mutex_lock (&s->lock);
   s->dirty = false;
@@ -1382,8 +1404,10 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   uint64_t rs = b->region_size, bit, n, off, len, hole, max_bits;
   struct replog_stats st;
   struct wio *io = &w->io[slot];
-  bool zero;
+  bool zero, reading;
 
+  if (!resyncable (l))
+    return false;
   for (;;) {
     bit = bitmap_next_set (b, w->rs_cursor[li]);
     if (bit < b->nbits)
@@ -1425,14 +1449,30 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   w->rs_cursor[li] = bit + n;
   if (copy_overlaps (w, l, off, len))
     return false;                        /* a log write is there: on a later pass */
-  if (!zero && rdev_read_view (d, w->cbuf[slot - w->qd], (uint32_t) len, off) == -1) {
-    snprintf (l->last_error, sizeof l->last_error, "resync: reading the device at %" PRIu64 ": %m", off);
-    w->rs_cursor[li] = bit;              /* try again on the next pass */
-    return false;
+  reading = false;
+  if (!zero) {
+    unsigned k = slot - w->qd;
+    /* The unapplied entries now, the local leg's bytes asynchronously
+     * (after: see rdev_read_view); else all of it synchronously. */
+    if (w->uring && len % d->local->lbs == 0 &&
+        rdev_view_overlay (d, w->cbuf[k], (uint32_t) len, off, w->cgaps[k], CP_GAPS, &w->ncgaps[k]) == 0) {
+      if (w->ncgaps[k]) {
+        struct io_uring_sqe *sqe = get_sqe (w);
+        w->cgen[k]++;
+        io_uring_prep_read (sqe, d->local->fd, w->rbuf[k], (unsigned) len, off);
+        io_uring_sqe_set_data64 (sqe, CPREAD_BIT | ((uint64_t) (w->cgen[k] & 0xffffff) << 16) | slot);
+        reading = true;
+      }
+    }
+    else if (rdev_read_view (d, w->cbuf[k], (uint32_t) len, off) == -1) {
+      snprintf (l->last_error, sizeof l->last_error, "resync: reading the device at %" PRIu64 ": %m", off);
+      w->rs_cursor[li] = bit;            /* try again on the next pass */
+      return false;
+    }
   }
   replog_get_stats (w->r->rl, &st);
   *io = (struct wio) {
-    .active = true, .leg = l, .copy = true, .staged = true,
+    .active = true, .leg = l, .copy = true, .staged = true, .reading = reading,
     .op = zero ? RL_OP_ZERO : RL_OP_WRITE, .flags = zero ? RL_FLAG_MAY_TRIM : 0,
     .off = off, .len = len, .buf = zero ? NULL : w->cbuf[slot - w->qd],
     .hold_seq = st.next_seq - 1, .first_bit = bit, .nbits = n, .w = w,
@@ -1442,11 +1482,44 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   w->ncopies++;
   if (!zero)
     w->rs_bytes_started += len;
-  if (durable >= io->hold_seq) {
+  if (!reading && durable >= io->hold_seq) {
     io->staged = false;
     io_issue (w, slot);
   }
   return true;
+}
+
+/* A copy's asynchronous read of the local leg completed. */
+static void
+copy_read_done (struct worker *w, uint64_t tag, int res)
+{
+  unsigned slot = (unsigned) (tag & 0xffff), k, i;
+  struct wio *io;
+  struct replog_stats st;
+
+  if (slot < w->qd || slot >= w->nio)
+    return;
+  io = &w->io[slot];
+  k = slot - w->qd;
+  if (!io->active || !io->copy || !io->reading || ((tag >> 16) & 0xffffff) != (w->cgen[k] & 0xffffff))
+    return;                              /* a forgotten copy's */
+  if (res == (int) io->len)
+    for (i = 0; i < w->ncgaps[k]; i++)
+      memcpy (w->cbuf[k] + (w->cgaps[k][i][0] - io->off), w->rbuf[k] + (w->cgaps[k][i][0] - io->off),
+              w->cgaps[k][i][1] - w->cgaps[k][i][0]);
+  else if (rdev_read_view (io->leg->dev, w->cbuf[k], (uint32_t) io->len, io->off) == -1) {
+    /* Not copied: its bits stay set, a later pass takes it again. */
+    snprintf (io->leg->last_error, sizeof io->leg->last_error,
+              "resync: reading the device at %" PRIu64 ": %m", io->off);
+    io->active = false;
+    w->ncopies--;
+    return;
+  }
+  io->reading = false;
+  replog_get_stats (w->r->rl, &st);      /* the newest entry the bytes may hold */
+  io->hold_seq = st.next_seq - 1;
+  if (io->hold_seq > w->rs_high)
+    w->rs_high = io->hold_seq;
 }
 
 static void
@@ -1502,6 +1575,7 @@ restore_finish (struct worker *w)
                  d->name);
     __atomic_store_n (&l->state, LEG_REPLICATING, __ATOMIC_RELAXED);
     l->last_error[0] = 0;
+    l->stale = false;
     rep_info ("device '%s': local leg %s restored from site %u: back in service", d->name,
               l->cfg->path, from);
   }
@@ -1572,9 +1646,12 @@ restore_begin (struct worker *w, uint64_t now, uint32_t mask)
     struct leg *l = w->legs[i];
     if (!(mask & (1u << l->dev->index)) || l->reopen_fd < 0)
       continue;
-    close (l->fd);
+    close (l->fd);                       /* drops our lock on it ... */
     l->fd = l->reopen_fd;
     l->reopen_fd = -1;
+    if (!l->is_blk && flock (l->fd, LOCK_EX | LOCK_NB) == -1)   /* ... taken on the new one */
+      rep_warn ("device '%s': local leg %s: cannot lock it again (%m): another program may "
+                "open it", l->dev->name, l->cfg->path);
     l->direct = (fcntl (l->fd, F_GETFL) & O_DIRECT) != 0;
     l->zero_range_ok = l->punch_ok = true;
     bitmap_set_all (l->dirty);
@@ -1651,7 +1728,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
     return;
   for (slot = w->qd; slot < w->nio; slot++) {
     struct wio *io = &w->io[slot];
-    if (io->active && io->staged && durable >= io->hold_seq) {
+    if (io->active && io->staged && !io->reading && durable >= io->hold_seq) {
       io->staged = false;
       io_issue (w, slot);
     }
@@ -1662,7 +1739,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
     for (i = 0; i < w->nlegs; i++) {
       struct leg *l = w->legs[i];
       drops += l->link.drops;
-      more |= bitmap_next_set (l->dirty, 0) < l->dirty->nbits ||
+      more |= (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits) ||
         (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits);
     }
     if (more || drops != w->rs_flush_drops || w->rewind) {
@@ -1702,7 +1779,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
     return;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
-    if (bitmap_next_set (l->dirty, 0) < l->dirty->nbits)
+    if (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits)
       return;
     /* Writes of an aborted connection may still land: copy those regions
      * again once they can no longer. */
