@@ -6,8 +6,9 @@
  * in with the same initiator name and ISID, so the target reinstates the
  * session and aborts the tasks of the old one (safety rule 5): a write of
  * a dead connection cannot land after the re-sent ones.  Unit attentions
- * after a reconnect are suppressed.  Write-zeroes is sent as plain writes
- * of zeroes by the worker (WRITE SAME support varies between targets).
+ * after a reconnect are suppressed.  Write-zeroes is a WRITE SAME(16) of a
+ * zero block (no unmap); a target that refuses it gets plain writes of
+ * zeroes from the worker from then on.
  */
 #include <config.h>
 
@@ -27,12 +28,14 @@
 #include "link.h"
 
 #define INITIATOR_NAME "iqn.2026-11.org.nbd-replicator:initiator"
+#define ZERO_MAX       (16u << 20)     /* bytes per WRITE SAME, at most */
 
 struct iscsi_link {
   struct iscsi_context *iscsi;
   int lun;
   uint32_t block_size;
   bool dead;
+  unsigned char *zero_block;     /* WRITE SAME's pattern */
 };
 
 struct iscsi_req {
@@ -177,7 +180,8 @@ iscsil_connect (const char *addr, const struct link_params *p, struct link_info 
   info->size = (cap->returned_lba + 1) * (uint64_t) cap->block_length;
   scsi_free_scsi_task (op.task);
   info->block_size = c->block_size;
-  info->can_zero = false;
+  c->zero_block = calloc (1, c->block_size);
+  info->can_zero = c->zero_block != NULL;
   info->can_flush = true;
   info->can_fua = true;
   iscsi_destroy_url (url);
@@ -198,6 +202,7 @@ iscsil_close (void *v)
     return;
   /* Destroying the context completes queued tasks (CANCELLED). */
   iscsi_destroy_context (c->iscsi);
+  free (c->zero_block);
   free (c);
 }
 
@@ -234,18 +239,26 @@ iscsil_submit (void *v, int op, const void *buf, uint64_t off, uint32_t len, int
 
   if (c->dead)
     return -ENOTCONN;
-  if (op == LREQ_ZERO)
-    return -EOPNOTSUPP;
+  if (op == LREQ_ZERO && (off % c->block_size || len % c->block_size || !c->zero_block))
+    return -EOPNOTSUPP;                  /* the worker writes zeroes instead */
   if (op == LREQ_WRITE && (off % c->block_size || len % c->block_size))
     return -EINVAL;
   if (!(q = malloc (sizeof *q)))
     return -ENOMEM;
+  if (op == LREQ_ZERO && len > ZERO_MAX)
+    len = ZERO_MAX;                      /* the worker sends the rest next */
   q->fn = fn;
   q->opaque = opaque;
-  q->res = op == LREQ_WRITE ? (int) len : 0;
+  q->res = op == LREQ_FLUSH ? 0 : (int) len;
   if (op == LREQ_WRITE)
     t = iscsi_write16_task (c->iscsi, c->lun, off / c->block_size, (unsigned char *) buf, len,
                             (int) c->block_size, 0, 0, (flags & LREQ_FUA) != 0, 0, 0, req_cb, q);
+  else if (op == LREQ_ZERO)
+    /* WRITE SAME of a zero block: the target writes the zeroes (no unmap:
+     * they must read back as zeroes on any target).  A target that
+     * refuses it fails the task: the worker then writes zeroes. */
+    t = iscsi_writesame16_task (c->iscsi, c->lun, off / c->block_size, c->zero_block,
+                                c->block_size, len / c->block_size, 0, 0, 0, 0, req_cb, q);
   else
     t = iscsi_synchronizecache16_task (c->iscsi, c->lun, 0, 0, 0, 0, req_cb, q);
   if (!t) {

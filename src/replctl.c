@@ -139,6 +139,11 @@ print_status (json_object *st)
               jstr (s, "link"), jstr (s, "mode"), jint (s, "applied_seq"), jint (s, "backlog_entries"),
               units_format_size ((uint64_t) jint (s, "backlog_bytes"), b1, sizeof b1), rpo,
               json_object_object_get_ex (s, "behind", &v) && json_object_get_boolean (v) ? ", BEHIND" : "");
+      if (json_object_object_get_ex (s, "consistent_point", &v) && v)
+        printf ("  consistent at seq %" PRId64 "%s%s\n", jint (v, "seq"),
+                *jstr (v, "time") ? ", logged " : "", jstr (v, "time"));
+      else
+        printf ("  no consistent point (resync under way, or writes in doubt)\n");
     }
   if (json_object_object_get_ex (st, "devices", &devs))
     for (i = 0; i < json_object_array_length (devs); i++) {

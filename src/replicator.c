@@ -1494,6 +1494,27 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_object_add (js, "link", jstr (site_link_name (s)));
     json_object_object_add (js, "mode", jstr (s->dirty ? "dirty" : s->resyncing ? "resync" : "log"));
     json_object_object_add (js, "applied_seq", json_object_new_int64 ((int64_t) applied));
+    pthread_mutex_lock (&s->lock);
+    if (s->cons_valid && !s->in_doubt) {
+      json_object *cp = json_object_new_object ();
+      json_object_object_add (cp, "seq", json_object_new_int64 ((int64_t) s->cons_seq));
+      if (s->cons_time_ns) {
+        char tb[40];
+        time_t t = (time_t) (s->cons_time_ns / 1000000000u);
+        struct tm tm;
+        gmtime_r (&t, &tm);
+        strftime (tb, sizeof tb, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_object_add (cp, "time", json_object_new_string (tb));
+        json_object_object_add (cp, "age_seconds", json_object_new_double (
+          (double) time (NULL) - (double) s->cons_time_ns / 1e9));
+      }
+      else
+        json_object_object_add (cp, "time", NULL);
+      json_object_object_add (js, "consistent_point", cp);
+    }
+    else
+      json_object_object_add (js, "consistent_point", NULL);
+    pthread_mutex_unlock (&s->lock);
     json_object_object_add (js, "done_seq", json_object_new_int64 (
       (int64_t) __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED)));
     if (s->dirty) {

@@ -40,6 +40,7 @@ struct leg {
   bool served;                   /* fed from the log by a worker */
   enum leg_state state;
   bool zero_range_ok, punch_ok;  /* fallocate modes, switched off on EOPNOTSUPP */
+  bool zero_refused;             /* remote: write-zeroes refused, zeroes are written */
   uint64_t errors;               /* I/O errors seen */
 
   /* Remote legs (NBD, iSCSI); path legs at remote sites use fd above. */
@@ -155,6 +156,12 @@ struct site {
   uint64_t resync_zero_bytes;    /* bytes sent as write-zeroes */
   uint64_t resync_started_ns;    /* CLOCK_MONOTONIC */
   uint64_t resyncs;              /* resyncs finished since start */
+  /* Last consistent point (under lock): the legs hold the state of the
+   * devices after entry cons_seq (logged at cons_time_ns, CLOCK_REALTIME;
+   * 0 = unknown); not valid while a resync mixes states or writes are in
+   * doubt. */
+  uint64_t cons_seq, cons_time_ns;
+  bool cons_valid;
   int64_t bytes_base;            /* payload bytes pending at start */
   uint64_t bytes_done;           /* payload bytes applied since start */
 };

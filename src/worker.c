@@ -488,7 +488,8 @@ remote_issue (struct worker *w, unsigned idx)
     op = LREQ_WRITE;
     src = io->buf + io->done;
   }
-  else if (io->zerofill) {
+  else if (io->zerofill || l->zero_refused) {
+    io->zerofill = true;
     op = LREQ_WRITE;
     src = w->zbuf;
     if (rest > ZBUF_SIZE)
@@ -787,6 +788,16 @@ io_result (struct worker *w, unsigned idx, int res)
 
   if (res == -EAGAIN || res == -EINTR)
     return true;
+  if (l->remote && (res == -EINVAL || res == -EOPNOTSUPP) && io->op != RL_OP_WRITE &&
+      !io->zerofill) {
+    /* The remote refused its write-zeroes (WRITE SAME): zeroes, written. */
+    if (!l->zero_refused)
+      rep_info ("device '%s': leg at site %u refuses write-zeroes: writing zeroes instead",
+                l->dev->name, l->site);
+    l->zero_refused = true;
+    io->zerofill = true;
+    return true;
+  }
   if (l->remote && res < 0 && link_conn_error (res)) {
     errno = -res;
     char why[96];
@@ -844,8 +855,8 @@ io_result (struct worker *w, unsigned idx, int res)
     backoff ();
     return true;
   }
-  if (io->op == RL_OP_WRITE || io->zerofill)
-    io->done += (uint64_t) res;
+  if (io->op == RL_OP_WRITE || io->zerofill || l->remote)
+    io->done += (uint64_t) res;  /* remote zeroes: the bytes it took (a part, maybe) */
   else
     io->done = io->len;          /* fallocate returns 0 on success */
   if (io->done < io->len)
@@ -867,9 +878,20 @@ drain_ready (struct worker *w)
 static void
 post (struct worker *w, uint64_t upto)
 {
+  struct site *s = w->site;
+
   if (upto > w->posted) {
-    replog_post_applied (w->r->rl, w->site->id, upto);
+    replog_post_applied (w->r->rl, s->id, upto);
     w->posted = upto;
+    if (!s->resyncing && !s->in_doubt) {
+      /* The legs hold a state the devices had: when entry `upto` was logged. */
+      const struct rl_desc *d = replog_desc (w->r->rl, upto);
+      pthread_mutex_lock (&s->lock);
+      s->cons_seq = upto;
+      s->cons_time_ns = d->seq == upto ? d->time_ns : 0;
+      s->cons_valid = true;
+      pthread_mutex_unlock (&s->lock);
+    }
   }
   w->last_ckpt_ns = mono_ns ();
 }
@@ -1356,6 +1378,7 @@ resync_begin (struct worker *w, uint64_t now)
   s->disconnected = false;
   s->catching_up = false;
   s->resyncing = true;
+  s->cons_valid = false;                 /* copies make it a mix of states */
   if (start - 1 > s->done_seq)
     s->done_seq = start - 1;
   s->resync_regions = total;
@@ -2084,6 +2107,15 @@ worker_start (struct site *s)
     s->bytes_base = (int64_t) b;
   }
   s->done_seq = w->done;
+  if (!(replog_site_flags (r->rl, s->id) & (RL_SITE_RESYNC | RL_SITE_IN_DOUBT)) &&
+      !s->in_doubt && !(r->rec.new_sites & (1u << s->id)) && w->done) {
+    /* A consistent prefix at its applied seq (a dirty one too, until a
+     * resync starts); the entry's time if it is still in the log. */
+    const struct rl_desc *d = replog_desc (r->rl, w->done);
+    s->cons_seq = w->done;
+    s->cons_time_ns = d->seq == w->done ? d->time_ns : 0;
+    s->cons_valid = true;
+  }
   w->uring = false;
   if (!r->force_sync_engine) {
     e = io_uring_queue_init (w->nio * 2 + 2 * w->nremote + 8, &w->ring, 0);

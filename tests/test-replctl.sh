@@ -46,6 +46,10 @@ for s in j["sites"]:
                 "backlog_entries": int, "backlog_bytes": int, "rpo_seconds": num,
                 "fall_behind": str, "behind": bool, "disconnects": int})
     if s["mode"] not in ("log", "dirty", "resync"): errs.append(w + ": mode " + s["mode"])
+    if "consistent_point" not in s: errs.append(w + ": no consistent_point")
+    elif s["consistent_point"] is not None:
+        need(s["consistent_point"], w + ".consistent_point", {"seq": int})
+        if "time" not in s["consistent_point"]: errs.append(w + ": consistent_point has no time")
     if s["link"] not in ("local", "connected", "connecting", "disconnected", "paused"): errs.append(w + ": link " + s["link"])
     if s["id"]:
         need(s, w, {"resync": dict})

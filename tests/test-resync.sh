@@ -73,6 +73,8 @@ left=$(site1 "$T/a.ctl" "s['resync']['regions_left']")
 check "its dirty log has regions ($left)" [ "${left:-0}" -gt 0 ]
 check "the leg says dirty, not consistent" \
   [ "$(site1 "$T/a.ctl" "(l['state'], l['consistent'])")" = "('dirty', False)" ]
+check "the site still shows its last consistent point (seq and time)" \
+  [ "$(site1 "$T/a.ctl" "s['consistent_point'] is not None and s['consistent_point']['seq'] > 0 and s['consistent_point']['time'] is not None")" = True ]
 remote_start ra file "$T/a.rem" || die "remote ra again"
 check "the resync finishes once the remote is back" wait_resynced "$T/a.ctl" 60 1
 check "the leg is replicating and consistent again" \
@@ -96,8 +98,8 @@ scatter "$NBD_URI" 48 4 || fail "client writes failed while the remote was down"
 wait_dirty "$T/b.ctl" 20 || fail "site 1 went to dirty-log mode"
 remote_start rb file "$T/b.rem" || die "remote rb again"
 for i in $(seq 50); do [ "$(site1 "$T/b.ctl" "s['mode']")" = resync ] && break; sleep 0.1; done
-check "the resync runs (mode resync, leg resyncing, not consistent)" \
-  [ "$(site1 "$T/b.ctl" "(s['mode'], l['state'], l['consistent'])")" = "('resync', 'resyncing', False)" ]
+check "the resync runs (mode resync, leg resyncing, not consistent, no consistent point)" \
+  [ "$(site1 "$T/b.ctl" "(s['mode'], l['state'], l['consistent'], s['consistent_point'])")" = "('resync', 'resyncing', False, None)" ]
 fio --name=v --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bs=4k --size=16M --offset=8M \
     --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --output="$T/fio.out" >/dev/null 2>&1
 rc=$?
@@ -113,6 +115,8 @@ check "the resync keeps to its rate limit ($rate B/s over 2 s, limit 4 MiB/s)" \
 check "and makes progress ($rate B/s, $left regions left)" [ "$rate" -gt 0 -o "$left" = 0 ]
 check "the resync finishes" wait_resynced "$T/b.ctl" 90 1
 wait_caught_up "$T/b.ctl" 20 || fail "site 1 caught up"
+check "a consistent point again, at the newest entry" \
+  [ "$(status_get "$T/b.ctl" "j['sites'][1]['consistent_point']['seq'] == j['sites'][1]['applied_seq']")" = True ]
 stop_replicator b || fail "replicator b stops"
 check "remote equals the device after writes during the resync" cmp "$T/b.img" "$T/b.rem"
 
