@@ -103,7 +103,8 @@ static const char *
 jstr (json_object *o, const char *k)
 {
   json_object *v;
-  return json_object_object_get_ex (o, k, &v) ? json_object_get_string (v) : "";
+  const char *s = json_object_object_get_ex (o, k, &v) && v ? json_object_get_string (v) : NULL;
+  return s ? s : "";
 }
 
 static void
@@ -143,7 +144,7 @@ print_status (json_object *st)
         printf ("  consistent at seq %" PRId64 "%s%s\n", jint (v, "seq"),
                 *jstr (v, "time") ? ", logged " : "", jstr (v, "time"));
       else
-        printf ("  no consistent point (resync under way, or writes in doubt)\n");
+        printf ("  no consistent point (never synchronised, resync under way, or writes in doubt)\n");
     }
   if (json_object_object_get_ex (st, "devices", &devs))
     for (i = 0; i < json_object_array_length (devs); i++) {

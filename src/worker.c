@@ -1621,6 +1621,13 @@ resync_finish (struct worker *w)
   s->resyncing = false;
   s->in_doubt = false;
   s->resyncs++;
+  if (s->id) {
+    /* Consistent again: at the applied seq, which covers every copy. */
+    const struct rl_desc *d = replog_desc (w->r->rl, w->posted);
+    s->cons_seq = w->posted;
+    s->cons_time_ns = d->seq == w->posted ? d->time_ns : 0;
+    s->cons_valid = true;
+  }
   pthread_mutex_unlock (&s->lock);
   for (i = 0; i < w->nlegs; i++)
     w->legs[i]->initial_sync = false;
