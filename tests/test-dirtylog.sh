@@ -19,17 +19,7 @@ requires_python_nbd
 SIZE=64M
 NBITS=1024                       # 64 MiB / 64 KiB
 
-cat > "$T/scatter.py" <<'PY'
-import os, random, sys, nbd
-uri, mib, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-random.seed(seed)
-h = nbd.NBD(); h.connect_uri(uri)
-size = h.get_size()
-for i in range(mib):
-    h.pwrite(os.urandom(1 << 20), random.randrange(0, size - (1 << 20), 4096))
-h.flush(); h.shutdown()
-PY
-scatter() { env -u LD_PRELOAD python3 "$T/scatter.py" "$@"; }
+scatter() { env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$@"; }
 # bits FILE: set bits in a dirty log file (every page after the header, words only)
 bits() {
   python3 - "$1" <<'PY'
@@ -124,32 +114,30 @@ dirty_with_damage() {
   "$@"
   start_replicator a "${ARGS[@]}" || { fail "$desc: restart refused"; return; }
 }
+# back_and_equal: the remote returns, the resync converges, the remote equals the device
+back_and_equal() {
+  remote_start ra file "$T/a.rem" || die "remote"
+  check "the resync finishes" wait_resynced "$T/a.ctl" 60
+  stop_replicator a || fail "stop"
+  check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
+  remote_kill ra
+}
 dirty_with_damage "a corrupt page" \
   python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(4096 + 100); f.write(b"\x00" * 16)' "$BM"
 check "one warning about the page" grep -q "pages failed their checks" "$T/a.log"
 check "its regions are all dirty" [ "$(site1 "$T/a.ctl" "l['dirty_regions']")" = $NBITS ]
-remote_start ra file "$T/a.rem" || die "remote"
-check "the resync finishes" wait_resynced "$T/a.ctl" 60
-stop_replicator a || fail "stop"
-check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
+back_and_equal
 
-remote_kill ra
 dirty_with_damage "a corrupt header" \
   python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(20); f.write(b"garbage!")' "$BM"
 check "one warning about the header" grep -q "unreadable header" "$T/a.log"
 check "every region dirty" [ "$(site1 "$T/a.ctl" "l['dirty_regions']")" = $NBITS ]
-remote_start ra file "$T/a.rem" || die "remote"
-check "the resync finishes" wait_resynced "$T/a.ctl" 60
-stop_replicator a || fail "stop"
-check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
+back_and_equal
 
-remote_kill ra
 dirty_with_damage "a truncated file" truncate -s 4096 "$BM"
 check "every region dirty" [ "$(site1 "$T/a.ctl" "l['dirty_regions']")" = $NBITS ]
+back_and_equal
 remote_start ra file "$T/a.rem" || die "remote"
-check "the resync finishes" wait_resynced "$T/a.ctl" 60
-stop_replicator a || fail "stop"
-check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
 
 echo "== 4. a bitmap file of another device"
 truncate -s 32M "$T/b.img"

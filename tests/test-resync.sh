@@ -20,19 +20,7 @@ requires_python_nbd
 SIZE=64M
 
 # scatter URI MIB SEED: MIB MiB of random 1 MiB writes at random 4k-aligned offsets, then flush
-cat > "$T/scatter.py" <<'PY'
-import os, random, sys, nbd
-uri, mib, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-random.seed(seed)
-h = nbd.NBD(); h.connect_uri(uri)
-size = h.get_size()
-for i in range(mib):
-    off = random.randrange(0, size - (1 << 20), 4096)
-    h.pwrite(os.urandom(1 << 20), off)
-h.flush()
-h.shutdown()
-PY
-scatter() { env -u LD_PRELOAD python3 "$T/scatter.py" "$@"; }
+scatter() { env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$@"; }
 
 # site1 CTL EXPR: evaluate EXPR with s = status of site 1, l = its leg of device 0
 site1() { status_get "$1" "(lambda s, l: $2)(j['sites'][1], j['devices'][0]['legs'][1])"; }
