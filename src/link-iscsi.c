@@ -36,6 +36,8 @@ struct iscsi_link {
   uint32_t block_size;
   bool dead;
   unsigned char *zero_block;     /* WRITE SAME's pattern */
+  bool lbprz;                    /* deallocated blocks read as zeroes */
+  bool no_lba_status;            /* the target refused GET LBA STATUS */
 };
 
 struct iscsi_req {
@@ -177,6 +179,7 @@ iscsil_connect (const char *addr, const struct link_params *p, struct link_info 
     goto fail;
   }
   c->block_size = cap->block_length;
+  c->lbprz = cap->lbprz != 0;
   info->size = (cap->returned_lba + 1) * (uint64_t) cap->block_length;
   scsi_free_scsi_task (op.task);
   info->block_size = c->block_size;
@@ -331,6 +334,51 @@ iscsil_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_
   return 0;
 }
 
+/* GET LBA STATUS: how far from off the LUN is deallocated, on a target
+ * whose deallocated blocks read as zeroes (LBPRZ).  Connection of its own. */
+static int
+iscsil_zero_end (void *v, uint64_t off, uint32_t len, uint64_t deadline_ns, uint64_t *end)
+{
+  struct iscsi_link *c = v;
+  struct wait_op op = { 0 };
+  struct scsi_get_lba_status *st;
+  uint64_t lba = off / c->block_size, e = off;
+  uint32_t i;
+  int r;
+
+  *end = off;
+  if (c->dead)
+    return -ENOTCONN;
+  if (!c->lbprz || c->no_lba_status || off % c->block_size)
+    return 0;                            /* no information: data */
+  if (!iscsi_get_lba_status_task (c->iscsi, c->lun, lba, 4096, wait_cb, &op))
+    return -ENOTCONN;
+  r = wait_for (c->iscsi, &op, deadline_ns);
+  if (r < 0) {
+    c->dead = true;
+    return r == -2 ? -ETIMEDOUT : -ENOTCONN;
+  }
+  if (op.status != SCSI_STATUS_GOOD || !(st = scsi_datain_unmarshall (op.task))) {
+    if (op.status == SCSI_STATUS_CHECK_CONDITION)
+      c->no_lba_status = true;           /* not supported: do not ask again */
+    if (op.task)
+      scsi_free_scsi_task (op.task);
+    return 0;
+  }
+  /* Descriptors in order from lba: deallocated runs count as zeroes. */
+  for (i = 0; i < st->num_descriptors; i++) {
+    const struct scsi_lba_status_descriptor *d = &st->descriptors[i];
+    if (d->lba * c->block_size != e || d->provisioning != SCSI_PROVISIONING_TYPE_DEALLOCATED)
+      break;
+    e += (uint64_t) d->num_blocks * c->block_size;
+    if (e >= off + len)
+      break;
+  }
+  scsi_free_scsi_task (op.task);
+  *end = e < off + len ? e : off + len;
+  return 0;
+}
+
 const struct link_ops link_iscsi_ops = {
   .name = "iscsi",
   .fenced = true,                /* session reinstatement (same ISID) */
@@ -342,6 +390,7 @@ const struct link_ops link_iscsi_ops = {
   .tick = iscsil_tick,
   .abort = iscsil_abort,
   .pread = iscsil_pread,
+  .zero_end = iscsil_zero_end,
 };
 
 #endif /* HAVE_LIBISCSI */

@@ -26,6 +26,7 @@
 struct nbd_link {
   struct nbd_handle *h;
   bool can_zero, can_flush, can_fua;
+  bool can_status;               /* base:allocation block status */
 };
 
 struct nbd_req {
@@ -115,6 +116,7 @@ nbdl_connect (const char *addr, const struct link_params *p, struct link_info *i
   /* The URI comes from the administrator's configuration: let it name
    * TLS certificate and PSK files (tls-certificates=, tls-psk-file=). */
   nbd_set_uri_allow_local_file (c->h, true);
+  nbd_add_meta_context (c->h, LIBNBD_CONTEXT_BASE_ALLOCATION);   /* sparse resync sources */
   if (nbd_aio_connect_uri (c->h, addr) == -1) {
     snprintf (err, errlen, "%s", nbd_get_error ());
     goto fail;
@@ -141,6 +143,7 @@ nbdl_connect (const char *addr, const struct link_params *p, struct link_info *i
   c->can_zero = nbd_can_zero (c->h) == 1;
   c->can_flush = nbd_can_flush (c->h) == 1;
   c->can_fua = nbd_can_fua (c->h) == 1;
+  c->can_status = nbd_can_meta_context (c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
   info->size = (uint64_t) size;
   info->block_size = bs > 0 ? (uint32_t) bs : 512;
   info->can_zero = c->can_zero;
@@ -283,16 +286,11 @@ nbdl_abort (void *v)
   nbd_aio_notify_read (c->h);
 }
 
-/* A synchronous read on a connection of its own (not the worker's). */
+/* Drive the connection (one of its own, not the worker's) until the
+ * command `cookie` completes or the deadline: 0 or -errno. */
 static int
-nbdl_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns)
+wait_cookie (struct nbd_link *c, int64_t cookie, uint64_t deadline_ns)
 {
-  struct nbd_link *c = v;
-  int64_t cookie;
-
-  if (gone (c->h))
-    return -ENOTCONN;
-  cookie = nbd_aio_pread (c->h, buf, len, off, NBD_NULL_COMPLETION, 0);
   if (cookie == -1)
     return gone (c->h) ? -ENOTCONN : -(nbd_get_errno () ? nbd_get_errno () : EIO);
   for (;;) {
@@ -318,6 +316,58 @@ nbdl_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns
   }
 }
 
+static int
+nbdl_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns)
+{
+  struct nbd_link *c = v;
+  if (gone (c->h))
+    return -ENOTCONN;
+  return wait_cookie (c, nbd_aio_pread (c->h, buf, len, off, NBD_NULL_COMPLETION, 0), deadline_ns);
+}
+
+struct zero_run {
+  uint64_t from, end;            /* reads as zeroes in [from, end) */
+  bool broken;
+};
+
+static int
+extent_cb (void *user_data, const char *ctx, uint64_t offset, uint32_t *entries,
+           size_t n, int *error)
+{
+  struct zero_run *z = user_data;
+  size_t i;
+  (void) error;
+  if (strcmp (ctx, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0 || offset != z->from)
+    return 0;
+  for (i = 0; i + 1 < n && !z->broken; i += 2) {
+    if (!(entries[i + 1] & LIBNBD_STATE_ZERO))
+      z->broken = true;
+    else
+      z->end += entries[i];
+  }
+  return 0;
+}
+
+/* How far from off [off, off + len) reads as zeroes (off: not at all). */
+static int
+nbdl_zero_end (void *v, uint64_t off, uint32_t len, uint64_t deadline_ns, uint64_t *end)
+{
+  struct nbd_link *c = v;
+  struct zero_run z = { .from = off, .end = off };
+  nbd_extent_callback cb = { .callback = extent_cb, .user_data = &z };
+  int r;
+
+  *end = off;
+  if (gone (c->h))
+    return -ENOTCONN;
+  if (!c->can_status)
+    return 0;                            /* no information: data */
+  r = wait_cookie (c, nbd_aio_block_status (c->h, len, off, cb, NBD_NULL_COMPLETION, 0), deadline_ns);
+  if (r == 0)
+    *end = z.end < off + len ? z.end : off + len;
+  return r;
+}
+
 const struct link_ops link_nbd_ops = {
   .name = "nbd",
   .connect = nbdl_connect,
@@ -328,6 +378,7 @@ const struct link_ops link_nbd_ops = {
   .tick = nbdl_tick,
   .abort = nbdl_abort,
   .pread = nbdl_pread,
+  .zero_end = nbdl_zero_end,
 };
 
 #endif /* HAVE_LIBNBD */

@@ -388,6 +388,30 @@ rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *
   return r;
 }
 
+int
+rreader_zero_end (struct rreader *rr, uint64_t off, uint32_t len, uint64_t *end)
+{
+  struct rlink *k = rr->link;
+  char err[256] = "";
+  int r;
+
+  *end = off;
+  if (!k->ops->zero_end)
+    return 0;
+  pthread_mutex_lock (&rr->lock);
+  if ((r = rreader_connect (rr, err, sizeof err)) == 0) {
+    uint64_t deadline = link_mono_ns () +
+      (uint64_t) (k->params.request_timeout_s ? k->params.request_timeout_s : 30) * 1000000000u;
+    r = k->ops->zero_end (rr->conn, off, len, deadline, end);
+    if (r < 0 && link_conn_error (r)) {
+      k->ops->close (rr->conn);
+      rr->conn = NULL;
+    }
+  }
+  pthread_mutex_unlock (&rr->lock);
+  return r;
+}
+
 void
 rreader_destroy (struct rreader *rr)
 {

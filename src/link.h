@@ -68,6 +68,10 @@ struct link_ops {
    * Only on a connection of its own (struct rreader), never on the
    * worker's: it runs its own poll loop. */
   int (*pread) (void *c, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns);
+  /* How far from off [off, off + len) is known to read as zeroes (NBD
+   * block status; *end = off when unknown or data); same rules as pread.
+   * NULL: no such information. */
+  int (*zero_end) (void *c, uint64_t off, uint32_t len, uint64_t deadline_ns, uint64_t *end);
 };
 
 /* The ops table for a transport; NULL if not built in (message in *why). */

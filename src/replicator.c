@@ -996,7 +996,8 @@ note_piece (const struct ov_piece *p, void *opaque)
 uint64_t
 rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len)
 {
-  bool any = false;
+  bool any = false, out;
+  unsigned serving;
   off_t data;
 
   if (off >= d->size)
@@ -1006,9 +1007,31 @@ rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len)
   /* Same order as a read: the overlay, then the leg. */
   pthread_mutex_lock (&d->ov_lock);
   overlay_foreach (d->ov, off, off + len, note_piece, &any);
-  any |= d->local_out;                 /* no hole information then */
+  out = d->local_out;
+  serving = d->serving;
   pthread_mutex_unlock (&d->ov_lock);
-  if (any || d->local->is_blk)
+  if (any)
+    return off;
+  if (out) {
+    /* The serving leg: its NBD block status, or its file's holes. */
+    size_t j;
+    for (j = 0; j < d->nlegs && serving; j++) {
+      struct leg *l = &d->legs[j];
+      uint64_t end;
+      if (l->site != serving)
+        continue;
+      if (l->remote)
+        return rreader_zero_end (&l->reader, off, (uint32_t) len, &end) == 0 ? end : off;
+      if (l->is_blk)
+        return off;
+      data = lseek (l->fd, (off_t) off, SEEK_DATA);
+      if (data == -1)
+        return errno == ENXIO ? off + len : off;
+      return (uint64_t) data > off + len ? off + len : (uint64_t) data;
+    }
+    return off;
+  }
+  if (d->local->is_blk)
     return off;
   data = lseek (d->local->fd, (off_t) off, SEEK_DATA);
   if (data == -1)

@@ -71,6 +71,9 @@ void rreader_init (struct rreader *rr, struct rlink *k);
 /* 0, or -errno with one line in err (err[0] = 0 on entry). */
 int rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *err,
                    size_t errlen);
+/* How far from off the leg is known to read as zeroes (*end = off: data
+ * or unknown): 0 or -errno. */
+int rreader_zero_end (struct rreader *rr, uint64_t off, uint32_t len, uint64_t *end);
 void rreader_destroy (struct rreader *rr);
 
 #endif

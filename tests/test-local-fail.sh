@@ -5,7 +5,9 @@
 # `error` filter: writes fail with EIO while a trigger file exists.
 #  1. fio writes and verifies (crc32c) while the local leg starts failing: no client error,
 #     the data verifies (read through site 1); status: leg failed, device served from site 1.
-#  2. restore --from 1 --wait: the leg is back in service, every leg equals the device.
+#  2. restore --from 1 --wait: the leg is back in service, every leg equals the device; the
+#     holes of site 1's leg (NBD block status; iSCSI GET LBA STATUS on a thin tgtd LUN) go as
+#     write-zeroes.
 #  3. The instance stopped while the leg is out of service: the restart keeps it out of service
 #     (log header), serves through site 1, and a restore brings it back.
 #  4. No remote site: a write error is retried (the log keeps the only copy), reads fail with
@@ -74,11 +76,46 @@ C restore default --from 1 --wait > "$T/restore.out" 2>&1; rc=$?
 check "restore --from 1 --wait (exit $rc)" [ $rc = 0 ]
 check "the leg is back in service" [ "$(dev "$T/a.ctl" "(d['legs'][0]['state'], d['served_from'], d['local_out'])")" = "('replicating', 0, False)" ]
 check "the log says so" grep -q "restored from site 1: back in service" "$T/a.log"
+# fio wrote the first 32 MiB; the rest of site 1's file is a hole (NBD block status)
+rb=$(status_get "$T/a.ctl" "(j['sites'][0]['resync']['bytes_copied'], j['sites'][0]['resync']['bytes_zeroed'])")
+echo "  restore sent (data, zeroes): $rb"
+check "the restore sends the holes as zeroes, not as data" \
+  [ "$(status_get "$T/a.ctl" "j['sites'][0]['resync']['bytes_copied'] <= (40 << 20) and j['sites'][0]['resync']['bytes_zeroed'] >= (24 << 20)")" = True ]
 nbdcopy "$NBD_URI" "$T/a.dev2" || fail "reading the device"
 check "the device did not change" cmp "$T/a.dev1" "$T/a.dev2"
 stop_replicator a || fail "stop"
 check "the local leg equals the device" cmp "$T/a.img" "$T/a.dev2"
 check "the remote leg equals the device" cmp "$T/a.rem" "$T/a.dev2"
+
+echo "== 2b. restore from an iSCSI site (tgtd, thin-provisioned LUN): holes found by GET LBA STATUS"
+if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
+  fuse_leg i || die "fuse i"
+  truncate -s $SIZE "$T/i.iscsi"
+  tgt_start i "$T/i.iscsi" || die "tgtd"
+  tgtadm -C "$TGT_PORT" --lld iscsi --mode logicalunit --op update --tid 1 --lun 1 \
+    --params thin_provisioning=1 || fail "tgtadm: thin_provisioning"
+  start_replicator i log="$T/i.rlog" log-size=16M local="$T/fuse-i/disk" remote="$TGT_URL" \
+    initial-sync=false disconnect-timeout=2s control="$T/i.ctl" || die "replicator i"
+  head -c 8M /dev/urandom > "$T/w2b"
+  nbdcopy "$T/w2b" "$NBD_URI" || fail "writes"
+  wait_caught_up "$T/i.ctl" 20 || fail "caught up"
+  touch "$T/i.fail"
+  nbdsh_u "$NBD_URI" -c 'h.pwrite(b"x" * 4096, 0)' || fail "a write while the leg fails"
+  check "served from the iSCSI site" wait_for "$T/i.ctl" "j['devices'][0]['served_from'] == 1" 10
+  rm -f "$T/i.fail"
+  "$REPLCTL" -s "$T/i.ctl" restore default --from 1 --wait >/dev/null 2>&1 || fail "restore from iSCSI"
+  rb=$(status_get "$T/i.ctl" "(j['sites'][0]['resync']['bytes_copied'], j['sites'][0]['resync']['bytes_zeroed'])")
+  echo "  restore sent (data, zeroes): $rb"
+  check "the restore from iSCSI sends the holes as zeroes" \
+    [ "$(status_get "$T/i.ctl" "j['sites'][0]['resync']['bytes_copied'] <= (16 << 20) and j['sites'][0]['resync']['bytes_zeroed'] >= (40 << 20)")" = True ]
+  nbdcopy "$NBD_URI" "$T/i.dev" || fail "read"
+  stop_replicator i || fail "stop i"
+  tgt_kill
+  check "the restored local leg equals the device" cmp "$T/i.img" "$T/i.dev"
+  check "and the iSCSI leg" cmp "$T/i.iscsi" "$T/i.dev"
+else
+  echo "  (tgtd is not installed: iSCSI part skipped)"
+fi
 
 echo "== 3. a restart while the local leg is out of service"
 start_replicator a "${ARGS[@]}" || die "start"
@@ -146,5 +183,5 @@ rc=0; C restore nodev --from 1 2>"$T/err" || rc=$?
 check "restore of an unknown device (exit $rc)" [ $rc = 1 ]
 stop_replicator a || fail "stop"
 
-for n in a b c; do check "no sanitizer report ($n)" sanitizer_clean $n; done
+for n in a b c i; do check "no sanitizer report ($n)" sanitizer_clean $n; done
 finish
