@@ -83,11 +83,121 @@ get_str (json_object *o, const char *k)
   return json_object_get_string (v);
 }
 
+/* A flat JSON object (strings, integers, true/false/null values): the
+ * control protocol's commands.  Not json_tokener_parse: it creates and
+ * frees a C locale on every call, which can block for good in a process
+ * whose locale lock was left taken (seen with the sanitizer runtime in
+ * nbdkit).  NULL if the line is not such an object. */
+static const char *
+skip_ws (const char *p)
+{
+  while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+    p++;
+  return p;
+}
+
+static const char *
+parse_string (const char *p, char *out, size_t len)
+{
+  size_t n = 0;
+  if (*p++ != '"')
+    return NULL;
+  while (*p && *p != '"') {
+    char c = *p++;
+    if (c == '\\') {
+      switch (*p++) {
+      case '"': c = '"'; break;
+      case '\\': c = '\\'; break;
+      case '/': c = '/'; break;
+      case 'b': c = '\b'; break;
+      case 'f': c = '\f'; break;
+      case 'n': c = '\n'; break;
+      case 'r': c = '\r'; break;
+      case 't': c = '\t'; break;
+      default: return NULL;                /* \u and others: not in commands */
+      }
+    }
+    else if ((unsigned char) c < 0x20)
+      return NULL;
+    if (n + 1 >= len)
+      return NULL;
+    out[n++] = c;
+  }
+  if (*p != '"')
+    return NULL;
+  out[n] = 0;
+  return p + 1;
+}
+
+static json_object *
+flat_json_parse (const char *line)
+{
+  json_object *o = json_object_new_object ();
+  const char *p = skip_ws (line);
+  char key[64], val[1024];
+
+  if (*p++ != '{')
+    goto bad;
+  p = skip_ws (p);
+  if (*p == '}')
+    goto end;
+  for (;;) {
+    json_object *v;
+    if (!(p = parse_string (skip_ws (p), key, sizeof key)))
+      goto bad;
+    p = skip_ws (p);
+    if (*p++ != ':')
+      goto bad;
+    p = skip_ws (p);
+    if (*p == '"') {
+      if (!(p = parse_string (p, val, sizeof val)))
+        goto bad;
+      v = json_object_new_string (val);
+    }
+    else if (!strncmp (p, "true", 4) || !strncmp (p, "false", 5)) {
+      v = json_object_new_boolean (*p == 't');
+      p += *p == 't' ? 4 : 5;
+    }
+    else if (!strncmp (p, "null", 4)) {
+      v = NULL;
+      p += 4;
+    }
+    else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+      char *e;
+      long long n;
+      errno = 0;
+      n = strtoll (p, &e, 10);
+      if (errno || e == p || *e == '.' || *e == 'e' || *e == 'E')
+        goto bad;
+      v = json_object_new_int64 (n);
+      p = e;
+    }
+    else
+      goto bad;
+    json_object_object_add (o, key, v);
+    p = skip_ws (p);
+    if (*p == ',') {
+      p++;
+      continue;
+    }
+    if (*p == '}')
+      break;
+    goto bad;
+  }
+ end:
+  if (*skip_ws (p + 1))
+    goto bad;                              /* trailing garbage */
+  return o;
+ bad:
+  json_object_put (o);
+  return NULL;
+}
+
 /* A command as a JSON object: {"cmd": "resync", "device": "db", "site": 1, "full": false}. */
 static char *
 handle_json (struct replicator *r, const char *line)
 {
-  json_object *o = json_tokener_parse (line), *v;
+  json_object *o = flat_json_parse (line), *v;
   const char *cmd;
   char why[256], msg[320];
   unsigned site = 0;

@@ -481,6 +481,14 @@ admin (const char *sock, int argc, char **argv)
   return wait_op (sock, wait_site, "resync", before, resync_progress);
 }
 
+static char *sock_path;          /* freed at exit: usage errors return early */
+
+static void
+free_sock_path (void)
+{
+  free (sock_path);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -498,16 +506,19 @@ main (int argc, char **argv)
   json_object *doc, *err;
   int c, i;
 
+  atexit (free_sock_path);
   while ((c = getopt_long (argc, argv, "+s:i:h", opts, NULL)) != -1) {
     switch (c) {
     case 's':
       free (sock);
-      sock = strdup (optarg);
+      sock_path = sock = strdup (optarg);
       break;
     case 'i':
       free (sock);
+      sock_path = sock = NULL;
       if (asprintf (&sock, "/run/nbd-replicator/%s.sock", optarg) == -1)
         return 1;
+      sock_path = sock;
       break;
     case 'h':
       usage (stdout);
@@ -527,8 +538,8 @@ main (int argc, char **argv)
       int rc;
       if (!sock && !(sock = cfg_default_control_socket ()))
         return 1;
+      sock_path = sock;
       rc = admin (sock, argc - optind, argv + optind);
-      free (sock);
       return rc;
     }
   if (strcmp (argv[optind], "status") != 0) {
@@ -546,8 +557,8 @@ main (int argc, char **argv)
   }
   if (!sock && !(sock = cfg_default_control_socket ()))
     return 1;
+  sock_path = sock;
   reply = request (sock, "status");
-  free (sock);
   if (!reply)
     return 1;
   doc = json_tokener_parse (reply);
