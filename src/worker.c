@@ -306,6 +306,22 @@ out_of_service (const struct leg *l)
     __atomic_load_n (&l->state, __ATOMIC_RELAXED) == LEG_FAILED;
 }
 
+/* Writers wait a bounded time for log space while some device's entries
+ * have no copy but the log's: a local leg out of service that no remote
+ * site serves, and that is not a stale leg (whose writes still land). */
+static void
+only_copy_update (struct replicator *r)
+{
+  size_t i;
+  bool any = false;
+  for (i = 0; i < r->ndevs; i++) {
+    struct vdev *d = &r->devs[i];
+    any |= __atomic_load_n (&d->local_out, __ATOMIC_ACQUIRE) &&
+      !__atomic_load_n (&d->serving, __ATOMIC_ACQUIRE) && !d->local->stale;
+  }
+  replog_set_only_copy_wait (r->rl, any ? r->sites[0].cfg->disconnect_timeout_ms : 0);
+}
+
 /* The local leg l failed (op, errno e): take it out of service.  True if
  * a remote site serves the device, so its entries can be skipped. */
 static bool
@@ -344,7 +360,7 @@ local_fail (struct worker *w, struct leg *l, const char *op, int e)
     rep_error ("device '%s': local leg %s failed (%s: %s) and no remote site is up to date "
                "to serve the device: reads fail, writes are kept in the log until it is full "
                "(the log holds their only copy)", d->name, l->cfg->path, op, strerror (e));
-    replog_set_only_copy_wait (w->r->rl, w->site->cfg->disconnect_timeout_ms);
+    only_copy_update (w->r);
   }
   return false;            /* the takeover is asynchronous: skip from the next entry on */
 }
@@ -369,7 +385,7 @@ serve_take (struct worker *w, uint32_t mask)
     __atomic_store_n (&d->serving, s->id, __ATOMIC_RELEASE);
     pthread_mutex_unlock (&d->ov_lock);
     __atomic_fetch_or (&s->serving_devs, 1u << i, __ATOMIC_ACQ_REL);
-    replog_set_only_copy_wait (w->r->rl, 0);   /* a remote copy exists now */
+    only_copy_update (w->r);             /* a remote copy exists now */
     rep_info ("device '%s': reads are served from site %u (its leg and the log entries it has "
               "not applied yet)", d->name, s->id);
   }
@@ -727,7 +743,7 @@ io_complete (struct worker *w, struct wio *io)
     d->local_out = false;
     pthread_mutex_unlock (&d->ov_lock);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
-    replog_set_only_copy_wait (w->r->rl, 0);
+    only_copy_update (w->r);
     if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
       rep_error ("device '%s': could not record it in the log header: %m", d->name);
   }
