@@ -198,7 +198,7 @@ static char *
 handle_json (struct replicator *r, const char *line)
 {
   json_object *o = flat_json_parse (line), *v;
-  const char *cmd;
+  const char *cmd, *dev;
   char why[256], msg[320];
   unsigned site = 0;
   char *reply;
@@ -228,34 +228,25 @@ handle_json (struct replicator *r, const char *line)
     return error_doc ("bad request: \"site\" must be a site number (0..%s)", "15");
   }
   why[0] = 0;
+  dev = get_str (o, "device");
+  if (!dev && (!strcmp (cmd, "resync") || !strcmp (cmd, "restore") || !strcmp (cmd, "verify"))) {
+    reply = error_doc ("bad request: %s needs a \"device\"", cmd);
+    json_object_put (o);
+    return reply;
+  }
   if (!strcmp (cmd, "resync")) {
-    const char *dev = get_str (o, "device");
     bool full = json_object_object_get_ex (o, "full", &v) && json_object_get_boolean (v);
-    if (!dev) {
-      json_object_put (o);
-      return error_doc ("bad request: resync needs a \"device\"%s", "");
-    }
     rc = replicator_resync (r, dev, site, full, why, sizeof why);
     snprintf (msg, sizeof msg, "%s resync of device '%s' at site %u started", full ? "full" : "a",
               dev, site);
   }
   else if (!strcmp (cmd, "restore")) {
-    const char *dev = get_str (o, "device");
-    if (!dev) {
-      json_object_put (o);
-      return error_doc ("bad request: restore needs a \"device\"%s", "");
-    }
     rc = replicator_restore (r, dev, site, why, sizeof why);
     snprintf (msg, sizeof msg, "restore of the local leg of device '%s' from site %u started",
               dev, site);
   }
   else if (!strcmp (cmd, "verify")) {
-    const char *dev = get_str (o, "device");
     bool mark = json_object_object_get_ex (o, "mark", &v) && json_object_get_boolean (v);
-    if (!dev) {
-      json_object_put (o);
-      return error_doc ("bad request: verify needs a \"device\"%s", "");
-    }
     rc = replicator_verify (r, dev, site, mark, why, sizeof why);
     snprintf (msg, sizeof msg, "verify of device '%s' at site %u started", dev, site);
   }

@@ -819,6 +819,17 @@ leg_read (struct leg *l, void *buf, uint32_t len, uint64_t off)
   return 0;
 }
 
+/* The leg of d at site (0 = none). */
+static struct leg *
+vdev_leg_at (struct vdev *d, unsigned site)
+{
+  size_t j;
+  for (j = 0; j < d->nlegs && site; j++)
+    if (d->legs[j].site == site)
+      return &d->legs[j];
+  return NULL;
+}
+
 int
 leg_pread_any (struct leg *l, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen)
 {
@@ -879,33 +890,45 @@ copy_piece (const struct ov_piece *p, void *opaque)
   g->cursor = e;
 }
 
+/* The first half of a read of the device view: what unapplied entries
+ * hold over [offset, offset + count) goes into buf (under the overlay
+ * lock, so the log bytes stay put while copied); g gets the ranges to read
+ * from the leg serving the device afterwards (anything missing from the
+ * overlay was applied before we looked), *out and *serving which leg that
+ * is.  Free g->v if it is not g->inline_v. */
+static void
+view_walk (struct vdev *d, void *buf, uint32_t count, uint64_t offset, struct gaps *g,
+           bool *out, unsigned *serving)
+{
+  *g = (struct gaps) { .start = offset, .end = offset + count, .cursor = offset, .buf = buf,
+                       .cap = 16 };
+  g->v = g->inline_v;
+  pthread_mutex_lock (&d->ov_lock);
+  overlay_foreach (d->ov, g->start, g->end, copy_piece, g);
+  *out = d->local_out;
+  *serving = d->serving;
+  pthread_mutex_unlock (&d->ov_lock);
+  if (g->cursor < g->end)
+    add_gap (g, g->cursor, g->end);
+}
+
 /* The device's content (leg + unapplied entries), without counting it as a
  * client read. */
 int
 rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
 {
-  struct gaps g = { .start = offset, .end = offset + count, .cursor = offset, .buf = buf, .cap = 16 };
+  struct gaps g;
   size_t i;
   int r = 0;
   bool out;
   unsigned serving;
 
-  g.v = g.inline_v;
   if (offset > d->size || count > d->size - offset) {
     errno = EINVAL;
     rep_error ("device '%s': read beyond the end", d->name);
     return -1;
   }
-  /* First the overlay (under its lock, so the log bytes stay put while we
-   * copy), then the leg for what it did not cover: anything missing from
-   * the overlay was applied before we looked. */
-  pthread_mutex_lock (&d->ov_lock);
-  overlay_foreach (d->ov, g.start, g.end, copy_piece, &g);
-  out = d->local_out;
-  serving = d->serving;
-  pthread_mutex_unlock (&d->ov_lock);
-  if (g.cursor < g.end)
-    add_gap (&g, g.cursor, g.end);
+  view_walk (d, buf, count, offset, &g, &out, &serving);
   if (g.err) {
     errno = g.err;
     rep_error ("device '%s': read: %m", d->name);
@@ -913,11 +936,8 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
   }
   if (r == 0 && g.n && out) {
     /* The local leg is out of service: the serving site's leg. */
-    struct leg *src = NULL;
+    struct leg *src = vdev_leg_at (d, serving);
     char err[256];
-    for (i = 0; i < d->nlegs; i++)
-      if (serving && d->legs[i].site == serving)
-        src = &d->legs[i];
     for (i = 0; r == 0 && i < g.n; i++) {
       int e = src ? leg_pread_any (src, (uint8_t *) buf + (g.v[i][0] - offset),
                                    (uint32_t) (g.v[i][1] - g.v[i][0]), g.v[i][0], err, sizeof err)
@@ -950,17 +970,12 @@ int
 rdev_view_overlay (struct vdev *d, void *buf, uint32_t count, uint64_t offset,
                    uint64_t (*gaps)[2], unsigned max, unsigned *n)
 {
-  struct gaps g = { .start = offset, .end = offset + count, .cursor = offset, .buf = buf, .cap = 16 };
+  struct gaps g;
   bool out;
+  unsigned serving;
   size_t i;
 
-  g.v = g.inline_v;
-  pthread_mutex_lock (&d->ov_lock);
-  overlay_foreach (d->ov, g.start, g.end, copy_piece, &g);
-  out = d->local_out;
-  pthread_mutex_unlock (&d->ov_lock);
-  if (g.cursor < g.end)
-    add_gap (&g, g.cursor, g.end);
+  view_walk (d, buf, count, offset, &g, &out, &serving);
   if (out || g.err || g.n > max) {
     if (g.v != g.inline_v)
       free (g.v);
@@ -993,12 +1008,30 @@ note_piece (const struct ov_piece *p, void *opaque)
   *(bool *) opaque = true;
 }
 
+/* Where [off, off + len) of leg l stops reading as zeroes: a remote leg's
+ * block status, a file's holes (SEEK_DATA); off for a block device. */
+static uint64_t
+leg_hole_end (struct leg *l, uint64_t off, uint64_t len)
+{
+  uint64_t end;
+  off_t data;
+
+  if (l->remote)
+    return rreader_zero_end (&l->reader, off, (uint32_t) len, &end) == 0 ? end : off;
+  if (l->is_blk)
+    return off;
+  data = lseek (l->fd, (off_t) off, SEEK_DATA);
+  if (data == -1)
+    return errno == ENXIO ? off + len : off;   /* ENXIO: no data up to EOF */
+  return (uint64_t) data > off + len ? off + len : (uint64_t) data;
+}
+
 uint64_t
 rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len)
 {
   bool any = false, out;
   unsigned serving;
-  off_t data;
+  struct leg *src;
 
   if (off >= d->size)
     return off;
@@ -1012,31 +1045,8 @@ rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len)
   pthread_mutex_unlock (&d->ov_lock);
   if (any)
     return off;
-  if (out) {
-    /* The serving leg: its NBD block status, or its file's holes. */
-    size_t j;
-    for (j = 0; j < d->nlegs && serving; j++) {
-      struct leg *l = &d->legs[j];
-      uint64_t end;
-      if (l->site != serving)
-        continue;
-      if (l->remote)
-        return rreader_zero_end (&l->reader, off, (uint32_t) len, &end) == 0 ? end : off;
-      if (l->is_blk)
-        return off;
-      data = lseek (l->fd, (off_t) off, SEEK_DATA);
-      if (data == -1)
-        return errno == ENXIO ? off + len : off;
-      return (uint64_t) data > off + len ? off + len : (uint64_t) data;
-    }
-    return off;
-  }
-  if (d->local->is_blk)
-    return off;
-  data = lseek (d->local->fd, (off_t) off, SEEK_DATA);
-  if (data == -1)
-    return errno == ENXIO ? off + len : off;   /* ENXIO: no data up to EOF */
-  return (uint64_t) data > off + len ? off + len : (uint64_t) data;
+  src = out ? vdev_leg_at (d, serving) : d->local;
+  return src ? leg_hole_end (src, off, len) : off;
 }
 
 /* ---- writes ------------------------------------------------------------------------- */

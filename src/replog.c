@@ -1390,7 +1390,14 @@ replog_post_applied (struct replog *rl, unsigned site, uint64_t seq)
 }
 
 /* What a header waiter waits for, checked under the lock. */
-enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_FLAGS, HDR_FLAGS_CLEAR, HDR_RESUMED, HDR_DEV_FLAGS };
+enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_SITE_FLAGS, HDR_RESUMED, HDR_DEV_FLAGS };
+
+/* The goal of a flag change, for wait_header: the changed bits << 8 | their new values. */
+static uint64_t
+flags_goal (uint8_t set, uint8_t clear)
+{
+  return ((uint64_t) (set | clear) << 8) | (uint8_t) (set & ~clear);
+}
 
 static bool
 hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
@@ -1401,13 +1408,11 @@ hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
     return s->applied >= arg || s->mode != RL_MODE_LOG || (rl->pending_dirty & (1u << site));
   case HDR_DIRTY:
     return s->mode == RL_MODE_DIRTY;
-  case HDR_FLAGS:
-    return (s->flags & arg) == arg;
-  case HDR_FLAGS_CLEAR:
-    return (s->flags & arg) == 0;
+  case HDR_SITE_FLAGS:           /* arg: flags_goal () */
+    return (s->flags & (arg >> 8)) == (arg & 0xff);
   case HDR_RESUMED:
     return !(rl->pending_resume & (1u << site));
-  case HDR_DEV_FLAGS:            /* site = device; arg = flags << 8 | wanted value */
+  case HDR_DEV_FLAGS:            /* site = device; arg: flags_goal () */
     return (rl->hdr.devices[site].flags & (arg >> 8)) == (arg & 0xff);
   }
   return true;
@@ -1549,19 +1554,6 @@ replog_set_site_dirty (struct replog *rl, unsigned site)
   return r;
 }
 
-int
-replog_set_site_flags (struct replog *rl, unsigned site, uint8_t flags)
-{
-  int r;
-
-  pthread_mutex_lock (&rl->lock);
-  rl->pending_clear[site] &= (uint8_t) ~flags;
-  rl->pending_flags[site] |= flags;
-  r = wait_header (rl, HDR_FLAGS, site, flags);
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
 uint8_t
 replog_site_flags (struct replog *rl, unsigned site)
 {
@@ -1584,14 +1576,15 @@ replog_site_holds_full_log (struct replog *rl, unsigned site)
 }
 
 int
-replog_clear_site_flags (struct replog *rl, unsigned site, uint8_t flags)
+replog_change_site_flags (struct replog *rl, unsigned site, uint8_t set, uint8_t clear)
 {
-  int r;
+  int r = 0;
 
   pthread_mutex_lock (&rl->lock);
-  rl->pending_flags[site] &= (uint8_t) ~flags;
-  rl->pending_clear[site] |= flags;
-  r = wait_header (rl, HDR_FLAGS_CLEAR, site, flags);
+  rl->pending_clear[site] = (uint8_t) ((rl->pending_clear[site] & ~set) | clear);
+  rl->pending_flags[site] = (uint8_t) ((rl->pending_flags[site] & ~clear) | set);
+  if (rl->syncer_running)
+    r = wait_header (rl, HDR_SITE_FLAGS, site, flags_goal (set, clear));
   pthread_mutex_unlock (&rl->lock);
   return r;
 }
@@ -1662,14 +1655,12 @@ int
 replog_change_dev_flags (struct replog *rl, unsigned dev, uint8_t set, uint8_t clear)
 {
   int r = 0;
-  uint8_t want;
 
   pthread_mutex_lock (&rl->lock);
   rl->pending_dev_clear[dev] = (uint8_t) ((rl->pending_dev_clear[dev] & ~set) | clear);
   rl->pending_dev_set[dev] = (uint8_t) ((rl->pending_dev_set[dev] & ~clear) | set);
-  want = set & (uint8_t) ~clear;
   if (rl->syncer_running)
-    r = wait_header (rl, HDR_DEV_FLAGS, dev, ((uint64_t) (set | clear) << 8) | want);
+    r = wait_header (rl, HDR_DEV_FLAGS, dev, flags_goal (set, clear));
   pthread_mutex_unlock (&rl->lock);
   return r;
 }

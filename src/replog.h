@@ -121,15 +121,14 @@ int replog_site_mode (struct replog *rl, unsigned site);
  * (from then on its applied no longer holds the tail).  -1/EIO if the log
  * failed.  Before replog_start, only queued for the first header write. */
 int replog_set_site_dirty (struct replog *rl, unsigned site);
-/* Set site flags (RL_SITE_*); returns once a durable header has them. */
-int replog_set_site_flags (struct replog *rl, unsigned site, uint8_t flags);
+/* Set and clear site flags (RL_SITE_*); returns once a durable header has
+ * the change. */
+int replog_change_site_flags (struct replog *rl, unsigned site, uint8_t set, uint8_t clear);
 uint8_t replog_site_flags (struct replog *rl, unsigned site);
 /* Device flags (RL_DEV_*): as the durable header has them; change them
  * and return once a durable header has the change. */
 uint8_t replog_dev_flags (struct replog *rl, unsigned dev);
 int replog_change_dev_flags (struct replog *rl, unsigned dev, uint8_t set, uint8_t clear);
-/* Clear site flags; returns once a durable header no longer has them. */
-int replog_clear_site_flags (struct replog *rl, unsigned site, uint8_t flags);
 /* Switch a dirty-mode site back to log mode for a resync: under the log's
  * lock, *start = the next seq to be reserved, and mark() is called for
  * every entry still in the log that the site lacks (seq < *start); then

@@ -447,7 +447,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
     /* Durably, before anything newer is sent: after a crash the site must
      * not claim to be a consistent prefix either. */
     if (!w->site->in_doubt &&
-        replog_set_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT) == -1)
+        replog_change_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT, 0) == -1)
       rep_error ("site %u: could not record the in-doubt writes in the log header: %m",
                  w->site->id);
     w->site->in_doubt = true;
@@ -1354,7 +1354,7 @@ resync_begin (struct worker *w, uint64_t now)
      * does not take the site for consistent. */
     start = w->next;
     if (s->id && !(replog_site_flags (w->r->rl, s->id) & RL_SITE_RESYNC) &&
-        replog_set_site_flags (w->r->rl, s->id, RL_SITE_RESYNC) == -1) {
+        replog_change_site_flags (w->r->rl, s->id, RL_SITE_RESYNC, 0) == -1) {
       rep_error ("site %u: resync: could not record it in the log header: %m", s->id);
       w->rs_retry_at = now + RESYNC_RETRY_MAX;
       return;
@@ -1629,7 +1629,7 @@ resync_finish (struct worker *w)
 
   if (s->id == 0)
     restore_finish (w);
-  else if (replog_clear_site_flags (w->r->rl, s->id, RL_SITE_RESYNC | RL_SITE_IN_DOUBT) == -1) {
+  else if (replog_change_site_flags (w->r->rl, s->id, 0, RL_SITE_RESYNC | RL_SITE_IN_DOUBT) == -1) {
     rep_error ("site %u: resync: could not record its end in the log header: %m", s->id);
     return;
   }
