@@ -123,7 +123,7 @@ back_and_equal() {
   remote_kill ra
 }
 dirty_with_damage "a corrupt page" \
-  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(4096 + 100); f.write(b"\x00" * 16)' "$BM"
+  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(4096 + 100); b = f.read(16); f.seek(4096 + 100); f.write(bytes(x ^ 0xff for x in b))' "$BM"
 check "one warning about the page" grep -q "pages failed their checks" "$T/a.log"
 check "its regions are all dirty" [ "$(site1 "$T/a.ctl" "l['dirty_regions']")" = $NBITS ]
 back_and_equal
