@@ -56,6 +56,7 @@
 #include "crc32c.h"
 #include "dirtylog.h"
 #include "io.h"
+#include "pftrace.h"
 
 #define DLOG_MAGIC   "NBDRDLOG"
 #define DLOG_VERSION 1u
@@ -159,6 +160,7 @@ create_file (struct dlog *d, const struct dlog_id *id, char *err, size_t errlen)
       goto fail;
   if (fdatasync (fd) == -1 || rename (tmp, d->path) == -1)
     goto fail;
+  pft_rename (tmp, d->path);               /* power-loss trace: created whole */
   free (tmp);
   d->fd = fd;
   return 0;
@@ -315,9 +317,14 @@ dlog_flush (struct dlog *d)
       r = -1;
     }
   }
-  if (r == 0 && fdatasync (d->fd) == -1) {
-    e = errno;
-    r = -1;
+  if (r == 0) {
+    pft_sync (d->fd, 'S');
+    if (fdatasync (d->fd) == -1) {
+      e = errno;
+      r = -1;
+    }
+    else
+      pft_sync (d->fd, 'D');
   }
   if (r == -1)
     __atomic_store_n (&b->any_changed, 1, __ATOMIC_RELEASE);
@@ -334,6 +341,7 @@ dlog_invalidate (struct dlog *d)
   /* Cut to the header: every page then reads as missing (all dirty).  If
    * even that fails, remove the file: a missing file is all dirty too
    * for a site that needs a resync. */
+  pft_truncate (d->fd, DLOG_PAGE_SIZE);
   if (ftruncate (d->fd, DLOG_PAGE_SIZE) == -1 || fdatasync (d->fd) == -1)
     (void) !unlink (d->path);
   pthread_mutex_unlock (&d->lock);

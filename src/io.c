@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "io.h"
+#include "pftrace.h"
 
 int
 io_pread_full (int fd, void *buf, size_t len, uint64_t off, bool eof_zeroes)
@@ -34,6 +35,7 @@ io_pread_full (int fd, void *buf, size_t len, uint64_t off, bool eof_zeroes)
 int
 io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off)
 {
+  pft_write (fd, buf, len, off);         /* recorded first: a failed write may land in part */
   while (len) {
     ssize_t r = pwrite (fd, buf, len, (off_t) off);
     if (r == -1 && errno == EINTR)

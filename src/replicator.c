@@ -27,6 +27,7 @@
 
 #include "io.h"
 #include "link.h"
+#include "pftrace.h"
 #include "dirtylog.h"
 #include "replicator.h"
 #include "report.h"
@@ -541,6 +542,7 @@ replicator_new (struct cfg *cfg)
   struct replog_open_args oa;
   size_t i, j;
 
+  pft_init ();                          /* before any file is written */
   if (!r) {
     rep_error ("calloc: %m");
     cfg_free (cfg);

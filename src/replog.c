@@ -121,6 +121,7 @@
 #include "cfg.h"
 #include "crc32c.h"
 #include "io.h"
+#include "pftrace.h"
 #include "replog.h"
 #include "report.h"
 
@@ -258,6 +259,15 @@ now_ns (clockid_t clk)
   struct timespec ts;
   clock_gettime (clk, &ts);
   return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/* Descriptors are stored through the mapping: the power-loss trace
+ * records each one once it is complete (pftrace.h). */
+static void
+desc_traced (struct replog *rl, const struct rl_desc *d)
+{
+  pft_write (rl->fd, d, sizeof *d,
+             rl->base + rl->hdr.desc_offset + (uint64_t) ((const uint8_t *) d - rl->map));
 }
 
 static inline uint64_t
@@ -725,6 +735,7 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
   unsigned i;
   struct stat st;
 
+  pft_init ();
   memset (rec, 0, sizeof *rec);
   if (a->ndevices > RL_MAX_DEVICES) {
     rep_error ("at most %d devices share one log", RL_MAX_DEVICES);
@@ -989,8 +1000,12 @@ sync_round_locked (struct replog *rl)
     rl->dl_sync_fn (rl->dl_sync_opaque);
   if (hdr)
     r = header_write (rl, &h);
-  if (r == 0)
+  if (r == 0) {
+    pft_sync (rl->fd, 'S');
     r = fdatasync (rl->fd);
+    if (r == 0)
+      pft_sync (rl->fd, 'D');
+  }
   pthread_mutex_lock (&rl->lock);
   if (r == -1) {
     fail_log (rl, hdr ? "writing the header" : "fdatasync");
@@ -1240,6 +1255,7 @@ replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
   pthread_mutex_unlock (&rl->lock);
 
   d->time_ns = now_ns (CLOCK_REALTIME);
+  desc_traced (rl, d);
   *seqp = seq;
   if (payload)
     *payload = nb ? rl->data_ring + (pos % rl->data_blocks) * RL_BLOCK : NULL;
@@ -1290,6 +1306,8 @@ replog_fill (struct replog *rl, uint64_t seq, const void *buf)
       }
     }
   }
+  pft_write (rl->fd, buf, d->length, off);
+  pft_zero (rl->fd, off + d->length, slack);
   {
     struct rl_desc tmp = *d;
     tmp.magic = RL_DESC_MAGIC;
@@ -1306,6 +1324,7 @@ replog_commit (struct replog *rl, uint64_t seq)
   d->magic = RL_DESC_MAGIC;
   d->crc = d->op == RL_OP_WRITE ? rl->slot_crc[slot_of (rl, seq)] : replog_desc_crc (rl->salt, d, NULL);
 
+  desc_traced (rl, d);
   pthread_mutex_lock (&rl->lock);
   rl->slot_committed[slot_of (rl, seq)] = 1;
   if (seq == rl->committed_seq + 1) {

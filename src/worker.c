@@ -52,6 +52,7 @@
 
 #include "dirtylog.h"
 #include "link.h"
+#include "pftrace.h"
 #include "replicator.h"
 #include "report.h"
 
@@ -871,6 +872,12 @@ io_result (struct worker *w, unsigned idx, int res)
     backoff ();
     return true;
   }
+  if (!l->remote) {              /* power-loss trace (pftrace.h) */
+    if (io->op == RL_OP_WRITE && !io->zerofill)
+      pft_write (l->fd, io->buf + io->done, (uint64_t) res, io->off + io->done);
+    else
+      pft_zero (l->fd, io->off + io->done, io->zerofill ? (uint64_t) res : io->len - io->done);
+  }
   if (io->op == RL_OP_WRITE || io->zerofill || l->remote)
     io->done += (uint64_t) res;  /* remote zeroes: the bytes it took (a part, maybe) */
   else
@@ -995,18 +1002,24 @@ ckpt_start (struct worker *w, uint64_t upto)
       struct io_uring_sqe *sqe = get_sqe (w);
       io_uring_prep_fsync (sqe, l->fd, IORING_FSYNC_DATASYNC);
       io_uring_sqe_set_data64 (sqe, CKPT_LEG_BIT | i);
+      pft_sync (l->fd, 'S');
       w->ckpt_pending++;
     }
-    else if (fdatasync (l->fd) == -1) {
-      int e = errno;
-      l->errors++;
-      rep_error ("device '%s': leg %s: fdatasync: %m", l->dev->name, l->cfg->path);
-      if (w->site->id == 0)
-        local_fail (w, l, "fdatasync", e);
-      else
-        __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
-      if (!w->ckpt_err)
-        w->ckpt_err = -e;
+    else {
+      pft_sync (l->fd, 'S');
+      if (fdatasync (l->fd) == 0)
+        pft_sync (l->fd, 'D');
+      else {
+        int e = errno;
+        l->errors++;
+        rep_error ("device '%s': leg %s: fdatasync: %m", l->dev->name, l->cfg->path);
+        if (w->site->id == 0)
+          local_fail (w, l, "fdatasync", e);
+        else
+          __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+        if (!w->ckpt_err)
+          w->ckpt_err = -e;
+      }
     }
   }
   ckpt_result (w, 0);                    /* drop the hold */
@@ -1040,6 +1053,8 @@ reap (struct worker *w, unsigned timeout_ms)
       else if ((tag & ~0xffffull) == CKPT_LEG_BIT) {
         if (res < 0 && (tag & 0xffff) < w->nlegs && w->site->id == 0)
           local_fail (w, w->legs[tag & 0xffff], "fdatasync", -res);
+        else if (res >= 0 && (tag & 0xffff) < w->nlegs)
+          pft_sync (w->legs[tag & 0xffff]->fd, 'D');
         ckpt_result (w, res);
       }
       else if (tag == EVFD_TAG) {

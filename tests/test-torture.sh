@@ -1,7 +1,8 @@
 #!/bin/bash
 # Crash torture, short mode (tests/torture/torture.py; the long mode runs 1000 cycles, see
 # tests/torture/README.md): two devices with a jittery async remote; each cycle kill -9 of the
-# server, or a remote stopped / killed mid-write, or the log's filesystem full, then kill -9.
+# server, or a remote stopped / killed mid-write, or the log's filesystem full, then kill -9,
+# or an emulated power loss (tests/torture/powerloss.py: files rebuilt from a write trace).
 # Checks durability after recovery, a prefix of epochs at the remote (at the crash and at
 # random moments of the load), remote == device after catch-up, local legs == device after
 # clean stops; --selftest proves every cycle that the checkers catch a hidden write.
@@ -12,7 +13,7 @@ requires_python_nbd
 : "${JITTER_FILTER:=$_bld/tests/.libs/nbdkit-jitter-filter.so}"
 export JITTER_FILTER
 [ -e "$JITTER_FILTER" ] || die "the test filter $JITTER_FILTER is not built (make check builds it)"
-faults=kill,rstop,rkill
+faults=kill,rstop,rkill,powerloss
 [ "$(id -u)" = 0 ] && faults=$faults,logfull    # logfull mounts a small tmpfs
-python3 "$TESTDIR/torture/torture.py" --cycles "${TORTURE_CYCLES:-12}" --faults "$faults" --selftest \
+python3 "$TESTDIR/torture/torture.py" --cycles "${TORTURE_CYCLES:-15}" --faults "$faults" --selftest \
   ${TORTURE_SEED:+--seed "$TORTURE_SEED"}

@@ -48,7 +48,8 @@ BS = 4096
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-import rlheader  # noqa: E402  (header reader, shared with the power-loss test)
+import powerloss  # noqa: E402
+import rlheader  # noqa: E402
 
 
 class HarnessError(Exception):
@@ -195,6 +196,12 @@ class Rig:
         self.remote = None
         self.remote_stopped = False
         self.remote_delay = 0
+        self.env = nbdkit_env()
+        self.trace = None
+        self.base_files = {}
+        if "powerloss" in args.faults:
+            self.trace = os.path.join(T, "pf.trace")
+            self.env["NBD_REPLICATOR_PFTRACE"] = self.trace
         self.jitter = os.environ.get("JITTER_FILTER") or os.path.join(
             TOP, "build/tests/.libs/nbdkit-jitter-filter.so")
         self.nlog = os.path.join(T, "nbdkit.log")
@@ -260,8 +267,19 @@ control = { socket = "%s"; };
             self.remote_stopped = False
 
     # -- the replicator --
+    def traced_files(self):
+        """The files a power loss hits: the log, the local legs, the dirty-log files."""
+        files = [self.logpath] + [self.leg(d) for d in range(self.ndev)]
+        files += [os.path.join(self.logdir, f) for f in sorted(os.listdir(self.logdir))
+                  if f.endswith(".bitmap")]
+        return files
+
     def start(self):
-        """Start the server; retry while the dead instance's locks are still held."""
+        """Start the server; retry while the dead instance's locks are still held.
+        With the power-loss trace on, the files as they are now are the trace's base."""
+        if self.trace:
+            self.base_files = {p: self.read_file(p) for p in self.traced_files() if os.path.exists(p)}
+            open(self.trace, "wb").close()
         for attempt in range(60):
             for p in (self.sock, self.sock + ".pid"):
                 if os.path.exists(p):
@@ -271,7 +289,7 @@ control = { socket = "%s"; };
                 lf.write("--- start\n")
             self.server = subprocess.Popen(
                 ["nbdkit", "-f", "-U", self.sock, "-P", self.sock + ".pid", self.plugin,
-                 "config=" + self.conf], stderr=open(self.nlog, "a"), env=nbdkit_env())
+                 "config=" + self.conf], stderr=open(self.nlog, "a"), env=self.env)
             try:
                 wait_pidfile(self.server, self.sock + ".pid", "replicator", self.nlog)
                 return
@@ -611,6 +629,27 @@ def selftest(rig, j, prev_base, devices, remote, viol):
 
 # ---- the cycle ------------------------------------------------------------------------
 
+def recover_checks(rig, j, prev_base, viol, args):
+    """After a restart: every device against the journal, then remote == device once site 1
+    has caught up.  Returns {device: its content}."""
+    seen = {}
+    for d in range(rig.ndev):
+        data = rig.read_device(d)
+        seen[d] = data
+        check_device(rig, j, prev_base, d, data, viol)
+    ok, last = wait_replicating(rig, args.catchup_timeout)
+    if not ok:
+        viol.append("site 1 did not catch up in %d s: %s" % (args.catchup_timeout, last))
+        return seen
+    for d in range(rig.ndev):
+        dev = rig.read_device(d)
+        rem = rig.read_file(os.path.join(rig.rdir, "d%d" % d))
+        if dev != rem:
+            nbad = sum(1 for b in range(rig.nb) if dev[b * BS:(b + 1) * BS] != rem[b * BS:(b + 1) * BS])
+            viol.append("dev %d: the remote differs from the device in %d blocks after catch-up" % (d, nbad))
+    return seen
+
+
 def fill_fs(path):
     """Fill the filesystem at path; returns the filler file."""
     filler = os.path.join(path, "filler")
@@ -634,11 +673,11 @@ def run(args):
     rig = Rig(args, T)
     viol_total, stats = 0, {"prefix_checked": 0, "prefix_skipped": 0, "required": 0,
                             "acks": 0, "flushes": 0, "clean_stops": 0,
-                            "snapshots": 0, "remote_deaths": 0}
+                            "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0}
     per_fault = {}
     base = {}
     gen = 0
-    filler = None
+    filler = restart_full = None
     try:
         rig.remote_start()
         rig.start()
@@ -697,6 +736,8 @@ def run(args):
                 rig.remote_start(rig.remote_delay)
                 client.run_for(rng.uniform(0.0, 1.0))
                 note = "remote killed, back after %.1fs" % down
+            elif fault == "powerloss":
+                client.run_for(rng.uniform(0.05, 1.5))
             elif fault == "logfull":
                 client.run_for(rng.uniform(0.0, 0.5))
                 filler = fill_fs(rig.logdir)
@@ -737,29 +778,51 @@ def run(args):
                 stats["remote_deaths"] += 1
                 rig.remote_start(rig.remote_delay)
             # -- restart: recovery --
-            if filler and rng.random() < 0.5:
-                os.unlink(filler)
+            if filler:                 # the restart finds the filesystem full or not
+                if rng.random() < 0.5:
+                    os.unlink(filler)
+                else:
+                    restart_full = filler
                 filler = None
-            rig.start()
-            if filler:
-                os.unlink(filler)
-                filler = None
-            base_after_dev = {}
-            for d in range(rig.ndev):
-                data = rig.read_device(d)
-                base_after_dev[d] = data
-                base.update(check_device(rig, j, prev_base, d, data, viol))
-            ok, last = wait_replicating(rig, args.catchup_timeout)
-            if not ok:
-                viol.append("site 1 did not catch up in %d s: %s" % (args.catchup_timeout, last))
+            if fault == "powerloss":
+                # the files as a power loss could have left them, several times over
+                time.sleep(0.3)        # the remote survives: it finishes what it received
+                remote_after = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+                finals = {p: rig.read_file(p) for p in rig.traced_files() if os.path.exists(p)}
+                images, summ = powerloss.build_images(
+                    {p: (rig.base_files.get(p, b""), finals.get(p)) for p in set(finals) | set(rig.base_files)},
+                    rig.trace, rng)
+                stats["pl_images"] += len(images)
+                stats["pl_untraced"] += summ["untraced_sectors"]
+                note = "power loss: %d traced events, %d writes after the last syncs over %d sectors, " \
+                       "%d sectors changed after the kill (I/O in flight landing); images %s" % (
+                           summ["events"], summ["pending_writes"], summ["pending_sectors"],
+                           summ["untraced_sectors"], ",".join(h for _, h in images))
+                if summ["untraced_by_file"]:
+                    note += " (%s)" % ", ".join("%s: %d at %d" % (f, n, o) for f, (n, o)
+                                                in sorted(summ["untraced_by_file"].items()))
+                for i, (img, how) in enumerate(images):
+                    for p, data in img.items():
+                        with open(p, "wb") as f:
+                            f.write(data)
+                    for d in range(rig.ndev):
+                        with open(os.path.join(rig.rdir, "d%d" % d), "r+b") as f:
+                            f.write(remote_after[d])
+                    rig.start()
+                    v = []
+                    seen = recover_checks(rig, j, prev_base, v, args)
+                    viol.extend("power loss image %d (%s): %s" % (i, how, x) for x in v)
+                    if i < len(images) - 1:
+                        rig.kill9()
+                base_after_dev = seen
             else:
-                for d in range(rig.ndev):
-                    dev = rig.read_device(d)
-                    rem = rig.read_file(os.path.join(rig.rdir, "d%d" % d))
-                    if dev != rem:
-                        nbad = sum(1 for b in range(rig.nb) if dev[b * BS:(b + 1) * BS] != rem[b * BS:(b + 1) * BS])
-                        viol.append("dev %d: the remote differs from the device in %d blocks after catch-up"
-                                    % (d, nbad))
+                rig.start()
+                if restart_full:
+                    os.unlink(restart_full)
+                    restart_full = None
+                base_after_dev = recover_checks(rig, j, prev_base, viol, args)
+            for d, data in base_after_dev.items():
+                base.update(check_device(rig, j, prev_base, d, data, []))
             if cycle % 10 == 0 or cycle == args.cycles:
                 # clean stop: the local legs equal the device
                 views = [rig.read_device(d) for d in range(rig.ndev)]
@@ -805,16 +868,17 @@ def run(args):
     print("torture summary: cycles %d (%s), violations %d, acked writes %d, flushes %d, "
           "prefix checks at crashes %d (skipped %d: site not in log mode or flagged) and during the load %d, "
           "required writes checked %d, "
-          "clean stops %d, remote nbdkit deaths %d" % (cycle, ", ".join("%s %d" % kv for kv in sorted(per_fault.items())),
+          "clean stops %d, remote nbdkit deaths %d, power-loss images %d (untraced sectors %d)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(per_fault.items())),
                               viol_total, stats["acks"], stats["flushes"], stats["prefix_checked"],
-                              stats["prefix_skipped"], stats["snapshots"], stats["required"], stats["clean_stops"], stats["remote_deaths"]))
+                              stats["prefix_skipped"], stats["snapshots"], stats["required"], stats["clean_stops"], stats["remote_deaths"],
+                              stats["pl_images"], stats["pl_untraced"]))
     return 1 if viol_total else 0
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cycles", type=int, default=10)
-    p.add_argument("--faults", default="kill,rstop,rkill" + (",logfull" if os.geteuid() == 0 else ""))
+    p.add_argument("--faults", default="kill,rstop,rkill,powerloss" + (",logfull" if os.geteuid() == 0 else ""))
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--devices", type=int, default=2)
     p.add_argument("--size", type=int, default=4 << 20)

@@ -1,0 +1,175 @@
+"""powerloss.py: rebuild the files a power loss could have left behind.
+
+kill -9 keeps the page cache: every write the server made survives it.  A power loss does
+not: what reached the disk is what the last sync of each file made durable, plus any subset
+of what was written after it, in any order, each 512-byte sector holding one of the values
+it had since (the disk writes sectors atomically, pages and files in no particular order).
+
+The server records, when started with NBD_REPLICATOR_PFTRACE=FILE, every write to its files
+(log payloads, descriptors stored through the mapping, headers, leg writes through io_uring
+or the thread pool, dirty-log pages), every sync's begin and end, truncations and renames
+(format: src/pftrace.h).  Given the files as they were when that server started (base), the
+trace, and the files after the kill (final), build_images() makes images of every file as a
+power loss at the moment of the kill could have left them:
+
+  - the durable state: base + every write recorded before the begin of the file's last
+    completed sync (a sync makes durable what was written before it was issued);
+  - then each sector written after that begin takes any of its later values: uniformly per
+    sector, or everything up to a random moment with half of it lost, or nothing at all;
+  - a sector whose final content differs from base + every recorded write (an io_uring
+    write the kernel finished after the kill, or a store the trace missed) may take the
+    final value too; these are counted and reported as untraced.
+"""
+
+import random
+import struct
+
+SECTOR = 512
+_HDR = struct.Struct("<BBHIQQ")
+
+
+def parse_trace(path):
+    """[(index, type, path, off, length, data)]"""
+    with open(path, "rb") as f:
+        raw = f.read()
+    out, i, n = [], 0, 0
+    while i + _HDR.size <= len(raw):
+        t, _z, pl, _z2, off, ln = _HDR.unpack_from(raw, i)
+        i += _HDR.size
+        p = raw[i:i + pl].decode(errors="replace")
+        i += pl
+        data = None
+        if t in (ord("W"), ord("R")):
+            data = raw[i:i + ln]
+            if len(data) < ln:
+                break                  # a record cut by the kill
+            i += ln
+        out.append((n, chr(t), p, off, ln, data))
+        n += 1
+    return out
+
+
+def _apply(buf, ev):
+    _, t, _, off, ln, data = ev
+    if t == "W":
+        if off + ln > len(buf):
+            buf.extend(bytes(off + ln - len(buf)))
+        buf[off:off + ln] = data
+    elif t == "Z":
+        end = min(off + ln, len(buf))
+        if end > off:
+            buf[off:end] = bytes(end - off)
+    elif t == "T":
+        if off < len(buf):
+            del buf[off:]
+        else:
+            buf.extend(bytes(off - len(buf)))
+
+
+def _sectors(ev, size):
+    _, t, _, off, ln, _ = ev
+    if t == "T":
+        return range(off // SECTOR, (max(size, off) + SECTOR - 1) // SECTOR)
+    if ln == 0:
+        return range(0)
+    return range(off // SECTOR, (off + ln - 1) // SECTOR + 1)
+
+
+class FileHistory:
+    """One file: its durable content and, per sector, the values it took after."""
+
+    def __init__(self, path, base, events, final):
+        self.path = path
+        syncs = [ev for ev in events if ev[1] in "SD"]
+        last_d = max((ev[0] for ev in syncs if ev[1] == "D"), default=None)
+        cut = -1
+        if last_d is not None:
+            cut = max(ev[0] for ev in syncs if ev[1] == "S" and ev[0] < last_d)
+        self.durable = bytearray(base)
+        cur = None
+        self.history = {}             # sector -> [bytes, ...] after the durable value
+        self.pending = 0
+        for ev in events:
+            if ev[1] not in "WZT":
+                continue
+            if ev[0] < cut:
+                _apply(self.durable, ev)
+                continue
+            if cur is None:
+                cur = bytearray(self.durable)
+            self.pending += 1
+            _apply(cur, ev)
+            for s in _sectors(ev, len(cur)):
+                self.history.setdefault(s, []).append((ev[0], bytes(cur[s * SECTOR:(s + 1) * SECTOR])))
+        if cur is None:
+            cur = bytearray(self.durable)
+        self.untraced = 0
+        self.untraced_first = None
+        if final is not None:
+            n = max(len(cur), len(final)) // SECTOR
+            for s in range(n):
+                a, b = cur[s * SECTOR:(s + 1) * SECTOR], final[s * SECTOR:(s + 1) * SECTOR]
+                if a != b and len(b) == SECTOR:
+                    if not self.untraced:
+                        self.untraced_first = s * SECTOR
+                    self.untraced += 1
+                    self.history.setdefault(s, []).append((1 << 62, bytes(b)))
+
+    def image(self, rng, how, cut_at=None):
+        img = bytearray(self.durable)
+        for s, vals in self.history.items():
+            if how == "uniform":
+                k = rng.randrange(len(vals) + 1)
+            elif how == "moment":       # what was written before the moment, half of it lost
+                k = sum(1 for idx, _ in vals if idx < cut_at)
+                if k and rng.random() < 0.5:
+                    k = rng.randrange(k)
+            else:                       # "synced": nothing after the last sync
+                k = 0
+            if k:
+                v = vals[k - 1][1]
+                end = s * SECTOR + len(v)
+                if end > len(img):
+                    img.extend(bytes(end - len(img)))
+                img[s * SECTOR:end] = v
+        return bytes(img)
+
+
+def build_images(files, trace_path, rng, hows=("uniform", "moment", "synced")):
+    """files: {real path: (base bytes, final bytes or None)}.  Returns a list of
+    ({real path: image bytes}, how) and a summary dict."""
+    events = parse_trace(trace_path)
+    per = {p: [] for p in files}
+    renamed = {}
+    for ev in events:
+        if ev[1] == "R":
+            to = ev[5].decode(errors="replace")
+            renamed.setdefault(to, []).append(ev)
+        if ev[2] in per:
+            per[ev[2]].append(ev)
+    hist = {}
+    for p, (base, final) in files.items():
+        evs = per[p]
+        if p in renamed:
+            # created whole (written, synced, renamed) during the run: its base is the
+            # temporary file's content at the rename, and only later events count
+            r = renamed[p][-1]
+            tmp = bytearray()
+            for ev in events:
+                if ev[2] == r[2] and ev[0] < r[0] and ev[1] in "WZT":
+                    _apply(tmp, ev)
+            base = bytes(tmp)
+            evs = [ev for ev in evs if ev[0] > r[0]]
+        hist[p] = FileHistory(p, base, evs, final)
+    n = len(events)
+    images = []
+    for how in hows:
+        cut = rng.randrange(n + 1) if how == "moment" else None
+        images.append(({p: h.image(rng, how, cut) for p, h in hist.items()}, how))
+    summary = {"events": n,
+               "pending_writes": sum(h.pending for h in hist.values()),
+               "pending_sectors": sum(len(h.history) for h in hist.values()),
+               "untraced_sectors": sum(h.untraced for h in hist.values()),
+               "untraced_by_file": {p.rsplit("/", 1)[-1]: (h.untraced, h.untraced_first)
+                                    for p, h in hist.items() if h.untraced}}
+    return images, summary
