@@ -1,7 +1,8 @@
 #!/bin/bash
 # Install what is missing, build, and run the whole test suite twice: a
 # normal -Werror build, then an ASan+UBSan build (out of tree, in
-# build-asan/).  Prints "N passed, N failed, N skipped" last; exits
+# build-asan/); between them the C test programs under ThreadSanitizer
+# (build-tsan/, scripts/tsan.sh).  Prints "N passed, N failed, N skipped" last; exits
 # non-zero on any failure.
 set -u
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
@@ -20,6 +21,13 @@ if [ $rc -ne 0 ]; then
 fi
 (cd build && make -j2 check VERBOSE=1) || rc=1
 echo "== normal build: $(( $(date +%s) - start )) s"
+
+if [ "${SKIP_TSAN:-}" != 1 ]; then
+  # ThreadSanitizer: the C test programs (a TSan plugin does not load into nbdkit)
+  start=$(date +%s)
+  bash "$top/scripts/tsan.sh" || rc=1
+  echo "== thread sanitizer build: $(( $(date +%s) - start )) s"
+fi
 
 if [ "${SKIP_SANITIZERS:-}" != 1 ]; then
   start=$(date +%s)

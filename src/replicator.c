@@ -1389,9 +1389,9 @@ leg_state (struct leg *l, enum leg_state raw, uint64_t last)
   struct site *s = &l->dev->r->sites[l->site];
   if (l->site == 0)
     return raw;
-  if (s->dirty)
+  if (__atomic_load_n (&s->dirty, __ATOMIC_RELAXED))
     return LEG_DIRTY;
-  if (s->resyncing)
+  if (__atomic_load_n (&s->resyncing, __ATOMIC_RELAXED))
     return LEG_RESYNCING;
   if (__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED))
     return LEG_DISCONNECTED;
@@ -1443,7 +1443,7 @@ site_resync_json (struct site *s)
     }
   }
   json_object_object_add (o, "active", json_object_new_boolean (active));
-  json_object_object_add (o, "regions_total", json_object_new_int64 ((int64_t) s->resync_regions));
+  json_object_object_add (o, "regions_total", json_object_new_int64 ((int64_t) __atomic_load_n (&s->resync_regions, __ATOMIC_RELAXED)));
   json_object_object_add (o, "regions_copied", json_object_new_int64 ((int64_t) copied));
   json_object_object_add (o, "regions_left", json_object_new_int64 ((int64_t) left));
   json_object_object_add (o, "bytes_copied", json_object_new_int64 ((int64_t) bytes));
@@ -1452,7 +1452,7 @@ site_resync_json (struct site *s)
     active && secs > 0.5 ? (double) (bytes + zbytes) / secs : 0));
   json_object_object_add (o, "eta_seconds", json_object_new_double (eta));
   json_object_object_add (o, "rate_limit", json_object_new_int64 ((int64_t) s->cfg->resync_rate));
-  json_object_object_add (o, "finished", json_object_new_int64 ((int64_t) s->resyncs));
+  json_object_object_add (o, "finished", json_object_new_int64 ((int64_t) __atomic_load_n (&s->resyncs, __ATOMIC_RELAXED)));
   return o;
 }
 
@@ -1461,7 +1461,7 @@ site_verify_json (struct replicator *r, struct site *s)
 {
   json_object *o = json_object_new_object ();
   bool active = __atomic_load_n (&s->verify_active, __ATOMIC_ACQUIRE);
-  bool ran = s->verifies || active;
+  bool ran = __atomic_load_n (&s->verifies, __ATOMIC_RELAXED) || active;
   json_object_object_add (o, "active", json_object_new_boolean (active));
   json_object_object_add (o, "device", json_object_new_string (
     ran && s->verify_dev < r->ndevs ? r->devs[s->verify_dev].name : ""));
@@ -1473,7 +1473,7 @@ site_verify_json (struct replicator *r, struct site *s)
   json_object_object_add (o, "regions_busy", json_object_new_int64 (
     (int64_t) __atomic_load_n (&s->verify_busy, __ATOMIC_RELAXED)));
   json_object_object_add (o, "mark", json_object_new_boolean (s->verify_mark));
-  json_object_object_add (o, "finished", json_object_new_int64 ((int64_t) s->verifies));
+  json_object_object_add (o, "finished", json_object_new_int64 ((int64_t) __atomic_load_n (&s->verifies, __ATOMIC_RELAXED)));
   pthread_mutex_lock (&s->lock);
   json_object_object_add (o, "error", json_object_new_string (active ? "" : s->verify_error));
   pthread_mutex_unlock (&s->lock);
@@ -1527,10 +1527,12 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_object_add (js, "id", json_object_new_int ((int) s->id));
     json_object_object_add (js, "policy", jstr (cfg_policy_name (__atomic_load_n (&s->policy, __ATOMIC_RELAXED))));
     json_object_object_add (js, "link", jstr (site_link_name (s)));
-    json_object_object_add (js, "mode", jstr (s->dirty ? "dirty" : s->resyncing ? "resync" : "log"));
+    bool dirty = __atomic_load_n (&s->dirty, __ATOMIC_RELAXED);
+    json_object_object_add (js, "mode", jstr (dirty ? "dirty" :
+                                              __atomic_load_n (&s->resyncing, __ATOMIC_RELAXED) ? "resync" : "log"));
     json_object_object_add (js, "applied_seq", json_object_new_int64 ((int64_t) applied));
     pthread_mutex_lock (&s->lock);
-    if (s->cons_valid && !s->in_doubt) {
+    if (s->cons_valid && !__atomic_load_n (&s->in_doubt, __ATOMIC_RELAXED)) {
       json_object *cp = json_object_new_object ();
       json_object_object_add (cp, "seq", json_object_new_int64 ((int64_t) s->cons_seq));
       if (s->cons_time_ns) {
@@ -1552,7 +1554,7 @@ replicator_status_json (struct replicator *r, bool pretty)
     pthread_mutex_unlock (&s->lock);
     json_object_object_add (js, "done_seq", json_object_new_int64 (
       (int64_t) __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED)));
-    if (s->dirty) {
+    if (dirty) {
       json_object_object_add (js, "backlog_entries", json_object_new_int64 (0));
       json_object_object_add (js, "backlog_bytes", json_object_new_int64 (0));
       json_object_object_add (js, "rpo_seconds", json_object_new_double (0));
@@ -1571,10 +1573,10 @@ replicator_status_json (struct replicator *r, bool pretty)
       json_object_object_add (js, "fall_behind", jstr (fb));
     }
     json_object_object_add (js, "behind", json_object_new_boolean (
-      !s->dirty && __atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, st.committed_seq)));
+      !dirty && __atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, st.committed_seq)));
     json_object_object_add (js, "disconnect_timeout_ms", json_object_new_int64 ((int64_t) s->cfg->disconnect_timeout_ms));
     json_object_object_add (js, "pull_ahead_ms", json_object_new_int64 ((int64_t) s->cfg->pull_ahead_ms));
-    json_object_object_add (js, "disconnects", json_object_new_int64 ((int64_t) s->disconnects));
+    json_object_object_add (js, "disconnects", json_object_new_int64 ((int64_t) __atomic_load_n (&s->disconnects, __ATOMIC_RELAXED)));
     json_object_object_add (js, "resync", site_resync_json (s));   /* site 0: restores */
     if (s->id)
       json_object_object_add (js, "verify", site_verify_json (r, s));
@@ -1601,7 +1603,8 @@ replicator_status_json (struct replicator *r, bool pretty)
       struct leg *l = &d->legs[j];
       json_object *jl = json_object_new_object ();
       enum leg_state ls = __atomic_load_n (&l->state, __ATOMIC_RELAXED);
-      uint64_t doubt = l->doubt ? bitmap_count (l->doubt) : 0;
+      struct bitmap *db = __atomic_load_n (&l->doubt, __ATOMIC_ACQUIRE);
+      uint64_t doubt = db ? bitmap_count (db) : 0;
       ls = leg_state (l, ls, st.committed_seq);
       json_object_object_add (jl, "site", json_object_new_int ((int) l->site));
       json_object_object_add (jl, "path", jstr (l->remote ? l->link.shown : l->cfg->path));
@@ -1610,8 +1613,8 @@ replicator_status_json (struct replicator *r, bool pretty)
       json_object_object_add (jl, "state", jstr (leg_state_name (ls)));
       json_object_object_add (jl, "consistent", json_object_new_boolean (
         (ls == LEG_REPLICATING || ls == LEG_BEHIND || ls == LEG_DISCONNECTED) && doubt == 0 &&
-        !r->sites[l->site].in_doubt));
-      json_object_object_add (jl, "errors", json_object_new_int64 ((int64_t) l->errors));
+        !__atomic_load_n (&r->sites[l->site].in_doubt, __ATOMIC_RELAXED)));
+      json_object_object_add (jl, "errors", json_object_new_int64 ((int64_t) __atomic_load_n (&l->errors, __ATOMIC_RELAXED)));
       if (l->site == 0)
         json_object_object_add (jl, "direct_io", json_object_new_boolean (l->direct));
       else {
@@ -1619,7 +1622,7 @@ replicator_status_json (struct replicator *r, bool pretty)
         json_object_object_add (jl, "dirty_regions", json_object_new_int64 (
           l->dirty ? (int64_t) bitmap_count (l->dirty) : 0));
         json_object_object_add (jl, "in_doubt_regions", json_object_new_int64 ((int64_t) doubt));
-        json_object_object_add (jl, "initial_sync", jstr (l->initial_sync ? "pending" : "done"));
+        json_object_object_add (jl, "initial_sync", jstr (__atomic_load_n (&l->initial_sync, __ATOMIC_RELAXED) ? "pending" : "done"));
       }
       if (l->remote) {
         char err[256];
@@ -1629,8 +1632,8 @@ replicator_status_json (struct replicator *r, bool pretty)
         if (!err[0])
           rlink_get_error (&l->link, err, sizeof err);
         json_object_object_add (jl, "link", jstr (__atomic_load_n (&l->link.up, __ATOMIC_RELAXED) ? "up" : "down"));
-        json_object_object_add (jl, "connects", json_object_new_int64 ((int64_t) l->link.connects));
-        json_object_object_add (jl, "drops", json_object_new_int64 ((int64_t) l->link.drops));
+        json_object_object_add (jl, "connects", json_object_new_int64 ((int64_t) __atomic_load_n (&l->link.connects, __ATOMIC_RELAXED)));
+        json_object_object_add (jl, "drops", json_object_new_int64 ((int64_t) __atomic_load_n (&l->link.drops, __ATOMIC_RELAXED)));
         json_object_object_add (jl, "last_error", jstr (err));
       }
       json_object_array_add (legs, jl);
@@ -1689,7 +1692,8 @@ replicator_resync (struct replicator *r, const char *device, unsigned site, bool
   }
   if (full)
     __atomic_fetch_or (&s->resync_full_devs, 1u << d->index, __ATOMIC_RELEASE);
-  else if (!s->dirty && !s->resyncing && !site_dirty_regions (s)) {
+  else if (!__atomic_load_n (&s->dirty, __ATOMIC_RELAXED) &&
+           !__atomic_load_n (&s->resyncing, __ATOMIC_RELAXED) && !site_dirty_regions (s)) {
     snprintf (why, len, "site %u is in log mode with nothing to copy (use --full to copy "
               "every region of device '%s' again)", site, device);
     return -1;
@@ -1821,12 +1825,14 @@ vdev_pick_server (struct vdev *d)
   for (j = 0; j < d->nlegs; j++) {
     struct site *s = &r->sites[d->legs[j].site];
     uint64_t done;
-    if (s->id == 0 || !s->running || s->dirty || s->resyncing || s->in_doubt)
+    if (s->id == 0 || !s->running || __atomic_load_n (&s->dirty, __ATOMIC_RELAXED) ||
+        __atomic_load_n (&s->resyncing, __ATOMIC_RELAXED) || __atomic_load_n (&s->in_doubt, __ATOMIC_RELAXED))
       continue;
     pthread_mutex_lock (&s->lock);
-    done = s->done_seq;
+    done = __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED);
     pthread_mutex_unlock (&s->lock);
-    if (!best || done > best_done || (done == best_done && !s->disconnected)) {
+    if (!best || done > best_done ||
+        (done == best_done && !__atomic_load_n (&s->disconnected, __ATOMIC_RELAXED))) {
       best = s->id;
       best_done = done;
     }

@@ -136,6 +136,7 @@ struct replog {
 
   /* Geometry, copied from the header. */
   uint64_t ndesc, data_blocks, salt;
+  uint64_t data_file_off;        /* base + data_offset: fixed at open, read without the lock */
   uint32_t log_sites;            /* sites whose applied holds the tail */
   struct replog_dev_id devs[RL_MAX_DEVICES];
   unsigned ndevices;
@@ -893,6 +894,7 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
   }
   rl->desc_ring = rl->map;
   rl->data_ring = rl->map + (rl->hdr.data_offset - rl->hdr.desc_offset);
+  rl->data_file_off = rl->base + rl->hdr.data_offset;
   *rlp = rl;
   return 0;
 
@@ -1254,7 +1256,8 @@ replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
     rl->dirty_since_barrier = true;
   pthread_mutex_unlock (&rl->lock);
 
-  d->time_ns = now_ns (CLOCK_REALTIME);
+  /* site_oldest_age_ms reads it without the lock (0: being reserved) */
+  __atomic_store_n (&d->time_ns, now_ns (CLOCK_REALTIME), __ATOMIC_RELAXED);
   desc_traced (rl, d);
   *seqp = seq;
   if (payload)
@@ -1267,7 +1270,7 @@ replog_fill (struct replog *rl, uint64_t seq, const void *buf)
 {
   static const uint8_t zero[RL_BLOCK];
   struct rl_desc *d = desc_at (rl, seq);
-  uint64_t off = rl->base + rl->hdr.data_offset + (d->data_pos % rl->data_blocks) * RL_BLOCK;
+  uint64_t off = rl->data_file_off + (d->data_pos % rl->data_blocks) * RL_BLOCK;
   uint32_t slack = d->length % RL_BLOCK ? RL_BLOCK - d->length % RL_BLOCK : 0;
   struct iovec iov[2] = { { (void *) buf, d->length }, { (void *) zero, slack } };
   size_t want = (size_t) d->length + slack, done = 0;

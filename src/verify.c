@@ -182,7 +182,7 @@ verify_thread (void *arg)
     s->resync_now = true;                  /* copy what differs */
   snprintf (s->verify_error, sizeof s->verify_error, "%s", r ? why : "");
   s->verify_finished_ns = link_mono_ns ();
-  s->verifies++;
+  __atomic_add_fetch (&s->verifies, 1, __ATOMIC_RELAXED);   /* status reads it */
   __atomic_store_n (&s->verify_active, false, __ATOMIC_RELEASE);
   pthread_mutex_unlock (&s->lock);
   if (r == 0 && v->mark && s->verify_differing)
@@ -228,9 +228,10 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
     snprintf (why, len, "device '%s' has no leg at site %u", device, site);
     return -1;
   }
-  if (s->dirty || s->resyncing) {
+  if (__atomic_load_n (&s->dirty, __ATOMIC_RELAXED) || __atomic_load_n (&s->resyncing, __ATOMIC_RELAXED)) {
     snprintf (why, len, "site %u is %s: it is not expected to equal the device until its "
-              "resync has finished", site, s->dirty ? "in dirty-log mode" : "resyncing");
+              "resync has finished", site,
+              __atomic_load_n (&s->dirty, __ATOMIC_RELAXED) ? "in dirty-log mode" : "resyncing");
     return -1;
   }
   pthread_mutex_lock (&s->lock);

@@ -417,10 +417,14 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   if (k->ops->fenced)
     in_doubt = false;
   /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
-  if (in_doubt && !l->doubt && !(l->doubt = bitmap_new (l->dirty->size, l->dirty->region_size))) {
+  if (in_doubt && !l->doubt) {
+    /* status reads l->doubt without a lock: publish it initialised */
+    __atomic_store_n (&l->doubt, bitmap_new (l->dirty->size, l->dirty->region_size), __ATOMIC_RELEASE);
+  }
+  if (in_doubt && !l->doubt) {
     rep_error ("%s: out of memory for the in-doubt regions: the site is not consistent until "
                "a full resync", k->what);
-    w->site->in_doubt = true;
+    __atomic_store_n (&w->site->in_doubt, true, __ATOMIC_RELAXED);
   }
   for (i = 0; i < w->nio; i++) {
     struct wio *io = &w->io[i];
@@ -437,9 +441,9 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   if (in_doubt && k->ops->abort)
     k->ops->abort (k->conn);
   k->gen++;
-  k->up = false;
+  __atomic_store_n (&k->up, false, __ATOMIC_RELAXED);
   k->down_since_ns = mono_ns ();
-  k->drops++;
+  __atomic_add_fetch (&k->drops, 1, __ATOMIC_RELAXED);
   disarm_poll (w, l);
   k->ops->close (k->conn);
   k->conn = NULL;
@@ -451,7 +455,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
         replog_change_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT, 0) == -1)
       rep_error ("site %u: could not record the in-doubt writes in the log header: %m",
                  w->site->id);
-    w->site->in_doubt = true;
+    __atomic_store_n (&w->site->in_doubt, true, __ATOMIC_RELAXED);
   }
   /* Copies and entries it acknowledged but no flush covered may be lost
    * with the remote's cache (a restarted server): copy those regions again
@@ -557,9 +561,9 @@ links_service (struct worker *w, uint64_t now)
         continue;
       k->conn = c;
       k->info = info;
-      k->up = true;
+      __atomic_store_n (&k->up, true, __ATOMIC_RELAXED);   /* status reads it */
       k->gen++;
-      k->connects++;
+      __atomic_add_fetch (&k->connects, 1, __ATOMIC_RELAXED);
       l->lbs = info.block_size;
       rep_info ("%s: connected to %s (%s, %" PRIu64 " bytes)", k->what, k->shown, k->ops->name, info.size);
     }
@@ -715,7 +719,7 @@ mark_done (struct worker *w, uint64_t seq)
   }
   w->last_progress_ns = mono_ns ();
   pthread_mutex_lock (&s->lock);
-  s->done_seq = w->done;
+  __atomic_store_n (&s->done_seq, w->done, __ATOMIC_RELAXED);   /* read without the lock too */
   if (s->sync_waiters)
     pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
@@ -838,7 +842,7 @@ io_result (struct worker *w, unsigned idx, int res)
   }
   if (res < 0) {
     errno = -res;
-    l->errors++;
+    __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
     if (!l->last_error[0])
       rep_error ("device '%s': leg %s (site %u): write at %" PRIu64 " failed: %m; "
                  "the entry stays in the log and is retried", l->dev->name, l->cfg->path,
@@ -1011,7 +1015,7 @@ ckpt_start (struct worker *w, uint64_t upto)
         pft_sync (l->fd, 'D');
       else {
         int e = errno;
-        l->errors++;
+        __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
         rep_error ("device '%s': leg %s: fdatasync: %m", l->dev->name, l->cfg->path);
         if (w->site->id == 0)
           local_fail (w, l, "fdatasync", e);
@@ -1186,9 +1190,9 @@ static void
 set_disconnected (struct site *s, bool v)
 {
   pthread_mutex_lock (&s->lock);
-  s->disconnected = v;
+  __atomic_store_n (&s->disconnected, v, __ATOMIC_RELAXED);
   if (v) {
-    s->disconnects++;
+    __atomic_add_fetch (&s->disconnects, 1, __ATOMIC_RELAXED);
     s->catching_up = false;
   }
   pthread_cond_broadcast (&s->cv);
@@ -1221,14 +1225,20 @@ go_dirty (struct worker *w, const char *why)
   w->nclr = w->nclr_ck = 0;              /* their bits stay set */
   w->rs_flushing = false;
   for (i = 0; i < w->nlegs; i++)
-    if (w->legs[i]->remote)
-      w->legs[i]->link.gen++;            /* ignore late answers */
+    if (w->legs[i]->remote) {
+      struct leg *l = w->legs[i];
+      l->link.gen++;                     /* ignore late answers */
+      if (l->ckpt_pending) {             /* a flush's too: it will not end the checkpoint */
+        l->ckpt_pending = 0;
+        ckpt_result (w, -ENOTCONN);
+      }
+    }
   pthread_mutex_lock (&s->lock);
-  s->dirty = true;
+  __atomic_store_n (&s->dirty, true, __ATOMIC_RELAXED);
   if (s->resyncing) {
     /* Back off before the next try (hysteresis: a slow link does not
      * flip between the modes). */
-    s->resyncing = false;
+    __atomic_store_n (&s->resyncing, false, __ATOMIC_RELAXED);
     w->rs_backoff_ns = w->rs_backoff_ns ? w->rs_backoff_ns * 2 : RESYNC_RETRY_NS;
     if (w->rs_backoff_ns > RESYNC_RETRY_MAX)
       w->rs_backoff_ns = RESYNC_RETRY_MAX;
@@ -1259,7 +1269,7 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
     rep_info ("site %u: back; catching up with %" PRIu64 " entries from the log", s->id,
               durable > w->done ? durable - w->done : 0);
     pthread_mutex_lock (&s->lock);
-    s->disconnected = false;
+    __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
     s->catching_up = true;
     pthread_mutex_unlock (&s->lock);
   }
@@ -1405,14 +1415,14 @@ resync_begin (struct worker *w, uint64_t now)
       total += bitmap_count (w->legs[i]->dirty);
   }
   pthread_mutex_lock (&s->lock);
-  s->dirty = false;
-  s->disconnected = false;
+  __atomic_store_n (&s->dirty, false, __ATOMIC_RELAXED);
+  __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
   s->catching_up = false;
-  s->resyncing = true;
+  __atomic_store_n (&s->resyncing, true, __ATOMIC_RELAXED);
   s->cons_valid = false;                 /* copies make it a mix of states */
   if (start - 1 > s->done_seq)
-    s->done_seq = start - 1;
-  s->resync_regions = total;
+    __atomic_store_n (&s->done_seq, start - 1, __ATOMIC_RELAXED);
+  __atomic_store_n (&s->resync_regions, total, __ATOMIC_RELAXED);
   s->resync_copied = 0;
   s->resync_bytes = s->resync_zero_bytes = 0;
   s->resync_started_ns = now;
@@ -1649,9 +1659,9 @@ resync_finish (struct worker *w)
     return;
   }
   pthread_mutex_lock (&s->lock);
-  s->resyncing = false;
-  s->in_doubt = false;
-  s->resyncs++;
+  __atomic_store_n (&s->resyncing, false, __ATOMIC_RELAXED);
+  __atomic_store_n (&s->in_doubt, false, __ATOMIC_RELAXED);   /* status reads these */
+  __atomic_add_fetch (&s->resyncs, 1, __ATOMIC_RELAXED);
   if (s->id) {
     /* Consistent again: at the applied seq, which covers every copy. */
     const struct rl_desc *d = replog_desc (w->r->rl, w->posted);
@@ -1661,7 +1671,7 @@ resync_finish (struct worker *w)
   }
   pthread_mutex_unlock (&s->lock);
   for (i = 0; i < w->nlegs; i++)
-    w->legs[i]->initial_sync = false;
+    __atomic_store_n (&w->legs[i]->initial_sync, false, __ATOMIC_RELAXED);
   w->rs_backoff_ns = 0;
   w->rs_flushing = false;
   resync_free_buffers (w);
@@ -2116,7 +2126,7 @@ worker_start (struct site *s)
         w->nremote++;
         if (!l->link.up) {
           if (!s->disconnected)
-            s->disconnects++;
+            __atomic_add_fetch (&s->disconnects, 1, __ATOMIC_RELAXED);
           s->disconnected = true;          /* unreachable at start */
           rlink_want (&l->link);
         }

@@ -311,7 +311,7 @@ test_stale_after_restart (void)
 struct applier {
   struct replog *rl;
   uint64_t limit;
-  volatile int stop;
+  int stop;                      /* atomic */
 };
 
 static void *
@@ -319,10 +319,11 @@ applier_thread (void *arg)
 {
   struct applier *a = arg;
   uint64_t last = 0;
-  while (!a->stop) {
+  while (!__atomic_load_n (&a->stop, __ATOMIC_ACQUIRE)) {
     uint64_t d = replog_wait_work (a->rl, last, 20);
-    if (d > a->limit)
-      d = a->limit;
+    uint64_t limit = __atomic_load_n (&a->limit, __ATOMIC_ACQUIRE);
+    if (d > limit)
+      d = limit;
     if (d > last) {
       replog_post_applied (a->rl, 0, d);
       last = d;
@@ -338,7 +339,7 @@ wrap_run (void *arg)
 {
   struct replog *rl;
   struct replog_recovery rec;
-  struct applier ap;
+  static struct applier ap;      /* outlives this function: the thread runs until _exit */
   pthread_t t;
   uint64_t i, s = 0;
   (void) arg;
@@ -350,7 +351,7 @@ wrap_run (void *arg)
   for (i = 0; i < 3000; i++)
     s = put (rl, ((uint64_t) rand () % 1000) * 4096, 512 * (1 + (uint32_t) rand () % 64));
   /* Stop applying: what follows must all come back after the crash. */
-  ap.limit = s;
+  __atomic_store_n (&ap.limit, s, __ATOMIC_RELEASE);
   for (i = 0; i < 40; i++)
     s = put (rl, ((uint64_t) rand () % 1000) * 4096, 512 * (1 + (uint32_t) rand () % 8));
   assert (replog_wait_durable (rl, s) == 0);
@@ -398,14 +399,14 @@ test_wrap (void)
 }
 
 /* A writer blocks on a full log and resumes when space is released. */
-struct blocked { struct replog *rl; volatile int done; };
+struct blocked { struct replog *rl; int done; /* atomic */ };
 
 static void *
 blocked_writer (void *arg)
 {
   struct blocked *b = arg;
   put (b->rl, 0, 4096);
-  b->done = 1;
+  __atomic_store_n (&b->done, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 
@@ -428,7 +429,7 @@ test_full_waits (void)
   b = (struct blocked) { rl, 0 };
   assert (pthread_create (&t, NULL, blocked_writer, &b) == 0);
   nanosleep (&ts, NULL);
-  assert (!b.done);                                   /* full: waiting, no error */
+  assert (!__atomic_load_n (&b.done, __ATOMIC_ACQUIRE));   /* full: waiting, no error */
   replog_get_stats (rl, &st);
   assert (st.space_waits >= 1);
   assert (replog_wait_durable (rl, s) == 0);

@@ -241,6 +241,9 @@ control = { socket = "%s"; };
         log = os.path.join(self.T, "remote.log")
         filt = ["--filter=" + self.jitter] if jitter_us else []
         params = ["jitter-max=%d" % jitter_us] if jitter_us else []
+        if self.a.remote_log:          # what reaches the remote, for diagnosis
+            filt = ["--filter=log"] + filt
+            params.append("logfile=" + os.path.join(self.T, "remote.iolog"))
         self.remote_delay = jitter_us
         self.remote = subprocess.Popen(
             ["nbdkit", "-f", "-U", self.rsock, "-P", self.rsock + ".pid"] + filt +
@@ -506,7 +509,7 @@ def check_device(rig, j, base, d, data, viol):
 
 def check_prefix(rig, j, base, remote, viol):
     """The remote site holds a prefix of epochs across all devices (guarantee 4.4)."""
-    req_c, req_t, holders = 0, 0, 0
+    req_c, req_t, holders, culprit = 0, 0, 0, None
     by_gen = {op.gen: op for op in j.ops}
     for d in range(rig.ndev):
         data = remote[d]
@@ -521,9 +524,12 @@ def check_prefix(rig, j, base, remote, viol):
                     viol.append("remote dev %d block %d: gen %d never written there" % (d, b, g))
                     continue
                 holders += 1
+                if op.req_c > req_c:
+                    culprit = (op, b)
                 req_c = max(req_c, op.req_c)
                 req_t = max(req_t, op.req_t)
     required = list(j.acks[:req_c]) + [op for op in j.fua if op.ack_t <= req_t]
+    first = len(viol)
     for op in required:
         data = remote[op.dev]
         for b in range(op.b, op.b + op.n):
@@ -541,6 +547,11 @@ def check_prefix(rig, j, base, remote, viol):
             elif g < op.gen:
                 viol.append("remote dev %d block %d: gen %d, but it holds a later epoch and gen %d "
                             "(%s) of an earlier one is missing" % (op.dev, b, g, op.gen, op.kind))
+    if len(viol) > first and culprit:
+        op, b = culprit
+        viol.append("(the remote holds gen %d (%s) at dev %d block %d, issued after %d writes were "
+                    "acknowledged and a barrier covering them had completed)" % (
+                        op.gen, op.kind, op.dev, b, op.req_c))
     return holders, len(required)
 
 
@@ -708,6 +719,16 @@ def run(args):
                         rem = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
                         v = []
                         check_prefix(rig, j, base, rem, v)
+                        if v:
+                            try:
+                                st1 = [x for x in rig.status()["sites"] if x["id"] == 1][0]
+                                v.append("(header: site 1 applied %d mode %d flags %d; status: mode %s "
+                                         "link %s backlog %d disconnects %d)" % (
+                                             h["sites"][1]["applied"], st["mode"], st["flags"],
+                                             st1["mode"], st1["link"], st1["backlog_entries"],
+                                             st1["disconnects"]))
+                            except (HarnessError, ValueError, subprocess.TimeoutExpired):
+                                pass
                         viol.extend("snapshot during the load: " + x for x in v)
                         stats["snapshots"] += 1
                 finally:
@@ -841,7 +862,7 @@ def run(args):
                    len(j.ops), len(j.acks), j.flushes, client.errors,
                    (note + "; ") if note else "", pnote, "OK" if not viol else "%d VIOLATIONS" % len(viol)),
                   flush=True)
-            for v in viol[:20]:
+            for v in viol[:15] + [x for x in viol[15:] if ": (" in x or x.startswith("(")]:
                 print("  " + v)
             if viol:
                 viol_total += len(viol)
@@ -886,6 +907,8 @@ def main():
     p.add_argument("--catchup-timeout", type=int, default=60)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--keep-going", action="store_true")
+    p.add_argument("--remote-log", action="store_true",
+                   help="nbdkit's log filter in front of the remote (remote.iolog)")
     p.add_argument("--selftest", action="store_true",
                    help="every cycle, also prove the checkers catch a hidden write")
     a = p.parse_args()
