@@ -261,8 +261,24 @@ control = { socket = "%s"; };
         self.remote_stopped = False
 
     def remote_stop(self):
+        """SIGSTOP the remote and wait until every thread of it has stopped: kill()
+        returns before the stop takes effect, and a snapshot read meanwhile would see
+        its devices at different moments."""
         self.remote.send_signal(signal.SIGSTOP)
         self.remote_stopped = True
+        pid = self.remote.pid
+        for _ in range(2000):
+            try:
+                states = []
+                for t in os.listdir("/proc/%d/task" % pid):
+                    with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                return                 # gone
+            if all(st in "TtZX" for st in states):
+                return
+            time.sleep(0.0005)
+        raise HarnessError("the remote did not stop within 1 s of SIGSTOP")
 
     def remote_cont(self):
         if self.remote_stopped:
@@ -704,6 +720,8 @@ def run(args):
                 rig.remote_start(delay)
             j = Journal(rig.ndev)
             viol = []
+            if args.remote_log and os.path.exists(os.path.join(T, "remote.iolog")):
+                os.truncate(os.path.join(T, "remote.iolog"), 0)   # this cycle's requests only
             client = Client(rig, j, rng, gen)
 
             def snapshot():
@@ -712,6 +730,9 @@ def run(args):
                 if rig.remote_stopped or rig.remote.poll() is not None:
                     return
                 rig.remote_stop()
+                if args.remote_log:
+                    with open(os.path.join(T, "remote.iolog"), "a") as f:
+                        f.write("SNAPSHOT %d\n" % stats["snapshots"])
                 try:
                     h = rlheader.read_header(rig.logpath)
                     st = h["sites"][1] if h else None
