@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <libconfig.h>
 
@@ -94,6 +96,50 @@ cfg_transport_of (const char *addr)
   if (!strncmp (addr, "file://", 7))
     return TRANSPORT_PATH;
   return -1;
+}
+
+int
+cfg_parse_listen (const char *s, char *host, size_t hostlen, int *port)
+{
+  const char *colon, *h = s;
+  size_t hl;
+  char buf[INET6_ADDRSTRLEN + 1], *end;
+  unsigned char addr[sizeof (struct in6_addr)];
+  long p;
+  int v6 = s[0] == '[';
+
+  if (v6) {
+    const char *close = strchr (s, ']');
+    if (!close || close[1] != ':')
+      return -1;
+    h = s + 1;
+    hl = (size_t) (close - h);
+    colon = close + 1;
+  }
+  else {
+    colon = strrchr (s, ':');
+    if (!colon)
+      return -1;
+    hl = (size_t) (colon - s);
+  }
+  if (hl == 0 || hl >= sizeof buf)
+    return -1;
+  memcpy (buf, h, hl);
+  buf[hl] = '\0';
+  if (inet_pton (v6 ? AF_INET6 : AF_INET, buf, addr) != 1)
+    return -1;
+  errno = 0;
+  p = strtol (colon + 1, &end, 10);
+  if (errno || end == colon + 1 || *end || p < 1 || p > 65535)
+    return -1;
+  if (host) {
+    if (hl >= hostlen)
+      return -1;
+    memcpy (host, buf, hl + 1);
+  }
+  if (port)
+    *port = (int) p;
+  return 0;
 }
 
 char *
@@ -212,6 +258,8 @@ cfg_free (struct cfg *c)
   free (c->replog.path);
   free (c->control.socket);
   free (c->control.group);
+  free (c->on_event);
+  free (c->metrics.listen);
   free (c->source);
   free (c);
 }
@@ -411,6 +459,16 @@ validate (struct cfg *c)
   }
   if (!c->control.socket && !(c->control.socket = cfg_default_control_socket ()))
     return -1;
+  if (c->on_event) {
+    if (c->on_event[0] != '/') {
+      where_error (c, 0, "on_event", "must be an absolute path: %s", c->on_event);
+      return -1;
+    }
+    if (access (c->on_event, X_OK) == -1) {
+      where_error (c, 0, "on_event", "%s: cannot be run: %s", c->on_event, strerror (errno));
+      return -1;
+    }
+  }
   return 0;
 }
 
@@ -796,6 +854,30 @@ load_control (struct cfg *c, const config_setting_t *g)
 }
 
 static int
+load_metrics (struct cfg *c, const config_setting_t *g)
+{
+  static const char *const keys[] = { "listen", NULL };
+  const config_setting_t *m;
+
+  if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
+    where_error (c, setting_line (g), "metrics", "must be a group { listen = \"HOST:PORT\"; }");
+    return -1;
+  }
+  if (check_keys (c, g, "metrics", keys) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "listen")) &&
+      get_string (c, m, "metrics.listen", &c->metrics.listen) == -1)
+    return -1;
+  if (c->metrics.listen && cfg_parse_listen (c->metrics.listen, NULL, 0, NULL) == -1) {
+    where_error (c, setting_line (m), "metrics.listen",
+                 "expected HOST:PORT with a numeric IPv4 or [IPv6] address and a port 1-65535: %s",
+                 c->metrics.listen);
+    return -1;
+  }
+  return 0;
+}
+
+static int
 load_list (struct cfg *c, const config_setting_t *l, const char *key,
            void **arr, size_t *count, size_t elsize,
            int (*one) (struct cfg *, const config_setting_t *, void *))
@@ -835,7 +917,8 @@ one_device (struct cfg *c, const config_setting_t *s, void *p)
 static struct cfg *
 load_config (config_t *lc, const char *name)
 {
-  static const char *const keys[] = { "replog", "sites", "devices", "control", NULL };
+  static const char *const keys[] = { "replog", "sites", "devices", "control", "on_event",
+                                      "metrics", NULL };
   struct cfg *c = cfg_new (name);
   const config_setting_t *root, *m;
 
@@ -860,6 +943,10 @@ load_config (config_t *lc, const char *name)
   if (load_list (c, m, "devices", (void **) &c->devices, &c->ndevices, sizeof *c->devices, one_device) == -1)
     goto err;
   if ((m = config_lookup (lc, "control")) && load_control (c, m) == -1)
+    goto err;
+  if ((m = config_lookup (lc, "on_event")) && get_string (c, m, "on_event", &c->on_event) == -1)
+    goto err;
+  if ((m = config_lookup (lc, "metrics")) && load_metrics (c, m) == -1)
     goto err;
   if (validate (c) == -1)
     goto err;
@@ -907,7 +994,7 @@ cfg_load_string (const char *text, const char *name)
 
 struct cfg_short {
   char *config_file;
-  char *log, *local, *control, *name, *dirty_log_dir;
+  char *log, *local, *control, *name, *dirty_log_dir, *on_event, *metrics_listen;
   char **remotes;
   size_t nremotes;
   uint64_t log_size, log_offset, size, region_size, disconnect_ms, commit_ms;
@@ -947,6 +1034,8 @@ cfg_short_free (struct cfg_short *s)
   free (s->log);
   free (s->local);
   free (s->control);
+  free (s->on_event);
+  free (s->metrics_listen);
   free (s->name);
   free (s->dirty_log_dir);
   for (i = 0; i < s->nremotes; i++)
@@ -1030,6 +1119,16 @@ cfg_short_set (struct cfg_short *s, const char *key, const char *value)
     return short_str (&s->config_file, key, value);
   if (!strcmp (key, "control"))
     return short_str (&s->control, key, value);
+  if (!strcmp (key, "on-event"))
+    return short_str (&s->on_event, key, value);
+  if (!strcmp (key, "metrics-listen")) {
+    if (cfg_parse_listen (value, NULL, 0, NULL) == -1) {
+      rep_error ("metrics-listen=%s: expected HOST:PORT with a numeric IPv4 or [IPv6] address "
+                 "and a port 1-65535", value);
+      return -1;
+    }
+    return short_str (&s->metrics_listen, key, value);
+  }
   s->nkeys++;
   if (!strcmp (key, "log"))
     return short_str (&s->log, key, value);
@@ -1133,6 +1232,35 @@ short_dirty_path (const struct cfg_short *s, const char *name, unsigned site, st
   return 0;
 }
 
+/* control=, on-event= and metrics-listen= go with config= too (they
+ * replace the file's values). */
+static int
+short_overrides (struct cfg *c, const struct cfg_short *s)
+{
+  struct { const char *v; char **dst; } o[] = {
+    { s->control, &c->control.socket }, { s->on_event, &c->on_event },
+    { s->metrics_listen, &c->metrics.listen },
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof o / sizeof o[0]; i++) {
+    if (!o[i].v)
+      continue;
+    free (*o[i].dst);
+    if (!(*o[i].dst = xstrdup (o[i].v)))
+      return -1;
+  }
+  if (s->on_event && c->on_event[0] != '/') {
+    rep_error ("on-event=%s: must be an absolute path", c->on_event);
+    return -1;
+  }
+  if (s->on_event && access (c->on_event, X_OK) == -1) {
+    rep_error ("on-event=%s: cannot be run: %m", c->on_event);
+    return -1;
+  }
+  return 0;
+}
+
 struct cfg *
 cfg_short_finish (struct cfg_short *s)
 {
@@ -1147,12 +1275,9 @@ cfg_short_finish (struct cfg_short *s)
       return NULL;
     }
     c = cfg_load_file (s->config_file);
-    if (c && s->control) {
-      free (c->control.socket);
-      if (!(c->control.socket = xstrdup (s->control))) {
-        cfg_free (c);
-        return NULL;
-      }
+    if (c && short_overrides (c, s) == -1) {
+      cfg_free (c);
+      return NULL;
     }
     return c;
   }
@@ -1178,7 +1303,7 @@ cfg_short_finish (struct cfg_short *s)
     c->replog.mode = s->mode;
   if (s->have_commit)
     c->replog.commit_interval_ms = s->commit_ms;
-  if (s->control && !(c->control.socket = xstrdup (s->control)))
+  if (short_overrides (c, s) == -1)
     goto err;
 
   c->nsites = 1 + (s->nremotes ? s->nremotes : 0);

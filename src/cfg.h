@@ -74,6 +74,10 @@ struct cfg {
     char *socket;                   /* default: see cfg_default_control_socket */
     char *group;                    /* may also connect; default none */
   } control;
+  char *on_event;                   /* hook run on state changes; default none */
+  struct {
+    char *listen;                   /* "HOST:PORT" of the HTTP endpoint; default none */
+  } metrics;
 };
 
 /* The nbdkit short form, collected key by key, then turned into a cfg. */
@@ -105,6 +109,9 @@ const struct cfg_leg *cfg_leg (const struct cfg_device *d, unsigned site);
 int cfg_transport_of (const char *addr);
 /* Default control socket path (malloc'd). */
 char *cfg_default_control_socket (void);
+/* "HOST:PORT" with a numeric IPv4 address or an [IPv6] one: 0 and the
+ * parts (host may be NULL to only check), or -1. */
+int cfg_parse_listen (const char *s, char *host, size_t hostlen, int *port);
 
 /* Names for printing. */
 const char *cfg_policy_name (enum cfg_policy p);

@@ -217,6 +217,19 @@ handle_json (struct replicator *r, const char *line)
     json_object_put (o);
     return replicator_status_json (r, false);
   }
+  if (!strcmp (cmd, "metrics")) {
+    char *text = replicator_metrics (r);
+    json_object_put (o);
+    if (!text)
+      return error_doc ("out of memory%s", "");
+    o = json_object_new_object ();
+    json_object_object_add (o, "ok", json_object_new_boolean (1));
+    json_object_object_add (o, "metrics", json_object_new_string (text));
+    free (text);
+    reply = strdup (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN));
+    json_object_put (o);
+    return reply;
+  }
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
       strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore")) {
     reply = error_doc ("unknown command '%s'", cmd);
@@ -320,8 +333,10 @@ serve_one (struct control *c, int fd)
 
   if (read_line (fd, line, sizeof line) == -1)
     reply = error_doc ("bad request: no complete command line within %s", "2 s or 4096 bytes");
-  else
+  else {
+    rep_debugc (REP_DBG_CONTROL, "control: %.200s", line);
     reply = control_handle (c->r, line);
+  }
   if (!reply)
     return;
   len = strlen (reply);

@@ -199,6 +199,8 @@ connector_thread (void *arg)
       wake (k);
       continue;
     }
+    rep_debugc (REP_DBG_LINK, "%s: connect to %s failed: %s; next try in %u ms", k->what, k->shown,
+                err, (unsigned) backoff);
     if (strcmp (err, k->last_error) != 0) {
       if (unsuitable)
         rep_error ("%s: %s refused: %s; retrying in the background", k->what, k->shown, err);

@@ -25,6 +25,7 @@ usage (FILE *f)
            "usage: replctl [--socket PATH | -i INSTANCE] COMMAND\n"
            "commands:\n"
            "  status [--json]     state of the log, sites, devices and legs\n"
+           "  metrics             the same figures in the OpenMetrics text format\n"
            "  resync DEVICE SITE [--full] [--wait]\n"
            "                      copy the leg's dirty regions (--full: every region)\n"
            "  pause SITE          stop feeding a remote site (clients stop waiting for it)\n"
@@ -481,6 +482,29 @@ admin (const char *sock, int argc, char **argv)
   return wait_op (sock, wait_site, "resync", before, resync_progress);
 }
 
+/* replctl metrics: print the instance's OpenMetrics text. */
+static int
+metrics (const char *sock)
+{
+  json_object *cmd = json_object_new_object (), *doc, *m;
+  int rc = 1;
+
+  json_object_object_add (cmd, "cmd", json_object_new_string ("metrics"));
+  doc = command (sock, cmd);
+  json_object_put (cmd);
+  if (doc && !reply_error (doc)) {
+    if (json_object_object_get_ex (doc, "metrics", &m)) {
+      fputs (json_object_get_string (m), stdout);
+      rc = 0;
+    }
+    else
+      fprintf (stderr, "replctl: the instance does not serve metrics (an older version?)\n");
+  }
+  if (doc)
+    json_object_put (doc);
+  return rc;
+}
+
 static char *sock_path;          /* freed at exit: usage errors return early */
 
 static void
@@ -542,6 +566,16 @@ main (int argc, char **argv)
       rc = admin (sock, argc - optind, argv + optind);
       return rc;
     }
+  if (!strcmp (argv[optind], "metrics")) {
+    if (optind + 1 < argc) {
+      fprintf (stderr, "replctl: metrics: unknown option '%s'\n", argv[optind + 1]);
+      return 2;
+    }
+    if (!sock && !(sock = cfg_default_control_socket ()))
+      return 1;
+    sock_path = sock;
+    return metrics (sock);
+  }
   if (strcmp (argv[optind], "status") != 0) {
     fprintf (stderr, "replctl: unknown command '%s'\n", argv[optind]);
     usage (stderr);

@@ -27,6 +27,7 @@
 
 #include "io.h"
 #include "link.h"
+#include "event.h"
 #include "pftrace.h"
 #include "dirtylog.h"
 #include "replicator.h"
@@ -152,6 +153,7 @@ replicator_free (struct replicator *r)
   size_t i;
   if (!r)
     return;
+  metrics_http_stop ();                  /* bound at the start, maybe never served */
   replog_close (r->rl);
   for (i = 0; i < r->ndevs; i++)
     vdev_destroy (&r->devs[i]);
@@ -248,7 +250,7 @@ rebuild_overlay (struct replicator *r)
     }
     n++;
   }
-  rep_debug ("read index rebuilt from %" PRIu64 " entries", n);
+  rep_debugc (REP_DBG_LOG, "read index rebuilt from %" PRIu64 " entries", n);
   return 0;
 }
 
@@ -331,9 +333,9 @@ remote_legs_init (struct vdev *d)
       rep_error ("device '%s': leg %s at site %u refused: %s", d->name, l->link.shown, l->site, err);
       return -1;
     }
-    rep_warn ("device '%s': leg %s at site %u is unreachable at start (%s); starting with the "
-              "site disconnected, its entries stay in the log and it reconnects in the background",
-              d->name, l->link.shown, l->site, err);
+    rep_event (EV_LINK_DOWN, (int) l->site, d->name, "leg %s is unreachable at start (%s); starting "
+               "with the site disconnected, its entries stay in the log and it reconnects in the "
+               "background", l->link.shown, err);
     rlink_set_error (&l->link, "%s", err);
     l->link.down_since_ns = link_mono_ns ();
   }
@@ -543,6 +545,7 @@ replicator_new (struct cfg *cfg)
   size_t i, j;
 
   pft_init ();                          /* before any file is written */
+  event_configure (cfg->on_event, cfg->control.socket);   /* events of the start are queued */
   if (!r) {
     rep_error ("calloc: %m");
     cfg_free (cfg);
@@ -552,6 +555,9 @@ replicator_new (struct cfg *cfg)
   r->drain_ms = 10000;
   r->started = (uint64_t) time (NULL);
   r->force_sync_engine = getenv ("NBD_REPLICATOR_NO_URING") != NULL;
+  /* The metrics port first: a port in use must not leave a new log behind. */
+  if (cfg->metrics.listen && metrics_http_open (r, cfg->metrics.listen) == -1)
+    goto err;
   if (cfg->ndevices > RL_MAX_DEVICES) {
     rep_error ("%s: at most %d devices share one log", cfg->source, RL_MAX_DEVICES);
     goto err;
@@ -720,6 +726,8 @@ replicator_start (struct replicator *r)
 {
   unsigned i;
 
+  if (event_start () == -1 || metrics_http_start () == -1)
+    return -1;
   if (replog_start (r->rl) == -1)
     return -1;
   for (i = 0; i < CFG_MAX_SITES; i++)
@@ -740,6 +748,8 @@ replicator_stop (struct replicator *r)
     if (r->sites[i].running)
       worker_stop (&r->sites[i]);
   replog_stop (r->rl);
+  metrics_http_stop ();
+  event_stop (2000);                     /* the hooks of the last changes, bounded */
 }
 
 struct vdev *
@@ -1480,15 +1490,14 @@ site_verify_json (struct replicator *r, struct site *s)
   return o;
 }
 
-char *
-replicator_status_json (struct replicator *r, bool pretty)
+json_object *
+replicator_status_obj (struct replicator *r)
 {
   json_object *root = json_object_new_object ();
   json_object *log = json_object_new_object ();
   json_object *sites = json_object_new_array ();
   json_object *devs = json_object_new_array ();
   struct replog_stats st;
-  char *out;
   size_t i, j;
 
   replog_get_stats (r->rl, &st);
@@ -1642,8 +1651,14 @@ replicator_status_json (struct replicator *r, bool pretty)
     json_object_array_add (devs, jd);
   }
   json_object_object_add (root, "devices", devs);
+  return root;
+}
 
-  out = strdup (json_object_to_json_string_ext (root, pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN));
+char *
+replicator_status_json (struct replicator *r, bool pretty)
+{
+  json_object *root = replicator_status_obj (r);
+  char *out = strdup (json_object_to_json_string_ext (root, pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN));
   json_object_put (root);
   return out;
 }

@@ -73,6 +73,10 @@ struct leg {
                                     lack writes of then; only a restore brings it back */
 };
 
+/* Client operations timed for metrics. */
+enum lat_op { LAT_READ, LAT_WRITE, LAT_ZERO, LAT_TRIM, LAT_FLUSH, LAT_OPS };
+#define LAT_BUCKETS 16
+
 struct vdev {
   struct replicator *r;
   unsigned index;                /* device number in the log */
@@ -103,6 +107,13 @@ struct vdev {
   /* Counters for status (atomic adds). */
   uint64_t reads, writes, zeroes, trims, flushes;
   uint64_t bytes_read, bytes_written;
+
+  /* Client request latency (atomic adds): bucket[i] counts requests that
+   * took at most lat_bounds[i] seconds and more than the bound before. */
+  struct {
+    uint64_t bucket[LAT_BUCKETS];
+    uint64_t count, sum_ns, errors;
+  } lat[LAT_OPS];
 };
 
 struct site {
@@ -213,8 +224,24 @@ int rdev_view_overlay (struct vdev *d, void *buf, uint32_t count, uint64_t offse
  * entry, no data on the local leg file): off when it starts with data. */
 uint64_t rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len);
 
-/* Status as a JSON document (malloc'd string). */
+/* Status as a JSON document (malloc'd string), or as json-c's object. */
 char *replicator_status_json (struct replicator *r, bool pretty);
+struct json_object;
+struct json_object *replicator_status_obj (struct replicator *r);
+
+/* Metrics in the OpenMetrics text format (malloc'd, ends with "# EOF"). */
+char *replicator_metrics (struct replicator *r);
+/* The HTTP endpoint of metrics.listen: bind before the fork (errors reach
+ * the operator), serve from a thread after it. */
+int metrics_http_open (struct replicator *r, const char *listen);
+int metrics_http_start (void);
+void metrics_http_stop (void);
+
+/* Client request latency for metrics: one histogram per device and
+ * operation (nanoseconds; ok = the request succeeded). */
+void rdev_observe (struct vdev *d, enum lat_op op, uint64_t ns, bool ok);
+const char *lat_op_name (enum lat_op op);
+extern const double lat_bounds[LAT_BUCKETS];
 
 const char *leg_state_name (enum leg_state s);
 

@@ -121,6 +121,7 @@
 #include "cfg.h"
 #include "crc32c.h"
 #include "io.h"
+#include "event.h"
 #include "pftrace.h"
 #include "replog.h"
 #include "report.h"
@@ -956,8 +957,8 @@ static void
 fail_log (struct replog *rl, const char *what)
 {
   if (!rl->failed)
-    rep_error ("replog %s: %s failed: %m; the log is now FAILED: flushes fail with EIO "
-               "until the instance is restarted", rl->path, what);
+    rep_event (EV_LOG_FAILED, -1, NULL, "replog %s: %s failed: %m; the log is now FAILED: flushes "
+               "fail with EIO until the instance is restarted", rl->path, what);
   rl->failed = true;
   pthread_cond_broadcast (&rl->durable_cv);
   pthread_cond_broadcast (&rl->space_cv);
@@ -1014,6 +1015,8 @@ sync_round_locked (struct replog *rl)
     return;
   }
   rl->syncs++;
+  rep_debugc (REP_DBG_LOG, "replog: sync round: durable up to seq %" PRIu64 "%s", c,
+              hdr ? ", header written" : "");
   if (c > rl->durable_seq) {
     rl->durable_seq = c;
     wake_workers (rl);

@@ -9,6 +9,13 @@
 
 static struct report_sink sink;
 static int verbose;
+unsigned rep_debug_mask;
+
+void
+report_set_debug_mask (unsigned mask)
+{
+  __atomic_store_n (&rep_debug_mask, mask, __ATOMIC_RELAXED);
+}
 
 void
 report_set_sink (const struct report_sink *s)

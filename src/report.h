@@ -28,4 +28,20 @@ void rep_warn (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void rep_info (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void rep_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
+/* Debug categories (nbdkit -D replicator.NAME=1, see the plugin's man
+ * page): rep_debugc costs one test when its category is off. */
+enum {
+  REP_DBG_WORKER = 1,     /* replicator.worker: epochs, checkpoints, rewinds */
+  REP_DBG_LINK = 2,       /* replicator.link: connections, timeouts */
+  REP_DBG_LOG = 4,        /* replicator.log: sync rounds, header writes, space */
+  REP_DBG_RESYNC = 8,     /* replicator.resync: region copies */
+  REP_DBG_CONTROL = 16,   /* replicator.control: control and metrics requests */
+  REP_DBG_EVENT = 32,     /* replicator.event: hook runs */
+  REP_DBG_ALL = 63,
+};
+extern unsigned rep_debug_mask;
+void report_set_debug_mask (unsigned mask);
+#define rep_debugc(cat, ...) \
+  do { if (__builtin_expect ((rep_debug_mask & (cat)) != 0, 0)) rep_debug (__VA_ARGS__); } while (0)
+
 #endif

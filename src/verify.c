@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "event.h"
 #include "link.h"
 #include "replicator.h"
 #include "report.h"
@@ -190,9 +191,9 @@ verify_thread (void *arg)
   if (r)
     rep_warn ("site %u: verify of device '%s' stopped: %s", s->id, v->d->name, why);
   else
-    rep_info ("site %u: verify of device '%s' finished: %" PRIu64 " regions checked, %" PRIu64
-              " differ, %" PRIu64 " written all the time (not checked)", s->id, v->d->name,
-              s->verify_checked, s->verify_differing, s->verify_busy);
+    rep_event (EV_VERIFY_FINISHED, (int) s->id, v->d->name, "verify finished: %" PRIu64 " regions "
+               "checked, %" PRIu64 " differ, %" PRIu64 " written all the time (not checked)",
+               s->verify_checked, s->verify_differing, s->verify_busy);
   free (v->dv);
   free (v->rv);
   free (v->d2);

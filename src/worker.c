@@ -52,6 +52,7 @@
 
 #include "dirtylog.h"
 #include "link.h"
+#include "event.h"
 #include "pftrace.h"
 #include "replicator.h"
 #include "report.h"
@@ -178,6 +179,7 @@ struct worker {
   uint64_t last_progress_ns, full_since_ns, last_tick_ns;
   bool stop_seen;
   uint64_t stop_at;
+  bool behind_reported;          /* the last site-behind / within event sent */
 };
 
 static uint64_t
@@ -351,16 +353,16 @@ local_fail (struct worker *w, struct leg *l, const char *op, int e)
   srv = vdev_pick_server (d);
   if (srv) {
     struct site *rs = &w->r->sites[srv];
-    rep_error ("device '%s': local leg %s failed (%s: %s): out of service; reads and writes "
-               "continue through site %u; restore it with 'replctl restore %s --from %u'",
-               d->name, l->cfg->path, op, strerror (e), srv, d->name, srv);
+    rep_event (EV_LOCAL_FAILED, 0, d->name, "local leg %s failed (%s: %s): out of service; reads "
+               "and writes continue through site %u; restore it with 'replctl restore %s --from %u'",
+               l->cfg->path, op, strerror (e), srv, d->name, srv);
     __atomic_fetch_or (&rs->serve_req, 1u << d->index, __ATOMIC_ACQ_REL);
     worker_poke (rs);
   }
   else {
-    rep_error ("device '%s': local leg %s failed (%s: %s) and no remote site is up to date "
-               "to serve the device: reads fail, writes are kept in the log until it is full "
-               "(the log holds their only copy)", d->name, l->cfg->path, op, strerror (e));
+    rep_event (EV_LOCAL_FAILED, 0, d->name, "local leg %s failed (%s: %s) and no remote site is up "
+               "to date to serve the device: reads fail, writes are kept in the log until it is "
+               "full (the log holds their only copy)", l->cfg->path, op, strerror (e));
     only_copy_update (w->r);
   }
   return false;            /* the takeover is asynchronous: skip from the next entry on */
@@ -387,8 +389,8 @@ serve_take (struct worker *w, uint32_t mask)
     pthread_mutex_unlock (&d->ov_lock);
     __atomic_fetch_or (&s->serving_devs, 1u << i, __ATOMIC_ACQ_REL);
     only_copy_update (w->r);             /* a remote copy exists now */
-    rep_info ("device '%s': reads are served from site %u (its leg and the log entries it has "
-              "not applied yet)", d->name, s->id);
+    rep_event (EV_SERVED_FROM, (int) s->id, d->name, "reads are served from this site (its leg "
+               "and the log entries it has not applied yet)");
   }
 }
 
@@ -473,12 +475,12 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
     w->rewind = true;
   rlink_set_error (k, "%s", why);
   if (ndoubt)
-    rep_warn ("%s: connection to %s dropped (%s); %u writes in flight are in doubt "
-              "(the remote may still apply them): their regions are marked for resync",
-              k->what, k->shown, why, ndoubt);
+    rep_event (EV_LINK_DOWN, (int) l->site, l->dev->name, "connection to %s dropped (%s); %u writes "
+               "in flight are in doubt (the remote may still apply them): their regions are marked "
+               "for resync", k->shown, why, ndoubt);
   else
-    rep_warn ("%s: connection to %s lost (%s); reconnecting, its entries stay in the log",
-              k->what, k->shown, why);
+    rep_event (EV_LINK_DOWN, (int) l->site, l->dev->name, "connection to %s lost (%s); "
+               "reconnecting, its entries stay in the log", k->shown, why);
   if (l->ckpt_pending) {
     l->ckpt_pending = 0;
     ckpt_result (w, -ENOTCONN);
@@ -565,7 +567,8 @@ links_service (struct worker *w, uint64_t now)
       k->gen++;
       __atomic_add_fetch (&k->connects, 1, __ATOMIC_RELAXED);
       l->lbs = info.block_size;
-      rep_info ("%s: connected to %s (%s, %" PRIu64 " bytes)", k->what, k->shown, k->ops->name, info.size);
+      rep_event (EV_LINK_UP, (int) l->site, l->dev->name, "connected to %s (%s, %" PRIu64 " bytes)",
+                 k->shown, k->ops->name, info.size);
     }
     if (tick && k->ops->tick (k->conn) == -1) {
       link_down (w, l, false, "connection closed");
@@ -742,8 +745,8 @@ io_complete (struct worker *w, struct wio *io)
     /* No remote site took over: the entries were retried in order, so
      * the leg is whole again. */
     struct vdev *d = io->leg->dev;
-    rep_info ("device '%s': local leg %s is writable again: back in service", d->name,
-              io->leg->cfg->path);
+    rep_event (EV_LOCAL_BACK, 0, d->name, "local leg %s is writable again: back in service",
+               io->leg->cfg->path);
     pthread_mutex_lock (&d->ov_lock);
     d->local_out = false;
     pthread_mutex_unlock (&d->ov_lock);
@@ -836,7 +839,7 @@ io_result (struct worker *w, unsigned idx, int res)
       l->punch_ok = false;
     else
       l->zero_range_ok = false;
-    rep_debug ("device '%s': leg %s: fallocate mode 0x%x unsupported, falling back",
+    rep_debugc (REP_DBG_WORKER, "device '%s': leg %s: fallocate mode 0x%x unsupported, falling back",
                l->dev->name, l->cfg->path, mode);
     return true;
   }
@@ -969,6 +972,8 @@ ckpt_start (struct worker *w, uint64_t upto)
 
   if (w->ckpt_busy || (upto <= w->posted && !w->ckpt_force) || w->rewind)
     return;
+  rep_debugc (REP_DBG_WORKER, "site %u: checkpoint: flushing the legs up to seq %" PRIu64,
+              w->site->id, upto);
   w->ckpt_seq = upto;
   w->ckpt_err = 0;
   if (w->nclr && !w->nclr_ck) {          /* the copies completed so far */
@@ -1045,7 +1050,7 @@ reap (struct worker *w, unsigned timeout_ms)
     r = timeout_ms || w->nready ? io_uring_submit_and_wait_timeout (&w->ring, &cqe, w->nready ? 0 : 1, &ts, NULL)
                                 : io_uring_submit (&w->ring);
     if (r < 0 && r != -ETIME && r != -EINTR)
-      rep_debug ("io_uring_submit_and_wait_timeout: %s", strerror (-r));
+      rep_debugc (REP_DBG_WORKER, "io_uring_submit_and_wait_timeout: %s", strerror (-r));
     io_uring_for_each_cqe (&w->ring, head, cqe) {
       uint64_t tag = io_uring_cqe_get_data64 (cqe);
       int res = cqe->res;
@@ -1128,6 +1133,8 @@ fill (struct worker *w, uint64_t durable)
     w->next = w->posted + 1;
     w->done = w->posted;
     w->rewind = false;
+    rep_debugc (REP_DBG_WORKER, "site %u: re-sending from seq %" PRIu64 " (after a lost connection)",
+                w->site->id, w->next);
   }
 
   while (w->ninflight < w->qd && w->next <= durable) {
@@ -1154,6 +1161,8 @@ fill (struct worker *w, uint64_t durable)
       w->cdone[w->next % w->ndesc] = 0;
       w->next++;
       mark_done (w, w->next - 1);
+      rep_debugc (REP_DBG_WORKER, "site %u: epoch boundary at seq %" PRIu64 " crossed",
+                  w->site->id, w->next - 1);
       continue;
     }
     l = w->leg_of_dev[d->device];
@@ -1207,8 +1216,9 @@ go_dirty (struct worker *w, const char *why)
   struct site *s = w->site;
   unsigned i;
 
-  rep_warn ("site %u: %s: moving it to dirty-log mode; the log releases its entries and "
-            "records their regions in the legs' dirty logs (the site needs a resync)", s->id, why);
+  rep_event (EV_SITE_DIRTY, (int) s->id, NULL, "%s: moving it to dirty-log mode; the log releases "
+             "its entries and records their regions in the legs' dirty logs (the site needs a "
+             "resync)", why);
   if (replog_set_site_dirty (w->r->rl, s->id) == -1) {
     rep_error ("site %u: could not record dirty-log mode in the log header: %m", s->id);
     return;
@@ -1259,22 +1269,36 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
   if ((!pending && up) || w->paused_seen)
     w->last_progress_ns = now;
   if (!s->disconnected && since (now, w->last_progress_ns) > timeout) {
-    rep_warn ("site %u: disconnected (%s for %" PRIu64 " ms); clients no longer wait for it, "
-              "its entries stay in the log", s->id, up ? "no progress" : "link down",
-              s->cfg->disconnect_timeout_ms);
+    rep_event (EV_SITE_DISCONNECTED, (int) s->id, NULL, "disconnected (%s for %" PRIu64 " ms); "
+               "clients no longer wait for it, its entries stay in the log",
+               up ? "no progress" : "link down", s->cfg->disconnect_timeout_ms);
     set_disconnected (s, true);
   }
   else if (s->disconnected && up && !w->paused_seen &&
            since (now, w->last_progress_ns) < TICK_MS * 1000000u) {
-    rep_info ("site %u: back; catching up with %" PRIu64 " entries from the log", s->id,
-              durable > w->done ? durable - w->done : 0);
+    rep_event (EV_SITE_BACK, (int) s->id, NULL, "back; catching up with %" PRIu64 " entries "
+               "from the log", durable > w->done ? durable - w->done : 0);
     pthread_mutex_lock (&s->lock);
     __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
     s->catching_up = true;
     pthread_mutex_unlock (&s->lock);
   }
+  /* Over the fall_behind threshold (clients wait for the site) or back
+   * under it: one event per change. */
+  {
+    bool over = !__atomic_load_n (&s->dirty, __ATOMIC_RELAXED) &&
+      __atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, durable);
+    if (over != w->behind_reported) {
+      w->behind_reported = over;
+      if (over)
+        rep_event (EV_SITE_BEHIND, (int) s->id, NULL, "over its fall_behind threshold: clients "
+                   "wait for it (%" PRIu64 " entries behind)", durable > w->done ? durable - w->done : 0);
+      else
+        rep_event (EV_SITE_WITHIN, (int) s->id, NULL, "back within its fall_behind threshold");
+    }
+  }
   if (s->catching_up && durable - w->done <= w->qd) {
-    rep_info ("site %u: caught up", s->id);
+    rep_event (EV_SITE_CAUGHT_UP, (int) s->id, NULL, "caught up");
     pthread_mutex_lock (&s->lock);
     s->catching_up = false;
     pthread_mutex_unlock (&s->lock);
@@ -1431,9 +1455,9 @@ resync_begin (struct worker *w, uint64_t now)
       (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
   pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
-  rep_info ("site %u: resync started: %" PRIu64 " dirty regions to copy; the site is fed from "
-            "the log again from seq %" PRIu64 " and is not consistent until the copy is done",
-            s->id, total, start);
+  rep_event (EV_RESYNC_STARTED, (int) s->id, NULL, "resync started: %" PRIu64 " dirty regions to "
+             "copy; the site is fed from the log again from seq %" PRIu64 " and is not consistent "
+             "until the copy is done", total, start);
 }
 
 static bool
@@ -1546,6 +1570,8 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   w->ncopies++;
   if (!zero)
     w->rs_bytes_started += len;
+  rep_debugc (REP_DBG_RESYNC, "site %u: resync: device '%s' %s %" PRIu64 "+%" PRIu64, w->site->id,
+              d->name, zero ? "zeroes" : "copies", off, len);
   if (!reading && durable >= io->hold_seq) {
     io->staged = false;
     io_issue (w, slot);
@@ -1640,8 +1666,8 @@ restore_finish (struct worker *w)
     __atomic_store_n (&l->state, LEG_REPLICATING, __ATOMIC_RELAXED);
     l->last_error[0] = 0;
     l->stale = false;
-    rep_info ("device '%s': local leg %s restored from site %u: back in service", d->name,
-              l->cfg->path, from);
+    rep_event (EV_LOCAL_BACK, 0, d->name, "local leg %s restored from site %u: back in service",
+               l->cfg->path, from);
   }
 }
 
@@ -1675,9 +1701,9 @@ resync_finish (struct worker *w)
   w->rs_backoff_ns = 0;
   w->rs_flushing = false;
   resync_free_buffers (w);
-  rep_info ("site %u: resync finished: %" PRIu64 " regions, %" PRIu64 " MiB of data and %"
-            PRIu64 " MiB of zeroes in %.1f s; the site is consistent again", s->id,
-            s->resync_copied, s->resync_bytes >> 20, s->resync_zero_bytes >> 20, secs);
+  rep_event (EV_RESYNC_FINISHED, (int) s->id, NULL, "resync finished: %" PRIu64 " regions, %"
+             PRIu64 " MiB of data and %" PRIu64 " MiB of zeroes in %.1f s; the site is consistent "
+             "again", s->resync_copied, s->resync_bytes >> 20, s->resync_zero_bytes >> 20, secs);
 }
 
 /* A site in log mode with in-doubt regions (an aborted NBD connection):
@@ -1729,8 +1755,8 @@ restore_begin (struct worker *w, uint64_t now, uint32_t mask)
     __atomic_store_n (&l->state, LEG_RESYNCING, __ATOMIC_RELAXED);
     w->rs_cursor[i] = 0;
     any = true;
-    rep_info ("device '%s': restoring the local leg %s from site %u", l->dev->name,
-              l->cfg->path, l->dev->serving);
+    rep_event (EV_RESTORE_STARTED, 0, l->dev->name, "restoring the local leg %s from site %u",
+               l->cfg->path, l->dev->serving);
   }
   if (!any)
     return;
@@ -1756,13 +1782,13 @@ requests_check (struct worker *w, uint64_t now)
   if (paused != w->paused_seen) {
     w->paused_seen = paused;
     if (paused) {
-      rep_info ("site %u: paused by the administrator: not fed from the log, clients do not "
-                "wait for it; its entries stay in the log", s->id);
+      rep_event (EV_SITE_PAUSED, (int) s->id, NULL, "paused by the administrator: not fed from "
+                 "the log, clients do not wait for it; its entries stay in the log");
       if (!s->disconnected)
         set_disconnected (s, true);
     }
     else {
-      rep_info ("site %u: resumed", s->id);
+      rep_event (EV_SITE_RESUMED, (int) s->id, NULL, "resumed");
       w->last_progress_ns = now;
     }
   }
@@ -1983,7 +2009,7 @@ local_loop (struct worker *w)
         if (!d->local_out || d->serving || !(srv = vdev_pick_server (d)) ||
             (__atomic_load_n (&r->sites[srv].serve_req, __ATOMIC_ACQUIRE) & (1u << i)))
           continue;
-        rep_info ("device '%s': site %u is up to date now: it serves the device", d->name, srv);
+        rep_event (EV_SERVED_FROM, (int) srv, d->name, "up to date now: this site serves the device");
         __atomic_fetch_or (&r->sites[srv].serve_req, 1u << i, __ATOMIC_ACQ_REL);
         worker_poke (&r->sites[srv]);
       }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -19,8 +20,30 @@
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
-/* Debug flag: -D replicator.verbose=1 prints the core's debug messages. */
+/* Debug flags (nbdkit -v -D replicator.NAME=1), see nbdkit-replicator-plugin(1):
+ * verbose turns every category on. */
 NBDKIT_DLL_PUBLIC int replicator_debug_verbose;
+NBDKIT_DLL_PUBLIC int replicator_debug_worker;
+NBDKIT_DLL_PUBLIC int replicator_debug_link;
+NBDKIT_DLL_PUBLIC int replicator_debug_log;
+NBDKIT_DLL_PUBLIC int replicator_debug_resync;
+NBDKIT_DLL_PUBLIC int replicator_debug_control;
+NBDKIT_DLL_PUBLIC int replicator_debug_event;
+
+/* nbdkit sets the flags right after loading the plugin. */
+static void
+debug_flags (void)
+{
+  unsigned m = 0;
+  if (replicator_debug_verbose) m |= REP_DBG_ALL;
+  if (replicator_debug_worker) m |= REP_DBG_WORKER;
+  if (replicator_debug_link) m |= REP_DBG_LINK;
+  if (replicator_debug_log) m |= REP_DBG_LOG;
+  if (replicator_debug_resync) m |= REP_DBG_RESYNC;
+  if (replicator_debug_control) m |= REP_DBG_CONTROL;
+  if (replicator_debug_event) m |= REP_DBG_EVENT;
+  report_set_debug_mask (m);
+}
 
 static struct cfg_short *params;     /* collected by .config */
 static struct cfg *cfg;              /* built by .config_complete */
@@ -50,8 +73,7 @@ sink_info (const char *fmt, va_list ap)
 static void
 sink_debug_quiet (const char *fmt, va_list ap)
 {
-  if (replicator_debug_verbose)
-    nbdkit_vdebug (fmt, ap);
+  nbdkit_vdebug (fmt, ap);              /* rep_debugc decided already */
 }
 
 static void
@@ -87,6 +109,7 @@ replicator_config (const char *key, const char *value)
 static int
 replicator_config_complete (void)
 {
+  debug_flags ();
   cfg = cfg_short_finish (params);
   return cfg ? 0 : -1;
 }
@@ -118,7 +141,9 @@ replicator_config_complete (void)
   "queue-depth=<N>          requests in flight per leg (default 32)\n" \
   "direct-io=true|false     O_DIRECT on path legs (default true; false = page cache)\n" \
   "commit-interval=<T>      background group commit of the log (default 5ms)\n" \
-  "control=<PATH>           control socket for replctl (default /run/nbd-replicator/control.sock)"
+  "control=<PATH>           control socket for replctl (default /run/nbd-replicator/control.sock)\n" \
+  "on-event=<PATH>          program run on state changes (event in its environment)\n" \
+  "metrics-listen=<HOST:PORT>  serve OpenMetrics at http://HOST:PORT/metrics"
 
 static void
 replicator_dump_plugin (void)
@@ -137,7 +162,7 @@ replicator_dump_plugin (void)
   printf ("replicator_short_form=log,log-size,log-offset,log-mode,local,size,name,remote,"
           "policy,local-policy,fall-behind,disconnect-timeout,pull-ahead,request-timeout,"
           "initial-sync,resync-rate,region-size,dirty-log-dir,"
-          "queue-depth,direct-io,commit-interval,control\n");
+          "queue-depth,direct-io,commit-interval,control,on-event,metrics-listen\n");
 }
 
 static int
@@ -240,36 +265,58 @@ static int replicator_can_fast_zero (void *h) { return 1; }
 /* A flush makes the whole log durable, whatever connection sent it. */
 static int replicator_can_multi_conn (void *h) { return 1; }
 
+/* Every request is timed for the latency histograms (metrics). */
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+static int
+timed (void *handle, enum lat_op op, uint64_t t0, int r)
+{
+  rdev_observe (handle, op, now_ns () - t0, r == 0);
+  return r;
+}
+
 static int
 replicator_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return rdev_pread (handle, buf, count, offset);
+  uint64_t t0 = now_ns ();
+  return timed (handle, LAT_READ, t0, rdev_pread (handle, buf, count, offset));
 }
 
 static int
 replicator_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return rdev_pwrite (handle, buf, count, offset, flags & NBDKIT_FLAG_FUA);
+  uint64_t t0 = now_ns ();
+  return timed (handle, LAT_WRITE, t0, rdev_pwrite (handle, buf, count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
 static int
 replicator_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return rdev_zero (handle, count, offset, flags & NBDKIT_FLAG_MAY_TRIM, flags & NBDKIT_FLAG_FUA);
+  uint64_t t0 = now_ns ();
+  return timed (handle, LAT_ZERO, t0,
+                rdev_zero (handle, count, offset, flags & NBDKIT_FLAG_MAY_TRIM, flags & NBDKIT_FLAG_FUA));
 }
 
 static int
 replicator_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return rdev_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA);
+  uint64_t t0 = now_ns ();
+  return timed (handle, LAT_TRIM, t0, rdev_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
 static int
 replicator_flush (void *handle, uint32_t flags)
 {
   struct vdev *d = handle;
+  uint64_t t0 = now_ns ();
   __atomic_add_fetch (&d->flushes, 1, __ATOMIC_RELAXED);
-  return rdev_flush (d->r);
+  return timed (handle, LAT_FLUSH, t0, rdev_flush (d->r));
 }
 
 static struct nbdkit_plugin plugin = {
