@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -22,7 +23,27 @@
 #include "report.h"
 
 #define LINE_MAX_BYTES 4096
-#define CLIENT_TIMEOUT_MS 2000
+#define CLIENT_TIMEOUT_MS 2000           /* a whole command line, and a whole reply */
+#define DRAIN_MS 100                     /* what a client sends after its line */
+
+static uint64_t
+mono_ms (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+/* poll fd for ev until the deadline (CLOCK_MONOTONIC ms): > 0 if ready. */
+static int
+poll_until (int fd, short ev, uint64_t deadline)
+{
+  struct pollfd p = { .fd = fd, .events = ev };
+  uint64_t now = mono_ms ();
+  if (now >= deadline)
+    return 0;
+  return poll (&p, 1, (int) (deadline - now));
+}
 
 struct control {
   struct replicator *r;
@@ -33,13 +54,36 @@ struct control {
   bool running;                  /* the thread was started */
 };
 
+/* Is s valid UTF-8?  (JSON text is UTF-8: a reply must not echo other bytes.) */
+static bool
+utf8_valid (const unsigned char *s)
+{
+  while (*s) {
+    int n = *s < 0x80 ? 0 : (*s & 0xe0) == 0xc0 ? 1 : (*s & 0xf0) == 0xe0 ? 2 :
+            (*s & 0xf8) == 0xf0 ? 3 : -1;
+    if (n < 0)
+      return false;
+    for (s++; n > 0; n--, s++)
+      if ((*s & 0xc0) != 0x80)
+        return false;
+  }
+  return true;
+}
+
 static char *
 error_doc (const char *fmt, const char *arg)
 {
   json_object *o = json_object_new_object ();
-  char msg[512];
+  char msg[512], safe[256];
   char *s;
 
+  if (!utf8_valid ((const unsigned char *) arg)) {
+    size_t i;
+    for (i = 0; arg[i] && i < sizeof safe - 1; i++)
+      safe[i] = (unsigned char) arg[i] < 0x80 ? arg[i] : '?';
+    safe[i] = 0;
+    arg = safe;
+  }
   snprintf (msg, sizeof msg, fmt, arg);
   json_object_object_add (o, "error", json_object_new_string (msg));
   s = strdup (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN));
@@ -300,16 +344,17 @@ control_handle (struct replicator *r, const char *line)
   return error_doc ("unknown command '%s'", cmd);
 }
 
-/* Read one line with a deadline; -1 on timeout, error or overlong line. */
+/* Read one line within CLIENT_TIMEOUT_MS in all; -1 on timeout, error or
+ * overlong line. */
 static int
 read_line (int fd, char *buf, size_t len)
 {
   size_t got = 0;
+  uint64_t deadline = mono_ms () + CLIENT_TIMEOUT_MS;
 
   while (got < len - 1) {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
     ssize_t r;
-    if (poll (&p, 1, CLIENT_TIMEOUT_MS) <= 0)
+    if (poll_until (fd, POLLIN, deadline) <= 0)
       return -1;
     r = read (fd, buf + got, len - 1 - got);
     if (r <= 0)
@@ -330,6 +375,7 @@ serve_one (struct control *c, int fd)
   char line[LINE_MAX_BYTES + 1];
   char *reply;
   size_t len, off = 0;
+  uint64_t deadline;
 
   if (read_line (fd, line, sizeof line) == -1)
     reply = error_doc ("bad request: no complete command line within %s", "2 s or 4096 bytes");
@@ -340,10 +386,10 @@ serve_one (struct control *c, int fd)
   if (!reply)
     return;
   len = strlen (reply);
+  deadline = mono_ms () + CLIENT_TIMEOUT_MS;
   while (off < len) {
-    struct pollfd p = { .fd = fd, .events = POLLOUT };
     ssize_t w;
-    if (poll (&p, 1, CLIENT_TIMEOUT_MS) <= 0)
+    if (poll_until (fd, POLLOUT, deadline) <= 0)
       break;                              /* a client that never reads */
     w = send (fd, reply + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w <= 0 && errno != EAGAIN)
@@ -358,10 +404,10 @@ serve_one (struct control *c, int fd)
    * the reply (an overlong line): end our side, then take what the client
    * still sends, briefly. */
   shutdown (fd, SHUT_WR);
+  deadline = mono_ms () + DRAIN_MS;
   for (off = 0; off < 65536; ) {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
     ssize_t r;
-    if (poll (&p, 1, 100) <= 0 || (r = read (fd, line, sizeof line)) <= 0)
+    if (poll_until (fd, POLLIN, deadline) <= 0 || (r = read (fd, line, sizeof line)) <= 0)
       break;
     off += (size_t) r;
   }

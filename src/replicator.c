@@ -924,6 +924,30 @@ view_walk (struct vdev *d, void *buf, uint32_t count, uint64_t offset, struct ga
     add_gap (g, g->cursor, g->end);
 }
 
+/* The local leg of d failed a read: with a remote site up to date, site 0
+ * takes the leg out of service (as after a failed write) and that site
+ * serves the device.  Waits for that, at most site 0's disconnect_timeout;
+ * 0 once a remote site serves the device. */
+static int
+local_read_failed (struct vdev *d)
+{
+  struct site *s0 = &d->r->sites[0];
+  uint64_t i, n = s0->cfg->disconnect_timeout_ms / 10 + 1;
+
+  __atomic_add_fetch (&d->local->errors, 1, __ATOMIC_RELAXED);
+  if (!vdev_pick_server (d))
+    return -1;                           /* the leg holds the only copy */
+  __atomic_fetch_or (&s0->fail_req, 1u << d->index, __ATOMIC_ACQ_REL);
+  worker_poke (s0);
+  for (i = 0; i < n; i++) {
+    if (__atomic_load_n (&d->local_out, __ATOMIC_ACQUIRE) &&
+        __atomic_load_n (&d->serving, __ATOMIC_ACQUIRE))
+      return 0;
+    usleep (10000);
+  }
+  return -1;
+}
+
 /* The device's content (leg + unapplied entries), without counting it as a
  * client read. */
 int
@@ -932,7 +956,7 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
   struct gaps g;
   size_t i;
   int r = 0;
-  bool out;
+  bool out, local_failed = false;
   unsigned serving;
 
   if (offset > d->size || count > d->size - offset) {
@@ -971,10 +995,15 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
                   (uint32_t) (g.v[i][1] - g.v[i][0]), g.v[i][0]) == -1) {
       rep_error ("device '%s': reading local leg %s: %m", d->name, d->local->cfg->path);
       r = -1;
+      local_failed = true;
     }
   }
   if (g.v != g.inline_v)
     free (g.v);
+  if (local_failed && local_read_failed (d) == 0)
+    return rdev_read_view (d, buf, count, offset);   /* through the serving site now */
+  if (local_failed)
+    errno = EIO;
   return r;
 }
 

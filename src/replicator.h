@@ -153,6 +153,7 @@ struct site {
                                     local leg failed) */
   uint32_t serving_devs;         /* devices it serves (worker) */
   uint32_t restore_req;          /* site 0: devices whose local leg is to be restored */
+  uint32_t fail_req;             /* site 0: devices whose local leg failed a read */
   /* Verify (verify.c): a thread of its own while active. */
   pthread_t verify_thread;
   bool verify_thread_started;    /* to be joined */

@@ -151,6 +151,9 @@ struct replog {
   pthread_cond_t work_cv;        /* durable_seq advanced (workers) */
 
   struct rl_header hdr;          /* the newest durable header */
+  struct rl_header hdr_old;      /* the other copy: recovery falls back to it if
+                                    the newest one is damaged, so space is reused
+                                    only once both copies let it go */
   uint64_t next_seq;             /* next seq to reserve */
   uint64_t committed_seq;        /* every entry <= this is committed */
   uint64_t durable_seq;          /* every entry <= this is durable */
@@ -694,8 +697,11 @@ mark_releases (struct replog *rl, const struct rl_header *h)
 static void
 recompute_tail (struct replog *rl)
 {
-  uint32_t dirty;
-  uint64_t t = tail_of (rl, &rl->hdr, &dirty);
+  uint32_t dirty, dirty_old;
+  uint64_t t = tail_of (rl, &rl->hdr, &dirty), t_old = tail_of (rl, &rl->hdr_old, &dirty_old);
+
+  if (t_old < t)
+    t = t_old;                           /* the fall-back copy still needs it */
 
   if (t <= rl->tail_seq)
     return;
@@ -877,10 +883,14 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
     rep_error ("replog %s: clearing free descriptor slots: %m", a->path);
     goto err;
   }
-  if (header_write (rl, &rl->hdr) == -1 || fdatasync (fd) == -1) {
+  /* Both copies, one after the other: the copy recovery falls back to
+   * must know the devices and sites too (and a damaged copy is rewritten). */
+  if (header_write (rl, &rl->hdr) == -1 || fdatasync (fd) == -1 ||
+      header_write (rl, &rl->hdr) == -1 || fdatasync (fd) == -1) {
     rep_error ("replog %s: writing the header: %m", a->path);
     goto err;
   }
+  rl->hdr_old = rl->hdr;
   for (i = 0; i < RL_MAX_SITES; i++)
     rl->pending_applied[i] = rl->hdr.sites[i].applied;
   recompute_tail (rl);
@@ -923,6 +933,13 @@ header_pending (struct replog *rl)
   for (i = 0; i < RL_MAX_SITES; i++)
     if (rl->hdr.sites[i].present && rl->pending_applied[i] > rl->hdr.sites[i].applied)
       return true;
+  {
+    /* The other copy still holds space the newest one released: write it
+     * too (batched like any header write; at once for space waiters). */
+    uint32_t d;
+    if (tail_of (rl, &rl->hdr_old, &d) < tail_of (rl, &rl->hdr, &d))
+      return true;
+  }
   return false;
 }
 
@@ -1023,6 +1040,7 @@ sync_round_locked (struct replog *rl)
   }
   if (hdr) {
     unsigned i;
+    rl->hdr_old = rl->hdr;
     rl->hdr = h;
     rl->pending_dirty &= ~dirty;
     rl->pending_resume &= ~resume;
@@ -1131,8 +1149,10 @@ replog_stop (struct replog *rl)
       h.clean = drained;
       if (header_write (rl, &h) == -1 || fdatasync (rl->fd) == -1)
         fail_log (rl, "writing the final header");
-      else
+      else {
+        rl->hdr_old = rl->hdr;
         rl->hdr = h;
+      }
     }
   }
   pthread_mutex_unlock (&rl->lock);

@@ -177,6 +177,8 @@ struct worker {
   uint64_t poll_gen;
   /* link health */
   uint64_t last_progress_ns, full_since_ns, last_tick_ns;
+  uint64_t done_hwm;               /* highest done: entries sent again after a
+                                      rewind are not progress */
   bool stop_seen;
   uint64_t stop_at;
   bool behind_reported;          /* the last site-behind / within event sent */
@@ -254,21 +256,40 @@ remote_done (void *opaque, int res)
 }
 
 static void ckpt_result (struct worker *w, int res);
+static void forget_copies (struct worker *w, struct leg *l);
 
 static void
 remote_flush_done (void *opaque, int res)
 {
   struct leg_ckpt *c = opaque;
   struct leg *l = c->leg;
+  struct worker *w = c->w;
 
   if (!l->ckpt_pending || l->ckpt_gen != l->link.gen)
     return;
   l->ckpt_pending = 0;
-  if (res < 0) {
+  if (res < 0 && !link_conn_error (res)) {
+    /* The remote could not make its cache durable: what the flush was to
+     * cover may be gone with it (a dropped cache, a writeback error).  Send
+     * the entries after the applied sequence again (same epoch: harmless)
+     * and copy the regions again, as after a lost connection. */
+    errno = -res;
+    __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
+    if (strncmp (l->last_error, "flush: ", 7) != 0)
+      rep_error ("device '%s': leg %s (site %u): flush failed: %m; its unflushed entries are "
+                 "sent again and the flush retried", l->dev->name, l->link.shown, l->site);
+    snprintf (l->last_error, sizeof l->last_error, "flush: %m");
+    forget_copies (w, l);
+    if (w->done > w->posted)
+      w->rewind = true;
+  }
+  else if (res < 0) {
     errno = -res;
     snprintf (l->last_error, sizeof l->last_error, "flush: %m");
   }
-  ckpt_result (c->w, res < 0 ? res : 0);
+  else if (!strncmp (l->last_error, "flush: ", 7))
+    l->last_error[0] = 0;
+  ckpt_result (w, res < 0 ? res : 0);
 }
 
 /* ---- the local leg out of service --------------------------------------- *
@@ -405,6 +426,22 @@ disarm_poll (struct worker *w, struct leg *l)
   l->link.poll_tag = 0;
 }
 
+/* Copies to l that no flush covered yet: their dirty bits stay set, so
+ * they are copied again. */
+static void
+forget_copies (struct worker *w, struct leg *l)
+{
+  unsigned i, j;
+  for (i = 0, j = 0; i < w->nclr; i++)
+    if (w->clr[i].leg != l)
+      w->clr[j++] = w->clr[i];
+  w->nclr = j;
+  for (i = 0, j = 0; i < w->nclr_ck; i++)
+    if (w->clr_ck[i].leg != l)
+      w->clr_ck[j++] = w->clr_ck[i];
+  w->nclr_ck = j;
+}
+
 /* The connection of leg l is gone (or we abort it).  Park its requests
  * for re-sending; in_doubt: we aborted it while the remote may still
  * execute what it had (NBD). */
@@ -412,7 +449,7 @@ static void
 link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
 {
   struct rlink *k = &l->link;
-  unsigned i, j, ndoubt = 0;
+  unsigned i, ndoubt = 0;
 
   if (!k->up)
     return;
@@ -463,14 +500,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
    * with the remote's cache (a restarted server): copy those regions again
    * (their bits stay set), and re-send the entries after the applied
    * sequence (same epoch: idempotent) before the next checkpoint. */
-  for (i = 0, j = 0; i < w->nclr; i++)
-    if (w->clr[i].leg != l)
-      w->clr[j++] = w->clr[i];
-  w->nclr = j;
-  for (i = 0, j = 0; i < w->nclr_ck; i++)
-    if (w->clr_ck[i].leg != l)
-      w->clr_ck[j++] = w->clr_ck[i];
-  w->nclr_ck = j;
+  forget_copies (w, l);
   if (w->done > w->posted)
     w->rewind = true;
   rlink_set_error (k, "%s", why);
@@ -720,6 +750,9 @@ mark_done (struct worker *w, uint64_t seq)
     w->cdone[(w->done + 1) % w->ndesc] = 0;
     w->done++;
   }
+  if (w->done <= w->done_hwm)
+    return;                              /* sent again after a rewind */
+  w->done_hwm = w->done;
   w->last_progress_ns = mono_ns ();
   pthread_mutex_lock (&s->lock);
   __atomic_store_n (&s->done_seq, w->done, __ATOMIC_RELAXED);   /* read without the lock too */
@@ -759,8 +792,8 @@ io_complete (struct worker *w, struct wio *io)
     rep_info ("device '%s': leg at site %u is writable again", io->leg->dev->name, io->leg->site);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
   }
-  if (io->leg->last_error[0])
-    io->leg->last_error[0] = 0;
+  if (io->leg->last_error[0] && strncmp (io->leg->last_error, "flush: ", 7) != 0)
+    io->leg->last_error[0] = 0;        /* a flush error is cleared by a flush */
   w->fin[w->nfin++] = *io;
   io->active = false;
   w->ninflight--;
@@ -911,6 +944,7 @@ post (struct worker *w, uint64_t upto)
   struct site *s = w->site;
 
   if (upto > w->posted) {
+    w->last_progress_ns = mono_ns ();
     replog_post_applied (w->r->rl, s->id, upto);
     w->posted = upto;
     if (!s->resyncing && !s->in_doubt) {
@@ -940,7 +974,7 @@ ckpt_result (struct worker *w, int res)
   w->ckpt_force = false;
   if (w->ckpt_err) {
     errno = -w->ckpt_err;
-    if (w->site->id == 0 || !link_conn_error (w->ckpt_err))
+    if (w->site->id == 0)                /* a remote leg's: logged by remote_flush_done */
       rep_error ("site %u: flushing a leg failed: %m; applied sequence not advanced", w->site->id);
     w->ckpt_err = 0;
     w->ckpt_retry_at = mono_ns () + RETRY_NS;
@@ -1417,7 +1451,7 @@ resync_begin (struct worker *w, uint64_t now)
   else {
     memset (w->cdone, 0, w->ndesc);
     w->next = start;
-    w->done = w->posted = start - 1;
+    w->done = w->posted = w->done_hwm = start - 1;
     w->last_ckpt_ns = now;
   }
   w->rs_start = start;
@@ -1997,6 +2031,14 @@ local_loop (struct worker *w)
       w->rs_resume = false;
       resync_begin (w, now);
     }
+    if (w->site->id == 0 && __atomic_load_n (&w->site->fail_req, __ATOMIC_ACQUIRE)) {
+      /* A client read failed on a local leg (rdev_read_view). */
+      uint32_t fr = __atomic_exchange_n (&w->site->fail_req, 0, __ATOMIC_ACQ_REL);
+      size_t i;
+      for (i = 0; i < r->ndevs; i++)
+        if ((fr & (1u << i)) && !r->devs[i].local_out)
+          local_fail (w, r->devs[i].local, "read", EIO);
+    }
     if (w->site->id != 0)
       requests_check (w, now);
     else if (since (now, w->last_pick_ns) > 1000000000u) {
@@ -2122,7 +2164,7 @@ worker_start (struct site *s)
   w->qd = s->cfg->queue_depth;
   w->ndesc = st.ndesc;
   w->next = replog_applied (r->rl, s->id) + 1;
-  w->done = w->posted = w->next - 1;
+  w->done = w->posted = w->done_hwm = w->next - 1;
   w->last_ckpt_ns = w->last_progress_ns = mono_ns ();
   w->nio = w->qd + RESYNC_QD;
   w->io = calloc (w->nio, sizeof *w->io);
@@ -2151,9 +2193,7 @@ worker_start (struct site *s)
       if (l->remote) {
         w->nremote++;
         if (!l->link.up) {
-          if (!s->disconnected)
-            __atomic_add_fetch (&s->disconnects, 1, __ATOMIC_RELAXED);
-          s->disconnected = true;          /* unreachable at start */
+          s->disconnected = true;          /* unreachable at start: not counted */
           rlink_want (&l->link);
         }
       }
