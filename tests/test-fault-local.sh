@@ -34,48 +34,8 @@ cleanup_hook() {
   done
 }
 
-# ---- known data (same tool as test-fault-remote.sh) ---------------------------------------
-cat > "$T/kd.py" <<'PY'
-# kd.py write URI REF SEED N: N random 64 KiB writes at 64 KiB-aligned offsets, a flush
-#   after every 8 and at the end; REF (created zero-filled) mirrors them.  Exit 1 on any
-#   failed request.
-# kd.py check URI REF: the device reads exactly REF; exit 1 (and the first differing offset
-#   or the read error) otherwise.
-import os, random, sys, nbd
-op, uri, ref = sys.argv[1], sys.argv[2], sys.argv[3]
-h = nbd.NBD(); h.connect_uri(uri)
-size = h.get_size()
-if op == "check":
-    dev = bytearray()
-    try:
-        for off in range(0, size, 1 << 20):
-            dev += h.pread(min(1 << 20, size - off), off)
-    except nbd.Error as e:
-        print("  read at %d failed: %s" % (len(dev), e)); sys.exit(1)
-    want = open(ref, "rb").read()
-    if dev == want:
-        print("  device == reference"); sys.exit(0)
-    first = next(i for i in range(size) if dev[i] != want[i])
-    print("  device differs from the reference, first at offset %d" % first); sys.exit(1)
-seed, n = int(sys.argv[4]), int(sys.argv[5])
-r = bytearray(open(ref, "rb").read()) if os.path.exists(ref) else bytearray(size)
-rng = random.Random(seed)
-errs = []
-for i in range(n):
-    off = 65536 * rng.randrange(size // 65536)
-    buf = rng.randbytes(65536)
-    try:
-        h.pwrite(buf, off); r[off:off + 65536] = buf
-        if i % 8 == 7: h.flush()
-    except nbd.Error as e: errs.append(str(e))
-try: h.flush()
-except nbd.Error as e: errs.append(str(e))
-open(ref, "wb").write(r)
-h.shutdown()
-print("  %d writes, %d errors %s" % (n, len(errs), errs[:2]))
-sys.exit(1 if errs else 0)
-PY
-kd() { env -u LD_PRELOAD python3 "$T/kd.py" "$@"; }
+# ---- known data (tests/known-data.py) ----------------------------------------------------
+kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
 
 # fuse_leg NAME: $T/fuse-NAME/disk backed by $T/NAME.img; reads fail while $T/NAME.rfail
 # exists, writes while $T/NAME.wfail exists.  FUSE_PID = nbdfuse.

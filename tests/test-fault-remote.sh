@@ -34,53 +34,8 @@ DT=1                                    # disconnect-timeout of every remote sit
 LAT=$(python3 -c "print($DT + 1.5)")    # worst client latency allowed (DESIGN 3.3)
 want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
 
-# ---- known data: kd.py ----------------------------------------------------------------
-cat > "$T/kd.py" <<'PY'
-# kd.py write URI REF SEED N [MAXLAT [RATE]]: N random 64 KiB writes at 64 KiB-aligned
-#   offsets (RATE writes/s at most), a flush after every 8 and at the end; REF (created
-#   zero-filled) mirrors them.  Exit 1 on any failed request or, with MAXLAT, a request
-#   slower than MAXLAT seconds.
-# kd.py check URI REF: the device reads exactly REF (prints the first differing offset).
-import os, random, sys, time, nbd
-op, uri, ref = sys.argv[1], sys.argv[2], sys.argv[3]
-h = nbd.NBD(); h.connect_uri(uri)
-size = h.get_size()
-if op == "check":
-    dev = bytearray()
-    for off in range(0, size, 1 << 22):
-        dev += h.pread(min(1 << 22, size - off), off)
-    want = open(ref, "rb").read()
-    if dev == want:
-        print("  device == reference (%d bytes)" % size); sys.exit(0)
-    first = next(i for i in range(size) if dev[i] != want[i])
-    print("  device differs from the reference, first at offset %d" % first); sys.exit(1)
-seed, n = int(sys.argv[4]), int(sys.argv[5])
-maxlat = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] != "-" else None
-rate = float(sys.argv[7]) if len(sys.argv) > 7 else 0
-r = bytearray(open(ref, "rb").read()) if os.path.exists(ref) else bytearray(size)
-rng = random.Random(seed)
-worst, errs = 0.0, []
-def timed(f, *a):
-    global worst
-    t = time.monotonic()
-    try: f(*a)
-    except nbd.Error as e: errs.append(str(e)); return False
-    finally: worst = max(worst, time.monotonic() - t)
-    return True
-t0 = time.monotonic()
-for i in range(n):
-    if rate: time.sleep(max(0, t0 + i / rate - time.monotonic()))
-    off = 65536 * rng.randrange(size // 65536)
-    buf = rng.randbytes(65536)
-    if timed(h.pwrite, buf, off): r[off:off + 65536] = buf
-    if i % 8 == 7: timed(h.flush)
-timed(h.flush)
-open(ref, "wb").write(r)
-h.shutdown()
-print("  %d writes, worst latency %.3f s, %d errors %s" % (n, worst, len(errs), errs[:2]))
-sys.exit(1 if errs or (maxlat is not None and worst > maxlat) else 0)
-PY
-kd() { env -u LD_PRELOAD python3 "$T/kd.py" "$@"; }
+# ---- known data (tests/known-data.py) ----------------------------------------------------
+kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
 
 # ---- helpers ----------------------------------------------------------------------------
 # wait_for CTL PYEXPR TIMEOUT_S: poll status until PYEXPR (on j) is True
