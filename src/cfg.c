@@ -381,8 +381,9 @@ validate (struct cfg *c)
       }
     if (s->pull_ahead_ms == 0)
       s->pull_ahead_ms = s->disconnect_timeout_ms;
-    if (s->request_timeout_ms == 0)
-      s->request_timeout_ms = 2 * s->disconnect_timeout_ms;
+    if (s->request_timeout_ms == 0)       /* twice disconnect_timeout, saturated */
+      s->request_timeout_ms = s->disconnect_timeout_ms > UINT64_MAX / 2
+        ? UINT64_MAX : 2 * s->disconnect_timeout_ms;
   }
   if (c->ndevices == 0) {
     where_error (c, 0, "devices", "at least one device is required");
@@ -420,6 +421,10 @@ validate (struct cfg *c)
       t = cfg_transport_of (l->path);
       if (!strncmp (l->path, "file://", 7))       /* a plain path from here on */
         memmove (l->path, l->path + 7, strlen (l->path + 7) + 1);
+      if (!*l->path) {
+        where_error (c, l->line, "path", "device '%s': \"file://\" names no file", d->name);
+        return -1;
+      }
       if (t < 0) {
         where_error (c, l->line, "path",
                      "unknown transport in '%s' (use a path, nbd://, nbd+unix://, nbds:// or iscsi://)",
@@ -557,6 +562,10 @@ get_time (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *m
     long long v = config_setting_get_int64 (s);
     if (v < 0) {
       where_error (c, setting_line (s), key, "must not be negative");
+      return -1;
+    }
+    if ((uint64_t) v > UINT64_MAX / 1000) {
+      where_error (c, setting_line (s), key, "%lld seconds: value too large", (long long) v);
       return -1;
     }
     *ms = (uint64_t) v * 1000;

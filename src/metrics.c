@@ -75,6 +75,10 @@ put (struct buf *b, const char *fmt, ...)
 
   if (b->oom)
     return;
+  if (!b->p && !(b->p = malloc (b->cap = 16384))) {
+    b->oom = true;
+    return;
+  }
   for (;;) {
     va_start (ap, fmt);
     n = vsnprintf (b->p + b->len, b->cap - b->len, fmt, ap);

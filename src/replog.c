@@ -239,7 +239,8 @@ replog_header_check (const struct rl_header *h, uint64_t file_room)
   if (h->log_size > file_room)
     return "log is larger than its file or device";
   for (i = 0; i < RL_MAX_SITES; i++)
-    if (h->sites[i].mode > RL_MODE_DIRTY || h->sites[i].present > 1)
+    if (h->sites[i].mode > RL_MODE_DIRTY || h->sites[i].present > 1 ||
+        (h->sites[i].present && h->sites[i].applied >= UINT64_C(1) << 63))
       return "bad site record";
   for (i = 0; i < RL_MAX_DEVICES; i++)
     if (h->devices[i].present > 1 ||
@@ -551,7 +552,7 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
   unsigned i;
 
   /* Which devices still have entries in the log? */
-  for (seq = rec->first_seq; seq <= rec->last_seq && rec->entries; seq++) {
+  for (seq = rec->first_seq; seq - rec->first_seq < rec->entries; seq++) {
     struct rl_desc d;
     if (io_pread_full (rl->fd, &d, sizeof d,
                        rl->base + h->desc_offset + slot_of (rl, seq) * RL_DESC_SIZE, false) == -1) {
@@ -811,6 +812,11 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
     if (!all_zero (&hc[i], RL_HEADER_SIZE))
       blank = false;
     why[i] = replog_header_check (&hc[i], fsize > a->offset ? fsize - a->offset : 0);
+    /* A copy is written with generation & 1 == its index (header_write):
+     * another parity is the other copy seen from a wrong offset, and
+     * writing generation + 1 would overwrite it in place. */
+    if (!why[i] && (hc[i].generation & 1) != i)
+      why[i] = "generation does not belong to this copy (wrong offset?)";
   }
 
   create = a->mode == LOG_MODE_CREATE;
