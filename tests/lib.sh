@@ -323,3 +323,27 @@ wait_caught_up() {
   done
   return 1
 }
+
+# ---- the build tree (tests that install it) ---------------------------------------------
+
+# tree_make ARGS...: make in the build tree ($abs_top_builddir, set by make check) on its own:
+# without the check run's MAKEFLAGS and jobserver, and one at a time per build tree (flock on
+# its Makefile), since tests that install run side by side.
+tree_make() {
+  if command -v flock >/dev/null; then
+    flock "$abs_top_builddir/Makefile" env -u MAKEFLAGS -u MFLAGS "${MAKE:-make}" -C "$abs_top_builddir" "$@"
+  else
+    env -u MAKEFLAGS -u MFLAGS "${MAKE:-make}" -C "$abs_top_builddir" "$@"
+  fi
+}
+
+# make_vars NAME...: V[NAME] = the build tree's value of make variable NAME, expanded
+declare -A V=()
+make_vars() {
+  local v k val rule="_tests_print_vars:"
+  for v in "$@"; do rule+=$'\n\t'"@echo '$v=\$($v)'"; done
+  while IFS='=' read -r k val; do V[$k]=$val; done < <(
+    printf '%s\n' "$rule" |
+      tree_make -s --no-print-directory -f Makefile -f - _tests_print_vars)
+  for v in "$@"; do [ -n "${V[$v]+set}" ] || die "cannot read make variable $v"; done
+}

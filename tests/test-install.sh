@@ -14,27 +14,7 @@ requires nbdkit make
 [ -f "$abs_top_builddir/Makefile" ] || die "no Makefile in the build tree $abs_top_builddir"
 echo "build tree $abs_top_builddir"
 
-# make_vars NAME...: sets V[NAME] to the build tree's value of make variable NAME,
-# fully expanded (what `make install` uses).
-# (each make here runs on its own: without the check run's MAKEFLAGS and jobserver,
-# and one at a time per build tree (flock on its Makefile): test-install.sh and
-# test-systemd.sh run side by side, and a source edited meanwhile is rebuilt once)
-tree_make() {
-  if command -v flock >/dev/null; then
-    flock "$abs_top_builddir/Makefile" env -u MAKEFLAGS -u MFLAGS "$MAKE" -C "$abs_top_builddir" "$@"
-  else
-    env -u MAKEFLAGS -u MFLAGS "$MAKE" -C "$abs_top_builddir" "$@"
-  fi
-}
-declare -A V=()
-make_vars() {
-  local v k val rule="_test_install_vars:"
-  for v in "$@"; do rule+=$'\n\t'"@echo '$v=\$($v)'"; done
-  while IFS='=' read -r k val; do V[$k]=$val; done < <(
-    printf '%s\n' "$rule" |
-      tree_make -s --no-print-directory -f Makefile -f - _test_install_vars)
-  for v in "$@"; do [ -n "${V[$v]+set}" ] || die "cannot read make variable $v"; done
-}
+# tree_make, make_vars: tests/lib.sh
 make_vars prefix sbindir nbdkit_plugindir mandir exampledir systemdsystemunitdir \
   POD2MAN PACKAGE_VERSION abs_top_srcdir
 for v in prefix sbindir nbdkit_plugindir mandir exampledir systemdsystemunitdir; do

@@ -25,26 +25,7 @@ requires nbdkit make python3
 : "${MAKE:=make}"
 [ -f "$abs_top_builddir/Makefile" ] || die "no Makefile in the build tree $abs_top_builddir"
 
-# make_vars NAME...: V[NAME] = the build tree's value of make variable NAME, expanded
-# (each make here runs on its own: without the check run's MAKEFLAGS and jobserver,
-# and one at a time per build tree (flock on its Makefile): test-install.sh and
-# test-systemd.sh run side by side, and a source edited meanwhile is rebuilt once)
-tree_make() {
-  if command -v flock >/dev/null; then
-    flock "$abs_top_builddir/Makefile" env -u MAKEFLAGS -u MFLAGS "$MAKE" -C "$abs_top_builddir" "$@"
-  else
-    env -u MAKEFLAGS -u MFLAGS "$MAKE" -C "$abs_top_builddir" "$@"
-  fi
-}
-declare -A V=()
-make_vars() {
-  local v k val rule="_test_systemd_vars:"
-  for v in "$@"; do rule+=$'\n\t'"@echo '$v=\$($v)'"; done
-  while IFS='=' read -r k val; do V[$k]=$val; done < <(
-    printf '%s\n' "$rule" |
-      tree_make -s --no-print-directory -f Makefile -f - _test_systemd_vars)
-  for v in "$@"; do [ -n "${V[$v]+set}" ] || die "cannot read make variable $v"; done
-}
+# tree_make, make_vars: tests/lib.sh
 make_vars systemdsystemunitdir nbdkit_plugindir sysconfdir mandir sbindir NBDKIT POD2MAN abs_top_srcdir
 if [ "${V[systemdsystemunitdir]}" = no ]; then
   echo "SKIP: configured --without-systemdsystemunitdir"; exit 77
