@@ -379,11 +379,28 @@ validate (struct cfg *c)
         where_error (c, s->line, "id", "site id %u used twice", s->id);
         return -1;
       }
+    /* Times become nanoseconds in 64 bits: keep them far from wrapping. */
+    {
+      const struct { const char *key; uint64_t ms; } t[] = {
+        { "disconnect_timeout", s->disconnect_timeout_ms }, { "pull_ahead", s->pull_ahead_ms },
+        { "request_timeout", s->request_timeout_ms },
+        { "fall_behind", s->fall_behind == FB_TIMEOUT ? s->fall_behind_value : 0 },
+      };
+      for (k = 0; k < sizeof t / sizeof t[0]; k++)
+        if (t[k].ms > CFG_MAX_TIME_MS) {
+          where_error (c, s->line, t[k].key, "%" PRIu64 " ms is too long (at most 10 years)", t[k].ms);
+          return -1;
+        }
+    }
     if (s->pull_ahead_ms == 0)
       s->pull_ahead_ms = s->disconnect_timeout_ms;
-    if (s->request_timeout_ms == 0)       /* twice disconnect_timeout, saturated */
-      s->request_timeout_ms = s->disconnect_timeout_ms > UINT64_MAX / 2
-        ? UINT64_MAX : 2 * s->disconnect_timeout_ms;
+    if (s->request_timeout_ms == 0)
+      s->request_timeout_ms = 2 * s->disconnect_timeout_ms;
+  }
+  if (c->replog.commit_interval_ms > CFG_MAX_TIME_MS) {
+    where_error (c, 0, "replog.commit_interval", "%" PRIu64 " ms is too long (at most 10 years)",
+                 c->replog.commit_interval_ms);
+    return -1;
   }
   if (c->ndevices == 0) {
     where_error (c, 0, "devices", "at least one device is required");

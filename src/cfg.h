@@ -57,6 +57,9 @@ struct cfg_device {
   int line;
 };
 
+/* Longest time accepted anywhere (10 years, ms): times become 64-bit ns. */
+#define CFG_MAX_TIME_MS (UINT64_C(10) * 365 * 24 * 3600 * 1000)
+
 struct cfg {
   char *source;                     /* file name, or "command line" */
   struct {

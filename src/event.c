@@ -162,7 +162,23 @@ run_hook (const char *path, const struct queued *e)
   for (i = 0; i < n; i++)                /* ours first: getenv finds them */
     envp[7 + i] = environ[i];
 
-  r = posix_spawn (&pid, path, NULL, NULL, argv, envp);
+  /* The hook starts with default signals (nbdkit ignores SIGPIPE) and an
+   * empty mask, in a process group of its own so a timeout kills what it
+   * started too. */
+  {
+    posix_spawnattr_t at;
+    sigset_t none, def;
+    posix_spawnattr_init (&at);
+    sigemptyset (&none);
+    sigemptyset (&def);
+    sigaddset (&def, SIGPIPE);
+    posix_spawnattr_setsigmask (&at, &none);
+    posix_spawnattr_setsigdefault (&at, &def);
+    posix_spawnattr_setpgroup (&at, 0);
+    posix_spawnattr_setflags (&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    r = posix_spawn (&pid, path, NULL, &at, argv, envp);
+    posix_spawnattr_destroy (&at);
+  }
   free (envp);
   if (r != 0) {
     errno = r;
@@ -177,7 +193,7 @@ run_hook (const char *path, const struct queued *e)
     if (waited == HOOK_TIMEOUT_S * 100) {
       rep_warn ("on_event %s: still running after %d s for %s: killed", path, HOOK_TIMEOUT_S,
                 event_name (e->ev));
-      kill (pid, SIGKILL);
+      kill (-pid, SIGKILL);              /* the hook and what it started */
       waitpid (pid, &status, 0);
       __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
       return;

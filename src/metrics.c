@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -435,9 +436,29 @@ metrics_http_open (struct replicator *r, const char *listen_on)
   return 0;
 }
 
+#define HTTP_TIMEOUT_MS 2000     /* a whole request head, and a whole reply */
+
+static uint64_t
+mono_ms (void)
+{
+  struct timespec t;
+  clock_gettime (CLOCK_MONOTONIC, &t);
+  return (uint64_t) t.tv_sec * 1000u + (uint64_t) t.tv_nsec / 1000000u;
+}
+
+/* fd is ready for ev before the deadline and no stop was asked: true. */
+static bool
+wait_fd (int fd, short ev, uint64_t deadline)
+{
+  struct pollfd p[2] = { { .fd = fd, .events = ev }, { .fd = http.stop_pipe[0], .events = POLLIN } };
+  uint64_t now = mono_ms ();
+  return now < deadline && poll (p, 2, (int) (deadline - now)) > 0 && !p[1].revents;
+}
+
 static void
 http_reply (int fd, const char *status, const char *type, const char *body)
 {
+  uint64_t deadline = mono_ms () + HTTP_TIMEOUT_MS;
   char head[256];
   size_t blen = strlen (body), off = 0;
   int n = snprintf (head, sizeof head, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -447,9 +468,8 @@ http_reply (int fd, const char *status, const char *type, const char *body)
 
   for (i = 0; i < 2; i++)
     for (off = 0; off < parts[i].len; ) {
-      struct pollfd p = { .fd = fd, .events = POLLOUT };
       ssize_t w;
-      if (poll (&p, 1, 2000) <= 0)
+      if (!wait_fd (fd, POLLOUT, deadline))
         return;                          /* a client that does not read: dropped */
       w = send (fd, parts[i].p + off, parts[i].len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w <= 0 && errno != EAGAIN && errno != EINTR)
@@ -464,13 +484,13 @@ http_serve (int fd)
 {
   char req[2048];
   size_t got = 0;
+  uint64_t deadline = mono_ms () + HTTP_TIMEOUT_MS;
 
   req[0] = '\0';
-  /* The request head, for at most 2 s. */
+  /* The request head, in 2 s at most (all of it, not per byte). */
   while (got < sizeof req - 1 && !strstr (req, "\r\n\r\n") && !strstr (req, "\n\n")) {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
     ssize_t n;
-    if (poll (&p, 1, 2000) <= 0)
+    if (!wait_fd (fd, POLLIN, deadline))
       return;
     n = recv (fd, req + got, sizeof req - 1 - got, MSG_DONTWAIT);
     if (n <= 0)

@@ -54,6 +54,10 @@ emit (char type, const char *path, uint64_t off, uint64_t len, const void *data,
 
   /* One writev per record under the lock: records never interleave. */
   pthread_mutex_lock (&pft_lock);
+  if (pft_fd < 0) {                      /* stopped by another thread's failure */
+    pthread_mutex_unlock (&pft_lock);
+    return;
+  }
   while (done < want) {
     ssize_t r = writev (pft_fd, iov + n, 3 - n);
     if (r <= 0) {

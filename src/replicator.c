@@ -932,7 +932,8 @@ static int
 local_read_failed (struct vdev *d)
 {
   struct site *s0 = &d->r->sites[0];
-  uint64_t i, n = s0->cfg->disconnect_timeout_ms / 10 + 1;
+  uint64_t ms = s0->cfg->disconnect_timeout_ms < 5000 ? s0->cfg->disconnect_timeout_ms : 5000;
+  uint64_t i, n = ms / 10 + 1;           /* a read waits briefly, whatever the timeout */
 
   __atomic_add_fetch (&d->local->errors, 1, __ATOMIC_RELAXED);
   if (!vdev_pick_server (d))

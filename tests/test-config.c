@@ -41,6 +41,8 @@ static const struct bad bads[] = {
   { GOOD_HEAD "sites = ( { id = 1; policy = \"fast\"; } );\n" DEV_OK, "t:2: policy: 'fast'" },
   { GOOD_HEAD "sites = ( { id = 1; fall_behind = \"lots 5\"; } );\n" DEV_OK, "t:2: fall_behind:" },
   { GOOD_HEAD "sites = ( { id = 1; disconnect_timeout = \"5x\"; } );\n" DEV_OK, "t:2: disconnect_timeout: '5x'" },
+  { GOOD_HEAD "sites = ( { id = 1; pull_ahead = \"5000d\"; } );\n" DEV_OK, "t:2: pull_ahead: 432000000000 ms is too long" },
+  { GOOD_HEAD "sites = ( { id = 1; disconnect_timeout = 18446744073709552L; } );\n" DEV_OK, "t:2: disconnect_timeout: " },
   { GOOD_HEAD "sites = ( { id = 1; colour = \"red\"; } );\n" DEV_OK, "t:2: colour: unknown key in a site" },
   { GOOD_HEAD "devices = ( { name = \"d\";\n legs = ( { site = 0; path = \"/a\"; },\n { site = 3; path = \"/b\"; } ); } );\n",
     "t:4: site: device 'd': leg names unknown site 3" },

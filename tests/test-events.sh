@@ -27,6 +27,7 @@ printf 'event=%s level=%s site=%s device=%s time=%s control=%s arg=%s reason=%s\
   "\$NBD_REPLICATOR_EVENT" "\$NBD_REPLICATOR_LEVEL" "\$NBD_REPLICATOR_SITE" \\
   "\$NBD_REPLICATOR_DEVICE" "\$NBD_REPLICATOR_TIME" "\$NBD_REPLICATOR_CONTROL" "\$1" \\
   "\$NBD_REPLICATOR_REASON" >> "$T/events"
+grep -E '^Sig(Ign|Blk):' /proc/self/status > "$T/hook.signals"
 [ "\$NBD_REPLICATOR_EVENT" = resync-started ] && exit 3
 exit 0
 SH
@@ -70,6 +71,11 @@ check "the log has one line for it, with site and reason" \
 check "the link-down log line names device and site" \
   grep -qE "warning: device 'default' site 1: connection to .* (lost|dropped)" "$T/r.log"
 
+# SIGPIPE (bit 13: 0x1000) is not ignored and nothing is blocked in the hook, whatever nbdkit does
+check "the hook runs with default signals" python3 -c "
+import sys
+f = dict(l.split(':') for l in open('$T/hook.signals').read().split(chr(10)) if l)
+sys.exit(0 if int(f['SigIgn'], 16) & 0x1000 == 0 and int(f['SigBlk'], 16) == 0 else 1)"
 echo "== pause, resume, resync (its hook fails), verify"
 C pause 1 >/dev/null || fail "pause"
 check "site-paused event" wait_event site-paused

@@ -130,6 +130,20 @@ python3 -c "import socket,time; s=socket.create_connection(('127.0.0.1',$port));
 sleep 0.2
 python3 "$T/get.py" "$port" GET /metrics "$T/h4.txt" > "$T/h4.head" || fail "GET after a silent client"
 check "a silent client is dropped and the next request served" grep -q "^HTTP/1.1 200 OK" "$T/h4.head"
+# a client that trickles its request a byte at a time has 2 s for all of it, not per byte
+python3 -c "
+import socket, time
+s = socket.create_connection(('127.0.0.1', $port))
+for c in b'GET /metrics HTTP/1.1\\r\\n':
+    s.send(bytes([c])); time.sleep(0.5)
+" 2>/dev/null &
+trickle=$!
+sleep 2.5
+s0=$EPOCHREALTIME
+python3 "$T/get.py" "$port" GET /metrics "$T/h5.txt" > "$T/h5.head" || fail "GET after a trickling client"
+waited=$(python3 -c "print(int(float('$EPOCHREALTIME') - float('$s0')))")
+check "a trickling client is cut at 2 s: the next request waited ${waited}s" [ "$waited" -le 2 ]
+kill "$trickle" 2>/dev/null; wait "$trickle" 2>/dev/null
 C status >/dev/null || fail "status still works"
 
 echo "== bad listen addresses"
