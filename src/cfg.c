@@ -394,8 +394,9 @@ validate (struct cfg *c)
     }
     if (s->pull_ahead_ms == 0)
       s->pull_ahead_ms = s->disconnect_timeout_ms;
-    if (s->request_timeout_ms == 0)
-      s->request_timeout_ms = 2 * s->disconnect_timeout_ms;
+    if (s->request_timeout_ms == 0)       /* twice disconnect_timeout, within the cap */
+      s->request_timeout_ms = s->disconnect_timeout_ms > CFG_MAX_TIME_MS / 2
+        ? CFG_MAX_TIME_MS : 2 * s->disconnect_timeout_ms;
   }
   if (c->replog.commit_interval_ms > CFG_MAX_TIME_MS) {
     where_error (c, 0, "replog.commit_interval", "%" PRIu64 " ms is too long (at most 10 years)",

@@ -325,12 +325,13 @@ check_defaults (const struct cfg_site *s, bool explicit_pull, bool explicit_requ
     FZ_CHECK ("config-defaults", s->pull_ahead_ms == s->disconnect_timeout_ms,
               "site %u: pull_ahead %" PRIu64 " ms is not its disconnect_timeout %" PRIu64 " ms",
               s->id, s->pull_ahead_ms, s->disconnect_timeout_ms);
-  /* Twice disconnect_timeout; when that does not fit, anything not below
-   * disconnect_timeout (a cap) will do, but not a wrapped value. */
+  /* Twice disconnect_timeout, saturated at the longest time accepted
+   * (CFG_MAX_TIME_MS), so that the printed configuration is accepted again;
+   * never a wrapped value. */
   if (!explicit_request)
-    FZ_CHECK ("config-defaults", s->disconnect_timeout_ms <= UINT64_MAX / 2
+    FZ_CHECK ("config-defaults", s->disconnect_timeout_ms <= CFG_MAX_TIME_MS / 2
               ? s->request_timeout_ms == 2 * s->disconnect_timeout_ms
-              : s->request_timeout_ms >= s->disconnect_timeout_ms,
+              : s->request_timeout_ms == CFG_MAX_TIME_MS,
               "site %u: request_timeout %" PRIu64 " ms is not twice disconnect_timeout %" PRIu64
               " ms (the default wrapped)", s->id, s->request_timeout_ms, s->disconnect_timeout_ms);
 }
