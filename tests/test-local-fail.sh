@@ -63,6 +63,7 @@ sleep 0.5
 touch "$T/a.fail"
 wait $FIO; rc=$?
 check "fio wrote and verified while the local leg failed (exit $rc)" [ $rc = 0 ]
+[ $rc = 0 ] || { grep -iE "err|verify|bad" "$T/fio.out" | head -n 20 | sed 's/^/  fio | /'; show_log a | tail -n 30; }
 check "the leg is failed, not consistent" [ "$(dev "$T/a.ctl" "(d['legs'][0]['state'], d['legs'][0]['consistent'])")" = "('failed', False)" ]
 check "the device is served from site 1" [ "$(dev "$T/a.ctl" "(d['served_from'], d['local_out'])")" = "(1, True)" ]
 check "one error line names the leg and the way out" grep -q "local leg .* failed (write: Input/output error): out of service; reads and writes continue through site 1" "$T/a.log"
@@ -168,7 +169,13 @@ rc=0; timed "12 MiB into a 4 MiB log" nbdcopy "$T/w5" "nbd+unix:///c?socket=$T/c
 check "the copy fails (exit $rc)" [ $rc != 0 ]
 check "the log says it holds the only copy" grep -q "holds the only copy" "$T/c.log"
 rm -f "$T/c.fail"
-check "the leg takes writes again: back in service" wait_for "$T/c.ctl" "j['devices'][0]['legs'][0]['state'] == 'replicating' and j['log']['entries'] == 0" 30
+if wait_for "$T/c.ctl" "j['devices'][0]['legs'][0]['state'] == 'replicating' and j['log']['entries'] == 0" 30; then
+  ok "the leg takes writes again: back in service"
+else
+  fail "the leg takes writes again: back in service"
+  alive "${REPL_PID[c]}" && echo "  (nbdkit c is running)" || { wait "${REPL_PID[c]}"; echo "  (nbdkit c is gone, exit status $?)"; }
+  show_log c; sed 's/^/  nbdfuse | /' "$T/nbdfuse-c.log" 2>/dev/null | tail -n 20
+fi
 rc=0; nbdcopy "$T/w5" "nbd+unix:///c?socket=$T/c.sock" || rc=$?
 check "then the same writes succeed (exit $rc)" [ $rc = 0 ]
 stop_replicator c || fail "stop c"
