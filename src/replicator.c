@@ -928,18 +928,12 @@ view_walk (struct vdev *d, void *buf, uint32_t count, uint64_t offset, struct ga
  * takes the leg out of service (as after a failed write) and that site
  * serves the device.  Waits for that, at most site 0's disconnect_timeout;
  * 0 once a remote site serves the device. */
+/* Wait (polls of 10 ms, at most n) until a remote site serves d's reads
+ * (its local leg out of service): 0, or -1. */
 static int
-local_read_failed (struct vdev *d)
+wait_serving (struct vdev *d, uint64_t n)
 {
-  struct site *s0 = &d->r->sites[0];
-  uint64_t ms = s0->cfg->disconnect_timeout_ms < 5000 ? s0->cfg->disconnect_timeout_ms : 5000;
-  uint64_t i, n = ms / 10 + 1;           /* a read waits briefly, whatever the timeout */
-
-  __atomic_add_fetch (&d->local->errors, 1, __ATOMIC_RELAXED);
-  if (!vdev_pick_server (d))
-    return -1;                           /* the leg holds the only copy */
-  __atomic_fetch_or (&s0->fail_req, 1u << d->index, __ATOMIC_ACQ_REL);
-  worker_poke (s0);
+  uint64_t i;
   for (i = 0; i < n; i++) {
     if (__atomic_load_n (&d->local_out, __ATOMIC_ACQUIRE) &&
         __atomic_load_n (&d->serving, __ATOMIC_ACQUIRE))
@@ -947,6 +941,21 @@ local_read_failed (struct vdev *d)
     usleep (10000);
   }
   return -1;
+}
+
+static int
+local_read_failed (struct vdev *d)
+{
+  struct site *s0 = &d->r->sites[0];
+  uint64_t ms = s0->cfg->disconnect_timeout_ms < 5000 ? s0->cfg->disconnect_timeout_ms : 5000;
+  uint64_t n = ms / 10 + 1;              /* a read waits briefly, whatever the timeout */
+
+  __atomic_add_fetch (&d->local->errors, 1, __ATOMIC_RELAXED);
+  if (!vdev_pick_server (d))
+    return -1;                           /* the leg holds the only copy */
+  __atomic_fetch_or (&s0->fail_req, 1u << d->index, __ATOMIC_ACQ_REL);
+  worker_poke (s0);
+  return wait_serving (d, n);
 }
 
 /* The device's content (leg + unapplied entries), without counting it as a
@@ -970,6 +979,17 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
     errno = g.err;
     rep_error ("device '%s': read: %m", d->name);
     r = -1;
+  }
+  if (r == 0 && g.n && out && !serving && vdev_pick_server (d)) {
+    /* The local leg was just taken out of service and a remote site is
+     * taking over (asynchronously, in its worker): wait for it rather than
+     * fail the read (guarantee 4.6). */
+    uint64_t ms = d->r->sites[0].cfg->disconnect_timeout_ms;
+    if (wait_serving (d, (ms < 5000 ? ms : 5000) / 10 + 1) == 0) {
+      if (g.v != g.inline_v)
+        free (g.v);
+      return rdev_read_view (d, buf, count, offset);
+    }
   }
   if (r == 0 && g.n && out) {
     /* The local leg is out of service: the serving site's leg. */
