@@ -19,31 +19,13 @@
 #include <json-c/json.h>
 
 #include "control.h"
+#include "io.h"
 #include "replicator.h"
 #include "report.h"
 
 #define LINE_MAX_BYTES 4096
 #define CLIENT_TIMEOUT_MS 2000           /* a whole command line, and a whole reply */
 #define DRAIN_MS 100                     /* what a client sends after its line */
-
-static uint64_t
-mono_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
-}
-
-/* poll fd for ev until the deadline (CLOCK_MONOTONIC ms): > 0 if ready. */
-static int
-poll_until (int fd, short ev, uint64_t deadline)
-{
-  struct pollfd p = { .fd = fd, .events = ev };
-  uint64_t now = mono_ms ();
-  if (now >= deadline)
-    return 0;
-  return poll (&p, 1, (int) (deadline - now));
-}
 
 struct control {
   struct replicator *r;
@@ -350,11 +332,11 @@ static int
 read_line (int fd, char *buf, size_t len)
 {
   size_t got = 0;
-  uint64_t deadline = mono_ms () + CLIENT_TIMEOUT_MS;
+  uint64_t deadline = io_mono_ms () + CLIENT_TIMEOUT_MS;
 
   while (got < len - 1) {
     ssize_t r;
-    if (poll_until (fd, POLLIN, deadline) <= 0)
+    if (!io_wait_until (fd, POLLIN, deadline, -1))
       return -1;
     r = read (fd, buf + got, len - 1 - got);
     if (r <= 0)
@@ -386,10 +368,10 @@ serve_one (struct control *c, int fd)
   if (!reply)
     return;
   len = strlen (reply);
-  deadline = mono_ms () + CLIENT_TIMEOUT_MS;
+  deadline = io_mono_ms () + CLIENT_TIMEOUT_MS;
   while (off < len) {
     ssize_t w;
-    if (poll_until (fd, POLLOUT, deadline) <= 0)
+    if (!io_wait_until (fd, POLLOUT, deadline, -1))
       break;                              /* a client that never reads */
     w = send (fd, reply + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w <= 0 && errno != EAGAIN)
@@ -404,10 +386,10 @@ serve_one (struct control *c, int fd)
    * the reply (an overlong line): end our side, then take what the client
    * still sends, briefly. */
   shutdown (fd, SHUT_WR);
-  deadline = mono_ms () + DRAIN_MS;
+  deadline = io_mono_ms () + DRAIN_MS;
   for (off = 0; off < 65536; ) {
     ssize_t r;
-    if (poll_until (fd, POLLIN, deadline) <= 0 || (r = read (fd, line, sizeof line)) <= 0)
+    if (!io_wait_until (fd, POLLIN, deadline, -1) || (r = read (fd, line, sizeof line)) <= 0)
       break;
     off += (size_t) r;
   }
@@ -419,18 +401,9 @@ control_thread (void *arg)
   struct control *c = arg;
 
   for (;;) {
-    struct pollfd p[2] = { { .fd = c->lfd, .events = POLLIN }, { .fd = c->stop_pipe[0], .events = POLLIN } };
-    int fd;
-    if (poll (p, 2, -1) == -1) {
-      if (errno == EINTR)
-        continue;
-      break;
-    }
-    if (p[1].revents)
-      break;
-    fd = accept4 (c->lfd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = io_accept_next (c->lfd, c->stop_pipe[0]);
     if (fd == -1)
-      continue;
+      break;
     serve_one (c, fd);
     close (fd);
   }

@@ -2,8 +2,11 @@
 #include <config.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include "io.h"
 #include "pftrace.h"
@@ -50,4 +53,39 @@ io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off)
     off += (uint64_t) r;
   }
   return 0;
+}
+
+uint64_t
+io_mono_ms (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+bool
+io_wait_until (int fd, short ev, uint64_t deadline, int stop_fd)
+{
+  struct pollfd p[2] = { { .fd = fd, .events = ev }, { .fd = stop_fd, .events = POLLIN } };
+  uint64_t now = io_mono_ms ();
+  return now < deadline && poll (p, stop_fd >= 0 ? 2 : 1, (int) (deadline - now)) > 0 &&
+    (stop_fd < 0 || !p[1].revents);
+}
+
+int
+io_accept_next (int lfd, int stop_fd)
+{
+  for (;;) {
+    struct pollfd p[2] = { { .fd = lfd, .events = POLLIN }, { .fd = stop_fd, .events = POLLIN } };
+    int c;
+    if (poll (p, 2, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    if (p[1].revents)
+      return -1;
+    if ((c = accept4 (lfd, NULL, NULL, SOCK_CLOEXEC)) != -1)
+      return c;
+  }
 }

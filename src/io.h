@@ -12,4 +12,13 @@ int io_pread_full (int fd, void *buf, size_t len, uint64_t off, bool eof_zeroes)
 /* Write len bytes at off.  0 or -1 (errno). */
 int io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off);
 
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t io_mono_ms (void);
+/* fd ready for ev before deadline (io_mono_ms) and stop_fd (if >= 0) not
+ * readable: true. */
+bool io_wait_until (int fd, short ev, uint64_t deadline, int stop_fd);
+/* The next connection on listening socket lfd (CLOEXEC), or -1 once stop_fd
+ * is readable or poll fails for good. */
+int io_accept_next (int lfd, int stop_fd);
+
 #endif

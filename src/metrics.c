@@ -27,6 +27,7 @@
 
 #include "cfg.h"
 #include "event.h"
+#include "io.h"
 #include "replicator.h"
 #include "report.h"
 
@@ -438,27 +439,10 @@ metrics_http_open (struct replicator *r, const char *listen_on)
 
 #define HTTP_TIMEOUT_MS 2000     /* a whole request head, and a whole reply */
 
-static uint64_t
-mono_ms (void)
-{
-  struct timespec t;
-  clock_gettime (CLOCK_MONOTONIC, &t);
-  return (uint64_t) t.tv_sec * 1000u + (uint64_t) t.tv_nsec / 1000000u;
-}
-
-/* fd is ready for ev before the deadline and no stop was asked: true. */
-static bool
-wait_fd (int fd, short ev, uint64_t deadline)
-{
-  struct pollfd p[2] = { { .fd = fd, .events = ev }, { .fd = http.stop_pipe[0], .events = POLLIN } };
-  uint64_t now = mono_ms ();
-  return now < deadline && poll (p, 2, (int) (deadline - now)) > 0 && !p[1].revents;
-}
-
 static void
 http_reply (int fd, const char *status, const char *type, const char *body)
 {
-  uint64_t deadline = mono_ms () + HTTP_TIMEOUT_MS;
+  uint64_t deadline = io_mono_ms () + HTTP_TIMEOUT_MS;
   char head[256];
   size_t blen = strlen (body), off = 0;
   int n = snprintf (head, sizeof head, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -469,7 +453,7 @@ http_reply (int fd, const char *status, const char *type, const char *body)
   for (i = 0; i < 2; i++)
     for (off = 0; off < parts[i].len; ) {
       ssize_t w;
-      if (!wait_fd (fd, POLLOUT, deadline))
+      if (!io_wait_until (fd, POLLOUT, deadline, http.stop_pipe[0]))
         return;                          /* a client that does not read: dropped */
       w = send (fd, parts[i].p + off, parts[i].len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w <= 0 && errno != EAGAIN && errno != EINTR)
@@ -484,13 +468,13 @@ http_serve (int fd)
 {
   char req[2048];
   size_t got = 0;
-  uint64_t deadline = mono_ms () + HTTP_TIMEOUT_MS;
+  uint64_t deadline = io_mono_ms () + HTTP_TIMEOUT_MS;
 
   req[0] = '\0';
   /* The request head, in 2 s at most (all of it, not per byte). */
   while (got < sizeof req - 1 && !strstr (req, "\r\n\r\n") && !strstr (req, "\n\n")) {
     ssize_t n;
-    if (!wait_fd (fd, POLLIN, deadline))
+    if (!io_wait_until (fd, POLLIN, deadline, http.stop_pipe[0]))
       return;
     n = recv (fd, req + got, sizeof req - 1 - got, MSG_DONTWAIT);
     if (n <= 0)
@@ -520,18 +504,9 @@ http_thread (void *arg)
 {
   (void) arg;
   for (;;) {
-    struct pollfd p[2] = { { .fd = http.fd, .events = POLLIN }, { .fd = http.stop_pipe[0], .events = POLLIN } };
-    int c;
-    if (poll (p, 2, -1) == -1) {
-      if (errno == EINTR)
-        continue;
-      break;
-    }
-    if (p[1].revents)
-      break;
-    c = accept4 (http.fd, NULL, NULL, SOCK_CLOEXEC);
+    int c = io_accept_next (http.fd, http.stop_pipe[0]);
     if (c == -1)
-      continue;
+      break;
     http_serve (c);
     close (c);
   }
