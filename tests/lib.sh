@@ -324,6 +324,18 @@ wait_caught_up() {
   return 1
 }
 
+# wait_for CTLSOCK PYEXPR TIMEOUT_S: poll status until PYEXPR (on j) is True
+wait_for() {
+  local i v=
+  for i in $(seq $(($3 * 10))); do
+    v=$(status_get "$1" "$2" 2>/dev/null) || v=
+    [ "$v" = True ] && return 0
+    sleep 0.1
+  done
+  echo "  (not reached within $3 s: $2)"
+  return 1
+}
+
 # ---- the build tree (tests that install it) ---------------------------------------------
 
 # tree_make ARGS...: make in the build tree ($abs_top_builddir, set by make check) on its own:

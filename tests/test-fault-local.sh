@@ -52,16 +52,6 @@ fuse_leg() {
   for i in $(seq 200); do [ -e "$T/fuse-$1/disk" ] && return 0; sleep 0.05; done
   echo "nbdfuse did not come up"; return 1
 }
-wait_for() {
-  local i v=
-  for i in $(seq $(($3 * 10))); do
-    v=$(status_get "$1" "$2" 2>/dev/null) || v=
-    [ "$v" = True ] && return 0
-    sleep 0.1
-  done
-  echo "  (not reached within $3 s: $2)"
-  return 1
-}
 st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
 D0='j["devices"][0]'
 L0='j["devices"][0]["legs"][0]'

@@ -38,17 +38,6 @@ want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
 kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
 
 # ---- helpers ----------------------------------------------------------------------------
-# wait_for CTL PYEXPR TIMEOUT_S: poll status until PYEXPR (on j) is True
-wait_for() {
-  local i v=
-  for i in $(seq $(($3 * 10))); do
-    v=$(status_get "$1" "$2" 2>/dev/null) || v=
-    [ "$v" = True ] && return 0
-    sleep 0.1
-  done
-  echo "  (not reached within $3 s: $2)"
-  return 1
-}
 S1='j["sites"][1]'
 L1='j["devices"][0]["legs"][1]'
 st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
