@@ -68,6 +68,9 @@ struct leg {
   bool doubt_pending;            /* doubt has bits not yet queued for a copy (worker) */
   uint64_t doubt_events;
   char last_error[160];          /* last I/O error on this leg (worker) */
+  bool sync_failed;              /* a path leg's flush failed; no checkpoint has
+                                    flushed it since (worker; safety rule 13) */
+  bool written_ok;               /* a write succeeded since its last failure (worker) */
   int reopen_fd;                 /* restore: the leg opened again, for the worker */
   bool stale;                    /* local leg out of service at the last stop: it may
                                     lack writes of then; only a restore brings it back */

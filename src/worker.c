@@ -389,6 +389,87 @@ local_fail (struct worker *w, struct leg *l, const char *op, int e)
   return false;            /* the takeover is asynchronous: skip from the next entry on */
 }
 
+/* A flush of path leg l failed with errno e (safety rule 13).  Linux
+ * reports a writeback error once and drops the dirty pages, so a flush
+ * that succeeds later proves nothing about what was written before this
+ * one: every entry after the applied sequence (which did not move: the
+ * log still holds them) is written again, in order (the current epoch:
+ * idempotent), and the copies no flush covered are copied again (their
+ * dirty bits are still set).  At site 0 the leg may have lost writes that
+ * reads would find there: the device's index gets back every entry after
+ * the applied sequence, and the leg is out of service (local_fail) until a
+ * checkpoint flushes it again (ckpt_result). */
+static void
+leg_sync_failed (struct worker *w, struct leg *l, int e)
+{
+  struct vdev *d = l->dev;
+
+  __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
+  if (strncmp (l->last_error, "flush: ", 7) != 0)
+    rep_error ("device '%s': leg %s (site %u): fdatasync failed: %s; what was written since its "
+               "last good flush is written again from the log", d->name, l->cfg->path, l->site,
+               strerror (e));
+  snprintf (l->last_error, sizeof l->last_error, "flush: %s", strerror (e));
+  forget_copies (w, l);
+  w->rewind = true;
+  l->sync_failed = true;
+  l->written_ok = false;
+  if (l->site != 0) {
+    __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+    return;
+  }
+  pthread_mutex_lock (&d->ov_lock);
+  if (d->serving == 0 && vdev_overlay_reset (d, w->posted, NULL, NULL) == -1)
+    rep_error ("device '%s': out of memory re-indexing the entries the local leg may have lost: "
+               "reads may return older data until they are written again", d->name);
+  pthread_mutex_unlock (&d->ov_lock);
+  local_fail (w, l, "fdatasync", e);
+}
+
+/* Site 0 after a checkpoint that flushed every leg in service: a failed
+ * local leg that no remote site serves, written since its failure and now
+ * flushed, holds every entry again: back in service.  From now on the
+ * index means "not yet on the local leg" again.  False while such a leg
+ * remains (its writes still fail). */
+static bool
+local_back (struct worker *w)
+{
+  unsigned i;
+  bool all = true;
+
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    struct vdev *d = l->dev;
+    if (!out_of_service (l))
+      l->sync_failed = false;            /* flushed by this checkpoint, after the rewrite */
+    if (l->state != LEG_FAILED || !d->local_out || l->stale ||
+        __atomic_load_n (&d->serving, __ATOMIC_ACQUIRE) != 0)
+      continue;
+    if (!l->written_ok) {
+      all = false;                       /* its writes still fail */
+      continue;
+    }
+    pthread_mutex_lock (&d->ov_lock);
+    if (d->serving != 0 || vdev_overlay_reset (d, w->done, applied_here, w) == -1) {
+      pthread_mutex_unlock (&d->ov_lock);
+      all &= d->serving != 0;            /* out of memory: at the next checkpoint */
+      continue;
+    }
+    d->local_out = false;
+    pthread_mutex_unlock (&d->ov_lock);
+    __atomic_store_n (&l->state, LEG_REPLICATING, __ATOMIC_RELAXED);
+    l->sync_failed = false;
+    if (!strncmp (l->last_error, "flush: ", 7))
+      l->last_error[0] = 0;
+    only_copy_update (w->r);
+    if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
+      rep_error ("device '%s': could not record it in the log header: %m", d->name);
+    rep_event (EV_LOCAL_BACK, 0, d->name, "local leg %s is writable and flushed again: back in "
+               "service", l->cfg->path);
+  }
+  return all;
+}
+
 /* A remote site's worker: serve the reads of the devices in mask. */
 static void
 serve_take (struct worker *w, uint32_t mask)
@@ -773,22 +854,12 @@ io_complete (struct worker *w, struct wio *io)
     copy_done (w, io);
     return;
   }
-  if (io->leg->state == LEG_FAILED && io->leg->site == 0 && io->leg->dev->local_out &&
-      !io->leg->dev->serving && !io->copy && !io->leg->stale) {
-    /* No remote site took over: the entries were retried in order, so
-     * the leg is whole again. */
-    struct vdev *d = io->leg->dev;
-    rep_event (EV_LOCAL_BACK, 0, d->name, "local leg %s is writable again: back in service",
-               io->leg->cfg->path);
-    pthread_mutex_lock (&d->ov_lock);
-    d->local_out = false;
-    pthread_mutex_unlock (&d->ov_lock);
-    __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
-    only_copy_update (w->r);
-    if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
-      rep_error ("device '%s': could not record it in the log header: %m", d->name);
-  }
-  else if (io->leg->state == LEG_FAILED && !io->leg->dev->local_out) {
+  /* A failed local leg that no remote site serves comes back only once a
+   * checkpoint flushed it (local_back): a write that succeeds proves
+   * nothing about the writes a failed flush lost. */
+  io->leg->written_ok = true;
+  if (io->leg->state == LEG_FAILED && (io->leg->site != 0 || !io->leg->dev->local_out) &&
+      !io->leg->sync_failed) {
     rep_info ("device '%s': leg at site %u is writable again", io->leg->dev->name, io->leg->site);
     __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
   }
@@ -879,6 +950,7 @@ io_result (struct worker *w, unsigned idx, int res)
   if (res < 0) {
     errno = -res;
     __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
+    l->written_ok = false;
     if (!l->last_error[0])
       rep_error ("device '%s': leg %s (site %u): write at %" PRIu64 " failed: %m; "
                  "the entry stays in the log and is retried", l->dev->name, l->cfg->path,
@@ -980,6 +1052,13 @@ ckpt_result (struct worker *w, int res)
     w->ckpt_retry_at = mono_ns () + RETRY_NS;
     return;
   }
+  if (w->site->id == 0 && !local_back (w)) {
+    /* A local leg that failed and no remote site serves: the log holds
+     * the only copy of what it may lack (safety rule 4), and the index
+     * still refers to those entries: nothing is released. */
+    w->ckpt_retry_at = mono_ns () + RETRY_NS;
+    return;
+  }
   w->ckpt_count++;
   for (i = 0; i < w->nclr_ck; i++)
     bitmap_clear_bits (w->clr_ck[i].leg->dirty, w->clr_ck[i].first, w->clr_ck[i].n);
@@ -992,6 +1071,14 @@ ckpt_result (struct worker *w, int res)
     w->dlog_flushed_ns = mono_ns ();
   }
   w->nclr_ck = 0;
+  for (i = 0; w->site->id != 0 && i < w->nlegs; i++)
+    if (w->legs[i]->sync_failed) {
+      w->legs[i]->sync_failed = false;   /* flushed again, after the rewrite */
+      if (!strncmp (w->legs[i]->last_error, "flush: ", 7))
+        w->legs[i]->last_error[0] = 0;
+      if (w->legs[i]->state == LEG_FAILED && w->legs[i]->written_ok)
+        __atomic_store_n (&w->legs[i]->state, LEG_REPLICATING, __ATOMIC_RELAXED);
+    }
   post (w, w->ckpt_seq);
 }
 
@@ -1054,12 +1141,7 @@ ckpt_start (struct worker *w, uint64_t upto)
         pft_sync (l->fd, 'D');
       else {
         int e = errno;
-        __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
-        rep_error ("device '%s': leg %s: fdatasync: %m", l->dev->name, l->cfg->path);
-        if (w->site->id == 0)
-          local_fail (w, l, "fdatasync", e);
-        else
-          __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+        leg_sync_failed (w, l, e);
         if (!w->ckpt_err)
           w->ckpt_err = -e;
       }
@@ -1094,8 +1176,8 @@ reap (struct worker *w, unsigned timeout_ms)
       else if ((tag & (CPREAD_BIT | POLL_BIT | EVFD_TAG | IGNORE_TAG)) == CPREAD_BIT)
         copy_read_done (w, tag, res);
       else if ((tag & ~0xffffull) == CKPT_LEG_BIT) {
-        if (res < 0 && (tag & 0xffff) < w->nlegs && w->site->id == 0)
-          local_fail (w, w->legs[tag & 0xffff], "fdatasync", -res);
+        if (res < 0 && (tag & 0xffff) < w->nlegs)
+          leg_sync_failed (w, w->legs[tag & 0xffff], -res);
         else if (res >= 0 && (tag & 0xffff) < w->nlegs)
           pft_sync (w->legs[tag & 0xffff]->fd, 'D');
         ckpt_result (w, res);
@@ -1700,6 +1782,7 @@ restore_finish (struct worker *w)
     __atomic_store_n (&l->state, LEG_REPLICATING, __ATOMIC_RELAXED);
     l->last_error[0] = 0;
     l->stale = false;
+    l->sync_failed = false;
     rep_event (EV_LOCAL_BACK, 0, d->name, "local leg %s restored from site %u: back in service",
                l->cfg->path, from);
   }

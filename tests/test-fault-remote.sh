@@ -363,8 +363,8 @@ if want E; then
   mv "$T/E.rem" "$T/E.rem.real"
   head -c $((SIZE / 2)) /dev/urandom > "$T/E.small"            # smaller, and recognisable
   small_sum=$(sha256sum < "$T/E.small")
+  nl=$(wc -l < "$T/E.log")                          # before: it may connect at once
   remote_start Es file "$T/E.small" || die "E: smaller remote"
-  nl=$(wc -l < "$T/E.log")
   check "E: writes while the smaller disk is there: none failed or slower than $LAT s" \
     kd write "$(uri E)" "$T/E.ref" 2 48 "$LAT"
   sleep 2                                           # several reconnect attempts
