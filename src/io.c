@@ -2,6 +2,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <string.h>
 #include <time.h>
@@ -53,6 +55,35 @@ io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off)
     off += (uint64_t) r;
   }
   return 0;
+}
+
+int
+io_sync_parent_dir (const char *path)
+{
+  char dir[PATH_MAX];
+  const char *slash = strrchr (path, '/');
+  size_t n = slash ? (size_t) (slash - path) : 0;
+  int fd, r, e;
+
+  if (n >= sizeof dir) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  if (slash && n == 0)
+    n = 1;                                 /* "/name": the root */
+  memcpy (dir, slash ? path : ".", slash ? n : 1);
+  dir[slash ? n : 1] = '\0';
+  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd == -1)
+    return -1;
+  pft_sync (fd, 'S');                      /* power-loss trace: names made durable */
+  r = fsync (fd);
+  e = errno;
+  if (r == 0)
+    pft_sync (fd, 'D');
+  close (fd);
+  errno = e;
+  return r;
 }
 
 uint64_t
