@@ -24,6 +24,7 @@ One replicator instance serves NDEV devices (local file legs) with one remote si
      every 10th cycle and at the end a clean stop, and local legs == device too.
 
 Usage: torture.py [--cycles N] [--faults kill,rstop,rkill,logfull] [--seed S] [--keep]
+                  [--log-dev DEV] [--leg-devs DEV0,DEV1]  (block devices, e.g. loop devices)
 Environment: PLUGIN, REPLCTL (defaults: the build/ tree), SANITIZERS=yes (preload ASan
 into nbdkit).  Prints one line per cycle and a summary "cycles N, violations V"; exit 1 on
 any violation, 2 on a harness failure (a server that does not start, ...).
@@ -186,11 +187,16 @@ class Rig:
         self.sock = os.path.join(T, "r.sock")
         self.ctl = os.path.join(T, "c.ctl")
         self.rsock = os.path.join(T, "rem.sock")
-        self.logpath = os.path.join(self.logdir, "log")
+        self.logpath = args.log_dev or os.path.join(self.logdir, "log")
         for d in range(self.ndev):
             for p in (self.leg(d), os.path.join(self.rdir, "d%d" % d)):
+                if p in args.leg_devs:
+                    blockdev_zero(p, self.size, True)
+                    continue
                 with open(p, "wb") as f:
                     f.truncate(self.size)
+        if args.log_dev:               # blank: mode=auto creates a new log on it
+            blockdev_zero(args.log_dev, args.log_mb << 20, False)
         self.write_conf()
         self.server = None
         self.remote = None
@@ -208,6 +214,8 @@ class Rig:
         self.nlog = os.path.join(T, "nbdkit.log")
 
     def leg(self, d):
+        if self.a.leg_devs:
+            return self.a.leg_devs[d]
         return os.path.join(self.T, "d%d.img" % d)
 
     def write_conf(self):
@@ -377,6 +385,23 @@ control = { socket = "%s"; };
                     pass
         if self.mounted:
             subprocess.run(["umount", "-l", self.logdir])
+
+
+def blockdev_zero(dev, size, exact):
+    """Zero the first size bytes of block device dev (--log-dev, --leg-devs): its size must
+    be size (a leg: the device's size) or at least size (the log)."""
+    fd = os.open(dev, os.O_WRONLY)
+    try:
+        have = os.lseek(fd, 0, os.SEEK_END)
+        if have != size if exact else have < size:
+            raise HarnessError("%s: %d bytes, %s %d needed" % (dev, have, "exactly" if exact
+                                                               else "at least", size))
+        zero = bytes(1 << 20)
+        for off in range(0, size, len(zero)):
+            os.pwrite(fd, zero[:min(len(zero), size - off)], off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---- the client -----------------------------------------------------------------------
@@ -950,8 +975,18 @@ def main():
                    help="nbdkit's log filter in front of the remote (remote.iolog)")
     p.add_argument("--selftest", action="store_true",
                    help="every cycle, also prove the checkers catch a hidden write")
+    p.add_argument("--log-dev", default=None,
+                   help="the log on this block device (e.g. a loop device; its content is lost)")
+    p.add_argument("--leg-devs", default="",
+                   help="DEV0,DEV1,...: the local legs on these block devices, one per device, "
+                   "each exactly --size bytes (their content is lost)")
     a = p.parse_args()
     a.faults = [f for f in a.faults.split(",") if f]
+    a.leg_devs = [x for x in a.leg_devs.split(",") if x]
+    if a.leg_devs and len(a.leg_devs) != a.devices:
+        p.error("--leg-devs: %d devices for --devices %d" % (len(a.leg_devs), a.devices))
+    if a.log_dev and "logfull" in a.faults:
+        p.error("--log-dev: the logfull fault needs the log on a small tmpfs")
     if a.seed is None:
         a.seed = random.randrange(1 << 30)
     sys.exit(run(a))
