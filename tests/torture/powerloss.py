@@ -29,7 +29,6 @@ power loss at the moment of the kill could have left them:
 """
 
 import os
-
 import random
 import struct
 
