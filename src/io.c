@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,19 +61,21 @@ io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off)
 int
 io_sync_parent_dir (const char *path)
 {
-  char dir[PATH_MAX];
-  const char *slash = strrchr (path, '/');
-  size_t n = slash ? (size_t) (slash - path) : 0;
+  char real[PATH_MAX], *dir, *slash;
   int fd, r, e;
 
-  if (n >= sizeof dir) {
-    errno = ENAMETOOLONG;
-    return -1;
+  /* The directory that holds the file itself, not a symbolic link to it. */
+  if (!realpath (path, real)) {
+    if (strlen (path) >= sizeof real) {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+    strcpy (real, path);
   }
-  if (slash && n == 0)
-    n = 1;                                 /* "/name": the root */
-  memcpy (dir, slash ? path : ".", slash ? n : 1);
-  dir[slash ? n : 1] = '\0';
+  slash = strrchr (real, '/');
+  dir = slash ? real : (char *) ".";
+  if (slash)
+    slash[slash == real] = '\0';          /* "/name": the root */
   fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd == -1)
     return -1;
@@ -82,6 +85,10 @@ io_sync_parent_dir (const char *path)
   if (r == 0)
     pft_sync (fd, 'D');
   close (fd);
+  /* EINVAL: a directory that cannot be synced because it is not on a
+   * storage filesystem (/proc/self/fd, a memfd's): nothing to make durable. */
+  if (r == -1 && e == EINVAL)
+    return 0;
   errno = e;
   return r;
 }
