@@ -158,9 +158,19 @@ create_file (struct dlog *d, const struct dlog_id *id, char *err, size_t errlen)
   for (k = 0; k < np; k++)
     if (write_page (d, fd, k) == -1)
       goto fail;
+  pft_create (fd);                         /* power-loss trace: a new name */
   if (fdatasync (fd) == -1 || rename (tmp, d->path) == -1)
     goto fail;
   pft_rename (tmp, d->path);               /* power-loss trace: created whole */
+  /* Safety rule 14: the new name must survive a power loss before the log
+   * releases an entry on the strength of the bits in this file. */
+  if (io_sync_parent_dir (d->path) == -1) {
+    snprintf (err, errlen, "creating %s: syncing its directory (so that its name survives a "
+              "power loss): %s", d->path, strerror (errno));
+    close (fd);
+    free (tmp);
+    return -1;
+  }
   free (tmp);
   d->fd = fd;
   return 0;

@@ -2,7 +2,10 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +56,41 @@ io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off)
     off += (uint64_t) r;
   }
   return 0;
+}
+
+int
+io_sync_parent_dir (const char *path)
+{
+  char real[PATH_MAX], *dir, *slash;
+  int fd, r, e;
+
+  /* The directory that holds the file itself, not a symbolic link to it. */
+  if (!realpath (path, real)) {
+    if (strlen (path) >= sizeof real) {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+    strcpy (real, path);
+  }
+  slash = strrchr (real, '/');
+  dir = slash ? real : (char *) ".";
+  if (slash)
+    slash[slash == real] = '\0';          /* "/name": the root */
+  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd == -1)
+    return -1;
+  pft_sync (fd, 'S');                      /* power-loss trace: names made durable */
+  r = fsync (fd);
+  e = errno;
+  if (r == 0)
+    pft_sync (fd, 'D');
+  close (fd);
+  /* EINVAL: a directory that cannot be synced because it is not on a
+   * storage filesystem (/proc/self/fd, a memfd's): nothing to make durable. */
+  if (r == -1 && e == EINVAL)
+    return 0;
+  errno = e;
+  return r;
 }
 
 uint64_t

@@ -1,4 +1,5 @@
-/* io.h: whole-buffer pread/pwrite that retry short transfers and EINTR. */
+/* io.h: whole-buffer pread/pwrite that retry short transfers and EINTR, the
+ * parent-directory sync, clocks and polls. */
 #ifndef REPLICATOR_IO_H
 #define REPLICATOR_IO_H
 
@@ -11,6 +12,9 @@
 int io_pread_full (int fd, void *buf, size_t len, uint64_t off, bool eof_zeroes);
 /* Write len bytes at off.  0 or -1 (errno). */
 int io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off);
+/* fsync the directory holding path, so that a name just created or renamed
+ * there survives a power loss (safety rule 14).  0 or -1 (errno). */
+int io_sync_parent_dir (const char *path);
 
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t io_mono_ms (void);

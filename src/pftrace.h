@@ -11,7 +11,10 @@
  *   path bytes (the file's /proc/self/fd link), then for 'W' length bytes.
  * Types: 'W' data written, 'Z' range reads back zeroes (fallocate or written
  * zeroes), 'S' sync begins, 'D' sync done, 'T' truncated to offset,
- * 'R' renamed (path = old name, then u64 length + the new name as data). */
+ * 'R' renamed (path = old name, then u64 length + the new name as data),
+ * 'C' created (a new name in its directory).  A name ('C', 'R') survives a
+ * power loss only once an 'S'..'D' sync of its directory (path = the
+ * directory) began after it (safety rule 14). */
 #ifndef REPLICATOR_PFTRACE_H
 #define REPLICATOR_PFTRACE_H
 
@@ -43,6 +46,13 @@ pft_sync (int fd, char begin_or_done)
 {
   if (__builtin_expect (pft_fd >= 0, 0))
     pft_record (begin_or_done, fd, 0, 0, NULL);
+}
+
+static inline void
+pft_create (int fd)
+{
+  if (__builtin_expect (pft_fd >= 0, 0))
+    pft_record ('C', fd, 0, 0, NULL);
 }
 
 static inline void

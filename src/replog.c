@@ -738,7 +738,7 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
   struct rl_header hc[2];
   const char *why[2];
   uint64_t fsize;
-  bool is_blk = false, blank, create;
+  bool is_blk = false, blank, create, existed;
   struct statfs sfs;
   int fd, flags = O_RDWR | O_CLOEXEC, use;
   unsigned i;
@@ -754,7 +754,8 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
     rep_error ("replog %s: offset must be a multiple of %d", a->path, RL_BLOCK);
     return -1;
   }
-  if (stat (a->path, &st) == 0 && S_ISBLK (st.st_mode))
+  existed = stat (a->path, &st) == 0;
+  if (existed && S_ISBLK (st.st_mode))
     flags |= O_EXCL;                         /* one owner (safety rule 8) */
   else if (a->mode != LOG_MODE_OPEN)
     flags |= O_CREAT;
@@ -780,8 +781,25 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
     close (fd);
     return -1;
   }
-  if (fstatfs (fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+  /* A block device's node lives on /dev's devtmpfs: only a file's own
+   * filesystem says whether its flushes can be durable. */
+  if (!is_blk && fstatfs (fd, &sfs) == 0 &&
+      (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC))
     rec->on_tmpfs = true;
+  /* Safety rule 14: the log's name must survive a power loss before any
+   * entry goes into it (or mode=auto would create a blank log over flushed
+   * writes after one).  Synced at every open, not only at the creation: a
+   * crash may have come between the creation and the sync. */
+  if (!is_blk) {
+    if (!existed)
+      pft_create (fd);
+    if (io_sync_parent_dir (a->path) == -1) {
+      rep_error ("replog %s: cannot sync its directory (so that its name survives a power "
+                 "loss): %m; refusing to start", a->path);
+      close (fd);
+      return -1;
+    }
+  }
 
   if (!(rl = calloc (1, sizeof *rl)) || !(rl->path = strdup (a->path))) {
     rep_error ("calloc: %m");

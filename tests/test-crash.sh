@@ -4,6 +4,9 @@
 # FUA write) is present; every block holds a write that was really issued to it, never torn,
 # never older than what the previous recovery showed.  Recovery reports "recovered N entries".
 # Finally a clean stop after recovery leaves the local leg equal to the device.
+# CRASH_LOG_DEV, CRASH_LEG_DEV: the log and the local leg on these block devices (a loop
+# device each, see test-blockdev.sh; the leg of 16 MiB, the log at least CRASH_LOG_SIZE)
+# instead of files; their content is lost.
 set -eu
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp
@@ -11,8 +14,18 @@ requires_python_nbd
 
 CYCLES=${CYCLES:-5}
 SIZE=$((16 << 20))
-truncate -s $SIZE "$T/leg"
-ARGS=(log="$T/log" log-size=${CRASH_LOG_SIZE:-8M} local="$T/leg" control="$T/c.ctl")
+LEG=${CRASH_LEG_DEV:-$T/leg}
+if [ -n "${CRASH_LEG_DEV:-}" ]; then
+  [ "$(blockdev --getsize64 "$LEG")" = $SIZE ] || die "CRASH_LEG_DEV $LEG: not a block device of $SIZE bytes"
+  dd if=/dev/zero of="$LEG" bs=1M count=16 oflag=direct status=none || die "zeroing $LEG"
+else
+  truncate -s $SIZE "$LEG"
+fi
+if [ -n "${CRASH_LOG_DEV:-}" ]; then          # blank: mode=auto creates a new log there
+  dd if=/dev/zero of="$CRASH_LOG_DEV" bs=64k count=16 oflag=direct status=none || die "zeroing $CRASH_LOG_DEV"
+fi
+ARGS=(log="${CRASH_LOG_DEV:-$T/log}" log-size=${CRASH_LOG_SIZE:-8M} local="$LEG" control="$T/c.ctl")
+echo "log ${CRASH_LOG_DEV:-$T/log}, local leg $LEG"
 
 cat > "$T/load.py" <<'PY'
 # Write storm with a journal.  argv: URI JOURNAL SIZE FIRST_GEN SEED
@@ -386,7 +399,7 @@ echo "== clean stop after recovery: the local leg equals the device"
 nbdcopy "$(uri c)" "$T/device.img" || fail "nbdcopy of the device failed"
 rc=0; stop_replicator c || rc=$?
 [ $rc -eq 0 ] && ok "clean stop after recovery (exit 0)" || { fail "clean stop: exit status $rc"; show_log c; }
-if cmp -s "$T/leg" "$T/device.img"; then ok "local leg file equals the device read before the stop"
-else fail "local leg differs from the device: $(cmp -l "$T/leg" "$T/device.img" | wc -l) bytes"; fi
+if cmp -s "$LEG" "$T/device.img"; then ok "local leg $LEG equals the device read before the stop"
+else fail "local leg $LEG differs from the device: $(cmp -l "$LEG" "$T/device.img" | wc -l) bytes"; fi
 check "no sanitizer reports" sanitizer_clean c
 finish

@@ -18,9 +18,17 @@ power loss at the moment of the kill could have left them:
     sector, or everything up to a random moment with half of it lost, or nothing at all;
   - a sector whose final content differs from base + every recorded write (an io_uring
     write the kernel finished after the kill, or a store the trace missed) may take the
-    final value too; these are counted and reported as untraced.
+    final value too; these are counted and reported as untraced;
+  - a name (a file created, or renamed into place) survives only once a sync of its
+    directory began after it and completed (safety rule 14): a file whose name was never
+    made durable is gone from some images (every such name from the "synced" image, each
+    with probability 1/2 from the others), and one renamed over an older file may show the
+    older file.  A file that appears during the run with no creation record (a server that
+    does not trace them) counts as created at the start.  Names not durable when a run
+    begins are carried over from the previous run (unsynced_names).
 """
 
+import os
 import random
 import struct
 
@@ -135,10 +143,51 @@ class FileHistory:
         return bytes(img)
 
 
-def build_images(files, trace_path, rng, hows=("uniform", "moment", "synced")):
-    """files: {real path: (base bytes, final bytes or None)}.  Returns a list of
-    ({real path: image bytes}, how) and a summary dict."""
+def _names(events, unsynced, base_paths, final_paths):
+    """The names not durable at the end of the trace: {path: (index of the event that made
+    it, -1 = before the trace or untraced; the renamed-from path or None)}."""
+    pending = dict(unsynced)
+    made = set(ev[2] for ev in events if ev[1] == "C") | \
+        set(ev[5].decode(errors="replace") for ev in events if ev[1] == "R")
+    for p in final_paths:
+        if p not in base_paths and p not in made:
+            pending[p] = (-1, None)
+    begun = {}                         # directory -> indexes of syncs begun, not done
+    for ev in events:
+        idx, t, path = ev[0], ev[1], ev[2]
+        if t == "C":
+            pending[path] = (idx, None)
+        elif t == "R":
+            to = ev[5].decode(errors="replace")
+            pending.pop(path, None)     # the old name is gone either way
+            pending[to] = (idx, path)
+        elif t == "S":
+            begun.setdefault(path, []).append(idx)
+        elif t == "D" and begun.get(path):
+            # the earliest outstanding sync of this directory: the safe assumption
+            s = begun[path].pop(0)
+            for p in [p for p, (i, _) in pending.items() if os.path.dirname(p) == path and i < s]:
+                del pending[p]
+    return pending
+
+
+def unsynced_names(trace_path, unsynced, base_paths, final_paths):
+    """Names whose directory entry a power loss after this run could still lose."""
+    if not os.path.exists(trace_path):
+        return dict(unsynced)          # no run yet: the files there are the harness's
+    return _names(parse_trace(trace_path), unsynced, base_paths, final_paths)
+
+
+def build_images(files, trace_path, rng, hows=("uniform", "moment", "synced"), unsynced=None):
+    """files: {real path: (base bytes or None if absent, final bytes or None)}; unsynced:
+    {path: ...} names not durable when the trace began.  Returns a list of
+    ({real path: image bytes, or None: the file is gone}, how, {names still not durable})
+    and a summary dict."""
     events = parse_trace(trace_path)
+    names = _names(events, unsynced or {}, set(p for p, (b, _) in files.items() if b is not None),
+                   set(p for p, (_, f) in files.items() if f is not None))
+    files = {p: (b if b is not None else b"", f) for p, (b, f) in files.items()}
+    orig_base = {p: b for p, (b, _) in files.items()}
     per = {p: [] for p in files}
     renamed = {}
     for ev in events:
@@ -161,12 +210,29 @@ def build_images(files, trace_path, rng, hows=("uniform", "moment", "synced")):
             base = bytes(tmp)
             evs = [ev for ev in evs if ev[0] > r[0]]
         hist[p] = FileHistory(p, base, evs, final)
+    # a file renamed over an older one whose new name is not durable: the old one stays
+    older = {}
+    for p, (idx, frm) in names.items():
+        if frm is not None and p in hist and p not in (unsynced or {}) and orig_base.get(p):
+            older[p] = FileHistory(p, orig_base[p], [ev for ev in per[p] if ev[0] < idx],
+                                   None).image(rng, "synced")
     n = len(events)
     images = []
     for how in hows:
         cut = rng.randrange(n + 1) if how == "moment" else None
-        images.append(({p: h.image(rng, how, cut) for p, h in hist.items()}, how))
+        img, left = {}, {}
+        for p, h in hist.items():
+            if p in names and (how == "synced" or rng.random() < 0.5):
+                img[p] = older.get(p)   # the name is lost: gone, or the older file
+                continue
+            img[p] = h.image(rng, how, cut)
+            if p in names:
+                left[p] = names[p]
+        left.update({p: v for p, v in names.items() if p not in hist})
+        images.append((img, how, left))
     summary = {"events": n,
+               "unsynced_names": sorted(p.rsplit("/", 1)[-1] for p in names),
+               "names_lost": sum(1 for img, _, _ in images for v in img.values() if v is None),
                "pending_writes": sum(h.pending for h in hist.values()),
                "pending_sectors": sum(len(h.history) for h in hist.values()),
                "untraced_sectors": sum(h.untraced for h in hist.values()),

@@ -24,6 +24,7 @@ One replicator instance serves NDEV devices (local file legs) with one remote si
      every 10th cycle and at the end a clean stop, and local legs == device too.
 
 Usage: torture.py [--cycles N] [--faults kill,rstop,rkill,logfull] [--seed S] [--keep]
+                  [--log-dev DEV] [--leg-devs DEV0,DEV1]  (block devices, e.g. loop devices)
 Environment: PLUGIN, REPLCTL (defaults: the build/ tree), SANITIZERS=yes (preload ASan
 into nbdkit).  Prints one line per cycle and a summary "cycles N, violations V"; exit 1 on
 any violation, 2 on a harness failure (a server that does not start, ...).
@@ -186,11 +187,16 @@ class Rig:
         self.sock = os.path.join(T, "r.sock")
         self.ctl = os.path.join(T, "c.ctl")
         self.rsock = os.path.join(T, "rem.sock")
-        self.logpath = os.path.join(self.logdir, "log")
+        self.logpath = args.log_dev or os.path.join(self.logdir, "log")
         for d in range(self.ndev):
             for p in (self.leg(d), os.path.join(self.rdir, "d%d" % d)):
+                if p in args.leg_devs:
+                    blockdev_zero(p, self.size, True)
+                    continue
                 with open(p, "wb") as f:
                     f.truncate(self.size)
+        if args.log_dev:               # blank: mode=auto creates a new log on it
+            blockdev_zero(args.log_dev, args.log_mb << 20, False)
         self.write_conf()
         self.server = None
         self.remote = None
@@ -199,6 +205,7 @@ class Rig:
         self.env = nbdkit_env()
         self.trace = None
         self.base_files = {}
+        self.unsynced = {}             # names a power loss could still lose (safety rule 14)
         if "powerloss" in args.faults:
             self.trace = os.path.join(T, "pf.trace")
             self.env["NBD_REPLICATOR_PFTRACE"] = self.trace
@@ -207,6 +214,8 @@ class Rig:
         self.nlog = os.path.join(T, "nbdkit.log")
 
     def leg(self, d):
+        if self.a.leg_devs:
+            return self.a.leg_devs[d]
         return os.path.join(self.T, "d%d.img" % d)
 
     def write_conf(self):
@@ -293,11 +302,18 @@ control = { socket = "%s"; };
                   if f.endswith(".bitmap")]
         return files
 
-    def start(self):
+    def start(self, unsynced=None):
         """Start the server; retry while the dead instance's locks are still held.
-        With the power-loss trace on, the files as they are now are the trace's base."""
+        With the power-loss trace on, the files as they are now are the trace's base, and
+        the names the last run left not durable (or unsynced, for a power-loss image) are
+        carried over."""
         if self.trace:
-            self.base_files = {p: self.read_file(p) for p in self.traced_files() if os.path.exists(p)}
+            now = {p: self.read_file(p) for p in self.traced_files() if os.path.exists(p)}
+            if unsynced is None:
+                unsynced = powerloss.unsynced_names(self.trace, self.unsynced, set(self.base_files),
+                                                    set(now))
+            self.unsynced = unsynced
+            self.base_files = now
             open(self.trace, "wb").close()
         for attempt in range(60):
             for p in (self.sock, self.sock + ".pid"):
@@ -369,6 +385,23 @@ control = { socket = "%s"; };
                     pass
         if self.mounted:
             subprocess.run(["umount", "-l", self.logdir])
+
+
+def blockdev_zero(dev, size, exact):
+    """Zero the first size bytes of block device dev (--log-dev, --leg-devs): its size must
+    be size (a leg: the device's size) or at least size (the log)."""
+    fd = os.open(dev, os.O_WRONLY)
+    try:
+        have = os.lseek(fd, 0, os.SEEK_END)
+        if have != size if exact else have < size:
+            raise HarnessError("%s: %d bytes, %s %d needed" % (dev, have, "exactly" if exact
+                                                               else "at least", size))
+        zero = bytes(1 << 20)
+        for off in range(0, size, len(zero)):
+            os.pwrite(fd, zero[:min(len(zero), size - off)], off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---- the client -----------------------------------------------------------------------
@@ -700,7 +733,8 @@ def run(args):
     rig = Rig(args, T)
     viol_total, stats = 0, {"prefix_checked": 0, "prefix_skipped": 0, "required": 0,
                             "acks": 0, "flushes": 0, "clean_stops": 0,
-                            "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0}
+                            "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0,
+                            "pl_names_lost": 0}
     per_fault = {}
     base = {}
     gen = 0
@@ -832,25 +866,33 @@ def run(args):
                 remote_after = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
                 finals = {p: rig.read_file(p) for p in rig.traced_files() if os.path.exists(p)}
                 images, summ = powerloss.build_images(
-                    {p: (rig.base_files.get(p, b""), finals.get(p)) for p in set(finals) | set(rig.base_files)},
-                    rig.trace, rng)
+                    {p: (rig.base_files.get(p), finals.get(p)) for p in set(finals) | set(rig.base_files)},
+                    rig.trace, rng, unsynced=rig.unsynced)
                 stats["pl_images"] += len(images)
                 stats["pl_untraced"] += summ["untraced_sectors"]
+                stats["pl_names_lost"] += summ["names_lost"]
                 note = "power loss: %d traced events, %d writes after the last syncs over %d sectors, " \
                        "%d sectors changed after the kill (I/O in flight landing); images %s" % (
                            summ["events"], summ["pending_writes"], summ["pending_sectors"],
-                           summ["untraced_sectors"], ",".join(h for _, h in images))
+                           summ["untraced_sectors"], ",".join(h for _, h, _ in images))
                 if summ["untraced_by_file"]:
                     note += " (%s)" % ", ".join("%s: %d at %d" % (f, n, o) for f, (n, o)
                                                 in sorted(summ["untraced_by_file"].items()))
-                for i, (img, how) in enumerate(images):
+                if summ["unsynced_names"]:
+                    note += "; names never made durable by a directory sync: %s (%d lost in the images)" \
+                        % (", ".join(summ["unsynced_names"]), summ["names_lost"])
+                for i, (img, how, left) in enumerate(images):
                     for p, data in img.items():
+                        if data is None:
+                            if os.path.exists(p):
+                                os.unlink(p)
+                            continue
                         with open(p, "wb") as f:
                             f.write(data)
                     for d in range(rig.ndev):
                         with open(os.path.join(rig.rdir, "d%d" % d), "r+b") as f:
                             f.write(remote_after[d])
-                    rig.start()
+                    rig.start(unsynced=left)
                     v = []
                     seen = recover_checks(rig, j, prev_base, v, args)
                     viol.extend("power loss image %d (%s): %s" % (i, how, x) for x in v)
@@ -910,10 +952,11 @@ def run(args):
     print("torture summary: cycles %d (%s), violations %d, acked writes %d, flushes %d, "
           "prefix checks at crashes %d (skipped %d: site not in log mode or flagged) and during the load %d, "
           "required writes checked %d, "
-          "clean stops %d, remote nbdkit deaths %d, power-loss images %d (untraced sectors %d)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(per_fault.items())),
+          "clean stops %d, remote nbdkit deaths %d, power-loss images %d (untraced sectors %d, "
+          "file names lost for want of a directory sync %d)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(per_fault.items())),
                               viol_total, stats["acks"], stats["flushes"], stats["prefix_checked"],
                               stats["prefix_skipped"], stats["snapshots"], stats["required"], stats["clean_stops"], stats["remote_deaths"],
-                              stats["pl_images"], stats["pl_untraced"]))
+                              stats["pl_images"], stats["pl_untraced"], stats["pl_names_lost"]))
     return 1 if viol_total else 0
 
 
@@ -932,8 +975,18 @@ def main():
                    help="nbdkit's log filter in front of the remote (remote.iolog)")
     p.add_argument("--selftest", action="store_true",
                    help="every cycle, also prove the checkers catch a hidden write")
+    p.add_argument("--log-dev", default=None,
+                   help="the log on this block device (e.g. a loop device; its content is lost)")
+    p.add_argument("--leg-devs", default="",
+                   help="DEV0,DEV1,...: the local legs on these block devices, one per device, "
+                   "each exactly --size bytes (their content is lost)")
     a = p.parse_args()
     a.faults = [f for f in a.faults.split(",") if f]
+    a.leg_devs = [x for x in a.leg_devs.split(",") if x]
+    if a.leg_devs and len(a.leg_devs) != a.devices:
+        p.error("--leg-devs: %d devices for --devices %d" % (len(a.leg_devs), a.devices))
+    if a.log_dev and "logfull" in a.faults:
+        p.error("--log-dev: the logfull fault needs the log on a small tmpfs")
     if a.seed is None:
         a.seed = random.randrange(1 << 30)
     sys.exit(run(a))
