@@ -144,6 +144,9 @@ hold_pwrite (nbdkit_next *next, void *handle, const void *buf, uint32_t count,
 {
   bool held = hold_maybe ("write", count, offset);
   int r = next->pwrite (next, buf, count, offset, flags, err);
+  if (offset <= hold_offset && hold_offset - offset < count)   /* nbdkit -v shows the order */
+    nbdkit_debug ("hold: %s write at %" PRIu64 " done (r %d), byte at hold-offset 0x%02x",
+                  held ? "held" : "passing", offset, r, ((const uint8_t *) buf)[hold_offset - offset]);
   if (held)
     landed (r, *err);
   return r;
