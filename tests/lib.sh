@@ -359,3 +359,34 @@ make_vars() {
       tree_make -s --no-print-directory -f Makefile -f - _tests_print_vars)
   for v in "$@"; do [ -n "${V[$v]+set}" ] || die "cannot read make variable $v"; done
 }
+
+# ---- a file system that can be frozen: a leg that lags behind the log ---------------------
+# loopfs_mount NAME SIZE: ext4 in a loop device, mounted at $T/fs-NAME (needs root).
+# `fsfreeze -f $T/fs-NAME` stops every write to files there (reads go on) until `fsfreeze -u`.
+# A test that uses it calls loopfs_cleanup from its cleanup_hook, after it thawed them and
+# killed the processes that use them (loopfs_thaw_all; a write to a frozen fs is not killable).
+loopfs_mount() {
+  local dev
+  truncate -s "$2" "$T/fs-$1.img" && mkfs.ext4 -q -F "$T/fs-$1.img" || return 1
+  dev=$(losetup -f --show "$T/fs-$1.img") || return 1
+  echo "$dev" > "$T/fs-$1.loop"
+  mkdir -p "$T/fs-$1" && mount -o noatime "$dev" "$T/fs-$1"
+}
+loopfs_thaw_all() {
+  local m
+  for m in "$T"/fs-*.loop; do
+    [ -e "$m" ] && timeout -s KILL 10 fsfreeze -u "${m%.loop}" 2>/dev/null
+  done
+  return 0
+}
+loopfs_cleanup() {
+  local m d
+  loopfs_thaw_all
+  for m in "$T"/fs-*.loop; do
+    [ -e "$m" ] || continue
+    d=${m%.loop}
+    if mountpoint -q "$d"; then timeout -s KILL 10 umount "$d" || timeout -s KILL 10 umount -l "$d"; fi
+    timeout -s KILL 10 losetup -d "$(cat "$m")"
+    rm -f "$m"
+  done
+}
