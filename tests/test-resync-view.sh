@@ -15,11 +15,19 @@
 #   4. thawed, the local leg catches up: local leg == remote == device == what was written.
 # Run under io_uring (the copy reads the leg asynchronously and patches in the unapplied
 # entries) and the threads engine (a synchronous read of the view).
+#
+# The same for a restore: the local leg failed (nbdfuse over nbdkit's error filter), site 1
+# serves the device, and its leg is the one that lags: site 1's nbdkit serves a file on a
+# frozen file system (its writes wait, reads go on; request_timeout is long enough that the
+# connection stays).  N is written to X and Z, then `replctl restore default --from 1`
+# rebuilds the local leg: it must get N (the view: site 1's leg + unapplied entries), not
+# site 1's raw O and hole.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
-requires nbdkit nbdsh nbdcopy cmp fsfreeze mkfs.ext4 losetup
+requires nbdkit nbdsh nbdcopy cmp fsfreeze mkfs.ext4 losetup nbdfuse
 requires_python_nbd
 requires_root
+[ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
 
 SIZE=16M
 RS=65536                 # region size of the dirty log (and of the writes here)
@@ -32,6 +40,7 @@ cleanup_hook() {
   loopfs_thaw_all                                   # before the kill: a frozen write is not killable
   for n in "${!REPL_PID[@]}"; do kill -9 "${REPL_PID[$n]}" 2>/dev/null; wait "${REPL_PID[$n]}" 2>/dev/null; done
   loopfs_cleanup
+  fuse_unmount_all
 }
 
 # pwrite_pattern URI OFF BYTE: the client writes RS bytes of BYTE at OFF, then flushes
@@ -102,6 +111,73 @@ view_case() {
   [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
 }
 
+restore_case() {
+  local n=$1 fs="$T/fs-$1" fails0=$FAILURES rc=0 reg before
+  echo "== $n: restore of a failed local leg while the serving site's leg lags behind the log"
+  loopfs_mount "$n" 64M || { fail "$n: no file system for the remote leg"; return; }
+  truncate -s $SIZE "$T/$n.limg" "$fs/rem" "$T/$n.ref"
+  remote_start "${n}l" --filter=error file "$T/$n.limg" error-pwrite=EIO error-pwrite-rate=100% \
+    error-pwrite-file="$T/$n.fail" || { fail "$n: the local leg's server does not start"; return; }
+  fuse_export "$n" "$(remote_uri "${n}l")" || { fail "$n: nbdfuse"; return; }
+  remote_start "${n}r" file "$fs/rem" || { fail "$n: the remote does not start"; return; }
+  start_replicator "$n" log="$T/$n.replog" log-size=64M local="$T/fuse-$n/disk" \
+    remote="$(remote_uri "${n}r")" policy=async disconnect-timeout=30s request-timeout=60s \
+    initial-sync=false region-size=$RS control="$T/$n.ctl" || { fail "$n: the replicator does not start"; return; }
+  wait_for "$T/$n.ctl" "$S1['link'] == 'connected'" 10 || { fail "$n: the remote does not connect"; return; }
+  check_engine "$T/$n.ctl"
+
+  # O everywhere; then the local leg fails (a write to another region) and site 1 serves
+  pwrite_pattern "$(uri "$n")" $X $O || fail "$n: client write of O"
+  wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "j['sites']")"
+  touch "$T/$n.fail"
+  pwrite_pattern "$(uri "$n")" 0 $O || fail "$n: client write at 0 (the local leg fails)"
+  wait_for "$T/$n.ctl" "j['devices'][0]['served_from'] == 1 and j['devices'][0]['local_out']" 10 ||
+    fail "$n: site 1 does not serve the device: $(status_get "$T/$n.ctl" "j['devices'][0]")"
+  wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "j['sites']")"
+  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.write(bytes([int(sys.argv[2])]) * int(sys.argv[3]))' \
+    "$T/$n.ref" $O $RS
+
+  # site 1 stopped; N written to X and Z
+  fsfreeze -f "$fs" || { fail "$n: fsfreeze"; return; }
+  pwrite_pattern "$(uri "$n")" $X $N && pwrite_pattern "$(uri "$n")" $Z $N || fail "$n: client writes of N"
+  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(int(sys.argv[2])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5])); f.seek(int(sys.argv[3])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5]))' \
+    "$T/$n.ref" $X $Z $N $RS
+  check "$n: site 1's raw leg still holds O at X and zeroes at Z (it lags)" \
+    test "$(region_of "$fs/rem" $X) $(region_of "$fs/rem" $Z)" = "$O 0"
+  check "$n: site 1 has not applied the entries (backlog $(status_get "$T/$n.ctl" "$S1['backlog_entries']"))" \
+    test "$(status_get "$T/$n.ctl" "$S1['backlog_entries'] > 0")" = True
+  check "$n: the device reads N at X and Z (view)" \
+    test "$(nbdsh_u "$(uri "$n")" -c "print(set(h.pread($RS, $X)) == {$N} == set(h.pread($RS, $Z)))")" = True
+
+  # restore from site 1 while it lags
+  rm -f "$T/$n.fail"
+  before=$(status_get "$T/$n.ctl" "j['sites'][0]['resync']['finished']")
+  "$REPLCTL" -s "$T/$n.ctl" restore default --from 1 >/dev/null || fail "$n: replctl restore refused"
+  if wait_for "$T/$n.ctl" "j['sites'][0]['resync']['finished'] > $before and not j['devices'][0]['local_out']" 30; then
+    ok "$n: the restore finished"
+  else fail "$n: the restore did not finish: $(status_get "$T/$n.ctl" "(j['sites'][0], j['devices'][0])")"; fi
+  check "$n: site 1 still lags after the restore (O at X)" test "$(region_of "$fs/rem" $X)" = $O
+  reg=$(region_of "$T/$n.limg" $X)
+  check "$n: the restored local leg holds N at X, not site 1's raw O (got $reg)" test "$reg" = $N
+  reg=$(region_of "$T/$n.limg" $Z)
+  check "$n: the restored local leg holds N at Z, not site 1's raw hole (got $reg)" test "$reg" = $N
+
+  # site 1 catches up
+  fsfreeze -u "$fs" || fail "$n: fsfreeze -u"
+  wait_caught_up "$T/$n.ctl" 30 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "j['sites']")"
+  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
+  check "$n: the device equals what the client wrote" cmp "$T/$n.dev" "$T/$n.ref"
+  check "$n: the remote leg equals the device" cmp "$fs/rem" "$T/$n.dev"
+  stop_replicator "$n" || rc=$?
+  check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
+  check "$n: the local leg equals the device" cmp "$T/$n.limg" "$T/$n.dev"
+  check "$n: no sanitizer reports" sanitizer_clean "$n"
+  remote_kill "${n}r"
+  [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
+}
+
 view_case u
 NBD_REPLICATOR_NO_URING=1 view_case t
+restore_case ru
+NBD_REPLICATOR_NO_URING=1 restore_case rt
 finish
