@@ -9,9 +9,9 @@
  * connection and serves the new session at once; its backing-store thread
  * finishes the old write later, after newer ones: tests/test-in-doubt.sh),
  * so the writes of a dropped connection are in doubt as over NBD (safety
- * rule 5).  Unit attentions after a reconnect are suppressed.  Write-zeroes is a WRITE SAME(16) of a
- * zero block (no unmap); a target that refuses it gets plain writes of
- * zeroes from the worker from then on.
+ * rule 5).  Unit attentions after a reconnect are suppressed.
+ * Write-zeroes is a WRITE SAME(16) of a zero block (no unmap); a target
+ * that refuses it gets plain writes of zeroes from the worker from then on.
  */
 #include <config.h>
 
