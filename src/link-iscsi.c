@@ -4,11 +4,14 @@
  * (it stalls for seconds and ignores timeouts while reconnecting); the
  * worker reconnects with a new context.  Every connection of one leg logs
  * in with the same initiator name and ISID, so the target reinstates the
- * session and aborts the tasks of the old one (safety rule 5): a write of
- * a dead connection cannot land after the re-sent ones.  Unit attentions
- * after a reconnect are suppressed.  Write-zeroes is a WRITE SAME(16) of a
- * zero block (no unmap); a target that refuses it gets plain writes of
- * zeroes from the worker from then on.
+ * session and ends the old one.  That is no fence: a target cannot recall a
+ * write its backing store is already running (tgtd closes the old
+ * connection and serves the new session at once; its backing-store thread
+ * finishes the old write later, after newer ones: tests/test-in-doubt.sh),
+ * so the writes of a dropped connection are in doubt as over NBD (safety
+ * rule 5).  Unit attentions after a reconnect are suppressed.
+ * Write-zeroes is a WRITE SAME(16) of a zero block (no unmap); a target
+ * that refuses it gets plain writes of zeroes from the worker from then on.
  */
 #include <config.h>
 
@@ -381,7 +384,7 @@ iscsil_zero_end (void *v, uint64_t off, uint32_t len, uint64_t deadline_ns, uint
 
 const struct link_ops link_iscsi_ops = {
   .name = "iscsi",
-  .fenced = true,                /* session reinstatement (same ISID) */
+  .fenced = false,               /* reinstatement does not stop a write under way */
   .connect = iscsil_connect,
   .close = iscsil_close,
   .submit = iscsil_submit,

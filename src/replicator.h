@@ -142,7 +142,7 @@ struct site {
   bool disconnected;             /* clients no longer wait for it */
   bool catching_up;              /* back after a disconnection, not caught up yet */
   bool dirty;                    /* dirty-log mode: not fed from the log */
-  bool in_doubt;                 /* writes of an aborted NBD connection may land
+  bool in_doubt;                 /* writes of an aborted connection may land
                                     late: not consistent until resynchronised */
   uint64_t disconnects;
   /* Resync (the worker writes, status reads): the site went back to log

@@ -24,8 +24,9 @@
  * pokes an eventfd when there is new work.
  *
  * Remote links: every request has a deadline (request_timeout); past it the
- * connection is aborted and what it had in flight is in doubt (NBD has no
- * fence: those regions are recorded, see leg->doubt).  A lost connection
+ * connection is aborted and what it had in flight is in doubt (neither NBD
+ * nor an iSCSI session reinstatement stops a write the remote already
+ * runs: those regions are recorded, see leg->doubt).  A lost connection
  * parks its requests; the connector thread reconnects with backoff and the
  * parked requests are re-sent (re-sending entries of the current epoch is
  * idempotent).  A site that makes no progress for disconnect_timeout is
@@ -525,7 +526,7 @@ forget_copies (struct worker *w, struct leg *l)
 
 /* The connection of leg l is gone (or we abort it).  Park its requests
  * for re-sending; in_doubt: we aborted it while the remote may still
- * execute what it had (NBD). */
+ * execute what it had. */
 static void
 link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
 {
@@ -930,8 +931,13 @@ io_result (struct worker *w, unsigned idx, int res)
     errno = -res;
     char why[96];
     snprintf (why, sizeof why, "%m");
+    /* A request that timed out (libiscsi's task timeout) may still run at
+     * the remote: in doubt like the others in flight (safety rule 5). */
+    if (res == -ETIMEDOUT)
+      io->sent = true;
     if (l->link.up)
       link_down (w, l, res == -ETIMEDOUT, why);
+    io->sent = false;
     io->parked = true;
     return false;                        /* re-sent once reconnected */
   }
@@ -1823,7 +1829,7 @@ resync_finish (struct worker *w)
              "again", s->resync_copied, s->resync_bytes >> 20, s->resync_zero_bytes >> 20, secs);
 }
 
-/* A site in log mode with in-doubt regions (an aborted NBD connection):
+/* A site in log mode with in-doubt regions (an aborted connection):
  * once the grace period is over, copy them again; or a full resync was
  * asked for.  An in-place resync: the site stays in log mode. */
 static void

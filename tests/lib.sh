@@ -281,7 +281,8 @@ remote_start() {
 remote_uri() { echo "nbd+unix:///${2:-}?socket=$T/$1.sock"; }
 remote_kill() { kill -9 "${RPID[$1]}" 2>/dev/null; wait "${RPID[$1]}" 2>/dev/null || true; }
 
-# tgt_start NAME IMG [PORT]: tgtd iSCSI target on 127.0.0.1 with IMG as LUN 1.
+# tgt_start NAME IMG [PORT]: tgtd iSCSI target on 127.0.0.1 with IMG as LUN 1 (opened with
+#   the flags in $TGT_BSOFLAGS if set, e.g. direct).
 #   Sets TGT_PID TGT_PORT TGT_URL.  tgtd ignores SIGTERM: tgt_kill (kill -9) or tgt_stop.
 TGT_PORTS=()
 tgt_start() {
@@ -305,7 +306,8 @@ tgt_start() {
   TGT_PORT=$port; TGT_PORTS+=("$port")
   local iqn=iqn.2026-11.test.replicator:$name
   tgtadm -C "$port" --lld iscsi --mode target --op new --tid 1 --targetname "$iqn" &&
-  tgtadm -C "$port" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$(realpath "$img")" &&
+  tgtadm -C "$port" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$(realpath "$img")" \
+    ${TGT_BSOFLAGS:+--bsoflags "$TGT_BSOFLAGS"} &&
   tgtadm -C "$port" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL || return 1
   TGT_URL=iscsi://127.0.0.1:$port/$iqn/1
 }
@@ -358,4 +360,56 @@ make_vars() {
     printf '%s\n' "$rule" |
       tree_make -s --no-print-directory -f Makefile -f - _tests_print_vars)
   for v in "$@"; do [ -n "${V[$v]+set}" ] || die "cannot read make variable $v"; done
+}
+
+# ---- a file system that can be frozen: a leg that lags behind the log ---------------------
+# loopfs_mount NAME SIZE: ext4 in a loop device, mounted at $T/fs-NAME (needs root).
+# `fsfreeze -f $T/fs-NAME` stops every write to files there (reads go on) until `fsfreeze -u`.
+# A test that uses it calls loopfs_cleanup from its cleanup_hook, after it thawed them and
+# killed the processes that use them (loopfs_thaw_all; a write to a frozen fs is not killable).
+loopfs_mount() {
+  local dev
+  truncate -s "$2" "$T/fs-$1.img" && mkfs.ext4 -q -F "$T/fs-$1.img" || return 1
+  dev=$(losetup -f --show "$T/fs-$1.img") || return 1
+  echo "$dev" > "$T/fs-$1.loop"
+  mkdir -p "$T/fs-$1" && mount -o noatime "$dev" "$T/fs-$1"
+}
+loopfs_thaw_all() {
+  local m
+  for m in "$T"/fs-*.loop; do
+    [ -e "$m" ] && timeout -s KILL 10 fsfreeze -u "${m%.loop}" 2>/dev/null
+  done
+  return 0
+}
+loopfs_cleanup() {
+  local m d
+  loopfs_thaw_all
+  for m in "$T"/fs-*.loop; do
+    [ -e "$m" ] || continue
+    d=${m%.loop}
+    if mountpoint -q "$d"; then timeout -s KILL 10 umount "$d" || timeout -s KILL 10 umount -l "$d"; fi
+    timeout -s KILL 10 losetup -d "$(cat "$m")"
+    rm -f "$m"
+  done
+}
+
+# ---- FUSE: an NBD export as a file (nbdfuse) ---------------------------------------------
+# fuse_export NAME URI: the export as the file $T/fuse-NAME/disk (needs root and /dev/fuse).
+# A test that uses it calls fuse_unmount_all from its cleanup_hook.
+fuse_export() {
+  local i
+  mkdir -p "$T/fuse-$1"
+  nbdfuse -P "$T/nbdfuse-$1.pid" "$T/fuse-$1/disk" "$2" 2>>"$T/nbdfuse-$1.log" &
+  for i in $(seq 200); do
+    [ -s "$T/nbdfuse-$1.pid" ] && [ -e "$T/fuse-$1/disk" ] && return 0
+    sleep 0.05
+  done
+  echo "nbdfuse $1 did not come up:"; cat "$T/nbdfuse-$1.log"; return 1
+}
+fuse_unmount_all() {
+  local m
+  for m in "$T"/fuse-*; do
+    mountpoint -q "$m" 2>/dev/null || continue
+    timeout -s KILL 10 fusermount3 -u "$m" 2>/dev/null || timeout -s KILL 10 umount -l "$m"
+  done
 }
