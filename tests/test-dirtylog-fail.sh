@@ -72,6 +72,7 @@ check "site 1 in dirty-log mode" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == '
 check "the failure is reported naming the file" grep -q "dirty log $BM of the leg at site 1 cannot be written" "$T/a.log"
 check "status: the dirty log failed" [ "$(s1 "l['dirty_log']['health']")" = failed ]
 check "status: every region dirty" [ "$(s1 "l['dirty_regions']")" = $NBITS ]
+check "replctl status says so" eval '"$REPLCTL" -s "$T/a.ctl" status | grep -q "DIRTY LOG FAILED ($BM)"'
 rm -f "$T/forget"                           # the disk works again
 scatter "$NBD_URI" 8 3 || fail "writes after the disk recovered"
 wait_caught_up "$T/a.ctl" 20 || fail "site 0 caught up"
