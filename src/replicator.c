@@ -396,13 +396,24 @@ dirtylog_open (struct vdev *d, struct leg *l)
  * status shows it), the file is invalidated as far as it can be, and its
  * site is returned so that the header says the site's bitmaps are
  * incomplete before any entry leaves the log on their account. */
+int
+leg_dlog_flush (struct leg *l)
+{
+  int rc = dlog_flush (l->dlog);
+
+  if (rc == 1)
+    rep_warn ("device '%s': writing dirty log %s of the leg at site %u failed (%m); every "
+              "page written since its last good sync was written again after reopening "
+              "it, and synced", l->dev->name, dlog_path (l->dlog), l->site);
+  return rc == -1 ? -1 : 0;
+}
+
 static uint32_t
 dirtylogs_sync (void *opaque)
 {
   struct replicator *r = opaque;
   uint32_t lost = 0;
   size_t i, j;
-  int rc;
 
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {
@@ -413,14 +424,8 @@ dirtylogs_sync (void *opaque)
         lost |= 1u << l->site;
         continue;
       }
-      if ((rc = dlog_flush (l->dlog)) == 0)
+      if (leg_dlog_flush (l) == 0)
         continue;
-      if (rc == 1) {
-        rep_warn ("device '%s': writing dirty log %s of the leg at site %u failed (%m); every "
-                  "page written since its last good sync was written again after reopening "
-                  "it, and synced", r->devs[i].name, dlog_path (l->dlog), l->site);
-        continue;
-      }
       rep_error ("device '%s': dirty log %s of the leg at site %u cannot be written (%m, also "
                  "after reopening it): every region of that leg is marked dirty and the log "
                  "header says so; it is resynchronised in full", r->devs[i].name,

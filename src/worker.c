@@ -992,7 +992,7 @@ ckpt_result (struct worker *w, int res)
          * last good sync stay marked, and the syncer's next flush (before
          * any header write) reopens the file, writes them again, and
          * reports or gives up on the file. */
-        (void) dlog_flush (w->legs[i]->dlog);
+        (void) leg_dlog_flush (w->legs[i]);
     w->dlog_flushed_ns = mono_ns ();
   }
   w->nclr_ck = 0;

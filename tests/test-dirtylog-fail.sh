@@ -9,6 +9,8 @@
 #     entries anyway, and the resync after the restart copied nothing.)
 #  2. One failed flush: the pages are written again through a new descriptor and synced; the
 #     bits survive kill -9 and the disk's crash; the resync converges.
+#  3. The same during a resync (whose progress the worker writes to the file): retried, the file
+#     stays valid across kill -9 and the disk's crash, the resync carries on and converges.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdfuse fusermount3 cmp
@@ -108,6 +110,32 @@ D2=$(s1 "l['dirty_regions']")
 check "after the restart at least the $D regions are dirty ($D2), from the file" \
   [ "$(s1 "s['mode']")" = dirty -a "$D2" -ge "$D" -a "$D2" -lt $NBITS ]
 remote_start ra file "$T/a.rem" || die "remote again"
+check "the resync finishes" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1" 60
+stop_replicator a || fail "stop"
+check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
+
+echo "== 3. one failed flush during a resync (its progress is written about once a second)"
+start_replicator a "${ARGS[@]}" resync-rate=2M || die "start"
+remote_kill ra
+scatter "$NBD_URI" 24 5 || fail "writes with the remote away"
+wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'dirty'" 20 || fail "dirty"
+wait_caught_up "$T/a.ctl" 20 || fail "site 0 caught up"
+remote_start ra file "$T/a.rem" || die "remote again"
+wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'resync' and j['sites'][1]['resync']['regions_copied'] > 0" 30 ||
+  fail "the resync starts"
+n=$(grep -c "was written again after reopening" "$T/a.log")
+echo once > "$T/forget"
+check "the failed flush happened" wait_for "$T/a.ctl" "not __import__('os').path.exists('$T/forget')" 20
+check "it was retried through a new descriptor" \
+  eval '[ "$(grep -c "was written again after reopening" "$T/a.log")" -gt "$n" ]'
+check "status: the dirty log is healthy" [ "$(s1 "l['dirty_log']['health']")" = ok ]
+bad=$(grep -c "failed their checks" "$T/a.log")
+kill9_replicator a
+dl_disk_crash || die "the forgetful disk after its crash"
+restart_replicator a "${ARGS[@]}" || die "restart"
+check "every page of the file is valid after the disk's crash" \
+  [ "$(grep -c "failed their checks" "$T/a.log")" = "$bad" ]
+check "the resync carries on from the file" grep -q "carries on from its persistent dirty logs" "$T/a.log"
 check "the resync finishes" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1" 60
 stop_replicator a || fail "stop"
 check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
