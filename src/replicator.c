@@ -388,14 +388,6 @@ dirtylog_open (struct vdev *d, struct leg *l)
   return 0;
 }
 
-/* The log's syncer, before a header write: the dirty logs' set bits to
- * disk.  A failed write or sync is retried at once (dlog_flush rewrites
- * every page written since the file's last good sync, through a new
- * descriptor: safety rule 13).  A dirty log that still cannot be written
- * is not trusted again: every region of its leg is marked (in memory,
- * status shows it), the file is invalidated as far as it can be, and its
- * site is returned so that the header says the site's bitmaps are
- * incomplete before any entry leaves the log on their account. */
 int
 leg_dlog_flush (struct leg *l)
 {
@@ -408,6 +400,14 @@ leg_dlog_flush (struct leg *l)
   return rc == -1 ? -1 : 0;
 }
 
+/* The log's syncer, before a header write: the dirty logs' set bits to
+ * disk.  A failed write or sync is retried at once (dlog_flush rewrites
+ * every page written since the file's last good sync, through a new
+ * descriptor: safety rule 13).  A dirty log that still cannot be written
+ * is not trusted again: every region of its leg is marked (in memory,
+ * status shows it), the file is invalidated as far as it can be, and its
+ * site is returned so that the header says the site's bitmaps are
+ * incomplete before any entry leaves the log on their account. */
 static uint32_t
 dirtylogs_sync (void *opaque)
 {
