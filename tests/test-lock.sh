@@ -1,7 +1,8 @@
 #!/bin/bash
 # One owner (safety rule 5.1.8) and a corrupt log header (rule 5.1.7, guarantee 4.8):
 #  - a second instance on the same log, on the same local leg, or on the same dirty-log file
-#    is refused naming the lock;
+#    is refused naming the lock (a second instance that got the dirty-log file would clear the
+#    first one's dirty regions in it);
 #  - a block device (loop) that is a leg of another instance, at site 0 or as a path leg of a
 #    remote site, is refused (O_EXCL) naming it (needs root: else the test ends as skipped);
 #  - a second instance on the same control socket neither steals nor removes it;
@@ -21,6 +22,7 @@ nbdsh_u "$(uri a)" -c 'h.pwrite(b"K" * 65536, 0); h.pwrite(b"L" * 4096, 1 << 20,
 # refused DESC REGEX PARAMS...: a second nbdkit must refuse to start, saying REGEX
 refused() {
   local d=$1 re=$2 rc=0; shift 2
+  rm -f "$T/second.sock"                 # left by an attempt that did start
   nbdkit_refused "$T/err" -U "$T/second.sock" "$PLUGIN" "$@" --run true || rc=$?
   if [ $rc -eq 0 ]; then fail "$d: the second instance started"; sed 's/^/  | /' "$T/err"
   elif grep -qiE "$re" "$T/err"; then ok "$d (rc $rc): $(grep -iE -m1 "$re" "$T/err")"
@@ -67,14 +69,30 @@ truncate -s 16M "$T/leg3" "$T/leg4"
 mkdir -p "$T/dl"
 remote_start rm memory size=16M || die "remote for the dirty-log test"
 start_replicator h log="$T/log4" log-size=4M local="$T/leg3" remote="$(remote_uri rm)" \
-  initial-sync=false dirty-log-dir="$T/dl" control="$T/h.ctl" || die "instance h does not start"
+  initial-sync=false disconnect-timeout=1s dirty-log-dir="$T/dl" control="$T/h.ctl" ||
+  die "instance h does not start"
+# Site 1 goes away: its dirty regions are in h's file, which a second instance (a new log, so
+# a consistent site 1 for it) would clear.
+remote_kill rm
+env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$(uri h)" 12 1 || fail "writes to h (more than the log holds)"
+wait_for "$T/h.ctl" "j['sites'][1]['mode'] == 'dirty'" 20 || fail "site 1 of h in dirty-log mode"
+wait_caught_up "$T/h.ctl" 20 || fail "h caught up"
+echo "  h: $(status_get "$T/h.ctl" "j['devices'][0]['legs'][1]['dirty_regions']") dirty regions in its file"
 bm=$(sha256sum < "$T/dl/default.1.bitmap")
 refused "same dirty-log file, other log and leg" "$T/dl/default.1.bitmap is locked by another instance" \
   log="$T/log5" log-size=4M local="$T/leg4" remote="$(remote_uri rm)" initial-sync=false \
   dirty-log-dir="$T/dl" control="$T/i.ctl"
-check "the refused instance left the bitmap file alone" test "$(sha256sum < "$T/dl/default.1.bitmap")" = "$bm"
+# Once more with a client that writes and flushes (a sync round, which writes the dirty logs):
+# an instance that got the file would clear h's dirty regions in it.
+rc=0; rm -f "$T/second.sock"
+nbdkit_refused "$T/err.dl" -U "$T/second.sock" "$PLUGIN" log="$T/log5" log-size=4M local="$T/leg4" \
+  remote="$(remote_uri rm)" initial-sync=false dirty-log-dir="$T/dl" control="$T/i.ctl" \
+  --run 'env -u LD_PRELOAD nbdsh -u "$uri" -c "h.pwrite(b\"x\" * 4096, 0); h.flush()"' || rc=$?
+check "a second instance with a writing client is refused too (rc $rc)" [ $rc -ne 0 ]
+check "the refused instances left the bitmap file alone" test "$(sha256sum < "$T/dl/default.1.bitmap")" = "$bm"
 check "the first instance still serves" nbdsh_u "$(uri h)" -c 'h.pwrite(b"D" * 4096, 0); h.flush()'
 stop_replicator h || fail "stop h: rc $?"
+remote_start rm memory size=16M || die "remote for the dirty-log test"
 check "after the stop another instance may take the dirty-log file" \
   start_replicator i log="$T/log5" log-size=4M local="$T/leg4" remote="$(remote_uri rm)" \
   initial-sync=false dirty-log-dir="$T/dl" control="$T/i.ctl"
