@@ -30,7 +30,9 @@
  *   until that resync finishes; the flag is cleared only after the copies
  *   were flushed there; RL_SITE_DLOG_LOST: a dirty-log file of the site
  *   could not be written, so its bitmaps on disk may lack regions the log
- *   released: a restart marks every region of the site's legs); per device
+ *   released: a restart marks every region of the site's legs; decided at
+ *   each header write, never set for a site that is a consistent prefix
+ *   in log mode); per device
  *   (32): name, size, block size; crc32c of bytes 0..4091 at 4092.
  *
  * Header validity: a copy is valid iff (1) magic and version match,
@@ -1039,10 +1041,18 @@ sync_round_locked (struct replog *rl)
     lost = rl->dl_sync_fn (rl->dl_sync_opaque);
   /* A site whose dirty log could not be written: this header, which may
    * let entries go that only its bitmaps were to record, says instead
-   * that every region of the site is to be copied after a restart. */
-  for (i = 0; i < RL_MAX_SITES; i++)
-    if ((lost & (1u << i)) && h.sites[i].present)
-      h.sites[i].flags |= RL_SITE_DLOG_LOST;
+   * that every region of the site is to be copied after a restart.  A
+   * site that is a consistent prefix in this header lacks nothing: its
+   * bitmaps do not count, and the flag goes. */
+  for (i = 0; i < RL_MAX_SITES; i++) {
+    struct rl_site_rec *sr = &h.sites[i];
+    if (!sr->present)
+      continue;
+    if (sr->mode == RL_MODE_LOG && !(sr->flags & (RL_SITE_RESYNC | RL_SITE_IN_DOUBT)))
+      sr->flags &= (uint8_t) ~RL_SITE_DLOG_LOST;
+    else if (lost & (1u << i))
+      sr->flags |= RL_SITE_DLOG_LOST;
+  }
   if (hdr)
     r = header_write (rl, &h);
   if (r == 0) {
@@ -1072,8 +1082,9 @@ sync_round_locked (struct replog *rl)
     for (i = 0; i < RL_MAX_SITES; i++) {
       rl->pending_flags[i] &= (uint8_t) ~h.sites[i].flags;
       rl->pending_clear[i] &= h.sites[i].flags;
-      if (lost & (1u << i))              /* still lost: not to be cleared */
-        rl->pending_clear[i] &= (uint8_t) ~RL_SITE_DLOG_LOST;
+      /* RL_SITE_DLOG_LOST was decided for this header, above. */
+      rl->pending_flags[i] &= (uint8_t) ~RL_SITE_DLOG_LOST;
+      rl->pending_clear[i] &= (uint8_t) ~RL_SITE_DLOG_LOST;
     }
     for (i = 0; i < RL_MAX_DEVICES; i++) {
       rl->pending_dev_set[i] &= (uint8_t) ~h.devices[i].flags;
