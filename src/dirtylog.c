@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -80,11 +81,15 @@ _Static_assert (sizeof (struct dlog_header) == 4096, "dirty log header is one pa
 
 struct dlog {
   char *path;
-  int fd;
+  int fd;                        /* pages are written and synced through it */
+  int lock_fd;                   /* the first descriptor: holds the flock (one owner,
+                                    safety rule 8); fd is another one after a reopen */
   uint64_t salt;
   struct bitmap *b;
   uint8_t *page;                 /* one page, aligned */
+  uint8_t *unsynced;             /* per page: written since the file's last good sync */
   pthread_mutex_t lock;          /* one flush at a time */
+  bool reopen;                   /* a write or sync failed: reopen before the next one */
   bool invalid;
 };
 
@@ -237,6 +242,31 @@ load_file (struct dlog *d, int fd, const struct dlog_id *id, struct dlog_open_in
   return 0;
 }
 
+/* Take the file's exclusive lock (one owner, safety rule 8) and check
+ * that fd is still the file at d->path (not one another instance replaced
+ * while we opened it).  0, or -1 with one line in err. */
+static int
+lock_file (struct dlog *d, int fd, char *err, size_t errlen)
+{
+  struct stat a, b;
+
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+    if (errno == EWOULDBLOCK)
+      snprintf (err, errlen, "%s is locked by another instance (only one may own a dirty "
+                "log; if one was just stopped or killed, retry in a moment)", d->path);
+    else
+      snprintf (err, errlen, "%s: flock: %s", d->path, strerror (errno));
+    return -1;
+  }
+  if (fstat (fd, &a) == -1 || stat (d->path, &b) == -1 ||
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    snprintf (err, errlen, "%s was replaced while being opened: locked by another instance?",
+              d->path);
+    return -1;
+  }
+  return 0;
+}
+
 int
 dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
            struct dlog **out, struct dlog_open_info *info, char *err, size_t errlen)
@@ -250,7 +280,7 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
     snprintf (err, errlen, "out of memory");
     goto fail;
   }
-  d->fd = -1;
+  d->fd = d->lock_fd = -1;
   d->b = b;
   pthread_mutex_init (&d->lock, NULL);
   fd = open (path, O_RDWR | O_CLOEXEC);
@@ -258,6 +288,10 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
     snprintf (err, errlen, "%s: %s", path, strerror (errno));
     goto fail;
   }
+  /* Locked before it is read or recreated: another instance's file is
+   * neither trusted nor replaced. */
+  if (fd >= 0 && lock_file (d, fd, err, errlen) == -1)
+    goto fail;
   if (fd >= 0) {
     struct stat st;
     if (fstat (fd, &st) == 0 && st.st_size == 0)
@@ -270,17 +304,20 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
     }
     if (r == 0)
       d->fd = fd;
-    else {
+    else
       close (fd);
-      fd = -1;
-    }
+    fd = -1;
   }
   if (d->fd == -1) {
     info->created = !info->header_bad;
     if (create_file (d, id, err, errlen) == -1)
       goto fail;
+    if (lock_file (d, d->fd, err, errlen) == -1)
+      goto fail;
   }
-  if (bitmap_track_pages (b, DLOG_WORDS_PER_PAGE) == -1) {
+  d->lock_fd = d->fd;
+  if (bitmap_track_pages (b, DLOG_WORDS_PER_PAGE) == -1 ||
+      !(d->unsynced = calloc ((size_t) b->npages, 1))) {
     snprintf (err, errlen, "out of memory");
     goto fail;
   }
@@ -299,6 +336,7 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
   if (d) {
     if (d->fd >= 0)
       close (d->fd);
+    free (d->unsynced);
     free (d->page);
     free (d->path);
     free (d);
@@ -306,38 +344,97 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
   return -1;
 }
 
-int
-dlog_flush (struct dlog *d)
+/* Writing anew after a failure: a new descriptor of the same file (the
+ * old one may keep reporting, or hiding, the failure; safety rule 13). */
+static int
+reopen_file (struct dlog *d)
+{
+  struct stat a, b;
+  int fd = open (d->path, O_RDWR | O_CLOEXEC);
+
+  if (fd == -1)
+    return -1;
+  if (fstat (fd, &a) == -1 || fstat (d->lock_fd, &b) == -1 ||
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    close (fd);
+    errno = ESTALE;                      /* not our (locked) file any more */
+    return -1;
+  }
+  if (d->fd != d->lock_fd)
+    close (d->fd);
+  d->fd = fd;
+  return 0;
+}
+
+/* Write the changed pages and sync them.  On a failure, every page
+ * written since the file's last good sync is marked changed again: after a
+ * failed fdatasync the kernel may have dropped any of them and will not
+ * say so twice (safety rule 13). */
+static int
+flush_pages (struct dlog *d)
 {
   struct bitmap *b = d->b;
   uint64_t k;
-  int r = 0, e = 0;
+  int e = 0;
 
-  pthread_mutex_lock (&d->lock);
-  if (d->invalid || !__atomic_exchange_n (&b->any_changed, 0, __ATOMIC_ACQ_REL)) {
-    pthread_mutex_unlock (&d->lock);
+  if (!__atomic_exchange_n (&b->any_changed, 0, __ATOMIC_ACQ_REL))
     return 0;
-  }
-  for (k = 0; k < b->npages; k++) {
+  for (k = 0; k < b->npages && !e; k++) {
     if (!__atomic_exchange_n (&b->changed[k], 0, __ATOMIC_ACQ_REL))
       continue;
-    if (write_page (d, d->fd, k) == -1) {
+    d->unsynced[k] = 1;
+    if (write_page (d, d->fd, k) == -1)
       e = errno;
-      b->changed[k] = 1;                   /* still to be written */
-      r = -1;
-    }
   }
-  if (r == 0) {
+  if (!e) {
     pft_sync (d->fd, 'S');
-    if (fdatasync (d->fd) == -1) {
+    if (fdatasync (d->fd) == -1)
       e = errno;
-      r = -1;
-    }
     else
       pft_sync (d->fd, 'D');
   }
-  if (r == -1)
-    __atomic_store_n (&b->any_changed, 1, __ATOMIC_RELEASE);
+  if (!e) {
+    memset (d->unsynced, 0, (size_t) b->npages);
+    return 0;
+  }
+  for (k = 0; k < b->npages; k++)
+    if (d->unsynced[k])
+      __atomic_store_n (&b->changed[k], 1, __ATOMIC_RELEASE);
+  __atomic_store_n (&b->any_changed, 1, __ATOMIC_RELEASE);
+  errno = e;
+  return -1;
+}
+
+int
+dlog_flush (struct dlog *d)
+{
+  int r, e;
+
+  pthread_mutex_lock (&d->lock);
+  if (d->invalid) {
+    pthread_mutex_unlock (&d->lock);
+    return 0;
+  }
+  if (d->reopen) {                       /* an earlier call failed */
+    if (reopen_file (d) == -1) {
+      e = errno;
+      pthread_mutex_unlock (&d->lock);
+      errno = e;
+      return -1;
+    }
+    d->reopen = false;
+  }
+  r = flush_pages (d);
+  if (r == -1) {
+    /* Once more at once, through a new descriptor: the pages go again. */
+    e = errno;
+    if (reopen_file (d) == 0 && flush_pages (d) == 0)
+      r = 1;
+    else
+      d->reopen = true;
+    errno = e;
+  }
+  e = errno;
   pthread_mutex_unlock (&d->lock);
   errno = e;
   return r;
@@ -368,9 +465,12 @@ dlog_close (struct dlog *d)
 {
   if (!d)
     return;
-  if (d->fd >= 0)
+  if (d->fd >= 0 && d->fd != d->lock_fd)
     close (d->fd);
+  if (d->lock_fd >= 0)
+    close (d->lock_fd);
   pthread_mutex_destroy (&d->lock);
+  free (d->unsynced);
   free (d->page);
   free (d->path);
   free (d);

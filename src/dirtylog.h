@@ -48,11 +48,18 @@ struct dlog_open_info {
  * are OR-ed into b; a page that fails its checksum, or is missing
  * (truncated file), has all its bits set; an unreadable header makes the
  * file be recreated with every bit set.  b then tracks its changes.
+ * The file is locked exclusively (flock) for as long as it is open: a
+ * file another instance holds is refused ("locked by another instance").
  * 0, or -1 with one line in err (a file of another device, leg geometry
- * or site; I/O errors). */
+ * or site; locked; I/O errors). */
 int dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
                struct dlog **out, struct dlog_open_info *info, char *err, size_t errlen);
-/* Write the changed pages and fdatasync: 0, or -1 (errno set). */
+/* Write the changed pages and fdatasync: 0; 1 when that failed but a
+ * second attempt, through a new descriptor, rewrote every page written
+ * since the file's last good sync and synced them (errno: the first
+ * error); -1 (errno set) when that failed too: those pages stay marked
+ * changed and the next call reopens the file and writes them again
+ * (safety rule 13: a failed sync may have lost any of them). */
 int dlog_flush (struct dlog *dl);
 /* Forget the file's content after a failure it cannot record: the file is
  * truncated to its header so that the next start marks every region. */

@@ -165,6 +165,8 @@ print_status (json_object *st)
                     !strcmp (jstr (l, "initial_sync"), "pending") ? ", initial sync pending" : "");
           if (jint (l, "in_doubt_regions"))
             printf (", %" PRId64 " regions in doubt", jint (l, "in_doubt_regions"));
+          if (json_object_object_get_ex (l, "dirty_log", &c) && !strcmp (jstr (c, "health"), "failed"))
+            printf (", DIRTY LOG FAILED (%s)", jstr (c, "path"));
           if (*jstr (l, "last_error"))
             printf (", last error: %s", jstr (l, "last_error"));
           printf ("\n");

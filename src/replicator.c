@@ -388,26 +388,54 @@ dirtylog_open (struct vdev *d, struct leg *l)
   return 0;
 }
 
-/* The log's syncer: the dirty logs' set bits to disk.  A dirty log that
- * cannot be written is invalidated (its leg needs a full resync after a
- * restart) rather than trusted. */
-static void
+int
+leg_dlog_flush (struct leg *l)
+{
+  int rc = dlog_flush (l->dlog);
+
+  if (rc == 1)
+    rep_warn ("device '%s': writing dirty log %s of the leg at site %u failed (%m); every "
+              "page written since its last good sync was written again after reopening "
+              "it, and synced", l->dev->name, dlog_path (l->dlog), l->site);
+  return rc == -1 ? -1 : 0;
+}
+
+/* The log's syncer, before a header write: the dirty logs' set bits to
+ * disk.  A failed write or sync is retried at once (dlog_flush rewrites
+ * every page written since the file's last good sync, through a new
+ * descriptor: safety rule 13).  A dirty log that still cannot be written
+ * is not trusted again: every region of its leg is marked (in memory,
+ * status shows it), the file is invalidated as far as it can be, and its
+ * site is returned so that the header says the site's bitmaps are
+ * incomplete before any entry leaves the log on their account. */
+static uint32_t
 dirtylogs_sync (void *opaque)
 {
   struct replicator *r = opaque;
+  uint32_t lost = 0;
   size_t i, j;
 
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {
       struct leg *l = &r->devs[i].legs[j];
-      if (!l->dlog || l->dlog_failed || dlog_flush (l->dlog) == 0)
+      if (!l->dlog)
         continue;
-      rep_error ("device '%s': writing dirty log %s of the leg at site %u: %m; the file is "
-                 "invalidated: after a restart that leg is resynchronised in full",
-                 r->devs[i].name, dlog_path (l->dlog), l->site);
-      l->dlog_failed = true;
+      if (__atomic_load_n (&l->dlog_failed, __ATOMIC_ACQUIRE)) {
+        lost |= 1u << l->site;
+        continue;
+      }
+      if (leg_dlog_flush (l) == 0)
+        continue;
+      rep_error ("device '%s': dirty log %s of the leg at site %u cannot be written (%m, also "
+                 "after reopening it): every region of that leg is marked dirty and the log "
+                 "header says so; it is resynchronised in full", r->devs[i].name,
+                 dlog_path (l->dlog), l->site);
+      bitmap_set_all (l->dirty);
+      __atomic_store_n (&l->dlog_failed, true, __ATOMIC_RELEASE);
       dlog_invalidate (l->dlog);
+      lost |= 1u << l->site;
     }
+  return lost;
 }
 
 /* The log header says whether a remote site is fed from the log. */
@@ -423,17 +451,22 @@ site_set_all_dirty (struct replicator *r, struct site *s)
 
 /* A site that is not a consistent prefix after a restart: legs with a
  * usable persistent dirty log keep what it says; the others (core, nolog,
- * a dirty log created just now) get every region marked.  Returns how
- * many legs had to be marked in full. */
+ * a dirty log created just now, and every leg of a site whose dirty logs
+ * could not be written before: RL_SITE_DLOG_LOST) get every region
+ * marked.  Returns how many legs had to be marked in full. */
 static unsigned
 site_keep_dirty_logs (struct replicator *r, struct site *s)
 {
+  bool lost = replog_site_flags (r->rl, s->id) & RL_SITE_DLOG_LOST;
   unsigned n = 0;
   size_t i, j;
+  if (lost)
+    rep_warn ("site %u: a dirty log of the site could not be written before the restart; "
+              "every region of its legs is marked", s->id);
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {
       struct leg *l = &r->devs[i].legs[j];
-      if (l->site != s->id || (l->dlog && !l->dlog_created))
+      if (l->site != s->id || (l->dlog && !l->dlog_created && !lost))
         continue;
       bitmap_set_all (l->dirty);
       n++;
@@ -460,6 +493,12 @@ sites_mode_init (struct replicator *r, struct site *s)
   bool is_new = r->rec.new_sites & (1u << s->id);
   unsigned kept;
   size_t i, j;
+
+  if (replog_site_flags (r->rl, s->id) & RL_SITE_DLOG_LOST)
+    /* Dropped by the first header write, after the dirty logs were
+     * synced with what this start marks (all, or nothing for a site that
+     * is a consistent prefix); set again there if they still fail. */
+    (void) replog_change_site_flags (r->rl, s->id, 0, RL_SITE_DLOG_LOST);
 
   if (replog_site_mode (r->rl, s->id) == RL_MODE_LOG) {
     uint8_t f = replog_site_flags (r->rl, s->id);
@@ -1681,6 +1720,13 @@ replicator_status_obj (struct replicator *r)
         json_object_object_add (jl, "dirty_regions", json_object_new_int64 (
           l->dirty ? (int64_t) bitmap_count (l->dirty) : 0));
         json_object_object_add (jl, "in_doubt_regions", json_object_new_int64 ((int64_t) doubt));
+        if (l->dlog) {
+          json_object *jdl = json_object_new_object ();
+          json_object_object_add (jdl, "path", jstr (dlog_path (l->dlog)));
+          json_object_object_add (jdl, "health", jstr (__atomic_load_n (&l->dlog_failed, __ATOMIC_ACQUIRE) ?
+                                                      "failed" : "ok"));
+          json_object_object_add (jl, "dirty_log", jdl);
+        }
         json_object_object_add (jl, "initial_sync", jstr (__atomic_load_n (&l->initial_sync, __ATOMIC_RELAXED) ? "pending" : "done"));
       }
       if (l->remote) {

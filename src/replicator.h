@@ -59,7 +59,9 @@ struct leg {
   struct bitmap *dirty;
   struct dlog *dlog;             /* its file (dirty_log type disk), or NULL */
   bool dlog_created;             /* the file was created at this start */
-  bool dlog_failed;              /* could not be written: invalidated */
+  bool dlog_failed;              /* could not be written, also after reopening it:
+                                    every region marked, file invalidated, site
+                                    flagged RL_SITE_DLOG_LOST in the log header */
   bool initial_sync;             /* never synchronised: needs a full copy */
   /* Regions written by requests of a connection we aborted: the remote may
    * still execute them after newer writes (safety rule 5).  Not consistent
@@ -272,6 +274,10 @@ int vdev_overlay_reset (struct vdev *d, uint64_t after, bool (*on_leg) (void *, 
 unsigned vdev_pick_server (struct vdev *d);
 /* Read a leg (any kind) synchronously: 0, or -errno with a line in err. */
 int leg_pread_any (struct leg *l, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen);
+/* Flush the leg's dirty-log file (dlog_flush; a failure retried with
+ * success is logged): 0, or -1 (errno) when the file could not be
+ * written, also after reopening it. */
+int leg_dlog_flush (struct leg *l);
 
 /* worker.c */
 int worker_start (struct site *s);

@@ -49,6 +49,11 @@ _Static_assert (sizeof (struct rl_site_rec) == 16, "rl_site_rec is 16 bytes");
 #define RL_SITE_RESYNC   2     /* the site returned to log mode at applied + 1 with
                                   regions still to copy (its dirty logs): not
                                   consistent until that resync has finished */
+#define RL_SITE_DLOG_LOST 4    /* a dirty-log file of the site could not be written:
+                                  its bitmaps on disk may lack regions whose entries
+                                  left the log; a restart marks every region of the
+                                  site's legs (never set with mode log and neither
+                                  flag above: a consistent prefix lacks nothing) */
 
 /* Per-device identity in the header (safety rule 7). */
 struct rl_dev_rec {

@@ -28,7 +28,11 @@
  *   site went back to log mode at applied + 1 while regions recorded in its
  *   dirty logs were still to be copied, so it is not a consistent prefix
  *   until that resync finishes; the flag is cleared only after the copies
- *   were flushed there); per device
+ *   were flushed there; RL_SITE_DLOG_LOST: a dirty-log file of the site
+ *   could not be written, so its bitmaps on disk may lack regions the log
+ *   released: a restart marks every region of the site's legs; decided at
+ *   each header write, never set for a site that is a consistent prefix
+ *   in log mode); per device
  *   (32): name, size, block size; crc32c of bytes 0..4091 at 4092.
  *
  * Header validity: a copy is valid iff (1) magic and version match,
@@ -177,7 +181,8 @@ struct replog {
   uint64_t resume_applied[RL_MAX_SITES]; /* their applied seq then */
   replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
   void *release_opaque;
-  void (*dl_sync_fn) (void *);   /* make dirty-log marks durable (persistent dirty logs) */
+  uint32_t (*dl_sync_fn) (void *); /* make dirty-log marks durable (persistent dirty logs);
+                                    returns the sites whose dirty logs could not be */
   void *dl_sync_opaque;
   int wakers[RL_MAX_SITES];      /* eventfds poked when workers have something to do */
   unsigned nwakers;
@@ -712,9 +717,18 @@ recompute_tail (struct replog *rl)
    * only callers once the log runs, are one at a time, so nothing else
    * moves the tail meanwhile). */
   if (mark_releases (rl, &rl->hdr) && rl->dl_sync_fn && rl->syncer_running) {
+    uint32_t lost;
+    unsigned i;
     pthread_mutex_unlock (&rl->lock);
-    rl->dl_sync_fn (rl->dl_sync_opaque);
+    lost = rl->dl_sync_fn (rl->dl_sync_opaque);
     pthread_mutex_lock (&rl->lock);
+    if (lost) {
+      /* Not recorded: the space stays until a header says so. */
+      for (i = 0; i < RL_MAX_SITES; i++)
+        if (lost & (1u << i))
+          rl->pending_flags[i] |= RL_SITE_DLOG_LOST;
+      return;
+    }
   }
   rl->tail_seq = t;
 }
@@ -1031,7 +1045,8 @@ sync_round_locked (struct replog *rl)
   uint64_t c = rl->committed_seq;
   bool hdr = header_pending (rl);
   struct rl_header h = header_with_pending (rl);
-  uint32_t dirty = rl->pending_dirty, resume = rl->pending_resume;
+  uint32_t dirty = rl->pending_dirty, resume = rl->pending_resume, lost = 0;
+  unsigned i;
   int r = 0;
 
   if (hdr)
@@ -1041,7 +1056,21 @@ sync_round_locked (struct replog *rl)
    * not get from the log, a site moved to dirty-log mode) are durable
    * before it. */
   if (hdr && rl->dl_sync_fn)
-    rl->dl_sync_fn (rl->dl_sync_opaque);
+    lost = rl->dl_sync_fn (rl->dl_sync_opaque);
+  /* A site whose dirty log could not be written: this header, which may
+   * let entries go that only its bitmaps were to record, says instead
+   * that every region of the site is to be copied after a restart.  A
+   * site that is a consistent prefix in this header lacks nothing: its
+   * bitmaps do not count, and the flag goes. */
+  for (i = 0; i < RL_MAX_SITES; i++) {
+    struct rl_site_rec *sr = &h.sites[i];
+    if (!sr->present)
+      continue;
+    if (sr->mode == RL_MODE_LOG && !(sr->flags & (RL_SITE_RESYNC | RL_SITE_IN_DOUBT)))
+      sr->flags &= (uint8_t) ~RL_SITE_DLOG_LOST;
+    else if (lost & (1u << i))
+      sr->flags |= RL_SITE_DLOG_LOST;
+  }
   if (hdr)
     r = header_write (rl, &h);
   if (r == 0) {
@@ -1063,7 +1092,6 @@ sync_round_locked (struct replog *rl)
     wake_workers (rl);
   }
   if (hdr) {
-    unsigned i;
     rl->hdr_old = rl->hdr;
     rl->hdr = h;
     rl->pending_dirty &= ~dirty;
@@ -1072,6 +1100,9 @@ sync_round_locked (struct replog *rl)
     for (i = 0; i < RL_MAX_SITES; i++) {
       rl->pending_flags[i] &= (uint8_t) ~h.sites[i].flags;
       rl->pending_clear[i] &= h.sites[i].flags;
+      /* RL_SITE_DLOG_LOST was decided for this header, above. */
+      rl->pending_flags[i] &= (uint8_t) ~RL_SITE_DLOG_LOST;
+      rl->pending_clear[i] &= (uint8_t) ~RL_SITE_DLOG_LOST;
     }
     for (i = 0; i < RL_MAX_DEVICES; i++) {
       rl->pending_dev_set[i] &= (uint8_t) ~h.devices[i].flags;
@@ -1702,7 +1733,7 @@ replog_site_resume (struct replog *rl, unsigned site, replog_release_fn mark, vo
 }
 
 void
-replog_set_dirtylog_sync (struct replog *rl, void (*fn) (void *), void *opaque)
+replog_set_dirtylog_sync (struct replog *rl, uint32_t (*fn) (void *), void *opaque)
 {
   pthread_mutex_lock (&rl->lock);
   rl->dl_sync_fn = fn;

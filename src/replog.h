@@ -108,9 +108,10 @@ typedef void (*replog_release_fn) (void *opaque, uint32_t sites, const struct rl
 void replog_set_release_fn (struct replog *rl, replog_release_fn fn, void *opaque);
 /* Called without the log's lock before every header write and before the
  * tail moves past entries whose regions release_fn recorded: make the
- * dirty logs' set bits durable.  Must not fail (a dirty log that cannot
- * be written is invalidated by the callee). */
-void replog_set_dirtylog_sync (struct replog *rl, void (*fn) (void *), void *opaque);
+ * dirty logs' set bits durable.  Returns the sites (bit mask) whose dirty
+ * logs could not be written: the header then carries RL_SITE_DLOG_LOST
+ * for them before any of their entries leave the log. */
+void replog_set_dirtylog_sync (struct replog *rl, uint32_t (*fn) (void *), void *opaque);
 /* An eventfd written when workers have something to do (new durable
  * entries, writers waiting for space, stopping). */
 void replog_add_waker (struct replog *rl, int fd);

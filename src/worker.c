@@ -1072,8 +1072,12 @@ ckpt_result (struct worker *w, int res)
     /* Progress of a resync reaches the persistent dirty logs now and
      * then, so that a restart does not copy it again. */
     for (i = 0; i < w->nlegs; i++)
-      if (w->legs[i]->dlog && !w->legs[i]->dlog_failed)
-        (void) dlog_flush (w->legs[i]->dlog);   /* a failure: the syncer reports it */
+      if (w->legs[i]->dlog && !__atomic_load_n (&w->legs[i]->dlog_failed, __ATOMIC_ACQUIRE))
+        /* A failure is not forgotten: the pages written since the file's
+         * last good sync stay marked, and the syncer's next flush (before
+         * any header write) reopens the file, writes them again, and
+         * reports or gives up on the file. */
+        (void) leg_dlog_flush (w->legs[i]);
     w->dlog_flushed_ns = mono_ns ();
   }
   w->nclr_ck = 0;

@@ -1,6 +1,10 @@
 #!/bin/bash
 # One owner (safety rule 5.1.8) and a corrupt log header (rule 5.1.7, guarantee 4.8):
-#  - a second instance on the same log, or on the same local leg, is refused naming the lock;
+#  - a second instance on the same log, on the same local leg, or on the same dirty-log file
+#    is refused naming the lock (a second instance that got the dirty-log file would clear the
+#    first one's dirty regions in it);
+#  - a block device (loop) that is a leg of another instance, at site 0 or as a path leg of a
+#    remote site, is refused (O_EXCL) naming it (needs root: else the test ends as skipped);
 #  - a second instance on the same control socket neither steals nor removes it;
 #  - both header copies overwritten with garbage: refused with a message about the header,
 #    the log is not re-created and the leg data is untouched;
@@ -18,6 +22,7 @@ nbdsh_u "$(uri a)" -c 'h.pwrite(b"K" * 65536, 0); h.pwrite(b"L" * 4096, 1 << 20,
 # refused DESC REGEX PARAMS...: a second nbdkit must refuse to start, saying REGEX
 refused() {
   local d=$1 re=$2 rc=0; shift 2
+  rm -f "$T/second.sock"                 # left by an attempt that did start
   nbdkit_refused "$T/err" -U "$T/second.sock" "$PLUGIN" "$@" --run true || rc=$?
   if [ $rc -eq 0 ]; then fail "$d: the second instance started"; sed 's/^/  | /' "$T/err"
   elif grep -qiE "$re" "$T/err"; then ok "$d (rc $rc): $(grep -iE -m1 "$re" "$T/err")"
@@ -56,6 +61,43 @@ sum=$(sha256sum < "$T/leg")
 check "after the stop a new instance may take the log and leg" \
   start_replicator c log="$T/log" local="$T/leg" control="$T/c.ctl"
 stop_replicator c || fail "stop c: rc $?"
+
+echo "== a second instance on the same dirty-log file"
+# Same device name (default), site and geometry, so the file would be accepted as its own:
+# only the lock tells them apart.
+truncate -s 16M "$T/leg3" "$T/leg4"
+mkdir -p "$T/dl"
+remote_start rm memory size=16M || die "remote for the dirty-log test"
+start_replicator h log="$T/log4" log-size=4M local="$T/leg3" remote="$(remote_uri rm)" \
+  initial-sync=false disconnect-timeout=1s dirty-log-dir="$T/dl" control="$T/h.ctl" ||
+  die "instance h does not start"
+# Site 1 goes away: its dirty regions are in h's file, which a second instance (a new log, so
+# a consistent site 1 for it) would clear.
+remote_kill rm
+env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$(uri h)" 12 1 || fail "writes to h (more than the log holds)"
+wait_for "$T/h.ctl" "j['sites'][1]['mode'] == 'dirty'" 20 || fail "site 1 of h in dirty-log mode"
+wait_caught_up "$T/h.ctl" 20 || fail "h caught up"
+echo "  h: $(status_get "$T/h.ctl" "j['devices'][0]['legs'][1]['dirty_regions']") dirty regions in its file"
+bm=$(sha256sum < "$T/dl/default.1.bitmap")
+refused "same dirty-log file, other log and leg" "$T/dl/default.1.bitmap is locked by another instance" \
+  log="$T/log5" log-size=4M local="$T/leg4" remote="$(remote_uri rm)" initial-sync=false \
+  dirty-log-dir="$T/dl" control="$T/i.ctl"
+# Once more with a client that writes and flushes (a sync round, which writes the dirty logs):
+# an instance that got the file would clear h's dirty regions in it.
+rc=0; rm -f "$T/second.sock"
+nbdkit_refused "$T/err.dl" -U "$T/second.sock" "$PLUGIN" log="$T/log5" log-size=4M local="$T/leg4" \
+  remote="$(remote_uri rm)" initial-sync=false dirty-log-dir="$T/dl" control="$T/i.ctl" \
+  --run 'env -u LD_PRELOAD nbdsh -u "$uri" -c "h.pwrite(b\"x\" * 4096, 0); h.flush()"' || rc=$?
+check "a second instance with a writing client is refused too (rc $rc)" [ $rc -ne 0 ]
+check "the refused instances left the bitmap file alone" test "$(sha256sum < "$T/dl/default.1.bitmap")" = "$bm"
+check "the first instance still serves" nbdsh_u "$(uri h)" -c 'h.pwrite(b"D" * 4096, 0); h.flush()'
+stop_replicator h || fail "stop h: rc $?"
+remote_start rm memory size=16M || die "remote for the dirty-log test"
+check "after the stop another instance may take the dirty-log file" \
+  start_replicator i log="$T/log5" log-size=4M local="$T/leg4" remote="$(remote_uri rm)" \
+  initial-sync=false dirty-log-dir="$T/dl" control="$T/i.ctl"
+stop_replicator i || fail "stop i: rc $?"
+remote_kill rm
 
 echo "== one header copy damaged: start from the other"
 cp "$T/log" "$T/log.good"
@@ -113,5 +155,49 @@ if start_replicator g log="$T/log" log-size=4M local="$T/leg" control="$T/g.ctl"
 else
   echo "  (a zeroed header is refused too; acceptable)"
 fi
+echo "== a block-device leg already open in another instance (O_EXCL)"
+LOOPS=()
+cleanup_hook() { local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done; }
+if [ "$(id -u)" != 0 ] || ! command -v losetup >/dev/null || ! losetup -f >/dev/null 2>&1; then
+  echo "SKIP: the block-device checks need root and a free loop device"
+  [ "$FAILURES" -ne 0 ] && finish
+  exit 77
+fi
+truncate -s 16M "$T/loop1.img" "$T/loop2.img" "$T/leg5" "$T/leg6"
+LOOP1=$(losetup -f --show "$T/loop1.img") && LOOPS+=("$LOOP1") || die "losetup"
+LOOP2=$(losetup -f --show "$T/loop2.img") && LOOPS+=("$LOOP2") || die "losetup"
+echo "  loop devices $LOOP1 $LOOP2"
+# Instance j: $LOOP1 is its local leg (site 0), $LOOP2 the path leg of its site 1.
+cat > "$T/j.conf" <<CONF
+replog = { path = "$T/log6"; size = "4M"; };
+sites = ( { id = 1; disconnect_timeout = "1s"; } );
+devices = ( { name = "x"; legs = ( { site = 0; path = "$LOOP1"; },
+                                   { site = 1; path = "$LOOP2"; dirty_log = { sync = false; }; } ); } );
+control = { socket = "$T/j.ctl"; };
+CONF
+start_replicator j config="$T/j.conf" || die "instance j does not start"
+check "instance j writes through both block devices" nbdsh_u "$(uri j)" -c 'h.pwrite(b"J" * 65536, 0); h.flush()'
+refused "site 0: the local leg is a block device in use" "$LOOP1 is in use \(opened exclusively elsewhere\)" \
+  log="$T/log7" log-size=4M local="$LOOP1" control="$T/k.ctl"
+refused "site 1: a path leg is a block device in use" "$LOOP2 is in use \(opened exclusively elsewhere\)" \
+  log="$T/log7" log-size=4M local="$T/leg5" remote="$LOOP2" initial-sync=false control="$T/k.ctl"
+cat > "$T/k.conf" <<CONF
+replog = { path = "$T/log7"; size = "4M"; };
+sites = ( { id = 2; disconnect_timeout = "1s"; } );
+devices = ( { name = "y"; legs = ( { site = 0; path = "$T/leg6"; },
+                                   { site = 2; path = "$LOOP1"; dirty_log = { sync = false; }; } ); } );
+control = { socket = "$T/k.ctl"; };
+CONF
+refused "site 2 (config file): a path leg that is another instance's local leg" \
+  "$LOOP1 is in use \(opened exclusively elsewhere\)" config="$T/k.conf"
+check "the refused attempts did not disturb instance j" nbdsh_u "$(uri j)" -c '
+assert h.pread(65536, 0) == b"J" * 65536; h.pwrite(b"j" * 4096, 1 << 20); h.flush()'
+stop_replicator j || fail "stop j: rc $?"
+check "the local leg (block device) holds instance j's writes" \
+  cmp -s <(head -c 65536 "$LOOP1") <(head -c 65536 /dev/zero | tr '\0' J)
+check "after the stop another instance may take both block devices" \
+  start_replicator k log="$T/log7" log-size=4M local="$LOOP1" remote="$LOOP2" initial-sync=false control="$T/k.ctl"
+stop_replicator k || fail "stop k: rc $?"
+
 check "no sanitizer reports" sanitizer_clean a
 finish
