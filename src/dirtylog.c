@@ -302,8 +302,16 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
       info->header_bad = true;
       bitmap_set_all (b);
     }
-    if (r == 0)
+    if (r == 0) {
+      /* Safety rule 14 again: a crash between a creation's rename and its
+       * directory sync left a name that no sync has made durable yet. */
+      if (io_sync_parent_dir (path) == -1) {
+        snprintf (err, errlen, "%s: syncing its directory (so that its name survives a power "
+                  "loss): %s", path, strerror (errno));
+        goto fail;
+      }
       d->fd = fd;
+    }
     else
       close (fd);
     fd = -1;
