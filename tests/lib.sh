@@ -413,3 +413,53 @@ fuse_unmount_all() {
     timeout -s KILL 10 fusermount3 -u "$m" 2>/dev/null || timeout -s KILL 10 umount -l "$m"
   done
 }
+
+# ---- a disk that forgets what a failed flush was to make durable --------------------------
+# (safety rule 13: Linux drops the dirty pages after a writeback error and reports it once)
+: "${FORGET_FILTER:=$_bld/tests/.libs/nbdkit-forget-filter.so}"
+export FORGET_FILTER
+
+# forgetful_start NAME IMG: nbdkit serving the file IMG behind tests/forget-filter.c on
+# $T/NAME.fg.sock: while $T/NAME.forget exists a flush fails with EIO and drops every write
+# since the last good flush.  Its debug log $T/NAME.fg.log has one "flush failed on purpose"
+# line per injected failure (forgotten_writes NAME adds them up).
+forgetful_start() {
+  local i
+  [ -e "$FORGET_FILTER" ] || { echo "the test filter $FORGET_FILTER is not built (make check builds it)"; return 1; }
+  rm -f "$T/$1.fg.sock" "$T/$1.fg.pid"
+  nbdkit -v -f -U "$T/$1.fg.sock" -P "$T/$1.fg.pid" --filter="$FORGET_FILTER" file "$2" \
+    forget-file="$T/$1.forget" 2>>"$T/$1.fg.log" &
+  for i in $(seq 250); do [ -s "$T/$1.fg.pid" ] && return 0; sleep 0.02; done
+  echo "forgetful disk $1 did not start"; return 1
+}
+# forgetful_mount NAME [FILE]: $T/fz-NAME/FILE (default disk), a file (nbdfuse) on it; a
+# fresh mount has no page cache, like a restarted machine.  forgetful_unmount NAME takes it
+# away; forgetful_stop NAME unmounts and stops the disk's server (the disk loses power:
+# what it held since its last good flush is gone).
+forgetful_mount() {
+  local i f=${2:-disk}
+  mkdir -p "$T/fz-$1"
+  nbdfuse "$T/fz-$1/$f" "nbd+unix:///?socket=$T/$1.fg.sock" 2>>"$T/$1.nbdfuse.log" &
+  for i in $(seq 200); do [ -e "$T/fz-$1/$f" ] && return 0; sleep 0.05; done
+  echo "nbdfuse on forgetful disk $1 did not come up"; return 1
+}
+forgetful_unmount() {
+  local i
+  mountpoint -q "$T/fz-$1" 2>/dev/null || return 0
+  timeout -s KILL 20 fusermount3 -u "$T/fz-$1" 2>/dev/null || timeout -s KILL 10 umount -l "$T/fz-$1"
+  for i in $(seq 100); do mountpoint -q "$T/fz-$1" || return 0; sleep 0.05; done
+}
+forgetful_stop() {
+  local p
+  forgetful_unmount "$1"
+  p=$(cat "$T/$1.fg.pid" 2>/dev/null) || return 0
+  kill "$p" 2>/dev/null
+  while alive "$p"; do sleep 0.05; done
+  wait "$p" 2>/dev/null
+  rm -f "$T/$1.fg.pid"
+}
+# forgotten_writes NAME: "FLUSHES WRITES", the injected flush failures and the writes they dropped
+forgotten_writes() {
+  awk '/flush failed on purpose/ { n++; for (i = 1; i < NF; i++) if ($(i + 1) == "writes") w += $i }
+       END { printf "%d %d\n", n, w }' "$T/$1.fg.log" 2>/dev/null
+}

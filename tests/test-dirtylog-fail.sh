@@ -16,40 +16,21 @@ set -u
 requires nbdkit nbdfuse fusermount3 cmp
 requires_python_nbd
 [ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
-: "${FORGET_FILTER:=$_bld/tests/.libs/nbdkit-forget-filter.so}"
-[ -e "$FORGET_FILTER" ] || die "the test filter $FORGET_FILTER is not built (make check builds it)"
 
 SIZE=64M
 NBITS=1024                       # 64 MiB / 64 KiB: one bitmap page
-BM=$T/dl/default.1.bitmap        # the nbdfuse file
+BM=$T/fz-dl/default.1.bitmap     # the nbdfuse file
 
 scatter() { env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$@"; }
 s1() { status_get "$T/a.ctl" "(lambda s, l: $1)(j['sites'][1], j['devices'][0]['legs'][1])"; }
 
-NF_PID=
-cleanup_hook() {
-  mountpoint -q "$T/dl" && { fusermount3 -u "$T/dl" 2>/dev/null || umount -l "$T/dl"; }
-  [ -n "$NF_PID" ] && kill "$NF_PID" 2>/dev/null
-}
-# dl_disk_up: the forgetful disk (nbdkit) and its nbdfuse file at $BM
-dl_disk_up() {
-  remote_start dld --filter="$FORGET_FILTER" file "$T/dl.img" forget-file="$T/forget" || return 1
-  rm -f "$T/nbdfuse.pid"
-  nbdfuse -P "$T/nbdfuse.pid" "$BM" "$(remote_uri dld)" 2>>"$T/nbdfuse.log" &
-  NF_PID=$!
-  local i
-  for i in $(seq 100); do [ -s "$T/nbdfuse.pid" ] && [ -e "$BM" ] && return 0; sleep 0.05; done
-  echo "nbdfuse did not come up:"; cat "$T/nbdfuse.log"; return 1
-}
+cleanup_hook() { forgetful_unmount dl; }
+# dl_disk_up: the forgetful disk (lib.sh) and its nbdfuse file at $BM
+dl_disk_up() { forgetful_start dl "$T/dl.img" && forgetful_mount dl default.1.bitmap; }
 # dl_disk_crash: the bitmap's disk loses power: what it held since its last good flush is gone
-dl_disk_crash() {
-  fusermount3 -u "$T/dl" 2>/dev/null || umount -l "$T/dl"
-  wait "$NF_PID" 2>/dev/null; NF_PID=
-  remote_kill dld
-  dl_disk_up
-}
+dl_disk_crash() { forgetful_stop dl; dl_disk_up; }
 
-mkdir -p "$T/dl" "$T/seed"
+mkdir -p "$T/seed"
 truncate -s $SIZE "$T/a.img" "$T/a.rem"
 remote_start ra file "$T/a.rem" || die "remote"
 ARGS=(log="$T/a.rlog" log-size=8M local="$T/a.img" remote="$(remote_uri ra)" initial-sync=false
@@ -61,13 +42,13 @@ start_replicator a "${ARGS[@]}" dirty-log-dir="$T/seed" || die "seed start"
 stop_replicator a || die "seed stop"
 cp "$T/seed/default.1.bitmap" "$T/dl.img"
 dl_disk_up || die "the forgetful disk"
-ARGS+=(dirty-log-dir="$T/dl")
+ARGS+=(dirty-log-dir="$T/fz-dl")
 
 echo "== 1. the bitmap file stays unwritable while the site goes dirty"
 start_replicator a "${ARGS[@]}" || die "start"
 scatter "$NBD_URI" 4 1 || fail "writes"
 wait_caught_up "$T/a.ctl" 20 || fail "caught up"
-echo on > "$T/forget"                       # every flush of the bitmap's disk fails, and forgets
+echo on > "$T/dl.forget"                       # every flush of the bitmap's disk fails, and forgets
 remote_kill ra
 scatter "$NBD_URI" 24 2 || fail "writes with the remote away"
 check "site 1 in dirty-log mode" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'dirty'" 20
@@ -75,7 +56,7 @@ check "the failure is reported naming the file" grep -q "dirty log $BM of the le
 check "status: the dirty log failed" [ "$(s1 "l['dirty_log']['health']")" = failed ]
 check "status: every region dirty" [ "$(s1 "l['dirty_regions']")" = $NBITS ]
 check "replctl status says so" eval '"$REPLCTL" -s "$T/a.ctl" status | grep -q "DIRTY LOG FAILED ($BM)"'
-rm -f "$T/forget"                           # the disk works again
+rm -f "$T/dl.forget"                           # the disk works again
 scatter "$NBD_URI" 8 3 || fail "writes after the disk recovered"
 wait_caught_up "$T/a.ctl" 20 || fail "site 0 caught up"
 kill9_replicator a
@@ -93,12 +74,12 @@ check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
 echo "== 2. one failed flush: the pages are written again"
 start_replicator a "${ARGS[@]}" || die "start"
 wait_caught_up "$T/a.ctl" 20 || fail "caught up"
-echo once > "$T/forget"                     # the next flush fails (and forgets), then it works
+echo once > "$T/dl.forget"                     # the next flush fails (and forgets), then it works
 remote_kill ra
 scatter "$NBD_URI" 24 4 || fail "writes with the remote away"
 check "site 1 in dirty-log mode" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'dirty'" 20
 wait_caught_up "$T/a.ctl" 20 || fail "site 0 caught up"
-check "the failed flush happened" [ ! -e "$T/forget" ]
+check "the failed flush happened" [ ! -e "$T/dl.forget" ]
 check "it was retried through a new descriptor" grep -q "dirty log $BM of the leg at site 1 failed (Input/output error); every page written since its last good sync was written again" "$T/a.log"
 check "status: the dirty log is healthy" [ "$(s1 "l['dirty_log']['health']")" = ok ]
 D=$(s1 "l['dirty_regions']")
@@ -124,8 +105,8 @@ remote_start ra file "$T/a.rem" || die "remote again"
 wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'resync' and j['sites'][1]['resync']['regions_copied'] > 0" 30 ||
   fail "the resync starts"
 n=$(grep -c "was written again after reopening" "$T/a.log")
-echo once > "$T/forget"
-check "the failed flush happened" wait_for "$T/a.ctl" "not __import__('os').path.exists('$T/forget')" 20
+echo once > "$T/dl.forget"
+check "the failed flush happened" wait_for "$T/a.ctl" "not __import__('os').path.exists('$T/dl.forget')" 20
 check "it was retried through a new descriptor" \
   eval '[ "$(grep -c "was written again after reopening" "$T/a.log")" -gt "$n" ]'
 check "status: the dirty log is healthy" [ "$(s1 "l['dirty_log']['health']")" = ok ]

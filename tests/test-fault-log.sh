@@ -20,7 +20,7 @@
 #      rewritten; with the real log back, every flushed write is there.
 #  F.  The first failed log sync (DESIGN 5.1 rule 9): the log on a disk whose flush starts
 #      failing mid-run and then forgets the writes since its last good flush, as the kernel
-#      does (tests/flaky-disk.py through nbdfuse): status log.health = failed, a client
+#      does (tests/forget-filter.c through nbdfuse): status log.health = failed, a client
 #      flush and every later write and flush fail with EIO, also once the disk works again
 #      (never retried); after kill -9 and a restart every write flushed before the failure
 #      reads back.
@@ -62,24 +62,6 @@ slow_leg() {
   echo "slow leg $1 did not come up"; return 1
 }
 
-# flaky_file NAME SIZE: $T/fz-NAME-f/disk (nbdfuse) over tests/flaky-disk.py: its flush
-# fails (and forgets the writes since the last good one) while $T/NAME.fail exists.
-flaky_file() {
-  local i
-  mkdir -p "$T/fz-$1-f"
-  nbdkit -f -U "$T/$1.flaky.sock" -P "$T/$1.flaky.pid" python "$TESTDIR/flaky-disk.py" \
-    size="$2" trigger="$T/$1.fail" 2>>"$T/$1.flaky.log" &
-  for i in $(seq 250); do [ -s "$T/$1.flaky.pid" ] && break; sleep 0.02; done
-  flaky_mount "$1"
-}
-# flaky_mount NAME: (re)mount it: a fresh mount has no page cache, like a restarted machine
-flaky_mount() {
-  local i
-  nbdfuse "$T/fz-$1-f/disk" "nbd+unix:///?socket=$T/$1.flaky.sock" 2>>"$T/$1.nbdfuse.log" &
-  MOUNTS+=("$T/fz-$1-f")
-  for i in $(seq 200); do [ -e "$T/fz-$1-f/disk" ] && return 0; sleep 0.05; done
-  echo "flaky disk $1 did not come up"; return 1
-}
 
 # hdr LOG: both header copies, "copy gen applied0 ndesc valid" per line (valid: magic ok)
 cat > "$T/hdr.py" <<'PY'
@@ -385,13 +367,15 @@ fi
 # =========================================================================================
 if want F; then
   echo "== F. the first failed log sync: the log on a disk whose flush fails (and forgets)"
-  flaky_file f 16M || die "F: flaky disk"
+  truncate -s 16M "$T/f.fimg"
+  forgetful_start f-f "$T/f.fimg" && forgetful_mount f-f || die "F: forgetful disk"
+  MOUNTS+=("$T/fz-f-f")
   slow_leg f 20ms || die "F: slow leg"              # entries stay in the log meanwhile
   FA=(log="$T/fz-f-f/disk" log-size=16M local="$T/fz-f/leg" control="$T/f.ctl" queue-depth=1)
   start_replicator f "${FA[@]}" || die "F: replicator"
   py "$T/blocks.py" "$(uri f)" 0 64 || fail "F: 64 flushed writes"
   check "F: log health ok before the failure" test "$(status_get "$T/f.ctl" 'j["log"]["health"]')" = ok
-  touch "$T/f.fail"                                  # from now on the disk's flush fails
+  touch "$T/f-f.forget"                              # from now on the disk's flush fails
   # io.py URI OP...: each OP (w BLOCK: a 4 KiB write; f: a flush) prints "OP ok" or "OP EIO"
   cat > "$T/io.py" <<'PY'
 import errno, nbd, sys
@@ -414,20 +398,19 @@ PY
   out=$(py "$T/io.py" "$(uri f)" w101 f)
   check "F: a later write gets EIO ($(echo $out))" grep -qx "w101 EIO" <<<"$out"
   check "F: a later flush gets EIO" grep -qx "f EIO" <<<"$out"
-  rm -f "$T/f.fail"                                  # the disk works again: no matter
+  rm -f "$T/f-f.forget"                              # the disk works again: no matter
   sleep 1
   out=$(py "$T/io.py" "$(uri f)" f w102 f)
   check "F: once the disk works again, flushes still get EIO (never retried: $(echo $out))" \
     test "$(grep -c "^f EIO$" <<<"$out")" = 2
   check "F: ... and writes too" grep -qx "w102 EIO" <<<"$out"
   check "F: still failed" test "$(status_get "$T/f.ctl" 'j["log"]["health"]')" = failed
-  check "F: the disk failed a flush (the injection ran)" grep -q "flaky-disk: flush failed" "$T/f.flaky.log"
+  check "F: the disk failed a flush (the injection ran)" grep -q "flush failed on purpose" "$T/f-f.fg.log"
   kill9_replicator f
   # the machine restarts: no page cache over the forgetful disk
   sleep 0.3
-  timeout -s KILL 10 fusermount3 -u "$T/fz-f-f" 2>/dev/null || timeout -s KILL 10 umount -l "$T/fz-f-f"
-  for i in $(seq 100); do mountpoint -q "$T/fz-f-f" || break; sleep 0.05; done
-  flaky_mount f || die "F: remount"
+  forgetful_unmount f-f
+  forgetful_mount f-f || die "F: remount"
   nl=$(wc -l < "$T/f.log")
   restart_replicator f "${FA[@]}" || die "F: restart"
   tail -n +$((nl + 1)) "$T/f.log" | grep -m1 'recovered\|opened' | cut -c1-200 | sed 's/^/  | /'

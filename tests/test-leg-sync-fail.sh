@@ -1,8 +1,8 @@
 #!/bin/bash
 # A leg whose flush fails the way Linux fails an fsync (safety rule 13): the writes since
 # its last good flush are dropped and the error is reported once, so a retried flush
-# "succeeds".  The leg is a file on nbdfuse over tests/forgetful-disk.py (an nbdkit python
-# plugin holding writes since the last good flush in a cache that a failed flush discards).
+# "succeeds".  The leg is a file on nbdfuse over nbdkit file + tests/forget-filter.c (a test
+# filter holding writes since the last good flush in memory; a failed flush discards them).
 # fio writes with verification headers and flushes while the flushes fail on and off; then
 # the fault ends, the log drains, the replicator stops, the mount goes (no page cache left)
 # and what the leg's disk holds is verified, and read back through a new instance.
@@ -20,37 +20,18 @@ requires nbdkit nbdfuse fio cmp mountpoint
 requires_python_nbd
 [ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
 fio --enghelp 2>/dev/null | grep -qw nbd || { echo "SKIP: fio has no nbd engine"; exit 77; }
-nbdkit python --version >/dev/null 2>&1 || { echo "SKIP: nbdkit has no python plugin"; exit 77; }
 
 CASES=${CASES:-A B C}
 SIZE=$((16 << 20))
 want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
 
-cleanup_hook() {
-  local m
-  for m in "$T"/fuse-*; do
-    mountpoint -q "$m" 2>/dev/null &&
-      { timeout -s KILL 10 fusermount3 -u "$m" 2>/dev/null || timeout -s KILL 10 umount -l "$m"; }
-  done
-}
+cleanup_hook() { local n; for n in a b c; do forgetful_unmount $n; done; }
 
-# forgetful NAME: $T/fuse-NAME/disk over forgetful-disk.py backed by $T/NAME.img; flushes
-# fail (and drop the unflushed writes) while $T/NAME.fail exists.  FUSE_PID[NAME] = nbdfuse.
-declare -A FUSE_PID=()
+# forgetful NAME: the leg $T/fz-NAME/disk on $T/NAME.img; its flushes fail (and drop the
+# writes since the last good one) while $T/NAME.forget exists (lib.sh, tests/forget-filter.c)
 forgetful() {
-  local i
-  mkdir -p "$T/fuse-$1"
   [ -e "$T/$1.img" ] || truncate -s $SIZE "$T/$1.img"
-  nbdfuse "$T/fuse-$1/disk" \
-    [ nbdkit python "$TESTDIR/forgetful-disk.py" file="$T/$1.img" fail="$T/$1.fail" \
-        count="$T/$1.count" ] 2>>"$T/nbdfuse-$1.log" &
-  FUSE_PID[$1]=$!
-  for i in $(seq 200); do [ -e "$T/fuse-$1/disk" ] && return 0; sleep 0.05; done
-  echo "nbdfuse did not come up"; return 1
-}
-unmount() {
-  timeout -s KILL 20 fusermount3 -u "$T/fuse-$1" 2>/dev/null || timeout -s KILL 10 umount -l "$T/fuse-$1"
-  wait "${FUSE_PID[$1]}" 2>/dev/null
+  forgetful_start "$1" "$T/$1.img" && forgetful_mount "$1"
 }
 
 # fio with verification headers: 4k random writes with a flush every 8 (a barrier each),
@@ -71,7 +52,7 @@ runfio() {
 # toggle NAME: flushes of NAME fail 6 times 0.4 s, 0.3 s apart (in the background)
 toggle() {
   local i
-  for i in 1 2 3 4 5 6; do touch "$T/$1.fail"; sleep 0.4; rm -f "$T/$1.fail"; sleep 0.3; done
+  for i in 1 2 3 4 5 6; do touch "$T/$1.forget"; sleep 0.4; rm -f "$T/$1.forget"; sleep 0.3; done
 }
 
 # load NAME URI: fio writes (with flushes) while NAME's flushes fail on and off; then the
@@ -82,9 +63,9 @@ load() {
   tp=$!
   runfio "$n: fio randwrite with flushes while the leg's flushes fail" "$u" --fsync=8 --do_verify=0
   wait $tp
-  rm -f "$T/$n.fail"
-  local c; c=$(cat "$T/$n.count" 2>/dev/null || echo "0 0")
-  check "$n: flushes failed and dropped writes (failed flushes, dropped 4k blocks: $c)" \
+  rm -f "$T/$n.forget"
+  local c; c=$(forgotten_writes "$n")
+  check "$n: flushes failed and dropped writes (failed flushes, writes dropped: $c)" \
     test "${c#* }" -gt 0
 }
 st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
@@ -97,28 +78,28 @@ if want A; then
   cat > "$T/a.conf" <<EOF
 replog = { path = "$T/a.rlog"; size = "32M"; };
 sites = ( { id = 0; disconnect_timeout = "2s"; } );
-devices = ( { name = "default"; legs = ( { site = 0; path = "$T/fuse-a/disk"; direct_io = false; } ); } );
+devices = ( { name = "default"; legs = ( { site = 0; path = "$T/fz-a/disk"; direct_io = false; } ); } );
 control = { socket = "$T/a.ctl"; };
 EOF
   start_replicator a config="$T/a.conf" || die "replicator a"
   nl=$(wc -l < "$T/a.log")
   load a "$(uri a)"
   check "A: the failed flush is logged, naming the leg" \
-    grep -q "leg $T/fuse-a/disk (site 0): fdatasync failed" <(tail -n +$((nl + 1)) "$T/a.log")
+    grep -q "leg $T/fz-a/disk (site 0): fdatasync failed" <(tail -n +$((nl + 1)) "$T/a.log")
   check "A: the log drains once the flushes work" wait_drained "$T/a.ctl" 30
   check "A: the leg is back in service" wait_for "$T/a.ctl" "$D0['legs'][0]['state'] == 'replicating' and not $D0['local_out']" 20
   runfio "A: the device verifies" "$(uri a)" --verify_only
   rc=0; stop_replicator a || rc=$?
   check "A: clean stop (rc $rc)" test $rc = 0
   check "A: no sanitizer report" sanitizer_clean a
-  unmount a
+  forgetful_stop a
   # Fails on 0dc6ad7: the retried flush returned 0, the applied sequence moved past the
   # dropped writes, and the leg's disk lacks them.
   runfio "A: the leg's disk holds every write (no page cache left)" "$T/a.img" --verify_only
   forgetful a || die "nbdfuse a (again)"
   restart_replicator a config="$T/a.conf" || die "replicator a (restart)"
   runfio "A: the device verifies after a restart" "$(uri a)" --verify_only
-  stop_replicator a >/dev/null; unmount a
+  stop_replicator a >/dev/null; forgetful_stop a
 fi
 
 # =========================================================================================
@@ -132,7 +113,7 @@ replog = { path = "$T/b.rlog"; size = "32M"; };
 sites = ( { id = 0; disconnect_timeout = "2s"; },
           { id = 1; policy = "async"; disconnect_timeout = "2s"; } );
 devices = ( { name = "default"; legs = (
-  { site = 0; path = "$T/fuse-b/disk"; direct_io = false; },
+  { site = 0; path = "$T/fz-b/disk"; direct_io = false; },
   { site = 1; path = "$(remote_uri rb)"; dirty_log = { sync = false; }; } ); } );
 control = { socket = "$T/b.ctl"; };
 EOF
@@ -148,7 +129,7 @@ EOF
   rc=0; stop_replicator b || rc=$?
   check "B: clean stop (rc $rc)" test $rc = 0
   check "B: no sanitizer report" sanitizer_clean b
-  unmount b
+  forgetful_stop b
   runfio "B: the local leg's disk holds every write" "$T/b.img" --verify_only
   runfio "B: the remote leg holds every write" "$T/b.rem" --verify_only
   remote_kill rb
@@ -165,14 +146,14 @@ sites = ( { id = 0; },
           { id = 1; policy = "async"; disconnect_timeout = "2s"; } );
 devices = ( { name = "default"; legs = (
   { site = 0; path = "$T/c.loc"; },
-  { site = 1; path = "$T/fuse-c/disk"; direct_io = false; dirty_log = { sync = false; }; } ); } );
+  { site = 1; path = "$T/fz-c/disk"; direct_io = false; dirty_log = { sync = false; }; } ); } );
 control = { socket = "$T/c.ctl"; };
 EOF
   start_replicator c config="$T/c.conf" || die "replicator c"
   nl=$(wc -l < "$T/c.log")
   load c "$(uri c)"
   check "C: the failed flush is logged, naming the leg" \
-    grep -q "leg $T/fuse-c/disk (site 1): fdatasync failed" <(tail -n +$((nl + 1)) "$T/c.log")
+    grep -q "leg $T/fz-c/disk (site 1): fdatasync failed" <(tail -n +$((nl + 1)) "$T/c.log")
   check "C: site 1 catches up once the flushes work" wait_caught_up "$T/c.ctl" 30
   check "C: the log drains" wait_drained "$T/c.ctl" 30
   check "C: the leg replicates, no error shown" \
@@ -180,7 +161,7 @@ EOF
   rc=0; stop_replicator c || rc=$?
   check "C: clean stop (rc $rc)" test $rc = 0
   check "C: no sanitizer report" sanitizer_clean c
-  unmount c
+  forgetful_stop c
   runfio "C: the local leg holds every write" "$T/c.loc" --verify_only
   # Fails on 0dc6ad7: site 1's applied sequence moved past the writes its failed flush
   # dropped; the leg lacks them while status says caught up.
