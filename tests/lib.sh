@@ -359,3 +359,9 @@ make_vars() {
       tree_make -s --no-print-directory -f Makefile -f - _tests_print_vars)
   for v in "$@"; do [ -n "${V[$v]+set}" ] || die "cannot read make variable $v"; done
 }
+
+# kd write|check ...: known data through a device (tests/known-data.py)
+kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
+# setup_error MSG: the test could not set up its case: exit 99 (automake's hard ERROR, which
+# an expected failure (XFAIL_TESTS) does not absorb, unlike a plain failure)
+setup_error() { echo "ERROR: $*"; exit 99; }
