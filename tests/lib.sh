@@ -363,9 +363,10 @@ make_vars() {
 
 # kd write|check ...: known data through a device (tests/known-data.py)
 kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
-# setup_error MSG: the test could not set up its case: exit 99 (automake's hard ERROR, which
-# an expected failure (XFAIL_TESTS) does not absorb, unlike a plain failure)
-setup_error() { echo "ERROR: $*"; exit 99; }
+# hard_error MSG: a failure other than the one an expected-failure test (XFAIL_TESTS) is
+# about (its setup, a sanitizer report, a check outside the known gap): exit 99, automake's
+# hard ERROR, which XFAIL does not absorb, unlike a plain failure
+hard_error() { echo "ERROR: $*"; exit 99; }
 # skip_part REASON: a part of the test cannot run here.  The rest runs, but the test ends
 # as skipped (exit 77 from finish, unless a check failed): a part not run checked nothing,
 # and scripts/test.sh counts a skip as failed unless tests/skip-allowed lists the test.

@@ -14,25 +14,26 @@ requires_python_nbd
 
 SIZE=$((32 << 20))
 truncate -s $SIZE "$T/l.img" "$T/r.img"
-remote_start rs file "$T/r.img" || setup_error "remote"
+remote_start rs file "$T/r.img" || hard_error "remote"
 A=(log="$T/g.rlog" log-size=16M local="$T/l.img" remote="$(remote_uri rs)" policy=async
    initial-sync=false disconnect-timeout=1s control="$T/g.ctl")
-start_replicator g "${A[@]}" || setup_error "replicator"
-kd write "$(uri g)" "$T/ref" 1 64 || setup_error "writes"
-wait_caught_up "$T/g.ctl" 20 || setup_error "site 1 did not catch up"
-stop_replicator g || setup_error "clean stop"
-cmp -s "$T/r.img" "$T/ref" || setup_error "the remote does not hold the writes"
-cmp -s "$T/l.img" "$T/ref" || setup_error "the local leg does not hold the writes"
+start_replicator g "${A[@]}" || hard_error "replicator"
+kd write "$(uri g)" "$T/ref" 1 64 || hard_error "writes"
+wait_caught_up "$T/g.ctl" 20 || hard_error "site 1 did not catch up"
+stop_replicator g || hard_error "clean stop"
+cmp -s "$T/r.img" "$T/ref" || hard_error "the remote does not hold the writes"
+cmp -s "$T/l.img" "$T/ref" || hard_error "the local leg does not hold the writes"
 ok "both legs hold 64 writes; stopped cleanly"
 
 rm -f "$T/l.img"; truncate -s $SIZE "$T/l.img"          # a blank file at the leg's path
 if start_replicator g "${A[@]}" > "$T/start.out" 2>&1; then
   check "the instance started on the blank leg: the device reads every write, not zeroes" \
     kd check "$(uri g)" "$T/ref"
-  stop_replicator g >/dev/null 2>&1
+  stop_replicator g >/dev/null 2>&1 || hard_error "stop on the blank leg"
 else
   check "the restart is refused and one error names the leg: $(grep -m1 -i error "$T/g.log" | cut -c1-160)" \
     grep -q "$T/l.img" <(grep -i error "$T/g.log")
 fi
-check "the remote still holds every write" cmp -s "$T/r.img" "$T/ref"
+cmp -s "$T/r.img" "$T/ref" || hard_error "the remote lost writes (not the known gap)"
+sanitizer_clean g || hard_error "sanitizer report"
 finish
