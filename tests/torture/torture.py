@@ -871,6 +871,7 @@ def run(args):
             fault = order[(cycle - 1) % len(args.faults)]
             per_fault[fault] = per_fault.get(fault, 0) + 1
             cov["prefix"].setdefault(fault, 0)
+            checks0 = cov["prefix"][fault]
             delay = rng.choice((0, 500, 2000, 4000))
             if fault == "powerloss":
                 delay = 0              # a lagging remote keeps the log full (see below)
@@ -915,6 +916,14 @@ def run(args):
                 finally:
                     rig.remote_cont()
             client.snapshot = snapshot
+            # the durable header follows the status wait_replicating() saw a little later
+            # (flags cleared, mode back to log): wait for it, or this cycle's checks at
+            # the start of the load would all be skipped
+            for _ in range(100):
+                h = rlheader.read_header(rig.logpath)
+                if h and h["sites"][1]["mode"] == 0 and h["sites"][1]["flags"] == 0:
+                    break
+                time.sleep(0.05)
             client.run_until_barrier()
             note = ""
             if fault == "kill":
@@ -928,6 +937,7 @@ def run(args):
                 if rng.random() < 0.5:
                     rig.remote_cont()
                     client.run_for(rng.uniform(0.0, 1.0))
+                    snapshot()         # (counts only if the site stayed in log mode)
                     note = "remote stopped %.1fs, resumed" % stop_for
                 else:
                     note = "remote stopped %.1fs, still stopped at the kill" % stop_for
@@ -939,6 +949,7 @@ def run(args):
                 client.run_for(down)
                 rig.remote_start(rig.remote_delay)
                 client.run_for(rng.uniform(0.0, 1.0))
+                snapshot()             # (counts only if the site stayed in log mode)
                 note = "remote killed, back after %.1fs" % down
             elif fault == "powerloss":
                 client.run_for(rng.uniform(0.05, 1.0))
@@ -1066,10 +1077,11 @@ def run(args):
                 # no other fault of the torture touches the server before its kill
                 viol.append("%d client request(s) failed while the server ran (%s): %s" % (
                     len(client.live_errors), fault, "; ".join(client.live_errors[:5])))
-            print("cycle %d %s%s: %d issued, %d acked, %d flushes, %d client errors; %s%s; %s" %
+            print("cycle %d %s%s: %d issued, %d acked, %d flushes, %d client errors; %s%s; %d prefix checks; %s" %
                   (cycle, fault, " (remote jitter %d us)" % rig.remote_delay if rig.remote_delay else "",
                    len(j.ops), len(j.acks), j.flushes, client.errors,
-                   (note + "; ") if note else "", pnote, "OK" if not viol else "%d VIOLATIONS" % len(viol)),
+                   (note + "; ") if note else "", pnote, cov["prefix"][fault] - checks0,
+                   "OK" if not viol else "%d VIOLATIONS" % len(viol)),
                   flush=True)
             for v in viol[:15] + [x for x in viol[15:] if ": (" in x or x.startswith("(")]:
                 print("  " + v)
