@@ -3,7 +3,8 @@
 # normal -Werror build, then an ASan+UBSan build (out of tree, in
 # build-asan/); between them the C test programs under ThreadSanitizer
 # (build-tsan/, scripts/tsan.sh).  Prints "N passed, N failed, N skipped" last; exits
-# non-zero on any failure.
+# non-zero on any failure.  An expected failure (XFAIL_TESTS) counts as passed, an
+# unexpected pass as failed; a skip counts as failed unless tests/skip-allowed lists it.
 set -u
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +48,25 @@ if [ -z "$logs" ]; then
   echo "0 passed, 1 failed, 0 skipped"
   exit 1
 fi
-awk '/^# (PASS|XFAIL):/ {p += $3} /^# (FAIL|XPASS|ERROR):/ {f += $3} /^# SKIP:/ {s += $3}
-     END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' $logs
+read -r p f s < <(awk '/^# (PASS|XFAIL):/ {p += $3} /^# (FAIL|XPASS|ERROR):/ {f += $3} /^# SKIP:/ {s += $3}
+     END {print p + 0, f + 0, s + 0}' $logs)
+# A skipped test checked nothing: it counts as failed unless tests/skip-allowed names it
+# ("test-name: reason"), and then its reason is printed here.
+allowed() {
+  awk -v t="$1" -F': *' '!/^[[:space:]]*(#|$)/ {n = $1; sub(/\.sh$/, "", n)
+    if (n == t) {sub(/^[^:]*: */, ""); print; found = 1; exit}} END {exit !found}' \
+    "$top/tests/skip-allowed" 2>/dev/null
+}
+for trs in $(find build build-asan -name '*.trs' -newer build.log 2>/dev/null | sort); do
+  grep -q '^:test-result: SKIP' "$trs" || continue
+  name=${trs#*/}; name=${name%.trs}
+  why=$(grep -m1 '^SKIP' "${trs%.trs}.log" 2>/dev/null | cut -c1-200)
+  if reason=$(allowed "$(basename "$name")"); then
+    echo "allowed skip: ${trs%%/*}: $name: $reason (the test: ${why:-no SKIP line})"
+  else
+    echo "FAIL: ${trs%%/*}: $name was skipped (${why:-no SKIP line}) and is not on tests/skip-allowed"
+    f=$((f + 1)); s=$((s - 1)); rc=1
+  fi
+done
+echo "$p passed, $f failed, $s skipped"
 exit $rc

@@ -179,7 +179,7 @@ echo "== slow local leg: reads, partial writes, zero and trim on top of unapplie
 # leg = a file on nbdfuse over `nbdkit memory` with 20 ms per write: the worker lags behind,
 # so reads and read-modify-writes must use the log, not the leg
 if ! command -v nbdfuse >/dev/null || [ ! -e /dev/fuse ] || [ "$(id -u)" != 0 ]; then
-  echo "  (skipped: needs nbdfuse, /dev/fuse and root)"; finish
+  skip_part "slow local leg: needs nbdfuse, /dev/fuse and root"; finish
 fi
 mkdir "$T/fz"
 NF=

@@ -292,7 +292,7 @@ fi
 if want f; then
   echo "== f. iSCSI target (tgtd) killed while writing, restarted on the same port (sync)"
   if ! command -v tgtd >/dev/null || ! command -v tgtadm >/dev/null; then
-    echo "  (skipped: tgtd/tgtadm not installed)"
+    skip_part "case f: tgtd/tgtadm not installed"
   else
     truncate -s $SIZE "$T/f.rimg"
     if tgt_start f "$T/f.rimg" && case_start f "$TGT_URL" sync request-timeout=20s; then

@@ -120,7 +120,7 @@ check "clean stop (exit status $rc)" test $rc = 0
 
 echo "== X.509 certificates on TCP (--tls-certificates, --tls-verify-peer)"
 if ! command -v openssl >/dev/null; then
-  echo "  (skipped: no openssl to make certificates)"
+  skip_part "X.509 case: no openssl to make certificates"
 else
   P=$T/pki; CL=$T/client-pki; mkdir -m 0700 "$P" "$CL"
   ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)

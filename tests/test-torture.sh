@@ -5,7 +5,9 @@
 # or an emulated power loss (tests/torture/powerloss.py: files rebuilt from a write trace).
 # Checks durability after recovery, a prefix of epochs at the remote (at the crash and at
 # random moments of the load), remote == device after catch-up, local legs == device after
-# clean stops; --selftest proves every cycle that the checkers catch a hidden write.
+# clean stops; --selftest proves every cycle that the checkers catch a hidden write.  Fails
+# too when the run checked too little (its coverage figures, printed last, under the
+# minimums: tests/torture/README.md, "Coverage").
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
 requires nbdkit

@@ -23,11 +23,21 @@ One replicator instance serves NDEV devices (local file legs) with one remote si
   5. once the remote caught up (or resynchronised), remote == device, byte for byte;
      every 10th cycle and at the end a clean stop, and local legs == device too.
 
+  6. no client request fails while the server runs (a stopped or killed remote is not a
+     client failure: guarantee 4.5); only the requests in flight at a kill may fail.
+
+The run checks its own coverage and fails when it checked too little (coverage() below):
+prefix checks that saw new writes at the remote, per fault, at least --min-prefix per cycle
+of that fault; power-loss crashes at moments with hundreds of unsynced writes and with
+writes in flight (powerloss_moment(): the untraced sectors of powerloss.py); with
+--selftest, a block hidden and caught every cycle.
+
 Usage: torture.py [--cycles N] [--faults kill,rstop,rkill,logfull] [--seed S] [--keep]
                   [--log-dev DEV] [--leg-devs DEV0,DEV1]  (block devices, e.g. loop devices)
 Environment: PLUGIN, REPLCTL (defaults: the build/ tree), SANITIZERS=yes (preload ASan
-into nbdkit).  Prints one line per cycle and a summary "cycles N, violations V"; exit 1 on
-any violation, 2 on a harness failure (a server that does not start, ...).
+into nbdkit).  Prints one line per cycle, a summary "cycles N, violations V" and the
+coverage figures; exit 1 on any violation or coverage shortfall, 2 on a harness failure (a
+server that does not start, ...).
 """
 
 import argparse
@@ -35,6 +45,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -133,6 +144,89 @@ class Journal:
 
 
 # ---- processes ------------------------------------------------------------------------
+
+def sigstop_wait(proc, what):
+    """SIGSTOP proc and wait until every thread of it has stopped."""
+    proc.send_signal(signal.SIGSTOP)
+    pid = proc.pid
+    for _ in range(2000):
+        try:
+            states = []
+            for t in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            return                     # gone
+        if all(st in "TtZX" for st in states):
+            return
+        time.sleep(0.0005)
+    raise HarnessError("%s did not stop within 1 s of SIGSTOP" % what)
+
+
+CQE_RE = re.compile(r"user_data:\s*(\d+),\s*res:\s*(-?\d+)")
+
+
+def uring_unreaped(pid):
+    """Completions the kernel posted in the io_uring rings of process pid that the process
+    has not reaped yet (/proc/PID/fdinfo of each ring lists them): with the process
+    stopped, these are writes that reached the page cache and that the server never saw
+    complete, so the power-loss trace lacks them.  Counts the CQEs with res > 0 whose tag
+    is not a checkpoint's (worker.c: CKPT_TAG, CKPT_LEG_BIT are at bit 59 and up)."""
+    n = 0
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            if "io_uring" not in os.readlink("/proc/%d/fd/%s" % (pid, fd)):
+                continue
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                info = f.read()
+        except OSError:
+            continue
+        for ud, res in CQE_RE.findall(info):
+            if int(res) > 0 and int(ud) < (1 << 59):
+                n += 1
+    return n
+
+
+class TraceTail:
+    """Follows the power-loss trace (format: src/pftrace.h) while the server appends to it,
+    reading only what is new each time: per file, how many writes (W, Z, T records) came
+    after the begin of its last completed sync, i.e. what a power loss now could lose
+    (powerloss.py's pending_writes, counted the same way)."""
+
+    HDR = struct.Struct("<BBHIQQ")
+
+    def __init__(self, path):
+        self.path, self.pos = path, 0
+        self.since_s = {}              # file -> writes since its latest sync begin
+        self.pending = {}              # file -> writes since the begin of its last completed sync
+
+    def unsynced(self):
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            raw = f.read()
+        i = 0
+        while i + self.HDR.size <= len(raw):
+            t, _z, pl, _z2, _off, ln = self.HDR.unpack_from(raw, i)
+            end = i + self.HDR.size + pl + (ln if t in (ord("W"), ord("R")) else 0)
+            if end > len(raw):
+                break                  # a record still being written
+            p = raw[i + self.HDR.size:i + self.HDR.size + pl]
+            c = chr(t)
+            if c in "WZT":
+                self.since_s[p] = self.since_s.get(p, 0) + 1
+                self.pending[p] = self.pending.get(p, 0) + 1
+            elif c == "S":
+                self.since_s[p] = 0
+            elif c == "D":
+                self.pending[p] = self.since_s.get(p, 0)
+            i = end
+        self.pos += i
+        return sum(self.pending.values())
+
 
 def nbdkit_env():
     env = dict(os.environ)
@@ -273,21 +367,8 @@ control = { socket = "%s"; };
         """SIGSTOP the remote and wait until every thread of it has stopped: kill()
         returns before the stop takes effect, and a snapshot read meanwhile would see
         its devices at different moments."""
-        self.remote.send_signal(signal.SIGSTOP)
         self.remote_stopped = True
-        pid = self.remote.pid
-        for _ in range(2000):
-            try:
-                states = []
-                for t in os.listdir("/proc/%d/task" % pid):
-                    with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
-                        states.append(f.read().rsplit(")", 1)[1].split()[0])
-            except OSError:
-                return                 # gone
-            if all(st in "TtZX" for st in states):
-                return
-            time.sleep(0.0005)
-        raise HarnessError("the remote did not stop within 1 s of SIGSTOP")
+        sigstop_wait(self.remote, "the remote")
 
     def remote_cont(self):
         if self.remote_stopped:
@@ -339,6 +420,35 @@ control = { socket = "%s"; };
     def kill9(self):
         self.server.kill()
         self.server.wait()
+
+    def wait_log_below(self, percent, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.status()["log"]["fill_percent"] < percent:
+                return
+            time.sleep(0.05)
+
+    def powerloss_moment(self, client, rng, target, seconds):
+        """Run the load (plain writes: no flush, no FUA) until a moment where a power loss
+        hits hard: at least `target` writes of the server's files are not yet synced
+        (the trace says so), and some writes the kernel completed are not yet reaped by
+        the server (so the trace lacks them: powerloss.py's untraced sectors, writes in
+        flight at the kill).  The server is left SIGSTOPped at that moment, for the kill.
+        Gives up after `seconds` (the cycle's coverage then shows it).  Returns (unsynced
+        writes, unreaped completions, moments tried)."""
+        end = time.monotonic() + seconds
+        tries = 0
+        client.snapshot = None        # (a snapshot's check takes longer than a moment)
+        trace = TraceTail(self.trace)
+        while True:
+            client.run_for(rng.uniform(0.002, 0.03))
+            sigstop_wait(self.server, "the replicator")
+            tries += 1
+            unreaped = uring_unreaped(self.server.pid)
+            unsynced = trace.unsynced()
+            if (unsynced >= target and unreaped) or time.monotonic() > end:
+                return unsynced, unreaped, tries
+            self.server.send_signal(signal.SIGCONT)
 
     def stop(self):
         self.server.terminate()
@@ -419,7 +529,11 @@ class Client:
         self.busy = set()             # (dev, block) with a write in flight
         self.snapshot = None          # called now and then while the load runs
         self.next_snap = 0.0
-        self.errors = 0
+        self.errors = 0               # requests that failed, at any time
+        self.live_errors = []         # ... of them while the server ran (before the kill)
+        self.killed = False           # set by abandon(): errors from now on are the kill's
+        self.barriers = True          # False: plain writes only (no flush, no FUA)
+        self.qd = 16                  # requests kept in flight per device
 
     def _done(self, op):
         def cb(err):
@@ -428,14 +542,21 @@ class Client:
             if err.value == 0:
                 self.j.acked(op)
             else:
-                self.errors += 1
+                self.error("%s gen %d dev %d block %d" % (op.kind, op.gen, op.dev, op.b), err.value)
             return 1
         return cb
+
+    def error(self, what, errno_):
+        self.errors += 1
+        if not self.killed:
+            self.live_errors.append("%s: %s" % (what, os.strerror(errno_)))
 
     def _flushed(self, dev, cover):
         def cb(err):
             if err.value == 0:
                 self.j.flush_done(dev, cover)
+            else:
+                self.error("flush dev %d" % dev, err.value)
             return 1
         return cb
 
@@ -443,6 +564,8 @@ class Client:
         rng, d = self.rng, self.rng.randrange(self.rig.ndev)
         h = self.h[d]
         if rng.random() < 0.05:
+            if not self.barriers:
+                return
             if rng.random() < 0.5:
                 # a crisp epoch boundary: nothing in flight around the flush, so every
                 # write before it must precede, at every site, every write after it
@@ -459,6 +582,8 @@ class Client:
         self.gen += 1
         r = rng.random()
         kind = "W" if r < 0.86 else "U" if r < 0.93 else "Z" if r < 0.97 else "T"
+        if kind == "U" and not self.barriers:
+            kind = "W"
         op = self.j.issue(self.gen, d, b, n, kind)
         for x in range(b, b + n):
             self.busy.add((d, x))
@@ -476,10 +601,10 @@ class Client:
             while h.aio_in_flight() > 0:
                 h.poll(-1)
 
-    def pump(self, qd=16):
-        """Keep qd requests in flight per device; process completions."""
+    def pump(self):
+        """Keep self.qd requests in flight per device; process completions."""
         for d, h in enumerate(self.h):
-            while h.aio_in_flight() < qd:
+            while h.aio_in_flight() < self.qd:
                 before = h.aio_in_flight()
                 self.one()
                 if h.aio_in_flight() == before:
@@ -500,15 +625,27 @@ class Client:
                 self.next_snap = time.monotonic() + self.rng.uniform(0.05, 0.3)
 
     def run_until_barrier(self, timeout=30):
-        """Run until at least one flush completed (so the checks are never empty)."""
+        """Run until a flush completed that covers a write (so the checks are never
+        empty)."""
         end = time.monotonic() + timeout
-        while self.j.flushes == 0 and time.monotonic() < end:
+        while max(self.j.flush_cover) == 0 and time.monotonic() < end:
             self.pump()
-        if self.j.flushes == 0:
-            raise HarnessError("no flush completed in %d s" % timeout)
+        if max(self.j.flush_cover) == 0:
+            raise HarnessError("no flush covering a write completed in %d s" % timeout)
+
+    def collect(self):
+        """Process the replies that already arrived (before a kill: an error the server
+        sent while it ran counts as such)."""
+        for h in self.h:
+            try:
+                while h.poll(0) > 0:
+                    pass
+            except nbd.Error:
+                pass
 
     def abandon(self):
         """The server is gone: drain what libnbd still reports, close."""
+        self.killed = True
         for h in self.h:
             try:
                 while h.aio_in_flight() > 0:
@@ -632,7 +769,11 @@ def wait_replicating(rig, timeout):
 def selftest(rig, j, prev_base, devices, remote, viol):
     """The checkers must catch a lost write: hide one durable write on a device copy and one
     required write on the remote copy (revert the block to what it held before that write),
-    and expect a violation from each checker.  Only the copies are changed."""
+    and expect a violation from each checker.  Only the copies are changed.  A selftest
+    that finds nothing to hide proves nothing: that is a violation too (the device always
+    has durable writes, run_until_barrier sees to it; the remote when it holds a later
+    epoch: all of them may have been overwritten since, so that one is counted for the
+    run).  Returns (device block hidden, remote block hidden or None: nothing required)."""
     def older(d, b, op, base):
         ops = j.per_block.get((d, b), [])
         if any(o.kind in "ZT" and o.gen > op.gen for o in ops):
@@ -643,27 +784,36 @@ def selftest(rig, j, prev_base, devices, remote, viol):
         g = base.get((d, b), 0)
         return block_data(d, b, g) if g else bytes(BS)
 
-    def hide(copy, d, ops, base):
+    def hide(copy, d, ops, base, exact):
+        """exact: the block still holds op (the remote: another block may be what makes
+        op required); else op or a later write (the device: op durable is enough)."""
         for op in ops:
             if op.kind not in "WU":
                 continue
             b = op.b
-            if decode(d, b, copy[b * BS:(b + 1) * BS]) != op.gen:
+            cur = decode(d, b, copy[b * BS:(b + 1) * BS])
+            if cur != op.gen and (exact or cur is None or cur < op.gen):
                 continue
             old = older(d, b, op, base)
             if old is not None:
                 return copy[:b * BS] + old + copy[(b + 1) * BS:], op
         return None, None
 
+    dev_hidden, rem_hidden = False, None
     for d, data in devices.items():
-        ops = [op for op in j.acks[:j.flush_cover[d]] if op.dev == d]
-        bad, op = hide(data, d, reversed(ops), prev_base)
+        ops = [op for op in j.acks[:j.flush_cover[d]] if op.dev == d] + \
+              [op for op in j.fua if op.dev == d]
+        bad, op = hide(data, d, reversed(ops), prev_base, False)
         if bad is not None:
+            dev_hidden = True
             v = []
             check_device(rig, j, prev_base, d, bad, v)
             if not v:
                 viol.append("selftest: the device check missed gen %d hidden on dev %d" % (op.gen, d))
             break
+    if not dev_hidden:
+        viol.append("selftest: no durable write could be hidden on any device (%d flushes, "
+                    "%d FUA acks): the device check went unproven" % (j.flushes, len(j.fua)))
     if remote:
         req_c = 0
         for d in range(rig.ndev):
@@ -673,10 +823,13 @@ def selftest(rig, j, prev_base, devices, remote, viol):
                     for op in j.per_block.get((d, b), []):
                         if op.gen == g:
                             req_c = max(req_c, op.req_c)
+        if req_c:
+            rem_hidden = False
         for op in j.acks[:req_c]:
-            bad, hidden = hide(remote[op.dev], op.dev, [op], prev_base)
+            bad, hidden = hide(remote[op.dev], op.dev, [op], prev_base, True)
             if bad is None:
                 continue
+            rem_hidden = True
             copy = list(remote)
             copy[op.dev] = bad
             v = []
@@ -685,6 +838,7 @@ def selftest(rig, j, prev_base, devices, remote, viol):
                 viol.append("selftest: the prefix check missed gen %d hidden on remote dev %d"
                             % (op.gen, op.dev))
             break
+    return dev_hidden, rem_hidden
 
 
 # ---- the cycle ------------------------------------------------------------------------
@@ -736,6 +890,8 @@ def run(args):
                             "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0,
                             "pl_names_lost": 0}
     per_fault = {}
+    cov = {"prefix": {}, "pl_unsynced": [], "pl_untraced": [], "st_dev": 0, "st_rem": 0,
+           "st_rem_none": 0, "st_rem_tried": 0}
     base = {}
     gen = 0
     filler = restart_full = None
@@ -748,7 +904,11 @@ def run(args):
                 rng.shuffle(order)
             fault = order[(cycle - 1) % len(args.faults)]
             per_fault[fault] = per_fault.get(fault, 0) + 1
+            cov["prefix"].setdefault(fault, 0)
+            checks0 = cov["prefix"][fault]
             delay = rng.choice((0, 500, 2000, 4000))
+            if fault == "powerloss":
+                delay = 0              # a lagging remote keeps the log full (see below)
             if delay != rig.remote_delay:
                 rig.remote_kill()
                 rig.remote_start(delay)
@@ -773,7 +933,7 @@ def run(args):
                     if st and st["mode"] == 0 and st["flags"] == 0:
                         rem = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
                         v = []
-                        check_prefix(rig, j, base, rem, v)
+                        holders, _ = check_prefix(rig, j, base, rem, v)
                         if v:
                             try:
                                 st1 = [x for x in rig.status()["sites"] if x["id"] == 1][0]
@@ -786,34 +946,60 @@ def run(args):
                                 pass
                         viol.extend("snapshot during the load: " + x for x in v)
                         stats["snapshots"] += 1
+                        cov["prefix"][fault] += holders > 0   # (one that saw nothing new checked nothing)
                 finally:
                     rig.remote_cont()
             client.snapshot = snapshot
+            # the durable header follows the status wait_replicating() saw a little later
+            # (flags cleared, mode back to log): wait for it, or this cycle's checks at
+            # the start of the load would all be skipped
+            for _ in range(100):
+                h = rlheader.read_header(rig.logpath)
+                if h and h["sites"][1]["mode"] == 0 and h["sites"][1]["flags"] == 0:
+                    break
+                time.sleep(0.05)
             client.run_until_barrier()
             note = ""
             if fault == "kill":
                 client.run_for(rng.uniform(0.05, 1.5))
             elif fault == "rstop":
-                client.run_for(rng.uniform(0.0, 0.5))
+                client.run_for(rng.uniform(0.2, 0.5))      # (prefix checks before the stop)
+                snapshot()             # one more: after the fault the site is often dirty
                 rig.remote_stop()
                 stop_for = rng.uniform(0.2, 3.0)
                 client.run_for(stop_for)
                 if rng.random() < 0.5:
                     rig.remote_cont()
                     client.run_for(rng.uniform(0.0, 1.0))
+                    snapshot()         # (counts only if the site stayed in log mode)
                     note = "remote stopped %.1fs, resumed" % stop_for
                 else:
                     note = "remote stopped %.1fs, still stopped at the kill" % stop_for
             elif fault == "rkill":
-                client.run_for(rng.uniform(0.0, 0.8))
+                client.run_for(rng.uniform(0.2, 0.8))      # (prefix checks before the kill)
+                snapshot()             # one more: after the fault the site is often dirty
                 rig.remote_kill()
                 down = rng.uniform(0.0, 2.5)
                 client.run_for(down)
                 rig.remote_start(rig.remote_delay)
                 client.run_for(rng.uniform(0.0, 1.0))
+                snapshot()             # (counts only if the site stayed in log mode)
                 note = "remote killed, back after %.1fs" % down
             elif fault == "powerloss":
-                client.run_for(rng.uniform(0.05, 1.5))
+                client.run_for(rng.uniform(0.05, 1.0))
+                # then plain writes only, so that much is unsynced at the kill (flushes
+                # and FUA writes sync the log and, at each epoch, the legs)
+                # (from a log with room: writers waiting for space make the workers
+                # checkpoint every few milliseconds)
+                client.barriers = False
+                client.drain()
+                rig.wait_log_below(50, 20)
+                client.run_for(0.1)
+                unsynced, unreaped, tries = rig.powerloss_moment(
+                    client, rng, rng.randrange(args.pl_unsynced_min * 2, args.pl_unsynced_min * 5),
+                    args.pl_hunt)
+                note = "kill at a moment with %d unsynced writes and %d completions not reaped " \
+                       "(%d moments tried)" % (unsynced, unreaped, tries)
             elif fault == "logfull":
                 client.run_for(rng.uniform(0.0, 0.5))
                 filler = fill_fs(rig.logdir)
@@ -825,6 +1011,7 @@ def run(args):
             was_stopped = rig.remote_stopped
             if not was_stopped:
                 rig.remote_stop()
+            client.collect()
             rig.kill9()
             client.abandon()
             # -- the remote at the moment of the crash --
@@ -836,6 +1023,7 @@ def run(args):
                 remote = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
                 holders, nreq = check_prefix(rig, j, base, remote, viol)
                 stats["prefix_checked"] += 1
+                cov["prefix"][fault] += holders > 0
                 pchecked = True
                 stats["required"] += nreq
                 pnote = "prefix ok (%d new blocks, %d required writes)" % (holders, nreq)
@@ -871,7 +1059,9 @@ def run(args):
                 stats["pl_images"] += len(images)
                 stats["pl_untraced"] += summ["untraced_sectors"]
                 stats["pl_names_lost"] += summ["names_lost"]
-                note = "power loss: %d traced events, %d writes after the last syncs over %d sectors, " \
+                cov["pl_unsynced"].append(summ["pending_writes"])
+                cov["pl_untraced"].append(summ["untraced_sectors"])
+                note += "; power loss: %d traced events, %d writes after the last syncs over %d sectors, " \
                        "%d sectors changed after the kill (I/O in flight landing); images %s" % (
                            summ["events"], summ["pending_writes"], summ["pending_sectors"],
                            summ["untraced_sectors"], ",".join(h for _, h, _ in images))
@@ -919,11 +1109,21 @@ def run(args):
             stats["acks"] += len(j.acks)
             stats["flushes"] += j.flushes
             if args.selftest:
-                selftest(rig, j, prev_base, base_after_dev, remote if pchecked else None, viol)
-            print("cycle %d %s%s: %d issued, %d acked, %d flushes, %d client errors; %s%s; %s" %
+                dh, rh = selftest(rig, j, prev_base, base_after_dev, remote if pchecked else None, viol)
+                cov["st_dev"] += dh
+                cov["st_rem"] += bool(rh)
+                cov["st_rem_tried"] += rh is not None
+                cov["st_rem_none"] += pchecked and rh is None
+            if client.live_errors:
+                # guarantee 4.5 (a remote stopped or killed is not a client failure), and
+                # no other fault of the torture touches the server before its kill
+                viol.append("%d client request(s) failed while the server ran (%s): %s" % (
+                    len(client.live_errors), fault, "; ".join(client.live_errors[:5])))
+            print("cycle %d %s%s: %d issued, %d acked, %d flushes, %d client errors; %s%s; %d prefix checks; %s" %
                   (cycle, fault, " (remote jitter %d us)" % rig.remote_delay if rig.remote_delay else "",
                    len(j.ops), len(j.acks), j.flushes, client.errors,
-                   (note + "; ") if note else "", pnote, "OK" if not viol else "%d VIOLATIONS" % len(viol)),
+                   (note + "; ") if note else "", pnote, cov["prefix"][fault] - checks0,
+                   "OK" if not viol else "%d VIOLATIONS" % len(viol)),
                   flush=True)
             for v in viol[:15] + [x for x in viol[15:] if ": (" in x or x.startswith("(")]:
                 print("  " + v)
@@ -957,7 +1157,58 @@ def run(args):
                               viol_total, stats["acks"], stats["flushes"], stats["prefix_checked"],
                               stats["prefix_skipped"], stats["snapshots"], stats["required"], stats["clean_stops"], stats["remote_deaths"],
                               stats["pl_images"], stats["pl_untraced"], stats["pl_names_lost"]))
-    return 1 if viol_total else 0
+    short = coverage(args, per_fault, cov)
+    return 1 if viol_total or short else 0
+
+
+def coverage(args, per_fault, cov):
+    """Print what the run really checked and hold it to the minimums (scaled by the
+    number of cycles of each fault, so that they hold for the short mode and the long
+    one alike).  Returns the number of shortfalls: a run that checked too little fails
+    like one that found a violation."""
+    short = []
+    print("torture coverage: prefix checks (guarantee 4.4, at the crash and during the load, "
+          "with the remote holding new writes) per fault: %s" % ", ".join("%s %d in %d cycles" % (f, cov["prefix"].get(f, 0), n)
+                                     for f, n in sorted(per_fault.items())))
+    for f, n in sorted(per_fault.items()):
+        need = args.min_prefix * n
+        if cov["prefix"].get(f, 0) < need:
+            short.append("%d prefix checks in the %s cycles, at least %d wanted"
+                         % (cov["prefix"].get(f, 0), f, need))
+    if per_fault.get("powerloss"):
+        u, t = sorted(cov["pl_unsynced"]), cov["pl_untraced"]
+        if u:
+            print("torture coverage: unsynced writes per power-loss crash (each rebuilt into 3 "
+                  "images) min %d, median %d, max %d over %d crashes; untraced sectors (writes "
+                  "in flight at the kill) %d in all, in %d of %d crashes" % (
+                      u[0], u[len(u) // 2], u[-1], len(u), sum(t), sum(1 for x in t if x), len(t)))
+            # the moment is looked for, not guaranteed (powerloss_moment gives up after
+            # --pl-hunt seconds): a third of the crashes may fall short, not the median
+            under = sum(1 for x in u if x < args.pl_unsynced_min)
+            if under > len(u) // 3 or u[len(u) // 2] < args.pl_unsynced_min:
+                short.append("%d of %d power-loss crashes left fewer than %d unsynced writes "
+                             "(median %d)" % (under, len(u), args.pl_unsynced_min, u[len(u) // 2]))
+            need = (len(t) + 1) // 2
+            if sum(1 for x in t if x) < need:
+                short.append("untraced sectors in %d power-loss crashes only, at least %d wanted"
+                             % (sum(1 for x in t if x), need))
+        else:
+            short.append("no power-loss image was checked")
+    if args.selftest:
+        cycles = sum(per_fault.values())
+        print("torture coverage: selftest hid a durable write on a device copy in %d of %d cycles, "
+              "a required write on the remote copy at %d of %d crashes where the remote had to "
+              "hold some (nothing required at %d prefix-checked crashes)" % (
+                  cov["st_dev"], cycles, cov["st_rem"], cov["st_rem_tried"], cov["st_rem_none"]))
+        if cov["st_dev"] < cycles:
+            short.append("the selftest could not hide a device write in %d cycles"
+                         % (cycles - cov["st_dev"]))
+        if cov["st_rem"] < max(1, (cov["st_rem_tried"] + 1) // 2):
+            short.append("the selftest hid a write on the remote copy at %d crashes only, at least "
+                         "%d wanted" % (cov["st_rem"], max(1, (cov["st_rem_tried"] + 1) // 2)))
+    for x in short:
+        print("torture coverage SHORT: " + x)
+    return len(short)
 
 
 def main():
@@ -980,6 +1231,12 @@ def main():
     p.add_argument("--leg-devs", default="",
                    help="DEV0,DEV1,...: the local legs on these block devices, one per device, "
                    "each exactly --size bytes (their content is lost)")
+    p.add_argument("--min-prefix", type=int, default=1,
+                   help="prefix checks wanted per cycle of each fault (a minimum for the run)")
+    p.add_argument("--pl-unsynced-min", type=int, default=100,
+                   help="unsynced writes wanted at each power-loss crash")
+    p.add_argument("--pl-hunt", type=float, default=5.0,
+                   help="seconds to look for a power-loss moment with that much unsynced")
     a = p.parse_args()
     a.faults = [f for f in a.faults.split(",") if f]
     a.leg_devs = [x for x in a.leg_devs.split(",") if x]
