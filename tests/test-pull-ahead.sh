@@ -99,7 +99,7 @@ pulled_ahead() {
 # ---- async, slow -------------------------------------------------------------------------
 echo "== async site at about 10 writes/s, 256 writes of 64 KiB one at a time"
 if setup as async 100ms; then
-  timeout 120 python3 "$T/burst.py" "$(uri as)" 256 1 "$T/as.json" || fail "as: the burst failed"
+  timeout 60 python3 "$T/burst.py" "$(uri as)" 256 1 "$T/as.json" || fail "as: the burst failed"
   t=$(bval "$T/as.json" 'round(b["total"], 2)')
   # the site's pace would need (256 - 60) / 10 = ~20 s
   check "as: writers stopped waiting for the site: $t s < 10 s" cmpf "$t" '<' 10
@@ -115,7 +115,7 @@ fi
 # (8 MiB) are in the log or waiting for space
 echo "== sync site at about 10 writes/s, 512 writes of 64 KiB, 128 in flight"
 if setup ss sync 100ms --threads=128; then
-  timeout 120 python3 "$T/burst.py" "$(uri ss)" 512 128 "$T/ss.json" || fail "ss: the burst failed"
+  timeout 60 python3 "$T/burst.py" "$(uri ss)" 512 128 "$T/ss.json" || fail "ss: the burst failed"
   t=$(bval "$T/ss.json" 'round(b["total"], 2)')
   # waiting for the site, 512 writes take about 50 s
   check "ss: writers stopped waiting for the sync site: $t s < 20 s" cmpf "$t" '<' 20
@@ -130,7 +130,7 @@ if setup ps sync 0; then
   "$REPLCTL" -s "$T/ps.ctl" pause 1 >/dev/null || fail "ps: replctl pause 1"
   check "ps: status: link paused" test "$(status_get "$T/ps.ctl" "$S1['link']")" = paused
   cp "$T/ps.rem" "$T/ps.rem0"
-  timeout 120 python3 "$T/burst.py" "$(uri ps)" 256 8 "$T/ps.json" || fail "ps: the burst failed"
+  timeout 60 python3 "$T/burst.py" "$(uri ps)" 256 8 "$T/ps.json" || fail "ps: the burst failed"
   t=$(bval "$T/ps.json" 'round(b["total"], 2)')
   check "ps: writes do not wait for the paused sync site: $t s < 10 s, slowest $(bval "$T/ps.json" 'round(b["max_lat"], 2)') s < 5 s" \
     test "$(bval "$T/ps.json" 'b["total"] < 10 and b["max_lat"] < 5')" = True

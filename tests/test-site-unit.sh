@@ -10,6 +10,7 @@
 #     entries go to their legs' dirty logs, writes to both devices go on, and a's healthy leg
 #     is still not written (it is no longer a consistent copy, and a resync needs both legs)
 #   - b's remote back: the resync brings both legs equal to the devices
+# Then the same with b's remote up but failing every write (nbdkit error filter).
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdcopy cmp
@@ -73,9 +74,10 @@ else:
 for h in hs.values():
     h.shutdown()
 PY
-# a_untouched: a's remote leg equals its snapshot, except block BASE (round 0) may be new
+# a_untouched [BASE]: a's remote leg equals its snapshot, except block BASE (round 0) may
+# be new
 a_untouched() {
-  python3 - "$T/a.rem" "$T/a.snap" "$BASE" <<'PY'
+  python3 - "$T/a.rem" "$T/a.snap" "${1:-$BASE}" <<'PY'
 import sys
 a, s, base = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read(), int(sys.argv[3])
 lo, hi = base * 4096, (base + 1) * 4096
@@ -139,6 +141,43 @@ then ok "site 1 back in log mode, both legs replicating and consistent"
 else fail "site 1 did not come back: $(status_get "$CTL" "($S1, $LEGS)")"; fi
 check "site 1 caught up" wait_caught_up "$CTL" 30
 legs_equal "after"
+
+# The same with b's leg failing while its connection stays up: every write to it fails with
+# EIO (nbdkit's error filter, while the file $T/b.err exists).
+echo "== b's remote fails every write with EIO, its connection up; $ROUNDS rounds"
+B2=$((BASE + 2 * ROUNDS))
+remote_kill rb
+remote_start rb --filter=error file "$T/b.rem" error=EIO error-pwrite-rate=1 error-file="$T/b.err" ||
+  die "remote rb (error filter) does not start"
+if wait_for "$CTL" "$S1['link'] == 'connected' and $S1['mode'] == 'log'" 30 && wait_caught_up "$CTL" 30
+then ok "site 1 reconnected to b's remote, caught up"
+else fail "site 1 not back: $(status_get "$CTL" "$S1")"; fi
+cp "$T/a.rem" "$T/a.snap"
+touch "$T/b.err"
+check "$ROUNDS rounds written" python3 "$T/wr.py" "$T/u.sock" rounds $ROUNDS $B2
+if wait_for "$CTL" "$S1['link'] == 'disconnected'" 10; then ok "site 1 disconnected (no progress)"
+else fail "site 1 not disconnected: $(status_get "$CTL" "$S1")"; fi
+check "b's leg shows its errors" test "$(status_get "$CTL" "j['devices'][1]['legs'][1]['errors'] > 0")" = True
+sleep 1
+check "a's leg holds no write of a later epoch than b's leg has (at most round 0)" a_untouched $B2
+st=$(status_get "$CTL" "[(l['state'], l['consistent']) for l in $LEGS]")
+check "both legs show the site's state: $st" \
+  test "$st" = "[('disconnected', True), ('disconnected', True)]"
+check "6 MiB to each device, no write slower than 3 s" python3 "$T/wr.py" "$T/u.sock" bulk 6 4 3
+if wait_for "$CTL" "$S1['mode'] != 'log'" 10; then ok "site 1 left log mode ($(status_get "$CTL" "$S1['mode']"))"
+else fail "site 1 still in log mode: $(status_get "$CTL" "$S1")"; fi
+# its link is up: it may try a resync (which cannot finish), but both legs move together
+st=$(status_get "$CTL" "[(l['state'], l['consistent']) for l in $LEGS]")
+check "both legs in the same state, neither consistent: $st" \
+  python3 -c 'import sys; a, b = eval(sys.argv[1]); sys.exit(not (a == b and a[0] in ("dirty", "resyncing") and not a[1]))' "$st"
+check "writes to both devices go on (2 MiB each, none slower than 3 s)" \
+  python3 "$T/wr.py" "$T/u.sock" bulk 2 5 3
+rm -f "$T/b.err"
+if wait_for "$CTL" "$S1['mode'] == 'log' and all(l['state'] == 'replicating' and l['dirty_regions'] == 0 and l['consistent'] for l in $LEGS)" 60
+then ok "b's writes work again: site 1 back in log mode, both legs replicating and consistent"
+else fail "site 1 did not come back: $(status_get "$CTL" "($S1, $LEGS)")"; fi
+check "site 1 caught up" wait_caught_up "$CTL" 30
+legs_equal "after the errors"
 rc=0; stop_replicator u || rc=$?
 check "clean stop ($rc)" test $rc = 0
 check "no sanitizer reports" sanitizer_clean u
