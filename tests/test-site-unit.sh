@@ -167,9 +167,10 @@ check "6 MiB to each device, no write slower than 3 s" python3 "$T/wr.py" "$T/u.
 if wait_for "$CTL" "$S1['mode'] != 'log'" 10; then ok "site 1 left log mode ($(status_get "$CTL" "$S1['mode']"))"
 else fail "site 1 still in log mode: $(status_get "$CTL" "$S1")"; fi
 # its link is up: it may try a resync (which cannot finish), but both legs move together
-st=$(status_get "$CTL" "[(l['state'], l['consistent']) for l in $LEGS]")
-check "both legs in the same state, neither consistent: $st" \
-  python3 -c 'import sys; a, b = eval(sys.argv[1]); sys.exit(not (a == b and a[0] in ("dirty", "resyncing") and not a[1]))' "$st"
+# (polled: status reads the legs one after the other, a change may fall in between)
+if wait_for "$CTL" "(lambda a, b: a == b and a[0] in ('dirty', 'resyncing') and not a[1])(*[(l['state'], l['consistent']) for l in $LEGS])" 5
+then ok "both legs in the same state, neither consistent: $(status_get "$CTL" "[(l['state'], l['consistent']) for l in $LEGS]")"
+else fail "legs: $(status_get "$CTL" "[(l['state'], l['consistent']) for l in $LEGS]")"; fi
 check "writes to both devices go on (2 MiB each, none slower than 3 s)" \
   python3 "$T/wr.py" "$T/u.sock" bulk 2 5 3
 rm -f "$T/b.err"
