@@ -119,7 +119,9 @@ leg_open_local (struct leg *l, const char *path)
   }
   else
     l->size = (uint64_t) st.st_size;
-  l->lbs = l->direct ? dio_alignment (l->fd, l->is_blk) : 512;
+  /* A block device's logical block size counts with or without O_DIRECT:
+   * the device advertises it (safety rule 11). */
+  l->lbs = l->direct || l->is_blk ? dio_alignment (l->fd, l->is_blk) : 512;
   l->zero_range_ok = l->punch_ok = true;
   return 0;
 }

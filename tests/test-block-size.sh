@@ -7,6 +7,8 @@
 #      advertises minimum 4096 and refuses anything unaligned (blocksize-policy filter)
 #   B: local leg a plain file (512); site 1 a path leg that is a 4Kn loop device: the
 #      remote site's block size alone makes the device's
+#   C: local leg 4Kn opened without O_DIRECT (direct_io = false): its block size still
+#      counts; site 1 an NBD remote advertising 4096 (refused if the device said 512)
 # Each: nbdinfo shows block_size_minimum 4096, aligned and unaligned I/O matches a
 # reference, many clients write distinct bytes of the same 4 KiB block at once (no lost
 # update), aligned writes to a block are not undone by concurrent unaligned writes to it,
@@ -227,5 +229,23 @@ EOF
 start_replicator b config="$T/b.conf" || die "instance B does not start"
 LEGS=("$T/b0.img" "$LB1")
 run_case b
+
+echo "== C: local leg 4Kn opened without O_DIRECT (direct_io = false); site 1 NBD advertising 4096"
+truncate -s $SIZE "$T/c0.img" "$T/c1.img"
+loop4k "$T/c0.img" || die "losetup --sector-size 4096 failed"; LC0=$LOOP
+remote_start c1 --filter=blocksize-policy file "$T/c1.img" \
+  blocksize-minimum=4096 blocksize-error-policy=error || die "remote c1 does not start"
+cat > "$T/c.conf" <<EOF
+replog = { path = "$T/c.rlog"; size = "32M"; };
+sites = ( { id = 0; }, { id = 1; policy = "async"; } );
+devices = ( { name = "c";
+  legs = ( { site = 0; path = "$LC0"; direct_io = false; },
+           { site = 1; path = "$(remote_uri c1)"; dirty_log = { sync = false; }; } ); } );
+control = { socket = "$T/c.ctl"; };
+EOF
+start_replicator c config="$T/c.conf" || die "instance C does not start"
+LEGS=("$LC0" "$T/c1.img")
+run_case c
+remote_kill c1
 
 finish
