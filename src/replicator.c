@@ -119,7 +119,9 @@ leg_open_local (struct leg *l, const char *path)
   }
   else
     l->size = (uint64_t) st.st_size;
-  l->lbs = l->direct ? dio_alignment (l->fd, l->is_blk) : 512;
+  /* A block device's logical block size counts with or without O_DIRECT:
+   * the device advertises it (safety rule 11). */
+  l->lbs = l->direct || l->is_blk ? dio_alignment (l->fd, l->is_blk) : 512;
   l->zero_range_ok = l->punch_ok = true;
   return 0;
 }
@@ -144,7 +146,7 @@ vdev_destroy (struct vdev *d)
   free (d->legs);
   overlay_free (d->ov);
   pthread_mutex_destroy (&d->ov_lock);
-  pthread_mutex_destroy (&d->rmw_lock);
+  pthread_rwlock_destroy (&d->rmw_lock);
 }
 
 void
@@ -635,7 +637,14 @@ replicator_new (struct cfg *cfg)
     d->cfg = cd;
     d->name = cd->name;
     pthread_mutex_init (&d->ov_lock, NULL);
-    pthread_mutex_init (&d->rmw_lock, NULL);
+    {
+      /* Writers first: a stream of aligned writes must not starve an RMW. */
+      pthread_rwlockattr_t ra;
+      pthread_rwlockattr_init (&ra);
+      pthread_rwlockattr_setkind_np (&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+      pthread_rwlock_init (&d->rmw_lock, &ra);
+      pthread_rwlockattr_destroy (&ra);
+    }
     r->ndevs++;
     if (!(d->ov = overlay_new ()) || !(d->legs = calloc (cd->nlegs, sizeof *d->legs))) {
       rep_error ("calloc: %m");
@@ -1331,7 +1340,8 @@ log_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uin
 }
 
 /* A write not aligned to the block size: read the surrounding blocks
- * (device view), patch, and log the aligned span.  One at a time. */
+ * (device view), patch, and log the aligned span.  One at a time, and no
+ * other write of the device in between (safety rule 11). */
 static int
 rmw_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uint64_t *seq)
 {
@@ -1344,12 +1354,12 @@ rmw_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uin
     rep_error ("malloc: %m");
     return -1;
   }
-  pthread_mutex_lock (&d->rmw_lock);
+  pthread_rwlock_wrlock (&d->rmw_lock);
   if (rdev_pread (d, tmp, (uint32_t) (e - s), s) == 0) {
     memcpy (tmp + (offset - s), buf, count);
     r = log_write (d, tmp, (uint32_t) (e - s), s, seq);
   }
-  pthread_mutex_unlock (&d->rmw_lock);
+  pthread_rwlock_unlock (&d->rmw_lock);
   free (tmp);
   return r;
 }
@@ -1367,14 +1377,18 @@ rdev_pwrite (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, b
       return -1;
   }
   else {
+    pthread_rwlock_rdlock (&d->rmw_lock);
     while (count) {
       uint32_t n = count > d->max_request ? d->max_request : count;
-      if (log_write (d, p, n, offset, &seq) == -1)
+      if (log_write (d, p, n, offset, &seq) == -1) {
+        pthread_rwlock_unlock (&d->rmw_lock);
         return -1;
+      }
       p += n;
       offset += n;
       count -= n;
     }
+    pthread_rwlock_unlock (&d->rmw_lock);
   }
   __atomic_add_fetch (&d->writes, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch (&d->bytes_written, (uint64_t) (p - (const uint8_t *) buf), __ATOMIC_RELAXED);
@@ -1418,13 +1432,16 @@ log_zero_op (struct vdev *d, int op, int flags, uint32_t count, uint64_t offset,
     count = (uint32_t) (ae - as);
     offset = as;
   }
+  pthread_rwlock_rdlock (&d->rmw_lock);
   if (replog_reserve (d->r->rl, d->index, op, flags, offset, count, &seq, NULL) == -1) {
+    pthread_rwlock_unlock (&d->rmw_lock);
     rep_error ("device '%s': the log refused the entry: %m", d->name);
     return -1;
   }
   pthread_mutex_lock (&d->ov_lock);
   r = overlay_insert (d->ov, offset, offset + count, seq, OV_ZERO, NULL);
   pthread_mutex_unlock (&d->ov_lock);
+  pthread_rwlock_unlock (&d->rmw_lock);
   replog_commit (d->r->rl, seq);
   if (r == -1) {
     rep_error ("device '%s': indexing the entry: %m", d->name);

@@ -106,8 +106,11 @@ struct vdev {
   bool local_out;
   unsigned serving;              /* 0 = the local leg */
 
-  /* Serialises read-modify-write of requests not aligned to block_size. */
-  pthread_mutex_t rmw_lock;
+  /* A read-modify-write (a request not aligned to block_size) holds it
+   * for writing from its read to its log entry; aligned writes, zeroes
+   * and trims hold it for reading while they log, so none lands between
+   * an RMW's read and its entry (which would carry the old data back). */
+  pthread_rwlock_t rmw_lock;
 
   /* Counters for status (atomic adds). */
   uint64_t reads, writes, zeroes, trims, flushes;

@@ -75,6 +75,7 @@
 #define DOUBT_GRACE_NS   (5000ull * 1000000u) /* in-doubt writes may land this late */
 #define CLR_MAX          256u                 /* completed copies per checkpoint, at most */
 #define DLOG_FLUSH_NS    (1000ull * 1000000u) /* resync progress to the dirty-log files */
+#define FULL_GAP_NS      (500u * 1000000u)    /* pull-ahead: a full log's gaps, at most */
 
 /* io_uring user_data tags */
 #define CKPT_TAG         UINT64_MAX
@@ -178,6 +179,7 @@ struct worker {
   uint64_t poll_gen;
   /* link health */
   uint64_t last_progress_ns, full_since_ns, last_tick_ns;
+  uint64_t full_last_ns;           /* the log was last seen held full by this site */
   uint64_t done_hwm;               /* highest done: entries sent again after a
                                       rewind are not progress */
   bool stop_seen;
@@ -1429,17 +1431,24 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
     s->catching_up = false;
     pthread_mutex_unlock (&s->lock);
   }
-  /* Pull-ahead: the log is full and this site holds it. */
+  /* Pull-ahead: the log is full and this site holds it.  A slow site
+   * releases an entry now and then, a waiting writer takes the space and
+   * waits again at once: the log counts as kept full across such short
+   * gaps, else a site that is slow but not stopped would hold writers
+   * back at its pace for ever. */
   if (replog_site_holds_full_log (w->r->rl, s->id) &&
       !__atomic_load_n (&s->serving_devs, __ATOMIC_ACQUIRE)) {
     if (!w->full_since_ns)
       w->full_since_ns = now;
+    w->full_last_ns = now;
     if (s->disconnected)
       go_dirty (w, "the log is full and the site is disconnected");
     else if (since (now, w->full_since_ns) > s->cfg->pull_ahead_ms * 1000000u)
       go_dirty (w, "the site kept the log full for longer than pull_ahead");
+    if (__atomic_load_n (&s->dirty, __ATOMIC_RELAXED))
+      w->full_since_ns = 0;              /* after a resync, the clock starts again */
   }
-  else
+  else if (since (now, w->full_last_ns) > FULL_GAP_NS)
     w->full_since_ns = 0;
 }
 
