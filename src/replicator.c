@@ -1308,6 +1308,39 @@ site_wait_done (struct site *s, uint64_t seq, bool fall_behind)
   return 0;
 }
 
+/* A logged entry touches [off, off + len) of d: for verify (vdev_wgen).
+ * Called after the entry is in the overlay and before it is committed. */
+static void
+wgen_bump (struct vdev *d, uint64_t off, uint64_t len)
+{
+  uint64_t g, first = off / VDEV_WGEN_GRAIN, last = (off + len - 1) / VDEV_WGEN_GRAIN;
+
+  if (len == 0)
+    return;
+  if (last - first >= VDEV_WGEN_SLOTS) {
+    first = 0;
+    last = VDEV_WGEN_SLOTS - 1;
+  }
+  for (g = first; g <= last; g++)
+    __atomic_add_fetch (&d->wgen[g % VDEV_WGEN_SLOTS], 1, __ATOMIC_SEQ_CST);
+}
+
+uint64_t
+vdev_wgen (struct vdev *d, uint64_t off, uint64_t len)
+{
+  uint64_t g, first = off / VDEV_WGEN_GRAIN, last = (off + len - 1) / VDEV_WGEN_GRAIN, sum = 0;
+
+  if (len == 0)
+    return 0;
+  if (last - first >= VDEV_WGEN_SLOTS) {
+    first = 0;
+    last = VDEV_WGEN_SLOTS - 1;
+  }
+  for (g = first; g <= last; g++)
+    sum += __atomic_load_n (&d->wgen[g % VDEV_WGEN_SLOTS], __ATOMIC_SEQ_CST);
+  return sum;
+}
+
 /* Log one aligned write chunk. */
 static int
 log_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uint64_t *seq)
@@ -1329,6 +1362,7 @@ log_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uin
   pthread_mutex_lock (&d->ov_lock);
   r = overlay_insert (d->ov, offset, offset + count, *seq, OV_DATA, payload);
   pthread_mutex_unlock (&d->ov_lock);
+  wgen_bump (d, offset, count);
   __atomic_add_fetch (&d->r->bytes_logged, count, __ATOMIC_RELAXED);
   /* Committed whatever happened: a reserved entry must not block the log. */
   replog_commit (d->r->rl, *seq);
@@ -1441,6 +1475,7 @@ log_zero_op (struct vdev *d, int op, int flags, uint32_t count, uint64_t offset,
   pthread_mutex_lock (&d->ov_lock);
   r = overlay_insert (d->ov, offset, offset + count, seq, OV_ZERO, NULL);
   pthread_mutex_unlock (&d->ov_lock);
+  wgen_bump (d, offset, count);
   pthread_rwlock_unlock (&d->rmw_lock);
   replog_commit (d->r->rl, seq);
   if (r == -1) {

@@ -81,6 +81,9 @@ struct leg {
 /* Client operations timed for metrics. */
 enum lat_op { LAT_READ, LAT_WRITE, LAT_ZERO, LAT_TRIM, LAT_FLUSH, LAT_OPS };
 #define LAT_BUCKETS 16
+/* Write generations (verify.c): grain size and slots per device. */
+#define VDEV_WGEN_GRAIN (64u << 10)
+#define VDEV_WGEN_SLOTS 16384u
 
 struct vdev {
   struct replicator *r;
@@ -111,6 +114,13 @@ struct vdev {
    * and trims hold it for reading while they log, so none lands between
    * an RMW's read and its entry (which would carry the old data back). */
   pthread_rwlock_t rmw_lock;
+
+  /* Write generations (verify.c): every logged write, write-zeroes and
+   * trim adds one to the slot of each grain it touches, once it is in the
+   * overlay and before it is committed (before any site can apply it).
+   * Grain g uses slot g % VDEV_WGEN_SLOTS: grains sharing a slot only make
+   * verify look again.  Atomic adds. */
+  uint32_t wgen[VDEV_WGEN_SLOTS];
 
   /* Counters for status (atomic adds). */
   uint64_t reads, writes, zeroes, trims, flushes;
@@ -162,7 +172,11 @@ struct site {
   uint32_t serving_devs;         /* devices it serves (worker) */
   uint32_t restore_req;          /* site 0: devices whose local leg is to be restored */
   uint32_t fail_req;             /* site 0: devices whose local leg failed a read */
-  /* Verify (verify.c): a thread of its own while active. */
+  /* Verify (verify.c): a thread of its own while active.  legs_gen (atomic,
+   * the worker adds one) changes whenever the legs may hold less than
+   * done_seq says or the site leaves log mode: a lost connection (entries
+   * re-sent, writes in doubt), a failed flush of a remote leg, dirty-log
+   * mode, the start of a resync. */
   pthread_t verify_thread;
   bool verify_thread_started;    /* to be joined */
   bool verify_active, verify_stop, verify_mark;
@@ -170,6 +184,7 @@ struct site {
   uint64_t verify_total, verify_checked, verify_differing, verify_busy;
   uint64_t verify_started_ns, verify_finished_ns, verifies;
   char verify_error[300];
+  uint64_t legs_gen;
   uint64_t resync_regions;       /* regions to copy when it started */
   uint64_t resync_copied;        /* regions copied since */
   uint64_t resync_bytes;         /* bytes sent as data (holes go as zeroes) */
@@ -265,6 +280,8 @@ int replicator_set_policy (struct replicator *r, unsigned site, const char *poli
 int replicator_verify (struct replicator *r, const char *device, unsigned site, bool mark,
                        char *why, size_t len);
 void replicator_verify_stop (struct replicator *r);
+/* replicator.c: the sum of d's write generations over [off, off + len). */
+uint64_t vdev_wgen (struct vdev *d, uint64_t off, uint64_t len);
 int replicator_restore (struct replicator *r, const char *device, unsigned site, char *why,
                         size_t len);
 /* Make (under d->ov_lock) the read index hold exactly the entries of d

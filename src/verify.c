@@ -1,16 +1,23 @@
 /* verify.c: compare a remote leg with the device, region by region, while
  * clients keep writing (replctl verify).
  *
- * A chunk of the device view D is read (local leg + unapplied entries);
- * the newest entry it may contain is X (the last reserved seq after the
- * read).  Once the site has applied every entry up to X, its leg's copy R
- * is read.  Where R and D differ, D is read again (D2): if D2 differs from
- * D, the region was written meanwhile and is checked again later; if not,
- * a write that could explain the difference would have to be newer than
- * D2, and it would be in D2 (it reached the leg before R was read, so it
- * was in the log before D2 was read).  So a region reported as differing
- * really differs.  With mark, differing regions are marked in the leg's
- * dirty log and the site copies them (an in-place resync).
+ * Per chunk: the write generations of its regions are noted (vdev_wgen: a
+ * logged entry bumps them once it is in the device's index and before any
+ * site can apply it), then the device view D is read (local leg +
+ * unapplied entries); the newest entry D may contain is X (the last
+ * reserved seq after the read).  Once the site has applied every entry up
+ * to X, its leg's copy R is read.  R holds D's state plus, maybe, entries
+ * the site applied after X; each of those was logged after D was read, so
+ * it bumped the generation of the regions it touches.  Where R and D
+ * differ and the generations did not move, no write explains it: the
+ * region really differs.  Else it was written meanwhile and is checked
+ * again later.  (Reading D again and comparing is not enough: a region can
+ * go from A to B and back to A, zeroes to data to zeroes, while R is read,
+ * and R then holds B.)  The site must stay in log mode with nothing in
+ * doubt, and its done_seq must mean what the legs hold: a lost connection
+ * or a change of mode moves legs_gen, and the regions are checked again.
+ * With mark, differing regions are marked in the leg's dirty log and the
+ * site copies them (an in-place resync).
  */
 #include <config.h>
 
@@ -35,7 +42,7 @@ struct verify {
   struct vdev *d;
   struct leg *l;
   bool mark;
-  uint8_t *dv, *rv, *d2;                /* device view, remote, device view again */
+  uint8_t *dv, *rv;                     /* device view, remote */
   size_t buflen;
 };
 
@@ -82,17 +89,41 @@ last_reserved (struct replicator *r)
   return st.next_seq - 1;
 }
 
-/* Compare [off, off + len): 0, or -1 with a reason.  Regions written
- * meanwhile are left set in *again (a bit per region of the chunk). */
+/* 0 if the site is in log mode with nothing in doubt, else -1 and why:
+ * only then is it expected to equal the device. */
+static int
+site_settled (struct site *s, char *why, size_t len)
+{
+  const char *what = __atomic_load_n (&s->dirty, __ATOMIC_ACQUIRE) ? "in dirty-log mode" :
+    __atomic_load_n (&s->resyncing, __ATOMIC_ACQUIRE) ? "resyncing" :
+    __atomic_load_n (&s->in_doubt, __ATOMIC_ACQUIRE) ? "holding regions of in-doubt writes" : NULL;
+
+  if (!what)
+    return 0;
+  snprintf (why, len, "site %u is %s: it is not expected to equal the device until its "
+            "resync has finished", s->id, what);
+  return -1;
+}
+
+/* Compare [off, off + len) (at most 64 regions): 0, or -1 with a reason.
+ * Regions written meanwhile are left set in *again (a bit per region of
+ * the chunk). */
 static int
 verify_chunk (struct verify *v, uint64_t off, uint32_t len, uint64_t *again, char *why, size_t wlen)
 {
   struct site *s = v->s;
-  uint64_t rs = v->l->dirty->region_size, x, k, n = (len + rs - 1) / rs;
+  uint64_t rs = v->l->dirty->region_size, x, k, n = (len + rs - 1) / rs, gen, wg[64];
   char err[256] = "";
   int e;
 
   *again = 0;
+  if (site_settled (s, why, wlen) == -1)
+    return -1;
+  /* Before the device is read: what the legs' state and the writes to
+   * each region are now. */
+  gen = __atomic_load_n (&s->legs_gen, __ATOMIC_ACQUIRE);
+  for (k = 0; k < n; k++)
+    wg[k] = vdev_wgen (v->d, off + k * rs, k * rs + rs <= len ? rs : len - k * rs);
   if (rdev_read_view (v->d, v->dv, len, off) == -1) {
     snprintf (why, wlen, "reading the device at %" PRIu64 ": %m", off);
     return -1;
@@ -108,9 +139,17 @@ verify_chunk (struct verify *v, uint64_t off, uint32_t len, uint64_t *again, cha
     __atomic_add_fetch (&s->verify_checked, n, __ATOMIC_RELAXED);
     return 0;
   }
-  if (rdev_read_view (v->d, v->d2, len, off) == -1) {
-    snprintf (why, wlen, "reading the device at %" PRIu64 ": %m", off);
-    return -1;
+  /* The site lost a connection (entries re-sent, writes in doubt) or left
+   * log mode meanwhile: look again (site_settled says when not to). */
+  if (__atomic_load_n (&s->legs_gen, __ATOMIC_ACQUIRE) != gen) {
+    for (k = 0; k < n; k++) {
+      uint64_t o = k * rs, l = o + rs <= len ? rs : len - o;
+      if (memcmp (v->dv + o, v->rv + o, l) != 0)
+        *again |= 1ull << k;
+      else
+        __atomic_add_fetch (&s->verify_checked, 1, __ATOMIC_RELAXED);
+    }
+    return 0;
   }
   for (k = 0; k < n; k++) {
     uint64_t o = k * rs, l = o + rs <= len ? rs : len - o;
@@ -118,7 +157,7 @@ verify_chunk (struct verify *v, uint64_t off, uint32_t len, uint64_t *again, cha
       __atomic_add_fetch (&s->verify_checked, 1, __ATOMIC_RELAXED);
       continue;
     }
-    if (memcmp (v->dv + o, v->d2 + o, l) != 0) {
+    if (vdev_wgen (v->d, off + o, l) != wg[k]) {
       *again |= 1ull << k;                 /* written meanwhile */
       continue;
     }
@@ -196,7 +235,6 @@ verify_thread (void *arg)
                s->verify_checked, s->verify_differing, s->verify_busy);
   free (v->dv);
   free (v->rv);
-  free (v->d2);
   free (v);
   return NULL;
 }
@@ -229,12 +267,8 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
     snprintf (why, len, "device '%s' has no leg at site %u", device, site);
     return -1;
   }
-  if (__atomic_load_n (&s->dirty, __ATOMIC_RELAXED) || __atomic_load_n (&s->resyncing, __ATOMIC_RELAXED)) {
-    snprintf (why, len, "site %u is %s: it is not expected to equal the device until its "
-              "resync has finished", site,
-              __atomic_load_n (&s->dirty, __ATOMIC_RELAXED) ? "in dirty-log mode" : "resyncing");
+  if (site_settled (s, why, len) == -1)
     return -1;
-  }
   pthread_mutex_lock (&s->lock);
   if (s->verify_active) {
     pthread_mutex_unlock (&s->lock);
@@ -249,8 +283,7 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
   if (v)                               /* a chunk is at least one region */
     v->buflen = l->dirty->region_size > VERIFY_CHUNK ? l->dirty->region_size : VERIFY_CHUNK;
   if (!v || posix_memalign ((void **) &v->dv, 4096, v->buflen) != 0 ||
-      posix_memalign ((void **) &v->rv, 4096, v->buflen) != 0 ||
-      posix_memalign ((void **) &v->d2, 4096, v->buflen) != 0) {
+      posix_memalign ((void **) &v->rv, 4096, v->buflen) != 0) {
     pthread_mutex_unlock (&s->lock);
     if (v) {
       free (v->dv);
@@ -278,7 +311,6 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
     pthread_mutex_unlock (&s->lock);
     free (v->dv);
     free (v->rv);
-    free (v->d2);
     free (v);
     snprintf (why, len, "cannot start a thread: %s", strerror (e));
     return -1;

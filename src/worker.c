@@ -261,6 +261,27 @@ remote_done (void *opaque, int res)
 static void ckpt_result (struct worker *w, int res);
 static void forget_copies (struct worker *w, struct leg *l);
 
+/* Publish what the site's legs hold: every entry <= done_seq.  Once a
+ * connection is lost or a remote flush failed, only the applied sequence:
+ * what the remote acknowledged since may be gone with its cache, and
+ * while the entries after it are sent again, an older one lands over a
+ * newer one until that is sent again too.  Clients of a sync site and
+ * verify wait on it. */
+static void
+publish_done (struct worker *w)
+{
+  struct site *s = w->site;
+  uint64_t v = w->rewind ? w->posted : w->done;
+
+  if (v == __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED))
+    return;
+  pthread_mutex_lock (&s->lock);
+  __atomic_store_n (&s->done_seq, v, __ATOMIC_RELAXED);   /* read without the lock too */
+  if (s->sync_waiters)
+    pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+}
+
 static void
 remote_flush_done (void *opaque, int res)
 {
@@ -285,6 +306,8 @@ remote_flush_done (void *opaque, int res)
     forget_copies (w, l);
     if (w->done > w->posted)
       w->rewind = true;
+    __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);
+    publish_done (w);
   }
   else if (res < 0) {
     errno = -res;
@@ -537,6 +560,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
 
   if (!k->up)
     return;
+  __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);   /* verify looks again */
   if (k->ops->fenced)
     in_doubt = false;
   /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
@@ -587,6 +611,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   forget_copies (w, l);
   if (w->done > w->posted)
     w->rewind = true;
+  publish_done (w);
   rlink_set_error (k, "%s", why);
   if (ndoubt)
     rep_event (EV_LINK_DOWN, (int) l->site, l->dev->name, "connection to %s dropped (%s); %u writes "
@@ -826,7 +851,6 @@ overlaps_inflight (struct worker *w, const struct rl_desc *d)
 static void
 mark_done (struct worker *w, uint64_t seq)
 {
-  struct site *s = w->site;
   w->cdone[seq % w->ndesc] = 1;
   if (seq != w->done + 1)
     return;
@@ -834,15 +858,11 @@ mark_done (struct worker *w, uint64_t seq)
     w->cdone[(w->done + 1) % w->ndesc] = 0;
     w->done++;
   }
-  if (w->done <= w->done_hwm)
-    return;                              /* sent again after a rewind */
-  w->done_hwm = w->done;
-  w->last_progress_ns = mono_ns ();
-  pthread_mutex_lock (&s->lock);
-  __atomic_store_n (&s->done_seq, w->done, __ATOMIC_RELAXED);   /* read without the lock too */
-  if (s->sync_waiters)
-    pthread_cond_broadcast (&s->cv);
-  pthread_mutex_unlock (&s->lock);
+  if (w->done > w->done_hwm) {           /* entries sent again are not progress */
+    w->done_hwm = w->done;
+    w->last_progress_ns = mono_ns ();
+  }
+  publish_done (w);
 }
 
 /* An entry is on its leg.  Completions are finished in batches (see
@@ -1373,6 +1393,7 @@ go_dirty (struct worker *w, const char *why)
     }
   pthread_mutex_lock (&s->lock);
   __atomic_store_n (&s->dirty, true, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
   if (s->resyncing) {
     /* Back off before the next try (hysteresis: a slow link does not
      * flip between the modes). */
@@ -1578,6 +1599,7 @@ resync_begin (struct worker *w, uint64_t now)
   __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
   s->catching_up = false;
   __atomic_store_n (&s->resyncing, true, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
   s->cons_valid = false;                 /* copies make it a mix of states */
   if (start - 1 > s->done_seq)
     __atomic_store_n (&s->done_seq, start - 1, __ATOMIC_RELAXED);
