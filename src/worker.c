@@ -438,6 +438,8 @@ leg_sync_failed (struct worker *w, struct leg *l, int e)
   snprintf (l->last_error, sizeof l->last_error, "flush: %s", strerror (e));
   forget_copies (w, l);
   w->rewind = true;
+  __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);   /* verify looks again */
+  publish_done (w);                      /* the legs hold the applied sequence, no more */
   l->sync_failed = true;
   l->written_ok = false;
   if (l->site != 0) {
