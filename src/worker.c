@@ -1577,6 +1577,12 @@ resync_begin (struct worker *w, uint64_t now)
     w->next = start;
     w->done = w->posted = w->done_hwm = start - 1;
     w->last_ckpt_ns = now;
+    /* Fed from start on: the entries before it are the copies' to bring
+     * (go_dirty forgot what was in flight), so the legs count as holding
+     * start - 1.  In place, done_seq stays as publish_done keeps it: the
+     * entries in flight (done < seq < next) are not on the legs yet and
+     * the clients of a sync site wait for them (DESIGN 3.3). */
+    publish_done (w);
   }
   w->rs_start = start;
   w->rs_high = start - 1;
@@ -1603,8 +1609,6 @@ resync_begin (struct worker *w, uint64_t now)
   __atomic_store_n (&s->resyncing, true, __ATOMIC_RELAXED);
   __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
   s->cons_valid = false;                 /* copies make it a mix of states */
-  if (start - 1 > s->done_seq)
-    __atomic_store_n (&s->done_seq, start - 1, __ATOMIC_RELAXED);
   __atomic_store_n (&s->resync_regions, total, __ATOMIC_RELAXED);
   s->resync_copied = 0;
   s->resync_bytes = s->resync_zero_bytes = 0;
