@@ -32,7 +32,8 @@
  * idempotent).  A site that makes no progress for disconnect_timeout is
  * marked disconnected: clients stop waiting for it.  When writers wait for
  * log space and the site holds the tail, a disconnected site at once, or a
- * connected one after pull_ahead, is moved to dirty-log mode.
+ * connected one after pull_ahead, is moved to dirty-log mode; a connection
+ * with writes in flight is dropped then, those writes being in doubt.
  */
 #include <config.h>
 
@@ -1364,11 +1365,27 @@ static void
 go_dirty (struct worker *w, const char *why)
 {
   struct site *s = w->site;
-  unsigned i;
+  unsigned i, j;
 
   rep_event (EV_SITE_DIRTY, (int) s->id, NULL, "%s: moving it to dirty-log mode; the log releases "
              "its entries and records their regions in the legs' dirty logs (the site needs a "
              "resync)", why);
+  /* Writes (entries, copies) sent on a live connection may still be run
+   * by the remote, in any order, after what the resync sends later: abort
+   * those connections first, so that their regions are in doubt (copied
+   * again after the grace period, the site not consistent before: safety
+   * rule 5), durably before the header says dirty.  A fenced link is
+   * just dropped: its next connection stops them. */
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    if (!l->remote || !l->link.up)
+      continue;
+    for (j = 0; j < w->nio; j++)
+      if (w->io[j].active && w->io[j].leg == l && w->io[j].sent && w->io[j].op != RL_OP_BARRIER) {
+        link_down (w, l, true, "moving to dirty-log mode with writes in flight");
+        break;
+      }
+  }
   if (replog_set_site_dirty (w->r->rl, s->id) == -1) {
     rep_error ("site %u: could not record dirty-log mode in the log header: %m", s->id);
     return;
