@@ -312,7 +312,7 @@ tgt_start() {
   tgtadm -C "$port" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL || return 1
   TGT_URL=iscsi://127.0.0.1:$port/$iqn/1
 }
-tgt_kill() { kill -9 "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null || true; }
+tgt_kill() { [ -n "${TGT_PID:-}" ] || return 0; kill -9 "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null || true; }
 tgt_cleanup() { local p; for p in "${TGT_PORTS[@]}"; do rm -f "/run/tgtd/socket.$p" "/run/tgtd/socket.$p.lock"; done; }
 
 # wait_caught_up CTLSOCK [TIMEOUT_S]: every site in log mode has applied everything and the
