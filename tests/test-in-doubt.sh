@@ -47,6 +47,18 @@ with open(sys.argv[1], "rb") as f:
     f.seek(int(sys.argv[2])); b = f.read(int(sys.argv[3]))
 print(b[0] if b and b.count(b[:1]) == len(b) else "mixed")' "$1" "$2" "$RS"
 }
+# case_end N: caught up, the device holds B at X, both legs equal it, a clean stop
+case_end() {
+  local n=$1 rc=0
+  wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "$S1")"
+  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
+  check "$n: the device holds B at X" test "$(region_of "$T/$n.dev" $X)" = $B
+  check "$n: the remote leg equals the device" cmp "$T/$n.rimg" "$T/$n.dev"
+  check "$n: the local leg equals the device" cmp "$T/$n.leg" "$T/$n.dev"
+  stop_replicator "$n" || rc=$?
+  check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
+  check "$n: no sanitizer reports" sanitizer_clean "$n"
+}
 # wait_file PATH TIMEOUT_S
 wait_file() { local i; for i in $(seq $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
 
@@ -139,15 +151,7 @@ sys.exit(not (("held", "aa") in w and ("passing", "bb") in w[:w.index(("held", "
   check "$n: consistent again within 30 s (status $st)" test "$st" = "(True, 0)"
   grep -q "copying the regions of in-doubt writes again" "$T/$n.log" ||
     fail "$n: the log does not say the in-doubt regions are copied again"
-  wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "$S1")"
-  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
-  check "$n: the device holds B at X" test "$(region_of "$T/$n.dev" $X)" = $B
-  check "$n: the remote leg equals the device" cmp "$T/$n.rimg" "$T/$n.dev"
-  check "$n: the local leg equals the device" cmp "$T/$n.leg" "$T/$n.dev"
-
-  stop_replicator "$n" || rc=$?
-  check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
-  check "$n: no sanitizer reports" sanitizer_clean "$n"
+  case_end "$n"
   [ "$tr" = iscsi ] && tgt_kill
   remote_kill "${n}r"
   [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
@@ -221,15 +225,7 @@ pullahead_case() {
   done
   check "$n: not consistent while the stale data was there" test $seen_doubt = 1
   check "$n: consistent again within 30 s (status $st)" test "$st" = "(True, 'log')"
-  wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "$S1")"
-  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
-  check "$n: the device holds B at X" test "$(region_of "$T/$n.dev" $X)" = $B
-  check "$n: the remote leg equals the device" cmp "$T/$n.rimg" "$T/$n.dev"
-  check "$n: the local leg equals the device" cmp "$T/$n.leg" "$T/$n.dev"
-
-  stop_replicator "$n" || rc=$?
-  check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
-  check "$n: no sanitizer reports" sanitizer_clean "$n"
+  case_end "$n"
   remote_kill "${n}r"
   [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
 }
