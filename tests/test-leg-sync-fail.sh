@@ -86,7 +86,7 @@ EOF
   load a "$(uri a)"
   check "A: the failed flush is logged, naming the leg" \
     grep -q "leg $T/fz-a/disk (site 0): fdatasync failed" <(tail -n +$((nl + 1)) "$T/a.log")
-  check "A: the log drains once the flushes work" wait_drained "$T/a.ctl" 30
+  check "A: the log drains once the flushes work" wait_drained "$T/a.ctl" 120
   check "A: the leg is back in service" wait_for "$T/a.ctl" "$D0['legs'][0]['state'] == 'replicating' and not $D0['local_out']" 20
   runfio "A: the device verifies" "$(uri a)" --verify_only
   rc=0; stop_replicator a || rc=$?
@@ -124,7 +124,7 @@ EOF
   "$REPLCTL" -s "$T/b.ctl" restore default --from 1 --wait >"$T/b.restore" 2>&1 ||
     { fail "B: restore --from 1"; sed 's/^/  | /' "$T/b.restore"; }
   check "B: the leg is back in service" wait_for "$T/b.ctl" "$D0['legs'][0]['state'] == 'replicating' and not $D0['local_out']" 30
-  check "B: the log drains" wait_drained "$T/b.ctl" 30
+  check "B: the log drains" wait_drained "$T/b.ctl" 120
   runfio "B: the device verifies after the restore" "$(uri b)" --verify_only
   rc=0; stop_replicator b || rc=$?
   check "B: clean stop (rc $rc)" test $rc = 0
@@ -154,8 +154,8 @@ EOF
   load c "$(uri c)"
   check "C: the failed flush is logged, naming the leg" \
     grep -q "leg $T/fz-c/disk (site 1): fdatasync failed" <(tail -n +$((nl + 1)) "$T/c.log")
-  check "C: site 1 catches up once the flushes work" wait_caught_up "$T/c.ctl" 30
-  check "C: the log drains" wait_drained "$T/c.ctl" 30
+  check "C: site 1 catches up once the flushes work" wait_caught_up "$T/c.ctl" 120
+  check "C: the log drains" wait_drained "$T/c.ctl" 120
   check "C: the leg replicates, no error shown" \
     wait_for "$T/c.ctl" "$D0['legs'][1]['state'] == 'replicating' and not $D0['legs'][1].get('last_error')" 20
   rc=0; stop_replicator c || rc=$?
