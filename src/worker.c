@@ -32,8 +32,7 @@
  * idempotent).  A site that makes no progress for disconnect_timeout is
  * marked disconnected: clients stop waiting for it.  When writers wait for
  * log space and the site holds the tail, a disconnected site at once, or a
- * connected one after pull_ahead, is moved to dirty-log mode; a connection
- * with writes in flight is dropped then, those writes being in doubt.
+ * connected one after pull_ahead, is moved to dirty-log mode.
  */
 #include <config.h>
 
