@@ -1364,27 +1364,11 @@ static void
 go_dirty (struct worker *w, const char *why)
 {
   struct site *s = w->site;
-  unsigned i, j;
+  unsigned i;
 
   rep_event (EV_SITE_DIRTY, (int) s->id, NULL, "%s: moving it to dirty-log mode; the log releases "
              "its entries and records their regions in the legs' dirty logs (the site needs a "
              "resync)", why);
-  /* Writes (entries, copies) sent on a live connection may still be run
-   * by the remote, in any order, after what the resync sends later: abort
-   * those connections first, so that their regions are in doubt (copied
-   * again after the grace period, the site not consistent before: safety
-   * rule 5), durably before the header says dirty.  A fenced link is
-   * just dropped: its next connection stops them. */
-  for (i = 0; i < w->nlegs; i++) {
-    struct leg *l = w->legs[i];
-    if (!l->remote || !l->link.up)
-      continue;
-    for (j = 0; j < w->nio; j++)
-      if (w->io[j].active && w->io[j].leg == l && w->io[j].sent && w->io[j].op != RL_OP_BARRIER) {
-        link_down (w, l, true, "moving to dirty-log mode with writes in flight");
-        break;
-      }
-  }
   if (replog_set_site_dirty (w->r->rl, s->id) == -1) {
     rep_error ("site %u: could not record dirty-log mode in the log header: %m", s->id);
     return;

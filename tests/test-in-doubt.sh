@@ -157,83 +157,8 @@ sys.exit(not (("held", "aa") in w and ("passing", "bb") in w[:w.index(("held", "
   [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
 }
 
-# A write in flight when the site goes to dirty-log mode (pull-ahead) is in doubt too: the
-# site forgets it, but the remote may run it after the resync copied its region.  The log is
-# 4 MiB; the held write of A to X keeps the site's tail, so 128 more writes fill the log and
-# after pull_ahead (2 s) the site goes to dirty-log mode, connected (request_timeout and
-# disconnect_timeout 30 s: neither fires).  The client writes B to X; the resync copies X
-# (the remote holds B); then the held write of A lands.  The site must not be reported
-# consistent while A is there, and X is copied again after the grace period.
-pullahead_case() {
-  local n=$1 fails0=$FAILURES h="$T/$1.h" i st reg rc=0 seen_doubt=0 t0
-  echo "== $n: a write in flight when the site goes to dirty-log mode (pull-ahead) lands late"
-  mkdir -p "$h"
-  truncate -s $SIZE "$T/$n.rimg" "$T/$n.leg"
-  remote_start "${n}r" -v --filter="$HOLD_FILTER" file "$T/$n.rimg" hold-dir="$h" hold-offset=$X ||
-    { fail "$n: the remote does not start"; return; }
-  start_replicator "$n" log="$T/$n.replog" log-size=4M local="$T/$n.leg" remote="$(remote_uri "${n}r")" \
-    policy=async disconnect-timeout=30s request-timeout=30s pull-ahead=2s initial-sync=false \
-    region-size=$RS control="$T/$n.ctl" || { fail "$n: the replicator does not start"; return; }
-  wait_for "$T/$n.ctl" "$S1['link'] == 'connected'" 10 || { fail "$n: the remote does not connect"; return; }
-  check_engine "$T/$n.ctl"
-
-  # 1. A held at the remote; the log fills behind it; pull-ahead
-  touch "$h/arm"
-  pwrite_pattern "$(uri "$n")" $X $A || fail "$n: client write of A"
-  if wait_file "$h/held" 10; then ok "$n: the remote holds the write of A: $(cat "$h/held")"
-  else fail "$n: the remote never got the write of A"; fi
-  timeout 60 env -u LD_PRELOAD nbdsh -u "$(uri "$n")" \
-    -c "for i in range(128): h.pwrite(bytes([0x11]) * $RS, 4 * 1048576 + i * $RS)" -c 'h.flush()' ||
-    fail "$n: the client writes that fill the log"
-  t0=$(date +%s.%N)
-  check "$n: the site went to dirty-log mode through pull-ahead" \
-    grep -q 'kept the log full for longer than pull_ahead' "$T/$n.log"
-  check "$n: it dropped the connection, its writes in flight in doubt" \
-    grep -q 'moving to dirty-log mode with writes in flight); [1-9][0-9]* writes in flight are in doubt' "$T/$n.log"
-  [ -e "$h/landed" ] && fail "$n: the held write landed before the release"
-
-  # 2. B written to X; the resync copies X to the remote
-  pwrite_pattern "$(uri "$n")" $X $B || fail "$n: client write of B"
-  for i in $(seq 200); do
-    reg=$(region_of "$T/$n.rimg" $X)
-    [ "$reg" = $B ] && break
-    sleep 0.1
-  done
-  check "$n: the resync copied B to X on the remote (got $reg)" test "$reg" = $B
-  echo "  $(python3 -c "import time; print('%.1f' % (time.time() - $t0))") s after the pull-ahead"
-  check "$n: not consistent before the held write landed" \
-    test "$(status_get "$T/$n.ctl" "$L1['consistent']")" = False
-
-  # 3. the held write of A lands now, over the copied B
-  touch "$h/release"
-  if wait_file "$h/landed" 10; then ok "$n: the held write landed: $(cat "$h/landed")"
-  else fail "$n: the held write did not land"; fi
-  reg=$(region_of "$T/$n.rimg" $X)
-  check "$n: the late write put stale A over B on the remote (got $reg; in time only if within the 5 s grace)" \
-    test "$reg" = $A
-
-  # 4. never consistent while the remote holds A; then copied again
-  for i in $(seq 300); do                      # 30 s at most
-    st=$(status_get "$T/$n.ctl" "($L1['consistent'], $S1['mode'])") || st=
-    reg=$(region_of "$T/$n.rimg" $X)           # read after the status
-    [ "$reg" = $A ] && case $st in "(False, "*) seen_doubt=1;; esac
-    if [ "$st" = "(True, 'log')" ]; then
-      check "$n: once reported consistent the remote holds B at X (got $reg)" test "$reg" = $B
-      break
-    fi
-    sleep 0.1
-  done
-  check "$n: not consistent while the stale data was there" test $seen_doubt = 1
-  check "$n: consistent again within 30 s (status $st)" test "$st" = "(True, 'log')"
-  case_end "$n"
-  remote_kill "${n}r"
-  [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
-}
-
 doubt_case u nbd
 NBD_REPLICATOR_NO_URING=1 doubt_case t nbd
-pullahead_case pu
-NBD_REPLICATOR_NO_URING=1 pullahead_case pt
 if ! command -v tgtd >/dev/null || ! command -v nbdfuse >/dev/null || [ ! -e /dev/fuse ] || [ "$(id -u)" != 0 ]; then
   fail "iSCSI case not run: needs tgtd, nbdfuse, /dev/fuse and root"
 else
