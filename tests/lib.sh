@@ -476,3 +476,13 @@ hard_error() { echo "ERROR: $*"; exit 99; }
 # and scripts/test.sh counts a skip as failed unless tests/skip-allowed lists the test.
 SKIPPED_PARTS=()
 skip_part() { echo "SKIP: $*"; SKIPPED_PARTS+=("$*;"); }
+
+# region_of FILE OFF: which single byte fills [OFF, OFF+RS) of FILE ("mixed" otherwise);
+# RS is the test's region size
+region_of() {
+  python3 -c '
+import sys
+with open(sys.argv[1], "rb") as f:
+    f.seek(int(sys.argv[2])); b = f.read(int(sys.argv[3]))
+print(b[0] if b and b.count(b[:1]) == len(b) else "mixed")' "$1" "$2" "$RS"
+}

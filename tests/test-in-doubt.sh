@@ -39,14 +39,6 @@ L1='j["devices"][0]["legs"][1]'
 pwrite_pattern() {
   nbdsh_u "$1" -c "h.pwrite(bytes([$3]) * $RS, $2); h.flush()"
 }
-# region_of FILE OFF: which single byte fills [OFF, OFF+RS) of FILE ("mixed" otherwise)
-region_of() {
-  python3 -c '
-import sys
-with open(sys.argv[1], "rb") as f:
-    f.seek(int(sys.argv[2])); b = f.read(int(sys.argv[3]))
-print(b[0] if b and b.count(b[:1]) == len(b) else "mixed")' "$1" "$2" "$RS"
-}
 # case_end N: caught up, the device holds B at X, both legs equal it, a clean stop
 case_end() {
   local n=$1 rc=0

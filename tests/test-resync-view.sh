@@ -45,14 +45,6 @@ cleanup_hook() {
 
 # pwrite_pattern URI OFF BYTE: the client writes RS bytes of BYTE at OFF, then flushes
 pwrite_pattern() { nbdsh_u "$1" -c "h.pwrite(bytes([$3]) * $RS, $2); h.flush()"; }
-# region_of FILE OFF: which single byte fills [OFF, OFF+RS) of FILE ("mixed" otherwise)
-region_of() {
-  python3 -c '
-import sys
-with open(sys.argv[1], "rb") as f:
-    f.seek(int(sys.argv[2])); b = f.read(int(sys.argv[3]))
-print(b[0] if b and b.count(b[:1]) == len(b) else "mixed")' "$1" "$2" "$RS"
-}
 
 view_case() {
   local n=$1 fails0=$FAILURES fs="$T/fs-$1" rc=0 reg before
