@@ -486,7 +486,6 @@ local_back (struct worker *w)
     d->local_out = false;
     pthread_mutex_unlock (&d->ov_lock);
     __atomic_store_n (&l->state, LEG_REPLICATING, __ATOMIC_RELAXED);
-    l->sync_failed = false;
     if (!strncmp (l->last_error, "flush: ", 7))
       l->last_error[0] = 0;
     only_copy_update (w->r);
