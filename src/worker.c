@@ -179,6 +179,9 @@ struct worker {
   uint64_t poll_gen;
   /* link health */
   uint64_t last_progress_ns, full_since_ns, last_tick_ns;
+  uint64_t last_done_ns;           /* an entry last completed: the idle
+                                      checkpoint's clock (the watchdog resets
+                                      last_progress_ns while nothing is pending) */
   uint64_t full_last_ns;           /* the log was last seen held full by this site */
   uint64_t done_hwm;               /* highest done: entries sent again after a
                                       rewind are not progress */
@@ -861,7 +864,7 @@ mark_done (struct worker *w, uint64_t seq)
   }
   if (w->done > w->done_hwm) {           /* entries sent again are not progress */
     w->done_hwm = w->done;
-    w->last_progress_ns = mono_ns ();
+    w->last_progress_ns = w->last_done_ns = mono_ns ();
   }
   publish_done (w);
 }
@@ -2079,7 +2082,7 @@ want_ckpt (struct worker *w, uint64_t now, uint64_t durable)
     /* Idle: not at once, which would cost a leg flush and a header write
      * per request at low queue depths (and delay a sync write's own log
      * sync behind a header round). */
-    return since (now, w->last_progress_ns) >= CKPT_IDLE_NS || w->stop_at ||
+    return since (now, w->last_done_ns) >= CKPT_IDLE_NS || w->stop_at ||
       replog_space_wanted (w->r->rl);
   return age > CKPT_INTERVAL_NS || w->done - w->posted > w->ndesc / 4 ||
     (age > CKPT_FULL_NS && replog_space_wanted (w->r->rl));

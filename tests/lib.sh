@@ -324,6 +324,8 @@ wait_caught_up() {
     [ "$v" = True ] && return 0
     sleep 0.1
   done
+  echo "  not caught up after ${tmo}s; log and sites:" >&2
+  status_get "$ctl" 'j["log"], [(s.get("site"), s.get("mode"), s.get("link"), s.get("backlog_entries"), s.get("applied_seq")) for s in j["sites"]]' >&2 || true
   return 1
 }
 
