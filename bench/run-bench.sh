@@ -310,7 +310,7 @@ prepare_cache() {  # CONFIG WORKLOAD
 #  replicator: log empty and every site in log mode with backlog 0; REM_SECS = when
 #              site 1 (the remote) first had backlog 0;  qsd: nothing left to mirror.
 # -> DRAIN_SECS (or "timeout"), REM_SECS, DRAIN_FLAGS (remote in dirty mode, disconnects)
-DRAIN_SECS= REM_SECS= DRAIN_FLAGS=
+DRAIN_SECS='' REM_SECS='' DRAIN_FLAGS=''
 wait_drained() {   # CONFIG TAG
   local out
   if is_repl "$1"; then
@@ -407,7 +407,7 @@ run_one() {
       python3 "$RUN/helpers.py" qmp "$QMP" '{"execute": "query-block-jobs"}' >"$RUN/$tag.qjobs.json" 2>"$RUN/$tag.status.err" || ok="$ok,qmp-failed"
     fi
   fi
-  DRAIN_SECS= REM_SECS= DRAIN_FLAGS=
+  DRAIN_SECS='' REM_SECS='' DRAIN_FLAGS=''
   if { is_repl "$cfg" || is_qsd "$cfg"; } && alive "$SRV_PID"; then
     wait_drained "$cfg" "$tag" || ok="$ok,not-drained"
     [ -n "$DRAIN_FLAGS" ] && ok="$ok,$DRAIN_FLAGS"
