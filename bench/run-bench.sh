@@ -2,12 +2,20 @@
 # nbd-replicator benchmark: nbdkit file plugin (B) vs nbd-replicator with a
 # local leg only (R), and with a remote leg (RA/RS, async/sync, optionally
 # behind a 2 ms delay) vs qemu-storage-daemon + blockdev-mirror (Dbg/Dwb), same
-# filesystem, same run.  See bench/README.md.
+# filesystem, same run; and an A/B of two builds (R0/RA0 = R/RA with BASE_PLUGIN,
+# bench/ab.sh).  See bench/README.md.
 #
 # Everything is configured through the environment:
 #   PLUGIN        replicator plugin .so   (default ../build/plugins/replicator/.libs/nbdkit-replicator-plugin.so
 #                 when ../build exists, else ../plugins/replicator/.libs/...)
 #   REPLCTL       replctl binary          (default ../build/replctl, else ../replctl)
+#   BASE_PLUGIN   the base build's plugin .so for the A/B configs R0/RA0 (required by them;
+#                 bench/ab.sh builds one)
+#   BASE_REPLCTL  the base build's replctl (default: replctl of the build tree holding BASE_PLUGIN,
+#                 i.e. BASE_PLUGIN/../../../replctl when that exists, else REPLCTL)
+#   BASE_LABEL    name of the base build in the report (default: the git short hash of the tree
+#                 holding BASE_PLUGIN, "+" when src/ or plugins/ have uncommitted changes, else "base")
+#   PLUGIN_LABEL  the same for PLUGIN (default: its tree's git short hash[+], else "new")
 #   BENCH_DIR     backing files, log, raw results; must not be tmpfs (default /var/tmp/nbdr-bench)
 #   RUNTIME       seconds per workload, after RAMP (default 15)
 #   RAMP          fio ramp_time in seconds (default 3)
@@ -16,7 +24,8 @@
 #   LOG_SIZE      replicator log size (default 1G)
 #   CONFIGS       configs, in the order of repetition 1 (default "B R B-none");
 #                 presets: "remote" = R RA RS Bd2 RA-d2 RS-d2 Dbg Dwb, "all" = every config
-#                 configs: B R R-page B-none RA RS RA-d2 RS-d2 Bd2 Dbg Dwb Dbg-d2 Dwb-d2 (README)
+#                 configs: B R R-page B-none RA RS RA-d2 RS-d2 Bd2 Dbg Dwb Dbg-d2 Dwb-d2 (README),
+#                 R0 RA0 (R, RA with BASE_PLUGIN: the A/B of two builds)
 #   WORKLOADS     default "rw4k-qd1 rw4k-qd32 rr4k-qd32 sw1m-qd8"
 #   LONG_RUNTIME  one extra 4k randwrite QD32 run without ramp, per-second IOPS
 #                 log and log-fill polling, to separate the absorbing phase from
@@ -70,14 +79,26 @@ RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 NOTE=${NOTE:-}
 KEEP_FILES=${KEEP_FILES:-0}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-180}
+BASE_PLUGIN=${BASE_PLUGIN:-}
+BASE_REPLCTL=${BASE_REPLCTL:-}
+BASE_LABEL=${BASE_LABEL:-}
+PLUGIN_LABEL=${PLUGIN_LABEL:-}
 
 die() { echo "run-bench: $*" >&2; exit 1; }
 say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# git of the tree holding a file (a build dir inside a work tree): "HASH SUBJECT [(+ ...)]", label "HASH[+]"
+git_dirty() { ! git -C "$(dirname "$1")" diff --quiet HEAD -- ':/src' ':/plugins' 2>/dev/null; }
+git_line()  { local d; d=$(dirname "$1")
+              git -C "$d" log -1 --format='%h %s' 2>/dev/null || { echo '?'; return; }
+              git_dirty "$1" && echo ' (+ uncommitted changes in src/plugins)'; }
+git_label() { local h; h=$(git -C "$(dirname "$1")" rev-parse --short HEAD 2>/dev/null) || return 1
+              git_dirty "$1" && h="$h+"; echo "$h"; }
 
 # ---- configs ----
 is_repl()   { [[ $1 == R* ]]; }                          # the replicator is the server
 is_qsd()    { [[ $1 == D* ]]; }                          # qemu-storage-daemon + blockdev-mirror
-has_remote(){ case $1 in RA|RS|RA-d2|RS-d2|D*) return 0;; esac; return 1; }   # replicates to a remote nbdkit
+has_remote(){ case $1 in RA|RA0|RS|RA-d2|RS-d2|D*) return 0;; esac; return 1; }   # replicates to a remote nbdkit
+is_base()   { [[ $1 == R0 || $1 == RA0 ]]; }             # R/RA with the base build (BASE_PLUGIN)
 is_d2()     { [[ $1 == *-d2 ]]; }                        # that remote (or Bd2 itself) has the delay filter
 
 for t in fio nbdkit python3 fincore pgrep cmp; do command -v "$t" >/dev/null || die "$t not found"; done
@@ -88,10 +109,32 @@ if nm -D "$PLUGIN_SRC" 2>/dev/null | grep -q __asan_init; then
   die "$PLUGIN_SRC is an ASan build: benchmark a normal build (set PLUGIN=)"
 fi
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
+USE_BASE=
 for c in $CONFIGS $LONG_CONFIGS; do
   case $c in B|R|R-page|B-none|RA|RS|RA-d2|RS-d2|Bd2|Dbg|Dwb|Dbg-d2|Dwb-d2) ;;
-    *) die "unknown config $c (B, R, R-page, B-none, RA, RS, RA-d2, RS-d2, Bd2, Dbg, Dwb, Dbg-d2, Dwb-d2)";; esac
+    R0|RA0) USE_BASE=1 ;;
+    *) die "unknown config $c (B, R, R-page, B-none, RA, RS, RA-d2, RS-d2, Bd2, Dbg, Dwb, Dbg-d2, Dwb-d2, R0, RA0)";; esac
 done
+# The A/B configs R0/RA0 run the base build: BASE_PLUGIN (and its replctl) must exist.
+if [ -n "$USE_BASE" ]; then
+  [ -n "$BASE_PLUGIN" ] || die "configs R0/RA0 need BASE_PLUGIN= (the base build's nbdkit-replicator-plugin.so; bench/ab.sh REV builds one)"
+  [ -f "$BASE_PLUGIN" ] || die "BASE_PLUGIN $BASE_PLUGIN not found (configs R0/RA0 run it)"
+  BASE_PLUGIN_SRC=$(realpath "$BASE_PLUGIN")
+  if [ -z "$BASE_REPLCTL" ]; then   # a build tree: <build>/plugins/replicator/.libs/<so> -> <build>/replctl
+    BASE_REPLCTL=$(dirname "$BASE_PLUGIN_SRC")/../../../replctl
+    [ -x "$BASE_REPLCTL" ] || BASE_REPLCTL=$REPLCTL
+  fi
+  [ -x "$BASE_REPLCTL" ] || die "BASE_REPLCTL $BASE_REPLCTL not found (configs R0/RA0 use it)"
+  BASE_REPLCTL_SRC=$(realpath "$BASE_REPLCTL")
+  if nm -D "$BASE_PLUGIN_SRC" 2>/dev/null | grep -q __asan_init; then
+    die "$BASE_PLUGIN_SRC is an ASan build: benchmark a normal build (set BASE_PLUGIN=)"
+  fi
+  [ "$BASE_PLUGIN_SRC" = "$PLUGIN_SRC" ] && say "WARNING: BASE_PLUGIN is PLUGIN ($PLUGIN_SRC): R0/RA0 run the same build as R/RA"
+  [ -n "$BASE_LABEL" ] || BASE_LABEL=$(git_label "$BASE_PLUGIN_SRC") || BASE_LABEL=base
+  [ -n "$PLUGIN_LABEL" ] || PLUGIN_LABEL=$(git_label "$PLUGIN_SRC") || PLUGIN_LABEL=new
+elif [ -n "$BASE_PLUGIN" ]; then
+  say "WARNING: BASE_PLUGIN is set but CONFIGS/LONG_CONFIGS have no R0/RA0: it is not used"
+fi
 for w in $WORKLOADS; do
   case $w in rw4k-qd1|rw4k-qd32|rr4k-qd32|sw1m-qd8) ;; *) die "unknown workload $w";; esac
 done
@@ -127,6 +170,12 @@ mkdir -p "$RUN" || die "cannot create $RUN"
 PLUGIN=$RUN/nbdkit-replicator-plugin.so REPLCTL=$RUN/replctl
 { cp "$PLUGIN_SRC" "$PLUGIN" && cp "$REPLCTL_SRC" "$REPLCTL"; } || die "cannot copy the binaries to $RUN"
 nbdkit "$PLUGIN" --dump-plugin >/dev/null 2>&1 || die "nbdkit cannot load $PLUGIN_SRC (half-built?)"
+if [ -n "$USE_BASE" ]; then       # the base build: same file names, in $RUN/base/
+  BASE_PLUGIN=$RUN/base/nbdkit-replicator-plugin.so BASE_REPLCTL=$RUN/base/replctl
+  { mkdir -p "$RUN/base" && cp "$BASE_PLUGIN_SRC" "$BASE_PLUGIN" && cp "$BASE_REPLCTL_SRC" "$BASE_REPLCTL"; } ||
+    die "cannot copy the base binaries to $RUN/base"
+  nbdkit "$BASE_PLUGIN" --dump-plugin >/dev/null 2>&1 || die "nbdkit cannot load $BASE_PLUGIN_SRC (half-built?)"
+fi
 T=$(mktemp -d /tmp/nbdr-bench.XXXXXX)     # sockets: keep paths < 108 bytes
 IMG_B=$BENCH_DIR/b.img
 IMG_BNONE=$BENCH_DIR/bnone.img
@@ -164,11 +213,11 @@ trap 'exit 130' INT TERM HUP
 alive() { local s; s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
 
 img_of() {         # the backing file the client's writes end up in first
-  case $1 in B) echo "$IMG_B";; B-none) echo "$IMG_BNONE";; R|R-page) echo "$IMG_R";;
-             RA|RS|RA-d2|RS-d2) echo "$IMG_RR";; Bd2) echo "$IMG_BD2";; D*) echo "$IMG_D";; esac
+  case $1 in B) echo "$IMG_B";; B-none) echo "$IMG_BNONE";; R|R-page|R0) echo "$IMG_R";;
+             RA|RA0|RS|RA-d2|RS-d2) echo "$IMG_RR";; Bd2) echo "$IMG_BD2";; D*) echo "$IMG_D";; esac
 }
 remote_img_of() {  # the remote copy of a replicating config (empty for the others)
-  case $1 in RA|RS|RA-d2|RS-d2) echo "$IMG_RREM";; D*) echo "$IMG_DREM";; esac
+  case $1 in RA|RA0|RS|RA-d2|RS-d2) echo "$IMG_RREM";; D*) echo "$IMG_DREM";; esac
 }
 
 # ---- servers: always direct children of this shell (Debian nbdkit dies with its parent) ----
@@ -210,10 +259,13 @@ stop_remote() {
 }
 
 START_ERR=
-start_server() {   # CONFIG NAME -> SRV_PID, FIO_URI; server stderr goes to $RUN/NAME.server.log
-  local cfg=$1 name=$2 i extra mode
+SRV_REPLCTL=$REPLCTL
+start_server() {   # CONFIG NAME -> SRV_PID, FIO_URI, SRV_REPLCTL; server stderr goes to $RUN/NAME.server.log
+  local cfg=$1 name=$2 i extra mode plugin=$PLUGIN
   rm -f "$SOCK" "$PIDF" "$CTL" "$QMP"
   START_ERR=
+  SRV_REPLCTL=$REPLCTL
+  if is_base "$cfg"; then plugin=$BASE_PLUGIN SRV_REPLCTL=$BASE_REPLCTL; fi
   FIO_URI="nbd+unix:///?socket=$SOCK"
   if has_remote "$cfg"; then
     start_remote "$cfg" "$name" || { START_ERR="remote did not start"; return 1; }
@@ -223,18 +275,18 @@ start_server() {   # CONFIG NAME -> SRV_PID, FIO_URI; server stderr goes to $RUN
     B-none) nbdkit -f -U "$SOCK" -P "$PIDF" file "$IMG_BNONE" cache=none 2>"$RUN/$name.server.log" & ;;
     Bd2)    nbdkit -f -U "$SOCK" -P "$PIDF" --filter=delay file "$IMG_BD2" \
                    delay-write="$REMOTE_DELAY" delay-zero="$REMOTE_DELAY" 2>"$RUN/$name.server.log" & ;;
-    R|R-page)
+    R|R-page|R0)
             rm -f "$LOG"       # fresh, empty log: recreated by log-mode=auto
             extra=$R_EXTRA
             [ "$cfg" = R-page ] && extra="$extra direct-io=false"   # local leg through the page cache
             # shellcheck disable=SC2086
-            nbdkit -f -U "$SOCK" -P "$PIDF" "$PLUGIN" log="$LOG" log-size="$LOG_SIZE" \
+            nbdkit -f -U "$SOCK" -P "$PIDF" "$plugin" log="$LOG" log-size="$LOG_SIZE" \
                    local="$IMG_R" control="$CTL" $extra 2>"$RUN/$name.server.log" & ;;
-    RA|RS|RA-d2|RS-d2)
+    RA|RA0|RS|RA-d2|RS-d2)
             rm -f "$LOG"
             case $cfg in RA*) mode=async;; *) mode=sync;; esac
             # shellcheck disable=SC2086
-            nbdkit -f -U "$SOCK" -P "$PIDF" "$PLUGIN" log="$LOG" log-size="$LOG_SIZE" \
+            nbdkit -f -U "$SOCK" -P "$PIDF" "$plugin" log="$LOG" log-size="$LOG_SIZE" \
                    local="$IMG_RR" remote="nbd+unix:///?socket=$REM_SOCK" policy=$mode \
                    initial-sync=false control="$CTL" $R_EXTRA 2>"$RUN/$name.server.log" & ;;
     D*)     qemu-storage-daemon \
@@ -253,9 +305,9 @@ start_server() {   # CONFIG NAME -> SRV_PID, FIO_URI; server stderr goes to $RUN
     START_ERR="server did not start"; return 1
   fi
   if is_repl "$cfg"; then
-    for i in $(seq 250); do "$REPLCTL" -s "$CTL" status --json >/dev/null 2>&1 && break; sleep 0.02; done
+    for i in $(seq 250); do "$SRV_REPLCTL" -s "$CTL" status --json >/dev/null 2>&1 && break; sleep 0.02; done
     if has_remote "$cfg"; then   # start writing only once the remote is connected (bounded: 10 s)
-      python3 "$RUN/helpers.py" repl-connected "$REPLCTL" "$CTL" 10 >>"$RUN/$name.server.log" 2>&1 ||
+      python3 "$RUN/helpers.py" repl-connected "$SRV_REPLCTL" "$CTL" 10 >>"$RUN/$name.server.log" 2>&1 ||
         START_ERR="remote not connected after 10 s"
     fi
   elif is_qsd "$cfg"; then
@@ -310,11 +362,11 @@ prepare_cache() {  # CONFIG WORKLOAD
 #  replicator: log empty and every site in log mode with backlog 0; REM_SECS = when
 #              site 1 (the remote) first had backlog 0;  qsd: nothing left to mirror.
 # -> DRAIN_SECS (or "timeout"), REM_SECS, DRAIN_FLAGS (remote in dirty mode, disconnects)
-DRAIN_SECS= REM_SECS= DRAIN_FLAGS=
+DRAIN_SECS='' REM_SECS='' DRAIN_FLAGS=''
 wait_drained() {   # CONFIG TAG
   local out
   if is_repl "$1"; then
-    out=$(python3 "$RUN/helpers.py" repl-wait "$REPLCTL" "$CTL" "$DRAIN_TIMEOUT" "$SRV_PID" "$RUN/$2.drained.json")
+    out=$(python3 "$RUN/helpers.py" repl-wait "$SRV_REPLCTL" "$CTL" "$DRAIN_TIMEOUT" "$SRV_PID" "$RUN/$2.drained.json")
   else
     out=$(python3 "$RUN/helpers.py" mirror-wait "$QMP" "$DRAIN_TIMEOUT" "$SRV_PID" "$RUN/$2.drained.json")
   fi
@@ -328,7 +380,7 @@ wait_drained() {   # CONFIG TAG
 poll_status() {    # one compact JSON status per second, prefixed by the epoch time
   while :; do
     printf '%s ' "$(date +%s.%N)"
-    "$REPLCTL" -s "$CTL" status --json 2>/dev/null | tr -d '\n'
+    "$SRV_REPLCTL" -s "$CTL" status --json 2>/dev/null | tr -d '\n'
     echo
     sleep 1
   done
@@ -402,12 +454,12 @@ run_one() {
   [ $rc -ne 0 ] && ok="fio-rc-$rc"
   if alive "$SRV_PID"; then    # the state right after fio ended: log fill, remote backlog
     if is_repl "$cfg"; then
-      "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.status.json" 2>"$RUN/$tag.status.err" || ok="$ok,replctl-failed"
+      "$SRV_REPLCTL" -s "$CTL" status --json >"$RUN/$tag.status.json" 2>"$RUN/$tag.status.err" || ok="$ok,replctl-failed"
     elif is_qsd "$cfg"; then
       python3 "$RUN/helpers.py" qmp "$QMP" '{"execute": "query-block-jobs"}' >"$RUN/$tag.qjobs.json" 2>"$RUN/$tag.status.err" || ok="$ok,qmp-failed"
     fi
   fi
-  DRAIN_SECS= REM_SECS= DRAIN_FLAGS=
+  DRAIN_SECS='' REM_SECS='' DRAIN_FLAGS=''
   if { is_repl "$cfg" || is_qsd "$cfg"; } && alive "$SRV_PID"; then
     wait_drained "$cfg" "$tag" || ok="$ok,not-drained"
     [ -n "$DRAIN_FLAGS" ] && ok="$ok,$DRAIN_FLAGS"
@@ -587,6 +639,8 @@ cat >"$RUN/analyze.py" <<'PY'
 import json, os, sys, statistics, glob
 
 LOG_SIZE = os.environ.get('BENCH_LOG_SIZE', '?')
+NEW_LABEL = os.environ.get('BENCH_PLUGIN_LABEL') or 'new'
+BASE_LABEL = os.environ.get('BENCH_BASE_LABEL') or 'base'
 
 def load(run, tag):
     try:
@@ -626,7 +680,7 @@ def is_qsd(c):
     return c.startswith('D')
 
 def has_remote(c):
-    return c in ('RA', 'RS', 'RA-d2', 'RS-d2') or is_qsd(c)
+    return c in ('RA', 'RA0', 'RS', 'RA-d2', 'RS-d2') or is_qsd(c)
 
 def polls(run, tag):
     """per-second samples: (t, log fill %, full_waits, remote backlog entries, remote backlog bytes)
@@ -704,7 +758,10 @@ RATIOS = [('R', 'B', T_LOCAL), ('R', 'B-none', {}), ('R-page', 'B', T_LOCAL), ('
           ('RA', 'Dbg', {'rw4k-qd32': 3.0}), ('RA', 'Dwb', {}), ('RS', 'Dwb', {}),
           ('RS-d2', 'Bd2', {'rw4k-qd1': 0.9, 'rw4k-qd32': 1.0}), ('RA-d2', 'Bd2', {}),
           ('RA-d2', 'Dbg-d2', {}), ('RS-d2', 'Dwb-d2', {}),
-          ('RA', 'B', {}), ('RS', 'B', {})]
+          ('RA', 'B', {}), ('RS', 'B', {}),
+          ('R', 'R0', {}), ('RA', 'RA0', {})]
+# A/B of two builds: (this build's config, the base build's)
+AB = [('R', 'R0'), ('RA', 'RA0')]
 
 def report(run, configs, workloads):
     rows = [l.rstrip('\n').split('\t') for l in open(os.path.join(run, 'runs.tsv'))]
@@ -777,6 +834,44 @@ def report(run, configs, workloads):
             cells.append('%s..%s (n=%d)' % (fmt_iops(m['lo']), fmt_iops(m['hi']), m['n']) if m else 'n/a')
         o.append('| %s | %s |' % (c, ' | '.join(cells)))
     o.append('')
+    # ---- A/B of two builds: R vs R0, RA vs RA0 ----
+    abp = [(a, b) for a, b in AB if a in configs and b in configs]
+    if abp:
+        o.append('## A/B: this build (%s) vs the base build (%s)\n' % (NEW_LABEL, BASE_LABEL))
+        o.append('R/RA run this build\'s plugin, R0/RA0 the base build\'s, same files and parameters, interleaved '
+                 'in every repetition. ratio = this build\'s median IOPS / the base\'s; per rep = the same ratio '
+                 'within each repetition (min..max: the noise); ranges = whether the two min..max IOPS ranges '
+                 'overlap (a change beyond the noise shows as ranges apart, with a per-rep range not containing 1.00; '
+                 'needs REPS >= 3 to mean anything).\n')
+        o.append('| pair | workload | %s median (min..max) | %s median (min..max) | ratio | per rep min..max | ranges |'
+                 % (NEW_LABEL, BASE_LABEL))
+        o.append('|---|---|---:|---:|---:|---:|---|')
+        ok = lambda r: r['res'] and r['res']['err'] == 0 and r['ok'] == 'ok'
+        for a, b in abp:
+            for w, wn in wls:
+                x, y = med.get((a, w)), med.get((b, w))
+                rng = lambda m: '%s (%s..%s, n=%d)' % (fmt_iops(m['iops']), fmt_iops(m['lo']), fmt_iops(m['hi']), m['n']) if m else 'n/a'
+                per = {}
+                for r in main:
+                    if r['wl'] == w and r['cfg'] in (a, b) and ok(r):
+                        per.setdefault(r['tag'].split('-', 1)[0], {})[r['cfg']] = r['res']['iops']
+                pr = [v[a] / v[b] for v in per.values() if a in v and b in v and v[b] > 0]
+                if x and y and y['iops'] > 0:
+                    ratio = '**%.2fx**' % (x['iops'] / y['iops'])
+                    if min(x['n'], y['n']) < 3:
+                        apart = 'n < 3: no verdict'
+                    elif x['lo'] > y['hi']:
+                        apart = '%s above %s\'s' % (a, b)
+                    elif x['hi'] < y['lo']:
+                        apart = '**%s below %s\'s**' % (a, b)
+                    else:
+                        apart = 'overlap'
+                else:
+                    ratio, apart = 'n/a', '-'
+                o.append('| %s/%s | %s | %s | %s | %s | %s | %s |' % (
+                    a, b, wn, rng(x), rng(y), ratio,
+                    '%.2f..%.2f (n=%d)' % (min(pr), max(pr), len(pr)) if pr else 'n/a', apart))
+        o.append('')
     # ---- remote replication: QD1 latency, catch-up, copies ----
     rcfg = [c for c in configs if has_remote(c) or c == 'Bd2']
     if rcfg:
@@ -790,7 +885,7 @@ def report(run, configs, workloads):
             o.append('|---|---|---:|---:|---|---:|')
             # sync-like configs: their remote alone (B = the same nbdkit file as the plain remote);
             # async ones: the same server without the remote
-            ref = {'R': 'B', 'R-page': 'B', 'RA': 'R', 'RS': 'B', 'RA-d2': 'R', 'RS-d2': 'Bd2',
+            ref = {'R': 'B', 'R-page': 'B', 'RA': 'R', 'RS': 'B', 'R0': 'B', 'RA0': 'R0', 'RA-d2': 'R', 'RS-d2': 'Bd2',
                    'Dbg': 'B', 'Dwb': 'B', 'Dbg-d2': 'B', 'Dwb-d2': 'Bd2'}
             for c in configs:
                 m = med.get((c, 'rw4k-qd1'))
@@ -969,6 +1064,16 @@ PY
   echo "qemu-storage-daemon: $(qemu-storage-daemon --version 2>/dev/null | head -1 || echo 'not installed')"
   echo "plugin: $PLUGIN_SRC (version $(nbdkit "$PLUGIN" --dump-plugin 2>/dev/null | grep -E '^replicator_version=' | cut -d= -f2), sha256 $(sha256sum "$PLUGIN" | cut -c1-12), built $(date -r "$PLUGIN_SRC" +%FT%T), copied to the run dir)"
   echo "git: $(git -C "$HERE/.." log -1 --format='%h %s' 2>/dev/null || echo ?)$(git -C "$HERE/.." diff --quiet HEAD -- src plugins 2>/dev/null || echo ' (+ uncommitted changes in src/plugins)')"
+  if [ -n "$USE_BASE" ]; then
+    echo "A/B: R/RA run the plugin above ($PLUGIN_LABEL), R0/RA0 the base build ($BASE_LABEL):"
+    echo "base plugin: $BASE_PLUGIN_SRC (version $(nbdkit "$BASE_PLUGIN" --dump-plugin 2>/dev/null | grep -E '^replicator_version=' | cut -d= -f2), sha256 $(sha256sum "$BASE_PLUGIN" | cut -c1-12), built $(date -r "$BASE_PLUGIN_SRC" +%FT%T), copied to the run dir's base/)"
+    echo "base replctl: $BASE_REPLCTL_SRC"
+    echo "base git: $(git_line "$BASE_PLUGIN_SRC" | tr -d '\n')"
+    # the git line above is the script's tree: the plugin's own when PLUGIN= is another tree's
+    [ "$(git -C "$(dirname "$PLUGIN_SRC")" rev-parse --show-toplevel 2>/dev/null)" = \
+      "$(git -C "$HERE/.." rev-parse --show-toplevel 2>/dev/null)" ] ||
+      echo "plugin git: $(git_line "$PLUGIN_SRC" | tr -d '\n')"
+  fi
   echo "bench dir: $BENCH_DIR ($FSTYPE on $(df --output=source "$BENCH_DIR" | tail -1))"
   echo "vm.dirty_ratio/dirty_background_ratio: $(cat /proc/sys/vm/dirty_ratio)/$(cat /proc/sys/vm/dirty_background_ratio)"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -996,6 +1101,7 @@ done
 rm -f "$LOG"
 : >"$RUN/runs.tsv"
 export BENCH_LOG_SIZE=$LOG_SIZE   # for analyze.py: the log size goes with every replicator figure
+export BENCH_PLUGIN_LABEL=$PLUGIN_LABEL BENCH_BASE_LABEL=$BASE_LABEL   # the A/B section's names
 T_START=$(date +%s)
 
 # ---- the repetitions: for each workload, every config back to back; the config
@@ -1040,6 +1146,8 @@ OUT=$RESULTS_DIR/$(date +%Y-%m-%d).md
   echo "**R** = nbd-replicator, local leg only (O_DIRECT, io_uring), $LOG_SIZE log (fresh and empty at every start) on the same filesystem${R_EXTRA:+, extra parameters \`$R_EXTRA\`};"
   echo "**R-page** = the same with \`direct-io=false\` (local leg through the page cache);"
   echo "**B-none** = \`nbdkit file cache=none\`."
+  [ -n "$USE_BASE" ] &&
+  echo "A/B of two builds: **R0**/**RA0** = R/RA with the base build's plugin ($BASE_LABEL; R/RA: $PLUGIN_LABEL), same files, interleaved with the other configs."
   if [ -n "$ANY_REMOTE" ]; then
   echo "Remote configs (the remote: \`nbdkit file\` on its own fully written $SIZE file, page cache, unix socket;"
   echo "*-d2: behind \`--filter=delay delay-write=$REMOTE_DELAY delay-zero=$REMOTE_DELAY\`):"
@@ -1062,6 +1170,7 @@ OUT=$RESULTS_DIR/$(date +%Y-%m-%d).md
   echo "settings: RUNTIME=$RUNTIME RAMP=$RAMP REPS=$REPS SIZE=$SIZE LOG_SIZE=$LOG_SIZE CONFIGS=\"$CONFIGS\" LONG_RUNTIME=$LONG_RUNTIME LONG_CONFIGS=\"$LONG_CONFIGS\" REMOTE_DELAY=$REMOTE_DELAY DRAIN_TIMEOUT=$DRAIN_TIMEOUT${QSD_FILE_OPTS:+ QSD_FILE_OPTS=$QSD_FILE_OPTS}${QSD_MIRROR_ARGS:+ QSD_MIRROR_ARGS=$QSD_MIRROR_ARGS}"
   echo "R command: nbdkit -f -U SOCK -P PIDFILE $PLUGIN log=$LOG log-size=$LOG_SIZE local=$IMG_R control=CTLSOCK $R_EXTRA"
   echo "RA/RS command: nbdkit -f -U SOCK -P PIDFILE $PLUGIN log=$LOG log-size=$LOG_SIZE local=$IMG_RR remote=nbd+unix:///?socket=REMSOCK policy=async|sync initial-sync=false control=CTLSOCK $R_EXTRA"
+  [ -n "$USE_BASE" ] && echo "R0/RA0 command: the R/RA command with $BASE_PLUGIN (replctl $BASE_REPLCTL)"
   echo "remote: nbdkit -f -U REMSOCK -P PIDFILE [--filter=delay] file $IMG_RREM|$IMG_DREM [delay-write=$REMOTE_DELAY delay-zero=$REMOTE_DELAY]"
   echo "Bd2: nbdkit -f -U SOCK -P PIDFILE --filter=delay file $IMG_BD2 delay-write=$REMOTE_DELAY delay-zero=$REMOTE_DELAY"
   echo "D: qemu-storage-daemon --blockdev driver=file,node-name=file0,filename=$IMG_D${QSD_FILE_OPTS:+,$QSD_FILE_OPTS} --blockdev driver=raw,node-name=disk0,file=file0 --nbd-server addr.type=unix,addr.path=SOCK --export type=nbd,id=exp0,node-name=disk0,name=disk,writable=on --chardev socket,id=qmp0,path=QMPSOCK,server=on,wait=off --monitor chardev=qmp0;"
