@@ -93,7 +93,9 @@ struct replog {
   pthread_cond_t syncer_cv;      /* work for the syncer */
   pthread_cond_t work_cv;        /* durable_seq advanced (workers) */
 
-  struct rl_header hdr;          /* the newest durable header */
+  struct rl_header hdr;          /* the newest durable header (its geometry never
+                                    changes after open: desc_traced reads
+                                    hdr.desc_offset without the lock) */
   struct rl_header hdr_old;      /* the other copy: recovery falls back to it if
                                     the newest one is damaged, so space is reused
                                     only once both copies let it go */
