@@ -121,6 +121,9 @@ recompute_tail (struct replog *rl)
   rl->tail_seq = t;
 }
 
+/* ---- syncer: group commit and header writes ------------------------------------ */
+
+/* Poke the workers: new durable entries, writers waiting for space, stopping, failed. */
 static void
 wake_workers (struct replog *rl)
 {
@@ -132,8 +135,6 @@ wake_workers (struct replog *rl)
       /* counter full: the worker has a wake-up pending anyway */
     }
 }
-
-/* ---- syncer: group commit and header writes ------------------------------------ */
 
 static bool
 header_pending (struct replog *rl)

@@ -234,7 +234,7 @@ rl_header_write (struct replog *rl, struct rl_header *h)
   return io_pwrite_full (rl->fd, h, sizeof *h, rl->base + (h->generation & 1) * RL_HEADER_SIZE);
 }
 
-/* ---- open: create or recover ------------------------------------------------ */
+/* ---- create, recover ---------------------------------------------------------- */
 
 static bool
 all_zero (const void *p, size_t n)
