@@ -8,9 +8,10 @@
  * copy, the tail a header allows, and freeing a log.
  * Invariants: those of the format below; a log is shared with other
  * threads only once replog_open has returned it.
- * May call: utilities (crc32c, io, pftrace, report).  Nothing of
- * replog-ring.c (the ring's run-time path, which calls the internals
- * replog-int.h declares: calls go one way, ring -> this file).
+ * May call: utilities (crc32c, io, pftrace, report); cfg.h only for enum
+ * cfg_log_mode.  Nothing of replog-ring.c (the ring's run-time path,
+ * which calls the internals replog-int.h declares: calls go one way,
+ * ring -> this file).
  *
  * REPLICATION LOG FORMAT (version 1)
  * ==================================
