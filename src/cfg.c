@@ -1,9 +1,17 @@
-/* cfg.c: configuration from a libconfig file or the nbdkit short form.
+/* cfg.c: configuration from a libconfig file, and the validation both
+ * forms go through (the nbdkit short form is cfg-short.c's).
  *
- * Strictness is the point: an unknown key, a wrong type or an impossible
- * value is one error naming the file, the line and the key, and the
- * instance does not start.  Checks that need the legs opened (a leg smaller
- * than the device) are done by the replicator when it opens them.
+ * Owns: struct cfg's defaults, life (cfg_new, cfg_free) and lookups; the
+ * public parsers and names of cfg.h; the checks every configuration
+ * passes (cfg_validate); reading a libconfig file or string.
+ * Invariants: strictness is the point: an unknown key, a wrong type or an
+ * impossible value is one error naming the file, the line and the key,
+ * and the instance does not start; a struct cfg handed out has passed
+ * cfg_validate.  Checks that need the legs opened (a leg smaller than the
+ * device) are done by the replicator when it opens them.
+ * May call: utilities (report, units) and libconfig.  Nothing of
+ * cfg-short.c (which calls the internals cfg-int.h declares: calls go one
+ * way, cfg-short.c -> this file).  replctl links this file alone.
  */
 #include <config.h>
 
@@ -21,6 +29,7 @@
 #include <libconfig.h>
 
 #include "cfg.h"
+#include "cfg-int.h"
 #include "report.h"
 #include "units.h"
 
@@ -29,12 +38,11 @@
 #define DEFAULT_DISCONNECT_MS   30000
 #define DEFAULT_QUEUE_DEPTH     32
 #define DEFAULT_REGION_SIZE     (64 * 1024)
-#define MAX_QUEUE_DEPTH         1024
 
 /* ---- small helpers --------------------------------------------------- */
 
-static char *
-xstrdup (const char *s)
+char *
+cfg_xstrdup (const char *s)
 {
   char *r = s ? strdup (s) : NULL;
   if (s && !r)
@@ -55,8 +63,8 @@ cfg_mode_name (enum cfg_log_mode m)
 }
 
 /* Name to enum; -1 for an unknown name (the caller reports where). */
-static int
-policy_of (const char *v, enum cfg_policy *p)
+int
+cfg_policy_of (const char *v, enum cfg_policy *p)
 {
   if (!strcmp (v, "sync"))
     *p = POLICY_SYNC;
@@ -67,8 +75,8 @@ policy_of (const char *v, enum cfg_policy *p)
   return 0;
 }
 
-static int
-log_mode_of (const char *v, enum cfg_log_mode *m)
+int
+cfg_log_mode_of (const char *v, enum cfg_log_mode *m)
 {
   if (!strcmp (v, "auto"))
     *m = LOG_MODE_AUTO;
@@ -149,7 +157,7 @@ cfg_default_control_socket (void)
   char *r = NULL;
 
   if (geteuid () == 0 || !xdg || !*xdg)
-    return xstrdup ("/run/nbd-replicator/control.sock");
+    return cfg_xstrdup ("/run/nbd-replicator/control.sock");
   if (asprintf (&r, "%s/nbd-replicator/control.sock", xdg) == -1) {
     rep_error ("asprintf: %m");
     return NULL;
@@ -284,8 +292,8 @@ cfg_leg (const struct cfg_device *d, unsigned site)
   return NULL;
 }
 
-static void
-site_defaults (struct cfg_site *s, unsigned id)
+void
+cfg_site_defaults (struct cfg_site *s, unsigned id)
 {
   memset (s, 0, sizeof *s);
   s->id = id;
@@ -297,8 +305,8 @@ site_defaults (struct cfg_site *s, unsigned id)
   s->queue_depth = DEFAULT_QUEUE_DEPTH;
 }
 
-static void
-dirty_log_defaults (struct cfg_dirty_log *d)
+void
+cfg_dirty_log_defaults (struct cfg_dirty_log *d)
 {
   memset (d, 0, sizeof *d);
   d->type = DIRTYLOG_CORE;
@@ -306,7 +314,7 @@ dirty_log_defaults (struct cfg_dirty_log *d)
   d->sync = true;
 }
 
-static struct cfg *
+struct cfg *
 cfg_new (const char *source)
 {
   struct cfg *c = calloc (1, sizeof *c);
@@ -315,7 +323,7 @@ cfg_new (const char *source)
     rep_error ("calloc: %m");
     return NULL;
   }
-  c->source = xstrdup (source);
+  c->source = cfg_xstrdup (source);
   c->replog.size = DEFAULT_LOG_SIZE;
   c->replog.mode = LOG_MODE_AUTO;
   c->replog.commit_interval_ms = DEFAULT_COMMIT_MS;
@@ -343,11 +351,10 @@ where_error (const struct cfg *c, int line, const char *key, const char *fmt, ..
     rep_error ("%s: %s: %s", c->source, key, msg);
 }
 
+/* replog.path and replog.offset. */
 static int
-validate (struct cfg *c)
+check_replog (struct cfg *c)
 {
-  size_t i, j, k;
-
   if (!c->replog.path) {
     where_error (c, 0, "replog.path", "required: where the replication log lives");
     return -1;
@@ -356,48 +363,181 @@ validate (struct cfg *c)
     where_error (c, 0, "replog.offset", "must be a multiple of 4096");
     return -1;
   }
-  /* Site 0 is implied with defaults when not listed. */
-  if (!cfg_site (c, 0)) {
-    struct cfg_site *n = realloc (c->sites, (c->nsites + 1) * sizeof *n);
-    if (!n) {
-      rep_error ("realloc: %m");
-      return -1;
-    }
-    c->sites = n;
-    memmove (&c->sites[1], &c->sites[0], c->nsites * sizeof *n);
-    site_defaults (&c->sites[0], 0);
-    c->nsites++;
+  return 0;
+}
+
+/* Site 0 is implied with defaults when not listed. */
+static int
+imply_site0 (struct cfg *c)
+{
+  struct cfg_site *n;
+
+  if (cfg_site (c, 0))
+    return 0;
+  n = realloc (c->sites, (c->nsites + 1) * sizeof *n);
+  if (!n) {
+    rep_error ("realloc: %m");
+    return -1;
   }
-  for (i = 0; i < c->nsites; i++) {
-    struct cfg_site *s = &c->sites[i];
-    if (s->id >= CFG_MAX_SITES) {
-      where_error (c, s->line, "id", "site id %u out of range (0..%d)", s->id, CFG_MAX_SITES - 1);
+  c->sites = n;
+  memmove (&c->sites[1], &c->sites[0], c->nsites * sizeof *n);
+  cfg_site_defaults (&c->sites[0], 0);
+  c->nsites++;
+  return 0;
+}
+
+/* Site i: its id, its times; then the times that default to others. */
+static int
+check_site (struct cfg *c, size_t i)
+{
+  struct cfg_site *s = &c->sites[i];
+  size_t j, k;
+
+  if (s->id >= CFG_MAX_SITES) {
+    where_error (c, s->line, "id", "site id %u out of range (0..%d)", s->id, CFG_MAX_SITES - 1);
+    return -1;
+  }
+  for (j = 0; j < i; j++)
+    if (c->sites[j].id == s->id) {
+      where_error (c, s->line, "id", "site id %u used twice", s->id);
       return -1;
     }
-    for (j = 0; j < i; j++)
-      if (c->sites[j].id == s->id) {
-        where_error (c, s->line, "id", "site id %u used twice", s->id);
+  /* Times become nanoseconds in 64 bits: keep them far from wrapping. */
+  {
+    const struct { const char *key; uint64_t ms; } t[] = {
+      { "disconnect_timeout", s->disconnect_timeout_ms }, { "pull_ahead", s->pull_ahead_ms },
+      { "request_timeout", s->request_timeout_ms },
+      { "fall_behind", s->fall_behind == FB_TIMEOUT ? s->fall_behind_value : 0 },
+    };
+    for (k = 0; k < sizeof t / sizeof t[0]; k++)
+      if (t[k].ms > CFG_MAX_TIME_MS) {
+        where_error (c, s->line, t[k].key, "%" PRIu64 " ms is too long (at most 10 years)", t[k].ms);
         return -1;
       }
-    /* Times become nanoseconds in 64 bits: keep them far from wrapping. */
-    {
-      const struct { const char *key; uint64_t ms; } t[] = {
-        { "disconnect_timeout", s->disconnect_timeout_ms }, { "pull_ahead", s->pull_ahead_ms },
-        { "request_timeout", s->request_timeout_ms },
-        { "fall_behind", s->fall_behind == FB_TIMEOUT ? s->fall_behind_value : 0 },
-      };
-      for (k = 0; k < sizeof t / sizeof t[0]; k++)
-        if (t[k].ms > CFG_MAX_TIME_MS) {
-          where_error (c, s->line, t[k].key, "%" PRIu64 " ms is too long (at most 10 years)", t[k].ms);
-          return -1;
-        }
-    }
-    if (s->pull_ahead_ms == 0)
-      s->pull_ahead_ms = s->disconnect_timeout_ms;
-    if (s->request_timeout_ms == 0)       /* twice disconnect_timeout, within the cap */
-      s->request_timeout_ms = s->disconnect_timeout_ms > CFG_MAX_TIME_MS / 2
-        ? CFG_MAX_TIME_MS : 2 * s->disconnect_timeout_ms;
   }
+  if (s->pull_ahead_ms == 0)
+    s->pull_ahead_ms = s->disconnect_timeout_ms;
+  if (s->request_timeout_ms == 0)       /* twice disconnect_timeout, within the cap */
+    s->request_timeout_ms = s->disconnect_timeout_ms > CFG_MAX_TIME_MS / 2
+      ? CFG_MAX_TIME_MS : 2 * s->disconnect_timeout_ms;
+  return 0;
+}
+
+/* Leg j of device d: its path (a "file://" prefix dropped), transport,
+ * site, dirty log. */
+static int
+check_leg (struct cfg *c, struct cfg_device *d, size_t j)
+{
+  struct cfg_leg *l = &d->legs[j];
+  size_t k;
+  int t;
+
+  if (!l->path || !*l->path) {
+    where_error (c, l->line, "path", "device '%s': every leg needs a path", d->name);
+    return -1;
+  }
+  t = cfg_transport_of (l->path);
+  if (!strncmp (l->path, "file://", 7))       /* a plain path from here on */
+    memmove (l->path, l->path + 7, strlen (l->path + 7) + 1);
+  if (!*l->path) {
+    where_error (c, l->line, "path", "device '%s': \"file://\" names no file", d->name);
+    return -1;
+  }
+  if (t < 0) {
+    where_error (c, l->line, "path",
+                 "unknown transport in '%s' (use a path, nbd://, nbd+unix://, nbds:// or iscsi://)",
+                 l->path);
+    return -1;
+  }
+  l->transport = t;
+  if (!cfg_site (c, l->site)) {
+    where_error (c, l->line, "site", "device '%s': leg names unknown site %u", d->name, l->site);
+    return -1;
+  }
+  for (k = 0; k < j; k++)
+    if (d->legs[k].site == l->site) {
+      where_error (c, l->line, "site", "device '%s' has two legs at site %u", d->name, l->site);
+      return -1;
+    }
+  if (l->site == 0 && l->transport != TRANSPORT_PATH) {
+    where_error (c, l->line, "path",
+                 "device '%s': the local leg (site 0) must be a file or block device, not '%s'",
+                 d->name, l->path);
+    return -1;
+  }
+  if (l->dirty_log.region_size < 4096 || l->dirty_log.region_size > (1u << 30) ||
+      (l->dirty_log.region_size & (l->dirty_log.region_size - 1))) {
+    where_error (c, l->line, "region_size", "must be a power of two from 4k to 1g");
+    return -1;
+  }
+  if (l->dirty_log.type == DIRTYLOG_DISK && !l->dirty_log.path) {
+    where_error (c, l->line, "dirty_log.path", "a 'disk' dirty log needs a path");
+    return -1;
+  }
+  return 0;
+}
+
+/* Device i: its name, size, legs, and a local leg among them. */
+static int
+check_device (struct cfg *c, size_t i)
+{
+  struct cfg_device *d = &c->devices[i];
+  size_t j;
+
+  if (!d->name || !valid_name (d->name)) {
+    where_error (c, d->line, "name",
+                 "device name '%s' must be 1-%d characters of A-Z a-z 0-9 . _ -",
+                 d->name ? d->name : "", CFG_NAME_MAX);
+    return -1;
+  }
+  for (j = 0; j < i; j++)
+    if (!strcmp (c->devices[j].name, d->name)) {
+      where_error (c, d->line, "name", "device name '%s' used twice", d->name);
+      return -1;
+    }
+  if (d->size % 512) {
+    where_error (c, d->line, "size", "device size must be a multiple of 512");
+    return -1;
+  }
+  for (j = 0; j < d->nlegs; j++)
+    if (check_leg (c, d, j) == -1)
+      return -1;
+  if (!cfg_leg (d, 0)) {
+    where_error (c, d->line, "legs", "device '%s' has no local leg (site 0)", d->name);
+    return -1;
+  }
+  return 0;
+}
+
+/* The control socket (its default) and the event hook. */
+static int
+check_control (struct cfg *c)
+{
+  if (!c->control.socket && !(c->control.socket = cfg_default_control_socket ()))
+    return -1;
+  if (c->on_event) {
+    if (c->on_event[0] != '/') {
+      where_error (c, 0, "on_event", "must be an absolute path: %s", c->on_event);
+      return -1;
+    }
+    if (access (c->on_event, X_OK) == -1) {
+      where_error (c, 0, "on_event", "%s: cannot be run: %s", c->on_event, strerror (errno));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int
+cfg_validate (struct cfg *c)
+{
+  size_t i;
+
+  if (check_replog (c) == -1 || imply_site0 (c) == -1)
+    return -1;
+  for (i = 0; i < c->nsites; i++)
+    if (check_site (c, i) == -1)
+      return -1;
   if (c->replog.commit_interval_ms > CFG_MAX_TIME_MS) {
     where_error (c, 0, "replog.commit_interval", "%" PRIu64 " ms is too long (at most 10 years)",
                  c->replog.commit_interval_ms);
@@ -412,87 +552,10 @@ validate (struct cfg *c)
                  "at most %d devices share one log", CFG_MAX_DEVICES);
     return -1;
   }
-  for (i = 0; i < c->ndevices; i++) {
-    struct cfg_device *d = &c->devices[i];
-    if (!d->name || !valid_name (d->name)) {
-      where_error (c, d->line, "name",
-                   "device name '%s' must be 1-%d characters of A-Z a-z 0-9 . _ -",
-                   d->name ? d->name : "", CFG_NAME_MAX);
+  for (i = 0; i < c->ndevices; i++)
+    if (check_device (c, i) == -1)
       return -1;
-    }
-    for (j = 0; j < i; j++)
-      if (!strcmp (c->devices[j].name, d->name)) {
-        where_error (c, d->line, "name", "device name '%s' used twice", d->name);
-        return -1;
-      }
-    if (d->size % 512) {
-      where_error (c, d->line, "size", "device size must be a multiple of 512");
-      return -1;
-    }
-    for (j = 0; j < d->nlegs; j++) {
-      struct cfg_leg *l = &d->legs[j];
-      int t;
-      if (!l->path || !*l->path) {
-        where_error (c, l->line, "path", "device '%s': every leg needs a path", d->name);
-        return -1;
-      }
-      t = cfg_transport_of (l->path);
-      if (!strncmp (l->path, "file://", 7))       /* a plain path from here on */
-        memmove (l->path, l->path + 7, strlen (l->path + 7) + 1);
-      if (!*l->path) {
-        where_error (c, l->line, "path", "device '%s': \"file://\" names no file", d->name);
-        return -1;
-      }
-      if (t < 0) {
-        where_error (c, l->line, "path",
-                     "unknown transport in '%s' (use a path, nbd://, nbd+unix://, nbds:// or iscsi://)",
-                     l->path);
-        return -1;
-      }
-      l->transport = t;
-      if (!cfg_site (c, l->site)) {
-        where_error (c, l->line, "site", "device '%s': leg names unknown site %u", d->name, l->site);
-        return -1;
-      }
-      for (k = 0; k < j; k++)
-        if (d->legs[k].site == l->site) {
-          where_error (c, l->line, "site", "device '%s' has two legs at site %u", d->name, l->site);
-          return -1;
-        }
-      if (l->site == 0 && l->transport != TRANSPORT_PATH) {
-        where_error (c, l->line, "path",
-                     "device '%s': the local leg (site 0) must be a file or block device, not '%s'",
-                     d->name, l->path);
-        return -1;
-      }
-      if (l->dirty_log.region_size < 4096 || l->dirty_log.region_size > (1u << 30) ||
-          (l->dirty_log.region_size & (l->dirty_log.region_size - 1))) {
-        where_error (c, l->line, "region_size", "must be a power of two from 4k to 1g");
-        return -1;
-      }
-      if (l->dirty_log.type == DIRTYLOG_DISK && !l->dirty_log.path) {
-        where_error (c, l->line, "dirty_log.path", "a 'disk' dirty log needs a path");
-        return -1;
-      }
-    }
-    if (!cfg_leg (d, 0)) {
-      where_error (c, d->line, "legs", "device '%s' has no local leg (site 0)", d->name);
-      return -1;
-    }
-  }
-  if (!c->control.socket && !(c->control.socket = cfg_default_control_socket ()))
-    return -1;
-  if (c->on_event) {
-    if (c->on_event[0] != '/') {
-      where_error (c, 0, "on_event", "must be an absolute path: %s", c->on_event);
-      return -1;
-    }
-    if (access (c->on_event, X_OK) == -1) {
-      where_error (c, 0, "on_event", "%s: cannot be run: %s", c->on_event, strerror (errno));
-      return -1;
-    }
-  }
-  return 0;
+  return check_control (c);
 }
 
 /* ---- libconfig file ------------------------------------------------------- */
@@ -540,7 +603,7 @@ get_string (struct cfg *c, const config_setting_t *s, const char *key, char **ou
   }
   v = config_setting_get_string (s);
   free (*out);
-  *out = xstrdup (v);
+  *out = cfg_xstrdup (v);
   return *out ? 0 : -1;
 }
 
@@ -639,7 +702,7 @@ parse_policy (struct cfg *c, const config_setting_t *s, enum cfg_policy *p)
 
   if (get_string (c, s, "policy", &v) == -1)
     return -1;
-  if (policy_of (v, p) == -1) {
+  if (cfg_policy_of (v, p) == -1) {
     where_error (c, setting_line (s), "policy", "'%s': expected \"sync\" or \"async\"", v);
     r = -1;
   }
@@ -672,7 +735,7 @@ load_replog (struct cfg *c, const config_setting_t *g)
     char *v = NULL;
     if (get_string (c, m, "replog.mode", &v) == -1)
       return -1;
-    if (log_mode_of (v, &c->replog.mode) == -1) {
+    if (cfg_log_mode_of (v, &c->replog.mode) == -1) {
       where_error (c, setting_line (m), "replog.mode", "'%s': expected create, open or auto", v);
       free (v);
       return -1;
@@ -699,7 +762,7 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
     where_error (c, setting_line (g), "sites", "each site must be a group { ... }");
     return -1;
   }
-  site_defaults (s, 0);
+  cfg_site_defaults (s, 0);
   s->line = setting_line (g);
   if (check_keys (c, g, "a site", keys) == -1)
     return -1;
@@ -791,7 +854,7 @@ load_leg (struct cfg *c, const config_setting_t *g, struct cfg_leg *l)
   static const char *const keys[] = { "site", "path", "dirty_log", "direct_io", NULL };
   const config_setting_t *m;
 
-  dirty_log_defaults (&l->dirty_log);
+  cfg_dirty_log_defaults (&l->dirty_log);
   l->direct_io = true;
   l->line = setting_line (g);
   if (config_setting_type (g) != CONFIG_TYPE_GROUP) {
@@ -975,7 +1038,7 @@ load_config (config_t *lc, const char *name)
     goto err;
   if ((m = config_lookup (lc, "metrics")) && load_metrics (c, m) == -1)
     goto err;
-  if (validate (c) == -1)
+  if (cfg_validate (c) == -1)
     goto err;
   return c;
  err:
@@ -1015,383 +1078,4 @@ cfg_load_string (const char *text, const char *name)
   config_t lc;
   config_init (&lc);
   return load_common (&lc, config_read_string (&lc, text) == CONFIG_TRUE, name);
-}
-
-/* ---- nbdkit short form ----------------------------------------------------- */
-
-struct cfg_short {
-  char *config_file;
-  char *log, *local, *control, *name, *dirty_log_dir, *on_event, *metrics_listen;
-  char **remotes;
-  size_t nremotes;
-  uint64_t log_size, log_offset, size, region_size, disconnect_ms, commit_ms;
-  uint64_t pull_ahead_ms, request_timeout_ms, resync_rate;
-  bool have_resync_rate;
-  bool have_log_size, have_size, have_region, have_disconnect, have_commit;
-  bool have_pull_ahead, have_request_timeout;
-  bool initial_sync, have_initial_sync;
-  enum cfg_log_mode mode;
-  bool have_mode;
-  enum cfg_policy policy, local_policy;
-  bool have_policy, have_local_policy;
-  enum cfg_fall_behind fb;
-  uint64_t fb_value;
-  bool have_fb;
-  unsigned queue_depth;
-  bool direct_io, have_direct_io;
-  int nkeys;                        /* keys other than config= and control= */
-};
-
-struct cfg_short *
-cfg_short_new (void)
-{
-  struct cfg_short *s = calloc (1, sizeof *s);
-  if (!s)
-    rep_error ("calloc: %m");
-  return s;
-}
-
-void
-cfg_short_free (struct cfg_short *s)
-{
-  size_t i;
-  if (!s)
-    return;
-  free (s->config_file);
-  free (s->log);
-  free (s->local);
-  free (s->control);
-  free (s->on_event);
-  free (s->metrics_listen);
-  free (s->name);
-  free (s->dirty_log_dir);
-  for (i = 0; i < s->nremotes; i++)
-    free (s->remotes[i]);
-  free (s->remotes);
-  free (s);
-}
-
-const char *
-cfg_short_config_file (const struct cfg_short *s)
-{
-  return s->config_file;
-}
-
-static int
-short_size (const char *key, const char *value, uint64_t *out, bool *have)
-{
-  const char *why;
-  if (units_parse_size (value, out, &why) == -1) {
-    rep_error ("%s=%s: %s", key, value, why);
-    return -1;
-  }
-  *have = true;
-  return 0;
-}
-
-static int
-short_time (const char *key, const char *value, uint64_t *out, bool *have)
-{
-  const char *why;
-  if (units_parse_time (value, out, &why) == -1) {
-    rep_error ("%s=%s: %s", key, value, why);
-    return -1;
-  }
-  *have = true;
-  return 0;
-}
-
-static int
-short_policy (const char *key, const char *value, enum cfg_policy *p, bool *have)
-{
-  if (policy_of (value, p) == -1) {
-    rep_error ("%s=%s: expected sync or async", key, value);
-    return -1;
-  }
-  *have = true;
-  return 0;
-}
-
-static int
-short_bool (const char *key, const char *value, bool *out, bool *have)
-{
-  if (!strcmp (value, "true") || !strcmp (value, "on") || !strcmp (value, "1"))
-    *out = true;
-  else if (!strcmp (value, "false") || !strcmp (value, "off") || !strcmp (value, "0"))
-    *out = false;
-  else {
-    rep_error ("%s=%s: expected true or false", key, value);
-    return -1;
-  }
-  *have = true;
-  return 0;
-}
-
-static int
-short_str (char **dst, const char *key, const char *value)
-{
-  if (*dst) {
-    rep_error ("%s= given twice", key);
-    return -1;
-  }
-  return (*dst = xstrdup (value)) ? 0 : -1;
-}
-
-int
-cfg_short_set (struct cfg_short *s, const char *key, const char *value)
-{
-  const char *why;
-
-  if (!strcmp (key, "config"))
-    return short_str (&s->config_file, key, value);
-  if (!strcmp (key, "control"))
-    return short_str (&s->control, key, value);
-  if (!strcmp (key, "on-event"))
-    return short_str (&s->on_event, key, value);
-  if (!strcmp (key, "metrics-listen")) {
-    if (cfg_parse_listen (value, NULL, 0, NULL) == -1) {
-      rep_error ("metrics-listen=%s: expected HOST:PORT with a numeric IPv4 or [IPv6] address "
-                 "and a port 1-65535", value);
-      return -1;
-    }
-    return short_str (&s->metrics_listen, key, value);
-  }
-  s->nkeys++;
-  if (!strcmp (key, "log"))
-    return short_str (&s->log, key, value);
-  if (!strcmp (key, "local"))
-    return short_str (&s->local, key, value);
-  if (!strcmp (key, "name"))
-    return short_str (&s->name, key, value);
-  if (!strcmp (key, "dirty-log-dir"))
-    return short_str (&s->dirty_log_dir, key, value);
-  if (!strcmp (key, "log-size"))
-    return short_size (key, value, &s->log_size, &s->have_log_size);
-  if (!strcmp (key, "log-offset")) {
-    bool dummy;
-    return short_size (key, value, &s->log_offset, &dummy);
-  }
-  if (!strcmp (key, "size"))
-    return short_size (key, value, &s->size, &s->have_size);
-  if (!strcmp (key, "region-size"))
-    return short_size (key, value, &s->region_size, &s->have_region);
-  if (!strcmp (key, "disconnect-timeout")) {
-    if (short_time (key, value, &s->disconnect_ms, &s->have_disconnect) == -1)
-      return -1;
-    if (s->disconnect_ms == 0) {
-      rep_error ("disconnect-timeout=%s: must be positive", value);
-      return -1;
-    }
-    return 0;
-  }
-  if (!strcmp (key, "resync-rate"))
-    return short_size (key, value, &s->resync_rate, &s->have_resync_rate);
-  if (!strcmp (key, "pull-ahead"))
-    return short_time (key, value, &s->pull_ahead_ms, &s->have_pull_ahead);
-  if (!strcmp (key, "request-timeout"))
-    return short_time (key, value, &s->request_timeout_ms, &s->have_request_timeout);
-  if (!strcmp (key, "initial-sync"))
-    return short_bool (key, value, &s->initial_sync, &s->have_initial_sync);
-  if (!strcmp (key, "commit-interval"))
-    return short_time (key, value, &s->commit_ms, &s->have_commit);
-  if (!strcmp (key, "policy"))
-    return short_policy (key, value, &s->policy, &s->have_policy);
-  if (!strcmp (key, "local-policy"))
-    return short_policy (key, value, &s->local_policy, &s->have_local_policy);
-  if (!strcmp (key, "log-mode")) {
-    if (log_mode_of (value, &s->mode) == -1) {
-      rep_error ("log-mode=%s: expected create, open or auto", value);
-      return -1;
-    }
-    s->have_mode = true;
-    return 0;
-  }
-  if (!strcmp (key, "fall-behind")) {
-    if (cfg_parse_fall_behind (value, &s->fb, &s->fb_value, &why) == -1) {
-      rep_error ("fall-behind=%s: %s", value, why);
-      return -1;
-    }
-    s->have_fb = true;
-    return 0;
-  }
-  if (!strcmp (key, "direct-io"))
-    return short_bool (key, value, &s->direct_io, &s->have_direct_io);
-  if (!strcmp (key, "queue-depth")) {
-    char *end;
-    unsigned long v;
-    errno = 0;
-    v = strtoul (value, &end, 10);
-    if (errno || *end || v < 1 || v > MAX_QUEUE_DEPTH) {
-      rep_error ("queue-depth=%s: expected 1..%d", value, MAX_QUEUE_DEPTH);
-      return -1;
-    }
-    s->queue_depth = (unsigned) v;
-    return 0;
-  }
-  if (!strcmp (key, "remote")) {
-    char **n = realloc (s->remotes, (s->nremotes + 1) * sizeof *n);
-    if (!n) {
-      rep_error ("realloc: %m");
-      return -1;
-    }
-    s->remotes = n;
-    if (!(s->remotes[s->nremotes] = xstrdup (value)))
-      return -1;
-    s->nremotes++;
-    return 0;
-  }
-  s->nkeys--;
-  return 1;
-}
-
-/* Dirty-log path for a leg in the short form: DIR/NAME.SITE.bitmap */
-static int
-short_dirty_path (const struct cfg_short *s, const char *name, unsigned site, struct cfg_dirty_log *d)
-{
-  if (!s->dirty_log_dir)
-    return 0;
-  d->type = DIRTYLOG_DISK;
-  if (asprintf (&d->path, "%s/%s.%u.bitmap", s->dirty_log_dir, name, site) == -1) {
-    d->path = NULL;
-    rep_error ("asprintf: %m");
-    return -1;
-  }
-  return 0;
-}
-
-/* control=, on-event= and metrics-listen= go with config= too (they
- * replace the file's values). */
-static int
-short_overrides (struct cfg *c, const struct cfg_short *s)
-{
-  struct { const char *v; char **dst; } o[] = {
-    { s->control, &c->control.socket }, { s->on_event, &c->on_event },
-    { s->metrics_listen, &c->metrics.listen },
-  };
-  size_t i;
-
-  for (i = 0; i < sizeof o / sizeof o[0]; i++) {
-    if (!o[i].v)
-      continue;
-    free (*o[i].dst);
-    if (!(*o[i].dst = xstrdup (o[i].v)))
-      return -1;
-  }
-  if (s->on_event && c->on_event[0] != '/') {
-    rep_error ("on-event=%s: must be an absolute path", c->on_event);
-    return -1;
-  }
-  if (s->on_event && access (c->on_event, X_OK) == -1) {
-    rep_error ("on-event=%s: cannot be run: %m", c->on_event);
-    return -1;
-  }
-  return 0;
-}
-
-struct cfg *
-cfg_short_finish (struct cfg_short *s)
-{
-  struct cfg *c;
-  struct cfg_device *d;
-  size_t i;
-
-  if (s->config_file) {
-    if (s->nkeys) {
-      rep_error ("config=%s: the short-form parameters (log=, local=, remote=, ...) "
-                 "cannot be combined with config=", s->config_file);
-      return NULL;
-    }
-    c = cfg_load_file (s->config_file);
-    if (c && short_overrides (c, s) == -1) {
-      cfg_free (c);
-      return NULL;
-    }
-    return c;
-  }
-  if (!s->log) {
-    rep_error ("missing log=PATH (or config=FILE): the replication log is required");
-    return NULL;
-  }
-  if (!s->local) {
-    rep_error ("missing local=PATH (or config=FILE): the local leg is required");
-    return NULL;
-  }
-  if ((s->have_policy || s->have_fb) && s->nremotes == 0)
-    rep_warn ("policy= and fall-behind= apply to remote= legs; none given");
-
-  if (!(c = cfg_new ("command line")))
-    return NULL;
-  if (!(c->replog.path = xstrdup (s->log)))
-    goto err;
-  c->replog.offset = s->log_offset;
-  if (s->have_log_size)
-    c->replog.size = s->log_size;
-  if (s->have_mode)
-    c->replog.mode = s->mode;
-  if (s->have_commit)
-    c->replog.commit_interval_ms = s->commit_ms;
-  if (short_overrides (c, s) == -1)
-    goto err;
-
-  c->nsites = 1 + (s->nremotes ? s->nremotes : 0);
-  if (!(c->sites = calloc (c->nsites, sizeof *c->sites)))
-    goto nomem;
-  for (i = 0; i < c->nsites; i++) {
-    struct cfg_site *st = &c->sites[i];
-    site_defaults (st, (unsigned) i);
-    if (s->queue_depth)
-      st->queue_depth = s->queue_depth;
-    if (i == 0) {
-      if (s->have_local_policy)
-        st->policy = s->local_policy;
-      continue;
-    }
-    if (s->have_policy)
-      st->policy = s->policy;
-    if (s->have_fb) {
-      st->fall_behind = s->fb;
-      st->fall_behind_value = s->fb_value;
-    }
-    if (s->have_disconnect)
-      st->disconnect_timeout_ms = s->disconnect_ms;
-    if (s->have_pull_ahead)
-      st->pull_ahead_ms = s->pull_ahead_ms;
-    if (s->have_request_timeout)
-      st->request_timeout_ms = s->request_timeout_ms;
-    if (s->have_resync_rate)
-      st->resync_rate = s->resync_rate;
-  }
-
-  c->ndevices = 1;
-  if (!(c->devices = d = calloc (1, sizeof *d)))
-    goto nomem;
-  if (!(d->name = xstrdup (s->name ? s->name : "default")))
-    goto err;
-  if (s->have_size)
-    d->size = s->size;
-  d->nlegs = 1 + s->nremotes;
-  if (!(d->legs = calloc (d->nlegs, sizeof *d->legs)))
-    goto nomem;
-  for (i = 0; i < d->nlegs; i++) {
-    struct cfg_leg *l = &d->legs[i];
-    dirty_log_defaults (&l->dirty_log);
-    l->site = (unsigned) i;
-    l->direct_io = s->have_direct_io ? s->direct_io : true;
-    if (s->have_region)
-      l->dirty_log.region_size = s->region_size;
-    if (s->have_initial_sync && i > 0)
-      l->dirty_log.sync = s->initial_sync;
-    if (!(l->path = xstrdup (i == 0 ? s->local : s->remotes[i - 1])))
-      goto err;
-    if (short_dirty_path (s, d->name, l->site, &l->dirty_log) == -1)
-      goto err;
-  }
-  if (validate (c) == -1)
-    goto err;
-  return c;
- nomem:
-  rep_error ("calloc: %m");
- err:
-  cfg_free (c);
-  return NULL;
 }

@@ -1,5 +1,17 @@
 /* dirtylog.c: persistent dirty logs.
  *
+ * Owns: the dirty-log file of one leg (dirty_log type "disk"): its format
+ * (below), creating it, reading it into the leg's bitmap at open,
+ * writing the bitmap's changed pages back and syncing them (dlog_flush),
+ * invalidating it.
+ * Invariants: the file is locked (flock) while open; a page that cannot
+ * be trusted reads as all ones, never as clean; after a failed write or
+ * sync every page written since the last good sync is written again
+ * through a new descriptor (safety rule 13).
+ * May call: utilities (bitmap, crc32c, io, pftrace).  Its callers (the
+ * replicator, through the log's dl_sync_fn) call dlog_flush; nothing here
+ * calls up.
+ *
  * DIRTY LOG FILE FORMAT (version 1)
  * =================================
  *
@@ -88,7 +100,8 @@ struct dlog {
   struct bitmap *b;
   uint8_t *page;                 /* one page, aligned */
   uint8_t *unsynced;             /* per page: written since the file's last good sync */
-  pthread_mutex_t lock;          /* one flush at a time */
+  pthread_mutex_t lock;          /* one flush or invalidation at a time; guards fd,
+                                    page, unsynced, reopen, invalid once open */
   bool reopen;                   /* a write or sync failed: reopen before the next one */
   bool invalid;
 };
@@ -267,12 +280,57 @@ lock_file (struct dlog *d, int fd, char *err, size_t errlen)
   return 0;
 }
 
+/* The file at path if it exists: opened, locked (before it is read or
+ * recreated: another instance's file is neither trusted nor replaced) and
+ * read into b.  0 with d->fd set if it is to be used; 0 with d->fd still
+ * -1 if there is none or it is to be recreated (a bad header: b all ones,
+ * info->header_bad); -1 on an error (err). */
+static int
+open_existing (struct dlog *d, const char *path, const struct dlog_id *id, struct bitmap *b,
+               struct dlog_open_info *info, char *err, size_t errlen)
+{
+  struct stat st;
+  int fd = open (path, O_RDWR | O_CLOEXEC), r;
+
+  if (fd == -1) {
+    if (errno == ENOENT)
+      return 0;
+    snprintf (err, errlen, "%s: %s", path, strerror (errno));
+    return -1;
+  }
+  if (lock_file (d, fd, err, errlen) == -1)
+    goto fail;
+  if (fstat (fd, &st) == 0 && st.st_size == 0)
+    r = 2;                               /* empty: created by hand, or by a crash before rename */
+  else if ((r = load_file (d, fd, id, info, err, errlen)) == -1)
+    goto fail;
+  if (r == 1) {
+    info->header_bad = true;
+    bitmap_set_all (b);
+  }
+  if (r != 0) {
+    close (fd);
+    return 0;
+  }
+  /* Safety rule 14 again: a crash between a creation's rename and its
+   * directory sync left a name that no sync has made durable yet. */
+  if (io_sync_parent_dir (path) == -1) {
+    snprintf (err, errlen, "%s: syncing its directory (so that its name survives a power "
+              "loss): %s", path, strerror (errno));
+    goto fail;
+  }
+  d->fd = fd;
+  return 0;
+ fail:
+  close (fd);
+  return -1;
+}
+
 int
 dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
            struct dlog **out, struct dlog_open_info *info, char *err, size_t errlen)
 {
   struct dlog *d = calloc (1, sizeof *d);
-  int fd = -1, r;
 
   memset (info, 0, sizeof *info);
   if (!d || !(d->path = strdup (path)) ||
@@ -283,39 +341,8 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
   d->fd = d->lock_fd = -1;
   d->b = b;
   pthread_mutex_init (&d->lock, NULL);
-  fd = open (path, O_RDWR | O_CLOEXEC);
-  if (fd == -1 && errno != ENOENT) {
-    snprintf (err, errlen, "%s: %s", path, strerror (errno));
+  if (open_existing (d, path, id, b, info, err, errlen) == -1)
     goto fail;
-  }
-  /* Locked before it is read or recreated: another instance's file is
-   * neither trusted nor replaced. */
-  if (fd >= 0 && lock_file (d, fd, err, errlen) == -1)
-    goto fail;
-  if (fd >= 0) {
-    struct stat st;
-    if (fstat (fd, &st) == 0 && st.st_size == 0)
-      r = 2;                               /* empty: created by hand, or by a crash before rename */
-    else if ((r = load_file (d, fd, id, info, err, errlen)) == -1)
-      goto fail;
-    if (r == 1) {
-      info->header_bad = true;
-      bitmap_set_all (b);
-    }
-    if (r == 0) {
-      /* Safety rule 14 again: a crash between a creation's rename and its
-       * directory sync left a name that no sync has made durable yet. */
-      if (io_sync_parent_dir (path) == -1) {
-        snprintf (err, errlen, "%s: syncing its directory (so that its name survives a power "
-                  "loss): %s", path, strerror (errno));
-        goto fail;
-      }
-      d->fd = fd;
-    }
-    else
-      close (fd);
-    fd = -1;
-  }
   if (d->fd == -1) {
     info->created = !info->header_bad;
     if (create_file (d, id, err, errlen) == -1)
@@ -339,8 +366,6 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
   *out = d;
   return 0;
  fail:
-  if (fd >= 0)
-    close (fd);
   if (d) {
     if (d->fd >= 0)
       close (d->fd);

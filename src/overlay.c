@@ -1,4 +1,11 @@
-/* overlay.c: see overlay.h.
+/* overlay.c: the index of unapplied log entries by byte range (see
+ * overlay.h for the contract).
+ *
+ * Owns: one device's set of non-overlapping extents and its node pool.
+ * Invariants: extents never overlap; an insert never lets an older seq
+ * cover a newer one's bytes; count is the number of nodes in the tree.
+ * Not thread-safe: the caller holds the device's overlay lock.
+ * May call: nothing but the C library.
  *
  * A treap (binary search tree by start, heap by random priority) with
  * split and merge.  Extents never overlap, so ordering by start also

@@ -1,4 +1,17 @@
-/* replog.c: the replication log.
+/* replog.c: the replication log's format, and its create, open and recovery.
+ *
+ * Owns: the on-disk format (described below and in replog-format.h), the
+ * checks a header copy and an entry must pass, creating a log, opening one
+ * (both header copies read, the newest valid one used, entries recovered,
+ * the identity checked against the configuration, free descriptor slots
+ * scrubbed, the header rewritten, the ring mapped), writing one header
+ * copy, the tail a header allows, and freeing a log.
+ * Invariants: those of the format below; a log is shared with other
+ * threads only once replog_open has returned it.
+ * May call: utilities (crc32c, io, pftrace, report); cfg.h only for enum
+ * cfg_log_mode.  Nothing of replog-ring.c (the ring's run-time path,
+ * which calls the internals replog-int.h declares: calls go one way,
+ * ring -> this file).
  *
  * REPLICATION LOG FORMAT (version 1)
  * ==================================
@@ -115,7 +128,6 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,76 +137,10 @@
 #include "cfg.h"
 #include "crc32c.h"
 #include "io.h"
-#include "event.h"
 #include "pftrace.h"
 #include "replog.h"
+#include "replog-int.h"
 #include "report.h"
-
-struct replog {
-  char *path;
-  int fd;
-  uint64_t base;                 /* byte offset of header copy A */
-  uint8_t *map;                  /* maps [base + desc_offset, base + log_size) */
-  size_t map_len;
-  uint8_t *desc_ring;            /* == map */
-  uint8_t *data_ring;
-
-  /* Geometry, copied from the header. */
-  uint64_t ndesc, data_blocks, salt;
-  uint64_t data_file_off;        /* base + data_offset: fixed at open, read without the lock */
-  uint32_t log_sites;            /* sites whose applied holds the tail */
-  struct replog_dev_id devs[RL_MAX_DEVICES];
-  unsigned ndevices;
-  uint64_t commit_interval_ns;
-
-  /* This lock protects everything below, and the in-memory header. */
-  pthread_mutex_t lock;
-  pthread_cond_t space_cv;       /* tail advanced, or failed/stopping */
-  pthread_cond_t durable_cv;     /* durable_seq or recorded applied advanced */
-  pthread_cond_t syncer_cv;      /* work for the syncer */
-  pthread_cond_t work_cv;        /* durable_seq advanced (workers) */
-
-  struct rl_header hdr;          /* the newest durable header */
-  struct rl_header hdr_old;      /* the other copy: recovery falls back to it if
-                                    the newest one is damaged, so space is reused
-                                    only once both copies let it go */
-  uint64_t next_seq;             /* next seq to reserve */
-  uint64_t committed_seq;        /* every entry <= this is committed */
-  uint64_t durable_seq;          /* every entry <= this is durable */
-  uint64_t tail_seq;             /* oldest entry still needed */
-  uint64_t data_head;            /* next free logical data block */
-  uint64_t epoch;                /* current global epoch */
-  bool dirty_since_barrier;      /* an entry was logged since the last barrier */
-  uint8_t *slot_committed;       /* per slot: 1 once committed */
-  uint64_t *slot_pos;            /* per slot: data_pos, for the tail */
-  uint32_t *slot_crc;            /* per slot: checksum computed by replog_fill */
-  uint64_t pending_applied[RL_MAX_SITES]; /* posted by workers, not yet in the header */
-  uint32_t pending_dirty;        /* sites to switch to dirty-log mode in the next header */
-  bool syncing;                  /* a sync round is under way */
-  uint8_t pending_flags[RL_MAX_SITES]; /* site flags to set in the next header */
-  uint8_t pending_clear[RL_MAX_SITES]; /* ... and to clear */
-  uint8_t pending_dev_set[RL_MAX_DEVICES], pending_dev_clear[RL_MAX_DEVICES]; /* device flags */
-  uint32_t pending_resume;       /* sites to switch back to log mode (resync) */
-  uint64_t marked_upto;          /* release_fn called for entries below this */
-  uint64_t only_copy_wait_ns;    /* != 0: the log holds the only copy of some
-                                    entries: writers wait this long for space */
-  uint64_t resume_applied[RL_MAX_SITES]; /* their applied seq then */
-  replog_release_fn release_fn;  /* entries leaving the log while a site is dirty */
-  void *release_opaque;
-  uint32_t (*dl_sync_fn) (void *); /* make dirty-log marks durable (persistent dirty logs);
-                                    returns the sites whose dirty logs could not be */
-  void *dl_sync_opaque;
-  int wakers[RL_MAX_SITES];      /* eventfds poked when workers have something to do */
-  unsigned nwakers;
-
-  unsigned flush_waiters, applied_waiters, space_waiters;
-  bool failed;                   /* first failed sync: EIO for ever */
-  bool stopping;
-  bool syncer_running;
-  pthread_t syncer;
-
-  uint64_t syncs, header_writes, space_waits;
-};
 
 /* ---- format helpers ------------------------------------------------- */
 
@@ -264,47 +210,6 @@ replog_desc_crc (uint64_t salt, const struct rl_desc *d, const void *payload)
   return c;
 }
 
-static uint64_t
-now_ns (clockid_t clk)
-{
-  struct timespec ts;
-  clock_gettime (clk, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
-/* Descriptors are stored through the mapping: the power-loss trace
- * records each one once it is complete (pftrace.h). */
-static void
-desc_traced (struct replog *rl, const struct rl_desc *d)
-{
-  pft_write (rl->fd, d, sizeof *d,
-             rl->base + rl->hdr.desc_offset + (uint64_t) ((const uint8_t *) d - rl->map));
-}
-
-static inline uint64_t
-slot_of (const struct replog *rl, uint64_t seq)
-{
-  return seq % rl->ndesc;
-}
-
-static inline struct rl_desc *
-desc_at (struct replog *rl, uint64_t seq)
-{
-  return (struct rl_desc *) (rl->desc_ring + slot_of (rl, seq) * RL_DESC_SIZE);
-}
-
-const struct rl_desc *
-replog_desc (struct replog *rl, uint64_t seq)
-{
-  return desc_at (rl, seq);
-}
-
-const void *
-replog_payload (struct replog *rl, const struct rl_desc *d)
-{
-  return rl->data_ring + (d->data_pos % rl->data_blocks) * RL_BLOCK;
-}
-
 /* ---- I/O helpers ----------------------------------------------------------- */
 
 static int
@@ -321,16 +226,16 @@ write_zeroes (int fd, uint64_t off, uint64_t len)
   return 0;
 }
 
-/* Write the in-memory header rl->hdr as generation + 1 to its copy, no sync. */
-static int
-header_write (struct replog *rl, struct rl_header *h)
+/* Write header h as generation + 1 to its copy, no sync (replog-int.h). */
+int
+rl_header_write (struct replog *rl, struct rl_header *h)
 {
   h->generation++;
   h->crc = header_crc (h);
   return io_pwrite_full (rl->fd, h, sizeof *h, rl->base + (h->generation & 1) * RL_HEADER_SIZE);
 }
 
-/* ---- open: create or recover ------------------------------------------------ */
+/* ---- create, recover ---------------------------------------------------------- */
 
 static bool
 all_zero (const void *p, size_t n)
@@ -391,7 +296,7 @@ create_log (struct replog *rl, int fd, uint64_t size, const struct replog_open_a
   h->data_blocks = db;
   h->created = (uint64_t) time (NULL);
   /* Both copies valid from the start: generation 1 in B, 2 in A. */
-  if (header_write (rl, h) == -1 || header_write (rl, h) == -1 || fdatasync (fd) == -1) {
+  if (rl_header_write (rl, h) == -1 || rl_header_write (rl, h) == -1 || fdatasync (fd) == -1) {
     rep_error ("replog %s: writing the new header: %m", a->path);
     return -1;
   }
@@ -546,30 +451,38 @@ scrub_free_slots (struct replog *rl)
   return 0;
 }
 
-/* Check the configured identity against the header (safety rule 7) and
- * update the header to the configuration. */
-static int
-check_identity (struct replog *rl, const struct replog_open_args *a, struct replog_recovery *rec)
-{
-  struct rl_header *h = &rl->hdr;
-  bool used_dev[RL_MAX_DEVICES] = { false };
-  uint64_t seq;
-  unsigned i;
+/* ---- identity: the configuration against the header (safety rule 7) ---------- */
 
-  /* Which devices still have entries in the log? */
+/* Which devices still have entries in the log (used[i]). */
+static int
+devices_in_use (struct replog *rl, const struct replog_recovery *rec, bool *used)
+{
+  uint64_t seq;
+
   for (seq = rec->first_seq; seq - rec->first_seq < rec->entries; seq++) {
     struct rl_desc d;
     if (io_pread_full (rl->fd, &d, sizeof d,
-                       rl->base + h->desc_offset + slot_of (rl, seq) * RL_DESC_SIZE, false) == -1) {
+                       rl->base + rl->hdr.desc_offset + slot_of (rl, seq) * RL_DESC_SIZE,
+                       false) == -1) {
       rep_error ("replog %s: %m", rl->path);
       return -1;
     }
     if (d.op != RL_OP_BARRIER)
-      used_dev[d.device] = true;
+      used[d.device] = true;
   }
+  return 0;
+}
+
+/* A device with entries in the log keeps its slot, name, size and block
+ * size in the configuration. */
+static int
+check_devices_kept (struct replog *rl, const struct replog_open_args *a, const bool *used)
+{
+  unsigned i;
+
   for (i = 0; i < RL_MAX_DEVICES; i++) {
-    const struct rl_dev_rec *r = &h->devices[i];
-    if (!used_dev[i])
+    const struct rl_dev_rec *r = &rl->hdr.devices[i];
+    if (!used[i])
       continue;
     if (i >= a->ndevices || strcmp (r->name, a->devices[i].name) != 0) {
       rep_error ("replog %s: device '%s' (number %u) still has entries in the log but the "
@@ -584,8 +497,18 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
       return -1;
     }
   }
+  return 0;
+}
+
+/* A log-mode site that still needs entries stays in the configuration. */
+static int
+check_sites_kept (struct replog *rl, const struct replog_open_args *a,
+                  const struct replog_recovery *rec)
+{
+  unsigned i;
+
   for (i = 0; i < RL_MAX_SITES; i++) {
-    struct rl_site_rec *s = &h->sites[i];
+    const struct rl_site_rec *s = &rl->hdr.sites[i];
     bool want = a->sites & (1u << i);
     if (s->present && !want && s->mode == RL_MODE_LOG && rec->entries && s->applied < rec->last_seq) {
       rep_error ("replog %s: site %u still needs %" PRIu64 " entries of the log but the "
@@ -593,7 +516,15 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
       return -1;
     }
   }
-  /* Update the identity. */
+  return 0;
+}
+
+/* The header's devices become the configured ones. */
+static void
+update_devices (struct rl_header *h, const struct replog_open_args *a)
+{
+  unsigned i;
+
   for (i = 0; i < RL_MAX_DEVICES; i++) {
     struct rl_dev_rec *r = &h->devices[i];
     /* A device's flags stay with it (same name, same slot). */
@@ -609,43 +540,69 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
     }
   }
   h->ndevices = a->ndevices;
-  /* Where a new site starts in the log: with the oldest entry still
-   * needed, so a leg trusted to equal the local leg also gets what the
-   * local leg has not applied yet. */
-  {
-    uint64_t start = rl->next_seq - 1;
-    for (i = 0; i < RL_MAX_SITES; i++)
-      if (h->sites[i].present && (a->sites & (1u << i)) && h->sites[i].mode == RL_MODE_LOG &&
-          h->sites[i].applied < start)
-        start = h->sites[i].applied;
-    if (start + 1 < rl->tail_seq)
-      start = rl->tail_seq - 1;
-    h->nsites = 0;
-    for (i = 0; i < RL_MAX_SITES; i++) {
-      struct rl_site_rec *s = &h->sites[i];
-      bool want = a->sites & (1u << i);
-      if (want && !s->present) {
-        /* A new site starts in log mode only when its legs are trusted
-         * (nosync); otherwise it needs an initial sync: dirty-log mode. */
-        memset (s, 0, sizeof *s);
-        s->present = 1;
-        s->applied = start;
-        s->mode = (a->log_sites & (1u << i)) ? RL_MODE_LOG : RL_MODE_DIRTY;
-        rec->new_sites |= 1u << i;
-      }
-      else if (!want)
-        memset (s, 0, sizeof *s);
-      h->nsites += s->present;
+}
+
+/* The header's sites become the configured ones.  A new site starts in
+ * the log with the oldest entry still needed, so a leg trusted to equal
+ * the local leg also gets what the local leg has not applied yet. */
+static void
+update_sites (struct replog *rl, const struct replog_open_args *a, struct replog_recovery *rec)
+{
+  struct rl_header *h = &rl->hdr;
+  uint64_t start = rl->next_seq - 1;
+  unsigned i;
+
+  for (i = 0; i < RL_MAX_SITES; i++)
+    if (h->sites[i].present && (a->sites & (1u << i)) && h->sites[i].mode == RL_MODE_LOG &&
+        h->sites[i].applied < start)
+      start = h->sites[i].applied;
+  if (start + 1 < rl->tail_seq)
+    start = rl->tail_seq - 1;
+  h->nsites = 0;
+  for (i = 0; i < RL_MAX_SITES; i++) {
+    struct rl_site_rec *s = &h->sites[i];
+    bool want = a->sites & (1u << i);
+    if (want && !s->present) {
+      /* A new site starts in log mode only when its legs are trusted
+       * (nosync); otherwise it needs an initial sync: dirty-log mode. */
+      memset (s, 0, sizeof *s);
+      s->present = 1;
+      s->applied = start;
+      s->mode = (a->log_sites & (1u << i)) ? RL_MODE_LOG : RL_MODE_DIRTY;
+      rec->new_sites |= 1u << i;
     }
+    else if (!want)
+      memset (s, 0, sizeof *s);
+    h->nsites += s->present;
   }
-  h->clean = 0;
+}
+
+/* Check the configured identity against the header (safety rule 7) and
+ * update the header to the configuration. */
+static int
+check_identity (struct replog *rl, const struct replog_open_args *a, struct replog_recovery *rec)
+{
+  bool used_dev[RL_MAX_DEVICES] = { false };
+
+  if (devices_in_use (rl, rec, used_dev) == -1 ||
+      check_devices_kept (rl, a, used_dev) == -1 ||
+      check_sites_kept (rl, a, rec) == -1)
+    return -1;
+  update_devices (&rl->hdr, a);
+  update_sites (rl, a, rec);
+  rl->hdr.clean = 0;
   return 0;
 }
 
+/* ---- the tail ----------------------------------------------------------------- */
+
 /* The tail a header h allows: the oldest entry a log-mode site (or one
- * going back to log mode) still needs; *dirty gets the dirty-mode sites. */
-static uint64_t
-tail_of (struct replog *rl, const struct rl_header *h, uint32_t *dirty)
+ * going back to log mode) still needs; *dirty gets the dirty-mode sites
+ * (rule 2 above: space before it may be reused once durable headers say
+ * so).  The run-time path applies it (recompute_tail in replog-ring.c),
+ * open sets the first tail with it. */
+uint64_t
+rl_tail_of (struct replog *rl, const struct rl_header *h, uint32_t *dirty)
 {
   uint64_t t = rl->next_seq;
   unsigned i;
@@ -653,9 +610,9 @@ tail_of (struct replog *rl, const struct rl_header *h, uint32_t *dirty)
   *dirty = 0;
   for (i = 0; i < RL_MAX_SITES; i++) {
     const struct rl_site_rec *s = &h->sites[i];
-    if (s->present && (rl->pending_resume & (1u << i))) {
-      if (rl->resume_applied[i] + 1 < t)  /* returning: its entries are held already */
-        t = rl->resume_applied[i] + 1;
+    if (s->present && (rl->pend.resume & (1u << i))) {
+      if (rl->pend.resume_applied[i] + 1 < t)  /* returning: its entries are held already */
+        t = rl->pend.resume_applied[i] + 1;
       continue;
     }
     if (s->present && s->mode == RL_MODE_LOG && s->applied + 1 < t)
@@ -666,108 +623,20 @@ tail_of (struct replog *rl, const struct rl_header *h, uint32_t *dirty)
   return t;
 }
 
-/* Entries that header h lets leave the log and that dirty-mode sites
- * lack: record their regions (release_fn, under the lock).  Called before
- * h is written, so that the records are made durable before a header
- * that lets the space go exists (and once more after, a no-op then).
- * True if anything was recorded. */
-static bool
-mark_releases (struct replog *rl, const struct rl_header *h)
+
+/* ---- open ----------------------------------------------------------------------- */
+
+/* Open and lock the log's file or device; *fsize, *is_blk: what it is.
+ * The file descriptor, or -1 (reported). */
+static int
+open_log_file (const struct replog_open_args *a, struct replog_recovery *rec,
+               uint64_t *fsize, bool *is_blk)
 {
-  uint32_t dirty;
-  uint64_t t = tail_of (rl, h, &dirty), seq;
-  bool marked = false;
-  unsigned i;
-
-  if (rl->marked_upto < rl->tail_seq)
-    rl->marked_upto = rl->tail_seq;
-  if (!dirty || !rl->release_fn || t <= rl->marked_upto)
-    return false;
-  for (seq = rl->marked_upto; seq < t; seq++) {
-    const struct rl_desc *d = desc_at (rl, seq);
-    uint32_t need = 0;
-    if (d->op == RL_OP_BARRIER || d->seq != seq)
-      continue;
-    for (i = 0; i < RL_MAX_SITES; i++)
-      if ((dirty & (1u << i)) && h->sites[i].applied < seq)
-        need |= 1u << i;
-    if (need) {
-      rl->release_fn (rl->release_opaque, need, d);
-      marked = true;
-    }
-  }
-  rl->marked_upto = t;
-  return marked;
-}
-
-static void
-recompute_tail (struct replog *rl)
-{
-  uint32_t dirty, dirty_old;
-  uint64_t t = tail_of (rl, &rl->hdr, &dirty), t_old = tail_of (rl, &rl->hdr_old, &dirty_old);
-
-  if (t_old < t)
-    t = t_old;                           /* the fall-back copy still needs it */
-
-  if (t <= rl->tail_seq)
-    return;
-  /* Normally recorded (and synced) before the header was written; if
-   * not (the first header after open), now, durably, before the space
-   * can be reused (the lock is dropped for that I/O; sync rounds, the
-   * only callers once the log runs, are one at a time, so nothing else
-   * moves the tail meanwhile). */
-  if (mark_releases (rl, &rl->hdr) && rl->dl_sync_fn && rl->syncer_running) {
-    uint32_t lost;
-    unsigned i;
-    pthread_mutex_unlock (&rl->lock);
-    lost = rl->dl_sync_fn (rl->dl_sync_opaque);
-    pthread_mutex_lock (&rl->lock);
-    if (lost) {
-      /* Not recorded: the space stays until a header says so. */
-      for (i = 0; i < RL_MAX_SITES; i++)
-        if (lost & (1u << i))
-          rl->pending_flags[i] |= RL_SITE_DLOG_LOST;
-      return;
-    }
-  }
-  rl->tail_seq = t;
-}
-
-static void
-wake_workers (struct replog *rl)
-{
-  unsigned i;
-  uint64_t one = 1;
-  pthread_cond_broadcast (&rl->work_cv);
-  for (i = 0; i < rl->nwakers; i++)
-    if (write (rl->wakers[i], &one, sizeof one) < 0) {
-      /* counter full: the worker has a wake-up pending anyway */
-    }
-}
-
-int
-replog_open (const struct replog_open_args *a, struct replog **rlp, struct replog_recovery *rec)
-{
-  struct replog *rl;
-  struct rl_header hc[2];
-  const char *why[2];
-  uint64_t fsize;
-  bool is_blk = false, blank, create, existed;
   struct statfs sfs;
-  int fd, flags = O_RDWR | O_CLOEXEC, use;
-  unsigned i;
   struct stat st;
+  int fd, flags = O_RDWR | O_CLOEXEC;
+  bool existed;
 
-  pft_init ();
-  memset (rec, 0, sizeof *rec);
-  if (a->ndevices > RL_MAX_DEVICES) {
-    rep_error ("at most %d devices share one log", RL_MAX_DEVICES);
-    return -1;
-  }
-  if (a->offset % RL_BLOCK) {
-    rep_error ("replog %s: offset must be a multiple of %d", a->path, RL_BLOCK);
-    return -1;
-  }
   existed = stat (a->path, &st) == 0;
   if (existed && S_ISBLK (st.st_mode))
     flags |= O_EXCL;                         /* one owner (safety rule 8) */
@@ -790,21 +659,21 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
     close (fd);
     return -1;
   }
-  if (fd_size (fd, &fsize, &is_blk) == -1) {
+  if (fd_size (fd, fsize, is_blk) == -1) {
     rep_error ("replog %s: cannot get its size: %m", a->path);
     close (fd);
     return -1;
   }
   /* A block device's node lives on /dev's devtmpfs: only a file's own
    * filesystem says whether its flushes can be durable. */
-  if (!is_blk && fstatfs (fd, &sfs) == 0 &&
+  if (!*is_blk && fstatfs (fd, &sfs) == 0 &&
       (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC))
     rec->on_tmpfs = true;
   /* Safety rule 14: the log's name must survive a power loss before any
    * entry goes into it (or mode=auto would create a blank log over flushed
    * writes after one).  Synced at every open, not only at the creation: a
    * crash may have come between the creation and the sync. */
-  if (!is_blk) {
+  if (!*is_blk) {
     if (!existed)
       pft_create (fd);
     if (io_sync_parent_dir (a->path) == -1) {
@@ -814,43 +683,115 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
       return -1;
     }
   }
+  return fd;
+}
+
+/* A new struct replog for fd (which it owns from here on, even on
+ * failure), nothing read yet.  NULL if out of memory (reported). */
+static struct replog *
+new_replog (const struct replog_open_args *a, int fd)
+{
+  struct replog *rl;
 
   if (!(rl = calloc (1, sizeof *rl)) || !(rl->path = strdup (a->path))) {
     rep_error ("calloc: %m");
     free (rl);
     close (fd);
-    return -1;
+    return NULL;
   }
   rl->fd = fd;
   rl->base = a->offset;
-  rl->log_sites = a->log_sites;
   rl->commit_interval_ns = a->commit_interval_ms * 1000000u;
   pthread_mutex_init (&rl->lock, NULL);
   pthread_cond_init (&rl->space_cv, NULL);
   pthread_cond_init (&rl->durable_cv, NULL);
   pthread_cond_init (&rl->syncer_cv, NULL);
   pthread_cond_init (&rl->work_cv, NULL);
+  return rl;
+}
 
-  /* Read both header copies (pread, never through a mapping). */
-  memset (hc, 0, sizeof hc);
-  blank = true;
+/* Read both header copies (pread, never through a mapping) into hc and
+ * check them: why[i] is NULL for a valid copy; *blank if both are all
+ * zero bytes. */
+static int
+read_header_copies (struct replog *rl, const struct replog_open_args *a, uint64_t fsize,
+                    struct rl_header hc[2], const char *why[2], bool *blank)
+{
+  unsigned i;
+
+  memset (hc, 0, 2 * sizeof hc[0]);
+  *blank = true;
   for (i = 0; i < 2; i++) {
     if (fsize >= a->offset + (i + 1) * RL_HEADER_SIZE) {
-      if (io_pread_full (fd, &hc[i], RL_HEADER_SIZE, a->offset + i * RL_HEADER_SIZE, false) == -1) {
+      if (io_pread_full (rl->fd, &hc[i], RL_HEADER_SIZE, a->offset + i * RL_HEADER_SIZE,
+                         false) == -1) {
         rep_error ("replog %s: reading header copy %c: %m", a->path, 'A' + i);
-        goto err;
+        return -1;
       }
     }
     if (!all_zero (&hc[i], RL_HEADER_SIZE))
-      blank = false;
+      *blank = false;
     why[i] = replog_header_check (&hc[i], fsize > a->offset ? fsize - a->offset : 0);
-    /* A copy is written with generation & 1 == its index (header_write):
+    /* A copy is written with generation & 1 == its index (rl_header_write):
      * another parity is the other copy seen from a wrong offset, and
      * writing generation + 1 would overwrite it in place. */
     if (!why[i] && (hc[i].generation & 1) != i)
       why[i] = "generation does not belong to this copy (wrong offset?)";
   }
+  return 0;
+}
 
+/* An existing log: use the newest valid header copy (HEADER VALIDITY above). */
+static int
+pick_header (struct replog *rl, const struct replog_open_args *a, const struct rl_header hc[2],
+             const char *why[2], bool blank, bool is_blk, struct replog_recovery *rec)
+{
+  int use;
+
+  if (why[0] && why[1]) {
+    if (a->mode == LOG_MODE_OPEN && blank)
+      rep_error ("replog %s: no log here (blank); use mode=create or auto", a->path);
+    else
+      rep_error ("replog %s: both header copies are invalid (A: %s; B: %s); "
+                 "refusing to start (mode=create would reinitialise it and lose its entries)",
+                 a->path, why[0], why[1]);
+    return -1;
+  }
+  if (why[0])
+    use = 1;
+  else if (why[1])
+    use = 0;
+  else
+    use = hc[1].generation > hc[0].generation;
+  rec->other_copy_bad = why[!use] != NULL;
+  rl->hdr = hc[use];
+  rec->header_copy = use;
+  if (rec->other_copy_bad)
+    rep_warn ("replog %s: header copy %c is invalid (%s); using copy %c (generation %" PRIu64 ")",
+              a->path, 'A' + !use, why[!use], 'A' + use, rl->hdr.generation);
+  /* Safety rule 9: a log with holes or shorter than its header is refused. */
+  if (!is_blk) {
+    off_t hole = lseek (rl->fd, (off_t) a->offset, SEEK_HOLE);
+    if (hole != (off_t) -1 && (uint64_t) hole < a->offset + rl->hdr.log_size) {
+      rep_error ("replog %s: the log file has a hole at byte %lld (it was not created by "
+                 "us, or was truncated/sparsified); refusing to map it", a->path, (long long) hole);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* rl->hdr: a new log's (created here), or an existing log's newest valid copy. */
+static int
+load_header (struct replog *rl, const struct replog_open_args *a, uint64_t fsize, bool is_blk,
+             struct replog_recovery *rec)
+{
+  struct rl_header hc[2];
+  const char *why[2];
+  bool blank, create;
+
+  if (read_header_copies (rl, a, fsize, hc, why, &blank) == -1)
+    return -1;
   create = a->mode == LOG_MODE_CREATE;
   if (a->mode == LOG_MODE_AUTO && blank)
     create = true;
@@ -860,366 +801,119 @@ replog_open (const struct replog_open_args *a, struct replog **rlp, struct replo
       size = fsize - a->offset;
     if (is_blk && size == 0) {
       rep_error ("replog %s: offset is beyond the end of the device", a->path);
-      goto err;
+      return -1;
     }
-    if (create_log (rl, fd, size, a) == -1)
-      goto err;
+    if (create_log (rl, rl->fd, size, a) == -1)
+      return -1;
     rec->created = true;
   }
-  else {
-    if (why[0] && why[1]) {
-      if (a->mode == LOG_MODE_OPEN && blank)
-        rep_error ("replog %s: no log here (blank); use mode=create or auto", a->path);
-      else
-        rep_error ("replog %s: both header copies are invalid (A: %s; B: %s); "
-                   "refusing to start (mode=create would reinitialise it and lose its entries)",
-                   a->path, why[0], why[1]);
-      goto err;
-    }
-    if (why[0])
-      use = 1;
-    else if (why[1])
-      use = 0;
-    else
-      use = hc[1].generation > hc[0].generation;
-    rec->other_copy_bad = why[!use] != NULL;
-    rl->hdr = hc[use];
-    rec->header_copy = use;
-    if (rec->other_copy_bad)
-      rep_warn ("replog %s: header copy %c is invalid (%s); using copy %c (generation %" PRIu64 ")",
-                a->path, 'A' + !use, why[!use], 'A' + use, rl->hdr.generation);
-    /* Safety rule 9: a log with holes or shorter than its header is refused. */
-    if (!is_blk) {
-      off_t hole = lseek (fd, (off_t) a->offset, SEEK_HOLE);
-      if (hole != (off_t) -1 && (uint64_t) hole < a->offset + rl->hdr.log_size) {
-        rep_error ("replog %s: the log file has a hole at byte %lld (it was not created by "
-                   "us, or was truncated/sparsified); refusing to map it", a->path, (long long) hole);
-        goto err;
-      }
-    }
-  }
+  else if (pick_header (rl, a, hc, why, blank, is_blk, rec) == -1)
+    return -1;
   rec->generation = rl->hdr.generation;
+  return 0;
+}
+
+/* Recover the entries (RECOVERY above), check and update the identity,
+ * scrub the free slots, write the header to both copies, set the tail. */
+static int
+load_entries (struct replog *rl, const struct replog_open_args *a, struct replog_recovery *rec)
+{
+  uint32_t dirty;
+  uint64_t t;
+  unsigned i;
+
   rl->salt = rl->hdr.salt;
   rl->ndesc = rl->hdr.ndesc;
   rl->data_blocks = rl->hdr.data_blocks;
-
   rl->slot_committed = calloc (rl->ndesc, 1);
   rl->slot_pos = calloc (rl->ndesc, sizeof *rl->slot_pos);
   rl->slot_crc = calloc (rl->ndesc, sizeof *rl->slot_crc);
   if (!rl->slot_committed || !rl->slot_pos || !rl->slot_crc) {
     rep_error ("calloc: %m");
-    goto err;
+    return -1;
   }
   if (recover (rl, rec) == -1)
-    goto err;
+    return -1;
   if (check_identity (rl, a, rec) == -1)
-    goto err;
-  for (i = 0; i < a->ndevices; i++)
-    rl->devs[i] = a->devices[i];
-  rl->ndevices = a->ndevices;
+    return -1;
   if (scrub_free_slots (rl) == -1) {
     rep_error ("replog %s: clearing free descriptor slots: %m", a->path);
-    goto err;
+    return -1;
   }
   /* Both copies, one after the other: the copy recovery falls back to
    * must know the devices and sites too (and a damaged copy is rewritten). */
-  if (header_write (rl, &rl->hdr) == -1 || fdatasync (fd) == -1 ||
-      header_write (rl, &rl->hdr) == -1 || fdatasync (fd) == -1) {
+  if (rl_header_write (rl, &rl->hdr) == -1 || fdatasync (rl->fd) == -1 ||
+      rl_header_write (rl, &rl->hdr) == -1 || fdatasync (rl->fd) == -1) {
     rep_error ("replog %s: writing the header: %m", a->path);
-    goto err;
+    return -1;
   }
   rl->hdr_old = rl->hdr;
   for (i = 0; i < RL_MAX_SITES; i++)
-    rl->pending_applied[i] = rl->hdr.sites[i].applied;
-  recompute_tail (rl);
+    rl->pend.applied[i] = rl->hdr.sites[i].applied;
+  /* The tail the header allows (both copies are the same now; no site is
+   * returning to log mode and no release function is registered yet, so
+   * no entry leaving the log is to be recorded). */
+  t = rl_tail_of (rl, &rl->hdr, &dirty);
+  if (t > rl->tail_seq)
+    rl->tail_seq = t;
+  return 0;
+}
 
+/* Map the rings: descriptors are stored through the mapping, payloads
+ * are read through it (and written with pwritev, replog_fill). */
+static int
+map_log (struct replog *rl)
+{
   rl->map_len = rl->hdr.log_size - rl->hdr.desc_offset;
-  rl->map = mmap (NULL, rl->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                  (off_t) (a->offset + rl->hdr.desc_offset));
+  rl->map = mmap (NULL, rl->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, rl->fd,
+                  (off_t) (rl->base + rl->hdr.desc_offset));
   if (rl->map == MAP_FAILED) {
     rl->map = NULL;
-    rep_error ("replog %s: mmap: %m", a->path);
-    goto err;
+    rep_error ("replog %s: mmap: %m", rl->path);
+    return -1;
   }
   rl->desc_ring = rl->map;
   rl->data_ring = rl->map + (rl->hdr.data_offset - rl->hdr.desc_offset);
   rl->data_file_off = rl->base + rl->hdr.data_offset;
-  *rlp = rl;
   return 0;
-
- err:
-  replog_close (rl);
-  return -1;
-}
-
-/* ---- syncer: group commit and header writes ------------------------------------ */
-
-static bool
-header_pending (struct replog *rl)
-{
-  unsigned i;
-  if (rl->pending_dirty || rl->pending_resume)
-    return true;
-  for (i = 0; i < RL_MAX_DEVICES; i++)
-    if ((rl->pending_dev_set[i] & ~rl->hdr.devices[i].flags) ||
-        (rl->pending_dev_clear[i] & rl->hdr.devices[i].flags))
-      return true;
-  for (i = 0; i < RL_MAX_SITES; i++)
-    if ((rl->pending_flags[i] & ~rl->hdr.sites[i].flags) ||
-        (rl->pending_clear[i] & rl->hdr.sites[i].flags))
-      return true;
-  for (i = 0; i < RL_MAX_SITES; i++)
-    if (rl->hdr.sites[i].present && rl->pending_applied[i] > rl->hdr.sites[i].applied)
-      return true;
-  {
-    /* The other copy still holds space the newest one released: write it
-     * too (batched like any header write; at once for space waiters). */
-    uint32_t d;
-    if (tail_of (rl, &rl->hdr_old, &d) < tail_of (rl, &rl->hdr, &d))
-      return true;
-  }
-  return false;
-}
-
-/* The header as it will be once the posted applied values are in. */
-static struct rl_header
-header_with_pending (struct replog *rl)
-{
-  struct rl_header h = rl->hdr;
-  unsigned i;
-  for (i = 0; i < RL_MAX_DEVICES; i++)
-    if (h.devices[i].present)
-      h.devices[i].flags = (uint8_t) ((h.devices[i].flags | rl->pending_dev_set[i]) &
-                                      ~rl->pending_dev_clear[i]);
-  for (i = 0; i < RL_MAX_SITES; i++) {
-    if (h.sites[i].present)
-      h.sites[i].flags = (uint8_t) ((h.sites[i].flags | rl->pending_flags[i]) & ~rl->pending_clear[i]);
-    if (h.sites[i].present && (rl->pending_dirty & (1u << i)))
-      h.sites[i].mode = RL_MODE_DIRTY;
-    else if (h.sites[i].present && (rl->pending_resume & (1u << i))) {
-      h.sites[i].mode = RL_MODE_LOG;
-      h.sites[i].applied = rl->resume_applied[i];
-      h.sites[i].flags |= RL_SITE_RESYNC;
-    }
-    else if (h.sites[i].present && h.sites[i].mode == RL_MODE_LOG &&
-             rl->pending_applied[i] > h.sites[i].applied)
-      h.sites[i].applied = rl->pending_applied[i];
-  }
-  return h;
-}
-
-static void
-fail_log (struct replog *rl, const char *what)
-{
-  if (!rl->failed)
-    rep_event (EV_LOG_FAILED, -1, NULL, "replog %s: %s failed: %m; the log is now FAILED: flushes "
-               "fail with EIO until the instance is restarted", rl->path, what);
-  rl->failed = true;
-  pthread_cond_broadcast (&rl->durable_cv);
-  pthread_cond_broadcast (&rl->space_cv);
-  wake_workers (rl);
-}
-
-static void sync_round_locked (struct replog *rl);
-
-/* One sync round, called with the lock held; drops it during I/O.  Run by
- * the syncer, or by a writer waiting for durability when no round is
- * under way (one thread hop less on a synchronous write's path). */
-static void
-sync_round (struct replog *rl)
-{
-  while (rl->syncing && !rl->failed)     /* one round at a time */
-    pthread_cond_wait (&rl->durable_cv, &rl->lock);
-  if (rl->failed || (rl->committed_seq <= rl->durable_seq && !header_pending (rl)))
-    return;                              /* the round we waited for did it all */
-  rl->syncing = true;
-  sync_round_locked (rl);
-  rl->syncing = false;
-  pthread_cond_broadcast (&rl->durable_cv);
-  pthread_cond_signal (&rl->syncer_cv);
-}
-
-static void
-sync_round_locked (struct replog *rl)
-{
-  uint64_t c = rl->committed_seq;
-  bool hdr = header_pending (rl);
-  struct rl_header h = header_with_pending (rl);
-  uint32_t dirty = rl->pending_dirty, resume = rl->pending_resume, lost = 0;
-  unsigned i;
-  int r = 0;
-
-  if (hdr)
-    mark_releases (rl, &h);              /* entries this header lets go */
-  pthread_mutex_unlock (&rl->lock);
-  /* Dirty-log bits set before this header (entries a returning site will
-   * not get from the log, a site moved to dirty-log mode) are durable
-   * before it. */
-  if (hdr && rl->dl_sync_fn)
-    lost = rl->dl_sync_fn (rl->dl_sync_opaque);
-  /* A site whose dirty log could not be written: this header, which may
-   * let entries go that only its bitmaps were to record, says instead
-   * that every region of the site is to be copied after a restart.  A
-   * site that is a consistent prefix in this header lacks nothing: its
-   * bitmaps do not count, and the flag goes. */
-  for (i = 0; i < RL_MAX_SITES; i++) {
-    struct rl_site_rec *sr = &h.sites[i];
-    if (!sr->present)
-      continue;
-    if (sr->mode == RL_MODE_LOG && !(sr->flags & (RL_SITE_RESYNC | RL_SITE_IN_DOUBT)))
-      sr->flags &= (uint8_t) ~RL_SITE_DLOG_LOST;
-    else if (lost & (1u << i))
-      sr->flags |= RL_SITE_DLOG_LOST;
-  }
-  if (hdr)
-    r = header_write (rl, &h);
-  if (r == 0) {
-    pft_sync (rl->fd, 'S');
-    r = fdatasync (rl->fd);
-    if (r == 0)
-      pft_sync (rl->fd, 'D');
-  }
-  pthread_mutex_lock (&rl->lock);
-  if (r == -1) {
-    fail_log (rl, hdr ? "writing the header" : "fdatasync");
-    return;
-  }
-  rl->syncs++;
-  rep_debugc (REP_DBG_LOG, "replog: sync round: durable up to seq %" PRIu64 "%s", c,
-              hdr ? ", header written" : "");
-  if (c > rl->durable_seq) {
-    rl->durable_seq = c;
-    wake_workers (rl);
-  }
-  if (hdr) {
-    rl->hdr_old = rl->hdr;
-    rl->hdr = h;
-    rl->pending_dirty &= ~dirty;
-    rl->pending_resume &= ~resume;
-    /* Flag requests the durable header now reflects are done with. */
-    for (i = 0; i < RL_MAX_SITES; i++) {
-      rl->pending_flags[i] &= (uint8_t) ~h.sites[i].flags;
-      rl->pending_clear[i] &= h.sites[i].flags;
-      /* RL_SITE_DLOG_LOST was decided for this header, above. */
-      rl->pending_flags[i] &= (uint8_t) ~RL_SITE_DLOG_LOST;
-      rl->pending_clear[i] &= (uint8_t) ~RL_SITE_DLOG_LOST;
-    }
-    for (i = 0; i < RL_MAX_DEVICES; i++) {
-      rl->pending_dev_set[i] &= (uint8_t) ~h.devices[i].flags;
-      rl->pending_dev_clear[i] &= h.devices[i].flags;
-    }
-    for (i = 0; i < RL_MAX_SITES; i++)
-      if ((resume & (1u << i)) && rl->pending_applied[i] < h.sites[i].applied)
-        rl->pending_applied[i] = h.sites[i].applied;
-    rl->header_writes++;
-    recompute_tail (rl);
-    pthread_cond_broadcast (&rl->space_cv);
-  }
-  pthread_cond_broadcast (&rl->durable_cv);
-}
-
-static void *
-syncer_thread (void *arg)
-{
-  struct replog *rl = arg;
-  uint64_t first_pending = 0;
-
-  pthread_mutex_lock (&rl->lock);
-  while (!rl->failed) {
-    bool data = rl->committed_seq > rl->durable_seq;
-    bool hdr = header_pending (rl);
-    bool urgent = rl->flush_waiters || rl->applied_waiters || rl->space_waiters;
-
-    if (!data && !hdr) {
-      if (rl->stopping)
-        break;
-      first_pending = 0;
-      pthread_cond_wait (&rl->syncer_cv, &rl->lock);
-      continue;
-    }
-    if (!urgent && !rl->stopping) {
-      /* Background group commit: wait one interval for more to batch. */
-      uint64_t now = now_ns (CLOCK_MONOTONIC);
-      if (!first_pending)
-        first_pending = now;
-      if (now - first_pending < rl->commit_interval_ns) {
-        uint64_t until = now_ns (CLOCK_REALTIME) + (rl->commit_interval_ns - (now - first_pending));
-        struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
-                               .tv_nsec = (long) (until % 1000000000u) };
-        pthread_cond_timedwait (&rl->syncer_cv, &rl->lock, &ts);
-        continue;
-      }
-    }
-    first_pending = 0;
-    sync_round (rl);
-  }
-  pthread_mutex_unlock (&rl->lock);
-  return NULL;
 }
 
 int
-replog_start (struct replog *rl)
+replog_open (const struct replog_open_args *a, struct replog **rlp, struct replog_recovery *rec)
 {
-  int e;
-  if (rl->syncer_running)
-    return 0;
-  rl->stopping = false;
-  e = pthread_create (&rl->syncer, NULL, syncer_thread, rl);
-  if (e) {
-    errno = e;
-    rep_error ("replog: cannot start the syncer thread: %m");
+  struct replog *rl;
+  uint64_t fsize;
+  bool is_blk = false;
+  int fd;
+
+  pft_init ();
+  memset (rec, 0, sizeof *rec);
+  if (a->ndevices > RL_MAX_DEVICES) {
+    rep_error ("at most %d devices share one log", RL_MAX_DEVICES);
     return -1;
   }
-  rl->syncer_running = true;
+  if (a->offset % RL_BLOCK) {
+    rep_error ("replog %s: offset must be a multiple of %d", a->path, RL_BLOCK);
+    return -1;
+  }
+  if ((fd = open_log_file (a, rec, &fsize, &is_blk)) == -1)
+    return -1;
+  if (!(rl = new_replog (a, fd)))
+    return -1;
+  if (load_header (rl, a, fsize, is_blk, rec) == -1 ||
+      load_entries (rl, a, rec) == -1 ||
+      map_log (rl) == -1) {
+    rl_free (rl);
+    return -1;
+  }
+  *rlp = rl;
   return 0;
 }
 
+/* The syncer is not running (never started, or replog_stop joined it). */
 void
-replog_stop (struct replog *rl)
+rl_free (struct replog *rl)
 {
-  if (!rl)
-    return;
-  pthread_mutex_lock (&rl->lock);
-  rl->stopping = true;
-  pthread_cond_broadcast (&rl->syncer_cv);
-  pthread_cond_broadcast (&rl->space_cv);
-  wake_workers (rl);
-  pthread_cond_broadcast (&rl->durable_cv);
-  pthread_mutex_unlock (&rl->lock);
-  if (rl->syncer_running) {
-    pthread_join (rl->syncer, NULL);
-    rl->syncer_running = false;
-  }
-  /* Final header: record what was posted, and whether the log is drained. */
-  pthread_mutex_lock (&rl->lock);
-  if (!rl->failed) {
-    bool drained = true;
-    unsigned i;
-    for (i = 0; i < RL_MAX_SITES; i++)
-      if (rl->hdr.sites[i].present && rl->hdr.sites[i].mode == RL_MODE_LOG &&
-          rl->pending_applied[i] < rl->committed_seq)
-        drained = false;
-    if (header_pending (rl) || drained != (rl->hdr.clean == 1)) {
-      struct rl_header h = header_with_pending (rl);
-      h.clean = drained;
-      if (header_write (rl, &h) == -1 || fdatasync (rl->fd) == -1)
-        fail_log (rl, "writing the final header");
-      else {
-        rl->hdr_old = rl->hdr;
-        rl->hdr = h;
-      }
-    }
-  }
-  pthread_mutex_unlock (&rl->lock);
-}
-
-void
-replog_close (struct replog *rl)
-{
-  if (!rl)
-    return;
-  if (rl->syncer_running)
-    replog_stop (rl);
   if (rl->map)
     munmap (rl->map, rl->map_len);
   if (rl->fd >= 0)
@@ -1234,542 +928,4 @@ replog_close (struct replog *rl)
   pthread_cond_destroy (&rl->work_cv);
   free (rl->path);
   free (rl);
-}
-
-/* ---- writers ----------------------------------------------------------------- */
-
-/* Where an entry of nb blocks would start, or UINT64_MAX if it does not fit now. */
-static uint64_t
-place (struct replog *rl, uint64_t nb)
-{
-  uint64_t pos = rl->data_head, tailpos;
-
-  if (rl->next_seq - rl->tail_seq >= rl->ndesc)
-    return UINT64_MAX;
-  if (nb == 0)
-    return pos;
-  if (pos % rl->data_blocks + nb > rl->data_blocks)
-    pos += rl->data_blocks - pos % rl->data_blocks;      /* skip to the wrap */
-  tailpos = rl->tail_seq < rl->next_seq ? rl->slot_pos[slot_of (rl, rl->tail_seq)] : rl->data_head;
-  if (pos + nb - tailpos > rl->data_blocks)
-    return UINT64_MAX;
-  return pos;
-}
-
-int
-replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
-                uint64_t offset, uint32_t length, uint64_t *seqp, void **payload)
-{
-  uint64_t nb = op == RL_OP_WRITE ? ((uint64_t) length + RL_BLOCK - 1) / RL_BLOCK : 0;
-  uint64_t pos, seq;
-  struct rl_desc *d;
-  bool waited = false;
-  uint64_t wait_start = 0;
-
-  if (nb > rl->data_blocks / 2) {
-    errno = EINVAL;
-    rep_error ("replog: a %u-byte request does not fit this log", length);
-    return -1;
-  }
-  pthread_mutex_lock (&rl->lock);
-  for (;;) {
-    if (rl->failed || rl->stopping) {
-      pthread_mutex_unlock (&rl->lock);
-      errno = rl->failed ? EIO : ESHUTDOWN;
-      return -1;
-    }
-    if ((pos = place (rl, nb)) != UINT64_MAX)
-      break;
-    /* Full: wait for the workers to drain (they checkpoint when they see
-     * space_waiters) and the syncer to record it. */
-    if (!waited)
-      rl->space_waits++;
-    if (!waited)
-      wait_start = now_ns (CLOCK_MONOTONIC);
-    waited = true;
-    rl->space_waiters++;
-    pthread_cond_broadcast (&rl->syncer_cv);
-    wake_workers (rl);
-    if (rl->only_copy_wait_ns) {
-      /* Safety rule 4: nothing can release the space; do not wait for ever. */
-      uint64_t now = now_ns (CLOCK_MONOTONIC);
-      uint64_t until = now_ns (CLOCK_REALTIME) + (rl->only_copy_wait_ns > now - wait_start ?
-                                                  rl->only_copy_wait_ns - (now - wait_start) : 0);
-      struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
-                             .tv_nsec = (long) (until % 1000000000u) };
-      if (now - wait_start >= rl->only_copy_wait_ns) {
-        rl->space_waiters--;
-        pthread_mutex_unlock (&rl->lock);
-        rep_error ("replog: the log is full and holds the only copy of entries whose local leg "
-                   "failed (no remote site has them): the write fails");
-        errno = EIO;
-        return -1;
-      }
-      pthread_cond_timedwait (&rl->space_cv, &rl->lock, &ts);
-    }
-    else
-      pthread_cond_wait (&rl->space_cv, &rl->lock);
-    rl->space_waiters--;
-  }
-  seq = rl->next_seq++;
-  rl->data_head = pos + nb;
-  rl->slot_committed[slot_of (rl, seq)] = 0;
-  rl->slot_pos[slot_of (rl, seq)] = pos;
-  d = desc_at (rl, seq);
-  memset (d, 0, sizeof *d);               /* magic 0: invalid until commit */
-  d->op = (uint8_t) op;
-  d->flags = (uint8_t) flags;
-  d->device = (uint16_t) dev;
-  d->seq = seq;
-  d->offset = offset;
-  d->length = length;
-  d->nblocks = (uint32_t) nb;
-  d->data_pos = pos;
-  d->epoch = rl->epoch;
-  if (op == RL_OP_BARRIER) {
-    rl->epoch++;
-    rl->dirty_since_barrier = false;
-  }
-  else
-    rl->dirty_since_barrier = true;
-  pthread_mutex_unlock (&rl->lock);
-
-  /* site_oldest_age_ms reads it without the lock (0: being reserved) */
-  __atomic_store_n (&d->time_ns, now_ns (CLOCK_REALTIME), __ATOMIC_RELAXED);
-  desc_traced (rl, d);
-  *seqp = seq;
-  if (payload)
-    *payload = nb ? rl->data_ring + (pos % rl->data_blocks) * RL_BLOCK : NULL;
-  return 0;
-}
-
-int
-replog_fill (struct replog *rl, uint64_t seq, const void *buf)
-{
-  static const uint8_t zero[RL_BLOCK];
-  struct rl_desc *d = desc_at (rl, seq);
-  uint64_t off = rl->data_file_off + (d->data_pos % rl->data_blocks) * RL_BLOCK;
-  uint32_t slack = d->length % RL_BLOCK ? RL_BLOCK - d->length % RL_BLOCK : 0;
-  struct iovec iov[2] = { { (void *) buf, d->length }, { (void *) zero, slack } };
-  size_t want = (size_t) d->length + slack, done = 0;
-
-  /* pwritev into the log file's page cache: the same pages the mapping
-   * shows, but never written through it, so writeback does not have to
-   * write-protect them in every thread's page tables. */
-  while (done < want) {
-    ssize_t r = pwritev (rl->fd, iov, slack ? 2 : 1, (off_t) (off + done));
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      int e = r == 0 ? EIO : errno;
-      /* The entry must never ship: fail the log (nothing becomes durable
-       * from now on, flushes fail with EIO). */
-      pthread_mutex_lock (&rl->lock);
-      errno = e;
-      fail_log (rl, "writing a payload");
-      pthread_mutex_unlock (&rl->lock);
-      errno = e;
-      return -1;
-    }
-    done += (size_t) r;
-    if (done < want) {                     /* short: advance the iovecs */
-      size_t skip = (size_t) r;
-      if (skip >= iov[0].iov_len) {
-        skip -= iov[0].iov_len;
-        iov[0] = iov[1];
-        iov[0].iov_base = (uint8_t *) iov[0].iov_base + skip;
-        iov[0].iov_len -= skip;
-        slack = 0;
-      }
-      else {
-        iov[0].iov_base = (uint8_t *) iov[0].iov_base + skip;
-        iov[0].iov_len -= skip;
-      }
-    }
-  }
-  pft_write (rl->fd, buf, d->length, off);
-  pft_zero (rl->fd, off + d->length, slack);
-  {
-    struct rl_desc tmp = *d;
-    tmp.magic = RL_DESC_MAGIC;
-    rl->slot_crc[slot_of (rl, seq)] = replog_desc_crc (rl->salt, &tmp, buf);
-  }
-  return 0;
-}
-
-void
-replog_commit (struct replog *rl, uint64_t seq)
-{
-  struct rl_desc *d = desc_at (rl, seq);
-
-  d->magic = RL_DESC_MAGIC;
-  d->crc = d->op == RL_OP_WRITE ? rl->slot_crc[slot_of (rl, seq)] : replog_desc_crc (rl->salt, d, NULL);
-
-  desc_traced (rl, d);
-  pthread_mutex_lock (&rl->lock);
-  rl->slot_committed[slot_of (rl, seq)] = 1;
-  if (seq == rl->committed_seq + 1) {
-    while (rl->committed_seq + 1 < rl->next_seq &&
-           rl->slot_committed[slot_of (rl, rl->committed_seq + 1)])
-      rl->committed_seq++;
-    pthread_cond_signal (&rl->syncer_cv);
-  }
-  pthread_mutex_unlock (&rl->lock);
-}
-
-int
-replog_barrier (struct replog *rl, int flags, uint64_t *seq)
-{
-  bool need;
-
-  pthread_mutex_lock (&rl->lock);
-  need = rl->dirty_since_barrier;
-  *seq = rl->next_seq - 1;
-  pthread_mutex_unlock (&rl->lock);
-  if (!need)
-    return 0;
-  if (replog_reserve (rl, 0, RL_OP_BARRIER, flags, 0, 0, seq, NULL) == -1)
-    return -1;
-  replog_commit (rl, *seq);
-  return 0;
-}
-
-int
-replog_wait_durable (struct replog *rl, uint64_t seq)
-{
-  int r = 0;
-
-  pthread_mutex_lock (&rl->lock);
-  rl->flush_waiters++;
-  while (rl->durable_seq < seq && !rl->failed) {
-    if (!rl->syncing && rl->syncer_running && !rl->stopping && rl->committed_seq >= seq) {
-      sync_round (rl);                   /* do it ourselves: group commit still */
-      continue;
-    }
-    pthread_cond_signal (&rl->syncer_cv);
-    pthread_cond_wait (&rl->durable_cv, &rl->lock);
-  }
-  rl->flush_waiters--;
-  if (rl->failed) {
-    errno = EIO;
-    r = -1;
-  }
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
-/* ---- workers ----------------------------------------------------------------- */
-
-uint64_t
-replog_wait_work (struct replog *rl, uint64_t after, unsigned timeout_ms)
-{
-  uint64_t d;
-
-  pthread_mutex_lock (&rl->lock);
-  if (rl->durable_seq <= after && !rl->stopping && !rl->failed && timeout_ms) {
-    uint64_t until = now_ns (CLOCK_REALTIME) + (uint64_t) timeout_ms * 1000000u;
-    struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
-                           .tv_nsec = (long) (until % 1000000000u) };
-    pthread_cond_timedwait (&rl->work_cv, &rl->lock, &ts);
-  }
-  d = rl->durable_seq;
-  pthread_mutex_unlock (&rl->lock);
-  return d;
-}
-
-void
-replog_post_applied (struct replog *rl, unsigned site, uint64_t seq)
-{
-  pthread_mutex_lock (&rl->lock);
-  if (seq > rl->pending_applied[site] && rl->hdr.sites[site].mode == RL_MODE_LOG &&
-      !(rl->pending_dirty & (1u << site))) {
-    rl->pending_applied[site] = seq;
-    pthread_cond_signal (&rl->syncer_cv);
-  }
-  pthread_mutex_unlock (&rl->lock);
-}
-
-/* What a header waiter waits for, checked under the lock. */
-enum hdr_goal { HDR_APPLIED, HDR_DIRTY, HDR_SITE_FLAGS, HDR_RESUMED, HDR_DEV_FLAGS };
-
-/* The goal of a flag change, for wait_header: the changed bits << 8 | their new values. */
-static uint64_t
-flags_goal (uint8_t set, uint8_t clear)
-{
-  return ((uint64_t) (set | clear) << 8) | (uint8_t) (set & ~clear);
-}
-
-static bool
-hdr_reached (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
-{
-  const struct rl_site_rec *s = &rl->hdr.sites[site];
-  switch (g) {
-  case HDR_APPLIED:              /* (a site leaving log mode never gets there) */
-    return s->applied >= arg || s->mode != RL_MODE_LOG || (rl->pending_dirty & (1u << site));
-  case HDR_DIRTY:
-    return s->mode == RL_MODE_DIRTY;
-  case HDR_SITE_FLAGS:           /* arg: flags_goal () */
-    return (s->flags & (arg >> 8)) == (arg & 0xff);
-  case HDR_RESUMED:
-    return !(rl->pending_resume & (1u << site));
-  case HDR_DEV_FLAGS:            /* site = device; arg: flags_goal () */
-    return (rl->hdr.devices[site].flags & (arg >> 8)) == (arg & 0xff);
-  }
-  return true;
-}
-
-/* Wait until a durable header reaches the goal (the syncer writes it at
- * once: applied_waiters makes it urgent).  -1/EIO if the log failed. */
-static int
-wait_header (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
-{
-  int r = 0;
-
-  rl->applied_waiters++;
-  pthread_cond_signal (&rl->syncer_cv);
-  while (!hdr_reached (rl, g, site, arg) && !rl->failed)
-    pthread_cond_wait (&rl->durable_cv, &rl->lock);
-  rl->applied_waiters--;
-  if (rl->failed) {
-    errno = EIO;
-    r = -1;
-  }
-  return r;
-}
-
-int
-replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq)
-{
-  int r;
-  pthread_mutex_lock (&rl->lock);
-  r = wait_header (rl, HDR_APPLIED, site, seq);
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
-uint64_t
-replog_applied (struct replog *rl, unsigned site)
-{
-  uint64_t a;
-  pthread_mutex_lock (&rl->lock);
-  a = rl->hdr.sites[site].applied;
-  pthread_mutex_unlock (&rl->lock);
-  return a;
-}
-
-bool
-replog_space_wanted (struct replog *rl)
-{
-  bool w;
-  pthread_mutex_lock (&rl->lock);
-  w = rl->space_waiters > 0 || rl->stopping;
-  pthread_mutex_unlock (&rl->lock);
-  return w;
-}
-
-void
-replog_get_stats (struct replog *rl, struct replog_stats *st)
-{
-  pthread_mutex_lock (&rl->lock);
-  st->next_seq = rl->next_seq;
-  st->committed_seq = rl->committed_seq;
-  st->durable_seq = rl->durable_seq;
-  st->tail_seq = rl->tail_seq;
-  st->ndesc = rl->ndesc;
-  st->data_blocks = rl->data_blocks;
-  st->data_used_blocks = rl->data_head -
-    (rl->tail_seq < rl->next_seq ? rl->slot_pos[slot_of (rl, rl->tail_seq)] : rl->data_head);
-  st->epoch = rl->epoch;
-  st->syncs = rl->syncs;
-  st->header_writes = rl->header_writes;
-  st->space_waits = rl->space_waits;
-  st->size = rl->hdr.log_size;
-  st->failed = rl->failed;
-  pthread_mutex_unlock (&rl->lock);
-}
-
-void
-replog_get_header (struct replog *rl, struct rl_header *h)
-{
-  pthread_mutex_lock (&rl->lock);
-  *h = rl->hdr;
-  pthread_mutex_unlock (&rl->lock);
-}
-
-/* ---- site modes ------------------------------------------------------------- */
-
-void
-replog_set_release_fn (struct replog *rl, replog_release_fn fn, void *opaque)
-{
-  pthread_mutex_lock (&rl->lock);
-  rl->release_fn = fn;
-  rl->release_opaque = opaque;
-  pthread_mutex_unlock (&rl->lock);
-}
-
-void
-replog_add_waker (struct replog *rl, int fd)
-{
-  pthread_mutex_lock (&rl->lock);
-  if (rl->nwakers < RL_MAX_SITES)
-    rl->wakers[rl->nwakers++] = fd;
-  pthread_mutex_unlock (&rl->lock);
-}
-
-void
-replog_remove_waker (struct replog *rl, int fd)
-{
-  unsigned i;
-  pthread_mutex_lock (&rl->lock);
-  for (i = 0; i < rl->nwakers; i++)
-    if (rl->wakers[i] == fd) {
-      rl->wakers[i] = rl->wakers[--rl->nwakers];
-      break;
-    }
-  pthread_mutex_unlock (&rl->lock);
-}
-
-int
-replog_site_mode (struct replog *rl, unsigned site)
-{
-  int m;
-  pthread_mutex_lock (&rl->lock);
-  m = rl->hdr.sites[site].mode;
-  pthread_mutex_unlock (&rl->lock);
-  return m;
-}
-
-int
-replog_set_site_dirty (struct replog *rl, unsigned site)
-{
-  int r = 0;
-
-  pthread_mutex_lock (&rl->lock);
-  if (rl->hdr.sites[site].mode != RL_MODE_DIRTY) {
-    rl->pending_dirty |= 1u << site;
-    if (rl->syncer_running)              /* else: the syncer's first round */
-      r = wait_header (rl, HDR_DIRTY, site, 0);
-  }
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
-uint8_t
-replog_site_flags (struct replog *rl, unsigned site)
-{
-  uint8_t f;
-  pthread_mutex_lock (&rl->lock);
-  f = rl->hdr.sites[site].flags;
-  pthread_mutex_unlock (&rl->lock);
-  return f;
-}
-
-bool
-replog_site_holds_full_log (struct replog *rl, unsigned site)
-{
-  bool r;
-  pthread_mutex_lock (&rl->lock);
-  r = rl->space_waiters > 0 && rl->hdr.sites[site].mode == RL_MODE_LOG &&
-      rl->hdr.sites[site].applied + 1 <= rl->tail_seq;
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
-int
-replog_change_site_flags (struct replog *rl, unsigned site, uint8_t set, uint8_t clear)
-{
-  int r = 0;
-
-  pthread_mutex_lock (&rl->lock);
-  rl->pending_clear[site] = (uint8_t) ((rl->pending_clear[site] & ~set) | clear);
-  rl->pending_flags[site] = (uint8_t) ((rl->pending_flags[site] & ~clear) | set);
-  if (rl->syncer_running)
-    r = wait_header (rl, HDR_SITE_FLAGS, site, flags_goal (set, clear));
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
-int
-replog_site_resume (struct replog *rl, unsigned site, replog_release_fn mark, void *opaque,
-                    uint64_t *start)
-{
-  const struct rl_site_rec *s = &rl->hdr.sites[site];
-  uint64_t seq, from;
-  int r = 0;
-
-  pthread_mutex_lock (&rl->lock);
-  if (rl->failed) {
-    pthread_mutex_unlock (&rl->lock);
-    errno = EIO;
-    return -1;
-  }
-  if (s->mode == RL_MODE_LOG && !(rl->pending_dirty & (1u << site))) {
-    *start = s->applied + 1;             /* in log mode already */
-    pthread_mutex_unlock (&rl->lock);
-    return 0;
-  }
-  /* Entries still in the log that the site lacks: from now on they are
-   * its dirty logs' to cover; everything from `start` on comes from the
-   * log, in order. */
-  *start = rl->next_seq;
-  from = rl->tail_seq > s->applied ? rl->tail_seq : s->applied + 1;
-  for (seq = from; seq < rl->next_seq; seq++) {
-    const struct rl_desc *d = desc_at (rl, seq);
-    if (d->seq == seq && d->op != RL_OP_BARRIER)
-      mark (opaque, 1u << site, d);
-  }
-  rl->resume_applied[site] = rl->next_seq - 1;
-  rl->pending_resume |= 1u << site;
-  rl->pending_dirty &= ~(1u << site);    /* everything after applied is marked */
-  rl->pending_clear[site] &= (uint8_t) ~RL_SITE_RESYNC;
-  if (rl->syncer_running)
-    r = wait_header (rl, HDR_RESUMED, site, 0);
-  if (r == 0 && s->mode != RL_MODE_LOG) {
-    errno = EAGAIN;                      /* overtaken by a move to dirty-log mode */
-    r = -1;
-  }
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
-void
-replog_set_dirtylog_sync (struct replog *rl, uint32_t (*fn) (void *), void *opaque)
-{
-  pthread_mutex_lock (&rl->lock);
-  rl->dl_sync_fn = fn;
-  rl->dl_sync_opaque = opaque;
-  pthread_mutex_unlock (&rl->lock);
-}
-
-uint8_t
-replog_dev_flags (struct replog *rl, unsigned dev)
-{
-  uint8_t f;
-  pthread_mutex_lock (&rl->lock);
-  f = dev < RL_MAX_DEVICES ? rl->hdr.devices[dev].flags : 0;
-  pthread_mutex_unlock (&rl->lock);
-  return f;
-}
-
-int
-replog_change_dev_flags (struct replog *rl, unsigned dev, uint8_t set, uint8_t clear)
-{
-  int r = 0;
-
-  pthread_mutex_lock (&rl->lock);
-  rl->pending_dev_clear[dev] = (uint8_t) ((rl->pending_dev_clear[dev] & ~set) | clear);
-  rl->pending_dev_set[dev] = (uint8_t) ((rl->pending_dev_set[dev] & ~clear) | set);
-  if (rl->syncer_running)
-    r = wait_header (rl, HDR_DEV_FLAGS, dev, flags_goal (set, clear));
-  pthread_mutex_unlock (&rl->lock);
-  return r;
-}
-
-void
-replog_set_only_copy_wait (struct replog *rl, uint64_t ms)
-{
-  pthread_mutex_lock (&rl->lock);
-  rl->only_copy_wait_ns = ms * 1000000u;
-  pthread_cond_broadcast (&rl->space_cv);     /* waiters re-check */
-  pthread_mutex_unlock (&rl->lock);
 }
