@@ -93,7 +93,7 @@ io_issue (struct worker *w, unsigned idx)
     if (rest > ZBUF_SIZE)
       rest = ZBUF_SIZE;
   }
-  if (w->uring) {
+  if (w->eng.uring) {
     struct io_uring_sqe *sqe = get_sqe (w);
     if (src)
       io_uring_prep_write (sqe, fd, src, (unsigned) rest, io->off + io->done);
@@ -134,9 +134,9 @@ mark_done (struct worker *w, uint64_t seq)
     w->cdone[(w->done + 1) % w->ndesc] = 0;
     w->done++;
   }
-  if (w->done > w->done_hwm) {           /* entries sent again are not progress */
-    w->done_hwm = w->done;
-    w->last_progress_ns = w->last_done_ns = mono_ns ();
+  if (w->done > w->rw.done_hwm) {           /* entries sent again are not progress */
+    w->rw.done_hwm = w->done;
+    w->hl.last_progress_ns = w->ck.last_done_ns = mono_ns ();
   }
   publish_done (w);
 }
@@ -319,16 +319,16 @@ fill (struct worker *w, uint64_t durable)
 {
   struct replicator *r = w->r;
 
-  if (w->rewind) {
+  if (w->rw.pending) {
     /* Once what is in flight is back: start again after the applied
      * sequence.  A checkpoint under way may have been submitted on the
      * lost connection: its result does not count (ckpt_result). */
-    if (w->ninflight || w->ckpt_busy)
+    if (w->ninflight || w->ck.busy)
       return;
     memset (w->cdone, 0, w->ndesc);
     w->next = w->posted + 1;
     w->done = w->posted;
-    w->rewind = false;
+    w->rw.pending = false;
     rep_debugc (REP_DBG_WORKER, "site %u: re-sending from seq %" PRIu64 " (after a lost connection)",
                 w->site->id, w->next);
   }
@@ -339,19 +339,19 @@ fill (struct worker *w, uint64_t durable)
     unsigned idx;
 
     if (d->op == RL_OP_BARRIER) {
-      if (w->ninflight || w->ckpt_busy || w->done != w->next - 1)
+      if (w->ninflight || w->ck.busy || w->done != w->next - 1)
         return;                          /* epoch k must complete first */
       /* Epoch boundary: flush the legs, the header records applied >= the
        * barrier, and only then does epoch k+1 start here.  On failure we
        * stay before the barrier and try again. */
       if (w->posted < w->next) {
-        if (mono_ns () >= w->ckpt_retry_at)
+        if (mono_ns () >= w->ck.retry_at)
           ckpt_start (w, w->next);
         if (w->posted < w->next)
           return;                        /* the flush is under way */
       }
       if (replog_wait_applied (r->rl, w->site->id, w->next) == -1) {
-        w->ckpt_retry_at = mono_ns () + RETRY_NS;
+        w->ck.retry_at = mono_ns () + RETRY_NS;
         return;
       }
       w->cdone[w->next % w->ndesc] = 0;

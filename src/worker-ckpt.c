@@ -4,8 +4,9 @@
  * entries; it also clears the dirty bits of resync copies the flush
  * covers, and now and then flushes the dirty-log files.
  *
- * Owns: the checkpoint state of struct worker (ckpt_*, last_ckpt_ns,
- * posted, the clr lists' hand-over at the start of a checkpoint), the
+ * Owns: the checkpoint state of struct worker (w->ck, posted, the hand-
+ * over of the completed copies' list at the start of a checkpoint and
+ * the clearing of their bits, w->cc), the
  * site's consistent point (cons_*) while it is in log mode.
  * Invariants: a flush covers only writes that completed before it was
  * submitted, so applied is posted only up to what had completed when the
@@ -34,7 +35,7 @@ post (struct worker *w, uint64_t upto)
   struct site *s = w->site;
 
   if (upto > w->posted) {
-    w->last_progress_ns = mono_ns ();
+    w->hl.last_progress_ns = mono_ns ();
     replog_post_applied (w->r->rl, s->id, upto);
     w->posted = upto;
     if (!s->resyncing && !s->in_doubt) {
@@ -47,7 +48,7 @@ post (struct worker *w, uint64_t upto)
       pthread_mutex_unlock (&s->lock);
     }
   }
-  w->last_ckpt_ns = mono_ns ();
+  w->ck.last_ns = mono_ns ();
 }
 
 /* One leg flush of an asynchronous checkpoint completed. */
@@ -56,31 +57,31 @@ ckpt_result (struct worker *w, int res)
 {
   unsigned i;
 
-  if (res < 0 && !w->ckpt_err)
-    w->ckpt_err = res;
-  if (--w->ckpt_pending)
+  if (res < 0 && !w->ck.err)
+    w->ck.err = res;
+  if (--w->ck.pending)
     return;
-  w->ckpt_busy = false;
-  w->ckpt_force = false;
-  if (w->ckpt_err) {
-    errno = -w->ckpt_err;
+  w->ck.busy = false;
+  w->ck.force = false;
+  if (w->ck.err) {
+    errno = -w->ck.err;
     if (w->site->id == 0)                /* a remote leg's: logged by remote_flush_done */
       rep_error ("site %u: flushing a leg failed: %m; applied sequence not advanced", w->site->id);
-    w->ckpt_err = 0;
-    w->ckpt_retry_at = mono_ns () + RETRY_NS;
+    w->ck.err = 0;
+    w->ck.retry_at = mono_ns () + RETRY_NS;
     return;
   }
   if (w->site->id == 0 && !local_back (w)) {
     /* A local leg that failed and no remote site serves: the log holds
      * the only copy of what it may lack (safety rule 4), and the index
      * still refers to those entries: nothing is released. */
-    w->ckpt_retry_at = mono_ns () + RETRY_NS;
+    w->ck.retry_at = mono_ns () + RETRY_NS;
     return;
   }
-  w->ckpt_count++;
-  for (i = 0; i < w->nclr_ck; i++)
-    bitmap_clear_bits (w->clr_ck[i].leg->dirty, w->clr_ck[i].first, w->clr_ck[i].n);
-  if (w->nclr_ck && since (mono_ns (), w->dlog_flushed_ns) > DLOG_FLUSH_NS) {
+  w->ck.count++;
+  for (i = 0; i < w->cc.nclr_ck; i++)
+    bitmap_clear_bits (w->cc.clr_ck[i].leg->dirty, w->cc.clr_ck[i].first, w->cc.clr_ck[i].n);
+  if (w->cc.nclr_ck && since (mono_ns (), w->cc.dlog_flushed_ns) > DLOG_FLUSH_NS) {
     /* Progress of a resync reaches the persistent dirty logs now and
      * then, so that a restart does not copy it again. */
     for (i = 0; i < w->nlegs; i++)
@@ -90,9 +91,9 @@ ckpt_result (struct worker *w, int res)
          * any header write) reopens the file, writes them again, and
          * reports or gives up on the file. */
         (void) leg_dlog_flush (w->legs[i]);
-    w->dlog_flushed_ns = mono_ns ();
+    w->cc.dlog_flushed_ns = mono_ns ();
   }
-  w->nclr_ck = 0;
+  w->cc.nclr_ck = 0;
   for (i = 0; w->site->id != 0 && i < w->nlegs; i++)
     if (w->legs[i]->sync_failed) {
       w->legs[i]->sync_failed = false;   /* flushed again, after the rewrite */
@@ -101,7 +102,7 @@ ckpt_result (struct worker *w, int res)
       if (w->legs[i]->state == LEG_FAILED && w->legs[i]->written_ok)
         __atomic_store_n (&w->legs[i]->state, LEG_REPLICATING, __ATOMIC_RELAXED);
     }
-  post (w, w->ckpt_seq);
+  post (w, w->ck.seq);
 }
 
 static void
@@ -127,7 +128,7 @@ remote_flush_done (void *opaque, int res)
     snprintf (l->last_error, sizeof l->last_error, "flush: %m");
     forget_copies (w, l);
     if (w->done > w->posted)
-      w->rewind = true;
+      w->rw.pending = true;
     __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);
     publish_done (w);
   }
@@ -149,29 +150,29 @@ ckpt_start (struct worker *w, uint64_t upto)
 {
   unsigned i;
 
-  if (w->ckpt_busy || (upto <= w->posted && !w->ckpt_force) || w->rewind)
+  if (w->ck.busy || (upto <= w->posted && !w->ck.force) || w->rw.pending)
     return;
   rep_debugc (REP_DBG_WORKER, "site %u: checkpoint: flushing the legs up to seq %" PRIu64,
               w->site->id, upto);
-  w->ckpt_seq = upto;
-  w->ckpt_err = 0;
-  if (w->nclr && !w->nclr_ck) {          /* the copies completed so far */
-    struct clr *t = w->clr_ck;
-    w->clr_ck = w->clr;
-    w->nclr_ck = w->nclr;
-    w->clr = t;
-    w->nclr = 0;
+  w->ck.seq = upto;
+  w->ck.err = 0;
+  if (w->cc.nclr && !w->cc.nclr_ck) {          /* the copies completed so far */
+    struct clr *t = w->cc.clr_ck;
+    w->cc.clr_ck = w->cc.clr;
+    w->cc.nclr_ck = w->cc.nclr;
+    w->cc.clr = t;
+    w->cc.nclr = 0;
   }
-  w->ckpt_pending = 1;                   /* held until all are submitted */
-  w->ckpt_busy = true;
+  w->ck.pending = 1;                   /* held until all are submitted */
+  w->ck.busy = true;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     if (out_of_service (l))
       continue;                          /* nothing of its is applied */
     if (l->remote) {
       if (!l->link.up) {
-        if (!w->ckpt_err)
-          w->ckpt_err = -ENOTCONN;
+        if (!w->ck.err)
+          w->ck.err = -ENOTCONN;
         continue;
       }
       l->ckpt_cb.leg = l;
@@ -179,19 +180,19 @@ ckpt_start (struct worker *w, uint64_t upto)
       l->ckpt_pending = 1;
       l->ckpt_gen = l->link.gen;
       l->ckpt_sent_ns = mono_ns ();
-      w->ckpt_pending++;
+      w->ck.pending++;
       if (l->link.ops->submit (l->link.conn, LREQ_FLUSH, NULL, 0, 0, 0, remote_flush_done,
                                &l->ckpt_cb) < 0 && l->ckpt_pending) {
         l->ckpt_pending = 0;
         ckpt_result (w, -ENOTCONN);
       }
     }
-    else if (w->uring) {
+    else if (w->eng.uring) {
       struct io_uring_sqe *sqe = get_sqe (w);
       io_uring_prep_fsync (sqe, l->fd, IORING_FSYNC_DATASYNC);
       io_uring_sqe_set_data64 (sqe, CKPT_LEG_BIT | i);
       pft_sync (l->fd, 'S');
-      w->ckpt_pending++;
+      w->ck.pending++;
     }
     else {
       pft_sync (l->fd, 'S');
@@ -200,8 +201,8 @@ ckpt_start (struct worker *w, uint64_t upto)
       else {
         int e = errno;
         leg_sync_failed (w, l, e);
-        if (!w->ckpt_err)
-          w->ckpt_err = -e;
+        if (!w->ck.err)
+          w->ck.err = -e;
       }
     }
   }
@@ -212,14 +213,14 @@ ckpt_start (struct worker *w, uint64_t upto)
 bool
 want_ckpt (struct worker *w, uint64_t now, uint64_t durable)
 {
-  uint64_t age = since (now, w->last_ckpt_ns);
-  if (w->done <= w->posted || w->ckpt_busy || now < w->ckpt_retry_at || w->rewind)
+  uint64_t age = since (now, w->ck.last_ns);
+  if (w->done <= w->posted || w->ck.busy || now < w->ck.retry_at || w->rw.pending)
     return false;
   if (w->ninflight == 0 && w->next > durable)
     /* Idle: not at once, which would cost a leg flush and a header write
      * per request at low queue depths (and delay a sync write's own log
      * sync behind a header round). */
-    return since (now, w->last_done_ns) >= CKPT_IDLE_NS || w->stop_at ||
+    return since (now, w->ck.last_done_ns) >= CKPT_IDLE_NS || w->ctl.stop_at ||
       replog_space_wanted (w->r->rl);
   return age > CKPT_INTERVAL_NS || w->done - w->posted > w->ndesc / 4 ||
     (age > CKPT_FULL_NS && replog_space_wanted (w->r->rl));

@@ -92,11 +92,98 @@ struct ready {
   int res;
 };
 
+/* A checkpoint (worker-ckpt.c): an asynchronous one has flushes of the
+ * legs in flight. */
+struct wk_ckpt {
+  uint64_t last_ns;                /* the last one ended (post) */
+  uint64_t last_done_ns;           /* an entry last completed: the idle
+                                      checkpoint's clock (the watchdog resets
+                                      last_progress_ns while nothing is pending) */
+  bool busy;
+  unsigned pending;                /* flushes outstanding (+1 while submitting) */
+  uint64_t seq;                    /* applied to post once they succeed */
+  int err;
+  uint64_t retry_at;
+  uint64_t count;                  /* checkpoints completed */
+  bool force;                      /* flush the legs even with nothing new applied */
+};
+
+/* Regions of completed copies: their bits are cleared only once a leg
+ * flush covers the copies (a persistent dirty log never says "copied"
+ * before the leg has it durably).  clr: since the last checkpoint
+ * started; clr_ck: covered by the checkpoint under way. */
+struct wk_copied {
+  struct clr { struct leg *leg; uint64_t first, n; } *clr, *clr_ck;
+  unsigned nclr, nclr_ck;
+  uint64_t dlog_flushed_ns;        /* the dirty-log files last flushed */
+};
+
+/* Resync progress (worker-resync.c). */
+struct wk_resync {
+  unsigned ncopies;                /* copy slots in use */
+  uint64_t *cursor;                /* per leg: next region to look at;
+                                      [nlegs]: the leg to start with */
+  uint64_t start, high;            /* log-mode switch seq; newest seq a copy may hold */
+  uint64_t retry_at, backoff_ns;
+  uint64_t bytes_started;          /* for the rate limit */
+  bool flushing;                   /* copies done: the legs are being flushed */
+  uint64_t flush_from;             /* ... done once ck.count passes this */
+  uint64_t flush_drops;            /* connection drops when the final flush started */
+  bool resume;                     /* a resync was under way at the last stop */
+  bool restarted;                  /* ... so copies made then may hold newer entries */
+  bool want;                       /* an in-place resync was asked for (replctl) */
+};
+
+/* The copy slots' buffers (slot qd + k uses index k). */
+struct wk_copybufs {
+  uint8_t *buf[RESYNC_QD];         /* copy buffers, one per copy slot */
+  uint8_t *rbuf[RESYNC_QD];        /* the local leg's bytes, read asynchronously */
+  uint64_t gaps[RESYNC_QD][CP_GAPS][2];  /* ... of which these ranges count */
+  unsigned ngaps[RESYNC_QD];
+  uint32_t gen[RESYNC_QD];         /* read generation (stale completions) */
+  uint64_t size;                   /* bytes of each buffer */
+};
+
+/* Link health (worker-remote.c; a remote site). */
+struct wk_health {
+  uint64_t last_progress_ns, full_since_ns, last_tick_ns;
+  uint64_t full_last_ns;           /* the log was last seen held full by this site */
+  bool behind_reported;            /* the last site-behind / within event sent */
+};
+
+/* A rewind: a connection was lost or a leg flush failed, so what is not
+ * flushed is written again from the entry after the applied sequence. */
+struct wk_rewind {
+  bool pending;                    /* re-send once what is in flight is back */
+  uint64_t done_hwm;               /* highest done: entries sent again after a
+                                      rewind are not progress */
+};
+
+/* The local leg out of service (worker-local.c, site 0). */
+struct wk_local {
+  uint64_t last_pick_ns;           /* last look for a site to serve a failed leg */
+};
+
+/* The thread's own control (worker.c). */
+struct wk_ctl {
+  bool paused_seen;                /* the site's paused flag as last acted on */
+  uint64_t stop_at;                /* stopping: the bound on the drain */
+};
+
+/* The I/O engine: io_uring, or synchronous calls in this thread. */
+struct wk_engine {
+  bool uring;
+  struct io_uring ring;
+  int evfd;                        /* the log (and worker_poke) wakes us */
+  bool evfd_armed;                 /* its poll is on the ring */
+  uint64_t poll_gen;               /* the connections' poll tags */
+};
+
 struct worker {
   struct site *site;
   struct replicator *r;
-  bool uring;
-  struct io_uring ring;
+  struct wk_engine eng;
+  /* The apply position and the log slots (worker-apply.c). */
   unsigned qd, ninflight;
   unsigned nio;                    /* qd log slots + RESYNC_QD copy slots */
   struct wio *io;
@@ -105,43 +192,6 @@ struct worker {
   uint64_t next;                   /* next seq to take */
   uint64_t done;                   /* every seq <= done completed */
   uint64_t posted;                 /* applied posted to the log */
-  uint64_t last_ckpt_ns;
-  /* An asynchronous checkpoint: flushes of the legs in flight. */
-  bool ckpt_busy;
-  unsigned ckpt_pending;
-  uint64_t ckpt_seq;
-  int ckpt_err;
-  uint64_t ckpt_retry_at;
-  uint64_t ckpt_count;             /* checkpoints completed */
-  bool ckpt_force;                 /* flush the legs even with nothing new applied */
-  /* resync */
-  unsigned ncopies;
-  uint8_t *cbuf[RESYNC_QD];        /* copy buffers, one per copy slot */
-  uint8_t *rbuf[RESYNC_QD];        /* the local leg's bytes, read asynchronously */
-  uint64_t cgaps[RESYNC_QD][CP_GAPS][2];  /* ... of which these ranges count */
-  unsigned ncgaps[RESYNC_QD];
-  uint32_t cgen[RESYNC_QD];        /* read generation (stale completions) */
-  uint64_t cbuf_size;
-  uint64_t *rs_cursor;             /* per leg: next region to look at */
-  uint64_t rs_start, rs_high;      /* log-mode switch seq; newest seq a copy may hold */
-  uint64_t rs_retry_at, rs_backoff_ns;
-  uint64_t rs_bytes_started;       /* for the rate limit */
-  bool rs_flushing;                /* copies done: the legs are being flushed */
-  bool rs_resume;                  /* a resync was under way at the last stop */
-  bool rs_restarted;               /* ... so copies made then may hold newer entries */
-  uint64_t rs_flush_drops;         /* connection drops when the final flush started */
-  bool rewind;                     /* a connection was lost: re-send what is not flushed */
-  bool paused_seen;                /* the site's paused flag as last acted on */
-  bool rs_want;                    /* an in-place resync was asked for (replctl) */
-  uint64_t last_pick_ns;           /* site 0: last look for a site to serve a failed leg */
-  /* Regions of completed copies: their bits are cleared only once a leg
-   * flush covers the copies (a persistent dirty log never says "copied"
-   * before the leg has it durably).  clr: since the last checkpoint
-   * started; clr_ck: covered by the checkpoint under way. */
-  struct clr { struct leg *leg; uint64_t first, n; } *clr, *clr_ck;
-  unsigned nclr, nclr_ck;
-  uint64_t dlog_flushed_ns;
-  uint64_t rs_flush_from;
   uint8_t *zbuf;
   struct wio *fin;                 /* completed in this reap, not yet finished */
   unsigned nfin;
@@ -152,19 +202,14 @@ struct worker {
   struct leg **legs;
   unsigned nlegs, nremote;
   struct leg **leg_of_dev;
-  int evfd;
-  bool evfd_armed;
-  uint64_t poll_gen;
-  /* link health */
-  uint64_t last_progress_ns, full_since_ns, last_tick_ns;
-  uint64_t last_done_ns;           /* an entry last completed: the idle
-                                      checkpoint's clock (the watchdog resets
-                                      last_progress_ns while nothing is pending) */
-  uint64_t full_last_ns;           /* the log was last seen held full by this site */
-  uint64_t done_hwm;               /* highest done: entries sent again after a
-                                      rewind are not progress */
-  uint64_t stop_at;
-  bool behind_reported;          /* the last site-behind / within event sent */
+  struct wk_rewind rw;
+  struct wk_ckpt ck;
+  struct wk_copied cc;
+  struct wk_resync rs;
+  struct wk_copybufs cp;
+  struct wk_health hl;
+  struct wk_local lo;
+  struct wk_ctl ctl;
   /* Registered by the top (worker_start): a resync copy completed
    * (worker-resync.c), called by the apply core's io_complete. */
   void (*on_copy_done) (struct worker *w, struct wio *io);
@@ -189,10 +234,10 @@ since (uint64_t now, uint64_t t)
 static inline struct io_uring_sqe *
 get_sqe (struct worker *w)
 {
-  struct io_uring_sqe *sqe = io_uring_get_sqe (&w->ring);
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&w->eng.ring);
   if (!sqe) {
-    io_uring_submit (&w->ring);
-    sqe = io_uring_get_sqe (&w->ring);
+    io_uring_submit (&w->eng.ring);
+    sqe = io_uring_get_sqe (&w->eng.ring);
   }
   return sqe;
 }
@@ -215,7 +260,7 @@ static inline void
 publish_done (struct worker *w)
 {
   struct site *s = w->site;
-  uint64_t v = w->rewind ? w->posted : w->done;
+  uint64_t v = w->rw.pending ? w->posted : w->done;
 
   if (v == __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED))
     return;
@@ -232,14 +277,14 @@ static inline void
 forget_copies (struct worker *w, struct leg *l)
 {
   unsigned i, j;
-  for (i = 0, j = 0; i < w->nclr; i++)
-    if (w->clr[i].leg != l)
-      w->clr[j++] = w->clr[i];
-  w->nclr = j;
-  for (i = 0, j = 0; i < w->nclr_ck; i++)
-    if (w->clr_ck[i].leg != l)
-      w->clr_ck[j++] = w->clr_ck[i];
-  w->nclr_ck = j;
+  for (i = 0, j = 0; i < w->cc.nclr; i++)
+    if (w->cc.clr[i].leg != l)
+      w->cc.clr[j++] = w->cc.clr[i];
+  w->cc.nclr = j;
+  for (i = 0, j = 0; i < w->cc.nclr_ck; i++)
+    if (w->cc.clr_ck[i].leg != l)
+      w->cc.clr_ck[j++] = w->cc.clr_ck[i];
+  w->cc.nclr_ck = j;
 }
 
 /* The entries of l's device are not written to l (a remote site serves). */
@@ -256,7 +301,7 @@ worker_wake (struct site *s)
 {
   struct worker *w = s->worker;
   uint64_t one = 1;
-  if (w && w->evfd >= 0 && write (w->evfd, &one, sizeof one) < 0) {
+  if (w && w->eng.evfd >= 0 && write (w->eng.evfd, &one, sizeof one) < 0) {
     /* a wake-up is pending anyway */
   }
 }

@@ -126,7 +126,7 @@ leg_sync_failed (struct worker *w, struct leg *l, int e)
                strerror (e));
   snprintf (l->last_error, sizeof l->last_error, "flush: %s", strerror (e));
   forget_copies (w, l);
-  w->rewind = true;
+  w->rw.pending = true;
   __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);   /* verify looks again */
   publish_done (w);                      /* the legs hold the applied sequence, no more */
   l->sync_failed = true;
@@ -272,7 +272,7 @@ restore_begin (struct worker *w, uint32_t mask)
     l->zero_range_ok = l->punch_ok = true;
     bitmap_set_all (l->dirty);
     __atomic_store_n (&l->state, LEG_RESYNCING, __ATOMIC_RELAXED);
-    w->rs_cursor[i] = 0;
+    w->rs.cursor[i] = 0;
     any = true;
     rep_event (EV_RESTORE_STARTED, 0, l->dev->name, "restoring the local leg %s from site %u",
                l->cfg->path, l->dev->serving);
@@ -305,7 +305,7 @@ local_pick_servers (struct worker *w, uint64_t now)
 {
   struct replicator *r = w->r;
   size_t i;
-  w->last_pick_ns = now;
+  w->lo.last_pick_ns = now;
   for (i = 0; i < r->ndevs; i++) {
     struct vdev *d = &r->devs[i];
     unsigned srv;

@@ -18,8 +18,8 @@
  *
  * Owns: struct rlink's worker side (conn, up, gen, poll_tag, armed_*),
  * the in-doubt regions (leg->doubt) and the site's in-doubt flag when a
- * connection is aborted, the link-health fields of struct worker
- * (last_progress_ns, full_*, last_tick_ns, behind_reported), the site's
+ * connection is aborted, the link health of struct worker (w->hl), the
+ * rewind after a drop (w->rw, with worker-apply.c), the site's
  * disconnected / catching_up flags and its move to dirty-log mode.
  * Invariants: a completion of an older connection generation is ignored;
  * a write in flight on an aborted (unfenced) connection marks its region
@@ -57,7 +57,7 @@ remote_done (void *opaque, int res)
 static void
 disarm_poll (struct worker *w, struct leg *l)
 {
-  if (l->link.poll_tag && w->uring) {
+  if (l->link.poll_tag && w->eng.uring) {
     struct io_uring_sqe *sqe = get_sqe (w);
     io_uring_prep_poll_remove (sqe, l->link.poll_tag);
     io_uring_sqe_set_data64 (sqe, IGNORE_TAG);
@@ -126,7 +126,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
    * sequence (same epoch: idempotent) before the next checkpoint. */
   forget_copies (w, l);
   if (w->done > w->posted)
-    w->rewind = true;
+    w->rw.pending = true;
   publish_done (w);
   rlink_set_error (k, "%s", why);
   if (ndoubt)
@@ -199,10 +199,10 @@ links_service (struct worker *w, uint64_t now)
   struct site *s = w->site;
   uint64_t deadline = s->cfg->request_timeout_ms * 1000000u;
   unsigned i;
-  bool tick = since (now, w->last_tick_ns) >= TICK_MS * 1000000u;
+  bool tick = since (now, w->hl.last_tick_ns) >= TICK_MS * 1000000u;
 
   if (tick)
-    w->last_tick_ns = now;
+    w->hl.last_tick_ns = now;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     struct rlink *k = &l->link;
@@ -261,11 +261,11 @@ arm_polls (struct worker *w)
 {
   unsigned i;
 
-  if (!w->evfd_armed) {
+  if (!w->eng.evfd_armed) {
     struct io_uring_sqe *sqe = get_sqe (w);
-    io_uring_prep_poll_add (sqe, w->evfd, POLLIN);
+    io_uring_prep_poll_add (sqe, w->eng.evfd, POLLIN);
     io_uring_sqe_set_data64 (sqe, EVFD_TAG);
-    w->evfd_armed = true;
+    w->eng.evfd_armed = true;
   }
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
@@ -278,7 +278,7 @@ arm_polls (struct worker *w)
       disarm_poll (w, l);
     if (!k->poll_tag && ev) {
       struct io_uring_sqe *sqe = get_sqe (w);
-      k->poll_tag = POLL_BIT | ((uint64_t) i << 32) | (++w->poll_gen & 0xffffffffu);
+      k->poll_tag = POLL_BIT | ((uint64_t) i << 32) | (++w->eng.poll_gen & 0xffffffffu);
       io_uring_prep_poll_add (sqe, fd, (unsigned) ev);
       io_uring_sqe_set_data64 (sqe, k->poll_tag);
       k->armed_fd = fd;
@@ -343,9 +343,9 @@ go_dirty (struct worker *w, const char *why)
       w->io[i].sent = false;
     }
   w->ninflight = 0;
-  w->ncopies = 0;
-  w->nclr = w->nclr_ck = 0;              /* their bits stay set */
-  w->rs_flushing = false;
+  w->rs.ncopies = 0;
+  w->cc.nclr = w->cc.nclr_ck = 0;              /* their bits stay set */
+  w->rs.flushing = false;
   for (i = 0; i < w->nlegs; i++)
     if (w->legs[i]->remote) {
       struct leg *l = w->legs[i];
@@ -362,11 +362,11 @@ go_dirty (struct worker *w, const char *why)
     /* Back off before the next try (hysteresis: a slow link does not
      * flip between the modes). */
     __atomic_store_n (&s->resyncing, false, __ATOMIC_RELAXED);
-    w->rs_backoff_ns = w->rs_backoff_ns ? w->rs_backoff_ns * 2 : RESYNC_RETRY_NS;
-    if (w->rs_backoff_ns > RESYNC_RETRY_MAX)
-      w->rs_backoff_ns = RESYNC_RETRY_MAX;
+    w->rs.backoff_ns = w->rs.backoff_ns ? w->rs.backoff_ns * 2 : RESYNC_RETRY_NS;
+    if (w->rs.backoff_ns > RESYNC_RETRY_MAX)
+      w->rs.backoff_ns = RESYNC_RETRY_MAX;
   }
-  w->rs_retry_at = mono_ns () + (w->rs_backoff_ns ? w->rs_backoff_ns : RESYNC_RETRY_NS);
+  w->rs.retry_at = mono_ns () + (w->rs.backoff_ns ? w->rs.backoff_ns : RESYNC_RETRY_NS);
   pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
 }
@@ -379,16 +379,16 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
   bool up = links_all_up (w);
   bool pending = durable > w->done || w->ninflight;
 
-  if ((!pending && up) || w->paused_seen)
-    w->last_progress_ns = now;
-  if (!s->disconnected && since (now, w->last_progress_ns) > timeout) {
+  if ((!pending && up) || w->ctl.paused_seen)
+    w->hl.last_progress_ns = now;
+  if (!s->disconnected && since (now, w->hl.last_progress_ns) > timeout) {
     rep_event (EV_SITE_DISCONNECTED, (int) s->id, NULL, "disconnected (%s for %" PRIu64 " ms); "
                "clients no longer wait for it, its entries stay in the log",
                up ? "no progress" : "link down", s->cfg->disconnect_timeout_ms);
     set_disconnected (s, true);
   }
-  else if (s->disconnected && up && !w->paused_seen &&
-           since (now, w->last_progress_ns) < TICK_MS * 1000000u) {
+  else if (s->disconnected && up && !w->ctl.paused_seen &&
+           since (now, w->hl.last_progress_ns) < TICK_MS * 1000000u) {
     rep_event (EV_SITE_BACK, (int) s->id, NULL, "back; catching up with %" PRIu64 " entries "
                "from the log", durable > w->done ? durable - w->done : 0);
     pthread_mutex_lock (&s->lock);
@@ -401,8 +401,8 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
   {
     bool over = !__atomic_load_n (&s->dirty, __ATOMIC_RELAXED) &&
       __atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, durable);
-    if (over != w->behind_reported) {
-      w->behind_reported = over;
+    if (over != w->hl.behind_reported) {
+      w->hl.behind_reported = over;
       if (over)
         rep_event (EV_SITE_BEHIND, (int) s->id, NULL, "over its fall_behind threshold: clients "
                    "wait for it (%" PRIu64 " entries behind)", durable > w->done ? durable - w->done : 0);
@@ -423,16 +423,16 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
    * back at its pace for ever. */
   if (replog_site_holds_full_log (w->r->rl, s->id) &&
       !__atomic_load_n (&s->serving_devs, __ATOMIC_ACQUIRE)) {
-    if (!w->full_since_ns)
-      w->full_since_ns = now;
-    w->full_last_ns = now;
+    if (!w->hl.full_since_ns)
+      w->hl.full_since_ns = now;
+    w->hl.full_last_ns = now;
     if (s->disconnected)
       go_dirty (w, "the log is full and the site is disconnected");
-    else if (since (now, w->full_since_ns) > s->cfg->pull_ahead_ms * 1000000u)
+    else if (since (now, w->hl.full_since_ns) > s->cfg->pull_ahead_ms * 1000000u)
       go_dirty (w, "the site kept the log full for longer than pull_ahead");
     if (__atomic_load_n (&s->dirty, __ATOMIC_RELAXED))
-      w->full_since_ns = 0;              /* after a resync, the clock starts again */
+      w->hl.full_since_ns = 0;              /* after a resync, the clock starts again */
   }
-  else if (since (now, w->full_last_ns) > FULL_GAP_NS)
-    w->full_since_ns = 0;
+  else if (since (now, w->hl.full_last_ns) > FULL_GAP_NS)
+    w->hl.full_since_ns = 0;
 }

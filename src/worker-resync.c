@@ -2,12 +2,12 @@
  *
  * A dirty-mode site whose links are up goes back to log mode at an exact
  * point of the log's append order (replog_site_resume): entries from
- * rs_start on reach it from the log, in order, as usual; everything it
+ * rs.start on reach it from the log, in order, as usual; everything it
  * missed before is in its legs' dirty logs (released entries, plus the
  * entries still in the log, marked at the switch).  Those regions are
  * copied from the device view (local leg + unapplied entries) while the
  * log keeps flowing:
- *   - copies start once every entry before rs_start is durable (so the
+ *   - copies start once every entry before rs.start is durable (so the
  *     device view has them all);
  *   - a copy and a log write never overlap on a leg: log entries wait for
  *     a copy of their range, a copy waits for log writes in flight there
@@ -16,11 +16,11 @@
  *     reserved when it was read): the copy goes out only once the log is
  *     durable that far (rule 3), and the leg is a consistent prefix again
  *     only once the log has been applied there up to every copy's
- *     hold_seq (rs_high);
+ *     hold_seq (rs.high);
  *   - a region's bit is cleared when its copy completed; holes of the
  *     device (no unapplied entry, no data in the local leg file) go as
  *     write-zeroes, many regions at once;
- *   - done: no bit left, no copy in flight, applied >= rs_high, then a
+ *   - done: no bit left, no copy in flight, applied >= rs.high, then a
  *     flush of the legs, then the header drops RL_SITE_RESYNC.
  * If the site falls back to dirty mode meanwhile (pull-ahead), copies in
  * flight are forgotten (their bits are still set) and the next try waits
@@ -29,10 +29,10 @@
  * At site 0 the same machinery restores a local leg (worker-local.c marks
  * it LEG_RESYNCING with every bit set; restore_finish hands it back).
  *
- * Owns: the resync fields of struct worker (rs_*, the copy slots
- * qd..nio-1 of w->io and their buffers, ncopies, the clr list of copies
- * completed since the last checkpoint), the site's resyncing flag and
- * resync_* counters, RL_SITE_RESYNC in the header.
+ * Owns: the resync state of struct worker (w->rs, the copy slots
+ * qd..nio-1 of w->io and their buffers w->cp, the list of copies
+ * completed since the last checkpoint w->cc.clr), the site's resyncing
+ * flag and resync_* counters, RL_SITE_RESYNC in the header.
  * Invariants: as above (rules 3 and 6); a region's dirty bit is cleared
  * only by the checkpoint that covers its copy (worker-ckpt.c).
  * May call: worker-apply.c (io_issue), worker-ckpt.c (ckpt_start),
@@ -76,9 +76,9 @@ resync_free_buffers (struct worker *w)
 {
   unsigned i;
   for (i = 0; i < RESYNC_QD; i++) {
-    free (w->cbuf[i]);
-    free (w->rbuf[i]);
-    w->cbuf[i] = w->rbuf[i] = NULL;
+    free (w->cp.buf[i]);
+    free (w->cp.rbuf[i]);
+    w->cp.buf[i] = w->cp.rbuf[i] = NULL;
   }
 }
 
@@ -102,14 +102,14 @@ resync_begin (struct worker *w, uint64_t now)
     if (l->dirty->region_size > region)
       region = l->dirty->region_size;
   }
-  w->cbuf_size = region;
+  w->cp.size = region;
   for (i = 0; i < RESYNC_QD; i++)
-    if ((!w->cbuf[i] && posix_memalign ((void **) &w->cbuf[i], 4096, (size_t) w->cbuf_size) != 0) ||
-        (!w->rbuf[i] && posix_memalign ((void **) &w->rbuf[i], 4096, (size_t) w->cbuf_size) != 0)) {
-      w->cbuf[i] = NULL;
+    if ((!w->cp.buf[i] && posix_memalign ((void **) &w->cp.buf[i], 4096, (size_t) w->cp.size) != 0) ||
+        (!w->cp.rbuf[i] && posix_memalign ((void **) &w->cp.rbuf[i], 4096, (size_t) w->cp.size) != 0)) {
+      w->cp.buf[i] = NULL;
       rep_error ("site %u: resync: out of memory", s->id);
       resync_free_buffers (w);
-      w->rs_retry_at = now + RESYNC_RETRY_MAX;
+      w->rs.retry_at = now + RESYNC_RETRY_MAX;
       return;
     }
   if (!s->dirty) {
@@ -120,20 +120,20 @@ resync_begin (struct worker *w, uint64_t now)
     if (s->id && !(replog_site_flags (w->r->rl, s->id) & RL_SITE_RESYNC) &&
         replog_change_site_flags (w->r->rl, s->id, RL_SITE_RESYNC, 0) == -1) {
       rep_error ("site %u: resync: could not record it in the log header: %m", s->id);
-      w->rs_retry_at = now + RESYNC_RETRY_MAX;
+      w->rs.retry_at = now + RESYNC_RETRY_MAX;
       return;
     }
   }
   else if (replog_site_resume (w->r->rl, s->id, resync_mark, w, &start) == -1) {
     rep_error ("site %u: resync: could not switch the site back to log mode: %m", s->id);
-    w->rs_retry_at = now + RESYNC_RETRY_MAX;
+    w->rs.retry_at = now + RESYNC_RETRY_MAX;
     return;
   }
   else {
     memset (w->cdone, 0, w->ndesc);
     w->next = start;
-    w->done = w->posted = w->done_hwm = start - 1;
-    w->last_ckpt_ns = now;
+    w->done = w->posted = w->rw.done_hwm = start - 1;
+    w->ck.last_ns = now;
     /* Fed from start on: the entries before it are the copies' to bring
      * (go_dirty forgot what was in flight), so the legs count as holding
      * start - 1.  In place, done_seq stays as publish_done keeps it: the
@@ -141,21 +141,21 @@ resync_begin (struct worker *w, uint64_t now)
      * the clients of a sync site wait for them (DESIGN 3.3). */
     publish_done (w);
   }
-  w->rs_start = start;
-  w->rs_high = start - 1;
-  if (w->rs_restarted) {
+  w->rs.start = start;
+  w->rs.high = start - 1;
+  if (w->rs.restarted) {
     /* Copies made before the restart may hold entries up to the newest
      * one recovered (none was shipped beyond what was durable). */
     struct replog_stats st;
     replog_get_stats (w->r->rl, &st);
-    w->rs_high = st.next_seq - 1;
-    w->rs_restarted = false;
+    w->rs.high = st.next_seq - 1;
+    w->rs.restarted = false;
   }
-  w->rs_flushing = false;
-  w->rs_bytes_started = 0;
-  w->last_progress_ns = now;
+  w->rs.flushing = false;
+  w->rs.bytes_started = 0;
+  w->hl.last_progress_ns = now;
   for (i = 0; i < w->nlegs; i++) {
-    w->rs_cursor[i] = 0;
+    w->rs.cursor[i] = 0;
     if (resyncable (w->legs[i]))
       total += bitmap_count (w->legs[i]->dirty);
   }
@@ -217,14 +217,14 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   if (!resyncable (l))
     return false;
   for (;;) {
-    bit = bitmap_next_set (b, w->rs_cursor[li]);
+    bit = bitmap_next_set (b, w->rs.cursor[li]);
     if (bit < b->nbits)
       break;
     /* End of the bitmap: start over once this pass's copies are back
      * (their bits are still set until they complete). */
-    if (w->rs_cursor[li] == 0 || leg_copies (w, l) || w->nclr || w->nclr_ck)
+    if (w->rs.cursor[li] == 0 || leg_copies (w, l) || w->cc.nclr || w->cc.nclr_ck)
       return false;
-    w->rs_cursor[li] = 0;
+    w->rs.cursor[li] = 0;
   }
   /* A run of dirty regions: as long as a hole allows, else one chunk. */
   max_bits = RESYNC_ZERO_MAX / rs ? RESYNC_ZERO_MAX / rs : 1;
@@ -246,7 +246,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   }
   else {
     uint64_t k;
-    n = n < w->cbuf_size / rs ? n : (w->cbuf_size / rs ? w->cbuf_size / rs : 1);
+    n = n < w->cp.size / rs ? n : (w->cp.size / rs ? w->cp.size / rs : 1);
     /* Stop the data run at a region that is all hole: it goes as zeroes. */
     for (k = 1; k < n; k++)
       if (rdev_hole_end (d, off + k * rs, rs) >= off + (k + 1) * rs)
@@ -254,7 +254,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
     n = k;
     len = n * rs < d->size - off ? n * rs : d->size - off;
   }
-  w->rs_cursor[li] = bit + n;
+  w->rs.cursor[li] = bit + n;
   if (copy_overlaps (w, l, off, len))
     return false;                        /* a log write is there: on a later pass */
   reading = false;
@@ -262,19 +262,19 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
     unsigned k = slot - w->qd;
     /* The unapplied entries now, the local leg's bytes asynchronously
      * (after: see rdev_read_view); else all of it synchronously. */
-    if (w->uring && len % d->local->lbs == 0 &&
-        rdev_view_overlay (d, w->cbuf[k], (uint32_t) len, off, w->cgaps[k], CP_GAPS, &w->ncgaps[k]) == 0) {
-      if (w->ncgaps[k]) {
+    if (w->eng.uring && len % d->local->lbs == 0 &&
+        rdev_view_overlay (d, w->cp.buf[k], (uint32_t) len, off, w->cp.gaps[k], CP_GAPS, &w->cp.ngaps[k]) == 0) {
+      if (w->cp.ngaps[k]) {
         struct io_uring_sqe *sqe = get_sqe (w);
-        w->cgen[k]++;
-        io_uring_prep_read (sqe, d->local->fd, w->rbuf[k], (unsigned) len, off);
-        io_uring_sqe_set_data64 (sqe, CPREAD_BIT | ((uint64_t) (w->cgen[k] & 0xffffff) << 16) | slot);
+        w->cp.gen[k]++;
+        io_uring_prep_read (sqe, d->local->fd, w->cp.rbuf[k], (unsigned) len, off);
+        io_uring_sqe_set_data64 (sqe, CPREAD_BIT | ((uint64_t) (w->cp.gen[k] & 0xffffff) << 16) | slot);
         reading = true;
       }
     }
-    else if (rdev_read_view (d, w->cbuf[k], (uint32_t) len, off) == -1) {
+    else if (rdev_read_view (d, w->cp.buf[k], (uint32_t) len, off) == -1) {
       snprintf (l->last_error, sizeof l->last_error, "resync: reading the device at %" PRIu64 ": %m", off);
-      w->rs_cursor[li] = bit;            /* try again on the next pass */
+      w->rs.cursor[li] = bit;            /* try again on the next pass */
       return false;
     }
   }
@@ -282,14 +282,14 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   *io = (struct wio) {
     .active = true, .leg = l, .copy = true, .staged = true, .reading = reading,
     .op = zero ? RL_OP_ZERO : RL_OP_WRITE, .flags = zero ? RL_FLAG_MAY_TRIM : 0,
-    .off = off, .len = len, .buf = zero ? NULL : w->cbuf[slot - w->qd],
+    .off = off, .len = len, .buf = zero ? NULL : w->cp.buf[slot - w->qd],
     .hold_seq = st.next_seq - 1, .first_bit = bit, .nbits = n, .w = w,
   };
-  if (io->hold_seq > w->rs_high)
-    w->rs_high = io->hold_seq;
-  w->ncopies++;
+  if (io->hold_seq > w->rs.high)
+    w->rs.high = io->hold_seq;
+  w->rs.ncopies++;
   if (!zero)
-    w->rs_bytes_started += len;
+    w->rs.bytes_started += len;
   rep_debugc (REP_DBG_RESYNC, "site %u: resync: device '%s' %s %" PRIu64 "+%" PRIu64, w->site->id,
               d->name, zero ? "zeroes" : "copies", off, len);
   if (!reading && durable >= io->hold_seq) {
@@ -311,25 +311,25 @@ copy_read_done (struct worker *w, uint64_t tag, int res)
     return;
   io = &w->io[slot];
   k = slot - w->qd;
-  if (!io->active || !io->copy || !io->reading || ((tag >> 16) & 0xffffff) != (w->cgen[k] & 0xffffff))
+  if (!io->active || !io->copy || !io->reading || ((tag >> 16) & 0xffffff) != (w->cp.gen[k] & 0xffffff))
     return;                              /* a forgotten copy's */
   if (res == (int) io->len)
-    for (i = 0; i < w->ncgaps[k]; i++)
-      memcpy (w->cbuf[k] + (w->cgaps[k][i][0] - io->off), w->rbuf[k] + (w->cgaps[k][i][0] - io->off),
-              w->cgaps[k][i][1] - w->cgaps[k][i][0]);
-  else if (rdev_read_view (io->leg->dev, w->cbuf[k], (uint32_t) io->len, io->off) == -1) {
+    for (i = 0; i < w->cp.ngaps[k]; i++)
+      memcpy (w->cp.buf[k] + (w->cp.gaps[k][i][0] - io->off), w->cp.rbuf[k] + (w->cp.gaps[k][i][0] - io->off),
+              w->cp.gaps[k][i][1] - w->cp.gaps[k][i][0]);
+  else if (rdev_read_view (io->leg->dev, w->cp.buf[k], (uint32_t) io->len, io->off) == -1) {
     /* Not copied: its bits stay set, a later pass takes it again. */
     snprintf (io->leg->last_error, sizeof io->leg->last_error,
               "resync: reading the device at %" PRIu64 ": %m", io->off);
     io->active = false;
-    w->ncopies--;
+    w->rs.ncopies--;
     return;
   }
   io->reading = false;
   replog_get_stats (w->r->rl, &st);      /* the newest entry the bytes may hold */
   io->hold_seq = st.next_seq - 1;
-  if (io->hold_seq > w->rs_high)
-    w->rs_high = io->hold_seq;
+  if (io->hold_seq > w->rs.high)
+    w->rs.high = io->hold_seq;
 }
 
 void
@@ -337,10 +337,10 @@ copy_done (struct worker *w, struct wio *io)
 {
   struct site *s = w->site;
 
-  w->clr[w->nclr++] = (struct clr) { io->leg, io->first_bit, io->nbits };
+  w->cc.clr[w->cc.nclr++] = (struct clr) { io->leg, io->first_bit, io->nbits };
   io->active = false;
-  w->ncopies--;
-  w->last_progress_ns = mono_ns ();
+  w->rs.ncopies--;
+  w->hl.last_progress_ns = mono_ns ();
   __atomic_add_fetch (&s->resync_copied, io->nbits, __ATOMIC_RELAXED);
   if (io->op == RL_OP_WRITE)
     __atomic_add_fetch (&s->resync_bytes, io->len, __ATOMIC_RELAXED);
@@ -353,7 +353,7 @@ rate_allows (struct worker *w, uint64_t now)
 {
   uint64_t rate = w->site->cfg->resync_rate;
   uint64_t elapsed_ms = since (now, w->site->resync_started_ns) / 1000000u;
-  return !rate || w->rs_bytes_started <= rate * elapsed_ms / 1000u + RESYNC_CHUNK;
+  return !rate || w->rs.bytes_started <= rate * elapsed_ms / 1000u + RESYNC_CHUNK;
 }
 
 static void
@@ -383,8 +383,8 @@ resync_finish (struct worker *w)
   pthread_mutex_unlock (&s->lock);
   for (i = 0; i < w->nlegs; i++)
     __atomic_store_n (&w->legs[i]->initial_sync, false, __ATOMIC_RELAXED);
-  w->rs_backoff_ns = 0;
-  w->rs_flushing = false;
+  w->rs.backoff_ns = 0;
+  w->rs.flushing = false;
   resync_free_buffers (w);
   rep_event (EV_RESYNC_FINISHED, (int) s->id, NULL, "resync finished: %" PRIu64 " regions, %"
              PRIu64 " MiB of data and %" PRIu64 " MiB of zeroes in %.1f s; the site is consistent "
@@ -400,8 +400,8 @@ doubt_check (struct worker *w, uint64_t now)
   unsigned i;
   if (w->site->resyncing)
     return;
-  if (w->rs_want) {
-    w->rs_want = false;
+  if (w->rs.want) {
+    w->rs.want = false;
     resync_begin (w, now);
     return;
   }
@@ -423,7 +423,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
   unsigned slot, i, tries;
   bool any = false;
 
-  if (!s->resyncing || durable + 1 < w->rs_start)
+  if (!s->resyncing || durable + 1 < w->rs.start)
     return;
   for (slot = w->qd; slot < w->nio; slot++) {
     struct wio *io = &w->io[slot];
@@ -432,7 +432,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
       io_issue (w, slot);
     }
   }
-  if (w->rs_flushing) {
+  if (w->rs.flushing) {
     uint64_t drops = 0;
     bool more = false;
     for (i = 0; i < w->nlegs; i++) {
@@ -441,14 +441,14 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
       more |= (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits) ||
         (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits);
     }
-    if (more || drops != w->rs_flush_drops || w->rewind) {
-      w->rs_flushing = false;            /* new work came in (resync --full, a drop) */
+    if (more || drops != w->rs.flush_drops || w->rw.pending) {
+      w->rs.flushing = false;            /* new work came in (resync --full, a drop) */
       return;
     }
-    if (w->ckpt_count > w->rs_flush_from)
+    if (w->ck.count > w->rs.flush_from)
       resync_finish (w);
-    else if (!w->ckpt_busy && now >= w->ckpt_retry_at) {
-      w->ckpt_force = true;                /* a failed flush: again */
+    else if (!w->ck.busy && now >= w->ck.retry_at) {
+      w->ck.force = true;                /* a failed flush: again */
       ckpt_start (w, w->done);
     }
     return;
@@ -456,25 +456,25 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
   if (!links_all_up (w))
     return;
   /* Completed copies count as copied once a leg flush covers them. */
-  if ((w->nclr >= CLR_MAX - RESYNC_QD || (w->nclr && !w->ncopies)) && !w->ckpt_busy &&
-      now >= w->ckpt_retry_at) {
-    w->ckpt_force = true;
+  if ((w->cc.nclr >= CLR_MAX - RESYNC_QD || (w->cc.nclr && !w->rs.ncopies)) && !w->ck.busy &&
+      now >= w->ck.retry_at) {
+    w->ck.force = true;
     ckpt_start (w, w->done);
   }
-  for (tries = 0; tries < w->nlegs && w->ncopies < RESYNC_QD && rate_allows (w, now) &&
-                  w->nclr + w->ncopies < CLR_MAX; ) {
-    unsigned li = (unsigned) ((w->rs_cursor[w->nlegs] + tries) % w->nlegs);
+  for (tries = 0; tries < w->nlegs && w->rs.ncopies < RESYNC_QD && rate_allows (w, now) &&
+                  w->cc.nclr + w->rs.ncopies < CLR_MAX; ) {
+    unsigned li = (unsigned) ((w->rs.cursor[w->nlegs] + tries) % w->nlegs);
     for (slot = w->qd; slot < w->nio && w->io[slot].active; slot++)
       ;
     if (copy_start (w, li, slot, durable)) {
       any = true;
-      w->rs_cursor[w->nlegs] = li + 1;     /* round robin over the legs */
+      w->rs.cursor[w->nlegs] = li + 1;     /* round robin over the legs */
       tries = 0;
       continue;
     }
     tries++;
   }
-  if (any || w->ncopies || w->nclr || w->nclr_ck || w->done < w->rs_high)
+  if (any || w->rs.ncopies || w->cc.nclr || w->cc.nclr_ck || w->done < w->rs.high)
     return;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
@@ -486,22 +486,22 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
       if (since (now, l->link.down_since_ns) > DOUBT_GRACE_NS && l->link.up) {
         bitmap_merge (l->dirty, l->doubt);
         l->doubt_pending = false;
-        w->rs_cursor[i] = 0;
+        w->rs.cursor[i] = 0;
       }
       return;
     }
   }
   /* Every region copied and the log applied past every copy's data:
    * flush the copies to stable storage before the header says so. */
-  w->rs_flushing = true;
-  w->rs_flush_from = w->ckpt_count;
-  w->rs_flush_drops = 0;
+  w->rs.flushing = true;
+  w->rs.flush_from = w->ck.count;
+  w->rs.flush_drops = 0;
   for (i = 0; i < w->nlegs; i++)
-    w->rs_flush_drops += w->legs[i]->link.drops;
-  if (!w->ckpt_busy) {
-    w->ckpt_force = true;
+    w->rs.flush_drops += w->legs[i]->link.drops;
+  if (!w->ck.busy) {
+    w->ck.force = true;
     ckpt_start (w, w->done);
   }
   else
-    w->rs_flush_from = w->ckpt_count + 1;  /* the one under way may predate the copies */
+    w->rs.flush_from = w->ck.count + 1;  /* the one under way may predate the copies */
 }

@@ -19,7 +19,8 @@
  *
  * Owns: struct worker's life (worker_start/worker_free), the thread,
  * site->worker/running, the eventfd, the ring's completion queue, the
- * stop (stop_at) and the paused flag as acted on (paused_seen).
+ * thread's control (w->ctl: the bound on the stop, the paused flag as
+ * acted on).
  * Invariants: the worker's state is touched by its thread only (after
  * worker_start hands it over, before worker_stop joins it).
  * May call: every worker piece (worker-*.c) and worker-int.h; nothing
@@ -50,7 +51,7 @@
 static void
 reap (struct worker *w, unsigned timeout_ms)
 {
-  if (w->uring) {
+  if (w->eng.uring) {
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = { .tv_sec = timeout_ms / 1000,
                                     .tv_nsec = (long long) (timeout_ms % 1000) * 1000000 };
@@ -59,11 +60,11 @@ reap (struct worker *w, unsigned timeout_ms)
 
     if (w->nremote)
       arm_polls (w);
-    r = timeout_ms || w->nready ? io_uring_submit_and_wait_timeout (&w->ring, &cqe, w->nready ? 0 : 1, &ts, NULL)
-                                : io_uring_submit (&w->ring);
+    r = timeout_ms || w->nready ? io_uring_submit_and_wait_timeout (&w->eng.ring, &cqe, w->nready ? 0 : 1, &ts, NULL)
+                                : io_uring_submit (&w->eng.ring);
     if (r < 0 && r != -ETIME && r != -EINTR)
       rep_debugc (REP_DBG_WORKER, "io_uring_submit_and_wait_timeout: %s", strerror (-r));
-    io_uring_for_each_cqe (&w->ring, head, cqe) {
+    io_uring_for_each_cqe (&w->eng.ring, head, cqe) {
       uint64_t tag = io_uring_cqe_get_data64 (cqe);
       int res = cqe->res;
       n++;
@@ -80,8 +81,8 @@ reap (struct worker *w, unsigned timeout_ms)
       }
       else if (tag == EVFD_TAG) {
         uint64_t v;
-        w->evfd_armed = false;
-        if (read (w->evfd, &v, sizeof v) < 0) {
+        w->eng.evfd_armed = false;
+        if (read (w->eng.evfd, &v, sizeof v) < 0) {
           /* nothing to read: fine */
         }
       }
@@ -91,13 +92,13 @@ reap (struct worker *w, unsigned timeout_ms)
                io_result (w, (unsigned) tag, res))
         io_issue (w, (unsigned) tag);
     }
-    io_uring_cq_advance (&w->ring, n);
+    io_uring_cq_advance (&w->eng.ring, n);
   }
   else if (w->nremote && !w->nready) {
     /* threads engine with connections: poll() them and the eventfd */
     struct pollfd pfd[1 + 64];
     unsigned map[1 + 64], np = 0, i;
-    pfd[np].fd = w->evfd;
+    pfd[np].fd = w->eng.evfd;
     pfd[np].events = POLLIN;
     map[np++] = UINT32_MAX;
     for (i = 0; i < w->nlegs && np < 65; i++) {
@@ -115,7 +116,7 @@ reap (struct worker *w, unsigned timeout_ms)
           continue;
         if (map[i] == UINT32_MAX) {
           uint64_t v;
-          if (read (w->evfd, &v, sizeof v) < 0) {
+          if (read (w->eng.evfd, &v, sizeof v) < 0) {
             /* fine */
           }
         }
@@ -141,8 +142,8 @@ requests_check (struct worker *w, uint64_t now)
 
   if (serve)
     serve_take (w, serve);
-  if (paused != w->paused_seen) {
-    w->paused_seen = paused;
+  if (paused != w->ctl.paused_seen) {
+    w->ctl.paused_seen = paused;
     if (paused) {
       rep_event (EV_SITE_PAUSED, (int) s->id, NULL, "paused by the administrator: not fed from "
                  "the log, clients do not wait for it; its entries stay in the log");
@@ -151,7 +152,7 @@ requests_check (struct worker *w, uint64_t now)
     }
     else {
       rep_event (EV_SITE_RESUMED, (int) s->id, NULL, "resumed");
-      w->last_progress_ns = now;
+      w->hl.last_progress_ns = now;
     }
   }
   if (full) {
@@ -159,20 +160,20 @@ requests_check (struct worker *w, uint64_t now)
     for (i = 0; i < w->nlegs; i++)
       if (full & (1u << w->legs[i]->dev->index)) {
         bitmap_set_all (w->legs[i]->dirty);
-        w->rs_cursor[i] = 0;
+        w->rs.cursor[i] = 0;
         n += w->legs[i]->dirty->nbits;
       }
     if (s->resyncing)
       __atomic_add_fetch (&s->resync_regions, n, __ATOMIC_RELAXED);
     else if (!s->dirty)
-      w->rs_want = true;                 /* in place: the site stays in log mode */
+      w->rs.want = true;                 /* in place: the site stays in log mode */
   }
   if ((asap || full) && s->dirty) {
-    w->rs_retry_at = 0;
-    w->rs_backoff_ns = 0;
+    w->rs.retry_at = 0;
+    w->rs.backoff_ns = 0;
   }
   else if (asap && !s->resyncing)
-    w->rs_want = true;                   /* regions marked in log mode (verify --mark) */
+    w->rs.want = true;                   /* regions marked in log mode (verify --mark) */
 }
 
 static void
@@ -199,30 +200,30 @@ remote_loop (struct worker *w)
 
     links_service (w, now);
     if (stopping) {
-      if (!w->stop_at)
-        w->stop_at = now + STOP_REMOTE_NS;
-      if (w->site->dirty || now > w->stop_at ||
-          (w->ninflight == 0 && !w->ckpt_busy && (w->done <= w->posted || !links_all_up (w))))
+      if (!w->ctl.stop_at)
+        w->ctl.stop_at = now + STOP_REMOTE_NS;
+      if (w->site->dirty || now > w->ctl.stop_at ||
+          (w->ninflight == 0 && !w->ck.busy && (w->done <= w->posted || !links_all_up (w))))
         break;
     }
-    if (w->rs_resume && !stopping) {
-      w->rs_resume = false;
+    if (w->rs.resume && !stopping) {
+      w->rs.resume = false;
       resync_begin (w, now);
     }
     requests_check (w, now);
     if (!w->site->dirty) {
-      if (!stopping && !w->paused_seen)
+      if (!stopping && !w->ctl.paused_seen)
         fill (w, durable);
-      if (want_ckpt (w, now, durable) || (stopping && w->ninflight == 0 && !w->ckpt_busy &&
-                                          w->done > w->posted && now >= w->ckpt_retry_at))
+      if (want_ckpt (w, now, durable) || (stopping && w->ninflight == 0 && !w->ck.busy &&
+                                          w->done > w->posted && now >= w->ck.retry_at))
         ckpt_start (w, w->done);
       watchdog (w, now, durable);
-      if (!stopping && !w->site->dirty && !w->paused_seen) {
+      if (!stopping && !w->site->dirty && !w->ctl.paused_seen) {
         resync_step (w, now, durable);
         doubt_check (w, now);
       }
     }
-    else if (!stopping && !w->paused_seen && now >= w->rs_retry_at && links_all_up (w))
+    else if (!stopping && !w->ctl.paused_seen && now >= w->rs.retry_at && links_all_up (w))
       resync_begin (w, now);
     reap (w, w->nready ? 0 : TICK_MS);
   }
@@ -241,37 +242,37 @@ local_loop (struct worker *w)
     uint64_t now = mono_ns ();
 
     if (stopping) {
-      if (!w->stop_at)
-        w->stop_at = now + r->drain_ms * 1000000u;
-      if (now > w->stop_at && w->ninflight == 0)
+      if (!w->ctl.stop_at)
+        w->ctl.stop_at = now + r->drain_ms * 1000000u;
+      if (now > w->ctl.stop_at && w->ninflight == 0)
         break;
     }
-    if (w->rs_resume && !stopping) {
-      w->rs_resume = false;
+    if (w->rs.resume && !stopping) {
+      w->rs.resume = false;
       resync_begin (w, now);
     }
     if (w->site->id == 0 && __atomic_load_n (&w->site->fail_req, __ATOMIC_ACQUIRE))
       local_read_failures (w);           /* a client read failed on a local leg */
     if (w->site->id != 0)
       requests_check (w, now);
-    else if (since (now, w->last_pick_ns) > 1000000000u)
+    else if (since (now, w->lo.last_pick_ns) > 1000000000u)
       local_pick_servers (w, now);
     if (w->site->id == 0 && __atomic_load_n (&w->site->restore_req, __ATOMIC_ACQUIRE) && !stopping &&
         restore_begin (w, __atomic_exchange_n (&w->site->restore_req, 0, __ATOMIC_ACQ_REL)))
       resync_begin (w, now);
     if (w->site->dirty) {
       /* Not fed from the log: a resync brings the site back. */
-      if (!stopping && !w->paused_seen && now >= w->rs_retry_at)
+      if (!stopping && !w->ctl.paused_seen && now >= w->rs.retry_at)
         resync_begin (w, now);
     }
     else {
-      if ((!stopping || now <= w->stop_at) && !w->paused_seen)
+      if ((!stopping || now <= w->ctl.stop_at) && !w->ctl.paused_seen)
         fill (w, durable);
       if (want_ckpt (w, now, durable))
         ckpt_start (w, w->done);
       if (w->site->id != 0) {
         watchdog (w, now, durable);
-        if (!stopping && !w->paused_seen) {
+        if (!stopping && !w->ctl.paused_seen) {
           resync_step (w, now, durable);
           doubt_check (w, now);
         }
@@ -279,7 +280,7 @@ local_loop (struct worker *w)
       else if (!stopping && w->site->resyncing)
         resync_step (w, now, durable);   /* a restore */
     }
-    if (w->ninflight || w->ckpt_busy || w->nready || w->ncopies) {
+    if (w->ninflight || w->ck.busy || w->nready || w->rs.ncopies) {
       reap (w, w->nready ? 0 : TICK_MS);
       continue;
     }
@@ -287,7 +288,7 @@ local_loop (struct worker *w)
       /* Drained everything the log had made durable; is there more coming? */
       struct replog_stats st;
       replog_get_stats (r->rl, &st);
-      if (st.committed_seq < w->next || mono_ns () > w->stop_at)
+      if (st.committed_seq < w->next || mono_ns () > w->ctl.stop_at)
         break;
     }
     /* Idle.  With applied progress not yet posted (the idle checkpoint is
@@ -314,9 +315,9 @@ static void
 worker_free (struct worker *w)
 {
   unsigned i;
-  if (w->evfd >= 0) {
-    replog_remove_waker (w->r->rl, w->evfd);
-    close (w->evfd);
+  if (w->eng.evfd >= 0) {
+    replog_remove_waker (w->r->rl, w->eng.evfd);
+    close (w->eng.evfd);
   }
   for (i = 0; i < w->nlegs; i++)
     if (w->legs[i]->remote) {
@@ -329,8 +330,8 @@ worker_free (struct worker *w)
       }
       k->poll_tag = 0;
     }
-  if (w->uring)
-    io_uring_queue_exit (&w->ring);
+  if (w->eng.uring)
+    io_uring_queue_exit (&w->eng.ring);
   free (w->io);
   free (w->cdone);
   free (w->ready);
@@ -338,9 +339,9 @@ worker_free (struct worker *w)
   free (w->fin);
   free (w->legs);
   free (w->leg_of_dev);
-  free (w->rs_cursor);
-  free (w->clr);
-  free (w->clr_ck);
+  free (w->rs.cursor);
+  free (w->cc.clr);
+  free (w->cc.clr_ck);
   resync_free_buffers (w);
   free (w);
 }
@@ -358,7 +359,7 @@ worker_start (struct site *s)
     rep_error ("calloc: %m");
     return -1;
   }
-  w->evfd = -1;
+  w->eng.evfd = -1;
   replog_get_stats (r->rl, &st);
   w->site = s;
   w->r = r;
@@ -366,19 +367,19 @@ worker_start (struct site *s)
   w->qd = s->cfg->queue_depth;
   w->ndesc = st.ndesc;
   w->next = replog_applied (r->rl, s->id) + 1;
-  w->done = w->posted = w->done_hwm = w->next - 1;
-  w->last_ckpt_ns = w->last_progress_ns = mono_ns ();
+  w->done = w->posted = w->rw.done_hwm = w->next - 1;
+  w->ck.last_ns = w->hl.last_progress_ns = mono_ns ();
   w->nio = w->qd + RESYNC_QD;
   w->io = calloc (w->nio, sizeof *w->io);
   w->cdone = calloc (w->ndesc, 1);
   w->ready = calloc (w->nio + 1, sizeof *w->ready);
-  w->rs_cursor = calloc (r->ndevs + 2, sizeof *w->rs_cursor);
-  w->clr = calloc (CLR_MAX, sizeof *w->clr);
-  w->clr_ck = calloc (CLR_MAX, sizeof *w->clr_ck);
+  w->rs.cursor = calloc (r->ndevs + 2, sizeof *w->rs.cursor);
+  w->cc.clr = calloc (CLR_MAX, sizeof *w->cc.clr);
+  w->cc.clr_ck = calloc (CLR_MAX, sizeof *w->cc.clr_ck);
   w->fin = calloc (w->qd, sizeof *w->fin);
   w->legs = calloc (r->ndevs + 1, sizeof *w->legs);
   w->leg_of_dev = calloc (r->ndevs + 1, sizeof *w->leg_of_dev);
-  if (!w->fin || !w->legs || !w->leg_of_dev || !w->rs_cursor || !w->clr || !w->clr_ck ||
+  if (!w->fin || !w->legs || !w->leg_of_dev || !w->rs.cursor || !w->cc.clr || !w->cc.clr_ck ||
       !w->io || !w->cdone || !w->ready || posix_memalign ((void **) &w->zbuf, 4096, ZBUF_SIZE) != 0) {
     rep_error ("worker: out of memory");
     goto err;
@@ -401,20 +402,20 @@ worker_start (struct site *s)
       }
     }
   if (w->nremote) {
-    if ((w->evfd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+    if ((w->eng.evfd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
       rep_error ("site %u: eventfd: %m", s->id);
       goto err;
     }
-    replog_add_waker (r->rl, w->evfd);
+    replog_add_waker (r->rl, w->eng.evfd);
     for (i = 0; i < w->nlegs; i++)
       if (w->legs[i]->remote)
-        w->legs[i]->link.wake_fd = w->evfd;
+        w->legs[i]->link.wake_fd = w->eng.evfd;
   }
   /* Payload bytes this site has still to apply (fall_behind "size"). */
   if (!s->dirty) {
     uint64_t seq, b = 0;
     if (s->id && (replog_site_flags (r->rl, s->id) & RL_SITE_RESYNC))
-      w->rs_resume = w->rs_restarted = true;   /* carry on with the resync */
+      w->rs.resume = w->rs.restarted = true;   /* carry on with the resync */
     for (seq = w->next; seq <= st.committed_seq; seq++) {
       const struct rl_desc *d = replog_desc (r->rl, seq);
       if (d->op == RL_OP_WRITE)
@@ -432,11 +433,11 @@ worker_start (struct site *s)
     s->cons_time_ns = d->seq == w->done ? d->time_ns : 0;
     s->cons_valid = true;
   }
-  w->uring = false;
+  w->eng.uring = false;
   if (!r->force_sync_engine) {
-    e = io_uring_queue_init (w->nio * 2 + 2 * w->nremote + 8, &w->ring, 0);
+    e = io_uring_queue_init (w->nio * 2 + 2 * w->nremote + 8, &w->eng.ring, 0);
     if (e == 0)
-      w->uring = true;
+      w->eng.uring = true;
     else if (e == -EPERM || e == -ENOSYS)
       rep_warn ("site %u: io_uring is not allowed here (%s); using synchronous I/O in a thread",
                 s->id, strerror (-e));
@@ -445,7 +446,7 @@ worker_start (struct site *s)
       goto err;
     }
   }
-  r->engine = w->uring ? "io_uring" : "threads";
+  r->engine = w->eng.uring ? "io_uring" : "threads";
   for (i = 0; i < w->nlegs; i++)
     if (w->legs[i]->remote && rlink_start (&w->legs[i]->link) == -1)
       goto err;
