@@ -204,15 +204,46 @@ finish_batch (struct worker *w)
   w->nfin = 0;
 }
 
-/* Handle one result for io idx.  Returns true if the io needs reissuing. */
-bool
-io_result (struct worker *w, unsigned idx, int res)
+/* A write (or zero) of io failed for good (errno -res): retried after a
+ * pause; a failed local leg of site 0 may go out of service instead.
+ * Returns true if the io needs reissuing. */
+static bool
+io_failed (struct worker *w, struct wio *io, int res)
 {
-  struct wio *io = &w->io[idx];
   struct leg *l = io->leg;
 
-  if (res == -EAGAIN || res == -EINTR)
-    return true;
+  errno = -res;
+  __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
+  l->written_ok = false;
+  if (!l->last_error[0])
+    rep_error ("device '%s': leg %s (site %u): write at %" PRIu64 " failed: %m; "
+               "the entry stays in the log and is retried", l->dev->name, l->cfg->path,
+               l->site, io->off + io->done);
+  snprintf (l->last_error, sizeof l->last_error, "write at %" PRIu64 ": %m", io->off + io->done);
+  if (l->remote) {
+    io->retry_at = mono_ns () + RETRY_NS;
+    io->parked = true;
+    return false;
+  }
+  if (l->site == 0 && !io->copy && local_fail (w, l, "write", -res)) {
+    /* Out of service, a remote site serves the device: the entry is
+     * what the leg misses now. */
+    bitmap_set_range (l->dirty, io->off, io->len);
+    io_complete (w, io);
+    return false;
+  }
+  __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+  backoff ();                  /* the leg may come back */
+  return true;
+}
+
+/* A failed result (res < 0) for io: a refusal to fall back from, a lost
+ * connection, or a failure.  Returns true if the io needs reissuing. */
+static bool
+io_error (struct worker *w, struct wio *io, int res)
+{
+  struct leg *l = io->leg;
+
   if (l->remote && (res == -EINVAL || res == -EOPNOTSUPP) && io->op != RL_OP_WRITE &&
       !io->zerofill) {
     /* The remote refused its write-zeroes (WRITE SAME): zeroes, written. */
@@ -249,31 +280,20 @@ io_result (struct worker *w, unsigned idx, int res)
                l->dev->name, l->cfg->path, mode);
     return true;
   }
-  if (res < 0) {
-    errno = -res;
-    __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
-    l->written_ok = false;
-    if (!l->last_error[0])
-      rep_error ("device '%s': leg %s (site %u): write at %" PRIu64 " failed: %m; "
-                 "the entry stays in the log and is retried", l->dev->name, l->cfg->path,
-                 l->site, io->off + io->done);
-    snprintf (l->last_error, sizeof l->last_error, "write at %" PRIu64 ": %m", io->off + io->done);
-    if (l->remote) {
-      io->retry_at = mono_ns () + RETRY_NS;
-      io->parked = true;
-      return false;
-    }
-    if (l->site == 0 && !io->copy && local_fail (w, l, "write", -res)) {
-      /* Out of service, a remote site serves the device: the entry is
-       * what the leg misses now. */
-      bitmap_set_range (l->dirty, io->off, io->len);
-      io_complete (w, io);
-      return false;
-    }
-    __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
-    backoff ();                  /* the leg may come back */
+  return io_failed (w, io, res);
+}
+
+/* Handle one result for io idx.  Returns true if the io needs reissuing. */
+bool
+io_result (struct worker *w, unsigned idx, int res)
+{
+  struct wio *io = &w->io[idx];
+  struct leg *l = io->leg;
+
+  if (res == -EAGAIN || res == -EINTR)
     return true;
-  }
+  if (res < 0)
+    return io_error (w, io, res);
   if (res == 0 && (io->op == RL_OP_WRITE || io->zerofill)) {
     errno = ENOSPC;
     rep_error ("device '%s': leg %s: write at %" PRIu64 " wrote nothing", l->dev->name,

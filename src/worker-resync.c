@@ -82,11 +82,14 @@ resync_free_buffers (struct worker *w)
   }
 }
 
-void
-resync_begin (struct worker *w, uint64_t now)
+/* The regions a resync copies (in-doubt ones past their grace period,
+ * every region of a leg without a dirty log) and the copy buffers, as
+ * large as the largest region.  -1: out of memory (retried later). */
+static int
+resync_prepare (struct worker *w, uint64_t now)
 {
   struct site *s = w->site;
-  uint64_t start, total = 0, region = RESYNC_CHUNK;
+  uint64_t region = RESYNC_CHUNK;
   unsigned i;
 
   for (i = 0; i < w->nlegs; i++) {
@@ -110,29 +113,41 @@ resync_begin (struct worker *w, uint64_t now)
       rep_error ("site %u: resync: out of memory", s->id);
       resync_free_buffers (w);
       w->rs.retry_at = now + RESYNC_RETRY_MAX;
-      return;
+      return -1;
     }
+  return 0;
+}
+
+/* The site is fed from the log again from *start on: back from dirty-log
+ * mode at an exact point of the log (replog_site_resume), or in place
+ * (already in log mode).  -1: the header could not say so (retried
+ * later). */
+static int
+resync_switch (struct worker *w, uint64_t now, uint64_t *start)
+{
+  struct site *s = w->site;
+
   if (!s->dirty) {
     /* In log mode already (in-doubt regions, a full resync, a restart):
      * the header says so before anything is copied, so that a restart
      * does not take the site for consistent. */
-    start = w->next;
+    *start = w->next;
     if (s->id && !(replog_site_flags (w->r->rl, s->id) & RL_SITE_RESYNC) &&
         replog_change_site_flags (w->r->rl, s->id, RL_SITE_RESYNC, 0) == -1) {
       rep_error ("site %u: resync: could not record it in the log header: %m", s->id);
       w->rs.retry_at = now + RESYNC_RETRY_MAX;
-      return;
+      return -1;
     }
   }
-  else if (replog_site_resume (w->r->rl, s->id, resync_mark, w, &start) == -1) {
+  else if (replog_site_resume (w->r->rl, s->id, resync_mark, w, start) == -1) {
     rep_error ("site %u: resync: could not switch the site back to log mode: %m", s->id);
     w->rs.retry_at = now + RESYNC_RETRY_MAX;
-    return;
+    return -1;
   }
   else {
     memset (w->cdone, 0, w->ndesc);
-    w->next = start;
-    w->done = w->posted = w->rw.done_hwm = start - 1;
+    w->next = *start;
+    w->done = w->posted = w->rw.done_hwm = *start - 1;
     w->ck.last_ns = now;
     /* Fed from start on: the entries before it are the copies' to bring
      * (go_dirty forgot what was in flight), so the legs count as holding
@@ -141,6 +156,18 @@ resync_begin (struct worker *w, uint64_t now)
      * the clients of a sync site wait for them (DESIGN 3.3). */
     publish_done (w);
   }
+  return 0;
+}
+
+void
+resync_begin (struct worker *w, uint64_t now)
+{
+  struct site *s = w->site;
+  uint64_t start, total = 0;
+  unsigned i;
+
+  if (resync_prepare (w, now) == -1 || resync_switch (w, now, &start) == -1)
+    return;
   w->rs.start = start;
   w->rs.high = start - 1;
   if (w->rs.restarted) {
@@ -201,6 +228,79 @@ leg_copies (struct worker *w, const struct leg *l)
   return n;
 }
 
+/* The extent of the copy that starts at dirty region bit of l: a run of
+ * dirty regions, as long as a hole allows (write-zeroes), else as much as
+ * a copy buffer holds and no longer than up to a region that is all hole.
+ * Sets *n (regions), *off and *len; true for a run of zeroes. */
+static bool
+copy_extent (struct worker *w, struct leg *l, uint64_t bit, uint64_t *n,
+             uint64_t *off, uint64_t *len)
+{
+  struct vdev *d = l->dev;
+  struct bitmap *b = l->dirty;
+  uint64_t rs = b->region_size, hole, max_bits;
+  bool zero;
+
+  /* A run of dirty regions: as long as a hole allows, else one chunk. */
+  max_bits = RESYNC_ZERO_MAX / rs ? RESYNC_ZERO_MAX / rs : 1;
+  for (*n = 1; *n < max_bits && bitmap_test (b, bit + *n); (*n)++)
+    ;
+  *off = bit * rs;
+  *len = *n * rs;
+  if (*off + *len > d->size)
+    *len = d->size - *off;
+  hole = rdev_hole_end (d, *off, *len);
+  zero = hole >= *off + rs || hole == d->size;
+  if (zero) {
+    if (hole < *off + *len) {
+      *n = (hole - *off) / rs ? (hole - *off) / rs : 1;
+      *len = *n * rs;
+      if (*off + *len > d->size)
+        *len = d->size - *off;
+    }
+  }
+  else {
+    uint64_t k;
+    *n = *n < w->cp.size / rs ? *n : (w->cp.size / rs ? w->cp.size / rs : 1);
+    /* Stop the data run at a region that is all hole: it goes as zeroes. */
+    for (k = 1; k < *n; k++)
+      if (rdev_hole_end (d, *off + k * rs, rs) >= *off + (k + 1) * rs)
+        break;
+    *n = k;
+    *len = *n * rs < d->size - *off ? *n * rs : d->size - *off;
+  }
+  return zero;
+}
+
+/* Read the data of a copy into its slot's buffer from the device view
+ * (*reading: the local leg's part is still being read).  -1: the device
+ * could not be read. */
+static int
+copy_read (struct worker *w, struct leg *l, unsigned slot, uint64_t off, uint64_t len,
+           bool *reading)
+{
+  struct vdev *d = l->dev;
+  unsigned k = slot - w->qd;
+
+  /* The unapplied entries now, the local leg's bytes asynchronously
+   * (after: see rdev_read_view); else all of it synchronously. */
+  if (w->eng.uring && len % d->local->lbs == 0 &&
+      rdev_view_overlay (d, w->cp.buf[k], (uint32_t) len, off, w->cp.gaps[k], CP_GAPS, &w->cp.ngaps[k]) == 0) {
+    if (w->cp.ngaps[k]) {
+      struct io_uring_sqe *sqe = get_sqe (w);
+      w->cp.gen[k]++;
+      io_uring_prep_read (sqe, d->local->fd, w->cp.rbuf[k], (unsigned) len, off);
+      io_uring_sqe_set_data64 (sqe, CPREAD_BIT | ((uint64_t) (w->cp.gen[k] & 0xffffff) << 16) | slot);
+      *reading = true;
+    }
+  }
+  else if (rdev_read_view (d, w->cp.buf[k], (uint32_t) len, off) == -1) {
+    snprintf (l->last_error, sizeof l->last_error, "resync: reading the device at %" PRIu64 ": %m", off);
+    return -1;
+  }
+  return 0;
+}
+
 /* Start one copy from leg index li.  false when that leg has nothing to
  * start now. */
 static bool
@@ -209,7 +309,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   struct leg *l = w->legs[li];
   struct vdev *d = l->dev;
   struct bitmap *b = l->dirty;
-  uint64_t rs = b->region_size, bit, n, off, len, hole, max_bits;
+  uint64_t bit, n, off, len;
   struct replog_stats st;
   struct wio *io = &w->io[slot];
   bool zero, reading;
@@ -226,57 +326,14 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
       return false;
     w->rs.cursor[li] = 0;
   }
-  /* A run of dirty regions: as long as a hole allows, else one chunk. */
-  max_bits = RESYNC_ZERO_MAX / rs ? RESYNC_ZERO_MAX / rs : 1;
-  for (n = 1; n < max_bits && bitmap_test (b, bit + n); n++)
-    ;
-  off = bit * rs;
-  len = n * rs;
-  if (off + len > d->size)
-    len = d->size - off;
-  hole = rdev_hole_end (d, off, len);
-  zero = hole >= off + rs || hole == d->size;
-  if (zero) {
-    if (hole < off + len) {
-      n = (hole - off) / rs ? (hole - off) / rs : 1;
-      len = n * rs;
-      if (off + len > d->size)
-        len = d->size - off;
-    }
-  }
-  else {
-    uint64_t k;
-    n = n < w->cp.size / rs ? n : (w->cp.size / rs ? w->cp.size / rs : 1);
-    /* Stop the data run at a region that is all hole: it goes as zeroes. */
-    for (k = 1; k < n; k++)
-      if (rdev_hole_end (d, off + k * rs, rs) >= off + (k + 1) * rs)
-        break;
-    n = k;
-    len = n * rs < d->size - off ? n * rs : d->size - off;
-  }
+  zero = copy_extent (w, l, bit, &n, &off, &len);
   w->rs.cursor[li] = bit + n;
   if (copy_overlaps (w, l, off, len))
     return false;                        /* a log write is there: on a later pass */
   reading = false;
-  if (!zero) {
-    unsigned k = slot - w->qd;
-    /* The unapplied entries now, the local leg's bytes asynchronously
-     * (after: see rdev_read_view); else all of it synchronously. */
-    if (w->eng.uring && len % d->local->lbs == 0 &&
-        rdev_view_overlay (d, w->cp.buf[k], (uint32_t) len, off, w->cp.gaps[k], CP_GAPS, &w->cp.ngaps[k]) == 0) {
-      if (w->cp.ngaps[k]) {
-        struct io_uring_sqe *sqe = get_sqe (w);
-        w->cp.gen[k]++;
-        io_uring_prep_read (sqe, d->local->fd, w->cp.rbuf[k], (unsigned) len, off);
-        io_uring_sqe_set_data64 (sqe, CPREAD_BIT | ((uint64_t) (w->cp.gen[k] & 0xffffff) << 16) | slot);
-        reading = true;
-      }
-    }
-    else if (rdev_read_view (d, w->cp.buf[k], (uint32_t) len, off) == -1) {
-      snprintf (l->last_error, sizeof l->last_error, "resync: reading the device at %" PRIu64 ": %m", off);
-      w->rs.cursor[li] = bit;            /* try again on the next pass */
-      return false;
-    }
+  if (!zero && copy_read (w, l, slot, off, len, &reading) == -1) {
+    w->rs.cursor[li] = bit;              /* try again on the next pass */
+    return false;
   }
   replog_get_stats (w->r->rl, &st);
   *io = (struct wio) {
@@ -415,46 +472,42 @@ doubt_check (struct worker *w, uint64_t now)
   }
 }
 
-/* One step of a resync: start copies, release staged ones, finish. */
-void
-resync_step (struct worker *w, uint64_t now, uint64_t durable)
+/* The copies are done and the legs being flushed: the resync ends once a
+ * checkpoint that started after the copies completed has completed,
+ * unless new work came in meanwhile. */
+static void
+resync_flushing (struct worker *w, uint64_t now)
 {
-  struct site *s = w->site;
-  unsigned slot, i, tries;
+  uint64_t drops = 0;
+  bool more = false;
+  unsigned i;
+
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    drops += l->link.drops;
+    more |= (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits) ||
+      (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits);
+  }
+  if (more || drops != w->rs.flush_drops || w->rw.pending) {
+    w->rs.flushing = false;            /* new work came in (resync --full, a drop) */
+    return;
+  }
+  if (w->ck.count > w->rs.flush_from)
+    resync_finish (w);
+  else if (!w->ck.busy && now >= w->ck.retry_at) {
+    w->ck.force = true;                /* a failed flush: again */
+    ckpt_start (w, w->done);
+  }
+}
+
+/* Start copies, round robin over the legs, within the queue, the rate
+ * and the completed copies a checkpoint takes.  True if any started. */
+static bool
+copies_start (struct worker *w, uint64_t now, uint64_t durable)
+{
+  unsigned slot, tries;
   bool any = false;
 
-  if (!s->resyncing || durable + 1 < w->rs.start)
-    return;
-  for (slot = w->qd; slot < w->nio; slot++) {
-    struct wio *io = &w->io[slot];
-    if (io->active && io->staged && !io->reading && durable >= io->hold_seq) {
-      io->staged = false;
-      io_issue (w, slot);
-    }
-  }
-  if (w->rs.flushing) {
-    uint64_t drops = 0;
-    bool more = false;
-    for (i = 0; i < w->nlegs; i++) {
-      struct leg *l = w->legs[i];
-      drops += l->link.drops;
-      more |= (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits) ||
-        (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits);
-    }
-    if (more || drops != w->rs.flush_drops || w->rw.pending) {
-      w->rs.flushing = false;            /* new work came in (resync --full, a drop) */
-      return;
-    }
-    if (w->ck.count > w->rs.flush_from)
-      resync_finish (w);
-    else if (!w->ck.busy && now >= w->ck.retry_at) {
-      w->ck.force = true;                /* a failed flush: again */
-      ckpt_start (w, w->done);
-    }
-    return;
-  }
-  if (!links_all_up (w))
-    return;
   /* Completed copies count as copied once a leg flush covers them. */
   if ((w->cc.nclr >= CLR_MAX - RESYNC_QD || (w->cc.nclr && !w->rs.ncopies)) && !w->ck.busy &&
       now >= w->ck.retry_at) {
@@ -474,12 +527,20 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
     }
     tries++;
   }
-  if (any || w->rs.ncopies || w->cc.nclr || w->cc.nclr_ck || w->done < w->rs.high)
-    return;
+  return any;
+}
+
+/* No dirty region left on any leg, and no in-doubt one (those past their
+ * grace period are queued for copying now). */
+static bool
+resync_all_copied (struct worker *w, uint64_t now)
+{
+  unsigned i;
+
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     if (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits)
-      return;
+      return false;
     /* Writes of an aborted connection may still land: copy those regions
      * again once they can no longer. */
     if (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits) {
@@ -488,9 +549,40 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
         l->doubt_pending = false;
         w->rs.cursor[i] = 0;
       }
-      return;
+      return false;
     }
   }
+  return true;
+}
+
+/* One step of a resync: start copies, release staged ones, finish. */
+void
+resync_step (struct worker *w, uint64_t now, uint64_t durable)
+{
+  struct site *s = w->site;
+  unsigned slot, i;
+  bool any;
+
+  if (!s->resyncing || durable + 1 < w->rs.start)
+    return;
+  for (slot = w->qd; slot < w->nio; slot++) {
+    struct wio *io = &w->io[slot];
+    if (io->active && io->staged && !io->reading && durable >= io->hold_seq) {
+      io->staged = false;
+      io_issue (w, slot);
+    }
+  }
+  if (w->rs.flushing) {
+    resync_flushing (w, now);
+    return;
+  }
+  if (!links_all_up (w))
+    return;
+  any = copies_start (w, now, durable);
+  if (any || w->rs.ncopies || w->cc.nclr || w->cc.nclr_ck || w->done < w->rs.high)
+    return;
+  if (!resync_all_copied (w, now))
+    return;
   /* Every region copied and the log applied past every copy's data:
    * flush the copies to stable storage before the header says so. */
   w->rs.flushing = true;

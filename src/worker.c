@@ -47,84 +47,101 @@
 #include "report.h"
 #include "worker-int.h"
 
+/* One completion from the ring: dispatch it by its tag. */
+static void
+dispatch (struct worker *w, uint64_t tag, int res)
+{
+  if (tag == CKPT_TAG)
+    ckpt_result (w, res);
+  else if ((tag & (CPREAD_BIT | POLL_BIT | EVFD_TAG | IGNORE_TAG)) == CPREAD_BIT)
+    copy_read_done (w, tag, res);
+  else if ((tag & ~0xffffull) == CKPT_LEG_BIT) {
+    if (res < 0 && (tag & 0xffff) < w->nlegs)
+      leg_sync_failed (w, w->legs[tag & 0xffff], -res);
+    else if (res >= 0 && (tag & 0xffff) < w->nlegs)
+      pft_sync (w->legs[tag & 0xffff]->fd, 'D');
+    ckpt_result (w, res);
+  }
+  else if (tag == EVFD_TAG) {
+    uint64_t v;
+    w->eng.evfd_armed = false;
+    if (read (w->eng.evfd, &v, sizeof v) < 0) {
+      /* nothing to read: fine */
+    }
+  }
+  else if (tag & POLL_BIT)
+    poll_result (w, tag, res);
+  else if (tag < w->nio && w->io[tag].active && !w->io[tag].leg->remote &&
+           io_result (w, (unsigned) tag, res))
+    io_issue (w, (unsigned) tag);
+}
+
+/* io_uring: submit, wait up to timeout_ms for the first completion,
+ * handle every completion there is. */
+static void
+reap_uring (struct worker *w, unsigned timeout_ms)
+{
+  struct io_uring_cqe *cqe;
+  struct __kernel_timespec ts = { .tv_sec = timeout_ms / 1000,
+                                  .tv_nsec = (long long) (timeout_ms % 1000) * 1000000 };
+  unsigned head, n = 0;
+  int r;
+
+  if (w->nremote)
+    arm_polls (w);
+  r = timeout_ms || w->nready ? io_uring_submit_and_wait_timeout (&w->eng.ring, &cqe, w->nready ? 0 : 1, &ts, NULL)
+                              : io_uring_submit (&w->eng.ring);
+  if (r < 0 && r != -ETIME && r != -EINTR)
+    rep_debugc (REP_DBG_WORKER, "io_uring_submit_and_wait_timeout: %s", strerror (-r));
+  io_uring_for_each_cqe (&w->eng.ring, head, cqe) {
+    n++;
+    dispatch (w, io_uring_cqe_get_data64 (cqe), cqe->res);
+  }
+  io_uring_cq_advance (&w->eng.ring, n);
+}
+
+/* The threads engine with connections: poll() them and the eventfd. */
+static void
+reap_poll (struct worker *w, unsigned timeout_ms)
+{
+  struct pollfd pfd[1 + 64];
+  unsigned map[1 + 64], np = 0, i;
+  pfd[np].fd = w->eng.evfd;
+  pfd[np].events = POLLIN;
+  map[np++] = UINT32_MAX;
+  for (i = 0; i < w->nlegs && np < 65; i++) {
+    struct leg *l = w->legs[i];
+    int fd = -1, ev;
+    if (!l->remote || !l->link.up || !(ev = l->link.ops->events (l->link.conn, &fd)))
+      continue;
+    pfd[np].fd = fd;
+    pfd[np].events = (short) ev;
+    map[np++] = i;
+  }
+  if (poll (pfd, np, (int) timeout_ms) > 0)
+    for (i = 0; i < np; i++) {
+      if (!pfd[i].revents)
+        continue;
+      if (map[i] == UINT32_MAX) {
+        uint64_t v;
+        if (read (w->eng.evfd, &v, sizeof v) < 0) {
+          /* fine */
+        }
+      }
+      else if (w->legs[map[i]]->link.up &&
+               w->legs[map[i]]->link.ops->notify (w->legs[map[i]]->link.conn, pfd[i].revents) == -1)
+        link_down (w, w->legs[map[i]], false, "connection closed by the remote");
+    }
+}
+
 /* Reap completions; wait up to timeout_ms for the first. */
 static void
 reap (struct worker *w, unsigned timeout_ms)
 {
-  if (w->eng.uring) {
-    struct io_uring_cqe *cqe;
-    struct __kernel_timespec ts = { .tv_sec = timeout_ms / 1000,
-                                    .tv_nsec = (long long) (timeout_ms % 1000) * 1000000 };
-    unsigned head, n = 0;
-    int r;
-
-    if (w->nremote)
-      arm_polls (w);
-    r = timeout_ms || w->nready ? io_uring_submit_and_wait_timeout (&w->eng.ring, &cqe, w->nready ? 0 : 1, &ts, NULL)
-                                : io_uring_submit (&w->eng.ring);
-    if (r < 0 && r != -ETIME && r != -EINTR)
-      rep_debugc (REP_DBG_WORKER, "io_uring_submit_and_wait_timeout: %s", strerror (-r));
-    io_uring_for_each_cqe (&w->eng.ring, head, cqe) {
-      uint64_t tag = io_uring_cqe_get_data64 (cqe);
-      int res = cqe->res;
-      n++;
-      if (tag == CKPT_TAG)
-        ckpt_result (w, res);
-      else if ((tag & (CPREAD_BIT | POLL_BIT | EVFD_TAG | IGNORE_TAG)) == CPREAD_BIT)
-        copy_read_done (w, tag, res);
-      else if ((tag & ~0xffffull) == CKPT_LEG_BIT) {
-        if (res < 0 && (tag & 0xffff) < w->nlegs)
-          leg_sync_failed (w, w->legs[tag & 0xffff], -res);
-        else if (res >= 0 && (tag & 0xffff) < w->nlegs)
-          pft_sync (w->legs[tag & 0xffff]->fd, 'D');
-        ckpt_result (w, res);
-      }
-      else if (tag == EVFD_TAG) {
-        uint64_t v;
-        w->eng.evfd_armed = false;
-        if (read (w->eng.evfd, &v, sizeof v) < 0) {
-          /* nothing to read: fine */
-        }
-      }
-      else if (tag & POLL_BIT)
-        poll_result (w, tag, res);
-      else if (tag < w->nio && w->io[tag].active && !w->io[tag].leg->remote &&
-               io_result (w, (unsigned) tag, res))
-        io_issue (w, (unsigned) tag);
-    }
-    io_uring_cq_advance (&w->eng.ring, n);
-  }
-  else if (w->nremote && !w->nready) {
-    /* threads engine with connections: poll() them and the eventfd */
-    struct pollfd pfd[1 + 64];
-    unsigned map[1 + 64], np = 0, i;
-    pfd[np].fd = w->eng.evfd;
-    pfd[np].events = POLLIN;
-    map[np++] = UINT32_MAX;
-    for (i = 0; i < w->nlegs && np < 65; i++) {
-      struct leg *l = w->legs[i];
-      int fd = -1, ev;
-      if (!l->remote || !l->link.up || !(ev = l->link.ops->events (l->link.conn, &fd)))
-        continue;
-      pfd[np].fd = fd;
-      pfd[np].events = (short) ev;
-      map[np++] = i;
-    }
-    if (poll (pfd, np, (int) timeout_ms) > 0)
-      for (i = 0; i < np; i++) {
-        if (!pfd[i].revents)
-          continue;
-        if (map[i] == UINT32_MAX) {
-          uint64_t v;
-          if (read (w->eng.evfd, &v, sizeof v) < 0) {
-            /* fine */
-          }
-        }
-        else if (w->legs[map[i]]->link.up &&
-                 w->legs[map[i]]->link.ops->notify (w->legs[map[i]]->link.conn, pfd[i].revents) == -1)
-          link_down (w, w->legs[map[i]], false, "connection closed by the remote");
-      }
-  }
+  if (w->eng.uring)
+    reap_uring (w, timeout_ms);
+  else if (w->nremote && !w->nready)
+    reap_poll (w, timeout_ms);
   drain_ready (w);
   finish_batch (w);
 }
@@ -346,26 +363,24 @@ worker_free (struct worker *w)
   free (w);
 }
 
-int
-worker_start (struct site *s)
+/* A worker for site s, at its applied sequence in the log, with its
+ * tables allocated; NULL (reported) when out of memory. */
+static struct worker *
+worker_alloc (struct site *s, const struct replog_stats *st)
 {
   struct replicator *r = s->r;
   struct worker *w = calloc (1, sizeof *w);
-  struct replog_stats st;
-  size_t i, j;
-  int e;
 
   if (!w) {
     rep_error ("calloc: %m");
-    return -1;
+    return NULL;
   }
   w->eng.evfd = -1;
-  replog_get_stats (r->rl, &st);
   w->site = s;
   w->r = r;
   w->on_copy_done = copy_done;
   w->qd = s->cfg->queue_depth;
-  w->ndesc = st.ndesc;
+  w->ndesc = st->ndesc;
   w->next = replog_applied (r->rl, s->id) + 1;
   w->done = w->posted = w->rw.done_hwm = w->next - 1;
   w->ck.last_ns = w->hl.last_progress_ns = mono_ns ();
@@ -382,9 +397,22 @@ worker_start (struct site *s)
   if (!w->fin || !w->legs || !w->leg_of_dev || !w->rs.cursor || !w->cc.clr || !w->cc.clr_ck ||
       !w->io || !w->cdone || !w->ready || posix_memalign ((void **) &w->zbuf, 4096, ZBUF_SIZE) != 0) {
     rep_error ("worker: out of memory");
-    goto err;
+    worker_free (w);
+    return NULL;
   }
   memset (w->zbuf, 0, ZBUF_SIZE);
+  return w;
+}
+
+/* The site's legs, per device; the eventfd that wakes a site with
+ * connections. */
+static int
+worker_take_legs (struct worker *w)
+{
+  struct site *s = w->site;
+  struct replicator *r = w->r;
+  size_t i, j;
+
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {
       struct leg *l = &r->devs[i].legs[j];
@@ -404,19 +432,30 @@ worker_start (struct site *s)
   if (w->nremote) {
     if ((w->eng.evfd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
       rep_error ("site %u: eventfd: %m", s->id);
-      goto err;
+      return -1;
     }
     replog_add_waker (r->rl, w->eng.evfd);
     for (i = 0; i < w->nlegs; i++)
       if (w->legs[i]->remote)
         w->legs[i]->link.wake_fd = w->eng.evfd;
   }
+  return 0;
+}
+
+/* What the site's status starts from: the bytes it has still to apply,
+ * its done sequence, its consistent point; a resync to carry on with. */
+static void
+worker_site_from_log (struct worker *w, const struct replog_stats *st)
+{
+  struct site *s = w->site;
+  struct replicator *r = w->r;
+
   /* Payload bytes this site has still to apply (fall_behind "size"). */
   if (!s->dirty) {
     uint64_t seq, b = 0;
     if (s->id && (replog_site_flags (r->rl, s->id) & RL_SITE_RESYNC))
       w->rs.resume = w->rs.restarted = true;   /* carry on with the resync */
-    for (seq = w->next; seq <= st.committed_seq; seq++) {
+    for (seq = w->next; seq <= st->committed_seq; seq++) {
       const struct rl_desc *d = replog_desc (r->rl, seq);
       if (d->op == RL_OP_WRITE)
         b += d->length;
@@ -433,6 +472,15 @@ worker_start (struct site *s)
     s->cons_time_ns = d->seq == w->done ? d->time_ns : 0;
     s->cons_valid = true;
   }
+}
+
+/* io_uring if allowed, else synchronous calls in the thread. */
+static int
+worker_engine_init (struct worker *w)
+{
+  struct replicator *r = w->r;
+  int e;
+
   w->eng.uring = false;
   if (!r->force_sync_engine) {
     e = io_uring_queue_init (w->nio * 2 + 2 * w->nremote + 8, &w->eng.ring, 0);
@@ -440,13 +488,33 @@ worker_start (struct site *s)
       w->eng.uring = true;
     else if (e == -EPERM || e == -ENOSYS)
       rep_warn ("site %u: io_uring is not allowed here (%s); using synchronous I/O in a thread",
-                s->id, strerror (-e));
+                w->site->id, strerror (-e));
     else {
-      rep_error ("site %u: io_uring_queue_init: %s", s->id, strerror (-e));
-      goto err;
+      rep_error ("site %u: io_uring_queue_init: %s", w->site->id, strerror (-e));
+      return -1;
     }
   }
   r->engine = w->eng.uring ? "io_uring" : "threads";
+  return 0;
+}
+
+int
+worker_start (struct site *s)
+{
+  struct replicator *r = s->r;
+  struct worker *w;
+  struct replog_stats st;
+  size_t i;
+  int e;
+
+  replog_get_stats (r->rl, &st);
+  if (!(w = worker_alloc (s, &st)))
+    return -1;
+  if (worker_take_legs (w) == -1)
+    goto err;
+  worker_site_from_log (w, &st);
+  if (worker_engine_init (w) == -1)
+    goto err;
   for (i = 0; i < w->nlegs; i++)
     if (w->legs[i]->remote && rlink_start (&w->legs[i]->link) == -1)
       goto err;
