@@ -29,6 +29,9 @@
 #include "report.h"
 #include "worker-int.h"
 
+/* The legs hold every entry <= upto durably: post it as applied (the log
+ * may release them); unless a resync or in-doubt writes make the legs a
+ * mix of states, it is the site's consistent point too. */
 static void
 post (struct worker *w, uint64_t upto)
 {
@@ -105,6 +108,8 @@ ckpt_result (struct worker *w, int res)
   post (w, w->ck.seq);
 }
 
+/* A remote leg's flush (of a checkpoint) was answered: the link calls
+ * this on the worker thread.  An old connection's answer is ignored. */
 static void
 remote_flush_done (void *opaque, int res)
 {

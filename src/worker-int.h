@@ -19,8 +19,9 @@
  * top registers (w->on_copy_done: a completed resync copy, seen by the apply
  * core).
  *
- * Every field of struct worker is the worker thread's alone unless its
- * comment says otherwise; what other threads see goes through struct site,
+ * Every field of struct worker is the worker thread's alone (worker_poke
+ * reads eng.evfd from any thread: set before the thread starts, never
+ * changed after); what other threads see goes through struct site,
  * struct leg and struct vdev (replicator.h), with atomics or their locks.
  */
 #ifndef WORKER_INT_H
