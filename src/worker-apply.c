@@ -1,0 +1,410 @@
+/* worker-apply.c: the apply core.  Entries are taken from the log in
+ * order (fill), issued to their leg (io_issue: io_uring, a synchronous
+ * call, or the remote leg's connection), their results handled
+ * (io_result) and completions finished in batches (finish_batch, then
+ * mark_done).
+ *
+ * Loop shape (liburing's io_uring-cp): queue as many entries as the queue
+ * depth allows, submit once, then reap completions.  Rules kept here:
+ *   - entries are taken in log order and only once durable in the log;
+ *   - no two overlapping entries of one device are in flight at once (the
+ *     later one waits for the earlier to complete);
+ *   - a barrier (end of epoch k) is crossed only when everything before it
+ *     has completed, the legs are flushed (fdatasync, NBD FLUSH, SCSI
+ *     SYNCHRONIZE CACHE) and the header durably records applied >= the
+ *     barrier: epoch k+1 never starts before epoch k is durable there.
+ *     With one worker per site feeding all the site's legs, this holds
+ *     across every device of the instance;
+ *   - short writes are resubmitted for the rest, -EAGAIN/-EINTR retried;
+ *     an I/O error is retried after a pause (the entry stays in the log).
+ *
+ * Owns: the log slots of w->io (0..qd-1), next/done/cdone/ninflight, the
+ * finish list (fin), done_seq's publication after a completion, the
+ * rewind (re-sending after the applied sequence once what was in flight
+ * is back), the read index trimming of the serving site.
+ * Invariants: an entry leaves the read index only once it is on the leg,
+ * and is counted done only once it left the index.
+ * May call: worker-remote.c (remote_issue, link_down), worker-ckpt.c
+ * (ckpt_start), worker-local.c (local_fail), worker-int.h helpers; a
+ * completed resync copy through the w->on_copy_done callback.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "bitmap.h"
+#include "link.h"
+#include "pftrace.h"
+#include "replicator.h"
+#include "report.h"
+#include "worker-int.h"
+
+/* Pause before retrying a failed local operation. */
+static void
+backoff (void)
+{
+  struct timespec ts = { 0, 200 * 1000000 };
+  nanosleep (&ts, NULL);
+}
+
+/* fallocate mode for a zero or trim op on this leg; 0 = write zeroes. */
+static int
+zero_mode (const struct wio *io)
+{
+  const struct leg *l = io->leg;
+  bool punch = io->op == RL_OP_TRIM || (io->flags & RL_FLAG_MAY_TRIM);
+
+  if (punch && l->punch_ok)
+    return FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  if (l->zero_range_ok)
+    return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+  if (l->punch_ok)
+    return FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  return 0;
+}
+
+/* Issue (or perform) the next piece of io. */
+void
+io_issue (struct worker *w, unsigned idx)
+{
+  struct wio *io = &w->io[idx];
+  int fd = io->leg->fd;
+  uint64_t rest = io->len - io->done;
+  const void *src = io->buf ? io->buf + io->done : NULL;
+  int mode = 0;
+
+  if (io->leg->remote) {
+    remote_issue (w, idx);
+    return;
+  }
+  if (io->op != RL_OP_WRITE && !io->zerofill) {
+    mode = zero_mode (io);
+    if (mode == 0)
+      io->zerofill = true;
+  }
+  if (io->zerofill) {
+    src = w->zbuf;
+    if (rest > ZBUF_SIZE)
+      rest = ZBUF_SIZE;
+  }
+  if (w->eng.uring) {
+    struct io_uring_sqe *sqe = get_sqe (w);
+    if (src)
+      io_uring_prep_write (sqe, fd, src, (unsigned) rest, io->off + io->done);
+    else
+      io_uring_prep_fallocate (sqe, fd, mode, (off_t) (io->off + io->done), (off_t) rest);
+    io_uring_sqe_set_data64 (sqe, idx);
+  }
+  else {
+    ssize_t r;
+    if (src)
+      r = pwrite (fd, src, (size_t) rest, (off_t) (io->off + io->done));
+    else
+      r = fallocate (fd, mode, (off_t) (io->off + io->done), (off_t) rest) == 0 ? (ssize_t) rest : -1;
+    push_ready (w, idx, r >= 0 ? (int) r : -errno);
+  }
+}
+
+static bool
+overlaps_inflight (struct worker *w, const struct rl_desc *d)
+{
+  unsigned i;
+  for (i = 0; i < w->nio; i++) {
+    const struct wio *io = &w->io[i];
+    if (io->active && io->leg->dev->index == d->device &&
+        io->off < d->offset + d->length && d->offset < io->off + io->len)
+      return true;
+  }
+  return false;
+}
+
+static void
+mark_done (struct worker *w, uint64_t seq)
+{
+  w->cdone[seq % w->ndesc] = 1;
+  if (seq != w->done + 1)
+    return;
+  while (w->done + 1 < w->next && w->cdone[(w->done + 1) % w->ndesc]) {
+    w->cdone[(w->done + 1) % w->ndesc] = 0;
+    w->done++;
+  }
+  if (w->done > w->rw.done_hwm) {           /* entries sent again are not progress */
+    w->rw.done_hwm = w->done;
+    w->hl.last_progress_ns = w->ck.last_done_ns = mono_ns ();
+  }
+  publish_done (w);
+}
+
+/* An entry is on its leg.  Completions are finished in batches (see
+ * finish_batch): one overlay lock per device per reap, not per entry.
+ * A resync copy's completion goes to the resync (w->on_copy_done). */
+static void
+io_complete (struct worker *w, struct wio *io)
+{
+  if (io->copy) {
+    w->on_copy_done (w, io);
+    return;
+  }
+  /* A failed local leg that no remote site serves comes back only once a
+   * checkpoint flushed it (local_back): a write that succeeds proves
+   * nothing about the writes a failed flush lost. */
+  io->leg->written_ok = true;
+  if (io->leg->state == LEG_FAILED && (io->leg->site != 0 || !io->leg->dev->local_out) &&
+      !io->leg->sync_failed) {
+    rep_info ("device '%s': leg at site %u is writable again", io->leg->dev->name, io->leg->site);
+    __atomic_store_n (&io->leg->state, LEG_REPLICATING, __ATOMIC_RELAXED);
+  }
+  if (io->leg->last_error[0] && strncmp (io->leg->last_error, "flush: ", 7) != 0)
+    io->leg->last_error[0] = 0;        /* a flush error is cleared by a flush */
+  w->fin[w->nfin++] = *io;
+  io->active = false;
+  w->ninflight--;
+}
+
+/* Drop the batch's entries from the read index (site 0), then count them
+ * done: an entry leaves the index only once it is on the leg, and is
+ * reported applied only once it left the index. */
+void
+finish_batch (struct worker *w)
+{
+  struct vdev *locked = NULL;
+  uint64_t bytes = 0;
+  unsigned i;
+
+  /* The site whose leg serves a device's reads (site 0: the local leg;
+   * a remote one while the local leg is out of service) trims its index. */
+  for (i = 0; i < w->nfin; i++) {
+    struct vdev *d = w->fin[i].leg->dev;
+    if (__atomic_load_n (&d->serving, __ATOMIC_RELAXED) != w->site->id)
+      continue;
+    if (d != locked) {
+      if (locked)
+        pthread_mutex_unlock (&locked->ov_lock);
+      pthread_mutex_lock (&d->ov_lock);
+      locked = d;
+    }
+    if (d->serving == w->site->id && !(d->serving == 0 && d->local_out))
+      overlay_remove (d->ov, w->fin[i].off, w->fin[i].off + w->fin[i].len, w->fin[i].seq);
+  }
+  if (locked)
+    pthread_mutex_unlock (&locked->ov_lock);
+  for (i = 0; i < w->nfin; i++) {
+    if (w->fin[i].op == RL_OP_WRITE)
+      bytes += w->fin[i].len;
+    mark_done (w, w->fin[i].seq);
+  }
+  if (bytes)
+    __atomic_add_fetch (&w->site->bytes_done, bytes, __ATOMIC_RELAXED);
+  w->nfin = 0;
+}
+
+/* A write (or zero) of io failed for good (errno -res): retried after a
+ * pause; a failed local leg of site 0 may go out of service instead.
+ * Returns true if the io needs reissuing. */
+static bool
+io_failed (struct worker *w, struct wio *io, int res)
+{
+  struct leg *l = io->leg;
+
+  errno = -res;
+  __atomic_add_fetch (&l->errors, 1, __ATOMIC_RELAXED);
+  l->written_ok = false;
+  if (!l->last_error[0])
+    rep_error ("device '%s': leg %s (site %u): write at %" PRIu64 " failed: %m; "
+               "the entry stays in the log and is retried", l->dev->name, l->cfg->path,
+               l->site, io->off + io->done);
+  snprintf (l->last_error, sizeof l->last_error, "write at %" PRIu64 ": %m", io->off + io->done);
+  if (l->remote) {
+    io->retry_at = mono_ns () + RETRY_NS;
+    io->parked = true;
+    return false;
+  }
+  if (l->site == 0 && !io->copy && local_fail (w, l, "write", -res)) {
+    /* Out of service, a remote site serves the device: the entry is
+     * what the leg misses now. */
+    bitmap_set_range (l->dirty, io->off, io->len);
+    io_complete (w, io);
+    return false;
+  }
+  __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
+  backoff ();                  /* the leg may come back */
+  return true;
+}
+
+/* A failed result (res < 0) for io: a refusal to fall back from, a lost
+ * connection, or a failure.  Returns true if the io needs reissuing. */
+static bool
+io_error (struct worker *w, struct wio *io, int res)
+{
+  struct leg *l = io->leg;
+
+  if (l->remote && (res == -EINVAL || res == -EOPNOTSUPP) && io->op != RL_OP_WRITE &&
+      !io->zerofill) {
+    /* The remote refused its write-zeroes (WRITE SAME): zeroes, written. */
+    if (!l->zero_refused)
+      rep_info ("device '%s': leg at site %u refuses write-zeroes: writing zeroes instead",
+                l->dev->name, l->site);
+    l->zero_refused = true;
+    io->zerofill = true;
+    return true;
+  }
+  if (l->remote && res < 0 && link_conn_error (res)) {
+    errno = -res;
+    char why[96];
+    snprintf (why, sizeof why, "%m");
+    /* A request that timed out (libiscsi's task timeout) may still run at
+     * the remote: in doubt like the others in flight (safety rule 5). */
+    if (res == -ETIMEDOUT)
+      io->sent = true;
+    if (l->link.up)
+      link_down (w, l, res == -ETIMEDOUT, why);
+    io->sent = false;
+    io->parked = true;
+    return false;                        /* re-sent once reconnected */
+  }
+  if (!l->remote && res < 0 && io->op != RL_OP_WRITE && !io->zerofill &&
+      (res == -EOPNOTSUPP || res == -EINVAL || res == -ENODEV)) {
+    /* This leg cannot do that fallocate mode: switch it off for good. */
+    int mode = zero_mode (io);
+    if (mode & FALLOC_FL_PUNCH_HOLE)
+      l->punch_ok = false;
+    else
+      l->zero_range_ok = false;
+    rep_debugc (REP_DBG_WORKER, "device '%s': leg %s: fallocate mode 0x%x unsupported, falling back",
+               l->dev->name, l->cfg->path, mode);
+    return true;
+  }
+  return io_failed (w, io, res);
+}
+
+/* Handle one result for io idx.  Returns true if the io needs reissuing. */
+bool
+io_result (struct worker *w, unsigned idx, int res)
+{
+  struct wio *io = &w->io[idx];
+  struct leg *l = io->leg;
+
+  if (res == -EAGAIN || res == -EINTR)
+    return true;
+  if (res < 0)
+    return io_error (w, io, res);
+  if (res == 0 && (io->op == RL_OP_WRITE || io->zerofill)) {
+    errno = ENOSPC;
+    rep_error ("device '%s': leg %s: write at %" PRIu64 " wrote nothing", l->dev->name,
+               l->cfg->path, io->off + io->done);
+    if (l->remote) {
+      io->retry_at = mono_ns () + RETRY_NS;
+      io->parked = true;
+      return false;
+    }
+    backoff ();
+    return true;
+  }
+  if (!l->remote) {              /* power-loss trace (pftrace.h) */
+    if (io->op == RL_OP_WRITE && !io->zerofill)
+      pft_write (l->fd, io->buf + io->done, (uint64_t) res, io->off + io->done);
+    else
+      pft_zero (l->fd, io->off + io->done, io->zerofill ? (uint64_t) res : io->len - io->done);
+  }
+  if (io->op == RL_OP_WRITE || io->zerofill || l->remote)
+    io->done += (uint64_t) res;  /* remote zeroes: the bytes it took (a part, maybe) */
+  else
+    io->done = io->len;          /* fallocate returns 0 on success */
+  if (io->done < io->len)
+    return true;                 /* short write: the rest */
+  io_complete (w, io);
+  return false;
+}
+
+void
+drain_ready (struct worker *w)
+{
+  while (w->nready) {
+    struct ready rd = w->ready[--w->nready];
+    if (w->io[rd.idx].active && io_result (w, rd.idx, rd.res))
+      io_issue (w, rd.idx);
+  }
+}
+
+/* Queue entries up to the queue depth; stops early at a barrier that
+ * needs the pipeline empty, or at an entry overlapping one in flight. */
+void
+fill (struct worker *w, uint64_t durable)
+{
+  struct replicator *r = w->r;
+
+  if (w->rw.pending) {
+    /* Once what is in flight is back: start again after the applied
+     * sequence.  A checkpoint under way may have been submitted on the
+     * lost connection: its result does not count (ckpt_result). */
+    if (w->ninflight || w->ck.busy)
+      return;
+    memset (w->cdone, 0, w->ndesc);
+    w->next = w->posted + 1;
+    w->done = w->posted;
+    w->rw.pending = false;
+    rep_debugc (REP_DBG_WORKER, "site %u: re-sending from seq %" PRIu64 " (after a lost connection)",
+                w->site->id, w->next);
+  }
+
+  while (w->ninflight < w->qd && w->next <= durable) {
+    const struct rl_desc *d = replog_desc (r->rl, w->next);
+    struct leg *l;
+    unsigned idx;
+
+    if (d->op == RL_OP_BARRIER) {
+      if (w->ninflight || w->ck.busy || w->done != w->next - 1)
+        return;                          /* epoch k must complete first */
+      /* Epoch boundary: flush the legs, the header records applied >= the
+       * barrier, and only then does epoch k+1 start here.  On failure we
+       * stay before the barrier and try again. */
+      if (w->posted < w->next) {
+        if (mono_ns () >= w->ck.retry_at)
+          ckpt_start (w, w->next);
+        if (w->posted < w->next)
+          return;                        /* the flush is under way */
+      }
+      if (replog_wait_applied (r->rl, w->site->id, w->next) == -1) {
+        w->ck.retry_at = mono_ns () + RETRY_NS;
+        return;
+      }
+      w->cdone[w->next % w->ndesc] = 0;
+      w->next++;
+      mark_done (w, w->next - 1);
+      rep_debugc (REP_DBG_WORKER, "site %u: epoch boundary at seq %" PRIu64 " crossed",
+                  w->site->id, w->next - 1);
+      continue;
+    }
+    l = w->leg_of_dev[d->device];
+    if (l && out_of_service (l)) {
+      bitmap_set_range (l->dirty, d->offset, d->length);
+      l = NULL;                          /* the leg misses it (restore copies it) */
+    }
+    if (!l) {                            /* no leg of this device here */
+      w->cdone[w->next % w->ndesc] = 0;
+      w->next++;
+      mark_done (w, w->next - 1);
+      continue;
+    }
+    if (overlaps_inflight (w, d))
+      return;
+    for (idx = 0; idx < w->qd && w->io[idx].active; idx++)
+      ;
+    w->io[idx] = (struct wio) {
+      .active = true, .seq = w->next, .leg = l,
+      .op = d->op, .flags = d->flags, .off = d->offset, .len = d->length,
+      .buf = d->op == RL_OP_WRITE ? replog_payload (r->rl, d) : NULL,
+      .w = w,
+    };
+    w->cdone[w->next % w->ndesc] = 0;
+    w->ninflight++;
+    w->next++;
+    io_issue (w, idx);
+  }
+}

@@ -1,0 +1,352 @@
+/* worker-int.h: private to the worker files (worker*.c): the state of one
+ * site's worker thread, the io_uring tags, the timing constants, and the
+ * small helpers every piece uses.
+ *
+ * The worker is in layers; calls go down only (no file calls a file above
+ * it, none calls sideways into a circle):
+ *   worker.c           the thread top: worker_start/stop/poke, the two loops,
+ *                      reaping and dispatching completions by tag, the
+ *                      administrator's requests
+ *   worker-resync.c    resync: region copies from the device view
+ *   worker-apply.c     the apply core: taking entries from the log (fill),
+ *                      issuing, completing, finishing batches
+ *   worker-remote.c    remote legs on the ring, link health (watchdog,
+ *                      disconnect, pull-ahead to dirty-log mode)
+ *   worker-ckpt.c      checkpoints: leg flushes, then applied posted
+ *   worker-local.c     the local leg out of service: failover, restore
+ *   worker-int.h       this header (state, inline helpers)
+ * A lower layer that must reach a higher one goes through a callback the
+ * top registers (w->on_copy_done: a completed resync copy, seen by the apply
+ * core).
+ *
+ * Every field of struct worker is the worker thread's alone (worker_poke
+ * reads eng.evfd from any thread: set before the thread starts, never
+ * changed after); what other threads see goes through struct site,
+ * struct leg and struct vdev (replicator.h), with atomics or their locks.
+ */
+#ifndef WORKER_INT_H
+#define WORKER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "link.h"
+#include "replicator.h"
+
+#define ZBUF_SIZE        (1u << 20)
+#define CKPT_INTERVAL_NS (500u * 1000000u)    /* checkpoint at least this often */
+#define CKPT_FULL_NS     (5u * 1000000u)      /* ... or this often while the log is full */
+#define CKPT_IDLE_NS     (20u * 1000000u)     /* ... or once idle this long */
+#define RETRY_NS         (200u * 1000000u)    /* pause before retrying a failed request */
+#define TICK_MS          100u
+#define STOP_REMOTE_NS   (2000u * 1000000u)   /* remote sites: bound on the stop */
+#define RESYNC_QD        16u                  /* region copies in flight per site */
+#define CP_GAPS          32u                  /* leg ranges per copy read asynchronously */
+#define CPREAD_BIT       (1ull << 58)         /* | gen << 16 | slot: a copy's leg read */
+#define RESYNC_CHUNK     (1u << 20)           /* bytes per data copy, at most */
+#define RESYNC_ZERO_MAX  (1u << 30)           /* bytes per write-zeroes of a hole */
+#define RESYNC_RETRY_NS  (1000ull * 1000000u) /* first pause before retrying a resync */
+#define RESYNC_RETRY_MAX (60000ull * 1000000u)
+#define DOUBT_GRACE_NS   (5000ull * 1000000u) /* in-doubt writes may land this late */
+#define CLR_MAX          256u                 /* completed copies per checkpoint, at most */
+#define DLOG_FLUSH_NS    (1000ull * 1000000u) /* resync progress to the dirty-log files */
+#define FULL_GAP_NS      (500u * 1000000u)    /* pull-ahead: a full log's gaps, at most */
+
+/* io_uring user_data tags */
+#define CKPT_TAG         UINT64_MAX
+#define CKPT_LEG_BIT     (1ull << 59)        /* | leg index: a leg's flush */
+#define EVFD_TAG         (1ull << 61)
+#define IGNORE_TAG       (1ull << 60)
+#define POLL_BIT         (1ull << 62)
+
+struct wio {
+  bool active;
+  uint64_t seq;
+  struct leg *leg;
+  int op;                          /* RL_OP_* */
+  int flags;
+  uint64_t off;
+  uint64_t len, done;
+  const uint8_t *buf;              /* payload in the log, or NULL */
+  bool zerofill;                   /* zeroing unsupported: writing zeroes */
+  int sync_res;                    /* threads engine: result of the call */
+  /* remote legs */
+  bool sent;                       /* a piece is in flight on the connection */
+  bool parked;                     /* waiting for a connection or retry_at */
+  uint32_t gen;                    /* connection generation of the piece */
+  uint64_t sent_ns, retry_at;
+  struct worker *w;
+  /* resync copies (slots qd..nio-1): not log entries */
+  bool copy;
+  bool staged;                     /* read, waiting for the log to be durable to hold_seq */
+  bool reading;                    /* its local-leg read is in flight (io_uring) */
+  uint64_t hold_seq;               /* newest entry the copied data may contain */
+  uint64_t first_bit, nbits;       /* dirty-log regions it covers */
+};
+
+struct ready {
+  unsigned idx;
+  int res;
+};
+
+/* A checkpoint (worker-ckpt.c): an asynchronous one has flushes of the
+ * legs in flight. */
+struct wk_ckpt {
+  uint64_t last_ns;                /* the last one ended (post) */
+  uint64_t last_done_ns;           /* an entry last completed: the idle
+                                      checkpoint's clock (the watchdog resets
+                                      last_progress_ns while nothing is pending) */
+  bool busy;
+  unsigned pending;                /* flushes outstanding (+1 while submitting) */
+  uint64_t seq;                    /* applied to post once they succeed */
+  int err;
+  uint64_t retry_at;
+  uint64_t count;                  /* checkpoints completed */
+  bool force;                      /* flush the legs even with nothing new applied */
+};
+
+/* Regions of completed copies: their bits are cleared only once a leg
+ * flush covers the copies (a persistent dirty log never says "copied"
+ * before the leg has it durably).  clr: since the last checkpoint
+ * started; clr_ck: covered by the checkpoint under way. */
+struct wk_copied {
+  struct clr { struct leg *leg; uint64_t first, n; } *clr, *clr_ck;
+  unsigned nclr, nclr_ck;
+  uint64_t dlog_flushed_ns;        /* the dirty-log files last flushed */
+};
+
+/* Resync progress (worker-resync.c). */
+struct wk_resync {
+  unsigned ncopies;                /* copy slots in use */
+  uint64_t *cursor;                /* per leg: next region to look at;
+                                      [nlegs]: the leg to start with */
+  uint64_t start, high;            /* log-mode switch seq; newest seq a copy may hold */
+  uint64_t retry_at, backoff_ns;
+  uint64_t bytes_started;          /* for the rate limit */
+  bool flushing;                   /* copies done: the legs are being flushed */
+  uint64_t flush_from;             /* ... done once ck.count passes this */
+  uint64_t flush_drops;            /* connection drops when the final flush started */
+  bool resume;                     /* a resync was under way at the last stop */
+  bool restarted;                  /* ... so copies made then may hold newer entries */
+  bool want;                       /* an in-place resync was asked for (replctl) */
+};
+
+/* The copy slots' buffers (slot qd + k uses index k). */
+struct wk_copybufs {
+  uint8_t *buf[RESYNC_QD];         /* copy buffers, one per copy slot */
+  uint8_t *rbuf[RESYNC_QD];        /* the local leg's bytes, read asynchronously */
+  uint64_t gaps[RESYNC_QD][CP_GAPS][2];  /* ... of which these ranges count */
+  unsigned ngaps[RESYNC_QD];
+  uint32_t gen[RESYNC_QD];         /* read generation (stale completions) */
+  uint64_t size;                   /* bytes of each buffer */
+};
+
+/* Link health (worker-remote.c; a remote site). */
+struct wk_health {
+  uint64_t last_progress_ns, full_since_ns, last_tick_ns;
+  uint64_t full_last_ns;           /* the log was last seen held full by this site */
+  bool behind_reported;            /* the last site-behind / within event sent */
+};
+
+/* A rewind: a connection was lost or a leg flush failed, so what is not
+ * flushed is written again from the entry after the applied sequence. */
+struct wk_rewind {
+  bool pending;                    /* re-send once what is in flight is back */
+  uint64_t done_hwm;               /* highest done: entries sent again after a
+                                      rewind are not progress */
+};
+
+/* The local leg out of service (worker-local.c, site 0). */
+struct wk_local {
+  uint64_t last_pick_ns;           /* last look for a site to serve a failed leg */
+};
+
+/* The thread's own control (worker.c). */
+struct wk_ctl {
+  bool paused_seen;                /* the site's paused flag as last acted on */
+  uint64_t stop_at;                /* stopping: the bound on the drain */
+};
+
+/* The I/O engine: io_uring, or synchronous calls in this thread. */
+struct wk_engine {
+  bool uring;
+  struct io_uring ring;
+  int evfd;                        /* the log (and worker_poke) wakes us */
+  bool evfd_armed;                 /* its poll is on the ring */
+  uint64_t poll_gen;               /* the connections' poll tags */
+};
+
+struct worker {
+  struct site *site;
+  struct replicator *r;
+  struct wk_engine eng;
+  /* The apply position and the log slots (worker-apply.c). */
+  unsigned qd, ninflight;
+  unsigned nio;                    /* qd log slots + RESYNC_QD copy slots */
+  struct wio *io;
+  uint8_t *cdone;                  /* per log slot: completed */
+  uint64_t ndesc;
+  uint64_t next;                   /* next seq to take */
+  uint64_t done;                   /* every seq <= done completed */
+  uint64_t posted;                 /* applied posted to the log */
+  uint8_t *zbuf;
+  struct wio *fin;                 /* completed in this reap, not yet finished */
+  unsigned nfin;
+  /* completions waiting to be handled: threads engine, remote links */
+  struct ready *ready;
+  unsigned nready;
+  /* legs of this site, and per device */
+  struct leg **legs;
+  unsigned nlegs, nremote;
+  struct leg **leg_of_dev;
+  struct wk_rewind rw;
+  struct wk_ckpt ck;
+  struct wk_copied cc;
+  struct wk_resync rs;
+  struct wk_copybufs cp;
+  struct wk_health hl;
+  struct wk_local lo;
+  struct wk_ctl ctl;
+  /* Registered by the top (worker_start): a resync copy completed
+   * (worker-resync.c), called by the apply core's io_complete. */
+  void (*on_copy_done) (struct worker *w, struct wio *io);
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static inline uint64_t
+mono_ns (void)
+{
+  return link_mono_ns ();
+}
+
+/* Time from t to now; 0 if t is later (taken after now, e.g. by a
+ * completion handled since): unsigned subtraction would wrap. */
+static inline uint64_t
+since (uint64_t now, uint64_t t)
+{
+  return now > t ? now - t : 0;
+}
+
+static inline struct io_uring_sqe *
+get_sqe (struct worker *w)
+{
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&w->eng.ring);
+  if (!sqe) {
+    io_uring_submit (&w->eng.ring);
+    sqe = io_uring_get_sqe (&w->eng.ring);
+  }
+  return sqe;
+}
+
+static inline void
+push_ready (struct worker *w, unsigned idx, int res)
+{
+  w->ready[w->nready].idx = idx;
+  w->ready[w->nready].res = res;
+  w->nready++;
+}
+
+/* Publish what the site's legs hold: every entry <= done_seq.  Once a
+ * connection is lost or a remote flush failed, only the applied sequence:
+ * what the remote acknowledged since may be gone with its cache, and
+ * while the entries after it are sent again, an older one lands over a
+ * newer one until that is sent again too.  Clients of a sync site and
+ * verify wait on it. */
+static inline void
+publish_done (struct worker *w)
+{
+  struct site *s = w->site;
+  uint64_t v = w->rw.pending ? w->posted : w->done;
+
+  if (v == __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED))
+    return;
+  pthread_mutex_lock (&s->lock);
+  __atomic_store_n (&s->done_seq, v, __ATOMIC_RELAXED);   /* read without the lock too */
+  if (s->sync_waiters)
+    pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Copies to l that no flush covered yet: their dirty bits stay set, so
+ * they are copied again. */
+static inline void
+forget_copies (struct worker *w, struct leg *l)
+{
+  unsigned i, j;
+  for (i = 0, j = 0; i < w->cc.nclr; i++)
+    if (w->cc.clr[i].leg != l)
+      w->cc.clr[j++] = w->cc.clr[i];
+  w->cc.nclr = j;
+  for (i = 0, j = 0; i < w->cc.nclr_ck; i++)
+    if (w->cc.clr_ck[i].leg != l)
+      w->cc.clr_ck[j++] = w->cc.clr_ck[i];
+  w->cc.nclr_ck = j;
+}
+
+/* The entries of l's device are not written to l (a remote site serves). */
+static inline bool
+out_of_service (const struct leg *l)
+{
+  return l->site == 0 && l->dev->local_out && l->dev->serving != 0 &&
+    __atomic_load_n (&l->state, __ATOMIC_RELAXED) == LEG_FAILED;
+}
+
+/* Wake the site's worker (worker_poke, callable from the pieces too). */
+static inline void
+worker_wake (struct site *s)
+{
+  struct worker *w = s->worker;
+  uint64_t one = 1;
+  if (w && w->eng.evfd >= 0 && write (w->eng.evfd, &one, sizeof one) < 0) {
+    /* a wake-up is pending anyway */
+  }
+}
+
+/* ---- across the worker files (each group: the file that defines it) ---- */
+
+/* worker-local.c */
+bool local_fail (struct worker *w, struct leg *l, const char *op, int e);
+void leg_sync_failed (struct worker *w, struct leg *l, int e);
+bool local_back (struct worker *w);
+void serve_take (struct worker *w, uint32_t mask);
+void restore_finish (struct worker *w);
+bool restore_begin (struct worker *w, uint32_t mask);
+void local_read_failures (struct worker *w);
+void local_pick_servers (struct worker *w, uint64_t now);
+
+/* worker-ckpt.c */
+void ckpt_result (struct worker *w, int res);
+void ckpt_start (struct worker *w, uint64_t upto);
+bool want_ckpt (struct worker *w, uint64_t now, uint64_t durable);
+
+/* worker-remote.c */
+void remote_issue (struct worker *w, unsigned idx);
+void link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why);
+void links_service (struct worker *w, uint64_t now);
+bool links_all_up (struct worker *w);
+void arm_polls (struct worker *w);
+void poll_result (struct worker *w, uint64_t tag, int res);
+void set_disconnected (struct site *s, bool v);
+void watchdog (struct worker *w, uint64_t now, uint64_t durable);
+
+/* worker-apply.c */
+void io_issue (struct worker *w, unsigned idx);
+bool io_result (struct worker *w, unsigned idx, int res);
+void drain_ready (struct worker *w);
+void finish_batch (struct worker *w);
+void fill (struct worker *w, uint64_t durable);
+
+/* worker-resync.c */
+void resync_free_buffers (struct worker *w);
+void resync_begin (struct worker *w, uint64_t now);
+void copy_read_done (struct worker *w, uint64_t tag, int res);
+void copy_done (struct worker *w, struct wio *io);
+void resync_step (struct worker *w, uint64_t now, uint64_t durable);
+void doubt_check (struct worker *w, uint64_t now);
+
+#endif /* WORKER_INT_H */

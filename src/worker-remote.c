@@ -1,0 +1,438 @@
+/* worker-remote.c: remote legs on the ring, and the link health of a
+ * remote site.
+ *
+ * A remote leg's socket is polled through the worker's ring (one-shot
+ * POLL_ADD, re-armed when its fd or events change, tagged with a
+ * generation), so one thread drives the local leg, the path legs and
+ * every connection of a site.  Every request has a deadline
+ * (request_timeout); past it the connection is aborted and what it had in
+ * flight is in doubt (neither NBD nor an iSCSI session reinstatement
+ * stops a write the remote already runs: those regions are recorded, see
+ * leg->doubt).  A lost connection parks its requests; the connector
+ * thread reconnects with backoff and the parked requests are re-sent
+ * (re-sending entries of the current epoch is idempotent).  A site that
+ * makes no progress for disconnect_timeout is marked disconnected:
+ * clients stop waiting for it.  When writers wait for log space and the
+ * site holds the tail, a disconnected site at once, or a connected one
+ * after pull_ahead, is moved to dirty-log mode (go_dirty).
+ *
+ * Owns: struct rlink's worker side (conn, up, gen, poll_tag, armed_*),
+ * the in-doubt regions (leg->doubt) and the site's in-doubt flag when a
+ * connection is aborted, the link health of struct worker (w->hl), the
+ * rewind after a drop (w->rw, with worker-apply.c), the site's
+ * disconnected / catching_up flags and its move to dirty-log mode.
+ * Invariants: a completion of an older connection generation is ignored;
+ * a write in flight on an aborted (unfenced) connection marks its region
+ * in doubt before anything newer is sent, durably (RL_SITE_IN_DOUBT);
+ * after a drop, entries after the applied sequence are re-sent (rewind).
+ * May call: worker-ckpt.c (ckpt_result), worker-int.h helpers, link.h,
+ * replog/bitmap functions.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "event.h"
+#include "link.h"
+#include "replicator.h"
+#include "report.h"
+#include "worker-int.h"
+
+static void
+remote_done (void *opaque, int res)
+{
+  struct wio *io = opaque;
+  struct worker *w = io->w;
+
+  if (!io->active || !io->sent || io->gen != io->leg->link.gen)
+    return;                                /* an old connection's answer */
+  io->sent = false;
+  push_ready (w, (unsigned) (io - w->io), res);
+}
+
+static void
+disarm_poll (struct worker *w, struct leg *l)
+{
+  if (l->link.poll_tag && w->eng.uring) {
+    struct io_uring_sqe *sqe = get_sqe (w);
+    io_uring_prep_poll_remove (sqe, l->link.poll_tag);
+    io_uring_sqe_set_data64 (sqe, IGNORE_TAG);
+  }
+  l->link.poll_tag = 0;
+}
+
+/* The connection of leg l is gone (or we abort it).  Park its requests
+ * for re-sending; in_doubt: we aborted it while the remote may still
+ * execute what it had. */
+void
+link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
+{
+  struct rlink *k = &l->link;
+  unsigned i, ndoubt = 0;
+
+  if (!k->up)
+    return;
+  __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);   /* verify looks again */
+  if (k->ops->fenced)
+    in_doubt = false;
+  /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
+  if (in_doubt && !l->doubt) {
+    /* status reads l->doubt without a lock: publish it initialised */
+    __atomic_store_n (&l->doubt, bitmap_new (l->dirty->size, l->dirty->region_size), __ATOMIC_RELEASE);
+  }
+  if (in_doubt && !l->doubt) {
+    rep_error ("%s: out of memory for the in-doubt regions: the site is not consistent until "
+               "a full resync", k->what);
+    __atomic_store_n (&w->site->in_doubt, true, __ATOMIC_RELAXED);
+  }
+  for (i = 0; i < w->nio; i++) {
+    struct wio *io = &w->io[i];
+    if (!io->active || io->leg != l)
+      continue;
+    if (io->sent && in_doubt && l->doubt && io->op != RL_OP_BARRIER) {
+      bitmap_set_range (l->doubt, io->off, io->len);
+      l->doubt_pending = true;
+      ndoubt++;
+    }
+    io->sent = false;
+    io->parked = true;
+  }
+  if (in_doubt && k->ops->abort)
+    k->ops->abort (k->conn);
+  k->gen++;
+  __atomic_store_n (&k->up, false, __ATOMIC_RELAXED);
+  k->down_since_ns = mono_ns ();
+  __atomic_add_fetch (&k->drops, 1, __ATOMIC_RELAXED);
+  disarm_poll (w, l);
+  k->ops->close (k->conn);
+  k->conn = NULL;
+  if (ndoubt) {
+    l->doubt_events++;
+    /* Durably, before anything newer is sent: after a crash the site must
+     * not claim to be a consistent prefix either. */
+    if (!w->site->in_doubt &&
+        replog_change_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT, 0) == -1)
+      rep_error ("site %u: could not record the in-doubt writes in the log header: %m",
+                 w->site->id);
+    __atomic_store_n (&w->site->in_doubt, true, __ATOMIC_RELAXED);
+  }
+  /* Copies and entries it acknowledged but no flush covered may be lost
+   * with the remote's cache (a restarted server): copy those regions again
+   * (their bits stay set), and re-send the entries after the applied
+   * sequence (same epoch: idempotent) before the next checkpoint. */
+  forget_copies (w, l);
+  if (w->done > w->posted)
+    w->rw.pending = true;
+  publish_done (w);
+  rlink_set_error (k, "%s", why);
+  if (ndoubt)
+    rep_event (EV_LINK_DOWN, (int) l->site, l->dev->name, "connection to %s dropped (%s); %u writes "
+               "in flight are in doubt (the remote may still apply them): their regions are marked "
+               "for resync", k->shown, why, ndoubt);
+  else
+    rep_event (EV_LINK_DOWN, (int) l->site, l->dev->name, "connection to %s lost (%s); "
+               "reconnecting, its entries stay in the log", k->shown, why);
+  if (l->ckpt_pending) {
+    l->ckpt_pending = 0;
+    ckpt_result (w, -ENOTCONN);
+  }
+  rlink_want (k);
+}
+
+/* Issue (or park) the next piece of a request on a remote leg. */
+void
+remote_issue (struct worker *w, unsigned idx)
+{
+  struct wio *io = &w->io[idx];
+  struct leg *l = io->leg;
+  struct rlink *k = &l->link;
+  uint64_t rest = io->len - io->done, now;
+  int op, flags = 0, r;
+  const void *src = NULL;
+
+  if (!k->up || (io->retry_at && (now = mono_ns ()) < io->retry_at)) {
+    io->parked = true;
+    return;
+  }
+  io->parked = false;
+  io->retry_at = 0;
+  if (io->op == RL_OP_WRITE) {
+    op = LREQ_WRITE;
+    src = io->buf + io->done;
+  }
+  else if (io->zerofill || l->zero_refused) {
+    io->zerofill = true;
+    op = LREQ_WRITE;
+    src = w->zbuf;
+    if (rest > ZBUF_SIZE)
+      rest = ZBUF_SIZE;
+  }
+  else {
+    op = LREQ_ZERO;
+    if (io->op == RL_OP_TRIM || (io->flags & RL_FLAG_MAY_TRIM))
+      flags |= LREQ_MAY_TRIM;
+  }
+  io->gen = k->gen;
+  io->sent = true;
+  io->sent_ns = mono_ns ();
+  r = k->ops->submit (k->conn, op, src, io->off + io->done, (uint32_t) rest, flags, remote_done, io);
+  if (r == 0)
+    return;
+  io->sent = false;
+  if (r == -EOPNOTSUPP && op == LREQ_ZERO) {
+    io->zerofill = true;                 /* the remote cannot zero: write zeroes */
+    remote_issue (w, idx);
+    return;
+  }
+  push_ready (w, idx, r);
+}
+
+/* Adopt new connections, run timers, enforce deadlines, re-send parked
+ * requests. */
+void
+links_service (struct worker *w, uint64_t now)
+{
+  struct site *s = w->site;
+  uint64_t deadline = s->cfg->request_timeout_ms * 1000000u;
+  unsigned i;
+  bool tick = since (now, w->hl.last_tick_ns) >= TICK_MS * 1000000u;
+
+  if (tick)
+    w->hl.last_tick_ns = now;
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    struct rlink *k = &l->link;
+    unsigned j;
+    if (!l->remote)
+      continue;
+    if (!k->up) {
+      struct link_info info;
+      void *c = rlink_take (k, &info);
+      if (!c)
+        continue;
+      k->conn = c;
+      k->info = info;
+      __atomic_store_n (&k->up, true, __ATOMIC_RELAXED);   /* status reads it */
+      k->gen++;
+      __atomic_add_fetch (&k->connects, 1, __ATOMIC_RELAXED);
+      l->lbs = info.block_size;
+      rep_event (EV_LINK_UP, (int) l->site, l->dev->name, "connected to %s (%s, %" PRIu64 " bytes)",
+                 k->shown, k->ops->name, info.size);
+    }
+    if (tick && k->ops->tick (k->conn) == -1) {
+      link_down (w, l, false, "connection closed");
+      continue;
+    }
+    /* Deadlines: a request (or flush) outstanding too long. */
+    for (j = 0; j < w->nio && k->up; j++) {
+      struct wio *io = &w->io[j];
+      if (io->active && io->leg == l && io->sent && since (now, io->sent_ns) > deadline)
+        link_down (w, l, true, "no answer within request_timeout");
+    }
+    if (k->up && l->ckpt_pending && since (now, l->ckpt_sent_ns) > deadline)
+      link_down (w, l, true, "flush not answered within request_timeout");
+    if (!k->up)
+      continue;
+    for (j = 0; j < w->nio; j++) {
+      struct wio *io = &w->io[j];
+      if (io->active && io->leg == l && io->parked && (!io->retry_at || now >= io->retry_at))
+        remote_issue (w, j);
+    }
+  }
+}
+
+bool
+links_all_up (struct worker *w)
+{
+  unsigned i;
+  for (i = 0; i < w->nlegs; i++)
+    if (w->legs[i]->remote && !w->legs[i]->link.up)
+      return false;
+  return true;
+}
+
+/* Arm one-shot polls for the connections (and the log's eventfd). */
+void
+arm_polls (struct worker *w)
+{
+  unsigned i;
+
+  if (!w->eng.evfd_armed) {
+    struct io_uring_sqe *sqe = get_sqe (w);
+    io_uring_prep_poll_add (sqe, w->eng.evfd, POLLIN);
+    io_uring_sqe_set_data64 (sqe, EVFD_TAG);
+    w->eng.evfd_armed = true;
+  }
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    struct rlink *k = &l->link;
+    int fd = -1, ev;
+    if (!l->remote || !k->up)
+      continue;
+    ev = k->ops->events (k->conn, &fd);
+    if (k->poll_tag && (ev != k->armed_ev || fd != k->armed_fd))
+      disarm_poll (w, l);
+    if (!k->poll_tag && ev) {
+      struct io_uring_sqe *sqe = get_sqe (w);
+      k->poll_tag = POLL_BIT | ((uint64_t) i << 32) | (++w->eng.poll_gen & 0xffffffffu);
+      io_uring_prep_poll_add (sqe, fd, (unsigned) ev);
+      io_uring_sqe_set_data64 (sqe, k->poll_tag);
+      k->armed_fd = fd;
+      k->armed_ev = ev;
+    }
+  }
+}
+
+void
+poll_result (struct worker *w, uint64_t tag, int res)
+{
+  unsigned i = (unsigned) ((tag & ~POLL_BIT) >> 32);
+  struct leg *l;
+
+  if (i >= w->nlegs)
+    return;
+  l = w->legs[i];
+  if (!l->link.up || l->link.poll_tag != tag)
+    return;                                 /* stale */
+  l->link.poll_tag = 0;
+  if (res <= 0)
+    return;                                 /* cancelled: re-armed next round */
+  if (l->link.ops->notify (l->link.conn, res) == -1)
+    link_down (w, l, false, "connection closed by the remote");
+}
+
+/* ---- link health (remote sites) ---------------------------------------- */
+
+void
+set_disconnected (struct site *s, bool v)
+{
+  pthread_mutex_lock (&s->lock);
+  __atomic_store_n (&s->disconnected, v, __ATOMIC_RELAXED);
+  if (v) {
+    __atomic_add_fetch (&s->disconnects, 1, __ATOMIC_RELAXED);
+    s->catching_up = false;
+  }
+  pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Move the site to dirty-log mode (pull-ahead): from now on its missing
+ * entries go to its legs' dirty logs as they leave the log. */
+static void
+go_dirty (struct worker *w, const char *why)
+{
+  struct site *s = w->site;
+  unsigned i;
+
+  rep_event (EV_SITE_DIRTY, (int) s->id, NULL, "%s: moving it to dirty-log mode; the log releases "
+             "its entries and records their regions in the legs' dirty logs (the site needs a "
+             "resync)", why);
+  if (replog_set_site_dirty (w->r->rl, s->id) == -1) {
+    rep_error ("site %u: could not record dirty-log mode in the log header: %m", s->id);
+    return;
+  }
+  /* Forget what was in flight: it is covered by the dirty logs (every
+   * entry after the site's recorded applied seq is). */
+  for (i = 0; i < w->nio; i++)
+    if (w->io[i].active) {
+      w->io[i].active = false;
+      w->io[i].sent = false;
+    }
+  w->ninflight = 0;
+  w->rs.ncopies = 0;
+  w->cc.nclr = w->cc.nclr_ck = 0;              /* their bits stay set */
+  w->rs.flushing = false;
+  for (i = 0; i < w->nlegs; i++)
+    if (w->legs[i]->remote) {
+      struct leg *l = w->legs[i];
+      l->link.gen++;                     /* ignore late answers */
+      if (l->ckpt_pending) {             /* a flush's too: it will not end the checkpoint */
+        l->ckpt_pending = 0;
+        ckpt_result (w, -ENOTCONN);
+      }
+    }
+  pthread_mutex_lock (&s->lock);
+  __atomic_store_n (&s->dirty, true, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
+  if (s->resyncing) {
+    /* Back off before the next try (hysteresis: a slow link does not
+     * flip between the modes). */
+    __atomic_store_n (&s->resyncing, false, __ATOMIC_RELAXED);
+    w->rs.backoff_ns = w->rs.backoff_ns ? w->rs.backoff_ns * 2 : RESYNC_RETRY_NS;
+    if (w->rs.backoff_ns > RESYNC_RETRY_MAX)
+      w->rs.backoff_ns = RESYNC_RETRY_MAX;
+  }
+  w->rs.retry_at = mono_ns () + (w->rs.backoff_ns ? w->rs.backoff_ns : RESYNC_RETRY_NS);
+  pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+}
+
+void
+watchdog (struct worker *w, uint64_t now, uint64_t durable)
+{
+  struct site *s = w->site;
+  uint64_t timeout = s->cfg->disconnect_timeout_ms * 1000000u;
+  bool up = links_all_up (w);
+  bool pending = durable > w->done || w->ninflight;
+
+  if ((!pending && up) || w->ctl.paused_seen)
+    w->hl.last_progress_ns = now;
+  if (!s->disconnected && since (now, w->hl.last_progress_ns) > timeout) {
+    rep_event (EV_SITE_DISCONNECTED, (int) s->id, NULL, "disconnected (%s for %" PRIu64 " ms); "
+               "clients no longer wait for it, its entries stay in the log",
+               up ? "no progress" : "link down", s->cfg->disconnect_timeout_ms);
+    set_disconnected (s, true);
+  }
+  else if (s->disconnected && up && !w->ctl.paused_seen &&
+           since (now, w->hl.last_progress_ns) < TICK_MS * 1000000u) {
+    rep_event (EV_SITE_BACK, (int) s->id, NULL, "back; catching up with %" PRIu64 " entries "
+               "from the log", durable > w->done ? durable - w->done : 0);
+    pthread_mutex_lock (&s->lock);
+    __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
+    s->catching_up = true;
+    pthread_mutex_unlock (&s->lock);
+  }
+  /* Over the fall_behind threshold (clients wait for the site) or back
+   * under it: one event per change. */
+  {
+    bool over = !__atomic_load_n (&s->dirty, __ATOMIC_RELAXED) &&
+      __atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, durable);
+    if (over != w->hl.behind_reported) {
+      w->hl.behind_reported = over;
+      if (over)
+        rep_event (EV_SITE_BEHIND, (int) s->id, NULL, "over its fall_behind threshold: clients "
+                   "wait for it (%" PRIu64 " entries behind)", durable > w->done ? durable - w->done : 0);
+      else
+        rep_event (EV_SITE_WITHIN, (int) s->id, NULL, "back within its fall_behind threshold");
+    }
+  }
+  if (s->catching_up && durable - w->done <= w->qd) {
+    rep_event (EV_SITE_CAUGHT_UP, (int) s->id, NULL, "caught up");
+    pthread_mutex_lock (&s->lock);
+    s->catching_up = false;
+    pthread_mutex_unlock (&s->lock);
+  }
+  /* Pull-ahead: the log is full and this site holds it.  A slow site
+   * releases an entry now and then, a waiting writer takes the space and
+   * waits again at once: the log counts as kept full across such short
+   * gaps, else a site that is slow but not stopped would hold writers
+   * back at its pace for ever. */
+  if (replog_site_holds_full_log (w->r->rl, s->id) &&
+      !__atomic_load_n (&s->serving_devs, __ATOMIC_ACQUIRE)) {
+    if (!w->hl.full_since_ns)
+      w->hl.full_since_ns = now;
+    w->hl.full_last_ns = now;
+    if (s->disconnected)
+      go_dirty (w, "the log is full and the site is disconnected");
+    else if (since (now, w->hl.full_since_ns) > s->cfg->pull_ahead_ms * 1000000u)
+      go_dirty (w, "the site kept the log full for longer than pull_ahead");
+    if (__atomic_load_n (&s->dirty, __ATOMIC_RELAXED))
+      w->hl.full_since_ns = 0;              /* after a resync, the clock starts again */
+  }
+  else if (since (now, w->hl.full_last_ns) > FULL_GAP_NS)
+    w->hl.full_since_ns = 0;
+}
