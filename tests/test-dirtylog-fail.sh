@@ -21,8 +21,7 @@ SIZE=64M
 NBITS=1024                       # 64 MiB / 64 KiB: one bitmap page
 BM=$T/fz-dl/default.1.bitmap     # the nbdfuse file
 
-scatter() { env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$@"; }
-s1() { status_get "$T/a.ctl" "(lambda s, l: $1)(j['sites'][1], j['devices'][0]['legs'][1])"; }
+s1() { site1 "$T/a.ctl" "$1"; }
 
 cleanup_hook() { forgetful_unmount dl; }
 # dl_disk_up: the forgetful disk (lib.sh) and its nbdfuse file at $BM

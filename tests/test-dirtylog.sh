@@ -19,7 +19,6 @@ requires_python_nbd
 SIZE=64M
 NBITS=1024                       # 64 MiB / 64 KiB
 
-scatter() { env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$@"; }
 # bits FILE: set bits in a dirty log file (every page after the header, words only)
 bits() {
   python3 - "$1" <<'PY'
@@ -31,7 +30,6 @@ for p in range(4096, len(d), 4096):
 print(n)
 PY
 }
-site1() { status_get "$1" "(lambda s, l: $2)(j['sites'][1], j['devices'][0]['legs'][1])"; }
 wait_mode() {
   local i
   for i in $(seq $(($3 * 10))); do
@@ -39,14 +37,6 @@ wait_mode() {
     sleep 0.1
   done
   return 1
-}
-wait_resynced() {
-  local i
-  for i in $(seq $(($2 * 10))); do
-    [ "$(site1 "$1" "s['mode'] == 'log' and s['resync']['finished'] >= 1")" = True ] && return 0
-    sleep 0.1
-  done
-  echo "  (not resynced: $(site1 "$1" "(s['mode'], s['resync'])"))"; return 1
 }
 
 mkdir -p "$T/dl"

@@ -32,15 +32,8 @@ CASES=${CASES:-A B C D E}
 SIZE=$((32 << 20))
 DT=1                                    # disconnect-timeout of every remote site (s)
 LAT=$(python3 -c "print($DT + 1.5)")    # worst client latency allowed (DESIGN 3.3)
-want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
-
-# ---- known data (tests/known-data.py) ----------------------------------------------------
-kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
 
 # ---- helpers ----------------------------------------------------------------------------
-S1='j["sites"][1]'
-L1='j["devices"][0]["legs"][1]'
-st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
 # start NAME REMOTE-URI POLICY [PARAMS...]: the replicator, local leg $T/NAME.img
 start() {
   local n=$1 ruri=$2 pol=$3; shift 3
@@ -61,14 +54,6 @@ healthy() {
   v=$(st "$1" "($S1['link'], $S1['mode'], $L1['state'], $L1['consistent'], $L1['link'])")
   check "$1: status: site connected, log mode, leg replicating, consistent, up ($v)" \
     test "$v" = "('connected', 'log', 'replicating', True, 'up')"
-}
-# finish_case NAME: alive, clean stop, no sanitizer report
-finish_case() {
-  local n=$1 rc=0
-  check "$n: the instance is alive after the fault" alive "${REPL_PID[$n]}"
-  stop_replicator "$n" || rc=$?
-  check "$n: clean stop (rc $rc)" test $rc = 0
-  check "$n: no sanitizer report" sanitizer_clean "$n"
 }
 
 # tcp_remote NAME PORT ARGS...: nbdkit on 127.0.0.1:PORT (a child of this shell)

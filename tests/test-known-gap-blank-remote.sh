@@ -13,7 +13,6 @@ requires nbdkit cmp
 requires_python_nbd
 
 SIZE=$((32 << 20))
-L1='j["devices"][0]["legs"][1]'
 truncate -s $SIZE "$T/l.img" "$T/r.img"
 remote_start rs file "$T/r.img" || hard_error "remote"
 start_replicator g log="$T/g.rlog" log-size=16M local="$T/l.img" remote="$(remote_uri rs)" \
@@ -28,7 +27,6 @@ remote_kill rs
 rm -f "$T/r.img"; truncate -s $SIZE "$T/r.img"          # a new blank disk, same address
 kd write "$(uri g)" "$T/ref" 2 16 || hard_error "writes while the remote is away"
 remote_start rs file "$T/r.img" || hard_error "remote again"
-S1='j["sites"][1]'
 wait_for "$T/g.ctl" "$S1['link'] == 'connected' and $S1['mode'] == 'log' and $S1['backlog_entries'] == 0 and $L1['consistent']" 60 ||
   hard_error "site 1 never caught up and consistent again"
 echo "  status of the leg: $(status_get "$T/g.ctl" "($L1['state'], $L1['consistent'])")"

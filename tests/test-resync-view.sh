@@ -32,7 +32,6 @@ requires_root
 SIZE=16M
 RS=65536                 # region size of the dirty log (and of the writes here)
 X=$((3 * 1048576)) Z=$((11 * 1048576))
-S1='j["sites"][1]'
 O=$((0x11)) N=$((0x22))
 
 cleanup_hook() {
@@ -42,9 +41,6 @@ cleanup_hook() {
   loopfs_cleanup
   fuse_unmount_all
 }
-
-# pwrite_pattern URI OFF BYTE: the client writes RS bytes of BYTE at OFF, then flushes
-pwrite_pattern() { nbdsh_u "$1" -c "h.pwrite(bytes([$3]) * $RS, $2); h.flush()"; }
 
 view_case() {
   local n=$1 fails0=$FAILURES fs="$T/fs-$1" rc=0 reg before

@@ -19,22 +19,8 @@ requires_python_nbd
 
 SIZE=64M
 
-# scatter URI MIB SEED: MIB MiB of random 1 MiB writes at random 4k-aligned offsets, then flush
-scatter() { env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$@"; }
-
-# site1 CTL EXPR: evaluate EXPR with s = status of site 1, l = its leg of device 0
-site1() { status_get "$1" "(lambda s, l: $2)(j['sites'][1], j['devices'][0]['legs'][1])"; }
-
-# wait_resynced CTL TIMEOUT_S N: site 1 back in log mode after N finished resyncs
-wait_resynced() {
-  local ctl=$1 tmo=$2 n=$3 i
-  for i in $(seq $((tmo * 10))); do
-    [ "$(site1 "$ctl" "s['mode'] == 'log' and s['resync']['finished'] >= $n")" = True ] && return 0
-    sleep 0.1
-  done
-  echo "  (site 1 not resynced after ${tmo}s: $(site1 "$ctl" "(s['mode'], s['resync'])"))"
-  return 1
-}
+# scatter (lib.sh) URI MIB SEED: MIB MiB of random 1 MiB writes at random 4k-aligned offsets, then flush
+# site1 CTL EXPR and wait_resynced CTL TIMEOUT_S [N]: lib.sh
 
 # wait_dirty CTL TIMEOUT_S: site 1 in dirty-log mode
 wait_dirty() {

@@ -35,7 +35,6 @@ devices = (
 control = { socket = "$T/u.ctl"; };
 EOF
 CTL=$T/u.ctl
-S1='j["sites"][1]'
 LEGS='[d["legs"][1] for d in j["devices"]]'
 
 # wr.py SOCK MODE ...: writes to both exports

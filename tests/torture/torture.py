@@ -60,8 +60,9 @@ BS = 4096
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))       # tests/: replog.py, the log's format
 import powerloss  # noqa: E402
-import rlheader  # noqa: E402
+import replog  # noqa: E402
 
 
 class HarnessError(Exception):
@@ -197,8 +198,6 @@ class TraceTail:
     after the begin of its last completed sync, i.e. what a power loss now could lose
     (powerloss.py's pending_writes, counted the same way)."""
 
-    HDR = struct.Struct("<BBHIQQ")
-
     def __init__(self, path):
         self.path, self.pos = path, 0
         self.since_s = {}              # file -> writes since its latest sync begin
@@ -209,13 +208,7 @@ class TraceTail:
             f.seek(self.pos)
             raw = f.read()
         i = 0
-        while i + self.HDR.size <= len(raw):
-            t, _z, pl, _z2, _off, ln = self.HDR.unpack_from(raw, i)
-            end = i + self.HDR.size + pl + (ln if t in (ord("W"), ord("R")) else 0)
-            if end > len(raw):
-                break                  # a record still being written
-            p = raw[i + self.HDR.size:i + self.HDR.size + pl]
-            c = chr(t)
+        for end, c, p, _off, _ln, _data in powerloss.trace_records(raw):
             if c in "WZT":
                 self.since_s[p] = self.since_s.get(p, 0) + 1
                 self.pending[p] = self.pending.get(p, 0) + 1
@@ -928,7 +921,7 @@ def run(args):
                     with open(os.path.join(T, "remote.iolog"), "a") as f:
                         f.write("SNAPSHOT %d\n" % stats["snapshots"])
                 try:
-                    h = rlheader.read_header(rig.logpath)
+                    h = replog.read_header(rig.logpath)
                     st = h["sites"][1] if h else None
                     if st and st["mode"] == 0 and st["flags"] == 0:
                         rem = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
@@ -954,7 +947,7 @@ def run(args):
             # (flags cleared, mode back to log): wait for it, or this cycle's checks at
             # the start of the load would all be skipped
             for _ in range(100):
-                h = rlheader.read_header(rig.logpath)
+                h = replog.read_header(rig.logpath)
                 if h and h["sites"][1]["mode"] == 0 and h["sites"][1]["flags"] == 0:
                     break
                 time.sleep(0.05)
@@ -1017,7 +1010,7 @@ def run(args):
             # -- the remote at the moment of the crash --
             prev_base = dict(base)
             pchecked, remote = False, None
-            hdr = rlheader.read_header(rig.logpath)
+            hdr = replog.read_header(rig.logpath)
             site = hdr["sites"][1] if hdr else None
             if site and site["mode"] == 0 and site["flags"] == 0:
                 remote = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
