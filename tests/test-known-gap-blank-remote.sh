@@ -5,7 +5,7 @@
 # up and its leg consistent, the remote holds every write (the replacement was detected and
 # resynced).  Today nothing identifies a remote disk: the site catches up from the log alone
 # and calls the blank disk consistent, so this test fails and counts as XFAIL.  When it
-# passes, the run fails (XPASS): then take it off XFAIL_TESTS.  (test-fault-remote.sh case
+# passes, the run fails (XPASS): then take it off XFAIL_TESTS.  (test-remote-disk-faults.sh case
 # D shows the operator's way out: verify, then resync --full.)
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"

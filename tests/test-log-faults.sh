@@ -1,5 +1,6 @@
 #!/bin/bash
-# Fault matrix, replication log rows not covered (or covered weakly) elsewhere.
+# Replication log faults: no room at create, a corrupt header copy, a corrupt entry, the file
+# replaced, failing syncs.
 # test-lock.sh covers: one header copy destroyed after a clean stop, both copies corrupt
 # (refused, never re-created); test-log-storage.sh: a log truncated offline; test-crash.sh:
 # a torn entry (old-or-new content).  Here:

@@ -1,7 +1,9 @@
 #!/bin/bash
-# Fault matrix, remote rows not covered by test-remote-faults.sh / test-remote-config.sh
-# (those cover: killed mid-request, paused longer than disconnect_timeout, EIO on write,
-# slow, rate-limited, unreachable unix socket at start, smaller remote at start).
+# Remote disk faults: a flush that fails (and may lose the cache), a disk that returns blank
+# or smaller at the same address; and a refused TCP connection.
+# Elsewhere: test-remote-outages.sh (killed mid-request, paused longer than
+# disconnect_timeout, EIO on write, slow, rate-limited), test-remote-config.sh (unreachable
+# unix socket at start, smaller remote at start).
 # Every case writes known data with a libnbd client, reads it back after the fault, checks
 # `replctl status --json`, that the instance is alive, and (SANITIZERS=yes) no ASan report.
 #  A. refused connection over TCP (nbd://127.0.0.1:PORT, nothing listening): at start and

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Fault matrix, local leg rows (EIO on write is covered by test-local-fail.sh).
+# Local leg faults other than failed writes: EIO on read, the leg vanishing, the leg file
+# unlinked (failed writes, failover and restore: test-local-failover.sh).
 # The local leg is a file in a FUSE mount (nbdfuse) of `nbdkit --filter=error file IMG`:
 # reads (or writes) fail with EIO while a trigger file exists.  Known data is written with a
 # libnbd client and read back after the fault; status, liveness and sanitizer checked.
