@@ -1,5 +1,5 @@
 #!/bin/bash
-# A dirty-log file whose writes fail the way Linux fails them (safety rule 13, guarantee 4.5):
+# A dirty-log file whose writes fail the way Linux fails them (safety rule 13, guarantee 5):
 # the bitmap file of site 1 sits on a disk that forgets, after a failed flush, every write since
 # its last good flush and then reports success (tests/forget-filter.c under nbdfuse).
 #  1. The file stays unwritable while site 1 goes to dirty-log mode: status shows the dirty log

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Persistent dirty logs (dirty_log type "disk", short form dirty-log-dir=): guarantee 4.5
-# across restarts, and bad bitmap files (guarantee 4.8).
+# Persistent dirty logs (dirty_log type "disk", short form dirty-log-dir=): guarantee 5
+# across restarts, and bad bitmap files (guarantee 8).
 #  1. A site goes to dirty-log mode; its bitmap file holds exactly the dirty regions status
 #     shows; after a restart (remote still away) the site is dirty with those regions only,
 #     not every region; when the remote returns the resync copies those and the remote

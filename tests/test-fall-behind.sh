@@ -1,6 +1,6 @@
 #!/bin/bash
-# fall_behind (DESIGN 3.3): an async site whose backlog passes its threshold throttles new
-# writes to the site's pace until the backlog is back under it; a disconnected site never
+# fall_behind (docs/RULES.md, policies): an async site whose backlog passes its threshold
+# throttles new writes to the site's pace until the backlog is back under it; a disconnected site never
 # throttles.  The remote is slow on purpose: --filter=delay delay-write=20ms with
 # queue-depth=1, so it applies about 50 writes/s.  A client sends bursts of 4 KiB writes.
 #   none        a 400-write burst is fast; the backlog builds up

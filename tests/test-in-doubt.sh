@@ -1,5 +1,5 @@
 #!/bin/bash
-# In-doubt writes (DESIGN 5.1 safety rule 5): a write of a dropped NBD connection that the
+# In-doubt writes (safety rule 5): a write of a dropped NBD connection that the
 # remote runs late, after the replicator reconnected, re-sent it and applied a newer write to
 # the same place, must not stay on the remote leg; the site is not reported consistent
 # until its region was copied again.

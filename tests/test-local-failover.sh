@@ -1,5 +1,5 @@
 #!/bin/bash
-# The local leg fails (guarantee 4.6): the device keeps serving reads and writes through an
+# The local leg fails (guarantee 6): the device keeps serving reads and writes through an
 # up-to-date remote leg, and `replctl restore` rebuilds the local leg online.
 # The local leg is a file in a FUSE mount (nbdfuse) of an nbdkit `file` export behind the
 # `error` filter: writes fail with EIO while a trigger file exists.

@@ -4,7 +4,7 @@
 # The local leg is a file in a FUSE mount (nbdfuse) of `nbdkit --filter=error file IMG`:
 # reads (or writes) fail with EIO while a trigger file exists.  Known data is written with a
 # libnbd client and read back after the fault; status, liveness and sanitizer checked.
-#  R.  EIO on read with an up-to-date remote site: guarantee 4.6 ("local failure is not
+#  R.  EIO on read with an up-to-date remote site: guarantee 6 ("local failure is not
 #      client failure ... reads and writes continue through an up-to-date remote leg"): the
 #      client's reads must succeed with its data, and status must show the failure.
 #  R0. EIO on read, no remote site: no other copy, so the read fails with EIO and a clear
@@ -45,7 +45,7 @@ if want R; then
   check "R: site 1 caught up" wait_caught_up "$T/a.ctl" 20
   touch "$T/a.rfail"
   nl=$(wc -l < "$T/a.log")
-  # Guarantee 4.6.  Fails if a local read error reaches the client while site 1 holds the
+  # Guarantee 6.  Fails if a local read error reaches the client while site 1 holds the
   # data (today: EIO to the client, although site 1 is consistent and connected).
   check "R: the client reads all its data while the local leg fails reads" kd check "$(uri a)" "$T/a.ref"
   tail -n +$((nl + 1)) "$T/a.log" | head -3 | sed 's/^/  | /'

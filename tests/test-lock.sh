@@ -1,5 +1,5 @@
 #!/bin/bash
-# One owner (safety rule 5.1.8) and a corrupt log header (rule 5.1.7, guarantee 4.8):
+# One owner (safety rule 8) and a corrupt log header (safety rule 7, guarantee 8):
 #  - a second instance on the same log, on the same local leg, or on the same dirty-log file
 #    is refused naming the lock (a second instance that got the dirty-log file would clear the
 #    first one's dirty regions in it);

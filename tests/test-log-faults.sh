@@ -19,7 +19,7 @@
 #  S.  The log file replaced by a shorter one while the instance runs: the running
 #      instance is unaffected; the restart is refused with a clear message and nothing is
 #      rewritten; with the real log back, every flushed write is there.
-#  F.  The first failed log sync (DESIGN 5.1 rule 9): the log on a disk whose flush starts
+#  F.  The first failed log sync (safety rule 9): the log on a disk whose flush starts
 #      failing mid-run and then forgets the writes since its last good flush, as the kernel
 #      does (tests/forget-filter.c through nbdfuse): status log.health = failed, a client
 #      flush and every later write and flush fail with EIO, also once the disk works again

@@ -15,7 +15,7 @@
 #     then catch-up and remote == device.
 #  C. the same, but the failed flush loses the remote's volatile cache (a disk whose write
 #     cache died, or Linux dropping dirty pages after a writeback error): the entries the
-#     failed flush covered must be sent again (safety rule 5.1.1 "applied means durable").
+#     failed flush covered must be sent again (safety rule 1 "applied means durable").
 #  D. returns empty: the remote comes back at the same address with a new blank disk.
 #     Nothing in NBD identifies a disk, and the replicator keeps no identity of a remote
 #     leg: it catches up from the log and claims the leg consistent.  The test documents
@@ -33,7 +33,7 @@ requires_python_nbd
 CASES=${CASES:-A B C D E}
 SIZE=$((32 << 20))
 DT=1                                    # disconnect-timeout of every remote site (s)
-LAT=$(python3 -c "print($DT + 1.5)")    # worst client latency allowed (DESIGN 3.3)
+LAT=$(python3 -c "print($DT + 1.5)")    # worst client latency allowed (docs/RULES.md, policies)
 
 # ---- helpers ----------------------------------------------------------------------------
 # start NAME REMOTE-URI POLICY [PARAMS...]: the replicator, local leg $T/NAME.img
@@ -183,7 +183,8 @@ if want A; then
   echo "== A. refused connection (TCP, nothing listening on the port)"
   port=$(free_port)
   truncate -s $SIZE "$T/A.rem"
-  # Fails if the instance refuses to start when a remote refuses connections (DESIGN 3.3).
+  # Fails if the instance refuses to start when a remote refuses connections
+  # (docs/RULES.md, policies).
   if start A "nbd://127.0.0.1:$port/" sync; then
     ok "A: the instance starts while the remote refuses connections"
     # Fails if a refused site is shown connected/connecting for good (clients would wait).
@@ -256,7 +257,7 @@ flush_case() {
     kd write "$(uri "$n")" "$T/$n.ref" 2 40 "$LAT"
   sleep 1
   ap1=$(st "$n" "$S1['applied_seq']")
-  # Fails if a failed flush let applied_seq advance (5.1.1: applied means durable).
+  # Fails if a failed flush let applied_seq advance (safety rule 1: applied means durable).
   check "$n: applied_seq does not advance while flushes fail ($ap0 -> $ap1)" test "$ap1" = "$ap0"
   v=$(st "$n" "$L1['last_error']")
   # Fails if the reason is not shown while it lasts.

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Remote outages while a client keeps writing: the remote killed, paused, erroring, slow or
-# rate-limited; the client never notices (DESIGN 3.3, 4.5, 5.1 rule 5).
+# rate-limited; the client never notices (docs/RULES.md, policies; guarantee 5; safety rule 5).
 # For each fault one client writes 4-64 KiB at random offsets with a flush every 20 writes,
 # for a few seconds spanning the fault, and the test asserts:
 #   - no client request fails, and the worst client write/flush latency stays below

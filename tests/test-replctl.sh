@@ -1,5 +1,5 @@
 #!/bin/bash
-# replctl (DESIGN 3.4): every command against a running instance, the JSON schema of
+# replctl(8): every command against a running instance, the JSON schema of
 # `status --json`, exit codes (0 done, 1 refused or failed, 2 bad usage) with one-line
 # reasons, bad input on the socket, and socket permissions (owner only, or a group).
 set -u

@@ -1,5 +1,5 @@
 #!/bin/bash
-# A resync reads the device view (DESIGN 5.1 safety rule 6): the local leg plus the entries
+# A resync reads the device view (safety rule 6): the local leg plus the entries
 # it has not applied yet, never the lagging raw leg.
 #
 # The local leg is a file on an ext4 file system that the test freezes (fsfreeze): writes

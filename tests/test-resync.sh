@@ -1,6 +1,6 @@
 #!/bin/bash
-# Resync (DESIGN 3.3, 3.4; guarantees 4.5 and 4.7): a site that left log mode comes back by
-# copying the regions in its dirty logs while clients keep writing.
+# Resync (docs/RULES.md, policies; replctl(8); guarantees 5 and 7): a site that left log mode
+# comes back by copying the regions in its dirty logs while clients keep writing.
 #  1. Remote down through writes beyond the log size: the site goes to dirty-log mode with
 #     dirty regions; the remote returns: status shows the resync (mode resync, leg resyncing,
 #     not consistent), it converges (mode log, consistent), and the remote equals the device.

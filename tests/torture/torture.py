@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""torture.py: crash torture of nbd-replicator (DESIGN.md guarantees 4.2, 4.3, 4.4).
+"""torture.py: crash torture of nbd-replicator (guarantees 2, 3 and 4).
 
 One replicator instance serves NDEV devices (local file legs) with one remote site
 (an nbdkit file server on a unix socket, one export per device, async).  Each cycle:
@@ -24,7 +24,7 @@ One replicator instance serves NDEV devices (local file legs) with one remote si
      every 10th cycle and at the end a clean stop, and local legs == device too.
 
   6. no client request fails while the server runs (a stopped or killed remote is not a
-     client failure: guarantee 4.5); only the requests in flight at a kill may fail.
+     client failure: guarantee 5); only the requests in flight at a kill may fail.
 
 The run checks its own coverage and fails when it checked too little (coverage() below):
 prefix checks that saw new writes at the remote, per fault, at least --min-prefix per cycle
@@ -687,7 +687,7 @@ def check_device(rig, j, base, d, data, viol):
 
 
 def check_prefix(rig, j, base, remote, viol):
-    """The remote site holds a prefix of epochs across all devices (guarantee 4.4)."""
+    """The remote site holds a prefix of epochs across all devices (guarantee 4)."""
     req_c, req_t, holders, culprit = 0, 0, 0, None
     by_gen = {op.gen: op for op in j.ops}
     for d in range(rig.ndev):
@@ -1108,7 +1108,7 @@ def run(args):
                 cov["st_rem_tried"] += rh is not None
                 cov["st_rem_none"] += pchecked and rh is None
             if client.live_errors:
-                # guarantee 4.5 (a remote stopped or killed is not a client failure), and
+                # guarantee 5 (a remote stopped or killed is not a client failure), and
                 # no other fault of the torture touches the server before its kill
                 viol.append("%d client request(s) failed while the server ran (%s): %s" % (
                     len(client.live_errors), fault, "; ".join(client.live_errors[:5])))
@@ -1160,7 +1160,7 @@ def coverage(args, per_fault, cov):
     one alike).  Returns the number of shortfalls: a run that checked too little fails
     like one that found a violation."""
     short = []
-    print("torture coverage: prefix checks (guarantee 4.4, at the crash and during the load, "
+    print("torture coverage: prefix checks (guarantee 4, at the crash and during the load, "
           "with the remote holding new writes) per fault: %s" % ", ".join("%s %d in %d cycles" % (f, cov["prefix"].get(f, 0), n)
                                      for f, n in sorted(per_fault.items())))
     for f, n in sorted(per_fault.items()):
