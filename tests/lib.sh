@@ -217,16 +217,22 @@ status_get() {
   python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$js" "$2"
 }
 
-# wait_drained CTLSOCK [TIMEOUT_S]: wait until the log holds no entries and no device has
-# unapplied extents
-wait_drained() {
-  local ctl=$1 tmo=${2:-20} i v
-  for i in $(seq $((tmo * 10))); do
-    v=$(status_get "$ctl" 'j["log"]["entries"] == 0 and all(d["unapplied_extents"] == 0 for d in j["devices"])' 2>/dev/null) || v=
+# poll_status CTLSOCK PYEXPR TIMEOUT_S: poll status every 0.1 s until PYEXPR (on j) is True;
+# quiet (wait_for says what was not reached)
+poll_status() {
+  local i v
+  for i in $(seq $(($3 * 10))); do
+    v=$(status_get "$1" "$2" 2>/dev/null) || v=
     [ "$v" = True ] && return 0
     sleep 0.1
   done
   return 1
+}
+
+# wait_drained CTLSOCK [TIMEOUT_S]: wait until the log holds no entries and no device has
+# unapplied extents
+wait_drained() {
+  poll_status "$1" 'j["log"]["entries"] == 0 and all(d["unapplied_extents"] == 0 for d in j["devices"])' "${2:-20}"
 }
 
 # check_engine CTLSOCK: status reports the I/O engine expected from the environment
@@ -318,12 +324,9 @@ tgt_cleanup() { local p; for p in "${TGT_PORTS[@]}"; do rm -f "/run/tgtd/socket.
 # wait_caught_up CTLSOCK [TIMEOUT_S]: every site in log mode has applied everything and the
 # log is empty
 wait_caught_up() {
-  local ctl=$1 tmo=${2:-30} i v
-  for i in $(seq $((tmo * 10))); do
-    v=$(status_get "$ctl" 'j["log"]["entries"] == 0 and all(s["backlog_entries"] == 0 for s in j["sites"] if s["mode"] == "log")' 2>/dev/null) || v=
-    [ "$v" = True ] && return 0
-    sleep 0.1
-  done
+  local ctl=$1 tmo=${2:-30}
+  poll_status "$ctl" 'j["log"]["entries"] == 0 and all(s["backlog_entries"] == 0 for s in j["sites"] if s["mode"] == "log")' "$tmo" &&
+    return 0
   echo "  not caught up after ${tmo}s; log and sites:" >&2
   status_get "$ctl" 'j["log"], [(s.get("site"), s.get("mode"), s.get("link"), s.get("backlog_entries"), s.get("applied_seq")) for s in j["sites"]]' >&2 || true
   return 1
@@ -331,12 +334,7 @@ wait_caught_up() {
 
 # wait_for CTLSOCK PYEXPR TIMEOUT_S: poll status until PYEXPR (on j) is True
 wait_for() {
-  local i v=
-  for i in $(seq $(($3 * 10))); do
-    v=$(status_get "$1" "$2" 2>/dev/null) || v=
-    [ "$v" = True ] && return 0
-    sleep 0.1
-  done
+  poll_status "$1" "$2" "$3" && return 0
   echo "  (not reached within $3 s: $2)"
   return 1
 }
@@ -519,6 +517,9 @@ wait_resynced() {
   echo "  (site 1 not resynced after ${tmo}s: $(site1 "$ctl" "(s['mode'], s['resync'])"))"
   return 1
 }
+
+# wait_site1_mode CTLSOCK MODE TIMEOUT_S: site 1 is in MODE (log, dirty, resync), quietly
+wait_site1_mode() { poll_status "$1" "$S1['mode'] == '$2'" "$3"; }
 
 # wait_ctl CTLSOCK: the control socket answers `status` (within 5 s)
 wait_ctl() {

@@ -65,7 +65,7 @@ check "the restart knows the bitmap is incomplete" grep -q "dirty log of the sit
 check "after the restart: dirty, every region marked" \
   [ "$(s1 "(s['mode'], l['dirty_regions'])")" = "('dirty', $NBITS)" ]
 remote_start ra file "$T/a.rem" || die "remote again"
-check "the resync finishes" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1" 60
+check "the resync finishes" wait_resynced "$T/a.ctl" 60
 check "status: the dirty log is healthy after the restart" [ "$(s1 "l['dirty_log']['health']")" = ok ]
 stop_replicator a || fail "stop"
 check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
@@ -90,7 +90,7 @@ D2=$(s1 "l['dirty_regions']")
 check "after the restart at least the $D regions are dirty ($D2), from the file" \
   [ "$(s1 "s['mode']")" = dirty -a "$D2" -ge "$D" -a "$D2" -lt $NBITS ]
 remote_start ra file "$T/a.rem" || die "remote again"
-check "the resync finishes" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1" 60
+check "the resync finishes" wait_resynced "$T/a.ctl" 60
 stop_replicator a || fail "stop"
 check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
 
@@ -116,7 +116,7 @@ restart_replicator a "${ARGS[@]}" || die "restart"
 check "every page of the file is valid after the disk's crash" \
   [ "$(grep -c "failed their checks" "$T/a.log")" = "$bad" ]
 check "the resync carries on from the file" grep -q "carries on from its persistent dirty logs" "$T/a.log"
-check "the resync finishes" wait_for "$T/a.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1" 60
+check "the resync finishes" wait_resynced "$T/a.ctl" 60
 stop_replicator a || fail "stop"
 check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
 

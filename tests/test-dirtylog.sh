@@ -30,14 +30,6 @@ for p in range(4096, len(d), 4096):
 print(n)
 PY
 }
-wait_mode() {
-  local i
-  for i in $(seq $(($3 * 10))); do
-    [ "$(site1 "$1" "s['mode']")" = "$2" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 mkdir -p "$T/dl"
 truncate -s $SIZE "$T/a.img" "$T/a.rem"
@@ -55,7 +47,7 @@ scatter "$NBD_URI" 4 1 || fail "writes"
 wait_caught_up "$T/a.ctl" 20 || fail "caught up"
 remote_kill ra
 scatter "$NBD_URI" 24 2 || fail "writes with the remote away"
-check "site 1 in dirty-log mode" wait_mode "$T/a.ctl" dirty 20
+check "site 1 in dirty-log mode" wait_site1_mode "$T/a.ctl" dirty 20
 D=$(site1 "$T/a.ctl" "l['dirty_regions']")
 stop_replicator a || fail "stop"
 check "the file holds the $D dirty regions" [ "$(bits "$BM")" = "$D" ]
@@ -75,9 +67,9 @@ echo "== 2. kill -9 in the middle of the resync"
 start_replicator a "${ARGS[@]}" resync-rate=1M || die "start"
 remote_kill ra
 scatter "$NBD_URI" 24 3 || fail "writes with the remote away"
-wait_mode "$T/a.ctl" dirty 20 || fail "dirty"
+wait_site1_mode "$T/a.ctl" dirty 20 || fail "dirty"
 remote_start ra file "$T/a.rem" || die "remote"
-wait_mode "$T/a.ctl" resync 20 || fail "resync starts"
+wait_site1_mode "$T/a.ctl" resync 20 || fail "resync starts"
 sleep 2
 D0=$(site1 "$T/a.ctl" "s['resync']['regions_total']")
 C0=$(site1 "$T/a.ctl" "s['resync']['regions_copied']")
@@ -99,7 +91,7 @@ dirty_with_damage() {
   start_replicator a "${ARGS[@]}" || die "start"
   remote_kill ra
   scatter "$NBD_URI" 12 $RANDOM || fail "writes"
-  wait_mode "$T/a.ctl" dirty 20 || fail "dirty"
+  wait_site1_mode "$T/a.ctl" dirty 20 || fail "dirty"
   stop_replicator a || fail "stop"
   "$@"
   start_replicator a "${ARGS[@]}" || { fail "$desc: restart refused"; return; }

@@ -22,15 +22,6 @@ SIZE=64M
 # scatter (lib.sh) URI MIB SEED: MIB MiB of random 1 MiB writes at random 4k-aligned offsets, then flush
 # site1 CTL EXPR and wait_resynced CTL TIMEOUT_S [N]: lib.sh
 
-# wait_dirty CTL TIMEOUT_S: site 1 in dirty-log mode
-wait_dirty() {
-  local i
-  for i in $(seq $(($2 * 10))); do
-    [ "$(site1 "$1" "s['mode']")" = dirty ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 # ---- 1. remote down beyond the log size, back, resync --------------------------------------
 echo "== 1. remote down through more writes than the log holds, then back"
@@ -42,7 +33,7 @@ scatter "$NBD_URI" 8 1 || die "writes"
 wait_caught_up "$T/a.ctl" 20 || fail "site 1 caught up before the outage"
 remote_kill ra
 scatter "$NBD_URI" 48 2 || fail "client writes failed while the remote was down"
-check "site 1 is in dirty-log mode after 48 MiB through an 8 MiB log" wait_dirty "$T/a.ctl" 20
+check "site 1 is in dirty-log mode after 48 MiB through an 8 MiB log" wait_site1_mode "$T/a.ctl" dirty 20
 left=$(site1 "$T/a.ctl" "s['resync']['regions_left']")
 check "its dirty log has regions ($left)" [ "${left:-0}" -gt 0 ]
 check "the leg says dirty, not consistent" \
@@ -69,7 +60,7 @@ start_replicator b log="$T/b.rlog" log-size=8M local="$T/b.img" remote="$(remote
   initial-sync=false disconnect-timeout=1s resync-rate=4M control="$T/b.ctl" || die "replicator b"
 remote_kill rb
 scatter "$NBD_URI" 48 4 || fail "client writes failed while the remote was down"
-wait_dirty "$T/b.ctl" 20 || fail "site 1 went to dirty-log mode"
+wait_site1_mode "$T/b.ctl" dirty 20 || fail "site 1 went to dirty-log mode"
 remote_start rb file "$T/b.rem" || die "remote rb again"
 for i in $(seq 50); do [ "$(site1 "$T/b.ctl" "s['mode']")" = resync ] && break; sleep 0.1; done
 check "the resync runs (mode resync, leg resyncing, not consistent, no consistent point)" \
@@ -105,12 +96,12 @@ start_replicator c log="$T/c.rlog" log-size=8M local="$T/c.img" remote="$(remote
 # a first outage and resync, so that the one that is cut short below is the second
 remote_kill rc
 scatter "$NBD_URI" 16 15 || fail "client writes failed while the remote was down"
-wait_dirty "$T/c.ctl" 20 || fail "site 1 went to dirty-log mode (first outage)"
+wait_site1_mode "$T/c.ctl" dirty 20 || fail "site 1 went to dirty-log mode (first outage)"
 remote_start rc file "$T/c.rem" || die "remote rc back"
 check "a first resync finishes" wait_resynced "$T/c.ctl" 60 1
 remote_kill rc
 scatter "$NBD_URI" 48 5 || fail "client writes failed while the remote was down"
-wait_dirty "$T/c.ctl" 20 || fail "site 1 went to dirty-log mode"
+wait_site1_mode "$T/c.ctl" dirty 20 || fail "site 1 went to dirty-log mode"
 remote_start rc file "$T/c.rem" || die "remote rc again"
 for i in $(seq 50); do [ "$(site1 "$T/c.ctl" "s['mode']")" = resync ] && break; sleep 0.1; done
 sleep 1
