@@ -94,6 +94,8 @@ check "the resync finishes" wait_resynced "$T/a.ctl" 60
 stop_replicator a || fail "stop"
 check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
 
+# The end of case 2 has the shape of test-dirtylog.sh case 1 (duplicates pairs them),
+# deliberately: the same outage-resync-compare steps, on a bitmap file that fails here.
 echo "== 3. one failed flush during a resync (its progress is written about once a second)"
 start_replicator a "${ARGS[@]}" resync-rate=2M || die "start"
 remote_kill ra

@@ -43,6 +43,8 @@ start_replicator a "${ARGS[@]}" || die "replicator"
 check "the bitmap file exists: header + 1 page" [ "$(stat -c %s "$BM" 2>/dev/null)" = 8192 ]
 check "it starts empty (a trusted leg)" [ "$(bits "$BM")" = 0 ]
 check "its header names the format" grep -q NBDRDLOG "$BM"
+# The outage below has the shape of test-resync.sh case 1 (duplicates pairs them),
+# deliberately: the steps are the scenario; here the bitmap file is what is checked.
 scatter "$NBD_URI" 4 1 || fail "writes"
 wait_caught_up "$T/a.ctl" 20 || fail "caught up"
 remote_kill ra

@@ -7,6 +7,8 @@
 # and calls the blank disk consistent, so this test fails and counts as XFAIL.  When it
 # passes, the run fails (XPASS): then take it off XFAIL_TESTS.  (test-remote-disk-faults.sh case
 # D shows the operator's way out: verify, then resync --full.)
+# Its setup has the shape of test-known-gap-blank-local.sh (duplicates pairs them),
+# deliberately: each known gap stands alone, to be deleted or moved when its gap closes.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp

@@ -133,6 +133,8 @@ if want C; then
   echo "== C. the flushes of a path leg at site 1 fail"
   forgetful c || die "nbdfuse c"
   truncate -s $SIZE "$T/c.loc"
+  # Shaped like case A (duplicates pairs them), deliberately: the leg at another site, its own
+  # config and checks spelled out.
   cat > "$T/c.conf" <<EOF
 replog = { path = "$T/c.rlog"; size = "32M"; };
 sites = ( { id = 0; },

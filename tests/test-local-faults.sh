@@ -99,6 +99,8 @@ fi
 # =========================================================================================
 if want V; then
   echo "== V. the local leg vanishes (nbdfuse killed, mount lazily unmounted)"
+  # Starts like case R (duplicates pairs them), deliberately: each lettered case sets up its
+  # own instance and can run alone (CASES=V).
   fuse_error_leg c || die "fuse c"
   FP=$FUSE_PID
   truncate -s $SIZE "$T/c.rem"
@@ -137,6 +139,8 @@ fi
 # =========================================================================================
 if want U; then
   echo "== U. the local leg file is unlinked while the instance runs"
+  # Starts like the pull-ahead case of test-remote-config.sh (duplicates pairs them),
+  # deliberately: an instance with one remote, spelled out where it is used.
   truncate -s $SIZE "$T/u.img" "$T/u.rem"
   remote_start ru file "$T/u.rem" || die "remote"
   UA=(log="$T/u.rlog" log-size=16M local="$T/u.img" remote="$(remote_uri ru)" initial-sync=false

@@ -181,6 +181,7 @@ second_refused "site 0: the local leg is a block device in use" "$LOOP1 is in us
   log="$T/log7" log-size=4M local="$LOOP1" control="$T/k.ctl"
 second_refused "site 1: a path leg is a block device in use" "$LOOP2 is in use \(opened exclusively elsewhere\)" \
   log="$T/log7" log-size=4M local="$T/leg5" remote="$LOOP2" initial-sync=false control="$T/k.ctl"
+# Like j.conf above (duplicates pairs them), deliberately: two instances' configs, side by side.
 cat > "$T/k.conf" <<CONF
 replog = { path = "$T/log7"; size = "4M"; };
 sites = ( { id = 2; disconnect_timeout = "1s"; } );

@@ -340,6 +340,8 @@ fi
 
 # =========================================================================================
 if want E; then
+  # Starts like case D (duplicates pairs them), deliberately: each lettered case sets up its
+  # own instance and can run alone (CASES=E).
   echo "== E. the remote returns smaller (same address, a smaller disk)"
   truncate -s $SIZE "$T/E.rem"
   remote_start Es file "$T/E.rem" || die "E: remote"

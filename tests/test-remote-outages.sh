@@ -81,8 +81,6 @@ for e in st["errors"][:5]: print("  writer error:", e)
 PY
 
 # ---- status trace: mon_start/mon_stop/trace_eval (lib.sh) ----------------------------------
-# le A B: A <= B (floats)
-le() { python3 -c 'import sys; sys.exit(not float(sys.argv[1]) <= float(sys.argv[2]))' "$1" "$2"; }
 
 # ---- one case ----------------------------------------------------------------------------
 # case_start NAME REMOTE-URI POLICY [PARAMS...]: replicator NAME (local leg $T/NAME.leg) with
@@ -120,7 +118,7 @@ writer_check() {
   v=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(len(s["errors"]), max(s["max_write"], s["max_flush"]), s["writes"])' "$T/$n.stats")
   set -- $v
   check "$n: no client write or flush failed ($1 errors in $3 writes)" test "$1" = 0
-  check "$n: worst client latency $(printf %.3f "$2") s < $lim s" le "$2" "$lim"
+  check "$n: worst client latency $(printf %.3f "$2") s < $lim s" cmpf "$2" '<=' "$lim"
 }
 # case_end NAME REMOTE-IMAGE [SKIPCMP]: caught up, connected, log mode; data identical
 case_end() {
@@ -298,6 +296,8 @@ fi
 
 # ---- g: paused longer than request_timeout: dropped, in doubt -------------------------
 if want g; then
+  # Starts like case b (duplicates pairs them), deliberately: b pauses for less than
+  # request_timeout, g for more; each case reads and runs alone.
   echo "== g. remote paused 5 s > request-timeout=2s (disconnect-timeout ${DT}s; async)"
   truncate -s $SIZE "$T/g.rimg"
   if remote_start gs --filter=pause file "$T/g.rimg" pause-control="$T/g.pctl" &&

@@ -153,6 +153,8 @@ restore_case() {
   # restore from site 1 while it lags
   rm -f "$T/$n.fail"
   before=$(status_get "$T/$n.ctl" "j['sites'][0]['resync']['finished']")
+  # Shaped like view_case's resync step (duplicates pairs them), deliberately: a restore
+  # of site 0 is checked on other fields and legs than a resync of site 1.
   "$REPLCTL" -s "$T/$n.ctl" restore default --from 1 >/dev/null || fail "$n: replctl restore refused"
   if wait_for "$T/$n.ctl" "j['sites'][0]['resync']['finished'] > $before and not j['devices'][0]['local_out']" 30; then
     ok "$n: the restore finished"

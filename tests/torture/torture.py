@@ -968,6 +968,8 @@ def run(args):
                     note = "remote stopped %.1fs, resumed" % stop_for
                 else:
                     note = "remote stopped %.1fs, still stopped at the kill" % stop_for
+            # (deliberate: the same shape as "rstop" above, which duplicates pairs with it:
+            # each fault spells out its own timing)
             elif fault == "rkill":
                 client.run_for(rng.uniform(0.2, 0.8))      # (prefix checks before the kill)
                 snapshot()             # one more: after the fault the site is often dirty
