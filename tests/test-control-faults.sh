@@ -1,6 +1,7 @@
 #!/bin/bash
-# Control socket faults: what bad clients cannot do to the instance (replctl(8) CONTROL PROTOCOL: one command line of at most
-# 4096 bytes within 2 seconds, one JSON reply, requests served one at a time).
+# Control socket faults: what bad clients cannot do to the instance (replctl(8) CONTROL
+# PROTOCOL: one command line of at most 4096 bytes within 2 seconds, one JSON reply, requests
+# served one at a time).
 # test-replctl.sh sends one garbage line, a 10000-byte line and a bad JSON command; here:
 #  G. garbage: binary bytes (NUL, control and non-UTF-8 bytes), a line without a newline,
 #     deeply nested or overlong JSON: each gets one JSON error document (valid JSON).

@@ -1,7 +1,7 @@
 #!/bin/bash
 # fall_behind (docs/RULES.md, policies): an async site whose backlog passes its threshold
-# throttles new writes to the site's pace until the backlog is back under it; a disconnected site never
-# throttles.  The remote is slow on purpose: --filter=delay delay-write=20ms with
+# throttles new writes to the site's pace until the backlog is back under it; a disconnected
+# site never throttles.  The remote is slow on purpose: --filter=delay delay-write=20ms with
 # queue-depth=1, so it applies about 50 writes/s.  A client sends bursts of 4 KiB writes.
 #   none        a 400-write burst is fast; the backlog builds up
 #   ios 50      the same burst is throttled once 50 entries are pending; status shows

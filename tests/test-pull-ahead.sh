@@ -1,8 +1,8 @@
 #!/bin/bash
 # pull_ahead (docs/RULES.md, policies): when the log is full, writes wait for the slowest
-# site; a site that alone keeps the log full for longer than its pull_ahead time goes to dirty-log mode,
-# and from then on writers no longer wait for it.  It resyncs later and ends equal to the
-# device.  The log is 4 MiB; writes are 64 KiB, so about 60 fit.  The slow remote is
+# site; a site that alone keeps the log full for longer than its pull_ahead time goes to
+# dirty-log mode, and from then on writers no longer wait for it.  It resyncs later and ends
+# equal to the device.  The log is 4 MiB; writes are 64 KiB, so about 60 fit.  The slow remote is
 # nbdkit's delay filter (delay-write=100ms; queue-depth=1: about 10 writes/s), connected
 # and making progress the whole time (never disconnected: disconnect_timeout 20 s).
 #   async slow: 256 writes one at a time; without pull-ahead they run at the site's pace
