@@ -39,6 +39,9 @@ static struct held *held;
 static size_t nheld, held_cap;
 static uint64_t flushes_failed, writes_forgotten;
 
+/* Config parsing and the callback table have the shape of hold-filter.c's (duplicates
+ * pairs them), deliberately: each test filter is one stand-alone file, built into its own
+ * .so; the table lists every callback the filter answers. */
 static int
 forget_config (nbdkit_next_config *next, nbdkit_backend *nxdata, const char *key, const char *value)
 {
@@ -246,6 +249,7 @@ forget_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
   return r;
 }
 
+/* Every callback listed (duplicates pairs the .can_* and I/O lines by shape), deliberately. */
 static struct nbdkit_filter filter = {
   .name = "forget",
   .longname = "nbd-replicator test filter: a disk that forgets after a failed flush",

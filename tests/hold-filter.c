@@ -152,6 +152,8 @@ hold_pwrite (nbdkit_next *next, void *handle, const void *buf, uint32_t count,
   return r;
 }
 
+/* hold_zero and hold_trim have the shape of hold_pwrite (duplicates pairs them),
+ * deliberately: one callback per nbdkit operation, each a few lines. */
 static int
 hold_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
            uint32_t flags, int *err)

@@ -217,16 +217,22 @@ status_get() {
   python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$js" "$2"
 }
 
-# wait_drained CTLSOCK [TIMEOUT_S]: wait until the log holds no entries and no device has
-# unapplied extents
-wait_drained() {
-  local ctl=$1 tmo=${2:-20} i v
-  for i in $(seq $((tmo * 10))); do
-    v=$(status_get "$ctl" 'j["log"]["entries"] == 0 and all(d["unapplied_extents"] == 0 for d in j["devices"])' 2>/dev/null) || v=
+# poll_status CTLSOCK PYEXPR TIMEOUT_S: poll status every 0.1 s until PYEXPR (on j) is True;
+# quiet (wait_for says what was not reached)
+poll_status() {
+  local i v
+  for i in $(seq $(($3 * 10))); do
+    v=$(status_get "$1" "$2" 2>/dev/null) || v=
     [ "$v" = True ] && return 0
     sleep 0.1
   done
   return 1
+}
+
+# wait_drained CTLSOCK [TIMEOUT_S]: wait until the log holds no entries and no device has
+# unapplied extents
+wait_drained() {
+  poll_status "$1" 'j["log"]["entries"] == 0 and all(d["unapplied_extents"] == 0 for d in j["devices"])' "${2:-20}"
 }
 
 # check_engine CTLSOCK: status reports the I/O engine expected from the environment
@@ -318,12 +324,9 @@ tgt_cleanup() { local p; for p in "${TGT_PORTS[@]}"; do rm -f "/run/tgtd/socket.
 # wait_caught_up CTLSOCK [TIMEOUT_S]: every site in log mode has applied everything and the
 # log is empty
 wait_caught_up() {
-  local ctl=$1 tmo=${2:-30} i v
-  for i in $(seq $((tmo * 10))); do
-    v=$(status_get "$ctl" 'j["log"]["entries"] == 0 and all(s["backlog_entries"] == 0 for s in j["sites"] if s["mode"] == "log")' 2>/dev/null) || v=
-    [ "$v" = True ] && return 0
-    sleep 0.1
-  done
+  local ctl=$1 tmo=${2:-30}
+  poll_status "$ctl" 'j["log"]["entries"] == 0 and all(s["backlog_entries"] == 0 for s in j["sites"] if s["mode"] == "log")' "$tmo" &&
+    return 0
   echo "  not caught up after ${tmo}s; log and sites:" >&2
   status_get "$ctl" 'j["log"], [(s.get("site"), s.get("mode"), s.get("link"), s.get("backlog_entries"), s.get("applied_seq")) for s in j["sites"]]' >&2 || true
   return 1
@@ -331,12 +334,7 @@ wait_caught_up() {
 
 # wait_for CTLSOCK PYEXPR TIMEOUT_S: poll status until PYEXPR (on j) is True
 wait_for() {
-  local i v=
-  for i in $(seq $(($3 * 10))); do
-    v=$(status_get "$1" "$2" 2>/dev/null) || v=
-    [ "$v" = True ] && return 0
-    sleep 0.1
-  done
+  poll_status "$1" "$2" "$3" && return 0
   echo "  (not reached within $3 s: $2)"
   return 1
 }
@@ -467,8 +465,12 @@ forgotten_writes() {
        END { printf "%d %d\n", n, w }' "$T/$1.fg.log" 2>/dev/null
 }
 
+# py ARGS...: python3 without the sanitizer preload (a client of the device: libnbd)
+py() { env -u LD_PRELOAD python3 "$@"; }
 # kd write|check ...: known data through a device (tests/known-data.py)
-kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
+kd() { py "$TESTDIR/known-data.py" "$@"; }
+# scatter ...: scattered writes through a device (tests/scatter.py)
+scatter() { py "$TESTDIR/scatter.py" "$@"; }
 # hard_error MSG: a failure other than the one an expected-failure test (XFAIL_TESTS) is
 # about (its setup, a sanitizer report, a check outside the known gap): exit 99, automake's
 # hard ERROR, which XFAIL does not absorb, unlike a plain failure
@@ -487,4 +489,99 @@ import sys
 with open(sys.argv[1], "rb") as f:
     f.seek(int(sys.argv[2])); b = f.read(int(sys.argv[3]))
 print(b[0] if b and b.count(b[:1]) == len(b) else "mixed")' "$1" "$2" "$RS"
+}
+
+# pwrite_pattern URI OFF BYTE: fill [OFF, OFF+RS) of the device with BYTE and flush; RS is
+# the test's region size
+pwrite_pattern() { nbdsh_u "$1" -c "h.pwrite(bytes([$3]) * $RS, $2); h.flush()"; }
+
+# ---- status, by site and leg --------------------------------------------------------------
+# Status expressions (PYEXPR on j) for site 1 and for leg 1 of device 0 (site 1's leg)
+S1='j["sites"][1]'
+L1='j["devices"][0]["legs"][1]'
+
+# st NAME PYEXPR: status_get on replicator NAME's control socket $T/NAME.ctl, errors quiet
+st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
+
+# site1 CTLSOCK PYEXPR: PYEXPR with s = site 1 and l = its leg (device 0, leg 1)
+site1() { status_get "$1" "(lambda s, l: $2)(j['sites'][1], j['devices'][0]['legs'][1])"; }
+
+# wait_resynced CTLSOCK TIMEOUT_S [N]: site 1 is back in log mode after its Nth (default 1)
+# finished resync
+wait_resynced() {
+  local ctl=$1 tmo=$2 n=${3:-1} i
+  for i in $(seq $((tmo * 10))); do
+    [ "$(site1 "$ctl" "s['mode'] == 'log' and s['resync']['finished'] >= $n")" = True ] && return 0
+    sleep 0.1
+  done
+  echo "  (site 1 not resynced after ${tmo}s: $(site1 "$ctl" "(s['mode'], s['resync'])"))"
+  return 1
+}
+
+# wait_site1_mode CTLSOCK MODE TIMEOUT_S: site 1 is in MODE (log, dirty, resync), quietly
+wait_site1_mode() { poll_status "$1" "$S1['mode'] == '$2'" "$3"; }
+
+# wait_ctl CTLSOCK: the control socket answers `status` (within 5 s)
+wait_ctl() {
+  local i
+  for i in $(seq 100); do "$REPLCTL" -s "$1" status --json >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "  (control socket $1 does not answer)"; return 1
+}
+
+# A status trace while a client runs: replctl status --json every 0.1 s into $T/NAME.trace,
+# one line per sample (tests/status-monitor.py).  mon_start NAME; ...; mon_stop NAME
+MON=
+mon_start() { rm -f "$T/$1.mstop"; python3 "$TESTDIR/status-monitor.py" "$REPLCTL" "$T/$1.ctl" "$T/$1.trace" "$T/$1.mstop" & MON=$!; }
+mon_stop() { touch "$T/$1.mstop"; wait "$MON" 2>/dev/null; }
+# trace_eval FILE PYEXPR: PYEXPR over S (list of samples; each has t = seconds since start)
+trace_eval() {
+  python3 -c 'import json,sys; S=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(eval(sys.argv[2]))' "$1" "$2"
+}
+# bval FILE PYEXPR: PYEXPR over b, the JSON document in FILE (a client's summary)
+bval() { python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+# cmpf A OP B: the float comparison A OP B (OP one of < <= > >= ==) holds
+cmpf() { python3 -c 'import sys; a, op, b = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]); sys.exit(not eval("a %s b" % op))' "$1" "$2" "$3"; }
+
+# ---- fault cases ----------------------------------------------------------------------------
+# want CASE: CASE is in $CASES (a test's subset of cases: CASES="A B" bash tests/test-X.sh)
+want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
+
+# finish_case NAME: replicator NAME is alive after the fault, stops cleanly, no sanitizer report
+finish_case() {
+  local n=$1 rc=0
+  check "$n: the instance is alive after the fault" alive "${REPL_PID[$n]}"
+  stop_replicator "$n" || rc=$?
+  check "$n: clean stop (rc $rc)" test $rc = 0
+  check "$n: no sanitizer report" sanitizer_clean "$n"
+}
+
+# fuse_error_leg NAME: a leg that fails on demand: the file $T/fuse-NAME/disk (nbdfuse) of
+# `nbdkit --filter=error file $T/NAME.img` (created with $SIZE bytes if missing): reads fail
+# with EIO while $T/NAME.rfail exists, writes while $T/NAME.wfail exists.  Sets FUSE_PID;
+# nbdfuse's pid is also in $T/nbdfuse-NAME.pid.  Unmount with fuse_unmount_all.
+fuse_error_leg() {
+  local i
+  mkdir -p "$T/fuse-$1"
+  [ -e "$T/$1.img" ] || truncate -s "$SIZE" "$T/$1.img"
+  nbdfuse -P "$T/nbdfuse-$1.pid" "$T/fuse-$1/disk" \
+    [ nbdkit --filter=error file "$T/$1.img" \
+        error-pread=EIO error-pread-rate=100% error-pread-file="$T/$1.rfail" \
+        error-pwrite=EIO error-pwrite-rate=100% error-pwrite-file="$T/$1.wfail" ] \
+    2>>"$T/nbdfuse-$1.log" &
+  FUSE_PID=$!
+  for i in $(seq 200); do [ -e "$T/fuse-$1/disk" ] && return 0; sleep 0.05; done
+  echo "nbdfuse did not come up"; return 1
+}
+
+# runfio DESC ARGS...: fio ARGS (output in $T/fio.out) must exit 0 with err=0 and no verify
+# failure: ok DESC (with fio's bandwidth and amount), else fail with fio's complaints.
+runfio() {
+  local d=$1 rc=0; shift
+  fio --output="$T/fio.out" --verify_state_save=0 "$@" || rc=$?
+  if [ $rc -eq 0 ] && ! grep -qE 'verify failed|bad magic|bad header|err= *[1-9]' "$T/fio.out"; then
+    ok "$d ($(grep -oE '(WRITE|READ): bw=[^ ]+|io=[0-9.]+[KMG]iB' "$T/fio.out" | tr '\n' ' '))"
+  else
+    fail "$d: fio rc $rc"; grep -E 'verify|err=|fio:' "$T/fio.out" | head -20 | sed 's/^/  | /'
+  fi
+  return 0                      # like check: counted, and the test goes on (even under set -e)
 }

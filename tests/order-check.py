@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""order-check.py: check write-order fidelity (DESIGN.md guarantee 4.4) at a remote site.
+"""order-check.py: check write-order fidelity (guarantee 4) at a remote site.
 
 Usage: order-check.py RECORD LOG [LOG...]
 

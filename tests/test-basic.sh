@@ -244,15 +244,23 @@ PY
 if python3 "$T/slow.py" "$(uri q)" "$T/q.ctl" "$REPLCTL" "$T/qref"; then ok "overlay checks with a slow leg"
 else fail "overlay checks with a slow leg"; fi
 
-echo "== kill -9 with a lagging leg, restart: flushed data is there"
-nbdsh_u "$(uri q)" -c '
-for i in range(100): h.pwrite(bytes([0xa0 + i % 16]) * 4096, (32 << 20) + i * 4096)
-h.flush()' || fail "writes before the kill"
-python3 - "$T/qref" <<'PY'
+# q_writes N BASE B0 MOD: N 4 KiB writes through instance q at BASE, BASE + 4096, ..., write
+# i filled with byte B0 + i % MOD, then a flush; the same writes go into the reference $T/qref
+q_writes() {
+  local rc=0
+  nbdsh_u "$(uri q)" -c "
+for i in range($1): h.pwrite(bytes([$3 + i % $4]) * 4096, $2 + i * 4096)
+h.flush()" || rc=1
+  python3 -c '
 import sys
+n, base, b0, mod = (int(a, 0) for a in sys.argv[2:])
 f = open(sys.argv[1], "r+b")
-for i in range(100): f.seek((32 << 20) + i * 4096); f.write(bytes([0xa0 + i % 16]) * 4096)
-PY
+for i in range(n): f.seek(base + i * 4096); f.write(bytes([b0 + i % mod]) * 4096)' "$T/qref" "$@"
+  return $rc
+}
+
+echo "== kill -9 with a lagging leg, restart: flushed data is there"
+q_writes 100 $((32 << 20)) 0xa0 16 || fail "writes before the kill"
 u=$(status_get "$T/q.ctl" 'j["devices"][0]["unapplied_extents"]')
 kill9_replicator q
 echo "  killed with $u unapplied extents"
@@ -278,14 +286,7 @@ python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.write(b"Y" * 40960)' "$T
 
 echo "== a stop drains for a bounded time only (safety rule 12); the rest is replayed at start"
 start_replicator q log="$T/qlog" local="$T/fz/leg" control="$T/q.ctl" queue-depth=1 || die "qd1 start failed"
-nbdsh_u "$(uri q)" -c '
-for i in range(1000): h.pwrite(bytes([0x30 + i % 64]) * 4096, (16 << 20) + i * 4096)
-h.flush()' || fail "backlog writes"
-python3 - "$T/qref" <<'PY'
-import sys
-f = open(sys.argv[1], "r+b")
-for i in range(1000): f.seek((16 << 20) + i * 4096); f.write(bytes([0x30 + i % 64]) * 4096)
-PY
+q_writes 1000 $((16 << 20)) 0x30 64 || fail "backlog writes"
 echo "  backlog: $(status_get "$T/q.ctl" 'j["devices"][0]["unapplied_extents"]') unapplied extents (about 20 s of leg time)"
 s0=$EPOCHREALTIME; rc=0; stop_replicator q 40 || rc=$?
 took=$(python3 -c "print(round($EPOCHREALTIME - $s0, 1))")

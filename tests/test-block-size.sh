@@ -230,6 +230,8 @@ start_replicator b config="$T/b.conf" || die "instance B does not start"
 LEGS=("$T/b0.img" "$LB1")
 run_case b
 
+# Cases B and C configure alike (duplicates pairs them), deliberately: the config of each
+# case is written out so that its leg combination reads at a glance.
 echo "== C: local leg 4Kn opened without O_DIRECT (direct_io = false); site 1 NBD advertising 4096"
 truncate -s $SIZE "$T/c0.img" "$T/c1.img"
 loop4k "$T/c0.img" || die "losetup --sector-size 4096 failed"; LC0=$LOOP

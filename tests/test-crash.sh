@@ -327,27 +327,17 @@ h.flush()' || fail "writes to the slow leg"
   kill9_replicator t
   # pick an unapplied write entry in the middle and flip a byte of its payload
   python3 - "$T/tlog" > "$T/torn.txt" <<'PY'
-import struct, sys
+import os, sys
+sys.path.insert(0, os.environ["TESTDIR"])
+import replog
 f = open(sys.argv[1], "r+b")
-hdrs = []
-for c in (0, 1):
-    f.seek(c * 4096); hd = f.read(4096)
-    if hd[:8] == b"NBDRPLOG": hdrs.append(hd)
-hd = max(hdrs, key=lambda x: struct.unpack_from("<Q", x, 16)[0])
-desc_off, ndesc, data_off, data_blocks = struct.unpack_from("<QQQQ", hd, 48)
-applied0 = struct.unpack_from("<Q", hd, 128)[0]
-writes = []
-for slot in range(ndesc):
-    f.seek(desc_off + slot * 64); d = f.read(64)
-    magic, op, flags, dev, seq, off, length, nblocks, data_pos = struct.unpack_from("<IBBHQQIIQ", d, 0)
-    if magic == 0x31454c52 and op == 1 and seq > applied0:
-        writes.append((seq, off, length, data_pos))
-writes.sort()
+hd = replog.newest(replog.read_copies(f), need="magic")
+applied0 = hd.applied(0)
+writes = [(d.seq, d.offset, d.length, d) for d in replog.unapplied_writes(f, hd)]
 if len(writes) < 8:
     print("SKIP %d unapplied writes only (applied %d)" % (len(writes), applied0)); sys.exit(0)
-seq, off, length, data_pos = writes[len(writes) // 2]
-pos = data_off + (data_pos % data_blocks) * 4096 + 100
-f.seek(pos); b = f.read(1); f.seek(pos); f.write(bytes([b[0] ^ 0xff])); f.close()
+seq, off, length, d = writes[len(writes) // 2]
+replog.flip_byte(f, replog.payload_at(hd, d) + 100); f.close()
 print("TORN seq %d block %d (applied %d, %d unapplied writes, seqs %d..%d)" % (
     seq, off // 4096, applied0, len(writes), writes[0][0], writes[-1][0]))
 PY

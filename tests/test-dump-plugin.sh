@@ -51,7 +51,7 @@ expect_fail "bad local-policy value is named" "error.*(local-policy|maybe)" \
   log="$T/log1" local="$T/leg" local-policy=maybe control="$T/c.sock"
 expect_fail "missing config file is named" "error.*$T/no.conf" \
   config="$T/no.conf"
-# a size larger than the leg: the leg is undersized (guarantee 4.8)
+# a size larger than the leg: the leg is undersized (guarantee 8)
 expect_fail "device larger than its leg is refused" "error.*(size|small|larger)" \
   log="$T/log1" local="$T/leg" size=32M control="$T/c.sock"
 

@@ -1,7 +1,7 @@
 #!/bin/bash
-# fall_behind (DESIGN 3.3): an async site whose backlog passes its threshold throttles new
-# writes to the site's pace until the backlog is back under it; a disconnected site never
-# throttles.  The remote is slow on purpose: --filter=delay delay-write=20ms with
+# fall_behind (docs/RULES.md, policies): an async site whose backlog passes its threshold
+# throttles new writes to the site's pace until the backlog is back under it; a disconnected
+# site never throttles.  The remote is slow on purpose: --filter=delay delay-write=20ms with
 # queue-depth=1, so it applies about 50 writes/s.  A client sends bursts of 4 KiB writes.
 #   none        a 400-write burst is fast; the backlog builds up
 #   ios 50      the same burst is throttled once 50 entries are pending; status shows
@@ -44,33 +44,14 @@ total = time.monotonic() - t0
 h.shutdown()
 json.dump({"total": total, "done": done, "max_lat": max(lat)}, open(out, "w"))
 PY
-# bval OUT PYEXPR: PYEXPR over b (the burst's summary)
-bval() { python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+# bval (lib.sh) OUT PYEXPR: PYEXPR over b, the burst's summary
 # burst NAME N RATE TAG [BASE]: run a burst against replicator NAME -> $T/NAME.TAG.json
 burst() { python3 "$T/burst.py" "$(uri "$1")" "$2" "$3" "$T/$1.$4.json" "${5:-0}"; }
 
-# status trace while a burst runs: replctl status --json every 0.1 s, one line per sample
-MON=
-mon_start() { rm -f "$T/$1.mstop"; python3 "$TESTDIR/status-monitor.py" "$REPLCTL" "$T/$1.ctl" "$T/$1.trace" "$T/$1.mstop" & MON=$!; }
-mon_stop() { touch "$T/$1.mstop"; wait "$MON" 2>/dev/null; }
-trace_eval() {
-  python3 -c 'import json,sys; S=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(eval(sys.argv[2]))' "$1" "$2"
-}
-wait_for() {
-  local i v
-  for i in $(seq $(($3 * 10))); do
-    v=$(status_get "$1" "$2" 2>/dev/null) || v=
-    [ "$v" = True ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-cmpf() { python3 -c 'import sys; a, op, b = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]); sys.exit(not eval("a %s b" % op))' "$1" "$2" "$3"; }
-S1='j["sites"][1]'
-L1='j["devices"][0]["legs"][1]'
+# a status trace while a burst runs: mon_start/mon_stop/trace_eval (lib.sh)
 
-# setup NAME [FALL-BEHIND]: slow remote NAMEs + replicator NAME (async, queue-depth=1)
-setup() {
+# setup_fall_behind NAME [FALL-BEHIND]: slow remote NAMEs + replicator NAME (async, queue-depth=1)
+setup_fall_behind() {
   local n=$1 fb=${2:-}
   truncate -s $SIZE "$T/$n.leg" "$T/$n.rimg"
   remote_start "${n}s" --filter=delay file "$T/$n.rimg" delay-write=20ms ||
@@ -94,7 +75,7 @@ teardown() {
 
 # ---- no fall-behind: the burst is fast, the backlog builds up -------------------------
 echo "== no fall-behind: $N writes to a ~$PACE writes/s site"
-if setup nofb; then
+if setup_fall_behind nofb; then
   mon_start nofb
   burst nofb $N 0 b1 || fail "nofb: burst failed"
   mon_stop nofb
@@ -118,7 +99,7 @@ fi
 fb_threshold() {
   local n=$1 fb=$2 t first second min_t
   echo "== fall-behind=\"$fb\": $N writes"
-  setup "$n" "$fb" || return
+  setup_fall_behind "$n" "$fb" || return
   mon_start "$n"
   burst "$n" $N 0 b1 || fail "$n: burst failed"
   mon_stop "$n"
@@ -174,7 +155,7 @@ fb_threshold size "size 200k"
 echo "== fall-behind=\"timeout 1s\": $N writes paced at 200/s (4x the site's pace)"
 RATE=200
 t_paced=$(python3 -c "print($N / $RATE)")
-if setup tmo "timeout 1s"; then
+if setup_fall_behind tmo "timeout 1s"; then
   mon_start tmo
   burst tmo $N $RATE b1 || fail "tmo: burst failed"
   mon_stop tmo

@@ -17,15 +17,6 @@ J4K="--name=rw4k --rw=randwrite --bs=4k --offset=0 --size=32M --randseed=4242 --
 JMIX="--name=rwmix --rw=randwrite --bsrange=512-128k --offset=32M --size=24M --randseed=777 --verify=crc32c --verify_fatal=1"
 NBD="--ioengine=nbd --iodepth=16"
 
-runfio() {   # runfio DESC ARGS...: fio must exit 0 with err=0 and no verify failure
-  local d=$1 rc=0; shift
-  fio --output="$T/fio.out" --verify_state_save=0 "$@" || rc=$?
-  if [ $rc -eq 0 ] && ! grep -qE 'verify failed|bad magic|bad header|err= *[1-9]' "$T/fio.out"; then
-    ok "$d ($(grep -oE '(WRITE|READ): bw=[^ ]+' "$T/fio.out" | tr '\n' ' '))"
-  else
-    fail "$d: fio rc $rc"; grep -E 'verify|err=|fio:' "$T/fio.out" | head -20 | sed 's/^/  | /'
-  fi
-}
 
 echo "== write + verify through nbd"
 timed "4k randwrite+verify" runfio "randwrite bs=4k iodepth=16 32M, verify=crc32c" $NBD --uri="$NBD_URI" $J4K

@@ -39,6 +39,8 @@ start_replicator a log="$T/a.rlog" log-size=32M local="$T/a0.img" control="$T/a.
   || die "instance a does not start"
 idle_case a 0
 
+# The config below has the shape of test-block-size.sh case B (duplicates pairs them),
+# deliberately: each test writes out the config it runs.
 echo "== site 1 with a path leg"
 truncate -s $SIZE "$T/b0.img" "$T/b1.img"
 cat > "$T/b.conf" <<EOF

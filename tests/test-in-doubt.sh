@@ -1,5 +1,5 @@
 #!/bin/bash
-# In-doubt writes (DESIGN 5.1 safety rule 5): a write of a dropped NBD connection that the
+# In-doubt writes (safety rule 5): a write of a dropped NBD connection that the
 # remote runs late, after the replicator reconnected, re-sent it and applied a newer write to
 # the same place, must not stay on the remote leg; the site is not reported consistent
 # until its region was copied again.
@@ -32,15 +32,9 @@ requires_python_nbd
 SIZE=16M
 RS=65536                 # region size of the dirty log (and of the writes here)
 X=$((3 * 1048576))       # region X
-S1='j["sites"][1]'
-L1='j["devices"][0]["legs"][1]'
 
-# pwrite_pattern URI OFF BYTE: the client writes RS bytes of BYTE at OFF, then flushes
-pwrite_pattern() {
-  nbdsh_u "$1" -c "h.pwrite(bytes([$3]) * $RS, $2); h.flush()"
-}
-# case_end N: caught up, the device holds B at X, both legs equal it, a clean stop
-case_end() {
+# case_end_b_at_x N: caught up, the device holds B at X, both legs equal it, a clean stop
+case_end_b_at_x() {
   local n=$1 rc=0
   wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "$S1")"
   nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
@@ -143,7 +137,7 @@ sys.exit(not (("held", "aa") in w and ("passing", "bb") in w[:w.index(("held", "
   check "$n: consistent again within 30 s (status $st)" test "$st" = "(True, 0)"
   grep -q "copying the regions of in-doubt writes again" "$T/$n.log" ||
     fail "$n: the log does not say the in-doubt regions are copied again"
-  case_end "$n"
+  case_end_b_at_x "$n"
   [ "$tr" = iscsi ] && tgt_kill
   remote_kill "${n}r"
   [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }

@@ -6,7 +6,7 @@
 # holds every write), never zeroes.  Today the log header keeps no identity of the leg: the
 # blank file is taken for the device and clients read zeroes, so this test fails and
 # counts as XFAIL.  When it passes, the run fails (XPASS): then take it off XFAIL_TESTS.
-# (test-fault-local.sh case U shows the operator's way out: rebuild the leg from site 1.)
+# (test-local-faults.sh case U shows the operator's way out: rebuild the leg from site 1.)
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp

@@ -1,5 +1,5 @@
 #!/bin/bash
-# One owner (safety rule 5.1.8) and a corrupt log header (rule 5.1.7, guarantee 4.8):
+# One owner (safety rule 8) and a corrupt log header (safety rule 7, guarantee 8):
 #  - a second instance on the same log, on the same local leg, or on the same dirty-log file
 #    is refused naming the lock (a second instance that got the dirty-log file would clear the
 #    first one's dirty regions in it);
@@ -19,8 +19,8 @@ start_replicator a log="$T/log" log-size=4M local="$T/leg" control="$T/a.ctl" ||
 nbdsh_u "$(uri a)" -c 'h.pwrite(b"K" * 65536, 0); h.pwrite(b"L" * 4096, 1 << 20, nbd.CMD_FLAG_FUA); h.flush()' ||
   die "writes to the first instance failed"
 
-# refused DESC REGEX PARAMS...: a second nbdkit must refuse to start, saying REGEX
-refused() {
+# second_refused DESC REGEX PARAMS...: a second nbdkit must refuse to start, saying REGEX
+second_refused() {
   local d=$1 re=$2 rc=0; shift 2
   rm -f "$T/second.sock"                 # left by an attempt that did start
   nbdkit_refused "$T/err" -U "$T/second.sock" "$PLUGIN" "$@" --run true || rc=$?
@@ -30,16 +30,16 @@ refused() {
 }
 
 echo "== a second instance is refused"
-refused "same log, other leg" "lock.*$T/log|$T/log.*lock" \
+second_refused "same log, other leg" "lock.*$T/log|$T/log.*lock" \
   log="$T/log" local="$T/leg2" control="$T/b.ctl"
-refused "same local leg, other log" "lock.*$T/leg|$T/leg.*lock" \
+second_refused "same local leg, other log" "lock.*$T/leg|$T/leg.*lock" \
   log="$T/log2" log-size=4M local="$T/leg" control="$T/b.ctl"
 cat > "$T/second.conf" <<CONF
 replog = { path = "$T/log"; };
 devices = ( { name = "x"; legs = ( { site = 0; path = "$T/leg2"; } ); } );
 control = { socket = "$T/b.ctl"; };
 CONF
-refused "same log (config file form)" "lock.*$T/log|$T/log.*lock" config="$T/second.conf"
+second_refused "same log (config file form)" "lock.*$T/log|$T/log.*lock" config="$T/second.conf"
 check "the refused attempts left the first instance's data alone" nbdsh_u "$(uri a)" -c '
 assert h.pread(65536, 0) == b"K" * 65536 and h.pread(4096, 1 << 20) == b"L" * 4096'
 check "the first instance still takes writes" nbdsh_u "$(uri a)" -c '
@@ -79,7 +79,7 @@ wait_for "$T/h.ctl" "j['sites'][1]['mode'] == 'dirty'" 20 || fail "site 1 of h i
 wait_caught_up "$T/h.ctl" 20 || fail "h caught up"
 echo "  h: $(status_get "$T/h.ctl" "j['devices'][0]['legs'][1]['dirty_regions']") dirty regions in its file"
 bm=$(sha256sum < "$T/dl/default.1.bitmap")
-refused "same dirty-log file, other log and leg" "$T/dl/default.1.bitmap is locked by another instance" \
+second_refused "same dirty-log file, other log and leg" "$T/dl/default.1.bitmap is locked by another instance" \
   log="$T/log5" log-size=4M local="$T/leg4" remote="$(remote_uri rm)" initial-sync=false \
   dirty-log-dir="$T/dl" control="$T/i.ctl"
 # Once more with a client that writes and flushes (a sync round, which writes the dirty logs):
@@ -128,9 +128,9 @@ head -c 8192 /dev/urandom > "$T/garbage"
 dd if="$T/garbage" of="$T/log" bs=8192 count=1 conv=notrunc status=none
 logsum=$(sha256sum < "$T/log")
 sum=$(sha256sum < "$T/leg")
-refused "corrupt header, log-mode auto (default)" "header" log="$T/log" local="$T/leg" control="$T/f.ctl"
-refused "corrupt header, log-mode=open" "header" log="$T/log" log-mode=open local="$T/leg" control="$T/f.ctl"
-refused "corrupt header, with log-size= given" "header" log="$T/log" log-size=4M local="$T/leg" control="$T/f.ctl"
+second_refused "corrupt header, log-mode auto (default)" "header" log="$T/log" local="$T/leg" control="$T/f.ctl"
+second_refused "corrupt header, log-mode=open" "header" log="$T/log" log-mode=open local="$T/leg" control="$T/f.ctl"
+second_refused "corrupt header, with log-size= given" "header" log="$T/log" log-size=4M local="$T/leg" control="$T/f.ctl"
 check "the corrupt log was not re-created or rewritten" test "$(sha256sum < "$T/log")" = "$logsum"
 check "the leg data is untouched" test "$(sha256sum < "$T/leg")" = "$sum"
 check "the leg still holds the data written before" \
@@ -142,7 +142,7 @@ for copy in 0 1; do   # bytes 200..263 of each copy: inside the site records, ma
   head -c 64 /dev/urandom | dd of="$T/log" bs=1 seek=$((copy * 4096 + 200)) conv=notrunc status=none
 done
 logsum=$(sha256sum < "$T/log")
-refused "damaged header contents (checksum)" "header" log="$T/log" local="$T/leg" control="$T/f.ctl"
+second_refused "damaged header contents (checksum)" "header" log="$T/log" local="$T/leg" control="$T/f.ctl"
 check "the damaged log was not rewritten" test "$(sha256sum < "$T/log")" = "$logsum"
 check "the leg data is untouched" test "$(sha256sum < "$T/leg")" = "$sum"
 
@@ -177,10 +177,11 @@ control = { socket = "$T/j.ctl"; };
 CONF
 start_replicator j config="$T/j.conf" || die "instance j does not start"
 check "instance j writes through both block devices" nbdsh_u "$(uri j)" -c 'h.pwrite(b"J" * 65536, 0); h.flush()'
-refused "site 0: the local leg is a block device in use" "$LOOP1 is in use \(opened exclusively elsewhere\)" \
+second_refused "site 0: the local leg is a block device in use" "$LOOP1 is in use \(opened exclusively elsewhere\)" \
   log="$T/log7" log-size=4M local="$LOOP1" control="$T/k.ctl"
-refused "site 1: a path leg is a block device in use" "$LOOP2 is in use \(opened exclusively elsewhere\)" \
+second_refused "site 1: a path leg is a block device in use" "$LOOP2 is in use \(opened exclusively elsewhere\)" \
   log="$T/log7" log-size=4M local="$T/leg5" remote="$LOOP2" initial-sync=false control="$T/k.ctl"
+# Like j.conf above (duplicates pairs them), deliberately: two instances' configs, side by side.
 cat > "$T/k.conf" <<CONF
 replog = { path = "$T/log7"; size = "4M"; };
 sites = ( { id = 2; disconnect_timeout = "1s"; } );
@@ -188,7 +189,7 @@ devices = ( { name = "y"; legs = ( { site = 0; path = "$T/leg6"; },
                                    { site = 2; path = "$LOOP1"; dirty_log = { sync = false; }; } ); } );
 control = { socket = "$T/k.ctl"; };
 CONF
-refused "site 2 (config file): a path leg that is another instance's local leg" \
+second_refused "site 2 (config file): a path leg that is another instance's local leg" \
   "$LOOP1 is in use \(opened exclusively elsewhere\)" config="$T/k.conf"
 check "the refused attempts did not disturb instance j" nbdsh_u "$(uri j)" -c '
 assert h.pread(65536, 0) == b"J" * 65536; h.pwrite(b"j" * 4096, 1 << 20); h.flush()'

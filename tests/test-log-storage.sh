@@ -1,5 +1,5 @@
 #!/bin/bash
-# Safety rules 5.1.8, 5.1.9 and 5.1.11 at start: where the log lives and who owns it.
+# Safety rules 8, 9 and 11 at start: where the log lives and who owns it.
 #   - a log on tmpfs starts with a warning that flush cannot be durable;
 #   - a log file shorter than its header says is refused, nothing is overwritten;
 #   - a log too small to be a log is refused with the reason;

@@ -1,8 +1,8 @@
 #!/bin/bash
-# pull_ahead (DESIGN 3.3): when the log is full, writes wait for the slowest site; a site
-# that alone keeps the log full for longer than its pull_ahead time goes to dirty-log mode,
-# and from then on writers no longer wait for it.  It resyncs later and ends equal to the
-# device.  The log is 4 MiB; writes are 64 KiB, so about 60 fit.  The slow remote is
+# pull_ahead (docs/RULES.md, policies): when the log is full, writes wait for the slowest
+# site; a site that alone keeps the log full for longer than its pull_ahead time goes to
+# dirty-log mode, and from then on writers no longer wait for it.  It resyncs later and ends
+# equal to the device.  The log is 4 MiB; writes are 64 KiB, so about 60 fit.  The slow remote is
 # nbdkit's delay filter (delay-write=100ms; queue-depth=1: about 10 writes/s), connected
 # and making progress the whole time (never disconnected: disconnect_timeout 20 s).
 #   async slow: 256 writes one at a time; without pull-ahead they run at the site's pace
@@ -19,8 +19,6 @@ requires_python_nbd
 
 SIZE=32M
 PA=2                    # pull_ahead, s
-S1='j["sites"][1]'
-L1='j["devices"][0]["legs"][1]'
 
 # burst.py URI N INFLIGHT OUT: N 64 KiB writes at distinct places, INFLIGHT at a time;
 # a JSON summary (total time, slowest write, completion times) to OUT
@@ -54,12 +52,10 @@ h.shutdown()
 json.dump({"total": total, "max_lat": max(lat), "done": sorted(done)}, open(out, "w"))
 print("  %d writes (%d in flight) took %.2f s; slowest write %.2f s" % (n, depth, total, max(lat)))
 PY
-bval() { python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
-cmpf() { python3 -c 'import sys; a, op, b = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]); sys.exit(not eval("a %s b" % op))' "$1" "$2" "$3"; }
 
-# setup NAME POLICY DELAY [NBDKIT-OPTIONS]: remote NAMEr (delay-write=DELAY, 0 = none) +
+# setup_pull_ahead NAME POLICY DELAY [NBDKIT-OPTIONS]: remote NAMEr (delay-write=DELAY, 0 = none) +
 # replicator NAME
-setup() {
+setup_pull_ahead() {
   local n=$1 pol=$2 dl=$3; shift 3
   truncate -s $SIZE "$T/$n.leg" "$T/$n.rem"
   if [ "$dl" = 0 ]; then remote_start "${n}r" file "$T/$n.rem"
@@ -98,7 +94,7 @@ pulled_ahead() {
 
 # ---- async, slow -------------------------------------------------------------------------
 echo "== async site at about 10 writes/s, 256 writes of 64 KiB one at a time"
-if setup as async 100ms; then
+if setup_pull_ahead as async 100ms; then
   timeout 60 python3 "$T/burst.py" "$(uri as)" 256 1 "$T/as.json" || fail "as: the burst failed"
   t=$(bval "$T/as.json" 'round(b["total"], 2)')
   # the site's pace would need (256 - 60) / 10 = ~20 s
@@ -114,7 +110,7 @@ fi
 # nbdkit runs 16 requests at once by default: 128 threads, so that 128 writes in flight
 # (8 MiB) are in the log or waiting for space
 echo "== sync site at about 10 writes/s, 512 writes of 64 KiB, 128 in flight"
-if setup ss sync 100ms --threads=128; then
+if setup_pull_ahead ss sync 100ms --threads=128; then
   timeout 60 python3 "$T/burst.py" "$(uri ss)" 512 128 "$T/ss.json" || fail "ss: the burst failed"
   t=$(bval "$T/ss.json" 'round(b["total"], 2)')
   # waiting for the site, 512 writes take about 50 s
@@ -126,7 +122,7 @@ fi
 
 # ---- paused ------------------------------------------------------------------------------
 echo "== sync site at full speed, paused; 256 writes of 64 KiB, 8 in flight"
-if setup ps sync 0; then
+if setup_pull_ahead ps sync 0; then
   "$REPLCTL" -s "$T/ps.ctl" pause 1 >/dev/null || fail "ps: replctl pause 1"
   check "ps: status: link paused" test "$(status_get "$T/ps.ctl" "$S1['link']")" = paused
   cp "$T/ps.rem" "$T/ps.rem0"

@@ -16,12 +16,6 @@ requires_python_nbd
 
 SIZE=$((32 << 20))
 DEVS=(a b)
-# wait_ctl CTL: the control socket answers (it appears a moment after nbdkit's pidfile)
-wait_ctl() {
-  local i
-  for i in $(seq 100); do "$REPLCTL" -s "$1" status --json >/dev/null 2>&1 && return 0; sleep 0.05; done
-  echo "  (control socket $1 does not answer)"; return 1
-}
 
 # ---- the remote sites -----------------------------------------------------------------
 declare -A TGT_URL_OF=()

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Write-order fidelity at remote sites (DESIGN.md guarantee 4.4), across a consistency group
+# Write-order fidelity at remote sites (guarantee 4), across a consistency group
 # of 3 devices.  A client writes thousands of 4 KiB blocks in batches to random devices and
 # offsets (every (device, offset) written once), ends each batch with a flush on ONE random
 # device or a FUA write, and records (device, offset, batch).  The remote nbdkit logs what

@@ -1,5 +1,5 @@
 #!/bin/bash
-# replctl (DESIGN 3.4): every command against a running instance, the JSON schema of
+# replctl(8): every command against a running instance, the JSON schema of
 # `status --json`, exit codes (0 done, 1 refused or failed, 2 bad usage) with one-line
 # reasons, bad input on the socket, and socket permissions (owner only, or a group).
 set -u
@@ -141,7 +141,7 @@ wait $FIO || fail "fio"
 rc 1 "verify --mark --wait: exit 1 (they differed), and marks them" C verify default 1 --mark --wait
 check "  says they are being copied" grep -q "marked and being copied" "$T/err"
 check "  the site copies them" wait_caught_up "$T/r.ctl" 20
-for i in $(seq 100); do [ "$(status_get "$T/r.ctl" "j['sites'][1]['mode']")" = log ] && break; sleep 0.1; done
+wait_site1_mode "$T/r.ctl" log 10 || true
 rc 0 "verify again: equal" C verify default 1 --wait
 stop_replicator r || fail "stop"
 check "  the remote equals the device" cmp "$T/r.img" "$T/r.rem"

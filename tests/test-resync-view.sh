@@ -1,5 +1,5 @@
 #!/bin/bash
-# A resync reads the device view (DESIGN 5.1 safety rule 6): the local leg plus the entries
+# A resync reads the device view (safety rule 6): the local leg plus the entries
 # it has not applied yet, never the lagging raw leg.
 #
 # The local leg is a file on an ext4 file system that the test freezes (fsfreeze): writes
@@ -32,7 +32,6 @@ requires_root
 SIZE=16M
 RS=65536                 # region size of the dirty log (and of the writes here)
 X=$((3 * 1048576)) Z=$((11 * 1048576))
-S1='j["sites"][1]'
 O=$((0x11)) N=$((0x22))
 
 cleanup_hook() {
@@ -43,11 +42,35 @@ cleanup_hook() {
   fuse_unmount_all
 }
 
-# pwrite_pattern URI OFF BYTE: the client writes RS bytes of BYTE at OFF, then flushes
-pwrite_pattern() { nbdsh_u "$1" -c "h.pwrite(bytes([$3]) * $RS, $2); h.flush()"; }
+# write_n_at_x_z NAME: the client writes N at X and at Z (RS bytes each), and so does the
+# reference $T/NAME.ref
+write_n_at_x_z() {
+  local n=$1
+  pwrite_pattern "$(uri "$n")" $X $N && pwrite_pattern "$(uri "$n")" $Z $N || fail "$n: client writes of N"
+  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(int(sys.argv[2])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5])); f.seek(int(sys.argv[3])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5]))' \
+    "$T/$n.ref" $X $Z $N $RS
+}
+
+# lagging_leg_catches_up NAME FS REMOTE-LEG LOCAL-LEG FAILS0: the frozen file system FS
+# thaws, the leg on it catches up; the device equals what the client wrote and both legs
+# equal the device; a clean stop (the log shown if the case had failures)
+lagging_leg_catches_up() {
+  local n=$1 fs=$2 rleg=$3 lleg=$4 fails0=$5 rc=0
+  fsfreeze -u "$fs" || fail "$n: fsfreeze -u"
+  wait_caught_up "$T/$n.ctl" 30 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "j['sites']")"
+  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
+  check "$n: the device equals what the client wrote" cmp "$T/$n.dev" "$T/$n.ref"
+  check "$n: the remote leg equals the device" cmp "$rleg" "$T/$n.dev"
+  stop_replicator "$n" || rc=$?
+  check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
+  check "$n: the local leg equals the device" cmp "$lleg" "$T/$n.dev"
+  check "$n: no sanitizer reports" sanitizer_clean "$n"
+  remote_kill "${n}r"
+  [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
+}
 
 view_case() {
-  local n=$1 fails0=$FAILURES fs="$T/fs-$1" rc=0 reg before
+  local n=$1 fails0=$FAILURES fs="$T/fs-$1" reg before
   echo "== $n: full resync while the local leg lags behind the log"
   loopfs_mount "$n" 64M || { fail "$n: no file system for the local leg"; return; }
   truncate -s $SIZE "$fs/leg" "$T/$n.rimg" "$T/$n.ref"
@@ -65,9 +88,7 @@ view_case() {
 
   # 2. site 0 stopped; N written to X
   fsfreeze -f "$fs" || { fail "$n: fsfreeze"; return; }
-  pwrite_pattern "$(uri "$n")" $X $N && pwrite_pattern "$(uri "$n")" $Z $N || fail "$n: client writes of N"
-  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(int(sys.argv[2])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5])); f.seek(int(sys.argv[3])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5]))' \
-    "$T/$n.ref" $X $Z $N $RS
+  write_n_at_x_z "$n"
   wait_for "$T/$n.ctl" "$S1['backlog_entries'] == 0" 10 || fail "$n: the remote did not catch up"
   check "$n: the remote applied N at X" test "$(region_of "$T/$n.rimg" $X)" = $N
   check "$n: the raw local leg still holds O at X and zeroes at Z (it lags)" \
@@ -90,21 +111,11 @@ view_case() {
   check "$n: after the resync the remote holds N at Z, not the raw leg's hole (got $reg)" test "$reg" = $N
 
   # 4. the local leg catches up
-  fsfreeze -u "$fs" || fail "$n: fsfreeze -u"
-  wait_caught_up "$T/$n.ctl" 30 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "j['sites']")"
-  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
-  check "$n: the device equals what the client wrote" cmp "$T/$n.dev" "$T/$n.ref"
-  check "$n: the remote leg equals the device" cmp "$T/$n.rimg" "$T/$n.dev"
-  stop_replicator "$n" || rc=$?
-  check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
-  check "$n: the local leg equals the device" cmp "$fs/leg" "$T/$n.dev"
-  check "$n: no sanitizer reports" sanitizer_clean "$n"
-  remote_kill "${n}r"
-  [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
+  lagging_leg_catches_up "$n" "$fs" "$T/$n.rimg" "$fs/leg" "$fails0"
 }
 
 restore_case() {
-  local n=$1 fs="$T/fs-$1" fails0=$FAILURES rc=0 reg before
+  local n=$1 fs="$T/fs-$1" fails0=$FAILURES reg before
   echo "== $n: restore of a failed local leg while the serving site's leg lags behind the log"
   loopfs_mount "$n" 64M || { fail "$n: no file system for the remote leg"; return; }
   truncate -s $SIZE "$T/$n.limg" "$fs/rem" "$T/$n.ref"
@@ -131,9 +142,7 @@ restore_case() {
 
   # site 1 stopped; N written to X and Z
   fsfreeze -f "$fs" || { fail "$n: fsfreeze"; return; }
-  pwrite_pattern "$(uri "$n")" $X $N && pwrite_pattern "$(uri "$n")" $Z $N || fail "$n: client writes of N"
-  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(int(sys.argv[2])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5])); f.seek(int(sys.argv[3])); f.write(bytes([int(sys.argv[4])]) * int(sys.argv[5]))' \
-    "$T/$n.ref" $X $Z $N $RS
+  write_n_at_x_z "$n"
   check "$n: site 1's raw leg still holds O at X and zeroes at Z (it lags)" \
     test "$(region_of "$fs/rem" $X) $(region_of "$fs/rem" $Z)" = "$O 0"
   check "$n: site 1 has not applied the entries (backlog $(status_get "$T/$n.ctl" "$S1['backlog_entries']"))" \
@@ -144,6 +153,8 @@ restore_case() {
   # restore from site 1 while it lags
   rm -f "$T/$n.fail"
   before=$(status_get "$T/$n.ctl" "j['sites'][0]['resync']['finished']")
+  # Shaped like view_case's resync step (duplicates pairs them), deliberately: a restore
+  # of site 0 is checked on other fields and legs than a resync of site 1.
   "$REPLCTL" -s "$T/$n.ctl" restore default --from 1 >/dev/null || fail "$n: replctl restore refused"
   if wait_for "$T/$n.ctl" "j['sites'][0]['resync']['finished'] > $before and not j['devices'][0]['local_out']" 30; then
     ok "$n: the restore finished"
@@ -155,17 +166,7 @@ restore_case() {
   check "$n: the restored local leg holds N at Z, not site 1's raw hole (got $reg)" test "$reg" = $N
 
   # site 1 catches up
-  fsfreeze -u "$fs" || fail "$n: fsfreeze -u"
-  wait_caught_up "$T/$n.ctl" 30 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "j['sites']")"
-  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
-  check "$n: the device equals what the client wrote" cmp "$T/$n.dev" "$T/$n.ref"
-  check "$n: the remote leg equals the device" cmp "$fs/rem" "$T/$n.dev"
-  stop_replicator "$n" || rc=$?
-  check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
-  check "$n: the local leg equals the device" cmp "$T/$n.limg" "$T/$n.dev"
-  check "$n: no sanitizer reports" sanitizer_clean "$n"
-  remote_kill "${n}r"
-  [ "$FAILURES" -eq "$fails0" ] || { echo "  --- $n log:"; show_log "$n" | tail -30; }
+  lagging_leg_catches_up "$n" "$fs" "$fs/rem" "$T/$n.limg" "$fails0"
 }
 
 view_case u

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Resync (DESIGN 3.3, 3.4; guarantees 4.5 and 4.7): a site that left log mode comes back by
-# copying the regions in its dirty logs while clients keep writing.
+# Resync (docs/RULES.md, policies; replctl(8); guarantees 5 and 7): a site that left log mode
+# comes back by copying the regions in its dirty logs while clients keep writing.
 #  1. Remote down through writes beyond the log size: the site goes to dirty-log mode with
 #     dirty regions; the remote returns: status shows the resync (mode resync, leg resyncing,
 #     not consistent), it converges (mode log, consistent), and the remote equals the device.
@@ -19,32 +19,9 @@ requires_python_nbd
 
 SIZE=64M
 
-# scatter URI MIB SEED: MIB MiB of random 1 MiB writes at random 4k-aligned offsets, then flush
-scatter() { env -u LD_PRELOAD python3 "$TESTDIR/scatter.py" "$@"; }
+# scatter (lib.sh) URI MIB SEED: MIB MiB of random 1 MiB writes at random 4k-aligned offsets, then flush
+# site1 CTL EXPR and wait_resynced CTL TIMEOUT_S [N]: lib.sh
 
-# site1 CTL EXPR: evaluate EXPR with s = status of site 1, l = its leg of device 0
-site1() { status_get "$1" "(lambda s, l: $2)(j['sites'][1], j['devices'][0]['legs'][1])"; }
-
-# wait_resynced CTL TIMEOUT_S N: site 1 back in log mode after N finished resyncs
-wait_resynced() {
-  local ctl=$1 tmo=$2 n=$3 i
-  for i in $(seq $((tmo * 10))); do
-    [ "$(site1 "$ctl" "s['mode'] == 'log' and s['resync']['finished'] >= $n")" = True ] && return 0
-    sleep 0.1
-  done
-  echo "  (site 1 not resynced after ${tmo}s: $(site1 "$ctl" "(s['mode'], s['resync'])"))"
-  return 1
-}
-
-# wait_dirty CTL TIMEOUT_S: site 1 in dirty-log mode
-wait_dirty() {
-  local i
-  for i in $(seq $(($2 * 10))); do
-    [ "$(site1 "$1" "s['mode']")" = dirty ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 # ---- 1. remote down beyond the log size, back, resync --------------------------------------
 echo "== 1. remote down through more writes than the log holds, then back"
@@ -56,7 +33,7 @@ scatter "$NBD_URI" 8 1 || die "writes"
 wait_caught_up "$T/a.ctl" 20 || fail "site 1 caught up before the outage"
 remote_kill ra
 scatter "$NBD_URI" 48 2 || fail "client writes failed while the remote was down"
-check "site 1 is in dirty-log mode after 48 MiB through an 8 MiB log" wait_dirty "$T/a.ctl" 20
+check "site 1 is in dirty-log mode after 48 MiB through an 8 MiB log" wait_site1_mode "$T/a.ctl" dirty 20
 left=$(site1 "$T/a.ctl" "s['resync']['regions_left']")
 check "its dirty log has regions ($left)" [ "${left:-0}" -gt 0 ]
 check "the leg says dirty, not consistent" \
@@ -83,9 +60,9 @@ start_replicator b log="$T/b.rlog" log-size=8M local="$T/b.img" remote="$(remote
   initial-sync=false disconnect-timeout=1s resync-rate=4M control="$T/b.ctl" || die "replicator b"
 remote_kill rb
 scatter "$NBD_URI" 48 4 || fail "client writes failed while the remote was down"
-wait_dirty "$T/b.ctl" 20 || fail "site 1 went to dirty-log mode"
+wait_site1_mode "$T/b.ctl" dirty 20 || fail "site 1 went to dirty-log mode"
 remote_start rb file "$T/b.rem" || die "remote rb again"
-for i in $(seq 50); do [ "$(site1 "$T/b.ctl" "s['mode']")" = resync ] && break; sleep 0.1; done
+wait_site1_mode "$T/b.ctl" resync 5 || true
 check "the resync runs (mode resync, leg resyncing, not consistent, no consistent point)" \
   [ "$(site1 "$T/b.ctl" "(s['mode'], l['state'], l['consistent'], s['consistent_point'])")" = "('resync', 'resyncing', False, None)" ]
 fio --name=v --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bs=4k --size=16M --offset=8M \
@@ -110,6 +87,8 @@ check "a consistent point again, at the newest entry" \
 stop_replicator b || fail "replicator b stops"
 check "remote equals the device after writes during the resync" cmp "$T/b.img" "$T/b.rem"
 
+# Cases 2 and 3 start alike (duplicates pairs them), deliberately: each numbered case spells
+# out its own outage (rates, sizes, seeds) and reads on its own.
 # ---- 3. restart mid-resync --------------------------------------------------------------------
 echo "== 3. kill -9 in the middle of a resync, restart"
 truncate -s $SIZE "$T/c.img" "$T/c.rem"
@@ -119,14 +98,14 @@ start_replicator c log="$T/c.rlog" log-size=8M local="$T/c.img" remote="$(remote
 # a first outage and resync, so that the one that is cut short below is the second
 remote_kill rc
 scatter "$NBD_URI" 16 15 || fail "client writes failed while the remote was down"
-wait_dirty "$T/c.ctl" 20 || fail "site 1 went to dirty-log mode (first outage)"
+wait_site1_mode "$T/c.ctl" dirty 20 || fail "site 1 went to dirty-log mode (first outage)"
 remote_start rc file "$T/c.rem" || die "remote rc back"
 check "a first resync finishes" wait_resynced "$T/c.ctl" 60 1
 remote_kill rc
 scatter "$NBD_URI" 48 5 || fail "client writes failed while the remote was down"
-wait_dirty "$T/c.ctl" 20 || fail "site 1 went to dirty-log mode"
+wait_site1_mode "$T/c.ctl" dirty 20 || fail "site 1 went to dirty-log mode"
 remote_start rc file "$T/c.rem" || die "remote rc again"
-for i in $(seq 50); do [ "$(site1 "$T/c.ctl" "s['mode']")" = resync ] && break; sleep 0.1; done
+wait_site1_mode "$T/c.ctl" resync 5 || true
 sleep 1
 check "the resync is under way before the crash" [ "$(site1 "$T/c.ctl" "s['mode']")" = resync ]
 kill9_replicator c

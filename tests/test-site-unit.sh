@@ -1,6 +1,6 @@
 #!/bin/bash
-# A site moves as one unit (DESIGN 3.3; guarantee 4.4 across devices): an instance with two
-# devices, a and b, and one remote site with a leg for each (two nbdkit remotes).  Only b's
+# A site moves as one unit (docs/RULES.md, policies; guarantee 4 across devices): an instance
+# with two devices, a and b, and one remote site with a leg for each (two nbdkit remotes).  Only b's
 # remote is killed; a's stays healthy.
 #   - while b's leg lacks epoch k, a's leg never gets a write of a later epoch: rounds of
 #     "write a, write b, flush" after the kill leave a's leg with at most round 0 (the epoch
@@ -35,7 +35,6 @@ devices = (
 control = { socket = "$T/u.ctl"; };
 EOF
 CTL=$T/u.ctl
-S1='j["sites"][1]'
 LEGS='[d["legs"][1] for d in j["devices"]]'
 
 # wr.py SOCK MODE ...: writes to both exports

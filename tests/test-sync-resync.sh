@@ -1,6 +1,6 @@
 #!/bin/bash
-# A sync site stays sync through an in-place resync (DESIGN 3.3: a write to a site with
-# policy sync is acknowledged only once that site's legs hold it; issue 13).
+# A sync site stays sync through an in-place resync (docs/RULES.md, policies: a write to a
+# site with policy sync is acknowledged only once that site's legs hold it; issue 13).
 #  Site 1 has policy sync and a slow remote (nbdkit file behind the delay filter, 150 ms per
 #  write), so client writes are in flight there nearly all the time.  Four clients write
 #  unique 4 KiB blocks, one at a time each, and after every acknowledged write read the

@@ -260,6 +260,8 @@ check_bitmap (const struct bitmap *b, const struct geom *g, const uint64_t *word
   FZ_CHECK (id, b->words[g->nwords] == 0, "%s: bits past the bitmap's end", what);
 }
 
+/* libFuzzer's entry points, shaped like every harness's (duplicates pairs them with
+ * fuzz-replog.c's), deliberately: each harness is its own program. */
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {

@@ -333,6 +333,7 @@ def control_seeds():
     c['restore'] = (S_LOCAL_OUT | S_SERVE1, b'{"cmd":"restore","device":"db","site":1}')
     c['restore-busy'] = (S_LOCAL_OUT | S_LOCAL_RESYNC, b'{"cmd":"restore","device":"","site":2}')
     c['verify'] = (S_RESYNCING, b'{"cmd":"verify","device":"db","site":1,"mark":true}')
+    # One seed a line: duplicates pairs runs of these lines by shape, deliberately (a table).
     c['unknown-device'] = (0, b'{"cmd":"resync","device":"nope","site":1}')
     c['unknown-site'] = (0, b'{"cmd":"pause","site":9}')
     c['site-0'] = (0, b'{"cmd":"policy","site":0,"policy":"async"}')

@@ -33,28 +33,37 @@ import random
 import struct
 
 SECTOR = 512
-_HDR = struct.Struct("<BBHIQQ")
+# One trace record (src/pftrace.h): type, 0, path length, 0, offset, length; then the path,
+# then for W and R records the length bytes written or read
+TRACE_RECORD = struct.Struct("<BBHIQQ")
+
+
+def trace_records(raw):
+    """The whole records at the start of raw, a trace's bytes: (end, type, path, off, length,
+    data), end = where the record ends in raw, path as bytes, data the payload of W and R
+    records (None for the others).  Stops at a record cut short (the kill, or one still
+    being written)."""
+    i = 0
+    while i + TRACE_RECORD.size <= len(raw):
+        t, _z, pl, _z2, off, ln = TRACE_RECORD.unpack_from(raw, i)
+        j = i + TRACE_RECORD.size + pl
+        path = raw[i + TRACE_RECORD.size:j]
+        data = None
+        if t in (ord("W"), ord("R")):
+            data = raw[j:j + ln]
+            j += ln
+        if j > len(raw):
+            return
+        yield j, chr(t), path, off, ln, data
+        i = j
 
 
 def parse_trace(path):
     """[(index, type, path, off, length, data)]"""
     with open(path, "rb") as f:
         raw = f.read()
-    out, i, n = [], 0, 0
-    while i + _HDR.size <= len(raw):
-        t, _z, pl, _z2, off, ln = _HDR.unpack_from(raw, i)
-        i += _HDR.size
-        p = raw[i:i + pl].decode(errors="replace")
-        i += pl
-        data = None
-        if t in (ord("W"), ord("R")):
-            data = raw[i:i + ln]
-            if len(data) < ln:
-                break                  # a record cut by the kill
-            i += ln
-        out.append((n, chr(t), p, off, ln, data))
-        n += 1
-    return out
+    return [(n, t, p.decode(errors="replace"), off, ln, data)
+            for n, (_end, t, p, off, ln, data) in enumerate(trace_records(raw))]
 
 
 def _apply(buf, ev):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""torture.py: crash torture of nbd-replicator (DESIGN.md guarantees 4.2, 4.3, 4.4).
+"""torture.py: crash torture of nbd-replicator (guarantees 2, 3 and 4).
 
 One replicator instance serves NDEV devices (local file legs) with one remote site
 (an nbdkit file server on a unix socket, one export per device, async).  Each cycle:
@@ -24,7 +24,7 @@ One replicator instance serves NDEV devices (local file legs) with one remote si
      every 10th cycle and at the end a clean stop, and local legs == device too.
 
   6. no client request fails while the server runs (a stopped or killed remote is not a
-     client failure: guarantee 4.5); only the requests in flight at a kill may fail.
+     client failure: guarantee 5); only the requests in flight at a kill may fail.
 
 The run checks its own coverage and fails when it checked too little (coverage() below):
 prefix checks that saw new writes at the remote, per fault, at least --min-prefix per cycle
@@ -60,8 +60,9 @@ BS = 4096
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))       # tests/: replog.py, the log's format
 import powerloss  # noqa: E402
-import rlheader  # noqa: E402
+import replog  # noqa: E402
 
 
 class HarnessError(Exception):
@@ -197,8 +198,6 @@ class TraceTail:
     after the begin of its last completed sync, i.e. what a power loss now could lose
     (powerloss.py's pending_writes, counted the same way)."""
 
-    HDR = struct.Struct("<BBHIQQ")
-
     def __init__(self, path):
         self.path, self.pos = path, 0
         self.since_s = {}              # file -> writes since its latest sync begin
@@ -209,13 +208,7 @@ class TraceTail:
             f.seek(self.pos)
             raw = f.read()
         i = 0
-        while i + self.HDR.size <= len(raw):
-            t, _z, pl, _z2, _off, ln = self.HDR.unpack_from(raw, i)
-            end = i + self.HDR.size + pl + (ln if t in (ord("W"), ord("R")) else 0)
-            if end > len(raw):
-                break                  # a record still being written
-            p = raw[i + self.HDR.size:i + self.HDR.size + pl]
-            c = chr(t)
+        for end, c, p, _off, _ln, _data in powerloss.trace_records(raw):
             if c in "WZT":
                 self.since_s[p] = self.since_s.get(p, 0) + 1
                 self.pending[p] = self.pending.get(p, 0) + 1
@@ -694,7 +687,7 @@ def check_device(rig, j, base, d, data, viol):
 
 
 def check_prefix(rig, j, base, remote, viol):
-    """The remote site holds a prefix of epochs across all devices (guarantee 4.4)."""
+    """The remote site holds a prefix of epochs across all devices (guarantee 4)."""
     req_c, req_t, holders, culprit = 0, 0, 0, None
     by_gen = {op.gen: op for op in j.ops}
     for d in range(rig.ndev):
@@ -928,7 +921,7 @@ def run(args):
                     with open(os.path.join(T, "remote.iolog"), "a") as f:
                         f.write("SNAPSHOT %d\n" % stats["snapshots"])
                 try:
-                    h = rlheader.read_header(rig.logpath)
+                    h = replog.read_header(rig.logpath)
                     st = h["sites"][1] if h else None
                     if st and st["mode"] == 0 and st["flags"] == 0:
                         rem = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
@@ -954,7 +947,7 @@ def run(args):
             # (flags cleared, mode back to log): wait for it, or this cycle's checks at
             # the start of the load would all be skipped
             for _ in range(100):
-                h = rlheader.read_header(rig.logpath)
+                h = replog.read_header(rig.logpath)
                 if h and h["sites"][1]["mode"] == 0 and h["sites"][1]["flags"] == 0:
                     break
                 time.sleep(0.05)
@@ -975,6 +968,8 @@ def run(args):
                     note = "remote stopped %.1fs, resumed" % stop_for
                 else:
                     note = "remote stopped %.1fs, still stopped at the kill" % stop_for
+            # (deliberate: the same shape as "rstop" above, which duplicates pairs with it:
+            # each fault spells out its own timing)
             elif fault == "rkill":
                 client.run_for(rng.uniform(0.2, 0.8))      # (prefix checks before the kill)
                 snapshot()             # one more: after the fault the site is often dirty
@@ -1017,7 +1012,7 @@ def run(args):
             # -- the remote at the moment of the crash --
             prev_base = dict(base)
             pchecked, remote = False, None
-            hdr = rlheader.read_header(rig.logpath)
+            hdr = replog.read_header(rig.logpath)
             site = hdr["sites"][1] if hdr else None
             if site and site["mode"] == 0 and site["flags"] == 0:
                 remote = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
@@ -1115,7 +1110,7 @@ def run(args):
                 cov["st_rem_tried"] += rh is not None
                 cov["st_rem_none"] += pchecked and rh is None
             if client.live_errors:
-                # guarantee 4.5 (a remote stopped or killed is not a client failure), and
+                # guarantee 5 (a remote stopped or killed is not a client failure), and
                 # no other fault of the torture touches the server before its kill
                 viol.append("%d client request(s) failed while the server ran (%s): %s" % (
                     len(client.live_errors), fault, "; ".join(client.live_errors[:5])))
@@ -1167,7 +1162,7 @@ def coverage(args, per_fault, cov):
     one alike).  Returns the number of shortfalls: a run that checked too little fails
     like one that found a violation."""
     short = []
-    print("torture coverage: prefix checks (guarantee 4.4, at the crash and during the load, "
+    print("torture coverage: prefix checks (guarantee 4, at the crash and during the load, "
           "with the remote holding new writes) per fault: %s" % ", ".join("%s %d in %d cycles" % (f, cov["prefix"].get(f, 0), n)
                                      for f, n in sorted(per_fault.items())))
     for f, n in sorted(per_fault.items()):

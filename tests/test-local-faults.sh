@@ -1,9 +1,10 @@
 #!/bin/bash
-# Fault matrix, local leg rows (EIO on write is covered by test-local-fail.sh).
+# Local leg faults other than failed writes: EIO on read, the leg vanishing, the leg file
+# unlinked (failed writes, failover and restore: test-local-failover.sh).
 # The local leg is a file in a FUSE mount (nbdfuse) of `nbdkit --filter=error file IMG`:
 # reads (or writes) fail with EIO while a trigger file exists.  Known data is written with a
 # libnbd client and read back after the fault; status, liveness and sanitizer checked.
-#  R.  EIO on read with an up-to-date remote site: guarantee 4.6 ("local failure is not
+#  R.  EIO on read with an up-to-date remote site: guarantee 6 ("local failure is not
 #      client failure ... reads and writes continue through an up-to-date remote leg"): the
 #      client's reads must succeed with its data, and status must show the failure.
 #  R0. EIO on read, no remote site: no other copy, so the read fails with EIO and a clear
@@ -24,49 +25,17 @@ requires_python_nbd
 
 CASES=${CASES:-R R0 V U}
 SIZE=$((32 << 20))
-want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
 
-cleanup_hook() {
-  local m
-  for m in "$T"/fuse-*; do
-    mountpoint -q "$m" 2>/dev/null &&
-      { timeout -s KILL 10 fusermount3 -u "$m" 2>/dev/null || timeout -s KILL 10 umount -l "$m"; }
-  done
-}
+cleanup_hook() { fuse_unmount_all; }
 
-# ---- known data (tests/known-data.py) ----------------------------------------------------
-kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
-
-# fuse_leg NAME: $T/fuse-NAME/disk backed by $T/NAME.img; reads fail while $T/NAME.rfail
-# exists, writes while $T/NAME.wfail exists.  FUSE_PID = nbdfuse.
-fuse_leg() {
-  local i
-  mkdir -p "$T/fuse-$1"
-  [ -e "$T/$1.img" ] || truncate -s $SIZE "$T/$1.img"
-  nbdfuse "$T/fuse-$1/disk" \
-    [ nbdkit --filter=error file "$T/$1.img" \
-        error-pread=EIO error-pread-rate=100% error-pread-file="$T/$1.rfail" \
-        error-pwrite=EIO error-pwrite-rate=100% error-pwrite-file="$T/$1.wfail" ] \
-    2>>"$T/nbdfuse-$1.log" &
-  FUSE_PID=$!
-  for i in $(seq 200); do [ -e "$T/fuse-$1/disk" ] && return 0; sleep 0.05; done
-  echo "nbdfuse did not come up"; return 1
-}
-st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
+# The local legs: fuse_error_leg (lib.sh), $T/fuse-NAME/disk over $T/NAME.img
 D0='j["devices"][0]'
 L0='j["devices"][0]["legs"][0]'
-finish_case() {
-  local n=$1 rc=0
-  check "$n: the instance is alive after the fault" alive "${REPL_PID[$n]}"
-  stop_replicator "$n" || rc=$?
-  check "$n: clean stop (rc $rc)" test $rc = 0
-  check "$n: no sanitizer report" sanitizer_clean "$n"
-}
 
 # =========================================================================================
 if want R; then
   echo "== R. EIO on read of the local leg; site 1 is up to date"
-  fuse_leg a || die "fuse a"
+  fuse_error_leg a || die "fuse a"
   truncate -s $SIZE "$T/a.rem"
   remote_start ra file "$T/a.rem" || die "remote"
   start_replicator a log="$T/a.rlog" log-size=16M local="$T/fuse-a/disk" remote="$(remote_uri ra)" \
@@ -76,7 +45,7 @@ if want R; then
   check "R: site 1 caught up" wait_caught_up "$T/a.ctl" 20
   touch "$T/a.rfail"
   nl=$(wc -l < "$T/a.log")
-  # Guarantee 4.6.  Fails if a local read error reaches the client while site 1 holds the
+  # Guarantee 6.  Fails if a local read error reaches the client while site 1 holds the
   # data (today: EIO to the client, although site 1 is consistent and connected).
   check "R: the client reads all its data while the local leg fails reads" kd check "$(uri a)" "$T/a.ref"
   tail -n +$((nl + 1)) "$T/a.log" | head -3 | sed 's/^/  | /'
@@ -104,7 +73,7 @@ fi
 # =========================================================================================
 if want R0; then
   echo "== R0. EIO on read of the local leg; no remote site"
-  fuse_leg b || die "fuse b"
+  fuse_error_leg b || die "fuse b"
   start_replicator b log="$T/b.rlog" log-size=16M local="$T/fuse-b/disk" control="$T/b.ctl" ||
     die "replicator b"
   check "R0: data written" kd write "$(uri b)" "$T/b.ref" 1 32
@@ -130,7 +99,9 @@ fi
 # =========================================================================================
 if want V; then
   echo "== V. the local leg vanishes (nbdfuse killed, mount lazily unmounted)"
-  fuse_leg c || die "fuse c"
+  # Starts like case R (duplicates pairs them), deliberately: each lettered case sets up its
+  # own instance and can run alone (CASES=V).
+  fuse_error_leg c || die "fuse c"
   FP=$FUSE_PID
   truncate -s $SIZE "$T/c.rem"
   remote_start rc file "$T/c.rem" || die "remote"
@@ -152,7 +123,7 @@ if want V; then
   check "V: every write reads back (through site 1)" kd check "$(uri c)" "$T/c.ref"
   check "V: site 1 caught up" wait_caught_up "$T/c.ctl" 20
   # The disk is back at the same path (a new mount of the same image).
-  fuse_leg c || die "fuse c again"
+  fuse_error_leg c || die "fuse c again"
   rc=0; "$REPLCTL" -s "$T/c.ctl" restore default --from 1 --wait > "$T/c.rout" 2>&1 || rc=$?
   check "V: restore --from 1 --wait (exit $rc: $(tail -1 "$T/c.rout"))" test $rc = 0
   v=$(st c "($L0['state'], $D0['served_from'], $D0['local_out'])")
@@ -168,6 +139,8 @@ fi
 # =========================================================================================
 if want U; then
   echo "== U. the local leg file is unlinked while the instance runs"
+  # Starts like the pull-ahead case of test-remote-config.sh (duplicates pairs them),
+  # deliberately: an instance with one remote, spelled out where it is used.
   truncate -s $SIZE "$T/u.img" "$T/u.rem"
   remote_start ru file "$T/u.rem" || die "remote"
   UA=(log="$T/u.rlog" log-size=16M local="$T/u.img" remote="$(remote_uri ru)" initial-sync=false

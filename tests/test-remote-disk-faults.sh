@@ -1,7 +1,9 @@
 #!/bin/bash
-# Fault matrix, remote rows not covered by test-remote-faults.sh / test-remote-config.sh
-# (those cover: killed mid-request, paused longer than disconnect_timeout, EIO on write,
-# slow, rate-limited, unreachable unix socket at start, smaller remote at start).
+# Remote disk faults: a flush that fails (and may lose the cache), a disk that returns blank
+# or smaller at the same address; and a refused TCP connection.
+# Elsewhere: test-remote-outages.sh (killed mid-request, paused longer than
+# disconnect_timeout, EIO on write, slow, rate-limited), test-remote-config.sh (unreachable
+# unix socket at start, smaller remote at start).
 # Every case writes known data with a libnbd client, reads it back after the fault, checks
 # `replctl status --json`, that the instance is alive, and (SANITIZERS=yes) no ASan report.
 #  A. refused connection over TCP (nbd://127.0.0.1:PORT, nothing listening): at start and
@@ -13,7 +15,7 @@
 #     then catch-up and remote == device.
 #  C. the same, but the failed flush loses the remote's volatile cache (a disk whose write
 #     cache died, or Linux dropping dirty pages after a writeback error): the entries the
-#     failed flush covered must be sent again (safety rule 5.1.1 "applied means durable").
+#     failed flush covered must be sent again (safety rule 1 "applied means durable").
 #  D. returns empty: the remote comes back at the same address with a new blank disk.
 #     Nothing in NBD identifies a disk, and the replicator keeps no identity of a remote
 #     leg: it catches up from the log and claims the leg consistent.  The test documents
@@ -31,16 +33,9 @@ requires_python_nbd
 CASES=${CASES:-A B C D E}
 SIZE=$((32 << 20))
 DT=1                                    # disconnect-timeout of every remote site (s)
-LAT=$(python3 -c "print($DT + 1.5)")    # worst client latency allowed (DESIGN 3.3)
-want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
-
-# ---- known data (tests/known-data.py) ----------------------------------------------------
-kd() { env -u LD_PRELOAD python3 "$TESTDIR/known-data.py" "$@"; }
+LAT=$(python3 -c "print($DT + 1.5)")    # worst client latency allowed (docs/RULES.md, policies)
 
 # ---- helpers ----------------------------------------------------------------------------
-S1='j["sites"][1]'
-L1='j["devices"][0]["legs"][1]'
-st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
 # start NAME REMOTE-URI POLICY [PARAMS...]: the replicator, local leg $T/NAME.img
 start() {
   local n=$1 ruri=$2 pol=$3; shift 3
@@ -61,14 +56,6 @@ healthy() {
   v=$(st "$1" "($S1['link'], $S1['mode'], $L1['state'], $L1['consistent'], $L1['link'])")
   check "$1: status: site connected, log mode, leg replicating, consistent, up ($v)" \
     test "$v" = "('connected', 'log', 'replicating', True, 'up')"
-}
-# finish_case NAME: alive, clean stop, no sanitizer report
-finish_case() {
-  local n=$1 rc=0
-  check "$n: the instance is alive after the fault" alive "${REPL_PID[$n]}"
-  stop_replicator "$n" || rc=$?
-  check "$n: clean stop (rc $rc)" test $rc = 0
-  check "$n: no sanitizer report" sanitizer_clean "$n"
 }
 
 # tcp_remote NAME PORT ARGS...: nbdkit on 127.0.0.1:PORT (a child of this shell)
@@ -196,7 +183,8 @@ if want A; then
   echo "== A. refused connection (TCP, nothing listening on the port)"
   port=$(free_port)
   truncate -s $SIZE "$T/A.rem"
-  # Fails if the instance refuses to start when a remote refuses connections (DESIGN 3.3).
+  # Fails if the instance refuses to start when a remote refuses connections
+  # (docs/RULES.md, policies).
   if start A "nbd://127.0.0.1:$port/" sync; then
     ok "A: the instance starts while the remote refuses connections"
     # Fails if a refused site is shown connected/connecting for good (clients would wait).
@@ -269,7 +257,7 @@ flush_case() {
     kd write "$(uri "$n")" "$T/$n.ref" 2 40 "$LAT"
   sleep 1
   ap1=$(st "$n" "$S1['applied_seq']")
-  # Fails if a failed flush let applied_seq advance (5.1.1: applied means durable).
+  # Fails if a failed flush let applied_seq advance (safety rule 1: applied means durable).
   check "$n: applied_seq does not advance while flushes fail ($ap0 -> $ap1)" test "$ap1" = "$ap0"
   v=$(st "$n" "$L1['last_error']")
   # Fails if the reason is not shown while it lasts.
@@ -352,6 +340,8 @@ fi
 
 # =========================================================================================
 if want E; then
+  # Starts like case D (duplicates pairs them), deliberately: each lettered case sets up its
+  # own instance and can run alone (CASES=E).
   echo "== E. the remote returns smaller (same address, a smaller disk)"
   truncate -s $SIZE "$T/E.rem"
   remote_start Es file "$T/E.rem" || die "E: remote"

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Fault matrix, replication log rows not covered (or covered weakly) elsewhere.
+# Replication log faults: no room at create, a corrupt header copy, a corrupt entry, the file
+# replaced, failing syncs.
 # test-lock.sh covers: one header copy destroyed after a clean stop, both copies corrupt
 # (refused, never re-created); test-log-storage.sh: a log truncated offline; test-crash.sh:
 # a torn entry (old-or-new content).  Here:
@@ -18,7 +19,7 @@
 #  S.  The log file replaced by a shorter one while the instance runs: the running
 #      instance is unaffected; the restart is refused with a clear message and nothing is
 #      rewritten; with the real log back, every flushed write is there.
-#  F.  The first failed log sync (DESIGN 5.1 rule 9): the log on a disk whose flush starts
+#  F.  The first failed log sync (safety rule 9): the log on a disk whose flush starts
 #      failing mid-run and then forgets the writes since its last good flush, as the kernel
 #      does (tests/forget-filter.c through nbdfuse): status log.health = failed, a client
 #      flush and every later write and flush fail with EIO, also once the disk works again
@@ -33,7 +34,6 @@ requires_root
 [ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
 
 CASES=${CASES:-N H1 H1b H2 M S F}
-want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
 
 MOUNTS=()
 cleanup_hook() {
@@ -45,7 +45,6 @@ cleanup_hook() {
       { timeout -s KILL 10 fusermount3 -u "$m" 2>/dev/null || timeout -s KILL 10 umount -l "$m"; }
   done
 }
-py() { env -u LD_PRELOAD python3 "$@"; }
 
 # slow_leg NAME DELAY: a 16 MiB leg that applies writes slowly, so that entries stay in the
 # log: $T/fz-NAME/leg (nbdfuse) over `nbdkit --filter=delay memory` at $T/NAME.mem.sock
@@ -66,15 +65,13 @@ slow_leg() {
 # hdr LOG: both header copies, "copy gen applied0 ndesc valid" per line (valid: magic ok)
 cat > "$T/hdr.py" <<'PY'
 # hdr.py LOG show | corrupt-newest | older-tail-intact
-import struct, sys
+import os, sys
+sys.path.insert(0, os.environ["TESTDIR"])
+import replog
 path, op = sys.argv[1], sys.argv[2]
 f = open(path, "r+b")
-cp = []
-for c in (0, 1):
-    f.seek(c * 4096); h = f.read(4096)
-    cp.append(dict(copy="AB"[c], off=c * 4096, gen=struct.unpack_from("<Q", h, 16)[0],
-                   ndesc=struct.unpack_from("<Q", h, 56)[0],
-                   applied=struct.unpack_from("<Q", h, 128)[0], magic=h[:8] == b"NBDRPLOG"))
+cp = [dict(copy=h.name, off=h.at, gen=h.generation, ndesc=h.ndesc, applied=h.applied(0),
+           magic=h.magic_ok, h=h) for h in replog.read_copies(f)]
 new, old = sorted(cp, key=lambda x: x["gen"], reverse=True)
 if op == "show":
     for x in (new, old): print("%(copy)s gen %(gen)d applied(site 0) %(applied)d" % x)
@@ -85,8 +82,7 @@ elif op == "corrupt-newest":
 elif op == "older-tail-intact":
     # does the descriptor slot of the older copy's tail still hold that entry?
     t = old["applied"] + 1
-    f.seek(8192 + (t % old["ndesc"]) * 64); d = f.read(64)
-    print("yes" if struct.unpack_from("<Q", d, 8)[0] == t else "no")
+    print("yes" if replog.desc_at(f, old["h"], t % old["ndesc"]).seq == t else "no")
 PY
 
 # =========================================================================================
@@ -258,28 +254,17 @@ if want M; then
   # Pick an unapplied write whose block the leg does not hold yet, with such writes before
   # and after it; flip one byte of its payload.
   py - "$T/m.rlog" "$T/m.snap" > "$T/m.pick" <<'PY'
-import struct, sys
+import os, sys
+sys.path.insert(0, os.environ["TESTDIR"])
+import replog
 f = open(sys.argv[1], "r+b"); snap = open(sys.argv[2], "rb").read()
-hs = []
-for c in (0, 1):
-    f.seek(c * 4096); h = f.read(4096)
-    if h[:8] == b"NBDRPLOG": hs.append(h)
-h = max(hs, key=lambda x: struct.unpack_from("<Q", x, 16)[0])
-desc_off, ndesc, data_off, data_blocks = struct.unpack_from("<QQQQ", h, 48)
-applied = struct.unpack_from("<Q", h, 128)[0]
-w = []
-for slot in range(ndesc):
-    f.seek(desc_off + slot * 64); d = f.read(64)
-    magic, op, fl, dev, seq, off, length, nb, pos = struct.unpack_from("<IBBHQQIIQ", d, 0)
-    if magic == 0x31454c52 and op == 1 and seq > applied:
-        w.append((seq, off // 4096, pos))
-w.sort()
+h = replog.newest(replog.read_copies(f), need="magic")
+w = [(d.seq, d.offset // 4096, d) for d in replog.unapplied_writes(f, h)]
 zero = [x for x in w if snap[x[1] * 4096:(x[1] + 1) * 4096] == bytes(4096)]
 if len(zero) < 8:
     print("SKIP only %d unapplied writes not on the leg" % len(zero)); sys.exit(0)
-seq, blk, pos = zero[len(zero) // 2]
-p = data_off + (pos % data_blocks) * 4096 + 123
-f.seek(p); b = f.read(1); f.seek(p); f.write(bytes([b[0] ^ 0xff]))
+seq, blk, d = zero[len(zero) // 2]
+replog.flip_byte(f, replog.payload_at(h, d) + 123)
 print("TORN", seq, blk, " ".join("%d:%d" % (s, b) for s, b, _ in w))
 PY
   if grep -q '^TORN' "$T/m.pick"; then

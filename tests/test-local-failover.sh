@@ -1,5 +1,5 @@
 #!/bin/bash
-# The local leg fails (guarantee 4.6): the device keeps serving reads and writes through an
+# The local leg fails (guarantee 6): the device keeps serving reads and writes through an
 # up-to-date remote leg, and `replctl restore` rebuilds the local leg online.
 # The local leg is a file in a FUSE mount (nbdfuse) of an nbdkit `file` export behind the
 # `error` filter: writes fail with EIO while a trigger file exists.
@@ -22,32 +22,13 @@ requires_python_nbd
 [ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
 
 SIZE=64M
-cleanup_hook() {
-  local m
-  for m in "$T"/fuse*; do
-    mountpoint -q "$m" 2>/dev/null && { timeout -s KILL 10 fusermount3 -u "$m" 2>/dev/null || timeout -s KILL 10 umount -l "$m"; }
-  done
-}
-# fuse_leg NAME: $T/fuse-NAME/disk, backed by $T/NAME.img, failing writes while $T/NAME.fail exists
-fuse_leg() {
-  local i
-  mkdir -p "$T/fuse-$1"
-  truncate -s $SIZE "$T/$1.img"
-  nbdfuse -P "$T/nbdfuse-$1.pid" "$T/fuse-$1/disk" \
-    [ nbdkit --filter=error file "$T/$1.img" error-pwrite=EIO error-pwrite-rate=100% \
-      error-pwrite-file="$T/$1.fail" ] 2>>"$T/nbdfuse-$1.log" &
-  for i in $(seq 200); do [ -e "$T/fuse-$1/disk" ] && return 0; sleep 0.05; done
-  echo "nbdfuse did not come up"; return 1
-}
+cleanup_hook() { fuse_unmount_all; }
+# The local legs: fuse_error_leg (lib.sh), $T/fuse-NAME/disk over $T/NAME.img, failing writes
+# while $T/NAME.wfail exists
 dev() { status_get "$1" "(lambda d: $2)(j['devices'][0])"; }
-wait_for() {
-  local i
-  for i in $(seq $(($3 * 10))); do [ "$(status_get "$1" "$2" 2>/dev/null)" = True ] && return 0; sleep 0.1; done
-  echo "  (not reached: $2 = $(status_get "$1" "$2" 2>/dev/null))"; return 1
-}
 C() { "$REPLCTL" -s "$T/a.ctl" "$@"; }
 
-fuse_leg a || die "fuse"
+fuse_error_leg a || die "fuse"
 truncate -s $SIZE "$T/a.rem"
 remote_start ra file "$T/a.rem" || die "remote"
 ARGS=(log="$T/a.rlog" log-size=16M local="$T/fuse-a/disk" remote="$(remote_uri ra)"
@@ -60,7 +41,7 @@ fio --name=v --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bs=4k --size=32M -
     >/dev/null 2>&1 &
 FIO=$!
 sleep 0.5
-touch "$T/a.fail"
+touch "$T/a.wfail"
 wait $FIO; rc=$?
 check "fio wrote and verified while the local leg failed (exit $rc)" [ $rc = 0 ]
 [ $rc = 0 ] || { grep -iE "err|verify|bad" "$T/fio.out" | head -n 20 | sed 's/^/  fio | /'; show_log a | tail -n 30; }
@@ -72,7 +53,7 @@ nbdcopy "$NBD_URI" "$T/a.dev1" || fail "reading the device through site 1"
 check "the device reads the same as site 1's leg" cmp "$T/a.dev1" "$T/a.rem"
 
 echo "== 2. restore"
-rm -f "$T/a.fail"
+rm -f "$T/a.wfail"
 C restore default --from 1 --wait > "$T/restore.out" 2>&1; rc=$?
 check "restore --from 1 --wait (exit $rc)" [ $rc = 0 ]
 check "the leg is back in service" [ "$(dev "$T/a.ctl" "(d['legs'][0]['state'], d['served_from'], d['local_out'])")" = "('replicating', 0, False)" ]
@@ -90,7 +71,7 @@ check "the remote leg equals the device" cmp "$T/a.rem" "$T/a.dev2"
 
 echo "== 2b. restore from an iSCSI site (tgtd, thin-provisioned LUN): holes found by GET LBA STATUS"
 if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
-  fuse_leg i || die "fuse i"
+  fuse_error_leg i || die "fuse i"
   truncate -s $SIZE "$T/i.iscsi"
   tgt_start i "$T/i.iscsi" || die "tgtd"
   tgtadm -C "$TGT_PORT" --lld iscsi --mode logicalunit --op update --tid 1 --lun 1 \
@@ -100,10 +81,10 @@ if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
   head -c 8M /dev/urandom > "$T/w2b"
   nbdcopy "$T/w2b" "$NBD_URI" || fail "writes"
   wait_caught_up "$T/i.ctl" 20 || fail "caught up"
-  touch "$T/i.fail"
+  touch "$T/i.wfail"
   nbdsh_u "$NBD_URI" -c 'h.pwrite(b"x" * 4096, 0)' || fail "a write while the leg fails"
   check "served from the iSCSI site" wait_for "$T/i.ctl" "j['devices'][0]['served_from'] == 1" 10
-  rm -f "$T/i.fail"
+  rm -f "$T/i.wfail"
   "$REPLCTL" -s "$T/i.ctl" restore default --from 1 --wait >/dev/null 2>&1 || fail "restore from iSCSI"
   rb=$(status_get "$T/i.ctl" "(j['sites'][0]['resync']['bytes_copied'], j['sites'][0]['resync']['bytes_zeroed'])")
   echo "  restore sent (data, zeroes): $rb"
@@ -120,12 +101,12 @@ fi
 
 echo "== 3. a restart while the local leg is out of service"
 start_replicator a "${ARGS[@]}" || die "start"
-touch "$T/a.fail"
+touch "$T/a.wfail"
 head -c 4M /dev/urandom > "$T/w3"
 nbdcopy "$T/w3" "$NBD_URI" || fail "writes"
 check "the leg failed" wait_for "$T/a.ctl" "j['devices'][0]['served_from'] == 1" 10
 stop_replicator a || fail "stop"
-rm -f "$T/a.fail"
+rm -f "$T/a.wfail"
 start_replicator a "${ARGS[@]}" || die "restart"
 check "the restart keeps it out of service" grep -q "was out of service at the last stop" "$T/a.log"
 check "served from site 1" [ "$(dev "$T/a.ctl" "(d['served_from'], d['legs'][0]['state'])")" = "(1, 'failed')" ]
@@ -137,10 +118,10 @@ check "the local leg equals the device after that restore" cmp "$T/a.img" "$T/a.
 check "and the remote leg" cmp "$T/a.rem" "$T/a.dev3"
 
 echo "== 4. no remote site"
-fuse_leg b || die "fuse b"
+fuse_error_leg b || die "fuse b"
 start_replicator b log="$T/b.rlog" log-size=16M local="$T/fuse-b/disk" control="$T/b.ctl" || die "b"
 head -c 1M /dev/urandom > "$T/w4"
-touch "$T/b.fail"
+touch "$T/b.wfail"
 nbdcopy "$T/w4" "$NBD_URI" || fail "a write while the only leg fails (it goes to the log)"
 sleep 1
 check "the leg failed, nobody serves" [ "$(status_get "$T/b.ctl" "(j['devices'][0]['legs'][0]['state'], j['devices'][0]['served_from'])")" = "('failed', 0)" ]
@@ -148,14 +129,14 @@ check "the log keeps the entries (not applied)" [ "$(status_get "$T/b.ctl" "j['l
 rc=0; nbdsh_u "$NBD_URI" -c 'h.pread(4096, 8 << 20)' >/dev/null 2>"$T/b.rerr" || rc=$?
 check "a read of what is not in the log fails" [ $rc != 0 ]
 check "the log says why" grep -q "no remote site is up to date" "$T/b.log"
-rm -f "$T/b.fail"
+rm -f "$T/b.wfail"
 check "the retried writes succeed: back in service" wait_for "$T/b.ctl" "j['devices'][0]['legs'][0]['state'] == 'replicating' and not j['devices'][0]['local_out']" 20
 nbdcopy "$NBD_URI" "$T/b.dev" || fail "read after"
 check "the data is there" cmp -n 1048576 "$T/b.dev" "$T/w4"
 stop_replicator b || fail "stop b"
 
 echo "== 4b. no remote site and the log fills: writes wait, then fail (the log is the only copy)"
-fuse_leg c || die "fuse c"
+fuse_error_leg c || die "fuse c"
 cat > "$T/c.conf" <<EOF
 replog = { path = "$T/c.rlog"; size = "4M"; };
 sites = ( { id = 0; disconnect_timeout = "2s"; } );
@@ -163,7 +144,7 @@ devices = ( { name = "c"; legs = ( { site = 0; path = "$T/fuse-c/disk"; } ); } )
 control = { socket = "$T/c.ctl"; };
 EOF
 start_replicator c config="$T/c.conf" || die "c"
-touch "$T/c.fail"
+touch "$T/c.wfail"
 head -c 12M /dev/urandom > "$T/w5"
 # 16 writes of 256 KiB in flight; no new one after the first error, and every reply is
 # collected before the client disconnects.  (nbdcopy hangs up with replies pending: nbdkit
@@ -196,7 +177,7 @@ PY
 sed 's/^/  /' "$T/c.err"
 check "the writes fail (exit $rc)" [ $rc = 1 ]
 check "the log says it holds the only copy" grep -q "holds the only copy" "$T/c.log"
-rm -f "$T/c.fail"
+rm -f "$T/c.wfail"
 if wait_for "$T/c.ctl" "j['devices'][0]['legs'][0]['state'] == 'replicating' and j['log']['entries'] == 0" 30; then
   ok "the leg takes writes again: back in service"
 else

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Fault matrix, control socket rows (replctl(8) CONTROL PROTOCOL: one command line of at most
-# 4096 bytes within 2 seconds, one JSON reply, requests served one at a time).
+# Control socket faults: what bad clients cannot do to the instance (replctl(8) CONTROL
+# PROTOCOL: one command line of at most 4096 bytes within 2 seconds, one JSON reply, requests
+# served one at a time).
 # test-replctl.sh sends one garbage line, a 10000-byte line and a bad JSON command; here:
 #  G. garbage: binary bytes (NUL, control and non-UTF-8 bytes), a line without a newline,
 #     deeply nested or overlong JSON: each gets one JSON error document (valid JSON).
@@ -20,13 +21,11 @@ requires nbdkit nbdsh
 requires_python_nbd
 
 CASES=${CASES:-G H U N}
-want() { case " $CASES " in *" $1 "*) return 0;; esac; return 1; }
-py() { env -u LD_PRELOAD python3 "$@"; }
 
 truncate -s 32M "$T/leg"
 start_replicator c log="$T/c.rlog" log-size=16M local="$T/leg" control="$T/c.ctl" || die "replicator"
 CTL=$T/c.ctl
-for i in $(seq 100); do "$REPLCTL" -s "$CTL" status >/dev/null 2>&1 && break; sleep 0.05; done
+wait_ctl "$CTL" || true
 
 # ctl.py: raw control-socket clients
 cat > "$T/ctl.py" <<'PY'
@@ -113,7 +112,7 @@ io_ok() {
   check "$1: the device still serves I/O" nbdsh_u "$(uri c)" -c '
 h.pwrite(b"Q" * 65536, 1 << 20); h.flush(); assert h.pread(65536, 1 << 20) == b"Q" * 65536'
 }
-healthy() {
+still_serving() {
   check "$1: the instance is alive" alive "${REPL_PID[c]}"
   status_within 2.5 "$1"
 }
@@ -131,7 +130,7 @@ if want G; then
   check "G: JSON with trailing garbage" ctl send "$(hex '{"cmd":"status"} xx')"
   check "G: JSON with a site out of range" ctl send "$(hex '{"cmd":"pause","site":99999999999999999999}')"
   check "G: an empty line" ctl send ""
-  healthy G
+  still_serving G
   io_ok G
 fi
 
@@ -145,7 +144,7 @@ if want H; then
   rss1=$(awk '/VmRSS/ {print $2}' "/proc/${REPL_PID[c]}/status")
   # Fails if the server buffers the line (RSS would grow by ~10 MiB per flood).
   check "H: memory bounded (VmRSS $rss0 -> $rss1 KiB)" test $((rss1 - rss0)) -lt 4096
-  healthy H
+  still_serving H
   io_ok H
 fi
 
@@ -163,7 +162,7 @@ if want U; then
     ctl send "$(hex '{"cmd": "resync", "device": "nodev", "site": 1}')"
   rc=0; "$REPLCTL" -s "$CTL" reload > /dev/null 2> "$T/err" || rc=$?
   check "U: replctl reload: exit 2 (not implemented: an unknown command), one reason: $(head -1 "$T/err")" test $rc = 2
-  healthy U
+  still_serving U
 fi
 
 # =========================================================================================
@@ -193,7 +192,7 @@ if want N; then
   sleep 0.5
   status_within 4 "N: a client that got its reply and keeps trickling bytes"
   wait $P4; cat "$T/trickle.out"
-  healthy N
+  still_serving N
   io_ok N
 fi
 
