@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # status-monitor.py REPLCTL CTL OUT STOPFILE: `replctl status --json` every 0.1 s into OUT,
-# one JSON document per line with "t" = seconds since start, until STOPFILE exists.
+# one JSON document per line with "t" = seconds since start and "mono" = time.monotonic()
+# when the reply came, until STOPFILE exists.
 import json, os, subprocess, sys, time
 replctl, ctl, out, stop = sys.argv[1:5]
 t0 = time.monotonic()
@@ -9,7 +10,7 @@ with open(out, "w") as f:
         p = subprocess.run([replctl, "-s", ctl, "status", "--json"], capture_output=True)
         if p.returncode == 0:
             try:
-                j = json.loads(p.stdout); j["t"] = round(time.monotonic() - t0, 2)
+                j = json.loads(p.stdout); j["mono"] = time.monotonic(); j["t"] = round(j["mono"] - t0, 2)
                 f.write(json.dumps(j) + "\n"); f.flush()
             except ValueError:
                 pass

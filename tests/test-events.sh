@@ -27,7 +27,8 @@ printf 'event=%s level=%s site=%s device=%s time=%s control=%s arg=%s reason=%s\
   "\$NBD_REPLICATOR_EVENT" "\$NBD_REPLICATOR_LEVEL" "\$NBD_REPLICATOR_SITE" \\
   "\$NBD_REPLICATOR_DEVICE" "\$NBD_REPLICATOR_TIME" "\$NBD_REPLICATOR_CONTROL" "\$1" \\
   "\$NBD_REPLICATOR_REASON" >> "$T/events"
-grep -E '^Sig(Ign|Blk):' /proc/self/status > "$T/hook.signals"
+grep -E '^Sig(Ign|Blk):' /proc/self/status > "$T/hook.signals.\$\$" &&   # whole or not at all:
+  mv -f "$T/hook.signals.\$\$" "$T/hook.signals"                     # hooks run concurrently
 [ "\$NBD_REPLICATOR_EVENT" = resync-started ] && exit 3
 exit 0
 SH

@@ -42,7 +42,7 @@ for i in range(n):
         else: nxt = te
 total = time.monotonic() - t0
 h.shutdown()
-json.dump({"total": total, "done": done, "max_lat": max(lat)}, open(out, "w"))
+json.dump({"t0": t0, "total": total, "done": done, "lat": lat, "max_lat": max(lat)}, open(out, "w"))
 PY
 # bval (lib.sh) OUT PYEXPR: PYEXPR over b, the burst's summary
 # burst NAME N RATE TAG [BASE]: run a burst against replicator NAME -> $T/NAME.TAG.json
@@ -163,7 +163,18 @@ if setup_fall_behind tmo "timeout 1s"; then
   n1=$(bval "$T/tmo.b1.json" 'sum(1 for d in b["done"] if d <= 1.0)')
   lat1=$(bval "$T/tmo.b1.json" 'round(max(y - x for x, y in zip([0] + b["done"], b["done"]) if y <= 1.0), 3)')
   echo "  burst took $t s (unthrottled it takes $t_paced s); $n1 writes done in the first second (pace allows $RATE), worst gap there $lat1 s"
-  check "tmo: the first second of the burst is not throttled ($n1 writes >= $((RATE / 2)))" test "$n1" -ge $((RATE / 2))
+  # Throttling starts only once the oldest pending entry is 1 s old: status never shows the
+  # site behind before the burst's first second is over (both clocks are CLOCK_MONOTONIC;
+  # a status reply describes a moment before the sample's time), and the writes of that
+  # second do not wait for the site (a throttled write waits for one of the remote's 20 ms
+  # writes).  How many writes fit in that second depends on the machine's load: printed only.
+  t0=$(bval "$T/tmo.b1.json" 'b["t0"]')
+  first_behind=$(trace_eval "$T/tmo.trace" "round(min([s['mono'] for s in S if s['sites'][1]['behind']] or [1e9]) - $t0, 3)")
+  med1=$(bval "$T/tmo.b1.json" 'round(sorted(l for d, l in zip(b["done"], b["lat"]) if d <= 1.0)[sum(1 for d in b["done"] if d <= 1.0) // 2] * 1000, 1)')
+  check "tmo: status first shows the site behind ${first_behind} s into the burst (not before 1 s)" \
+    cmpf "$first_behind" '>=' 1.0
+  check "tmo: the writes of the first second do not wait for the site (median latency $med1 ms < 20 ms)" \
+    cmpf "$med1" '<' 20
   check "tmo: the burst takes clearly longer than unthrottled: $t s >= $t_paced + 2 s" \
     cmpf "$t" '>=' "$(python3 -c "print($t_paced + 2)")"
   check "tmo: status showed behind: true during the burst" \
