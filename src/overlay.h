@@ -1,6 +1,6 @@
 /* overlay.h: the index of log entries not yet applied to the local leg,
  * by device byte range, so that reads see the newest completed write
- * (guarantee 4.1) without scanning the log.
+ * (guarantee 1) without scanning the log.
  *
  * A set of non-overlapping extents [start, end), each naming the entry
  * (seq) that last wrote it and where its bytes are: in the log mapping

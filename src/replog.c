@@ -99,7 +99,7 @@
  *     replay after a crash then re-sends only entries of the epoch the site
  *     was in, never an older epoch's over a newer one.
  *   - Space (slots and data blocks) before the tail is reused only after a
- *     durable header has every log-mode site's applied past it (rule 2).
+ *     durable header has every log-mode site's applied past it (safety rule 2).
  *
  * RECOVERY at open: read both header copies with pread and pick the newest
  * valid one.  tail = min(applied of log-mode sites) + 1.  Scan forward with
@@ -598,7 +598,7 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
 
 /* The tail a header h allows: the oldest entry a log-mode site (or one
  * going back to log mode) still needs; *dirty gets the dirty-mode sites
- * (rule 2 above: space before it may be reused once durable headers say
+ * (safety rule 2, above: space before it may be reused once durable headers say
  * so).  The run-time path applies it (recompute_tail in replog-ring.c),
  * open sets the first tail with it. */
 uint64_t

@@ -11,10 +11,10 @@
  *     device view has them all);
  *   - a copy and a log write never overlap on a leg: log entries wait for
  *     a copy of their range, a copy waits for log writes in flight there
- *     (DESIGN 5.1 rule 6: a copy never overwrites newer data);
+ *     (safety rule 6: a copy never overwrites newer data);
  *   - the data read may contain entries up to hold_seq (the newest
  *     reserved when it was read): the copy goes out only once the log is
- *     durable that far (rule 3), and the leg is a consistent prefix again
+ *     durable that far (safety rule 3), and the leg is a consistent prefix again
  *     only once the log has been applied there up to every copy's
  *     hold_seq (rs.high);
  *   - a region's bit is cleared when its copy completed; holes of the
@@ -153,7 +153,7 @@ resync_switch (struct worker *w, uint64_t now, uint64_t *start)
      * (go_dirty forgot what was in flight), so the legs count as holding
      * start - 1.  In place, done_seq stays as publish_done keeps it: the
      * entries in flight (done < seq < next) are not on the legs yet and
-     * the clients of a sync site wait for them (DESIGN 3.3). */
+     * the clients of a sync site wait for them (docs/RULES.md, policies). */
     publish_done (w);
   }
   return 0;
