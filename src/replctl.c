@@ -509,6 +509,52 @@ metrics (const char *sock)
 
 static char *sock_path;          /* freed at exit: usage errors return early */
 
+/* replctl status [--json]: ARGS are the words after "status"; SOCK NULL:
+ * the default control socket, once the options are known to be good. */
+static int
+status (char *sock, int nargs, char **args)
+{
+  bool json = false;
+  json_object *doc, *err;
+  char *reply;
+  int i;
+
+  for (i = 0; i < nargs; i++) {
+    if (!strcmp (args[i], "--json"))
+      json = true;
+    else {
+      fprintf (stderr, "replctl: status: unknown option '%s'\n", args[i]);
+      return 2;
+    }
+  }
+  if (!sock && !(sock = cfg_default_control_socket ()))
+    return 1;
+  sock_path = sock;
+  reply = request (sock, "status");
+  if (!reply)
+    return 1;
+  doc = json_tokener_parse (reply);
+  if (!doc) {
+    fprintf (stderr, "replctl: the instance sent a reply that is not JSON\n");
+    free (reply);
+    return 1;
+  }
+  if (json_object_object_get_ex (doc, "error", &err)) {
+    fprintf (stderr, "replctl: %s\n", json_object_get_string (err));
+    json_object_put (doc);
+    free (reply);
+    return 1;
+  }
+  if (json)
+    printf ("%s\n", json_object_to_json_string_ext (doc, JSON_C_TO_STRING_PRETTY));
+  else
+    print_status (doc);
+  json_object_put (doc);
+  free (reply);
+  return 0;
+}
+
+
 static void
 free_sock_path (void)
 {
@@ -527,9 +573,7 @@ main (int argc, char **argv)
   static const char *const admin_cmds[] = {
     "resync", "verify", "restore", "pause", "resume", "policy", NULL
   };
-  char *sock = NULL, *reply;
-  bool json = false;
-  json_object *doc, *err;
+  char *sock = NULL;
   int c, i;
 
   atexit (free_sock_path);
@@ -583,37 +627,5 @@ main (int argc, char **argv)
     usage (stderr);
     return 2;
   }
-  for (i = optind + 1; i < argc; i++) {
-    if (!strcmp (argv[i], "--json"))
-      json = true;
-    else {
-      fprintf (stderr, "replctl: status: unknown option '%s'\n", argv[i]);
-      return 2;
-    }
-  }
-  if (!sock && !(sock = cfg_default_control_socket ()))
-    return 1;
-  sock_path = sock;
-  reply = request (sock, "status");
-  if (!reply)
-    return 1;
-  doc = json_tokener_parse (reply);
-  if (!doc) {
-    fprintf (stderr, "replctl: the instance sent a reply that is not JSON\n");
-    free (reply);
-    return 1;
-  }
-  if (json_object_object_get_ex (doc, "error", &err)) {
-    fprintf (stderr, "replctl: %s\n", json_object_get_string (err));
-    json_object_put (doc);
-    free (reply);
-    return 1;
-  }
-  if (json)
-    printf ("%s\n", json_object_to_json_string_ext (doc, JSON_C_TO_STRING_PRETTY));
-  else
-    print_status (doc);
-  json_object_put (doc);
-  free (reply);
-  return 0;
+  return status (sock, argc - optind - 1, argv + optind + 1);
 }
