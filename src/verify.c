@@ -246,34 +246,45 @@ verify_thread (void *arg)
   return NULL;
 }
 
+/* The leg of device at a remote site, or NULL with a reason. */
+static struct leg *
+verify_leg (struct replicator *r, const char *device, unsigned site, char *why, size_t len)
+{
+  struct vdev *d;
+  struct leg *l = NULL;
+  size_t j;
+
+  if (site == 0 || site >= CFG_MAX_SITES || !r->sites[site].cfg) {
+    snprintf (why, len, site == 0 ? "site 0 holds the local legs: verify compares a remote "
+              "site's leg with the device" : "no site %u in this instance", site);
+    return NULL;
+  }
+  if (!(d = replicator_find (r, device))) {
+    snprintf (why, len, "no device '%s' in this instance", device);
+    return NULL;
+  }
+  for (j = 0; j < d->nlegs; j++)
+    if (d->legs[j].site == site)
+      l = &d->legs[j];
+  if (!l)
+    snprintf (why, len, "device '%s' has no leg at site %u", device, site);
+  return l;
+}
+
 int
 replicator_verify (struct replicator *r, const char *device, unsigned site, bool mark,
                    char *why, size_t len)
 {
   struct site *s;
   struct vdev *d;
-  struct leg *l = NULL;
+  struct leg *l;
   struct verify *v;
-  size_t j;
   int e;
 
-  if (site == 0 || site >= CFG_MAX_SITES || !r->sites[site].cfg) {
-    snprintf (why, len, site == 0 ? "site 0 holds the local legs: verify compares a remote "
-              "site's leg with the device" : "no site %u in this instance", site);
+  if (!(l = verify_leg (r, device, site, why, len)))
     return -1;
-  }
   s = &r->sites[site];
-  if (!(d = replicator_find (r, device))) {
-    snprintf (why, len, "no device '%s' in this instance", device);
-    return -1;
-  }
-  for (j = 0; j < d->nlegs; j++)
-    if (d->legs[j].site == site)
-      l = &d->legs[j];
-  if (!l) {
-    snprintf (why, len, "device '%s' has no leg at site %u", device, site);
-    return -1;
-  }
+  d = l->dev;
   if (verify_site_settled (s, why, len) == -1)
     return -1;
   pthread_mutex_lock (&s->lock);
