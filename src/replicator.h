@@ -220,7 +220,7 @@ struct site {
   bool paused;                   /* the administrator's: not fed; clients do not wait */
   uint64_t disconnects;
   /* Administrator's requests (replctl), taken by the worker. */
-  bool resync_now;               /* start a resync of a dirty site without delay */
+  bool resync_now;               /* resync without waiting for the retry delay */
   uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */
   union {                        /* devices whose reads this site is to take (their */
     uint32_t read_site_req;      /* local leg failed); serve_req: the old name */

@@ -160,7 +160,7 @@ site_link_lost (struct site *s)
 void
 site_unreachable_at_start (struct site *s)
 {
-  s->disconnected = true;                /* before the worker runs: no waiter yet */
+  s->disconnected = true;                /* before its worker thread runs */
 }
 
 void

@@ -179,18 +179,18 @@ site_consistent_point_json (struct site *s)
 static void
 site_backlog_json (json_object *js, struct site *s, enum site_state state, uint64_t committed)
 {
-  bool dirty_log = site_state_is_dirty_log (state);
+  bool not_fed = site_state_is_dirty_log (state);
   enum cfg_fall_behind fbk = LOAD (s->fall_behind);
   char fb[64];
 
-  add (js, "backlog_entries", jint (dirty_log ? 0 : site_backlog_entries (s, committed)));
-  add (js, "backlog_bytes", jint (dirty_log ? 0 : site_backlog_bytes (s)));
+  add (js, "backlog_entries", jint (not_fed ? 0 : site_backlog_entries (s, committed)));
+  add (js, "backlog_bytes", jint (not_fed ? 0 : site_backlog_bytes (s)));
   add (js, "rpo_seconds", json_object_new_double (
-    dirty_log ? 0 : (double) site_oldest_age_ms (s, committed) / 1000.0));
+    not_fed ? 0 : (double) site_oldest_age_ms (s, committed) / 1000.0));
   cfg_format_fall_behind (fbk, LOAD (s->fall_behind_value), fb, sizeof fb);
   add (js, "fall_behind", jstr (fb));
   add (js, "behind", json_object_new_boolean (
-    !dirty_log && LOAD (s->fall_behind) != FB_NONE && site_over_threshold (s, committed)));
+    !not_fed && LOAD (s->fall_behind) != FB_NONE && site_over_threshold (s, committed)));
 }
 
 static json_object *
