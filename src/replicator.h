@@ -232,7 +232,17 @@ struct site {
   };
   uint32_t restore_req;          /* site 0: devices whose local leg is to be restored */
   uint32_t fail_req;             /* site 0: devices whose local leg failed a read */
-  struct site_verify verify;
+  union {
+    struct site_verify verify;
+    /* The old names of its first fields, kept (same layout) for
+     * tests/fuzz/fuzz-control.c until it uses verify.thread_started and
+     * verify.active. */
+    struct {
+      pthread_t verify_thread;
+      bool verify_thread_started;
+      bool verify_active;
+    };
+  };
   /* legs_gen (atomic, the worker adds one) changes whenever the legs may
    * hold less than done_seq says or the site leaves log mode: a lost
    * connection (entries re-sent, writes in doubt), a failed flush of a
