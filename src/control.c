@@ -220,10 +220,70 @@ flat_json_parse (const char *line)
 }
 
 /* A command as a JSON object: {"cmd": "resync", "device": "db", "site": 1, "full": false}. */
+/* The metrics command's reply: the text in a JSON document. */
+static char *
+control_metrics_doc (struct replicator *r)
+{
+  char *text = replicator_metrics (r), *reply;
+  json_object *o;
+
+  if (!text)
+    return error_doc ("out of memory%s", "");
+  o = json_object_new_object ();
+  json_object_object_add (o, "ok", json_object_new_boolean (1));
+  json_object_object_add (o, "metrics", json_object_new_string (text));
+  free (text);
+  reply = strdup (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN));
+  json_object_put (o);
+  return reply;
+}
+
+/* An administrator's command (the request o is checked but for its
+ * command's own keys): 0 with what was done in msg, or -1 with why. */
+static int
+control_admin (struct replicator *r, json_object *o, const char *cmd, const char *dev,
+               unsigned site, char *why, size_t wlen, char *msg, size_t mlen)
+{
+  json_object *v;
+  int rc;
+
+  if (!strcmp (cmd, "resync")) {
+    bool full = json_object_object_get_ex (o, "full", &v) && json_object_get_boolean (v);
+    rc = replicator_resync (r, dev, site, full, why, wlen);
+    snprintf (msg, mlen, "%s resync of device '%s' at site %u started", full ? "full" : "a",
+              dev, site);
+  }
+  else if (!strcmp (cmd, "restore")) {
+    rc = replicator_restore (r, dev, site, why, wlen);
+    snprintf (msg, mlen, "restore of the local leg of device '%s' from site %u started",
+              dev, site);
+  }
+  else if (!strcmp (cmd, "verify")) {
+    bool mark = json_object_object_get_ex (o, "mark", &v) && json_object_get_boolean (v);
+    rc = replicator_verify (r, dev, site, mark, why, wlen);
+    snprintf (msg, mlen, "verify of device '%s' at site %u started", dev, site);
+  }
+  else if (!strcmp (cmd, "policy")) {
+    const char *pol = get_str (o, "policy");
+    if (!pol) {
+      snprintf (why, wlen, "bad request: policy needs a \"policy\" (sync or async)");
+      return -1;
+    }
+    rc = replicator_set_policy (r, site, pol, get_str (o, "fall_behind"), why, wlen);
+    snprintf (msg, mlen, "site %u: policy %s", site, pol);
+  }
+  else {
+    bool pause = !strcmp (cmd, "pause");
+    rc = replicator_pause (r, site, pause, why, wlen);
+    snprintf (msg, mlen, "site %u %s", site, pause ? "paused" : "resumed");
+  }
+  return rc;
+}
+
 static char *
 handle_json (struct replicator *r, const char *line)
 {
-  json_object *o = flat_json_parse (line), *v;
+  json_object *o = flat_json_parse (line);
   const char *cmd, *dev;
   char why[256], msg[320];
   unsigned site = 0;
@@ -244,17 +304,8 @@ handle_json (struct replicator *r, const char *line)
     return replicator_status_json (r, false);
   }
   if (!strcmp (cmd, "metrics")) {
-    char *text = replicator_metrics (r);
     json_object_put (o);
-    if (!text)
-      return error_doc ("out of memory%s", "");
-    o = json_object_new_object ();
-    json_object_object_add (o, "ok", json_object_new_boolean (1));
-    json_object_object_add (o, "metrics", json_object_new_string (text));
-    free (text);
-    reply = strdup (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN));
-    json_object_put (o);
-    return reply;
+    return control_metrics_doc (r);
   }
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
       strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore")) {
@@ -273,36 +324,7 @@ handle_json (struct replicator *r, const char *line)
     json_object_put (o);
     return reply;
   }
-  if (!strcmp (cmd, "resync")) {
-    bool full = json_object_object_get_ex (o, "full", &v) && json_object_get_boolean (v);
-    rc = replicator_resync (r, dev, site, full, why, sizeof why);
-    snprintf (msg, sizeof msg, "%s resync of device '%s' at site %u started", full ? "full" : "a",
-              dev, site);
-  }
-  else if (!strcmp (cmd, "restore")) {
-    rc = replicator_restore (r, dev, site, why, sizeof why);
-    snprintf (msg, sizeof msg, "restore of the local leg of device '%s' from site %u started",
-              dev, site);
-  }
-  else if (!strcmp (cmd, "verify")) {
-    bool mark = json_object_object_get_ex (o, "mark", &v) && json_object_get_boolean (v);
-    rc = replicator_verify (r, dev, site, mark, why, sizeof why);
-    snprintf (msg, sizeof msg, "verify of device '%s' at site %u started", dev, site);
-  }
-  else if (!strcmp (cmd, "policy")) {
-    const char *pol = get_str (o, "policy");
-    if (!pol) {
-      json_object_put (o);
-      return error_doc ("bad request: policy needs a \"policy\" (sync or async)%s", "");
-    }
-    rc = replicator_set_policy (r, site, pol, get_str (o, "fall_behind"), why, sizeof why);
-    snprintf (msg, sizeof msg, "site %u: policy %s", site, pol);
-  }
-  else {
-    bool pause = !strcmp (cmd, "pause");
-    rc = replicator_pause (r, site, pause, why, sizeof why);
-    snprintf (msg, sizeof msg, "site %u %s", site, pause ? "paused" : "resumed");
-  }
+  rc = control_admin (r, o, cmd, dev, site, why, sizeof why, msg, sizeof msg);
   json_object_put (o);
   return rc == 0 ? ok_doc (msg) : error_doc ("%s", why);
 }

@@ -254,12 +254,55 @@ sites_metrics (struct buf *b, json_object *sites)
   }
 }
 
+/* Requests and their latency, from the devices themselves. */
+static void
+requests_metrics (struct replicator *r, struct buf *b)
+{
+  size_t i;
+  char e1[256];
+  unsigned op, k;
+
+  family (b, "requests", "counter", "Client requests by device and operation.");
+  for (i = 0; i < r->ndevs; i++)
+    for (op = 0; op < LAT_OPS; op++)
+      put (b, "nbd_replicator_requests_total{device=\"%s\",op=\"%s\"} %llu\n",
+           esc (r->devs[i].name, e1, sizeof e1), lat_op_name (op),
+           (unsigned long long) __atomic_load_n (&r->devs[i].lat[op].count, __ATOMIC_RELAXED));
+  family (b, "request_errors", "counter", "Client requests that failed.");
+  for (i = 0; i < r->ndevs; i++)
+    for (op = 0; op < LAT_OPS; op++)
+      put (b, "nbd_replicator_request_errors_total{device=\"%s\",op=\"%s\"} %llu\n",
+           esc (r->devs[i].name, e1, sizeof e1), lat_op_name (op),
+           (unsigned long long) __atomic_load_n (&r->devs[i].lat[op].errors, __ATOMIC_RELAXED));
+  family (b, "request_duration_seconds", "histogram", "Time from a client request to its reply.");
+  for (i = 0; i < r->ndevs; i++)
+    for (op = 0; op < LAT_OPS; op++) {
+      struct vdev *d = &r->devs[i];
+      uint64_t cum = 0, count = __atomic_load_n (&d->lat[op].count, __ATOMIC_RELAXED);
+      uint64_t sum = __atomic_load_n (&d->lat[op].sum_ns, __ATOMIC_RELAXED);
+      esc (d->name, e1, sizeof e1);
+      for (k = 0; k < LAT_BUCKETS; k++) {
+        cum += __atomic_load_n (&d->lat[op].bucket[k], __ATOMIC_RELAXED);
+        if (cum > count)             /* read while a request is being counted */
+          cum = count;
+        put (b, "nbd_replicator_request_duration_seconds_bucket{device=\"%s\",op=\"%s\",le=\"%g\"} %llu\n",
+             e1, lat_op_name (op), lat_bounds[k], (unsigned long long) cum);
+      }
+      put (b, "nbd_replicator_request_duration_seconds_bucket{device=\"%s\",op=\"%s\",le=\"+Inf\"} %llu\n",
+           e1, lat_op_name (op), (unsigned long long) count);
+      put (b, "nbd_replicator_request_duration_seconds_count{device=\"%s\",op=\"%s\"} %llu\n",
+           e1, lat_op_name (op), (unsigned long long) count);
+      put (b, "nbd_replicator_request_duration_seconds_sum{device=\"%s\",op=\"%s\"} %.9f\n",
+           e1, lat_op_name (op), (double) sum / 1e9);
+    }
+}
+
 static void
 devices_metrics (struct replicator *r, struct buf *b, json_object *devs)
 {
   size_t i, j, n = json_object_array_length (devs);
   char e1[256];
-  unsigned op, k;
+  unsigned k;
 
   {
     static const struct { const char *name, *help, *key; } dv[] = {
@@ -302,42 +345,9 @@ devices_metrics (struct replicator *r, struct buf *b, json_object *devs)
       }
     }
   }
-
-  /* Requests and their latency, from the devices themselves. */
-  family (b, "requests", "counter", "Client requests by device and operation.");
-  for (i = 0; i < r->ndevs; i++)
-    for (op = 0; op < LAT_OPS; op++)
-      put (b, "nbd_replicator_requests_total{device=\"%s\",op=\"%s\"} %llu\n",
-           esc (r->devs[i].name, e1, sizeof e1), lat_op_name (op),
-           (unsigned long long) __atomic_load_n (&r->devs[i].lat[op].count, __ATOMIC_RELAXED));
-  family (b, "request_errors", "counter", "Client requests that failed.");
-  for (i = 0; i < r->ndevs; i++)
-    for (op = 0; op < LAT_OPS; op++)
-      put (b, "nbd_replicator_request_errors_total{device=\"%s\",op=\"%s\"} %llu\n",
-           esc (r->devs[i].name, e1, sizeof e1), lat_op_name (op),
-           (unsigned long long) __atomic_load_n (&r->devs[i].lat[op].errors, __ATOMIC_RELAXED));
-  family (b, "request_duration_seconds", "histogram", "Time from a client request to its reply.");
-  for (i = 0; i < r->ndevs; i++)
-    for (op = 0; op < LAT_OPS; op++) {
-      struct vdev *d = &r->devs[i];
-      uint64_t cum = 0, count = __atomic_load_n (&d->lat[op].count, __ATOMIC_RELAXED);
-      uint64_t sum = __atomic_load_n (&d->lat[op].sum_ns, __ATOMIC_RELAXED);
-      esc (d->name, e1, sizeof e1);
-      for (k = 0; k < LAT_BUCKETS; k++) {
-        cum += __atomic_load_n (&d->lat[op].bucket[k], __ATOMIC_RELAXED);
-        if (cum > count)             /* read while a request is being counted */
-          cum = count;
-        put (b, "nbd_replicator_request_duration_seconds_bucket{device=\"%s\",op=\"%s\",le=\"%g\"} %llu\n",
-             e1, lat_op_name (op), lat_bounds[k], (unsigned long long) cum);
-      }
-      put (b, "nbd_replicator_request_duration_seconds_bucket{device=\"%s\",op=\"%s\",le=\"+Inf\"} %llu\n",
-           e1, lat_op_name (op), (unsigned long long) count);
-      put (b, "nbd_replicator_request_duration_seconds_count{device=\"%s\",op=\"%s\"} %llu\n",
-           e1, lat_op_name (op), (unsigned long long) count);
-      put (b, "nbd_replicator_request_duration_seconds_sum{device=\"%s\",op=\"%s\"} %.9f\n",
-           e1, lat_op_name (op), (double) sum / 1e9);
-    }
+  requests_metrics (r, b);
 }
+
 
 char *
 replicator_metrics (struct replicator *r)

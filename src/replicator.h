@@ -1,4 +1,4 @@
-/* replicator.h: the object graph of one instance and its lifecycle.
+/* replicator.h: the object graph of one instance (types only).
  *
  *   struct replicator      one instance: configuration, log, sites, devices
  *     struct replog        the replication log shared by all devices
@@ -8,6 +8,24 @@
  *
  * Client I/O (rdev_*) touches only the log and the read overlay; workers
  * apply the log to the legs.  Only the plugin knows about nbdkit.
+ *
+ * The functions live in one header per file, by layer (calls go down):
+ *   6  instance.h (construct, start, stop)
+ *   5  client.h (client I/O), status.h, admin.h, verify.h, metrics.h
+ *   4  the workers (worker.c)
+ *   3  view.h (the device view: reads through a leg + the overlay),
+ *      site.h (the site state machine and the policies' waits)
+ *   3  leg.h (one leg's synchronous I/O, used by the view and the workers)
+ * This header includes them all at its end, so that a file including it
+ * alone (worker.c today) still sees every function it calls; new code
+ * includes the headers it uses.
+ *
+ * Names: a leg or site is "fed" when a worker applies the log to it; a
+ * device's "read site" is where its reads come from (0: its local leg).
+ * "Dirty log" is the record of regions a leg misses (the bitmap
+ * leg.dirty_log and its file leg.dlog); "dirty-log mode" is the site
+ * state in which a site is not fed and its misses go to those records;
+ * "dirty" alone is only what status shows for that mode.
  */
 #ifndef REPLICATOR_REPLICATOR_H
 #define REPLICATOR_REPLICATOR_H
@@ -18,6 +36,8 @@
 
 #include "bitmap.h"
 #include "cfg.h"
+#include "leg.h"
+#include "metrics.h"
 #include "overlay.h"
 #include "replog.h"
 #include "rlink.h"
@@ -25,8 +45,6 @@
 struct replicator;
 struct site;
 struct worker;
-
-enum leg_state { LEG_REPLICATING, LEG_BEHIND, LEG_DISCONNECTED, LEG_DIRTY, LEG_RESYNCING, LEG_FAILED };
 
 struct leg {
   struct vdev *dev;
@@ -37,7 +55,7 @@ struct leg {
   bool is_blk;
   uint32_t lbs;                  /* logical block size: O_DIRECT alignment */
   uint64_t size;
-  bool served;                   /* fed from the log by a worker */
+  bool fed;                      /* fed from the log by a worker */
   enum leg_state state;
   bool zero_range_ok, punch_ok;  /* fallocate modes, switched off on EOPNOTSUPP */
   bool zero_refused;             /* remote: write-zeroes refused, zeroes are written */
@@ -55,8 +73,12 @@ struct leg {
 
   /* What the leg misses (core dirty log): regions released from the log
    * while its site was in dirty-log mode, or all of it when that record
-   * was lost (restart) or the leg was never synchronised. */
-  struct bitmap *dirty;
+   * was lost (restart) or the leg was never synchronised.  `dirty` is the
+   * old name, kept for worker.c until it uses dirty_log. */
+  union {
+    struct bitmap *dirty_log;
+    struct bitmap *dirty;
+  };
   struct dlog *dlog;             /* its file (dirty_log type disk), or NULL */
   bool dlog_created;             /* the file was created at this start */
   bool dlog_failed;              /* could not be written, also after reopening it:
@@ -78,12 +100,23 @@ struct leg {
                                     lack writes of then; only a restore brings it back */
 };
 
-/* Client operations timed for metrics. */
-enum lat_op { LAT_READ, LAT_WRITE, LAT_ZERO, LAT_TRIM, LAT_FLUSH, LAT_OPS };
-#define LAT_BUCKETS 16
 /* Write generations (verify.c): grain size and slots per device. */
 #define VDEV_WGEN_GRAIN (64u << 10)
 #define VDEV_WGEN_SLOTS 16384u
+
+/* A device's client request counters for status (atomic adds). */
+struct vdev_counters {
+  uint64_t reads, writes, zeroes, trims, flushes;
+  uint64_t bytes_read, bytes_written;
+};
+
+/* Client request latency of one operation (atomic adds): bucket[i] counts
+ * requests that took at most lat_bounds[i] seconds and more than the
+ * bound before. */
+struct vdev_latency {
+  uint64_t bucket[LAT_BUCKETS];
+  uint64_t count, sum_ns, errors;
+};
 
 struct vdev {
   struct replicator *r;
@@ -97,19 +130,25 @@ struct vdev {
   size_t nlegs;
   struct leg *local;             /* the site-0 leg */
 
-  /* This lock protects the overlay (index of entries not yet on the local
-   * leg) and the log bytes it points to while they are copied. */
+  /* ov_lock guards: ov (the index of entries not yet on the leg reads go
+   * through) and the log bytes it points to while they are copied, and
+   * the changes of local_out and read_site (read without it, atomically,
+   * by status and by readers waiting for a read site). */
   pthread_mutex_t ov_lock;
   struct overlay *ov;
 
   /* The local leg out of service (failed, or being restored): reads go
-   * through site `serving`'s leg plus the entries it has not applied
+   * through site `read_site`'s leg plus the entries it has not applied
    * (the overlay then indexes those), and that site's worker trims the
-   * overlay.  Changed under ov_lock. */
+   * overlay.  `serving` is the old name, kept for worker.c. */
   bool local_out;
-  unsigned serving;              /* 0 = the local leg */
+  union {
+    unsigned read_site;          /* 0 = the local leg */
+    unsigned serving;
+  };
 
-  /* A read-modify-write (a request not aligned to block_size) holds it
+  /* rmw_lock guards the order of a device's log entries against an RMW:
+   * a read-modify-write (a request not aligned to block_size) holds it
    * for writing from its read to its log entry; aligned writes, zeroes
    * and trims hold it for reading while they log, so none lands between
    * an RMW's read and its entry (which would carry the old data back). */
@@ -122,16 +161,20 @@ struct vdev {
    * verify look again.  Atomic adds. */
   uint32_t wgen[VDEV_WGEN_SLOTS];
 
-  /* Counters for status (atomic adds). */
-  uint64_t reads, writes, zeroes, trims, flushes;
-  uint64_t bytes_read, bytes_written;
+  struct vdev_counters counters;
+  struct vdev_latency lat[LAT_OPS];
+};
 
-  /* Client request latency (atomic adds): bucket[i] counts requests that
-   * took at most lat_bounds[i] seconds and more than the bound before. */
-  struct {
-    uint64_t bucket[LAT_BUCKETS];
-    uint64_t count, sum_ns, errors;
-  } lat[LAT_OPS];
+/* A site's verify run (verify.c writes, status reads): a thread of its own
+ * while active. */
+struct site_verify {
+  pthread_t thread;
+  bool thread_started;           /* to be joined */
+  bool active, stop, mark;
+  unsigned dev;
+  uint64_t total, checked, differing, busy;
+  uint64_t started_ns, finished_ns, runs;
+  char error[300];               /* the last run's, under the site's lock */
 };
 
 struct site {
@@ -142,49 +185,70 @@ struct site {
   enum cfg_policy policy;
   enum cfg_fall_behind fall_behind;
   uint64_t fall_behind_value;
-  bool served;                   /* a worker applies the log here */
+  bool fed;                      /* a worker applies the log here */
   struct worker *worker;
   pthread_t thread;
   bool running;
 
-  /* Protects done_seq; cv for clients of a sync site. */
+  /* lock guards: done_seq and sync_waiters; the changes of the state
+   * fields disconnected, catching_up, dirty_log_mode and resyncing, and
+   * the clearing of in_doubt (site.c's transitions; all are read without
+   * it, atomically); cons_seq, cons_time_ns, cons_valid; the resync
+   * counters and bytes_base as a resync starts; verify's start and end
+   * (verify.active, thread, thread_started, the figures reset, error).
+   * cv (CLOCK_MONOTONIC): clients waiting for the site (site_wait_done,
+   * verify) are woken on done_seq and on state and policy changes. */
   pthread_mutex_t lock;
-  pthread_cond_t cv;             /* CLOCK_MONOTONIC */
+  pthread_cond_t cv;
   uint64_t done_seq;             /* every entry <= this is on the legs (maybe not durable) */
   unsigned sync_waiters;
 
-  /* Link health (remote sites), written by the worker, read anywhere. */
+  /* The state (site.c: read it with site_state (), change it with the
+   * transition functions there).  Written by the worker, read anywhere.
+   * worker.c still writes these fields directly; `dirty` is the old name
+   * of dirty_log_mode. */
   bool disconnected;             /* clients no longer wait for it */
   bool catching_up;              /* back after a disconnection, not caught up yet */
-  bool dirty;                    /* dirty-log mode: not fed from the log */
+  union {
+    bool dirty_log_mode;         /* not fed from the log */
+    bool dirty;
+  };
+  bool resyncing;                /* back in log mode, copying its dirty logs */
+  /* Orthogonal flags (site.c says why). */
   bool in_doubt;                 /* writes of an aborted connection may land
                                     late: not consistent until resynchronised */
+  bool paused;                   /* the administrator's: not fed; clients do not wait */
   uint64_t disconnects;
-  /* Resync (the worker writes, status reads): the site went back to log
-   * mode and copies the regions in its legs' dirty logs. */
-  bool resyncing;
   /* Administrator's requests (replctl), taken by the worker. */
-  bool paused;                   /* not fed; clients do not wait for it */
-  bool resync_now;               /* start a resync of a dirty site without delay */
+  bool resync_now;               /* resync without waiting for the retry delay */
   uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */
-  uint32_t serve_req;            /* devices whose reads this site is to serve (their
-                                    local leg failed) */
-  uint32_t serving_devs;         /* devices it serves (worker) */
+  union {                        /* devices whose reads this site is to take (their */
+    uint32_t read_site_req;      /* local leg failed); serve_req: the old name */
+    uint32_t serve_req;
+  };
+  union {                        /* devices whose reads go through this site (worker); */
+    uint32_t read_site_devs;     /* serving_devs: the old name */
+    uint32_t serving_devs;
+  };
   uint32_t restore_req;          /* site 0: devices whose local leg is to be restored */
   uint32_t fail_req;             /* site 0: devices whose local leg failed a read */
-  /* Verify (verify.c): a thread of its own while active.  legs_gen (atomic,
-   * the worker adds one) changes whenever the legs may hold less than
-   * done_seq says or the site leaves log mode: a lost connection (entries
-   * re-sent, writes in doubt), a failed flush of a remote leg, dirty-log
-   * mode, the start of a resync. */
-  pthread_t verify_thread;
-  bool verify_thread_started;    /* to be joined */
-  bool verify_active, verify_stop, verify_mark;
-  unsigned verify_dev;
-  uint64_t verify_total, verify_checked, verify_differing, verify_busy;
-  uint64_t verify_started_ns, verify_finished_ns, verifies;
-  char verify_error[300];
+  union {
+    struct site_verify verify;
+    /* The old names of its first fields, kept (same layout) for
+     * tests/fuzz/fuzz-control.c until it uses verify.thread_started and
+     * verify.active. */
+    struct {
+      pthread_t verify_thread;
+      bool verify_thread_started;
+      bool verify_active;
+    };
+  };
+  /* legs_gen (atomic, the worker adds one) changes whenever the legs may
+   * hold less than done_seq says or the site leaves log mode: a lost
+   * connection (entries re-sent, writes in doubt), a failed flush of a
+   * remote leg, dirty-log mode, the start of a resync (verify). */
   uint64_t legs_gen;
+  /* Resync progress (the worker writes, status reads; site 0: restores). */
   uint64_t resync_regions;       /* regions to copy when it started */
   uint64_t resync_copied;        /* regions copied since */
   uint64_t resync_bytes;         /* bytes sent as data (holes go as zeroes) */
@@ -215,104 +279,23 @@ struct replicator {
   const char *engine;            /* "io_uring" or "threads" */
   uint64_t started;              /* CLOCK_REALTIME seconds */
   uint64_t bytes_logged;         /* payload bytes logged since start */
+  /* Wake a site's worker (set by the instance: worker_poke).  The device
+   * view, below the workers, reaches them through it. */
+  void (*poke) (struct site *s);
 };
 
-/* Open legs and the log, recover, rebuild the overlay.  NULL on error
- * (reported).  No threads yet. */
-struct replicator *replicator_new (struct cfg *cfg);
-/* Start the syncer and the workers. */
-int replicator_start (struct replicator *r);
-/* Drain to the local legs for at most r->drain_ms, stop threads, write the
- * final header.  Correctness never depends on it. */
-void replicator_stop (struct replicator *r);
-void replicator_free (struct replicator *r);
+#include "admin.h"
+#include "client.h"
+#include "instance.h"
+#include "site.h"
+#include "status.h"
+#include "verify.h"
+#include "view.h"
 
-struct vdev *replicator_find (struct replicator *r, const char *name);
-
-/* Client I/O.  0 or -1 with errno set and the error reported. */
-int rdev_pread (struct vdev *d, void *buf, uint32_t count, uint64_t offset);
-int rdev_pwrite (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, bool fua);
-int rdev_zero (struct vdev *d, uint32_t count, uint64_t offset, bool may_trim, bool fua);
-int rdev_trim (struct vdev *d, uint32_t count, uint64_t offset, bool fua);
-int rdev_flush (struct replicator *r);
-/* The device's content as a client would read it (resync source). */
-int rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset);
-/* The first half of a device-view read done with an asynchronous read of
- * the local leg: what the unapplied entries hold over [off, off + count)
- * is copied into buf now, and the ranges to take from the local leg (read
- * after this call) are returned in gaps.  -1: more than max gaps (E2BIG),
- * or the local leg is out of service (ENODEV). */
-int rdev_view_overlay (struct vdev *d, void *buf, uint32_t count, uint64_t offset,
-                       uint64_t (*gaps)[2], unsigned max, unsigned *n);
-/* Where [off, off + len) stops being a hole of the device (no unapplied
- * entry, no data on the local leg file): off when it starts with data. */
-uint64_t rdev_hole_end (struct vdev *d, uint64_t off, uint64_t len);
-
-/* Status as a JSON document (malloc'd string), or as json-c's object. */
-char *replicator_status_json (struct replicator *r, bool pretty);
-struct json_object;
-struct json_object *replicator_status_obj (struct replicator *r);
-
-/* Metrics in the OpenMetrics text format (malloc'd, ends with "# EOF"). */
-char *replicator_metrics (struct replicator *r);
-/* The HTTP endpoint of metrics.listen: bind before the fork (errors reach
- * the operator), serve from a thread after it. */
-int metrics_http_open (struct replicator *r, const char *listen);
-int metrics_http_start (void);
-void metrics_http_stop (void);
-
-/* Client request latency for metrics: one histogram per device and
- * operation (nanoseconds; ok = the request succeeded). */
-void rdev_observe (struct vdev *d, enum lat_op op, uint64_t ns, bool ok);
-const char *lat_op_name (enum lat_op op);
-extern const double lat_bounds[LAT_BUCKETS];
-
-const char *leg_state_name (enum leg_state s);
-
-/* Administrator's commands (control socket): 0, or -1 with a one-line
- * reason in why. */
-int replicator_resync (struct replicator *r, const char *device, unsigned site, bool full,
-                       char *why, size_t len);
-int replicator_pause (struct replicator *r, unsigned site, bool pause, char *why, size_t len);
-int replicator_set_policy (struct replicator *r, unsigned site, const char *policy,
-                           const char *fall_behind, char *why, size_t len);
-/* verify.c */
-int replicator_verify (struct replicator *r, const char *device, unsigned site, bool mark,
-                       char *why, size_t len);
-void replicator_verify_stop (struct replicator *r);
-/* replicator.c: the sum of d's write generations over [off, off + len). */
-uint64_t vdev_wgen (struct vdev *d, uint64_t off, uint64_t len);
-int replicator_restore (struct replicator *r, const char *device, unsigned site, char *why,
-                        size_t len);
-/* Make (under d->ov_lock) the read index hold exactly the entries of d
- * after seq `after` that are not on a leg yet (on_leg(opaque, seq): one
- * applied out of order): what a leg that applied them lacks. */
-int vdev_overlay_reset (struct vdev *d, uint64_t after, bool (*on_leg) (void *, uint64_t),
-                        void *opaque);
-/* A remote site that can serve reads of d (its leg is a consistent prefix
- * and fed from the log), the most up to date; 0 if none. */
-unsigned vdev_pick_server (struct vdev *d);
-/* Read a leg (any kind) synchronously: 0, or -errno with a line in err. */
-int leg_pread_any (struct leg *l, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen);
-/* Flush the leg's dirty-log file (dlog_flush; a failure retried with
- * success is logged): 0, or -1 (errno) when the file could not be
- * written, also after reopening it. */
-int leg_dlog_flush (struct leg *l);
-
-/* worker.c */
+/* worker.c (its own header comes with the split of the worker layer). */
 int worker_start (struct site *s);
 void worker_stop (struct site *s);
 /* Wake the site's worker (a request is waiting for it). */
 void worker_poke (struct site *s);
-/* Client side of the policies: wait until the site's legs hold entry
- * seq (sync), or only while the site is over its fall_behind threshold
- * (fall_behind = true); never past the site's disconnect_timeout, nor
- * for a disconnected or dirty site. */
-int site_wait_done (struct site *s, uint64_t seq, bool fall_behind);
-/* Backlog of a site as seen by a writer whose newest entry is last. */
-uint64_t site_backlog_entries (struct site *s, uint64_t last);
-uint64_t site_backlog_bytes (struct site *s);
-uint64_t site_oldest_age_ms (struct site *s, uint64_t last);
-bool site_over_threshold (struct site *s, uint64_t last);
 
 #endif

@@ -18,6 +18,11 @@
  * or a change of mode moves legs_gen, and the regions are checked again.
  * With mark, differing regions are marked in the leg's dirty log and the
  * site copies them (an in-place resync).
+ *
+ * Layer 5: calls down only (the device view, leg reads, the site state
+ * machine, worker_poke); the instance stops it (replicator_verify_stop).
+ * A run's figures are in struct site_verify: set at its start and end
+ * under the site's lock, counted with atomic adds while it runs.
  */
 #include <config.h>
 
@@ -59,19 +64,20 @@ wait_applied (struct verify *v, uint64_t seq, char *why, size_t len)
   pthread_mutex_lock (&s->lock);
   s->sync_waiters++;
   while (s->done_seq < seq) {
-    if (s->dirty) {
+    if (site_state_is_dirty_log (site_state (s))) {
       snprintf (why, len, "site %u is in dirty-log mode: resync it first", s->id);
       r = -1;
       break;
     }
-    if (__atomic_load_n (&s->verify_stop, __ATOMIC_ACQUIRE) || v->r->stop) {
+    if (__atomic_load_n (&s->verify.stop, __ATOMIC_ACQUIRE) || v->r->stop) {
       snprintf (why, len, "stopped");
       r = -1;
       break;
     }
     if (pthread_cond_timedwait (&s->cv, &s->lock, &until) == ETIMEDOUT) {
       snprintf (why, len, "site %u did not apply the log within its disconnect_timeout (%s)",
-                s->id, s->paused ? "paused" : s->disconnected ? "disconnected" : "slow");
+                s->id, site_paused (s) ? "paused" :
+                site_state_is_disconnected (site_state (s)) ? "disconnected" : "slow");
       r = -1;
       break;
     }
@@ -92,11 +98,12 @@ last_reserved (struct replicator *r)
 /* 0 if the site is in log mode with nothing in doubt, else -1 and why:
  * only then is it expected to equal the device. */
 static int
-site_settled (struct site *s, char *why, size_t len)
+verify_site_settled (struct site *s, char *why, size_t len)
 {
-  const char *what = __atomic_load_n (&s->dirty, __ATOMIC_ACQUIRE) ? "in dirty-log mode" :
-    __atomic_load_n (&s->resyncing, __ATOMIC_ACQUIRE) ? "resyncing" :
-    __atomic_load_n (&s->in_doubt, __ATOMIC_ACQUIRE) ? "holding regions of in-doubt writes" : NULL;
+  enum site_state st = site_state (s);
+  const char *what = site_state_is_dirty_log (st) ? "in dirty-log mode" :
+    site_state_is_resync (st) ? "resyncing" :
+    site_in_doubt (s) ? "holding regions of in-doubt writes" : NULL;
 
   if (!what)
     return 0;
@@ -112,12 +119,12 @@ static int
 verify_chunk (struct verify *v, uint64_t off, uint32_t len, uint64_t *again, char *why, size_t wlen)
 {
   struct site *s = v->s;
-  uint64_t rs = v->l->dirty->region_size, x, k, n = (len + rs - 1) / rs, gen, wg[64];
+  uint64_t rs = v->l->dirty_log->region_size, x, k, n = (len + rs - 1) / rs, gen, wg[64];
   char err[256] = "";
   int e;
 
   *again = 0;
-  if (site_settled (s, why, wlen) == -1)
+  if (verify_site_settled (s, why, wlen) == -1)
     return -1;
   /* Before the device is read: what the legs' state and the writes to
    * each region are now. */
@@ -136,33 +143,33 @@ verify_chunk (struct verify *v, uint64_t off, uint32_t len, uint64_t *again, cha
     return -1;
   }
   if (memcmp (v->dv, v->rv, len) == 0) {
-    __atomic_add_fetch (&s->verify_checked, n, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&s->verify.checked, n, __ATOMIC_RELAXED);
     return 0;
   }
   /* The site lost a connection (entries re-sent, writes in doubt) or left
-   * log mode meanwhile: look again (site_settled says when not to). */
+   * log mode meanwhile: look again (verify_site_settled says when not to). */
   if (__atomic_load_n (&s->legs_gen, __ATOMIC_ACQUIRE) != gen) {
     for (k = 0; k < n; k++) {
       uint64_t o = k * rs, l = o + rs <= len ? rs : len - o;
       if (memcmp (v->dv + o, v->rv + o, l) != 0)
         *again |= 1ull << k;
       else
-        __atomic_add_fetch (&s->verify_checked, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch (&s->verify.checked, 1, __ATOMIC_RELAXED);
     }
     return 0;
   }
   for (k = 0; k < n; k++) {
     uint64_t o = k * rs, l = o + rs <= len ? rs : len - o;
     if (memcmp (v->dv + o, v->rv + o, l) == 0) {
-      __atomic_add_fetch (&s->verify_checked, 1, __ATOMIC_RELAXED);
+      __atomic_add_fetch (&s->verify.checked, 1, __ATOMIC_RELAXED);
       continue;
     }
     if (vdev_wgen (v->d, off + o, l) != wg[k]) {
       *again |= 1ull << k;                 /* written meanwhile */
       continue;
     }
-    __atomic_add_fetch (&s->verify_checked, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch (&s->verify_differing, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&s->verify.checked, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&s->verify.differing, 1, __ATOMIC_RELAXED);
     rep_warn ("site %u: verify: device '%s' region at %" PRIu64 " (%" PRIu64 " bytes) differs "
               "at the leg%s", s->id, v->d->name, off + o, l, v->mark ? "; marked for resync" : "");
     if (v->mark)
@@ -176,7 +183,7 @@ verify_thread (void *arg)
 {
   struct verify *v = arg;
   struct site *s = v->s;
-  uint64_t rs = v->l->dirty->region_size, off, chunk;
+  uint64_t rs = v->l->dirty_log->region_size, off, chunk;
   char why[300] = "";
   int r = 0;
 
@@ -198,7 +205,7 @@ verify_thread (void *arg)
       }
       if (tries > VERIFY_RETRIES) {
         /* Written all the time: not checked, said so. */
-        __atomic_add_fetch (&s->verify_busy, (uint64_t) __builtin_popcountll (again),
+        __atomic_add_fetch (&s->verify.busy, (uint64_t) __builtin_popcountll (again),
                             __ATOMIC_RELAXED);
         break;
       }
@@ -212,31 +219,56 @@ verify_thread (void *arg)
           again |= 1ull << k;
       }
     }
-    if (__atomic_load_n (&s->verify_stop, __ATOMIC_ACQUIRE)) {
+    if (__atomic_load_n (&s->verify.stop, __ATOMIC_ACQUIRE)) {
       snprintf (why, sizeof why, "stopped");
       r = -1;
     }
   }
   pthread_mutex_lock (&s->lock);
-  if (r == 0 && v->mark && s->verify_differing)
+  if (r == 0 && v->mark && s->verify.differing)
     s->resync_now = true;                  /* copy what differs */
-  snprintf (s->verify_error, sizeof s->verify_error, "%s", r ? why : "");
-  s->verify_finished_ns = link_mono_ns ();
-  __atomic_add_fetch (&s->verifies, 1, __ATOMIC_RELAXED);   /* status reads it */
-  __atomic_store_n (&s->verify_active, false, __ATOMIC_RELEASE);
+  snprintf (s->verify.error, sizeof s->verify.error, "%s", r ? why : "");
+  s->verify.finished_ns = link_mono_ns ();
+  __atomic_add_fetch (&s->verify.runs, 1, __ATOMIC_RELAXED);   /* status reads it */
+  __atomic_store_n (&s->verify.active, false, __ATOMIC_RELEASE);
   pthread_mutex_unlock (&s->lock);
-  if (r == 0 && v->mark && s->verify_differing)
+  if (r == 0 && v->mark && s->verify.differing)
     worker_poke (s);
   if (r)
     rep_warn ("site %u: verify of device '%s' stopped: %s", s->id, v->d->name, why);
   else
     rep_event (EV_VERIFY_FINISHED, (int) s->id, v->d->name, "verify finished: %" PRIu64 " regions "
                "checked, %" PRIu64 " differ, %" PRIu64 " written all the time (not checked)",
-               s->verify_checked, s->verify_differing, s->verify_busy);
+               s->verify.checked, s->verify.differing, s->verify.busy);
   free (v->dv);
   free (v->rv);
   free (v);
   return NULL;
+}
+
+/* The leg of device at a remote site, or NULL with a reason. */
+static struct leg *
+verify_leg (struct replicator *r, const char *device, unsigned site, char *why, size_t len)
+{
+  struct vdev *d;
+  struct leg *l = NULL;
+  size_t j;
+
+  if (site == 0 || site >= CFG_MAX_SITES || !r->sites[site].cfg) {
+    snprintf (why, len, site == 0 ? "site 0 holds the local legs: verify compares a remote "
+              "site's leg with the device" : "no site %u in this instance", site);
+    return NULL;
+  }
+  if (!(d = replicator_find (r, device))) {
+    snprintf (why, len, "no device '%s' in this instance", device);
+    return NULL;
+  }
+  for (j = 0; j < d->nlegs; j++)
+    if (d->legs[j].site == site)
+      l = &d->legs[j];
+  if (!l)
+    snprintf (why, len, "device '%s' has no leg at site %u", device, site);
+  return l;
 }
 
 int
@@ -245,43 +277,29 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
 {
   struct site *s;
   struct vdev *d;
-  struct leg *l = NULL;
+  struct leg *l;
   struct verify *v;
-  size_t j;
   int e;
 
-  if (site == 0 || site >= CFG_MAX_SITES || !r->sites[site].cfg) {
-    snprintf (why, len, site == 0 ? "site 0 holds the local legs: verify compares a remote "
-              "site's leg with the device" : "no site %u in this instance", site);
+  if (!(l = verify_leg (r, device, site, why, len)))
     return -1;
-  }
   s = &r->sites[site];
-  if (!(d = replicator_find (r, device))) {
-    snprintf (why, len, "no device '%s' in this instance", device);
-    return -1;
-  }
-  for (j = 0; j < d->nlegs; j++)
-    if (d->legs[j].site == site)
-      l = &d->legs[j];
-  if (!l) {
-    snprintf (why, len, "device '%s' has no leg at site %u", device, site);
-    return -1;
-  }
-  if (site_settled (s, why, len) == -1)
+  d = l->dev;
+  if (verify_site_settled (s, why, len) == -1)
     return -1;
   pthread_mutex_lock (&s->lock);
-  if (s->verify_active) {
+  if (s->verify.active) {
     pthread_mutex_unlock (&s->lock);
     snprintf (why, len, "a verify of site %u is running already", site);
     return -1;
   }
-  if (s->verify_thread_started) {
-    pthread_join (s->verify_thread, NULL);  /* the previous one has finished */
-    s->verify_thread_started = false;
+  if (s->verify.thread_started) {
+    pthread_join (s->verify.thread, NULL);  /* the previous one has finished */
+    s->verify.thread_started = false;
   }
   v = calloc (1, sizeof *v);
   if (v)                               /* a chunk is at least one region */
-    v->buflen = l->dirty->region_size > VERIFY_CHUNK ? l->dirty->region_size : VERIFY_CHUNK;
+    v->buflen = l->dirty_log->region_size > VERIFY_CHUNK ? l->dirty_log->region_size : VERIFY_CHUNK;
   if (!v || posix_memalign ((void **) &v->dv, 4096, v->buflen) != 0 ||
       posix_memalign ((void **) &v->rv, 4096, v->buflen) != 0) {
     pthread_mutex_unlock (&s->lock);
@@ -298,16 +316,16 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
   v->d = d;
   v->l = l;
   v->mark = mark;
-  s->verify_active = true;
-  s->verify_stop = false;
-  s->verify_dev = d->index;
-  s->verify_mark = mark;
-  s->verify_total = l->dirty->nbits;
-  s->verify_checked = s->verify_differing = s->verify_busy = 0;
-  s->verify_error[0] = 0;
-  s->verify_started_ns = link_mono_ns ();
-  if ((e = pthread_create (&s->verify_thread, NULL, verify_thread, v)) != 0) {
-    s->verify_active = false;
+  s->verify.active = true;
+  s->verify.stop = false;
+  s->verify.dev = d->index;
+  s->verify.mark = mark;
+  s->verify.total = l->dirty_log->nbits;
+  s->verify.checked = s->verify.differing = s->verify.busy = 0;
+  s->verify.error[0] = 0;
+  s->verify.started_ns = link_mono_ns ();
+  if ((e = pthread_create (&s->verify.thread, NULL, verify_thread, v)) != 0) {
+    s->verify.active = false;
     pthread_mutex_unlock (&s->lock);
     free (v->dv);
     free (v->rv);
@@ -315,10 +333,10 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
     snprintf (why, len, "cannot start a thread: %s", strerror (e));
     return -1;
   }
-  s->verify_thread_started = true;
+  s->verify.thread_started = true;
   pthread_mutex_unlock (&s->lock);
   rep_info ("site %u: verify of device '%s' started (%" PRIu64 " regions%s)", site, device,
-            s->verify_total, mark ? ", differing ones are marked for resync" : "");
+            s->verify.total, mark ? ", differing ones are marked for resync" : "");
   return 0;
 }
 
@@ -328,13 +346,13 @@ replicator_verify_stop (struct replicator *r)
   unsigned i;
   for (i = 1; i < CFG_MAX_SITES; i++) {
     struct site *s = &r->sites[i];
-    if (!s->verify_thread_started)
+    if (!s->verify.thread_started)
       continue;
-    __atomic_store_n (&s->verify_stop, true, __ATOMIC_RELEASE);
+    __atomic_store_n (&s->verify.stop, true, __ATOMIC_RELEASE);
     pthread_mutex_lock (&s->lock);
     pthread_cond_broadcast (&s->cv);
     pthread_mutex_unlock (&s->lock);
-    pthread_join (s->verify_thread, NULL);
-    s->verify_thread_started = false;
+    pthread_join (s->verify.thread, NULL);
+    s->verify.thread_started = false;
   }
 }

@@ -315,7 +315,7 @@ replicator_flush (void *handle, uint32_t flags)
 {
   struct vdev *d = handle;
   uint64_t t0 = now_ns ();
-  __atomic_add_fetch (&d->flushes, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&d->counters.flushes, 1, __ATOMIC_RELAXED);
   return timed (handle, LAT_FLUSH, t0, rdev_flush (d->r));
 }
 

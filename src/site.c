@@ -1,0 +1,454 @@
+/* site.c: the site state machine, and the policies' waits (layer 3).
+ *
+ * Owns: a site's state (enum site_state, decoded by site_state () alone)
+ * and its transitions; the state a site starts in (from the log header);
+ * the client side of the policies (site_wait_done) and the fall_behind
+ * measures.  Calls down only: the log (replog), bitmaps, reports.
+ *
+ * The state lives in the fields disconnected, catching_up,
+ * dirty_log_mode and resyncing of struct site (worker.c still writes them
+ * directly; the transitions below keep them in step).  Changed under
+ * s->lock, with a broadcast of s->cv (clients re-check); read anywhere
+ * with atomic loads.
+ *
+ * state                entered by                        left by
+ * ------------------   -------------------------------   ---------------------------------
+ * LOG                  start (log header: log mode, a    link lost -> LOG_DISCONNECTED;
+ *                      consistent prefix); caught up;    pull-ahead -> DIRTY_LOG; a resync
+ *                      resync done                       (in place, or a restore at site
+ *                                                        0) -> RESYNC
+ * LOG_CATCHING_UP      link back                         caught up -> LOG; link lost;
+ *                                                        pull-ahead; a resync
+ * LOG_DISCONNECTED     link lost (no progress for        link back -> LOG_CATCHING_UP;
+ *                      disconnect_timeout), paused by    pull-ahead (the log full) ->
+ *                      the administrator, unreachable    DIRTY_LOG_DISCONNECTED; a resync
+ *                      at start
+ * RESYNC(_CATCHING_UP, resync started (from dirty-log    resync done -> LOG(_...) with
+ *  _DISCONNECTED)      mode, or in place; carried on     in_doubt cleared; pull-ahead ->
+ *                      at start from the log header);    DIRTY_LOG (with a backoff); link
+ *                      link lost / back as for LOG       lost / back as for LOG
+ * DIRTY_LOG            start (header: dirty-log mode,    resync started (links all up,
+ *                      writes in doubt, a new site);     after the retry delay) -> RESYNC
+ *                      pull-ahead (the log kept full
+ *                      for longer than pull_ahead)
+ * DIRTY_LOG_           pull-ahead while disconnected;    resync started -> RESYNC
+ *  DISCONNECTED        paused or unreachable at start
+ *                      in dirty-log mode
+ *
+ * What clients wait for (site_wait_done, client.c's policies), remote
+ * sites, never past disconnect_timeout:
+ *   LOG, RESYNC                   sync: until the legs hold the entry;
+ *                                 async: while over fall_behind
+ *   LOG_/RESYNC_CATCHING_UP       async over fall_behind only (the backlog of
+ *                                 the disconnection is not the sync
+ *                                 clients' to wait for)
+ *   *_DISCONNECTED, DIRTY_LOG*    nothing
+ *   Site 0 (LOG, or RESYNC while restoring) holds sync clients always.
+ *
+ * What status shows (status.c):
+ *   "mode"     log (LOG*), resync (RESYNC*), dirty (DIRTY_LOG*)
+ *   "link"     paused (flag), disconnected (*_DISCONNECTED), connecting (a
+ *              remote leg's link is down), connected
+ *   legs       dirty (DIRTY_LOG*), resyncing (RESYNC*), disconnected
+ *              (LOG_DISCONNECTED), else the leg's own state (failed), behind
+ *              (over fall_behind), replicating; "consistent" only for
+ *              replicating, behind and disconnected legs with nothing in doubt
+ *   backlog, rpo and "behind" are 0 / false in DIRTY_LOG*.
+ *
+ * Orthogonal flags (not states):
+ *   in_doubt  writes of an aborted connection may still land: set in any fed
+ *             state (worker.c, link_down), kept through dirty-log mode (the
+ *             regions go into the dirty logs) and cleared only when a resync
+ *             ends.  It qualifies the legs' content, not the feeding or the
+ *             link, so every state above occurs with and without it.
+ *   paused    the administrator's: the worker stops feeding the site and
+ *             declares it disconnected, but the flag stays set whatever the
+ *             state becomes (a paused site may be pulled ahead), until resume.
+ * catching_up has no effect in dirty-log mode (the watchdog does not run
+ * there, and a resync clears it): DIRTY_LOG decodes it away.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <time.h>
+
+#include "replicator.h"
+#include "report.h"
+
+/* ---- the state -------------------------------------------------------- */
+
+#define LOAD(x) __atomic_load_n (&(x), __ATOMIC_RELAXED)
+
+enum site_state
+site_state (struct site *s)
+{
+  bool disc = LOAD (s->disconnected);
+
+  if (LOAD (s->dirty_log_mode))
+    return disc ? SITE_DIRTY_LOG_DISCONNECTED : SITE_DIRTY_LOG;
+  if (LOAD (s->resyncing))
+    return disc ? SITE_RESYNC_DISCONNECTED :
+      LOAD (s->catching_up) ? SITE_RESYNC_CATCHING_UP : SITE_RESYNC;
+  return disc ? SITE_LOG_DISCONNECTED : LOAD (s->catching_up) ? SITE_LOG_CATCHING_UP : SITE_LOG;
+}
+
+bool
+site_state_is_dirty_log (enum site_state st)
+{
+  return st == SITE_DIRTY_LOG || st == SITE_DIRTY_LOG_DISCONNECTED;
+}
+
+bool
+site_state_is_resync (enum site_state st)
+{
+  return st == SITE_RESYNC || st == SITE_RESYNC_CATCHING_UP || st == SITE_RESYNC_DISCONNECTED;
+}
+
+bool
+site_state_is_disconnected (enum site_state st)
+{
+  return st == SITE_LOG_DISCONNECTED || st == SITE_RESYNC_DISCONNECTED ||
+    st == SITE_DIRTY_LOG_DISCONNECTED;
+}
+
+static bool
+site_state_is_catching_up (enum site_state st)
+{
+  return st == SITE_LOG_CATCHING_UP || st == SITE_RESYNC_CATCHING_UP;
+}
+
+bool
+site_state_holds_clients (enum site_state st)
+{
+  return !site_state_is_dirty_log (st) && !site_state_is_disconnected (st);
+}
+
+const char *
+site_state_mode_name (enum site_state st)
+{
+  return site_state_is_dirty_log (st) ? "dirty" : site_state_is_resync (st) ? "resync" : "log";
+}
+
+bool
+site_paused (struct site *s)
+{
+  return __atomic_load_n (&s->paused, __ATOMIC_ACQUIRE);
+}
+
+bool
+site_in_doubt (struct site *s)
+{
+  return LOAD (s->in_doubt);
+}
+
+/* ---- transitions ------------------------------------------------------ */
+
+#define STORE(x, v) __atomic_store_n (&(x), (v), __ATOMIC_RELAXED)
+
+void
+site_link_lost (struct site *s)
+{
+  pthread_mutex_lock (&s->lock);
+  STORE (s->disconnected, true);
+  __atomic_add_fetch (&s->disconnects, 1, __ATOMIC_RELAXED);
+  s->catching_up = false;
+  pthread_cond_broadcast (&s->cv);
+  pthread_mutex_unlock (&s->lock);
+}
+
+void
+site_unreachable_at_start (struct site *s)
+{
+  s->disconnected = true;                /* before its worker thread runs */
+}
+
+void
+site_link_back (struct site *s)
+{
+  pthread_mutex_lock (&s->lock);
+  STORE (s->disconnected, false);
+  s->catching_up = true;
+  pthread_mutex_unlock (&s->lock);
+}
+
+void
+site_caught_up (struct site *s)
+{
+  pthread_mutex_lock (&s->lock);
+  s->catching_up = false;
+  pthread_mutex_unlock (&s->lock);
+}
+
+bool
+site_enter_dirty_log_locked (struct site *s)
+{
+  bool was_resyncing = s->resyncing;
+
+  STORE (s->dirty_log_mode, true);
+  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
+  if (was_resyncing)
+    STORE (s->resyncing, false);
+  return was_resyncing;
+}
+
+void
+site_enter_resync_locked (struct site *s)
+{
+  STORE (s->dirty_log_mode, false);
+  STORE (s->disconnected, false);
+  s->catching_up = false;
+  STORE (s->resyncing, true);
+  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
+  s->cons_valid = false;                 /* copies make it a mix of states */
+}
+
+void
+site_resync_done_locked (struct site *s)
+{
+  STORE (s->resyncing, false);
+  STORE (s->in_doubt, false);            /* status reads these */
+}
+
+void
+site_mark_in_doubt (struct site *s)
+{
+  STORE (s->in_doubt, true);
+}
+
+bool
+site_set_paused (struct site *s, bool pause)
+{
+  return __atomic_exchange_n (&s->paused, pause, __ATOMIC_ACQ_REL);
+}
+
+/* ---- the state at start (from the log header) ------------------------- */
+
+/* Every region of the site's legs is marked. */
+static void
+site_mark_all (struct replicator *r, struct site *s)
+{
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++)
+      if (r->devs[i].legs[j].site == s->id)
+        bitmap_set_all (r->devs[i].legs[j].dirty_log);
+}
+
+/* A site that is not a consistent prefix after a restart: legs with a
+ * usable persistent dirty log keep what it says; the others (core, nolog,
+ * a dirty log created just now, and every leg of a site whose dirty logs
+ * could not be written before: RL_SITE_DLOG_LOST) get every region
+ * marked.  Returns how many legs had to be marked in full. */
+static unsigned
+site_keep_dirty_logs (struct replicator *r, struct site *s)
+{
+  bool lost = replog_site_flags (r->rl, s->id) & RL_SITE_DLOG_LOST;
+  unsigned n = 0;
+  size_t i, j;
+  if (lost)
+    rep_warn ("site %u: a dirty log of the site could not be written before the restart; "
+              "every region of its legs is marked", s->id);
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->site != s->id || (l->dlog && !l->dlog_created && !lost))
+        continue;
+      bitmap_set_all (l->dirty_log);
+      n++;
+    }
+  return n;
+}
+
+/* A consistent site: stale bits of a persistent dirty log are dropped. */
+static void
+site_clear_dirty_logs (struct replicator *r, struct site *s)
+{
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->site == s->id && l->dlog)
+        bitmap_clear_bits (l->dirty_log, 0, l->dirty_log->nbits);
+    }
+}
+
+/* In log mode at the last stop: true if the site stays there (a
+ * consistent prefix, or a resync to carry on); false if writes were in
+ * doubt (it moves to dirty-log mode, in_doubt set). */
+static bool
+site_start_in_log_mode (struct replicator *r, struct site *s)
+{
+  uint8_t f = replog_site_flags (r->rl, s->id);
+
+  if ((f & RL_SITE_RESYNC) && !(f & RL_SITE_IN_DOUBT)) {
+    /* Back in log mode, copying its dirty regions, when it stopped. */
+    unsigned lost = site_keep_dirty_logs (r, s);
+    if (lost)
+      rep_warn ("site %u: a resync was under way at the last stop; %u of its legs have no "
+                "persistent dirty log, so every region of those is copied again", s->id, lost);
+    else
+      rep_info ("site %u: a resync was under way at the last stop; it carries on from its "
+                "persistent dirty logs", s->id);
+    return true;
+  }
+  if (!(f & RL_SITE_IN_DOUBT)) {
+    site_clear_dirty_logs (r, s);      /* a consistent prefix: nothing is missing */
+    return true;
+  }
+  /* Which regions were in doubt was known only in memory. */
+  rep_warn ("site %u: writes were in doubt there before the restart (a connection was "
+            "aborted with writes in flight); moving it to dirty-log mode", s->id);
+  replog_set_site_dirty (r->rl, s->id);
+  s->in_doubt = true;
+  return false;
+}
+
+/* In dirty-log mode from the start: what its legs miss, and why. */
+static void
+site_start_in_dirty_log_mode (struct replicator *r, struct site *s)
+{
+  bool is_new = r->rec.new_sites & (1u << s->id);
+  unsigned kept = 0;
+  size_t i, j;
+
+  s->dirty_log_mode = true;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->site != s->id)
+        continue;
+      l->state = LEG_DIRTY_LOG_MODE;
+      l->initial_sync = is_new;
+    }
+  if (is_new || s->in_doubt)
+    site_mark_all (r, s);              /* initial sync; in-doubt regions are not on disk */
+  else
+    kept = site_keep_dirty_logs (r, s);
+  if (s->in_doubt)
+    ;                            /* said before */
+  else if (is_new)
+    rep_warn ("site %u: new legs need an initial sync before they are replicated from the log "
+              "(set dirty_log sync = false, or initial-sync=false, for legs known to equal "
+              "the device); it is copied online once its remotes are reachable", s->id);
+  else if (kept)
+    rep_warn ("site %u: in dirty-log mode (it fell behind or was away while the log needed "
+              "the space); %u of its legs have no persistent dirty log, so every region of "
+              "those is marked for resync", s->id, kept);
+  else
+    rep_info ("site %u: in dirty-log mode; its persistent dirty logs say what to copy", s->id);
+}
+
+void
+site_start_mode (struct replicator *r, struct site *s)
+{
+  if (replog_site_flags (r->rl, s->id) & RL_SITE_DLOG_LOST)
+    /* Dropped by the first header write, after the dirty logs were
+     * synced with what this start marks (all, or nothing for a site that
+     * is a consistent prefix); set again there if they still fail. */
+    (void) replog_change_site_flags (r->rl, s->id, 0, RL_SITE_DLOG_LOST);
+
+  if (replog_site_mode (r->rl, s->id) == RL_MODE_LOG) {
+    if (site_start_in_log_mode (r, s))
+      return;
+  }
+  else if (replog_site_flags (r->rl, s->id) & RL_SITE_IN_DOUBT) {
+    rep_warn ("site %u: in dirty-log mode with writes in doubt before the restart (a connection "
+              "was aborted with writes in flight): every region is marked", s->id);
+    s->in_doubt = true;
+  }
+  site_start_in_dirty_log_mode (r, s);
+}
+
+/* ---- the policies ----------------------------------------------------- */
+
+uint64_t
+site_backlog_entries (struct site *s, uint64_t last)
+{
+  uint64_t done = __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED);
+  return last > done ? last - done : 0;
+}
+
+uint64_t
+site_backlog_bytes (struct site *s)
+{
+  int64_t b = s->bytes_base + (int64_t) __atomic_load_n (&s->r->bytes_logged, __ATOMIC_RELAXED)
+    - (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED);
+  return b > 0 ? (uint64_t) b : 0;
+}
+
+uint64_t
+site_oldest_age_ms (struct site *s, uint64_t last)
+{
+  uint64_t done = __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED);
+  const struct rl_desc *d;
+  struct timespec ts;
+  uint64_t now, t;
+
+  if (last <= done || !s->r->rl)
+    return 0;
+  d = replog_desc (s->r->rl, done + 1);
+  t = __atomic_load_n (&d->time_ns, __ATOMIC_RELAXED);
+  if (t == 0)
+    return 0;                    /* being reserved right now: it is new */
+  clock_gettime (CLOCK_REALTIME, &ts);
+  now = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+  return now > t ? (now - t) / 1000000u : 0;
+}
+
+bool
+site_over_threshold (struct site *s, uint64_t last)
+{
+  switch (__atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED)) {
+  case FB_IOS: return site_backlog_entries (s, last) > __atomic_load_n (&s->fall_behind_value, __ATOMIC_RELAXED);
+  case FB_SIZE: return site_backlog_bytes (s) > __atomic_load_n (&s->fall_behind_value, __ATOMIC_RELAXED);
+  case FB_TIMEOUT: return site_oldest_age_ms (s, last) > __atomic_load_n (&s->fall_behind_value, __ATOMIC_RELAXED);
+  case FB_NONE: break;
+  }
+  return false;
+}
+
+int
+site_wait_done (struct site *s, uint64_t seq, bool fall_behind)
+{
+  struct replicator *r = s->r;
+  struct timespec until;
+  bool remote = s->id != 0;
+
+  clock_gettime (CLOCK_MONOTONIC, &until);
+  until.tv_sec += (time_t) (s->cfg->disconnect_timeout_ms / 1000);
+  until.tv_nsec += (long) (s->cfg->disconnect_timeout_ms % 1000) * 1000000;
+  if (until.tv_nsec >= 1000000000) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock (&s->lock);
+  s->sync_waiters++;
+  while (s->done_seq < seq && s->running && !__atomic_load_n (&r->stop, __ATOMIC_ACQUIRE)) {
+    enum site_state st = site_state (s);
+    if (remote && (!site_state_holds_clients (st) || (!fall_behind && site_state_is_catching_up (st))))
+      break;
+    if (fall_behind && !site_over_threshold (s, seq))
+      break;
+    if (!remote)
+      pthread_cond_wait (&s->cv, &s->lock);
+    else if (pthread_cond_timedwait (&s->cv, &s->lock, &until) == ETIMEDOUT)
+      break;                     /* the worker declares it disconnected */
+  }
+  s->sync_waiters--;
+  pthread_mutex_unlock (&s->lock);
+  return 0;
+}
+
+uint64_t
+site_dirty_regions (struct site *s)
+{
+  struct replicator *r = s->r;
+  uint64_t n = 0;
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++)
+      if (r->devs[i].legs[j].site == s->id && r->devs[i].legs[j].dirty_log)
+        n += bitmap_count (r->devs[i].legs[j].dirty_log);
+  return n;
+}
