@@ -22,6 +22,7 @@
 #include "io.h"
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 #define LINE_MAX_BYTES 4096
 #define CLIENT_TIMEOUT_MS 2000           /* a whole command line, and a whole reply */
@@ -354,7 +355,7 @@ static int
 read_line (int fd, char *buf, size_t len)
 {
   size_t got = 0;
-  uint64_t deadline = io_mono_ms () + CLIENT_TIMEOUT_MS;
+  uint64_t deadline = mono_ns () / 1000000u + CLIENT_TIMEOUT_MS;
 
   while (got < len - 1) {
     ssize_t r;
@@ -390,7 +391,7 @@ serve_one (struct control *c, int fd)
   if (!reply)
     return;
   len = strlen (reply);
-  deadline = io_mono_ms () + CLIENT_TIMEOUT_MS;
+  deadline = mono_ns () / 1000000u + CLIENT_TIMEOUT_MS;
   while (off < len) {
     ssize_t w;
     if (!io_wait_until (fd, POLLOUT, deadline, -1))
@@ -408,7 +409,7 @@ serve_one (struct control *c, int fd)
    * the reply (an overlong line): end our side, then take what the client
    * still sends, briefly. */
   shutdown (fd, SHUT_WR);
-  deadline = io_mono_ms () + DRAIN_MS;
+  deadline = mono_ns () / 1000000u + DRAIN_MS;
   for (off = 0; off < 65536; ) {
     ssize_t r;
     if (!io_wait_until (fd, POLLIN, deadline, -1) || (r = read (fd, line, sizeof line)) <= 0)

@@ -29,6 +29,7 @@
 #include "pftrace.h"
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 #define MAX_REQUEST_CAP   (32u << 20)   /* we never advertise more */
 
@@ -241,7 +242,7 @@ remote_legs_init (struct vdev *d)
                "with the site disconnected, its entries stay in the log and it reconnects in the "
                "background", l->link.shown, err);
     rlink_set_error (&l->link, "%s", err);
-    l->link.down_since_ns = link_mono_ns ();
+    l->link.down_since_ns = mono_ns ();
   }
   return 0;
 }

@@ -13,6 +13,7 @@
 
 #include "io.h"
 #include "pftrace.h"
+#include "units.h"
 
 int
 io_pread_full (int fd, void *buf, size_t len, uint64_t off, bool eof_zeroes)
@@ -93,19 +94,11 @@ io_sync_parent_dir (const char *path)
   return r;
 }
 
-uint64_t
-io_mono_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
-}
-
 bool
 io_wait_until (int fd, short ev, uint64_t deadline, int stop_fd)
 {
   struct pollfd p[2] = { { .fd = fd, .events = ev }, { .fd = stop_fd, .events = POLLIN } };
-  uint64_t now = io_mono_ms ();
+  uint64_t now = mono_ns () / 1000000u;
   return now < deadline && poll (p, stop_fd >= 0 ? 2 : 1, (int) (deadline - now)) > 0 &&
     (stop_fd < 0 || !p[1].revents);
 }

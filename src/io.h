@@ -16,9 +16,8 @@ int io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off);
  * there survives a power loss (safety rule 14).  0 or -1 (errno). */
 int io_sync_parent_dir (const char *path);
 
-/* CLOCK_MONOTONIC in milliseconds. */
-uint64_t io_mono_ms (void);
-/* fd ready for ev before deadline (io_mono_ms) and stop_fd (if >= 0) not
+/* fd ready for ev before deadline (CLOCK_MONOTONIC milliseconds: mono_ns of
+ * units.h / 1000000) and stop_fd (if >= 0) not
  * readable: true. */
 bool io_wait_until (int fd, short ev, uint64_t deadline, int stop_fd);
 /* The next connection on listening socket lfd (CLOEXEC), or -1 once stop_fd

@@ -29,6 +29,7 @@
 #include <iscsi/scsi-lowlevel.h>
 
 #include "link.h"
+#include "units.h"
 
 #define INITIATOR_NAME "iqn.2026-11.org.nbd-replicator:initiator"
 #define ZERO_MAX       (16u << 20)     /* bytes per WRITE SAME, at most */
@@ -72,7 +73,7 @@ wait_for (struct iscsi_context *iscsi, struct wait_op *op, uint64_t deadline_ns)
 {
   while (!op->done) {
     struct pollfd pfd;
-    uint64_t now = link_mono_ns ();
+    uint64_t now = mono_ns ();
     int r;
     if (now >= deadline_ns)
       return -2;

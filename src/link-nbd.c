@@ -22,6 +22,7 @@
 #include <libnbd.h>
 
 #include "link.h"
+#include "units.h"
 
 struct nbd_link {
   struct nbd_handle *h;
@@ -74,7 +75,7 @@ run_until_ready (struct nbd_handle *h, uint64_t deadline_ns)
 {
   while (!nbd_aio_is_ready (h)) {
     struct pollfd pfd;
-    uint64_t now = link_mono_ns ();
+    uint64_t now = mono_ns ();
     int ms, r;
     if (gone (h))
       return -1;
@@ -295,7 +296,7 @@ wait_cookie (struct nbd_link *c, int64_t cookie, uint64_t deadline_ns)
     return gone (c->h) ? -ENOTCONN : -(nbd_get_errno () ? nbd_get_errno () : EIO);
   for (;;) {
     struct pollfd pfd;
-    uint64_t now = link_mono_ns ();
+    uint64_t now = mono_ns ();
     int r = nbd_aio_command_completed (c->h, cookie);
     if (r == 1)
       return 0;

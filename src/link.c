@@ -23,17 +23,10 @@
 #include "link.h"
 #include "rlink.h"
 #include "report.h"
+#include "units.h"
 
 #define BACKOFF_MIN_MS   200u
 #define BACKOFF_MAX_MS   5000u
-
-uint64_t
-link_mono_ns (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 const struct link_ops *
 link_ops_for (enum cfg_transport t, const char **why)
@@ -130,7 +123,7 @@ connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
   void *c;
 
   *unsuitable = false;
-  p.deadline_ns = link_mono_ns () + timeout_ms * 1000000u;
+  p.deadline_ns = mono_ns () + timeout_ms * 1000000u;
   c = k->ops->connect (k->addr, &p, info, err, errlen);
   if (!c) {
     /* Library messages may end in newlines or span lines: one line. */
@@ -374,7 +367,7 @@ rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *
   }
   pthread_mutex_lock (&rr->lock);
   for (tries = 0; tries < 2; tries++) {
-    uint64_t deadline = link_mono_ns () +
+    uint64_t deadline = mono_ns () +
       (uint64_t) (k->params.request_timeout_s ? k->params.request_timeout_s : 30) * 1000000000u;
     if ((r = rreader_connect (rr, err, errlen)) != 0)
       continue;
@@ -402,7 +395,7 @@ rreader_zero_end (struct rreader *rr, uint64_t off, uint32_t len, uint64_t *end)
     return 0;
   pthread_mutex_lock (&rr->lock);
   if ((r = rreader_connect (rr, err, sizeof err)) == 0) {
-    uint64_t deadline = link_mono_ns () +
+    uint64_t deadline = mono_ns () +
       (uint64_t) (k->params.request_timeout_s ? k->params.request_timeout_s : 30) * 1000000000u;
     r = k->ops->zero_end (rr->conn, off, len, deadline, end);
     if (r < 0 && link_conn_error (r)) {

@@ -80,8 +80,6 @@ const struct link_ops *link_ops_for (enum cfg_transport t, const char **why);
 /* res is a "connection gone" error. */
 bool link_conn_error (int res);
 
-uint64_t link_mono_ns (void);
-
 /* addr with an inline iSCSI CHAP password replaced by "***" (for logs
  * and status). */
 void link_redact (const char *addr, char *buf, size_t len);

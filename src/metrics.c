@@ -30,6 +30,7 @@
 #include "io.h"
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 /* Upper bounds of the latency buckets, seconds (the last bucket is +Inf). */
 const double lat_bounds[LAT_BUCKETS] = {
@@ -452,7 +453,7 @@ metrics_http_open (struct replicator *r, const char *listen_on)
 static void
 http_reply (int fd, const char *status, const char *type, const char *body)
 {
-  uint64_t deadline = io_mono_ms () + HTTP_TIMEOUT_MS;
+  uint64_t deadline = mono_ns () / 1000000u + HTTP_TIMEOUT_MS;
   char head[256];
   size_t blen = strlen (body), off = 0;
   int n = snprintf (head, sizeof head, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -478,7 +479,7 @@ http_serve (int fd)
 {
   char req[2048];
   size_t got = 0;
-  uint64_t deadline = io_mono_ms () + HTTP_TIMEOUT_MS;
+  uint64_t deadline = mono_ns () / 1000000u + HTTP_TIMEOUT_MS;
 
   req[0] = '\0';
   /* The request head, in 2 s at most (all of it, not per byte). */

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "replog.h"
+#include "units.h"
 
 /* Header changes asked for and not yet in a durable header: the next
  * sync round writes them (header_with_pending in replog-ring.c). */
@@ -130,14 +131,6 @@ static inline struct rl_desc *
 desc_at (struct replog *rl, uint64_t seq)
 {
   return (struct rl_desc *) (rl->desc_ring + slot_of (rl, seq) * RL_DESC_SIZE);
-}
-
-static inline uint64_t
-now_ns (clockid_t clk)
-{
-  struct timespec ts;
-  clock_gettime (clk, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
 /* ---- defined in replog.c, called by replog-ring.c ---- */

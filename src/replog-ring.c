@@ -321,11 +321,11 @@ syncer_thread (void *arg)
     }
     if (!urgent && !rl->stopping) {
       /* Background group commit: wait one interval for more to batch. */
-      uint64_t now = now_ns (CLOCK_MONOTONIC);
+      uint64_t now = mono_ns ();
       if (!first_pending)
         first_pending = now;
       if (now - first_pending < rl->commit_interval_ns) {
-        uint64_t until = now_ns (CLOCK_REALTIME) + (rl->commit_interval_ns - (now - first_pending));
+        uint64_t until = wall_ns () + (rl->commit_interval_ns - (now - first_pending));
         struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
                                .tv_nsec = (long) (until % 1000000000u) };
         pthread_cond_timedwait (&rl->syncer_cv, &rl->lock, &ts);
@@ -457,15 +457,15 @@ wait_for_room (struct replog *rl, uint64_t nb, uint64_t *pos)
     if (!waited)
       rl->counters.space_waits++;
     if (!waited)
-      wait_start = now_ns (CLOCK_MONOTONIC);
+      wait_start = mono_ns ();
     waited = true;
     rl->waiters.space++;
     pthread_cond_broadcast (&rl->syncer_cv);
     wake_workers (rl);
     if (rl->only_copy_wait_ns) {
       /* Safety rule 4: nothing can release the space; do not wait for ever. */
-      uint64_t now = now_ns (CLOCK_MONOTONIC);
-      uint64_t until = now_ns (CLOCK_REALTIME) + (rl->only_copy_wait_ns > now - wait_start ?
+      uint64_t now = mono_ns ();
+      uint64_t until = wall_ns () + (rl->only_copy_wait_ns > now - wait_start ?
                                                   rl->only_copy_wait_ns - (now - wait_start) : 0);
       struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
                              .tv_nsec = (long) (until % 1000000000u) };
@@ -525,7 +525,7 @@ replog_reserve (struct replog *rl, unsigned dev, int op, int flags,
   pthread_mutex_unlock (&rl->lock);
 
   /* site_oldest_age_ms reads it without the lock (0: being reserved) */
-  __atomic_store_n (&d->time_ns, now_ns (CLOCK_REALTIME), __ATOMIC_RELAXED);
+  __atomic_store_n (&d->time_ns, wall_ns (), __ATOMIC_RELAXED);
   desc_traced (rl, d);
   *seqp = seq;
   if (payload)
@@ -657,7 +657,7 @@ replog_wait_work (struct replog *rl, uint64_t after, unsigned timeout_ms)
 
   pthread_mutex_lock (&rl->lock);
   if (rl->durable_seq <= after && !rl->stopping && !rl->failed && timeout_ms) {
-    uint64_t until = now_ns (CLOCK_REALTIME) + (uint64_t) timeout_ms * 1000000u;
+    uint64_t until = wall_ns () + (uint64_t) timeout_ms * 1000000u;
     struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
                            .tv_nsec = (long) (until % 1000000000u) };
     pthread_cond_timedwait (&rl->work_cv, &rl->lock, &ts);

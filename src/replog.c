@@ -280,7 +280,7 @@ create_log (struct replog *rl, int fd, uint64_t size, const struct replog_open_a
     return -1;
   }
   if (getrandom (&salt, sizeof salt, 0) != sizeof salt)
-    salt = now_ns (CLOCK_REALTIME) ^ ((uint64_t) getpid () << 32);
+    salt = wall_ns () ^ ((uint64_t) getpid () << 32);
   memset (h, 0, sizeof *h);
   memcpy (h->magic, RL_MAGIC, 8);
   h->version = RL_VERSION;

@@ -75,6 +75,7 @@
 
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 /* ---- the state -------------------------------------------------------- */
 
@@ -382,7 +383,6 @@ site_oldest_age_ms (struct site *s, uint64_t last)
 {
   uint64_t done = __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED);
   const struct rl_desc *d;
-  struct timespec ts;
   uint64_t now, t;
 
   if (last <= done || !s->r->rl)
@@ -391,8 +391,7 @@ site_oldest_age_ms (struct site *s, uint64_t last)
   t = __atomic_load_n (&d->time_ns, __ATOMIC_RELAXED);
   if (t == 0)
     return 0;                    /* being reserved right now: it is new */
-  clock_gettime (CLOCK_REALTIME, &ts);
-  now = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+  now = wall_ns ();
   return now > t ? (now - t) / 1000000u : 0;
 }
 

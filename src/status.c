@@ -23,6 +23,7 @@
 #include "link.h"
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 #define LOAD(x) __atomic_load_n (&(x), __ATOMIC_RELAXED)
 
@@ -106,9 +107,7 @@ site_resync_json (struct site *s, enum site_state state)
   double secs = 0, rate = 0, eta = -1;
 
   if (active) {
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    secs = ((double) ts.tv_sec * 1e9 + (double) ts.tv_nsec - (double) s->resync_started_ns) / 1e9;
+    secs = ((double) mono_ns () - (double) s->resync_started_ns) / 1e9;
     if (secs > 0.5 && copied) {
       rate = (double) copied / secs;       /* regions per second */
       eta = (double) left / rate;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "units.h"
 
@@ -121,4 +122,24 @@ units_format_size (uint64_t bytes, char *buf, unsigned len)
   else
     snprintf (buf, len, "%.1f%c", v, sfx[i]);
   return buf;
+}
+
+static uint64_t
+clock_ns (clockid_t clk)
+{
+  struct timespec ts;
+  clock_gettime (clk, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+uint64_t
+mono_ns (void)
+{
+  return clock_ns (CLOCK_MONOTONIC);
+}
+
+uint64_t
+wall_ns (void)
+{
+  return clock_ns (CLOCK_REALTIME);
 }

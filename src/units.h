@@ -1,4 +1,4 @@
-/* units.h: size and time values with the dm-replicator suffixes.
+/* units.h: size and time values with the dm-replicator suffixes, and the clocks.
  *
  * Sizes: a decimal number with an optional case-insensitive suffix:
  *   (none) bytes, s = 512-byte sectors, k m g t p e = binary (k = 1024).
@@ -17,5 +17,12 @@ int units_parse_size (const char *s, uint64_t *bytes, const char **why);
 int units_parse_time (const char *s, uint64_t *ms, const char **why);
 /* Format a byte count as a short human string ("64M", "1.5G") into buf. */
 const char *units_format_size (uint64_t bytes, char *buf, unsigned len);
+
+/* The clocks, in nanoseconds: the one place that reads them.  mono_ns
+ * (CLOCK_MONOTONIC) for intervals, deadlines and ages; wall_ns
+ * (CLOCK_REALTIME) for times stored in the log or shown, and for deadlines of
+ * condition variables that keep the default clock. */
+uint64_t mono_ns (void);
+uint64_t wall_ns (void);
 
 #endif

@@ -37,6 +37,7 @@
 #include "link.h"
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 #define VERIFY_CHUNK   (8u << 20)        /* bytes read per round, at most */
 #define VERIFY_RETRIES 5                 /* a region written meanwhile: check again */
@@ -228,7 +229,7 @@ verify_thread (void *arg)
   if (r == 0 && v->mark && s->verify.differing)
     s->resync_now = true;                  /* copy what differs */
   snprintf (s->verify.error, sizeof s->verify.error, "%s", r ? why : "");
-  s->verify.finished_ns = link_mono_ns ();
+  s->verify.finished_ns = mono_ns ();
   __atomic_add_fetch (&s->verify.runs, 1, __ATOMIC_RELAXED);   /* status reads it */
   __atomic_store_n (&s->verify.active, false, __ATOMIC_RELEASE);
   pthread_mutex_unlock (&s->lock);
@@ -323,7 +324,7 @@ replicator_verify (struct replicator *r, const char *device, unsigned site, bool
   s->verify.total = l->dirty_log->nbits;
   s->verify.checked = s->verify.differing = s->verify.busy = 0;
   s->verify.error[0] = 0;
-  s->verify.started_ns = link_mono_ns ();
+  s->verify.started_ns = mono_ns ();
   if ((e = pthread_create (&s->verify.thread, NULL, verify_thread, v)) != 0) {
     s->verify.active = false;
     pthread_mutex_unlock (&s->lock);

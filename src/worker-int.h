@@ -36,6 +36,7 @@
 
 #include "link.h"
 #include "replicator.h"
+#include "units.h"
 
 #define ZBUF_SIZE        (1u << 20)
 #define CKPT_INTERVAL_NS (500u * 1000000u)    /* checkpoint at least this often */
@@ -218,11 +219,6 @@ struct worker {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static inline uint64_t
-mono_ns (void)
-{
-  return link_mono_ns ();
-}
 
 /* Time from t to now; 0 if t is later (taken after now, e.g. by a
  * completion handled since): unsigned subtraction would wrap. */

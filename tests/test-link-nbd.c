@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "link.h"
+#include "units.h"
 
 #define NWRITES 256
 #define WSIZE   4096
@@ -45,11 +46,11 @@ on_done (void *opaque, int res)
 static int
 drive (const struct link_ops *ops, void *conn, int target, int timeout_ms)
 {
-  uint64_t end = link_mono_ns () + (uint64_t) timeout_ms * 1000000u;
+  uint64_t end = mono_ns () + (uint64_t) timeout_ms * 1000000u;
   while (done_count < target) {
     struct pollfd p;
     int fd = -1, ev = ops->events (conn, &fd);
-    if (link_mono_ns () > end)
+    if (mono_ns () > end)
       return -1;
     if (!ev) {
       fprintf (stderr, "connection gone\n");
@@ -110,7 +111,7 @@ main (void)
     usleep (20000);
   }
 
-  lp.deadline_ns = link_mono_ns () + 10000000000u;
+  lp.deadline_ns = mono_ns () + 10000000000u;
   conn = ops->connect (uri, &lp, &info, err, sizeof err);
   if (!conn) {
     fprintf (stderr, "connect %s: %s\n", uri, err);

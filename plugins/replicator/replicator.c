@@ -17,6 +17,7 @@
 #include "control.h"
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -265,40 +266,32 @@ static int replicator_can_fast_zero (void *h) { return 1; }
 /* A flush makes the whole log durable, whatever connection sent it. */
 static int replicator_can_multi_conn (void *h) { return 1; }
 
-/* Every request is timed for the latency histograms (metrics). */
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
+/* Every request is timed for the latency histograms (metrics): mono_ns. */
 static int
 timed (void *handle, enum lat_op op, uint64_t t0, int r)
 {
-  rdev_observe (handle, op, now_ns () - t0, r == 0);
+  rdev_observe (handle, op, mono_ns () - t0, r == 0);
   return r;
 }
 
 static int
 replicator_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = mono_ns ();
   return timed (handle, LAT_READ, t0, rdev_pread (handle, buf, count, offset));
 }
 
 static int
 replicator_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = mono_ns ();
   return timed (handle, LAT_WRITE, t0, rdev_pwrite (handle, buf, count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
 static int
 replicator_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = mono_ns ();
   return timed (handle, LAT_ZERO, t0,
                 rdev_zero (handle, count, offset, flags & NBDKIT_FLAG_MAY_TRIM, flags & NBDKIT_FLAG_FUA));
 }
@@ -306,7 +299,7 @@ replicator_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 static int
 replicator_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = mono_ns ();
   return timed (handle, LAT_TRIM, t0, rdev_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
@@ -314,7 +307,7 @@ static int
 replicator_flush (void *handle, uint32_t flags)
 {
   struct vdev *d = handle;
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = mono_ns ();
   __atomic_add_fetch (&d->counters.flushes, 1, __ATOMIC_RELAXED);
   return timed (handle, LAT_FLUSH, t0, rdev_flush (d->r));
 }
