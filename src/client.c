@@ -36,9 +36,9 @@ check_range (struct vdev *d, uint64_t count, uint64_t offset, const char *what)
   return 0;
 }
 
-/* The policies (DESIGN 3.3), after the entries up to seq are logged:
- * a sync site, or an async one over its fall_behind threshold, holds the
- * client until it has seq (bounded by its disconnect_timeout). */
+/* The policies (docs/RULES.md, policies), after the entries up to seq are
+ * logged: a sync site, or an async one over its fall_behind threshold, holds
+ * the client until it has seq (bounded by its disconnect_timeout). */
 static int
 apply_policies (struct replicator *r, uint64_t seq, const char *what)
 {

@@ -1,6 +1,6 @@
 /* link-iscsi.c: iSCSI remote legs through libiscsi's asynchronous API.
  *
- * Settings (see TESTING-RECIPES 3): libiscsi's own auto-reconnect is off
+ * Settings: libiscsi's own auto-reconnect is off
  * (it stalls for seconds and ignores timeouts while reconnecting); the
  * worker reconnects with a new context.  Every connection of one leg logs
  * in with the same initiator name and ISID, so the target reinstates the

@@ -161,7 +161,7 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
   if (r == 0 && g.n && out && !read_site && vdev_pick_server (d)) {
     /* The local leg was just taken out of service and a remote site is
      * taking over (asynchronously, in its worker): wait for it rather than
-     * fail the read (guarantee 4.6). */
+     * fail the read (guarantee 6). */
     uint64_t ms = d->r->sites[0].cfg->disconnect_timeout_ms;
     if (wait_read_site (d, (ms < 5000 ? ms : 5000) / 10 + 1) == 0) {
       if (g.v != g.inline_v)

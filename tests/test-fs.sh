@@ -1,6 +1,6 @@
 #!/bin/bash
-# A real filesystem over the replicator (recipes section 7): nbdkit replicator -> nbdfuse ->
-# loop -> ext4.  Files written and verified through the stack; after the replicator's clean
+# A real filesystem over the replicator: nbdkit replicator -> nbdfuse (the device as a
+# file) -> loop -> ext4.  Files written and verified through the stack; after the replicator's clean
 # stop the LOCAL LEG FILE alone holds a clean ext4 (e2fsck -fn) with the same files.
 set -eu
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
