@@ -85,11 +85,13 @@ cfg_short_config_file (const struct cfg_short *s)
   return s->config_file;
 }
 
+/* key=value, a size or a time read by PARSE (units.h). */
 static int
-short_size (const char *key, const char *value, uint64_t *out, bool *have)
+short_amount (const char *key, const char *value, int (*parse) (const char *, uint64_t *, const char **),
+              uint64_t *out, bool *have)
 {
   const char *why;
-  if (units_parse_size (value, out, &why) == -1) {
+  if (parse (value, out, &why) == -1) {
     rep_error ("%s=%s: %s", key, value, why);
     return -1;
   }
@@ -98,15 +100,15 @@ short_size (const char *key, const char *value, uint64_t *out, bool *have)
 }
 
 static int
+short_size (const char *key, const char *value, uint64_t *out, bool *have)
+{
+  return short_amount (key, value, units_parse_size, out, have);
+}
+
+static int
 short_time (const char *key, const char *value, uint64_t *out, bool *have)
 {
-  const char *why;
-  if (units_parse_time (value, out, &why) == -1) {
-    rep_error ("%s=%s: %s", key, value, why);
-    return -1;
-  }
-  *have = true;
-  return 0;
+  return short_amount (key, value, units_parse_time, out, have);
 }
 
 static int

@@ -607,8 +607,13 @@ get_string (struct cfg *c, const config_setting_t *s, const char *key, char **ou
   return *out ? 0 : -1;
 }
 
+/* A size or a time: a non-negative integer (bytes; seconds, times MULT =
+ * 1000 into milliseconds) or a string with a suffix, read by PARSE.  MUSTBE
+ * says what the value must be, for the message. */
 static int
-get_size (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *out)
+get_amount (struct cfg *c, const config_setting_t *s, const char *key, uint64_t mult,
+            int (*parse) (const char *, uint64_t *, const char **), const char *mustbe,
+            uint64_t *out)
 {
   const char *why;
   int t = config_setting_type (s);
@@ -619,14 +624,18 @@ get_size (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *o
       where_error (c, setting_line (s), key, "must not be negative");
       return -1;
     }
-    *out = (uint64_t) v;
+    if ((uint64_t) v > UINT64_MAX / mult) {
+      where_error (c, setting_line (s), key, "%lld seconds: value too large", (long long) v);
+      return -1;
+    }
+    *out = (uint64_t) v * mult;
     return 0;
   }
   if (t != CONFIG_TYPE_STRING) {
-    where_error (c, setting_line (s), key, "must be a size (a number or a string like \"64M\")");
+    where_error (c, setting_line (s), key, "%s", mustbe);
     return -1;
   }
-  if (units_parse_size (config_setting_get_string (s), out, &why) == -1) {
+  if (parse (config_setting_get_string (s), out, &why) == -1) {
     where_error (c, setting_line (s), key, "'%s': %s", config_setting_get_string (s), why);
     return -1;
   }
@@ -634,33 +643,17 @@ get_size (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *o
 }
 
 static int
+get_size (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *out)
+{
+  return get_amount (c, s, key, 1, units_parse_size,
+                     "must be a size (a number or a string like \"64M\")", out);
+}
+
+static int
 get_time (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *ms)
 {
-  const char *why;
-  int t = config_setting_type (s);
-
-  if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
-    long long v = config_setting_get_int64 (s);
-    if (v < 0) {
-      where_error (c, setting_line (s), key, "must not be negative");
-      return -1;
-    }
-    if ((uint64_t) v > UINT64_MAX / 1000) {
-      where_error (c, setting_line (s), key, "%lld seconds: value too large", (long long) v);
-      return -1;
-    }
-    *ms = (uint64_t) v * 1000;
-    return 0;
-  }
-  if (t != CONFIG_TYPE_STRING) {
-    where_error (c, setting_line (s), key, "must be a time (a number of seconds or a string like \"30s\")");
-    return -1;
-  }
-  if (units_parse_time (config_setting_get_string (s), ms, &why) == -1) {
-    where_error (c, setting_line (s), key, "'%s': %s", config_setting_get_string (s), why);
-    return -1;
-  }
-  return 0;
+  return get_amount (c, s, key, 1000, units_parse_time,
+                     "must be a time (a number of seconds or a string like \"30s\")", ms);
 }
 
 static int

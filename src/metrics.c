@@ -255,6 +255,27 @@ sites_metrics (struct buf *b, json_object *sites)
   }
 }
 
+/* The family NAME (a counter): per device and operation, the requests
+ * (ERRORS false) or the failed ones. */
+static void
+request_counts (struct buf *b, struct replicator *r, const char *name, const char *help,
+                bool errors)
+{
+  char e1[256];
+  size_t i;
+  unsigned op;
+
+  family (b, name, "counter", help);
+  for (i = 0; i < r->ndevs; i++)
+    for (op = 0; op < LAT_OPS; op++) {
+      const struct vdev_latency *l = &r->devs[i].lat[op];
+      put (b, "nbd_replicator_%s_total{device=\"%s\",op=\"%s\"} %llu\n", name,
+           esc (r->devs[i].name, e1, sizeof e1), lat_op_name (op),
+           (unsigned long long) (errors ? __atomic_load_n (&l->errors, __ATOMIC_RELAXED)
+                                        : __atomic_load_n (&l->count, __ATOMIC_RELAXED)));
+    }
+}
+
 /* Requests and their latency, from the devices themselves. */
 static void
 requests_metrics (struct replicator *r, struct buf *b)
@@ -263,18 +284,8 @@ requests_metrics (struct replicator *r, struct buf *b)
   char e1[256];
   unsigned op, k;
 
-  family (b, "requests", "counter", "Client requests by device and operation.");
-  for (i = 0; i < r->ndevs; i++)
-    for (op = 0; op < LAT_OPS; op++)
-      put (b, "nbd_replicator_requests_total{device=\"%s\",op=\"%s\"} %llu\n",
-           esc (r->devs[i].name, e1, sizeof e1), lat_op_name (op),
-           (unsigned long long) __atomic_load_n (&r->devs[i].lat[op].count, __ATOMIC_RELAXED));
-  family (b, "request_errors", "counter", "Client requests that failed.");
-  for (i = 0; i < r->ndevs; i++)
-    for (op = 0; op < LAT_OPS; op++)
-      put (b, "nbd_replicator_request_errors_total{device=\"%s\",op=\"%s\"} %llu\n",
-           esc (r->devs[i].name, e1, sizeof e1), lat_op_name (op),
-           (unsigned long long) __atomic_load_n (&r->devs[i].lat[op].errors, __ATOMIC_RELAXED));
+  request_counts (b, r, "requests", "Client requests by device and operation.", false);
+  request_counts (b, r, "request_errors", "Client requests that failed.", true);
   family (b, "request_duration_seconds", "histogram", "Time from a client request to its reply.");
   for (i = 0; i < r->ndevs; i++)
     for (op = 0; op < LAT_OPS; op++) {

@@ -865,18 +865,28 @@ replog_site_holds_full_log (struct replog *rl, unsigned site)
   return r;
 }
 
-int
-replog_change_site_flags (struct replog *rl, unsigned site, uint8_t set, uint8_t clear)
+/* Flags of a site or a device (goal HDR_SITE_FLAGS or HDR_DEV_FLAGS, index
+ * i): the change is pending for the next header write (the later of two
+ * changes to one flag wins), and durable when this returns 0. */
+static int
+change_flags (struct replog *rl, uint8_t *pset, uint8_t *pclear, enum hdr_goal g, unsigned i,
+              uint8_t set, uint8_t clear)
 {
   int r = 0;
 
   pthread_mutex_lock (&rl->lock);
-  rl->pend.site_clear[site] = (uint8_t) ((rl->pend.site_clear[site] & ~set) | clear);
-  rl->pend.site_set[site] = (uint8_t) ((rl->pend.site_set[site] & ~clear) | set);
+  pclear[i] = (uint8_t) ((pclear[i] & ~set) | clear);
+  pset[i] = (uint8_t) ((pset[i] & ~clear) | set);
   if (rl->syncer_running)
-    r = wait_header (rl, HDR_SITE_FLAGS, site, flags_goal (set, clear));
+    r = wait_header (rl, g, i, flags_goal (set, clear));
   pthread_mutex_unlock (&rl->lock);
   return r;
+}
+
+int
+replog_change_site_flags (struct replog *rl, unsigned site, uint8_t set, uint8_t clear)
+{
+  return change_flags (rl, rl->pend.site_set, rl->pend.site_clear, HDR_SITE_FLAGS, site, set, clear);
 }
 
 int
@@ -944,15 +954,7 @@ replog_dev_flags (struct replog *rl, unsigned dev)
 int
 replog_change_dev_flags (struct replog *rl, unsigned dev, uint8_t set, uint8_t clear)
 {
-  int r = 0;
-
-  pthread_mutex_lock (&rl->lock);
-  rl->pend.dev_clear[dev] = (uint8_t) ((rl->pend.dev_clear[dev] & ~set) | clear);
-  rl->pend.dev_set[dev] = (uint8_t) ((rl->pend.dev_set[dev] & ~clear) | set);
-  if (rl->syncer_running)
-    r = wait_header (rl, HDR_DEV_FLAGS, dev, flags_goal (set, clear));
-  pthread_mutex_unlock (&rl->lock);
-  return r;
+  return change_flags (rl, rl->pend.dev_set, rl->pend.dev_clear, HDR_DEV_FLAGS, dev, set, clear);
 }
 
 void
