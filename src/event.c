@@ -16,6 +16,7 @@
 
 #include "event.h"
 #include "report.h"
+#include "units.h"
 
 extern char **environ;
 
@@ -272,13 +273,7 @@ event_stop (unsigned timeout_ms)
     pthread_mutex_unlock (&lock);
     return;
   }
-  clock_gettime (CLOCK_REALTIME, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long) (timeout_ms % 1000) * 1000000;
-  if (dl.tv_nsec >= 1000000000) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000;
-  }
+  dl = deadline_ts (wall_ns (), timeout_ms);
   while (qlen && pthread_cond_timedwait (&cv, &lock, &dl) == 0)
     ;
   if (qlen)

@@ -202,14 +202,7 @@ connector_thread (void *arg)
       snprintf (k->last_error, sizeof k->last_error, "%s", err);
     }
     {
-      struct timespec ts;
-      clock_gettime (CLOCK_REALTIME, &ts);
-      ts.tv_sec += backoff / 1000;
-      ts.tv_nsec += (long) (backoff % 1000) * 1000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
+      struct timespec ts = deadline_ts (wall_ns (), backoff);
       if (!k->stop)
         pthread_cond_timedwait (&k->cv, &k->lock, &ts);
     }

@@ -326,8 +326,7 @@ syncer_thread (void *arg)
         first_pending = now;
       if (now - first_pending < rl->commit_interval_ns) {
         uint64_t until = wall_ns () + (rl->commit_interval_ns - (now - first_pending));
-        struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
-                               .tv_nsec = (long) (until % 1000000000u) };
+        struct timespec ts = deadline_ts (until, 0);
         pthread_cond_timedwait (&rl->syncer_cv, &rl->lock, &ts);
         continue;
       }
@@ -467,8 +466,7 @@ wait_for_room (struct replog *rl, uint64_t nb, uint64_t *pos)
       uint64_t now = mono_ns ();
       uint64_t until = wall_ns () + (rl->only_copy_wait_ns > now - wait_start ?
                                                   rl->only_copy_wait_ns - (now - wait_start) : 0);
-      struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
-                             .tv_nsec = (long) (until % 1000000000u) };
+      struct timespec ts = deadline_ts (until, 0);
       if (now - wait_start >= rl->only_copy_wait_ns) {
         rl->waiters.space--;
         pthread_mutex_unlock (&rl->lock);
@@ -657,9 +655,7 @@ replog_wait_work (struct replog *rl, uint64_t after, unsigned timeout_ms)
 
   pthread_mutex_lock (&rl->lock);
   if (rl->durable_seq <= after && !rl->stopping && !rl->failed && timeout_ms) {
-    uint64_t until = wall_ns () + (uint64_t) timeout_ms * 1000000u;
-    struct timespec ts = { .tv_sec = (time_t) (until / 1000000000u),
-                           .tv_nsec = (long) (until % 1000000000u) };
+    struct timespec ts = deadline_ts (wall_ns (), timeout_ms);
     pthread_cond_timedwait (&rl->work_cv, &rl->lock, &ts);
   }
   d = rl->durable_seq;

@@ -414,13 +414,7 @@ site_wait_done (struct site *s, uint64_t seq, bool fall_behind)
   struct timespec until;
   bool remote = s->id != 0;
 
-  clock_gettime (CLOCK_MONOTONIC, &until);
-  until.tv_sec += (time_t) (s->cfg->disconnect_timeout_ms / 1000);
-  until.tv_nsec += (long) (s->cfg->disconnect_timeout_ms % 1000) * 1000000;
-  if (until.tv_nsec >= 1000000000) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000;
-  }
+  until = deadline_ts (mono_ns (), s->cfg->disconnect_timeout_ms);
   pthread_mutex_lock (&s->lock);
   s->sync_waiters++;
   while (s->done_seq < seq && s->running && !__atomic_load_n (&r->stop, __ATOMIC_ACQUIRE)) {

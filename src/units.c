@@ -143,3 +143,15 @@ wall_ns (void)
 {
   return clock_ns (CLOCK_REALTIME);
 }
+
+struct timespec
+deadline_ts (uint64_t now, uint64_t ms)
+{
+  struct timespec ts = { .tv_sec = (time_t) (now / 1000000000u + ms / 1000),
+                         .tv_nsec = (long) (now % 1000000000u + (ms % 1000) * 1000000u) };
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  return ts;
+}

@@ -10,6 +10,7 @@
 #define REPLICATOR_UNITS_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* Parse a size in bytes.  0 on success; -1 with *why set to a static reason. */
 int units_parse_size (const char *s, uint64_t *bytes, const char **why);
@@ -24,5 +25,8 @@ const char *units_format_size (uint64_t bytes, char *buf, unsigned len);
  * condition variables that keep the default clock. */
 uint64_t mono_ns (void);
 uint64_t wall_ns (void);
+/* The moment MS milliseconds after NOW (nanoseconds on one of the clocks
+ * above) as a timespec: a deadline for pthread_cond_timedwait. */
+struct timespec deadline_ts (uint64_t now, uint64_t ms);
 
 #endif

@@ -60,8 +60,7 @@ wait_applied (struct verify *v, uint64_t seq, char *why, size_t len)
   struct timespec until;
   int r = 0;
 
-  clock_gettime (CLOCK_MONOTONIC, &until);
-  until.tv_sec += (time_t) (s->cfg->disconnect_timeout_ms / 1000) + 1;
+  until = deadline_ts (mono_ns (), (s->cfg->disconnect_timeout_ms / 1000 + 1) * 1000);
   pthread_mutex_lock (&s->lock);
   s->sync_waiters++;
   while (s->done_seq < seq) {
