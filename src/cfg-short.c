@@ -147,7 +147,9 @@ short_str (char **dst, const char *key, const char *value)
   return (*dst = cfg_xstrdup (value)) ? 0 : -1;
 }
 
-/* The keys that go with config= too.  1 if key is not one of them. */
+/* The keys that go with config= too.  1 if key is not one of them.  This and
+ * the set_*_key functions below are alike on purpose: one chain of key
+ * names each, grouped by what the keys set. */
 static int
 set_global_key (struct cfg_short *s, const char *key, const char *value)
 {

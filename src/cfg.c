@@ -209,6 +209,8 @@ cfg_parse_fall_behind (const char *s, enum cfg_fall_behind *kind,
     *kind = FB_IOS;
     return 0;
   }
+  /* size and timeout are read alike on purpose: each kind with its own unit
+   * parser and its own message. */
   if (!strncmp (s, "size ", 5)) {
     if (units_parse_size (s + 5, value, why) == -1)
       return -1;

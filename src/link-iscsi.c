@@ -12,6 +12,9 @@
  * rule 5).  Unit attentions after a reconnect are suppressed.
  * Write-zeroes is a WRITE SAME(16) of a zero block (no unmap); a target
  * that refuses it gets plain writes of zeroes from the worker from then on.
+ *
+ * Its functions have the shape of link-nbd.c's, one for one: both fill
+ * struct link_ops (link.h); the bodies differ by library.
  */
 #include <config.h>
 

@@ -5,6 +5,10 @@
  * flight complete with ENOTCONN and the handle is dead.  A trim is sent as
  * a write-zeroes that may punch holes, so it reads back zeroes on every
  * server (safety rule 10).
+ *
+ * Its functions have the shape of link-iscsi.c's, one for one (connect,
+ * close, submit, notify, ...): both fill struct link_ops (link.h).  The
+ * likeness is the interface; what each body calls is its library's.
  */
 #include <config.h>
 

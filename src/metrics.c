@@ -335,6 +335,8 @@ devices_metrics (struct replicator *r, struct buf *b, json_object *devs)
     }
   }
   {
+    /* Table-driven like the sites' resync figures: the same loop shape over
+     * another part of the status document (each leg of each device). */
     static const struct { const char *name, *type, *help, *key; } lg[] = {
       { "leg_consistent", "gauge", "1 while the leg holds a consistent state (replicating, or behind "
         "or away in log mode without in-doubt writes).", "consistent" },

@@ -723,6 +723,9 @@ wait_header (struct replog *rl, enum hdr_goal g, unsigned site, uint64_t arg)
   return r;
 }
 
+/* The small calls below (replog_wait_applied, replog_applied,
+ * replog_site_flags, replog_dev_flags, ...) are alike on purpose: each takes
+ * the lock, reads or waits for one thing of the header, and lets go. */
 int
 replog_wait_applied (struct replog *rl, unsigned site, uint64_t seq)
 {

@@ -50,6 +50,8 @@ emit (void (*fn) (const char *, va_list), int always, const char *prefix,
   errno = saved;
 }
 
+/* rep_error, rep_info and rep_debug are alike on purpose: C cannot pass
+ * "..." on, so each level has its own three-line wrapper around emit. */
 void
 rep_error (const char *fmt, ...)
 {
