@@ -41,7 +41,7 @@ post (struct worker *w, uint64_t upto)
     w->hl.last_progress_ns = mono_ns ();
     replog_post_applied (w->r->rl, s->id, upto);
     w->posted = upto;
-    if (!s->resyncing && !s->in_doubt) {
+    if (!site_state_is_resync (site_state (s)) && !site_in_doubt (s)) {
       /* The legs hold a state the devices had: when entry `upto` was logged. */
       const struct rl_desc *d = replog_desc (w->r->rl, upto);
       pthread_mutex_lock (&s->lock);

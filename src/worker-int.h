@@ -331,7 +331,6 @@ void links_service (struct worker *w, uint64_t now);
 bool links_all_up (struct worker *w);
 void arm_polls (struct worker *w);
 void poll_result (struct worker *w, uint64_t tag, int res);
-void set_disconnected (struct site *s, bool v);
 void watchdog (struct worker *w, uint64_t now, uint64_t durable);
 
 /* worker-apply.c */

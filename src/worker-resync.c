@@ -127,7 +127,7 @@ resync_switch (struct worker *w, uint64_t now, uint64_t *start)
 {
   struct site *s = w->site;
 
-  if (!s->dirty) {
+  if (!site_state_is_dirty_log (site_state (s))) {
     /* In log mode already (in-doubt regions, a full resync, a restart):
      * the header says so before anything is copied, so that a restart
      * does not take the site for consistent. */
@@ -187,17 +187,12 @@ resync_begin (struct worker *w, uint64_t now)
       total += bitmap_count (w->legs[i]->dirty);
   }
   pthread_mutex_lock (&s->lock);
-  __atomic_store_n (&s->dirty, false, __ATOMIC_RELAXED);
-  __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
-  s->catching_up = false;
-  __atomic_store_n (&s->resyncing, true, __ATOMIC_RELAXED);
-  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
-  s->cons_valid = false;                 /* copies make it a mix of states */
+  site_enter_resync_locked (s);
   __atomic_store_n (&s->resync_regions, total, __ATOMIC_RELAXED);
   s->resync_copied = 0;
   s->resync_bytes = s->resync_zero_bytes = 0;
   s->resync_started_ns = now;
-  if (s->dirty)                          /* fed from the log again from start on */
+  if (site_state_is_dirty_log (site_state (s)))   /* fed from the log again from start on */
     s->bytes_base = (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED) -
       (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
   pthread_cond_broadcast (&s->cv);
@@ -427,8 +422,7 @@ resync_finish (struct worker *w)
     return;
   }
   pthread_mutex_lock (&s->lock);
-  __atomic_store_n (&s->resyncing, false, __ATOMIC_RELAXED);
-  __atomic_store_n (&s->in_doubt, false, __ATOMIC_RELAXED);   /* status reads these */
+  site_resync_done_locked (s);
   __atomic_add_fetch (&s->resyncs, 1, __ATOMIC_RELAXED);
   if (s->id) {
     /* Consistent again: at the applied seq, which covers every copy. */
@@ -455,7 +449,7 @@ void
 doubt_check (struct worker *w, uint64_t now)
 {
   unsigned i;
-  if (w->site->resyncing)
+  if (site_state_is_resync (site_state (w->site)))
     return;
   if (w->rs.want) {
     w->rs.want = false;
@@ -563,7 +557,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
   unsigned slot, i;
   bool any;
 
-  if (!s->resyncing || durable + 1 < w->rs.start)
+  if (!site_state_is_resync (site_state (s)) || durable + 1 < w->rs.start)
     return;
   for (slot = w->qd; slot < w->nio; slot++) {
     struct wio *io = &w->io[slot];
