@@ -83,7 +83,7 @@ ckpt_result (struct worker *w, int res)
   }
   w->ck.count++;
   for (i = 0; i < w->cc.nclr_ck; i++)
-    bitmap_clear_bits (w->cc.clr_ck[i].leg->dirty, w->cc.clr_ck[i].first, w->cc.clr_ck[i].n);
+    bitmap_clear_bits (w->cc.clr_ck[i].leg->dirty_log, w->cc.clr_ck[i].first, w->cc.clr_ck[i].n);
   if (w->cc.nclr_ck && since (mono_ns (), w->cc.dlog_flushed_ns) > DLOG_FLUSH_NS) {
     /* Progress of a resync reaches the persistent dirty logs now and
      * then, so that a restart does not copy it again. */

@@ -82,7 +82,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
   if (in_doubt && !l->doubt) {
     /* status reads l->doubt without a lock: publish it initialised */
-    __atomic_store_n (&l->doubt, bitmap_new (l->dirty->size, l->dirty->region_size), __ATOMIC_RELEASE);
+    __atomic_store_n (&l->doubt, bitmap_new (l->dirty_log->size, l->dirty_log->region_size), __ATOMIC_RELEASE);
   }
   if (in_doubt && !l->doubt) {
     rep_error ("%s: out of memory for the in-doubt regions: the site is not consistent until "
@@ -401,7 +401,7 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
    * gaps, else a site that is slow but not stopped would hold writers
    * back at its pace for ever. */
   if (replog_site_holds_full_log (w->r->rl, s->id) &&
-      !__atomic_load_n (&s->serving_devs, __ATOMIC_ACQUIRE)) {
+      !__atomic_load_n (&s->read_site_devs, __ATOMIC_ACQUIRE)) {
     if (!w->hl.full_since_ns)
       w->hl.full_since_ns = now;
     w->hl.full_last_ns = now;

@@ -67,8 +67,8 @@ resync_mark (void *opaque, uint32_t sites, const struct rl_desc *d)
   struct worker *w = opaque;
   struct leg *l;
   (void) sites;
-  if (d->device < w->r->ndevs && (l = w->leg_of_dev[d->device]) && l->dirty)
-    bitmap_set_range (l->dirty, d->offset, d->length);
+  if (d->device < w->r->ndevs && (l = w->leg_of_dev[d->device]) && l->dirty_log)
+    bitmap_set_range (l->dirty_log, d->offset, d->length);
 }
 
 void
@@ -97,13 +97,13 @@ resync_prepare (struct worker *w, uint64_t now)
     /* In-doubt regions are copied too, once writes of the aborted
      * connection can no longer land (else at the end, see resync_step). */
     if (l->doubt && since (now, l->link.down_since_ns) > DOUBT_GRACE_NS) {
-      bitmap_merge (l->dirty, l->doubt);
+      bitmap_merge (l->dirty_log, l->doubt);
       l->doubt_pending = false;
     }
     if (l->cfg->dirty_log.type == DIRTYLOG_NOLOG)
-      bitmap_set_all (l->dirty);         /* no record: everything is copied */
-    if (l->dirty->region_size > region)
-      region = l->dirty->region_size;
+      bitmap_set_all (l->dirty_log);     /* no record: everything is copied */
+    if (l->dirty_log->region_size > region)
+      region = l->dirty_log->region_size;
   }
   w->cp.size = region;
   for (i = 0; i < RESYNC_QD; i++)
@@ -184,7 +184,7 @@ resync_begin (struct worker *w, uint64_t now)
   for (i = 0; i < w->nlegs; i++) {
     w->rs.cursor[i] = 0;
     if (resyncable (w->legs[i]))
-      total += bitmap_count (w->legs[i]->dirty);
+      total += bitmap_count (w->legs[i]->dirty_log);
   }
   pthread_mutex_lock (&s->lock);
   site_enter_resync_locked (s);
@@ -232,7 +232,7 @@ copy_extent (struct worker *w, struct leg *l, uint64_t bit, uint64_t *n,
              uint64_t *off, uint64_t *len)
 {
   struct vdev *d = l->dev;
-  struct bitmap *b = l->dirty;
+  struct bitmap *b = l->dirty_log;
   uint64_t rs = b->region_size, hole, max_bits;
   bool zero;
 
@@ -303,7 +303,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
 {
   struct leg *l = w->legs[li];
   struct vdev *d = l->dev;
-  struct bitmap *b = l->dirty;
+  struct bitmap *b = l->dirty_log;
   uint64_t bit, n, off, len;
   struct replog_stats st;
   struct wio *io = &w->io[slot];
@@ -479,7 +479,7 @@ resync_flushing (struct worker *w, uint64_t now)
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     drops += l->link.drops;
-    more |= (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits) ||
+    more |= (resyncable (l) && bitmap_next_set (l->dirty_log, 0) < l->dirty_log->nbits) ||
       (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits);
   }
   if (more || drops != w->rs.flush_drops || w->rw.pending) {
@@ -533,13 +533,13 @@ resync_all_copied (struct worker *w, uint64_t now)
 
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
-    if (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits)
+    if (resyncable (l) && bitmap_next_set (l->dirty_log, 0) < l->dirty_log->nbits)
       return false;
     /* Writes of an aborted connection may still land: copy those regions
      * again once they can no longer. */
     if (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits) {
       if (since (now, l->link.down_since_ns) > DOUBT_GRACE_NS && l->link.up) {
-        bitmap_merge (l->dirty, l->doubt);
+        bitmap_merge (l->dirty_log, l->doubt);
         l->doubt_pending = false;
         w->rs.cursor[i] = 0;
       }

@@ -152,14 +152,14 @@ requests_check (struct worker *w, uint64_t now)
 {
   struct site *s = w->site;
   uint32_t full = __atomic_exchange_n (&s->resync_full_devs, 0, __ATOMIC_ACQ_REL);
-  uint32_t serve = __atomic_exchange_n (&s->serve_req, 0, __ATOMIC_ACQ_REL);
+  uint32_t reads = __atomic_exchange_n (&s->read_site_req, 0, __ATOMIC_ACQ_REL);
   bool asap = __atomic_exchange_n (&s->resync_now, false, __ATOMIC_ACQ_REL);
   bool paused = site_paused (s);
   enum site_state st;
   unsigned i;
 
-  if (serve)
-    serve_take (w, serve);
+  if (reads)
+    take_reads (w, reads);
   if (paused != w->ctl.paused_seen) {
     w->ctl.paused_seen = paused;
     if (paused) {
@@ -177,9 +177,9 @@ requests_check (struct worker *w, uint64_t now)
     uint64_t n = 0;
     for (i = 0; i < w->nlegs; i++)
       if (full & (1u << w->legs[i]->dev->index)) {
-        bitmap_set_all (w->legs[i]->dirty);
+        bitmap_set_all (w->legs[i]->dirty_log);
         w->rs.cursor[i] = 0;
-        n += w->legs[i]->dirty->nbits;
+        n += w->legs[i]->dirty_log->nbits;
       }
     st = site_state (s);
     if (site_state_is_resync (st))
@@ -276,7 +276,7 @@ local_loop (struct worker *w)
     if (w->site->id != 0)
       requests_check (w, now);
     else if (since (now, w->lo.last_pick_ns) > 1000000000u)
-      local_pick_servers (w, now);
+      local_pick_read_sites (w, now);
     if (w->site->id == 0 && __atomic_load_n (&w->site->restore_req, __ATOMIC_ACQUIRE) && !stopping &&
         restore_begin (w, __atomic_exchange_n (&w->site->restore_req, 0, __ATOMIC_ACQ_REL)))
       resync_begin (w, now);
