@@ -164,6 +164,7 @@ resync_begin (struct worker *w, uint64_t now)
 {
   struct site *s = w->site;
   uint64_t start, total = 0;
+  bool from_dirty_log;
   unsigned i;
 
   if (resync_prepare (w, now) == -1 || resync_switch (w, now, &start) == -1)
@@ -187,12 +188,13 @@ resync_begin (struct worker *w, uint64_t now)
       total += bitmap_count (w->legs[i]->dirty_log);
   }
   pthread_mutex_lock (&s->lock);
+  from_dirty_log = site_state_is_dirty_log (site_state (s));
   site_enter_resync_locked (s);
   __atomic_store_n (&s->resync_regions, total, __ATOMIC_RELAXED);
   s->resync_copied = 0;
   s->resync_bytes = s->resync_zero_bytes = 0;
   s->resync_started_ns = now;
-  if (site_state_is_dirty_log (site_state (s)))   /* fed from the log again from start on */
+  if (from_dirty_log)                    /* fed from the log again from start on */
     s->bytes_base = (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED) -
       (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
   pthread_cond_broadcast (&s->cv);
