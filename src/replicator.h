@@ -73,12 +73,8 @@ struct leg {
 
   /* What the leg misses (core dirty log): regions released from the log
    * while its site was in dirty-log mode, or all of it when that record
-   * was lost (restart) or the leg was never synchronised.  `dirty` is the
-   * old name, kept for worker.c until it uses dirty_log. */
-  union {
-    struct bitmap *dirty_log;
-    struct bitmap *dirty;
-  };
+   * was lost (restart) or the leg was never synchronised. */
+  struct bitmap *dirty_log;
   struct dlog *dlog;             /* its file (dirty_log type disk), or NULL */
   bool dlog_created;             /* the file was created at this start */
   bool dlog_failed;              /* could not be written, also after reopening it:
@@ -140,12 +136,9 @@ struct vdev {
   /* The local leg out of service (failed, or being restored): reads go
    * through site `read_site`'s leg plus the entries it has not applied
    * (the overlay then indexes those), and that site's worker trims the
-   * overlay.  `serving` is the old name, kept for worker.c. */
+   * overlay. */
   bool local_out;
-  union {
-    unsigned read_site;          /* 0 = the local leg */
-    unsigned serving;
-  };
+  unsigned read_site;            /* 0 = the local leg */
 
   /* rmw_lock guards the order of a device's log entries against an RMW:
    * a read-modify-write (a request not aligned to block_size) holds it
@@ -204,15 +197,10 @@ struct site {
   unsigned sync_waiters;
 
   /* The state (site.c: read it with site_state (), change it with the
-   * transition functions there).  Written by the worker, read anywhere.
-   * worker.c still writes these fields directly; `dirty` is the old name
-   * of dirty_log_mode. */
+   * transition functions there, which the worker calls).  Read anywhere. */
   bool disconnected;             /* clients no longer wait for it */
   bool catching_up;              /* back after a disconnection, not caught up yet */
-  union {
-    bool dirty_log_mode;         /* not fed from the log */
-    bool dirty;
-  };
+  bool dirty_log_mode;           /* not fed from the log */
   bool resyncing;                /* back in log mode, copying its dirty logs */
   /* Orthogonal flags (site.c says why). */
   bool in_doubt;                 /* writes of an aborted connection may land
@@ -222,27 +210,12 @@ struct site {
   /* Administrator's requests (replctl), taken by the worker. */
   bool resync_now;               /* resync without waiting for the retry delay */
   uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */
-  union {                        /* devices whose reads this site is to take (their */
-    uint32_t read_site_req;      /* local leg failed); serve_req: the old name */
-    uint32_t serve_req;
-  };
-  union {                        /* devices whose reads go through this site (worker); */
-    uint32_t read_site_devs;     /* serving_devs: the old name */
-    uint32_t serving_devs;
-  };
+  uint32_t read_site_req;        /* devices whose reads this site is to take (their
+                                    local leg failed) */
+  uint32_t read_site_devs;       /* devices whose reads go through this site (worker) */
   uint32_t restore_req;          /* site 0: devices whose local leg is to be restored */
   uint32_t fail_req;             /* site 0: devices whose local leg failed a read */
-  union {
-    struct site_verify verify;
-    /* The old names of its first fields, kept (same layout) for
-     * tests/fuzz/fuzz-control.c until it uses verify.thread_started and
-     * verify.active. */
-    struct {
-      pthread_t verify_thread;
-      bool verify_thread_started;
-      bool verify_active;
-    };
-  };
+  struct site_verify verify;
   /* legs_gen (atomic, the worker adds one) changes whenever the legs may
    * hold less than done_seq says or the site leaves log mode: a lost
    * connection (entries re-sent, writes in doubt), a failed flush of a

@@ -6,8 +6,8 @@
  * measures.  Calls down only: the log (replog), bitmaps, reports.
  *
  * The state lives in the fields disconnected, catching_up,
- * dirty_log_mode and resyncing of struct site (worker.c still writes them
- * directly; the transitions below keep them in step).  Changed under
+ * dirty_log_mode and resyncing of struct site: only the transitions below
+ * write them (and site_start_mode, before the workers run).  Changed under
  * s->lock, with a broadcast of s->cv (clients re-check); read anywhere
  * with atomic loads.
  *
@@ -57,7 +57,7 @@
  *
  * Orthogonal flags (not states):
  *   in_doubt  writes of an aborted connection may still land: set in any fed
- *             state (worker.c, link_down), kept through dirty-log mode (the
+ *             state (worker-remote.c, link_down), kept through dirty-log mode (the
  *             regions go into the dirty logs) and cleared only when a resync
  *             ends.  It qualifies the legs' content, not the feeding or the
  *             link, so every state above occurs with and without it.
@@ -113,7 +113,7 @@ site_state_is_disconnected (enum site_state st)
     st == SITE_DIRTY_LOG_DISCONNECTED;
 }
 
-static bool
+bool
 site_state_is_catching_up (enum site_state st)
 {
   return st == SITE_LOG_CATCHING_UP || st == SITE_RESYNC_CATCHING_UP;

@@ -30,6 +30,7 @@ const char *site_state_mode_name (enum site_state st);
 bool site_state_is_dirty_log (enum site_state st);     /* not fed from the log */
 bool site_state_is_resync (enum site_state st);
 bool site_state_is_disconnected (enum site_state st);
+bool site_state_is_catching_up (enum site_state st);   /* back, not caught up yet */
 /* Clients may wait for the site (a sync policy, or over fall_behind). */
 bool site_state_holds_clients (enum site_state st);
 /* The orthogonal flags. */

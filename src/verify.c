@@ -173,7 +173,7 @@ verify_chunk (struct verify *v, uint64_t off, uint32_t len, uint64_t *again, cha
     rep_warn ("site %u: verify: device '%s' region at %" PRIu64 " (%" PRIu64 " bytes) differs "
               "at the leg%s", s->id, v->d->name, off + o, l, v->mark ? "; marked for resync" : "");
     if (v->mark)
-      bitmap_set_range (v->l->dirty, off + o, l);
+      bitmap_set_range (v->l->dirty_log, off + o, l);
   }
   return 0;
 }

@@ -129,7 +129,7 @@ local_read_failed (struct vdev *d)
   uint64_t n = ms / 10 + 1;              /* a read waits briefly, whatever the timeout */
 
   __atomic_add_fetch (&d->local->errors, 1, __ATOMIC_RELAXED);
-  if (!vdev_pick_server (d))
+  if (!vdev_pick_read_site (d))
     return -1;                           /* the leg holds the only copy */
   __atomic_fetch_or (&s0->fail_req, 1u << d->index, __ATOMIC_ACQ_REL);
   d->r->poke (s0);
@@ -158,7 +158,7 @@ rdev_read_view (struct vdev *d, void *buf, uint32_t count, uint64_t offset)
     rep_error ("device '%s': read: %m", d->name);
     r = -1;
   }
-  if (r == 0 && g.n && out && !read_site && vdev_pick_server (d)) {
+  if (r == 0 && g.n && out && !read_site && vdev_pick_read_site (d)) {
     /* The local leg was just taken out of service and a remote site is
      * taking over (asynchronously, in its worker): wait for it rather than
      * fail the read (guarantee 6). */
@@ -347,7 +347,7 @@ vdev_overlay_reset (struct vdev *d, uint64_t after, bool (*on_leg) (void *, uint
 }
 
 unsigned
-vdev_pick_server (struct vdev *d)
+vdev_pick_read_site (struct vdev *d)
 {
   struct replicator *r = d->r;
   unsigned best = 0;

@@ -39,7 +39,7 @@ int vdev_overlay_reset (struct vdev *d, uint64_t after, bool (*on_leg) (void *, 
                         void *opaque);
 /* A remote site that can be d's read site (its leg is a consistent prefix
  * and fed from the log), the most up to date; 0 if none. */
-unsigned vdev_pick_server (struct vdev *d);
+unsigned vdev_pick_read_site (struct vdev *d);
 
 /* Write generations (for verify): a logged entry touched [off, off + len)
  * (the client path, after the entry is in the overlay and before it is

@@ -181,7 +181,7 @@ finish_batch (struct worker *w)
    * a remote one while the local leg is out of service) trims its index. */
   for (i = 0; i < w->nfin; i++) {
     struct vdev *d = w->fin[i].leg->dev;
-    if (__atomic_load_n (&d->serving, __ATOMIC_RELAXED) != w->site->id)
+    if (__atomic_load_n (&d->read_site, __ATOMIC_RELAXED) != w->site->id)
       continue;
     if (d != locked) {
       if (locked)
@@ -189,7 +189,7 @@ finish_batch (struct worker *w)
       pthread_mutex_lock (&d->ov_lock);
       locked = d;
     }
-    if (d->serving == w->site->id && !(d->serving == 0 && d->local_out))
+    if (d->read_site == w->site->id && !(d->read_site == 0 && d->local_out))
       overlay_remove (d->ov, w->fin[i].off, w->fin[i].off + w->fin[i].len, w->fin[i].seq);
   }
   if (locked)
@@ -228,7 +228,7 @@ io_failed (struct worker *w, struct wio *io, int res)
   if (l->site == 0 && !io->copy && local_fail (w, l, "write", -res)) {
     /* Out of service, a remote site serves the device: the entry is
      * what the leg misses now. */
-    bitmap_set_range (l->dirty, io->off, io->len);
+    bitmap_set_range (l->dirty_log, io->off, io->len);
     io_complete (w, io);
     return false;
   }
@@ -383,7 +383,7 @@ fill (struct worker *w, uint64_t durable)
     }
     l = w->leg_of_dev[d->device];
     if (l && out_of_service (l)) {
-      bitmap_set_range (l->dirty, d->offset, d->length);
+      bitmap_set_range (l->dirty_log, d->offset, d->length);
       l = NULL;                          /* the leg misses it (restore copies it) */
     }
     if (!l) {                            /* no leg of this device here */

@@ -41,7 +41,7 @@ post (struct worker *w, uint64_t upto)
     w->hl.last_progress_ns = mono_ns ();
     replog_post_applied (w->r->rl, s->id, upto);
     w->posted = upto;
-    if (!s->resyncing && !s->in_doubt) {
+    if (!site_state_is_resync (site_state (s)) && !site_in_doubt (s)) {
       /* The legs hold a state the devices had: when entry `upto` was logged. */
       const struct rl_desc *d = replog_desc (w->r->rl, upto);
       pthread_mutex_lock (&s->lock);
@@ -83,7 +83,7 @@ ckpt_result (struct worker *w, int res)
   }
   w->ck.count++;
   for (i = 0; i < w->cc.nclr_ck; i++)
-    bitmap_clear_bits (w->cc.clr_ck[i].leg->dirty, w->cc.clr_ck[i].first, w->cc.clr_ck[i].n);
+    bitmap_clear_bits (w->cc.clr_ck[i].leg->dirty_log, w->cc.clr_ck[i].first, w->cc.clr_ck[i].n);
   if (w->cc.nclr_ck && since (mono_ns (), w->cc.dlog_flushed_ns) > DLOG_FLUSH_NS) {
     /* Progress of a resync reaches the persistent dirty logs now and
      * then, so that a restart does not copy it again. */

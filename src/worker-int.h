@@ -288,7 +288,7 @@ forget_copies (struct worker *w, struct leg *l)
 static inline bool
 out_of_service (const struct leg *l)
 {
-  return l->site == 0 && l->dev->local_out && l->dev->serving != 0 &&
+  return l->site == 0 && l->dev->local_out && l->dev->read_site != 0 &&
     __atomic_load_n (&l->state, __ATOMIC_RELAXED) == LEG_FAILED;
 }
 
@@ -309,11 +309,11 @@ worker_wake (struct site *s)
 bool local_fail (struct worker *w, struct leg *l, const char *op, int e);
 void leg_sync_failed (struct worker *w, struct leg *l, int e);
 bool local_back (struct worker *w);
-void serve_take (struct worker *w, uint32_t mask);
+void take_reads (struct worker *w, uint32_t mask);
 void restore_finish (struct worker *w);
 bool restore_begin (struct worker *w, uint32_t mask);
 void local_read_failures (struct worker *w);
-void local_pick_servers (struct worker *w, uint64_t now);
+void local_pick_read_sites (struct worker *w, uint64_t now);
 
 /* worker-ckpt.c */
 void ckpt_result (struct worker *w, int res);
@@ -327,7 +327,6 @@ void links_service (struct worker *w, uint64_t now);
 bool links_all_up (struct worker *w);
 void arm_polls (struct worker *w);
 void poll_result (struct worker *w, uint64_t tag, int res);
-void set_disconnected (struct site *s, bool v);
 void watchdog (struct worker *w, uint64_t now, uint64_t durable);
 
 /* worker-apply.c */

@@ -13,7 +13,7 @@
  * machinery, from the device view) and hands the reads back.
  *
  * Owns: the transitions of a local leg between in service, out of
- * service (LEG_FAILED + vdev.local_out), served elsewhere (vdev.serving)
+ * service (LEG_FAILED + vdev.local_out), served elsewhere (vdev.read_site)
  * and being restored (LEG_RESYNCING); RL_DEV_LOCAL_OUT in the header;
  * the log's only-copy wait.
  * Invariants: the read index is reset (vdev_overlay_reset, under ov_lock)
@@ -56,7 +56,7 @@ only_copy_update (struct replicator *r)
   for (i = 0; i < r->ndevs; i++) {
     struct vdev *d = &r->devs[i];
     any |= __atomic_load_n (&d->local_out, __ATOMIC_ACQUIRE) &&
-      !__atomic_load_n (&d->serving, __ATOMIC_ACQUIRE) && !d->local->stale;
+      !__atomic_load_n (&d->read_site, __ATOMIC_ACQUIRE) && !d->local->stale;
   }
   replog_set_only_copy_wait (r->rl, any ? r->sites[0].cfg->disconnect_timeout_ms : 0);
 }
@@ -74,11 +74,11 @@ local_fail (struct worker *w, struct leg *l, const char *op, int e)
     rep_error ("device '%s': local leg %s failed again during its restore (%s: %s)",
                d->name, l->cfg->path, op, strerror (e));
     __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
-    bitmap_set_all (l->dirty);
-    return d->serving != 0;
+    bitmap_set_all (l->dirty_log);
+    return d->read_site != 0;
   }
   if (d->local_out)
-    return d->serving != 0;
+    return d->read_site != 0;
   __atomic_store_n (&l->state, LEG_FAILED, __ATOMIC_RELAXED);
   pthread_mutex_lock (&d->ov_lock);
   d->local_out = true;                   /* site 0 no longer trims the index */
@@ -86,13 +86,13 @@ local_fail (struct worker *w, struct leg *l, const char *op, int e)
   if (replog_change_dev_flags (w->r->rl, d->index, RL_DEV_LOCAL_OUT, 0) == -1)
     rep_error ("device '%s': could not record the failed local leg in the log header: %m",
                d->name);
-  srv = vdev_pick_server (d);
+  srv = vdev_pick_read_site (d);
   if (srv) {
     struct site *rs = &w->r->sites[srv];
     rep_event (EV_LOCAL_FAILED, 0, d->name, "local leg %s failed (%s: %s): out of service; reads "
                "and writes continue through site %u; restore it with 'replctl restore %s --from %u'",
                l->cfg->path, op, strerror (e), srv, d->name, srv);
-    __atomic_fetch_or (&rs->serve_req, 1u << d->index, __ATOMIC_ACQ_REL);
+    __atomic_fetch_or (&rs->read_site_req, 1u << d->index, __ATOMIC_ACQ_REL);
     worker_wake (rs);
   }
   else {
@@ -136,7 +136,7 @@ leg_sync_failed (struct worker *w, struct leg *l, int e)
     return;
   }
   pthread_mutex_lock (&d->ov_lock);
-  if (d->serving == 0 && vdev_overlay_reset (d, w->posted, NULL, NULL) == -1)
+  if (d->read_site == 0 && vdev_overlay_reset (d, w->posted, NULL, NULL) == -1)
     rep_error ("device '%s': out of memory re-indexing the entries the local leg may have lost: "
                "reads may return older data until they are written again", d->name);
   pthread_mutex_unlock (&d->ov_lock);
@@ -160,16 +160,16 @@ local_back (struct worker *w)
     if (!out_of_service (l))
       l->sync_failed = false;            /* flushed by this checkpoint, after the rewrite */
     if (l->state != LEG_FAILED || !d->local_out || l->stale ||
-        __atomic_load_n (&d->serving, __ATOMIC_ACQUIRE) != 0)
+        __atomic_load_n (&d->read_site, __ATOMIC_ACQUIRE) != 0)
       continue;
     if (!l->written_ok) {
       all = false;                       /* its writes still fail */
       continue;
     }
     pthread_mutex_lock (&d->ov_lock);
-    if (d->serving != 0 || vdev_overlay_reset (d, w->done, applied_here, w) == -1) {
+    if (d->read_site != 0 || vdev_overlay_reset (d, w->done, applied_here, w) == -1) {
       pthread_mutex_unlock (&d->ov_lock);
-      all &= d->serving != 0;            /* out of memory: at the next checkpoint */
+      all &= d->read_site != 0;        /* out of memory: at the next checkpoint */
       continue;
     }
     d->local_out = false;
@@ -188,7 +188,7 @@ local_back (struct worker *w)
 
 /* A remote site's worker: serve the reads of the devices in mask. */
 void
-serve_take (struct worker *w, uint32_t mask)
+take_reads (struct worker *w, uint32_t mask)
 {
   struct site *s = w->site;
   size_t i;
@@ -203,9 +203,9 @@ serve_take (struct worker *w, uint32_t mask)
       rep_error ("device '%s': site %u cannot serve it: out of memory", d->name, s->id);
       continue;
     }
-    __atomic_store_n (&d->serving, s->id, __ATOMIC_RELEASE);
+    __atomic_store_n (&d->read_site, s->id, __ATOMIC_RELEASE);
     pthread_mutex_unlock (&d->ov_lock);
-    __atomic_fetch_or (&s->serving_devs, 1u << i, __ATOMIC_ACQ_REL);
+    __atomic_fetch_or (&s->read_site_devs, 1u << i, __ATOMIC_ACQ_REL);
     only_copy_update (w->r);             /* a remote copy exists now */
     rep_event (EV_SERVED_FROM, (int) s->id, d->name, "reads are served from this site (its leg "
                "and the log entries it has not applied yet)");
@@ -221,7 +221,7 @@ restore_finish (struct worker *w)
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     struct vdev *d = l->dev;
-    unsigned from = d->serving;
+    unsigned from = d->read_site;
     if (l->state != LEG_RESYNCING)
       continue;
     /* From now on the index means "not yet on the local leg" again. */
@@ -231,11 +231,11 @@ restore_finish (struct worker *w)
       rep_error ("device '%s': restore: out of memory; retrying", d->name);
       return;
     }
-    __atomic_store_n (&d->serving, 0, __ATOMIC_RELEASE);
+    __atomic_store_n (&d->read_site, 0, __ATOMIC_RELEASE);
     d->local_out = false;
     pthread_mutex_unlock (&d->ov_lock);
     if (from)
-      __atomic_fetch_and (&w->r->sites[from].serving_devs, ~(1u << d->index), __ATOMIC_ACQ_REL);
+      __atomic_fetch_and (&w->r->sites[from].read_site_devs, ~(1u << d->index), __ATOMIC_ACQ_REL);
     if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
       rep_error ("device '%s': could not record the restored local leg in the log header: %m",
                  d->name);
@@ -270,16 +270,16 @@ restore_begin (struct worker *w, uint32_t mask)
                 "open it", l->dev->name, l->cfg->path);
     l->direct = (fcntl (l->fd, F_GETFL) & O_DIRECT) != 0;
     l->zero_range_ok = l->punch_ok = true;
-    bitmap_set_all (l->dirty);
+    bitmap_set_all (l->dirty_log);
     __atomic_store_n (&l->state, LEG_RESYNCING, __ATOMIC_RELAXED);
     w->rs.cursor[i] = 0;
     any = true;
     rep_event (EV_RESTORE_STARTED, 0, l->dev->name, "restoring the local leg %s from site %u",
-               l->cfg->path, l->dev->serving);
+               l->cfg->path, l->dev->read_site);
   }
   if (!any)
     return false;
-  if (w->site->resyncing) {
+  if (site_state_is_resync (site_state (w->site))) {
     __atomic_add_fetch (&w->site->resync_regions, 0, __ATOMIC_RELAXED);
     return false;
   }
@@ -301,7 +301,7 @@ local_read_failures (struct worker *w)
 /* Site 0, now and then: a failed local leg nobody serves: is a remote
  * site up to date now? */
 void
-local_pick_servers (struct worker *w, uint64_t now)
+local_pick_read_sites (struct worker *w, uint64_t now)
 {
   struct replicator *r = w->r;
   size_t i;
@@ -309,11 +309,11 @@ local_pick_servers (struct worker *w, uint64_t now)
   for (i = 0; i < r->ndevs; i++) {
     struct vdev *d = &r->devs[i];
     unsigned srv;
-    if (!d->local_out || d->serving || !(srv = vdev_pick_server (d)) ||
-        (__atomic_load_n (&r->sites[srv].serve_req, __ATOMIC_ACQUIRE) & (1u << i)))
+    if (!d->local_out || d->read_site || !(srv = vdev_pick_read_site (d)) ||
+        (__atomic_load_n (&r->sites[srv].read_site_req, __ATOMIC_ACQUIRE) & (1u << i)))
       continue;
     rep_event (EV_SERVED_FROM, (int) srv, d->name, "up to date now: this site serves the device");
-    __atomic_fetch_or (&r->sites[srv].serve_req, 1u << i, __ATOMIC_ACQ_REL);
+    __atomic_fetch_or (&r->sites[srv].read_site_req, 1u << i, __ATOMIC_ACQ_REL);
     worker_wake (&r->sites[srv]);
   }
 }

@@ -82,12 +82,12 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
   if (in_doubt && !l->doubt) {
     /* status reads l->doubt without a lock: publish it initialised */
-    __atomic_store_n (&l->doubt, bitmap_new (l->dirty->size, l->dirty->region_size), __ATOMIC_RELEASE);
+    __atomic_store_n (&l->doubt, bitmap_new (l->dirty_log->size, l->dirty_log->region_size), __ATOMIC_RELEASE);
   }
   if (in_doubt && !l->doubt) {
     rep_error ("%s: out of memory for the in-doubt regions: the site is not consistent until "
                "a full resync", k->what);
-    __atomic_store_n (&w->site->in_doubt, true, __ATOMIC_RELAXED);
+    site_mark_in_doubt (w->site);
   }
   for (i = 0; i < w->nio; i++) {
     struct wio *io = &w->io[i];
@@ -114,11 +114,11 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
     l->doubt_events++;
     /* Durably, before anything newer is sent: after a crash the site must
      * not claim to be a consistent prefix either. */
-    if (!w->site->in_doubt &&
+    if (!site_in_doubt (w->site) &&
         replog_change_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT, 0) == -1)
       rep_error ("site %u: could not record the in-doubt writes in the log header: %m",
                  w->site->id);
-    __atomic_store_n (&w->site->in_doubt, true, __ATOMIC_RELAXED);
+    site_mark_in_doubt (w->site);
   }
   /* Copies and entries it acknowledged but no flush covered may be lost
    * with the remote's cache (a restarted server): copy those regions again
@@ -307,19 +307,6 @@ poll_result (struct worker *w, uint64_t tag, int res)
 
 /* ---- link health (remote sites) ---------------------------------------- */
 
-void
-set_disconnected (struct site *s, bool v)
-{
-  pthread_mutex_lock (&s->lock);
-  __atomic_store_n (&s->disconnected, v, __ATOMIC_RELAXED);
-  if (v) {
-    __atomic_add_fetch (&s->disconnects, 1, __ATOMIC_RELAXED);
-    s->catching_up = false;
-  }
-  pthread_cond_broadcast (&s->cv);
-  pthread_mutex_unlock (&s->lock);
-}
-
 /* Move the site to dirty-log mode (pull-ahead): from now on its missing
  * entries go to its legs' dirty logs as they leave the log. */
 static void
@@ -356,12 +343,9 @@ go_dirty (struct worker *w, const char *why)
       }
     }
   pthread_mutex_lock (&s->lock);
-  __atomic_store_n (&s->dirty, true, __ATOMIC_RELAXED);
-  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
-  if (s->resyncing) {
-    /* Back off before the next try (hysteresis: a slow link does not
-     * flip between the modes). */
-    __atomic_store_n (&s->resyncing, false, __ATOMIC_RELAXED);
+  if (site_enter_dirty_log_locked (s)) {
+    /* A resync was under way: back off before the next try (hysteresis:
+     * a slow link does not flip between the modes). */
     w->rs.backoff_ns = w->rs.backoff_ns ? w->rs.backoff_ns * 2 : RESYNC_RETRY_NS;
     if (w->rs.backoff_ns > RESYNC_RETRY_MAX)
       w->rs.backoff_ns = RESYNC_RETRY_MAX;
@@ -381,25 +365,22 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
 
   if ((!pending && up) || w->ctl.paused_seen)
     w->hl.last_progress_ns = now;
-  if (!s->disconnected && since (now, w->hl.last_progress_ns) > timeout) {
+  if (!site_state_is_disconnected (site_state (s)) && since (now, w->hl.last_progress_ns) > timeout) {
     rep_event (EV_SITE_DISCONNECTED, (int) s->id, NULL, "disconnected (%s for %" PRIu64 " ms); "
                "clients no longer wait for it, its entries stay in the log",
                up ? "no progress" : "link down", s->cfg->disconnect_timeout_ms);
-    set_disconnected (s, true);
+    site_link_lost (s);
   }
-  else if (s->disconnected && up && !w->ctl.paused_seen &&
+  else if (site_state_is_disconnected (site_state (s)) && up && !w->ctl.paused_seen &&
            since (now, w->hl.last_progress_ns) < TICK_MS * 1000000u) {
     rep_event (EV_SITE_BACK, (int) s->id, NULL, "back; catching up with %" PRIu64 " entries "
                "from the log", durable > w->done ? durable - w->done : 0);
-    pthread_mutex_lock (&s->lock);
-    __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
-    s->catching_up = true;
-    pthread_mutex_unlock (&s->lock);
+    site_link_back (s);
   }
   /* Over the fall_behind threshold (clients wait for the site) or back
    * under it: one event per change. */
   {
-    bool over = !__atomic_load_n (&s->dirty, __ATOMIC_RELAXED) &&
+    bool over = !site_state_is_dirty_log (site_state (s)) &&
       __atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) != FB_NONE && site_over_threshold (s, durable);
     if (over != w->hl.behind_reported) {
       w->hl.behind_reported = over;
@@ -410,11 +391,9 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
         rep_event (EV_SITE_WITHIN, (int) s->id, NULL, "back within its fall_behind threshold");
     }
   }
-  if (s->catching_up && durable - w->done <= w->qd) {
+  if (site_state_is_catching_up (site_state (s)) && durable - w->done <= w->qd) {
     rep_event (EV_SITE_CAUGHT_UP, (int) s->id, NULL, "caught up");
-    pthread_mutex_lock (&s->lock);
-    s->catching_up = false;
-    pthread_mutex_unlock (&s->lock);
+    site_caught_up (s);
   }
   /* Pull-ahead: the log is full and this site holds it.  A slow site
    * releases an entry now and then, a waiting writer takes the space and
@@ -422,15 +401,15 @@ watchdog (struct worker *w, uint64_t now, uint64_t durable)
    * gaps, else a site that is slow but not stopped would hold writers
    * back at its pace for ever. */
   if (replog_site_holds_full_log (w->r->rl, s->id) &&
-      !__atomic_load_n (&s->serving_devs, __ATOMIC_ACQUIRE)) {
+      !__atomic_load_n (&s->read_site_devs, __ATOMIC_ACQUIRE)) {
     if (!w->hl.full_since_ns)
       w->hl.full_since_ns = now;
     w->hl.full_last_ns = now;
-    if (s->disconnected)
+    if (site_state_is_disconnected (site_state (s)))
       go_dirty (w, "the log is full and the site is disconnected");
     else if (since (now, w->hl.full_since_ns) > s->cfg->pull_ahead_ms * 1000000u)
       go_dirty (w, "the site kept the log full for longer than pull_ahead");
-    if (__atomic_load_n (&s->dirty, __ATOMIC_RELAXED))
+    if (site_state_is_dirty_log (site_state (s)))
       w->hl.full_since_ns = 0;              /* after a resync, the clock starts again */
   }
   else if (since (now, w->hl.full_last_ns) > FULL_GAP_NS)

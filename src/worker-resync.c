@@ -67,8 +67,8 @@ resync_mark (void *opaque, uint32_t sites, const struct rl_desc *d)
   struct worker *w = opaque;
   struct leg *l;
   (void) sites;
-  if (d->device < w->r->ndevs && (l = w->leg_of_dev[d->device]) && l->dirty)
-    bitmap_set_range (l->dirty, d->offset, d->length);
+  if (d->device < w->r->ndevs && (l = w->leg_of_dev[d->device]) && l->dirty_log)
+    bitmap_set_range (l->dirty_log, d->offset, d->length);
 }
 
 void
@@ -97,13 +97,13 @@ resync_prepare (struct worker *w, uint64_t now)
     /* In-doubt regions are copied too, once writes of the aborted
      * connection can no longer land (else at the end, see resync_step). */
     if (l->doubt && since (now, l->link.down_since_ns) > DOUBT_GRACE_NS) {
-      bitmap_merge (l->dirty, l->doubt);
+      bitmap_merge (l->dirty_log, l->doubt);
       l->doubt_pending = false;
     }
     if (l->cfg->dirty_log.type == DIRTYLOG_NOLOG)
-      bitmap_set_all (l->dirty);         /* no record: everything is copied */
-    if (l->dirty->region_size > region)
-      region = l->dirty->region_size;
+      bitmap_set_all (l->dirty_log);     /* no record: everything is copied */
+    if (l->dirty_log->region_size > region)
+      region = l->dirty_log->region_size;
   }
   w->cp.size = region;
   for (i = 0; i < RESYNC_QD; i++)
@@ -127,7 +127,7 @@ resync_switch (struct worker *w, uint64_t now, uint64_t *start)
 {
   struct site *s = w->site;
 
-  if (!s->dirty) {
+  if (!site_state_is_dirty_log (site_state (s))) {
     /* In log mode already (in-doubt regions, a full resync, a restart):
      * the header says so before anything is copied, so that a restart
      * does not take the site for consistent. */
@@ -164,6 +164,7 @@ resync_begin (struct worker *w, uint64_t now)
 {
   struct site *s = w->site;
   uint64_t start, total = 0;
+  bool from_dirty_log;
   unsigned i;
 
   if (resync_prepare (w, now) == -1 || resync_switch (w, now, &start) == -1)
@@ -184,20 +185,16 @@ resync_begin (struct worker *w, uint64_t now)
   for (i = 0; i < w->nlegs; i++) {
     w->rs.cursor[i] = 0;
     if (resyncable (w->legs[i]))
-      total += bitmap_count (w->legs[i]->dirty);
+      total += bitmap_count (w->legs[i]->dirty_log);
   }
   pthread_mutex_lock (&s->lock);
-  __atomic_store_n (&s->dirty, false, __ATOMIC_RELAXED);
-  __atomic_store_n (&s->disconnected, false, __ATOMIC_RELAXED);
-  s->catching_up = false;
-  __atomic_store_n (&s->resyncing, true, __ATOMIC_RELAXED);
-  __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
-  s->cons_valid = false;                 /* copies make it a mix of states */
+  from_dirty_log = site_state_is_dirty_log (site_state (s));
+  site_enter_resync_locked (s);
   __atomic_store_n (&s->resync_regions, total, __ATOMIC_RELAXED);
   s->resync_copied = 0;
   s->resync_bytes = s->resync_zero_bytes = 0;
   s->resync_started_ns = now;
-  if (s->dirty)                          /* fed from the log again from start on */
+  if (from_dirty_log)                    /* fed from the log again from start on */
     s->bytes_base = (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED) -
       (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
   pthread_cond_broadcast (&s->cv);
@@ -237,7 +234,7 @@ copy_extent (struct worker *w, struct leg *l, uint64_t bit, uint64_t *n,
              uint64_t *off, uint64_t *len)
 {
   struct vdev *d = l->dev;
-  struct bitmap *b = l->dirty;
+  struct bitmap *b = l->dirty_log;
   uint64_t rs = b->region_size, hole, max_bits;
   bool zero;
 
@@ -308,7 +305,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
 {
   struct leg *l = w->legs[li];
   struct vdev *d = l->dev;
-  struct bitmap *b = l->dirty;
+  struct bitmap *b = l->dirty_log;
   uint64_t bit, n, off, len;
   struct replog_stats st;
   struct wio *io = &w->io[slot];
@@ -427,8 +424,7 @@ resync_finish (struct worker *w)
     return;
   }
   pthread_mutex_lock (&s->lock);
-  __atomic_store_n (&s->resyncing, false, __ATOMIC_RELAXED);
-  __atomic_store_n (&s->in_doubt, false, __ATOMIC_RELAXED);   /* status reads these */
+  site_resync_done_locked (s);
   __atomic_add_fetch (&s->resyncs, 1, __ATOMIC_RELAXED);
   if (s->id) {
     /* Consistent again: at the applied seq, which covers every copy. */
@@ -455,7 +451,7 @@ void
 doubt_check (struct worker *w, uint64_t now)
 {
   unsigned i;
-  if (w->site->resyncing)
+  if (site_state_is_resync (site_state (w->site)))
     return;
   if (w->rs.want) {
     w->rs.want = false;
@@ -485,7 +481,7 @@ resync_flushing (struct worker *w, uint64_t now)
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     drops += l->link.drops;
-    more |= (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits) ||
+    more |= (resyncable (l) && bitmap_next_set (l->dirty_log, 0) < l->dirty_log->nbits) ||
       (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits);
   }
   if (more || drops != w->rs.flush_drops || w->rw.pending) {
@@ -539,13 +535,13 @@ resync_all_copied (struct worker *w, uint64_t now)
 
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
-    if (resyncable (l) && bitmap_next_set (l->dirty, 0) < l->dirty->nbits)
+    if (resyncable (l) && bitmap_next_set (l->dirty_log, 0) < l->dirty_log->nbits)
       return false;
     /* Writes of an aborted connection may still land: copy those regions
      * again once they can no longer. */
     if (l->doubt && bitmap_next_set (l->doubt, 0) < l->doubt->nbits) {
       if (since (now, l->link.down_since_ns) > DOUBT_GRACE_NS && l->link.up) {
-        bitmap_merge (l->dirty, l->doubt);
+        bitmap_merge (l->dirty_log, l->doubt);
         l->doubt_pending = false;
         w->rs.cursor[i] = 0;
       }
@@ -563,7 +559,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
   unsigned slot, i;
   bool any;
 
-  if (!s->resyncing || durable + 1 < w->rs.start)
+  if (!site_state_is_resync (site_state (s)) || durable + 1 < w->rs.start)
     return;
   for (slot = w->qd; slot < w->nio; slot++) {
     struct wio *io = &w->io[slot];

@@ -152,20 +152,21 @@ requests_check (struct worker *w, uint64_t now)
 {
   struct site *s = w->site;
   uint32_t full = __atomic_exchange_n (&s->resync_full_devs, 0, __ATOMIC_ACQ_REL);
-  uint32_t serve = __atomic_exchange_n (&s->serve_req, 0, __ATOMIC_ACQ_REL);
+  uint32_t reads = __atomic_exchange_n (&s->read_site_req, 0, __ATOMIC_ACQ_REL);
   bool asap = __atomic_exchange_n (&s->resync_now, false, __ATOMIC_ACQ_REL);
-  bool paused = __atomic_load_n (&s->paused, __ATOMIC_ACQUIRE);
+  bool paused = site_paused (s);
+  enum site_state st;
   unsigned i;
 
-  if (serve)
-    serve_take (w, serve);
+  if (reads)
+    take_reads (w, reads);
   if (paused != w->ctl.paused_seen) {
     w->ctl.paused_seen = paused;
     if (paused) {
       rep_event (EV_SITE_PAUSED, (int) s->id, NULL, "paused by the administrator: not fed from "
                  "the log, clients do not wait for it; its entries stay in the log");
-      if (!s->disconnected)
-        set_disconnected (s, true);
+      if (!site_state_is_disconnected (site_state (s)))
+        site_link_lost (s);
     }
     else {
       rep_event (EV_SITE_RESUMED, (int) s->id, NULL, "resumed");
@@ -176,20 +177,22 @@ requests_check (struct worker *w, uint64_t now)
     uint64_t n = 0;
     for (i = 0; i < w->nlegs; i++)
       if (full & (1u << w->legs[i]->dev->index)) {
-        bitmap_set_all (w->legs[i]->dirty);
+        bitmap_set_all (w->legs[i]->dirty_log);
         w->rs.cursor[i] = 0;
-        n += w->legs[i]->dirty->nbits;
+        n += w->legs[i]->dirty_log->nbits;
       }
-    if (s->resyncing)
+    st = site_state (s);
+    if (site_state_is_resync (st))
       __atomic_add_fetch (&s->resync_regions, n, __ATOMIC_RELAXED);
-    else if (!s->dirty)
+    else if (!site_state_is_dirty_log (st))
       w->rs.want = true;                 /* in place: the site stays in log mode */
   }
-  if ((asap || full) && s->dirty) {
+  st = site_state (s);
+  if ((asap || full) && site_state_is_dirty_log (st)) {
     w->rs.retry_at = 0;
     w->rs.backoff_ns = 0;
   }
-  else if (asap && !s->resyncing)
+  else if (asap && !site_state_is_resync (st))
     w->rs.want = true;                   /* regions marked in log mode (verify --mark) */
 }
 
@@ -198,7 +201,7 @@ final_report (struct worker *w)
 {
   struct replog_stats st;
   replog_get_stats (w->r->rl, &st);
-  if (st.committed_seq > w->done && !w->site->dirty)
+  if (st.committed_seq > w->done && !site_state_is_dirty_log (site_state (w->site)))
     rep_warn ("site %u: stopped with %" PRIu64 " entries not yet applied; they stay in the "
               "log and are replayed at the next start", w->site->id, st.committed_seq - w->done);
 }
@@ -219,7 +222,7 @@ remote_loop (struct worker *w)
     if (stopping) {
       if (!w->ctl.stop_at)
         w->ctl.stop_at = now + STOP_REMOTE_NS;
-      if (w->site->dirty || now > w->ctl.stop_at ||
+      if (site_state_is_dirty_log (site_state (w->site)) || now > w->ctl.stop_at ||
           (w->ninflight == 0 && !w->ck.busy && (w->done <= w->posted || !links_all_up (w))))
         break;
     }
@@ -228,14 +231,14 @@ remote_loop (struct worker *w)
       resync_begin (w, now);
     }
     requests_check (w, now);
-    if (!w->site->dirty) {
+    if (!site_state_is_dirty_log (site_state (w->site))) {
       if (!stopping && !w->ctl.paused_seen)
         fill (w, durable);
       if (want_ckpt (w, now, durable) || (stopping && w->ninflight == 0 && !w->ck.busy &&
                                           w->done > w->posted && now >= w->ck.retry_at))
         ckpt_start (w, w->done);
       watchdog (w, now, durable);
-      if (!stopping && !w->site->dirty && !w->ctl.paused_seen) {
+      if (!stopping && !site_state_is_dirty_log (site_state (w->site)) && !w->ctl.paused_seen) {
         resync_step (w, now, durable);
         doubt_check (w, now);
       }
@@ -273,11 +276,11 @@ local_loop (struct worker *w)
     if (w->site->id != 0)
       requests_check (w, now);
     else if (since (now, w->lo.last_pick_ns) > 1000000000u)
-      local_pick_servers (w, now);
+      local_pick_read_sites (w, now);
     if (w->site->id == 0 && __atomic_load_n (&w->site->restore_req, __ATOMIC_ACQUIRE) && !stopping &&
         restore_begin (w, __atomic_exchange_n (&w->site->restore_req, 0, __ATOMIC_ACQ_REL)))
       resync_begin (w, now);
-    if (w->site->dirty) {
+    if (site_state_is_dirty_log (site_state (w->site))) {
       /* Not fed from the log: a resync brings the site back. */
       if (!stopping && !w->ctl.paused_seen && now >= w->rs.retry_at)
         resync_begin (w, now);
@@ -294,7 +297,7 @@ local_loop (struct worker *w)
           doubt_check (w, now);
         }
       }
-      else if (!stopping && w->site->resyncing)
+      else if (!stopping && site_state_is_resync (site_state (w->site)))
         resync_step (w, now, durable);   /* a restore */
     }
     if (w->ninflight || w->ck.busy || w->nready || w->rs.ncopies) {
@@ -424,7 +427,7 @@ worker_take_legs (struct worker *w)
       if (l->remote) {
         w->nremote++;
         if (!l->link.up) {
-          s->disconnected = true;          /* unreachable at start: not counted */
+          site_unreachable_at_start (s);   /* not counted */
           rlink_want (&l->link);
         }
       }
@@ -451,7 +454,7 @@ worker_site_from_log (struct worker *w, const struct replog_stats *st)
   struct replicator *r = w->r;
 
   /* Payload bytes this site has still to apply (fall_behind "size"). */
-  if (!s->dirty) {
+  if (!site_state_is_dirty_log (site_state (s))) {
     uint64_t seq, b = 0;
     if (s->id && (replog_site_flags (r->rl, s->id) & RL_SITE_RESYNC))
       w->rs.resume = w->rs.restarted = true;   /* carry on with the resync */
@@ -464,7 +467,7 @@ worker_site_from_log (struct worker *w, const struct replog_stats *st)
   }
   s->done_seq = w->done;
   if (!(replog_site_flags (r->rl, s->id) & (RL_SITE_RESYNC | RL_SITE_IN_DOUBT)) &&
-      !s->in_doubt && !(r->rec.new_sites & (1u << s->id)) && w->done) {
+      !site_in_doubt (s) && !(r->rec.new_sites & (1u << s->id)) && w->done) {
     /* A consistent prefix at its applied seq (a dirty one too, until a
      * resync starts); the entry's time if it is still in the log. */
     const struct rl_desc *d = replog_desc (r->rl, w->done);

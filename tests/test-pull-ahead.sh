@@ -12,6 +12,8 @@
 #   paused:     replctl pause of a sync site at full speed: writes do not wait for it,
 #               the full log moves it to dirty-log mode, nothing reaches it while paused;
 #               replctl resume: it resyncs and ends equal to the device
+# Each resynced site, once caught up, shows backlog_bytes 0 (the bytes logged while it was
+# in dirty-log mode came by the resync, not from the log).
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdcopy cmp
@@ -75,6 +77,10 @@ converges() {
   then ok "$n: the site resynced: log mode, leg replicating and consistent"
   else fail "$n: the site did not resync: $(status_get "$T/$n.ctl" "($S1, $L1)")"; fi
   check "$n: caught up" wait_caught_up "$T/$n.ctl" 60
+  # what was logged while the site was in dirty-log mode came by the resync's copies:
+  # caught up, no byte of it is still counted as backlog
+  check "$n: caught up, backlog_bytes is 0 ($(status_get "$T/$n.ctl" "$S1['backlog_bytes']"))" \
+    test "$(status_get "$T/$n.ctl" "$S1['backlog_bytes']")" = 0
   rm -f "$T/$n.dev"; nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy"
   stop_replicator "$n" 30 || rc=$?
   check "$n: clean stop ($rc)" test $rc = 0

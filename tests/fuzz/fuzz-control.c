@@ -61,7 +61,7 @@ enum {
 static struct replicator *R;
 
 struct saved_site {
-  bool running, dirty, resyncing, paused, resync_now;
+  bool running, dirty_log_mode, resyncing, paused, resync_now;
   enum cfg_policy policy;
   enum cfg_fall_behind fb;
   uint64_t fbv;
@@ -389,8 +389,8 @@ dirty_regions (unsigned site)
   size_t i, j;
   for (i = 0; i < R->ndevs; i++)
     for (j = 0; j < R->devs[i].nlegs; j++)
-      if (R->devs[i].legs[j].site == site && R->devs[i].legs[j].dirty)
-        n += bitmap_count (R->devs[i].legs[j].dirty);
+      if (R->devs[i].legs[j].site == site && R->devs[i].legs[j].dirty_log)
+        n += bitmap_count (R->devs[i].legs[j].dirty_log);
   return n;
 }
 
@@ -436,7 +436,7 @@ expected (const struct flat *f, char *prefix, size_t len)
   if (!strcmp (cmd, "restore")) {
     if (!d)
       return K_ERROR;
-    if (!d->local_out || !d->serving || site != d->serving || d->local->state == LEG_RESYNCING ||
+    if (!d->local_out || !d->read_site || site != d->read_site || d->local->state == LEG_RESYNCING ||
         d->local->reopen_fd >= 0)
       return K_ERROR;
     return K_OK;                          /* the local leg's file opens */
@@ -472,7 +472,8 @@ expected (const struct flat *f, char *prefix, size_t len)
     return K_ERROR;
   if (truthy (member (f, "full")))
     return K_OK;
-  return s->dirty || s->resyncing || dirty_regions (site) ? K_OK : K_ERROR;
+  return site_state_is_dirty_log (site_state (s)) || site_state_is_resync (site_state (s)) ||
+    dirty_regions (site) ? K_OK : K_ERROR;
 }
 
 /* After an ok reply, the state the command asked for. */
@@ -511,12 +512,12 @@ scenario (uint8_t sc)
 
   s1->running = sc & S_RUNNING;
   if (sc & S_RESYNCING) {
-    s1->dirty = false;
+    s1->dirty_log_mode = false;          /* the fixture: no worker runs */
     s1->resyncing = true;
   }
   if (sc & S_LOCAL_OUT) {
     db->local_out = true;
-    db->serving = (sc & S_SERVE1) ? 1 : 2;
+    db->read_site = (sc & S_SERVE1) ? 1 : 2;
   }
   if (sc & S_LOCAL_RESYNC)
     db->local->state = LEG_RESYNCING;
@@ -526,7 +527,7 @@ scenario (uint8_t sc)
       size_t k;
       for (k = 0; k < R->devs[j].nlegs; k++)
         if (R->devs[j].legs[k].site == 1)
-          bitmap_clear_bits (R->devs[j].legs[k].dirty, 0, R->devs[j].legs[k].dirty->nbits);
+          bitmap_clear_bits (R->devs[j].legs[k].dirty_log, 0, R->devs[j].legs[k].dirty_log->nbits);
     }
 }
 
@@ -538,7 +539,7 @@ save_state (void)
     struct site *s = &R->sites[i];
     struct saved_site *v = &saved[i];
     v->running = s->running;
-    v->dirty = s->dirty;
+    v->dirty_log_mode = s->dirty_log_mode;
     v->resyncing = s->resyncing;
     v->paused = s->paused;
     v->resync_now = s->resync_now;
@@ -558,10 +559,10 @@ restore_state (void)
   for (i = 0; i < CFG_MAX_SITES; i++) {
     struct site *s = &R->sites[i];
     struct saved_site *v = &saved[i];
-    FZ_CHECK ("control-dispatch", !s->verify_thread_started && !s->verify_active,
+    FZ_CHECK ("control-dispatch", !s->verify.thread_started && !s->verify.active,
               "a verify was started on site %u", i);
     s->running = v->running;
-    s->dirty = v->dirty;
+    s->dirty_log_mode = v->dirty_log_mode;
     s->resyncing = v->resyncing;
     s->paused = v->paused;
     s->resync_now = v->resync_now;
@@ -574,15 +575,15 @@ restore_state (void)
   for (j = 0; j < R->ndevs; j++) {
     struct vdev *d = &R->devs[j];
     d->local_out = false;
-    d->serving = 0;
+    d->read_site = 0;
     d->local->state = LEG_REPLICATING;
     if (d->local->reopen_fd >= 0) {
       close (d->local->reopen_fd);
       d->local->reopen_fd = -1;
     }
     for (k = 0; k < d->nlegs; k++)
-      if (d->legs[k].site != 0 && d->legs[k].dirty)
-        bitmap_set_all (d->legs[k].dirty);     /* new sites: every region to copy */
+      if (d->legs[k].site != 0 && d->legs[k].dirty_log)
+        bitmap_set_all (d->legs[k].dirty_log);     /* new sites: every region to copy */
   }
 }
 
@@ -687,7 +688,8 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     fprintf (stderr, "fuzz-control: cannot build the instance: %s\n", fz_rep.first_error);
     exit (1);
   }
-  if (!R->sites[1].dirty || !R->sites[2].dirty || R->ndevs != 2) {
+  if (!site_state_is_dirty_log (site_state (&R->sites[1])) ||
+      !site_state_is_dirty_log (site_state (&R->sites[2])) || R->ndevs != 2) {
     fprintf (stderr, "fuzz-control: the instance is not in the expected state\n");
     exit (1);
   }
