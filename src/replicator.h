@@ -170,6 +170,26 @@ struct site_verify {
   char error[300];               /* the last run's, under the site's lock */
 };
 
+/* A site's resync progress (the worker writes, status reads; site 0:
+ * restores).  Atomics; reset under the site's lock as a resync starts. */
+struct site_resync {
+  uint64_t regions;              /* regions to copy when it started */
+  uint64_t copied;               /* regions copied since */
+  uint64_t bytes;                /* bytes sent as data (holes go as zeroes) */
+  uint64_t zero_bytes;           /* bytes sent as write-zeroes */
+  uint64_t started_ns;           /* CLOCK_MONOTONIC */
+  uint64_t finished;             /* resyncs finished since start */
+};
+
+/* A site's last consistent point (under the site's lock): the legs hold
+ * the state of the devices after entry seq (logged at time_ns,
+ * CLOCK_REALTIME; 0 = unknown); not valid while a resync mixes states or
+ * writes are in doubt. */
+struct site_consistent {
+  uint64_t seq, time_ns;
+  bool valid;
+};
+
 struct site {
   struct replicator *r;
   unsigned id;
@@ -186,7 +206,7 @@ struct site {
   /* lock guards: done_seq and sync_waiters; the changes of the state
    * fields disconnected, catching_up, dirty_log_mode and resyncing, and
    * the clearing of in_doubt (site.c's transitions; all are read without
-   * it, atomically); cons_seq, cons_time_ns, cons_valid; the resync
+   * it, atomically); cons; the resync
    * counters and bytes_base as a resync starts; verify's start and end
    * (verify.active, thread, thread_started, the figures reset, error).
    * cv (CLOCK_MONOTONIC): clients waiting for the site (site_wait_done,
@@ -221,21 +241,12 @@ struct site {
    * connection (entries re-sent, writes in doubt), a failed flush of a
    * remote leg, dirty-log mode, the start of a resync (verify). */
   uint64_t legs_gen;
-  /* Resync progress (the worker writes, status reads; site 0: restores). */
-  uint64_t resync_regions;       /* regions to copy when it started */
-  uint64_t resync_copied;        /* regions copied since */
-  uint64_t resync_bytes;         /* bytes sent as data (holes go as zeroes) */
-  uint64_t resync_zero_bytes;    /* bytes sent as write-zeroes */
-  uint64_t resync_started_ns;    /* CLOCK_MONOTONIC */
-  uint64_t resyncs;              /* resyncs finished since start */
-  /* Last consistent point (under lock): the legs hold the state of the
-   * devices after entry cons_seq (logged at cons_time_ns, CLOCK_REALTIME;
-   * 0 = unknown); not valid while a resync mixes states or writes are in
-   * doubt. */
-  uint64_t cons_seq, cons_time_ns;
-  bool cons_valid;
-  int64_t bytes_base;            /* payload bytes pending at start */
-  uint64_t bytes_done;           /* payload bytes applied since start */
+  struct site_resync resync;
+  struct site_consistent cons;
+  /* Backlog in bytes (site_backlog_bytes): bytes logged - done + base. */
+  int64_t bytes_base;            /* payload bytes pending at start (or at a
+                                    return from dirty-log mode) */
+  uint64_t bytes_done;           /* payload bytes applied since */
 };
 
 struct replicator {

@@ -201,7 +201,7 @@ site_enter_resync_locked (struct site *s)
   s->catching_up = false;
   STORE (s->resyncing, true);
   __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
-  s->cons_valid = false;                 /* copies make it a mix of states */
+  s->cons.valid = false;                 /* copies make it a mix of states */
 }
 
 void

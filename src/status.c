@@ -101,20 +101,20 @@ site_resync_json (struct site *s, enum site_state state)
   json_object *o = json_object_new_object ();
   uint64_t left = site_dirty_regions (s);
   bool active = site_state_is_resync (state);
-  uint64_t copied = LOAD (s->resync_copied);
-  uint64_t bytes = LOAD (s->resync_bytes);
-  uint64_t zbytes = LOAD (s->resync_zero_bytes);
+  uint64_t copied = LOAD (s->resync.copied);
+  uint64_t bytes = LOAD (s->resync.bytes);
+  uint64_t zbytes = LOAD (s->resync.zero_bytes);
   double secs = 0, rate = 0, eta = -1;
 
   if (active) {
-    secs = ((double) mono_ns () - (double) s->resync_started_ns) / 1e9;
+    secs = ((double) mono_ns () - (double) s->resync.started_ns) / 1e9;
     if (secs > 0.5 && copied) {
       rate = (double) copied / secs;       /* regions per second */
       eta = (double) left / rate;
     }
   }
   add (o, "active", json_object_new_boolean (active));
-  add (o, "regions_total", jint (LOAD (s->resync_regions)));
+  add (o, "regions_total", jint (LOAD (s->resync.regions)));
   add (o, "regions_copied", jint (copied));
   add (o, "regions_left", jint (left));
   add (o, "bytes_copied", jint (bytes));
@@ -123,7 +123,7 @@ site_resync_json (struct site *s, enum site_state state)
     active && secs > 0.5 ? (double) (bytes + zbytes) / secs : 0));
   add (o, "eta_seconds", json_object_new_double (eta));
   add (o, "rate_limit", jint (s->cfg->resync_rate));
-  add (o, "finished", jint (LOAD (s->resyncs)));
+  add (o, "finished", jint (LOAD (s->resync.finished)));
   return o;
 }
 
@@ -155,18 +155,18 @@ site_consistent_point_json (struct site *s)
 {
   json_object *cp;
 
-  if (!s->cons_valid || site_in_doubt (s))
+  if (!s->cons.valid || site_in_doubt (s))
     return NULL;
   cp = json_object_new_object ();
-  add (cp, "seq", jint (s->cons_seq));
-  if (s->cons_time_ns) {
+  add (cp, "seq", jint (s->cons.seq));
+  if (s->cons.time_ns) {
     char tb[40];
-    time_t t = (time_t) (s->cons_time_ns / 1000000000u);
+    time_t t = (time_t) (s->cons.time_ns / 1000000000u);
     struct tm tm;
     gmtime_r (&t, &tm);
     strftime (tb, sizeof tb, "%Y-%m-%dT%H:%M:%SZ", &tm);
     add (cp, "time", json_object_new_string (tb));
-    add (cp, "age_seconds", json_object_new_double ((double) time (NULL) - (double) s->cons_time_ns / 1e9));
+    add (cp, "age_seconds", json_object_new_double ((double) time (NULL) - (double) s->cons.time_ns / 1e9));
   }
   else
     add (cp, "time", NULL);

@@ -45,9 +45,9 @@ post (struct worker *w, uint64_t upto)
       /* The legs hold a state the devices had: when entry `upto` was logged. */
       const struct rl_desc *d = replog_desc (w->r->rl, upto);
       pthread_mutex_lock (&s->lock);
-      s->cons_seq = upto;
-      s->cons_time_ns = d->seq == upto ? d->time_ns : 0;
-      s->cons_valid = true;
+      s->cons.seq = upto;
+      s->cons.time_ns = d->seq == upto ? d->time_ns : 0;
+      s->cons.valid = true;
       pthread_mutex_unlock (&s->lock);
     }
   }

@@ -280,7 +280,7 @@ restore_begin (struct worker *w, uint32_t mask)
   if (!any)
     return false;
   if (site_state_is_resync (site_state (w->site))) {
-    __atomic_add_fetch (&w->site->resync_regions, 0, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&w->site->resync.regions, 0, __ATOMIC_RELAXED);
     return false;
   }
   return true;

@@ -190,10 +190,10 @@ resync_begin (struct worker *w, uint64_t now)
   pthread_mutex_lock (&s->lock);
   from_dirty_log = site_state_is_dirty_log (site_state (s));
   site_enter_resync_locked (s);
-  __atomic_store_n (&s->resync_regions, total, __ATOMIC_RELAXED);
-  s->resync_copied = 0;
-  s->resync_bytes = s->resync_zero_bytes = 0;
-  s->resync_started_ns = now;
+  __atomic_store_n (&s->resync.regions, total, __ATOMIC_RELAXED);
+  s->resync.copied = 0;
+  s->resync.bytes = s->resync.zero_bytes = 0;
+  s->resync.started_ns = now;
   if (from_dirty_log)                    /* fed from the log again from start on */
     s->bytes_base = (int64_t) __atomic_load_n (&s->bytes_done, __ATOMIC_RELAXED) -
       (int64_t) __atomic_load_n (&w->r->bytes_logged, __ATOMIC_RELAXED);
@@ -395,18 +395,18 @@ copy_done (struct worker *w, struct wio *io)
   io->active = false;
   w->rs.ncopies--;
   w->hl.last_progress_ns = mono_ns ();
-  __atomic_add_fetch (&s->resync_copied, io->nbits, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->resync.copied, io->nbits, __ATOMIC_RELAXED);
   if (io->op == RL_OP_WRITE)
-    __atomic_add_fetch (&s->resync_bytes, io->len, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&s->resync.bytes, io->len, __ATOMIC_RELAXED);
   else
-    __atomic_add_fetch (&s->resync_zero_bytes, io->len, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&s->resync.zero_bytes, io->len, __ATOMIC_RELAXED);
 }
 
 static bool
 rate_allows (struct worker *w, uint64_t now)
 {
   uint64_t rate = w->site->cfg->resync_rate;
-  uint64_t elapsed_ms = since (now, w->site->resync_started_ns) / 1000000u;
+  uint64_t elapsed_ms = since (now, w->site->resync.started_ns) / 1000000u;
   return !rate || w->rs.bytes_started <= rate * elapsed_ms / 1000u + RESYNC_CHUNK;
 }
 
@@ -414,7 +414,7 @@ static void
 resync_finish (struct worker *w)
 {
   struct site *s = w->site;
-  double secs = (double) since (mono_ns (), s->resync_started_ns) / 1e9;
+  double secs = (double) since (mono_ns (), s->resync.started_ns) / 1e9;
   unsigned i;
 
   if (s->id == 0)
@@ -425,13 +425,13 @@ resync_finish (struct worker *w)
   }
   pthread_mutex_lock (&s->lock);
   site_resync_done_locked (s);
-  __atomic_add_fetch (&s->resyncs, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->resync.finished, 1, __ATOMIC_RELAXED);
   if (s->id) {
     /* Consistent again: at the applied seq, which covers every copy. */
     const struct rl_desc *d = replog_desc (w->r->rl, w->posted);
-    s->cons_seq = w->posted;
-    s->cons_time_ns = d->seq == w->posted ? d->time_ns : 0;
-    s->cons_valid = true;
+    s->cons.seq = w->posted;
+    s->cons.time_ns = d->seq == w->posted ? d->time_ns : 0;
+    s->cons.valid = true;
   }
   pthread_mutex_unlock (&s->lock);
   for (i = 0; i < w->nlegs; i++)
@@ -441,7 +441,7 @@ resync_finish (struct worker *w)
   resync_free_buffers (w);
   rep_event (EV_RESYNC_FINISHED, (int) s->id, NULL, "resync finished: %" PRIu64 " regions, %"
              PRIu64 " MiB of data and %" PRIu64 " MiB of zeroes in %.1f s; the site is consistent "
-             "again", s->resync_copied, s->resync_bytes >> 20, s->resync_zero_bytes >> 20, secs);
+             "again", s->resync.copied, s->resync.bytes >> 20, s->resync.zero_bytes >> 20, secs);
 }
 
 /* A site in log mode with in-doubt regions (an aborted connection):

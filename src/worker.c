@@ -183,7 +183,7 @@ requests_check (struct worker *w, uint64_t now)
       }
     st = site_state (s);
     if (site_state_is_resync (st))
-      __atomic_add_fetch (&s->resync_regions, n, __ATOMIC_RELAXED);
+      __atomic_add_fetch (&s->resync.regions, n, __ATOMIC_RELAXED);
     else if (!site_state_is_dirty_log (st))
       w->rs.want = true;                 /* in place: the site stays in log mode */
   }
@@ -471,9 +471,9 @@ worker_site_from_log (struct worker *w, const struct replog_stats *st)
     /* A consistent prefix at its applied seq (a dirty one too, until a
      * resync starts); the entry's time if it is still in the log. */
     const struct rl_desc *d = replog_desc (r->rl, w->done);
-    s->cons_seq = w->done;
-    s->cons_time_ns = d->seq == w->done ? d->time_ns : 0;
-    s->cons_valid = true;
+    s->cons.seq = w->done;
+    s->cons.time_ns = d->seq == w->done ? d->time_ns : 0;
+    s->cons.valid = true;
   }
 }
 
