@@ -58,6 +58,11 @@ struct queued {
   time_t when;
 };
 
+/* lock guards the queue (q, qhead, qlen), running, stopping, counts and
+ * dropped (failures is an atomic counter); cv wakes the hook thread for a
+ * new event or the stop, and the stopper once the queue is empty.  hook,
+ * control_socket and thread are set before the thread starts and freed
+ * after it is joined. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static struct queued q[QLEN];

@@ -13,8 +13,10 @@
 #include "pftrace.h"
 #include "report.h"
 
-int pft_fd = -1;
-static pthread_mutex_t pft_lock = PTHREAD_MUTEX_INITIALIZER;
+int pft_fd = -1;                 /* opened once (pft_once); closed under pft_lock */
+static pthread_mutex_t pft_lock = PTHREAD_MUTEX_INITIALIZER;   /* guards pft_fd's writes
+                                                                   and its closing: one
+                                                                   record per writev */
 static pthread_once_t pft_once = PTHREAD_ONCE_INIT;
 
 static void

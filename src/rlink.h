@@ -35,7 +35,10 @@ struct rlink {
   uint64_t poll_tag;             /* armed POLL_ADD, 0 = none */
   int armed_fd, armed_ev;
 
-  /* Shared with the connector thread, under lock. */
+  /* Shared with the connector thread.  lock guards want, stop,
+   * thread_running, ready_conn, ready_info, last_error and attempts; cv wakes
+   * the connector (want, stop); thread and wake_fd are set before the
+   * connector starts and not changed while it runs. */
   pthread_mutex_t lock;
   pthread_cond_t cv;
   bool want, stop, thread_running;
@@ -63,7 +66,8 @@ void rlink_destroy (struct rlink *k);
  * thread (verify; reads through a remote leg), made on first use, one
  * reader at a time. */
 struct rreader {
-  pthread_mutex_t lock;
+  pthread_mutex_t lock;          /* guards conn (made, used and dropped under it:
+                                    one reader at a time); link is fixed */
   struct rlink *link;            /* NULL until rreader_init */
   void *conn;
 };
