@@ -50,7 +50,7 @@ apply_policies (struct replicator *r, uint64_t seq, const char *what)
   for (i = 0; i < CFG_MAX_SITES; i++) {
     struct site *s = &r->sites[i];
     bool fb;
-    if (!s->cfg || !s->fed || !s->running)
+    if (!s->cfg || !s->running)
       continue;
     fb = __atomic_load_n (&s->policy, __ATOMIC_RELAXED) != POLICY_SYNC;
     if (fb && (__atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) == FB_NONE || !site_over_threshold (s, seq)))

@@ -364,7 +364,6 @@ sites_init (struct replicator *r, struct cfg *cfg)
     s->policy = s->cfg->policy;
     s->fall_behind = s->cfg->fall_behind;
     s->fall_behind_value = s->cfg->fall_behind_value;
-    s->fed = true;
     pthread_mutex_init (&s->lock, NULL);
     pthread_condattr_init (&ca);
     pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
@@ -404,7 +403,6 @@ vdev_init (struct replicator *r, size_t i)
     d->legs[j].dev = d;
     d->legs[j].site = cd->legs[j].site;
     d->legs[j].cfg = &cd->legs[j];
-    d->legs[j].fed = true;
     d->legs[j].state = LEG_REPLICATING;
     d->legs[j].reopen_fd = -1;
   }
@@ -615,7 +613,7 @@ replicator_start (struct replicator *r)
   if (replog_start (r->rl) == -1)
     return -1;
   for (i = 0; i < CFG_MAX_SITES; i++)
-    if (r->sites[i].cfg && r->sites[i].fed && worker_start (&r->sites[i]) == -1)
+    if (r->sites[i].cfg && worker_start (&r->sites[i]) == -1)
       return -1;
   return 0;
 }

@@ -55,7 +55,6 @@ struct leg {
   bool is_blk;
   uint32_t lbs;                  /* logical block size: O_DIRECT alignment */
   uint64_t size;
-  bool fed;                      /* fed from the log by a worker */
   enum leg_state state;
   bool zero_range_ok, punch_ok;  /* fallocate modes, switched off on EOPNOTSUPP */
   bool zero_refused;             /* remote: write-zeroes refused, zeroes are written */
@@ -198,7 +197,6 @@ struct site {
   enum cfg_policy policy;
   enum cfg_fall_behind fall_behind;
   uint64_t fall_behind_value;
-  bool fed;                      /* a worker applies the log here */
   struct worker *worker;
   pthread_t thread;
   bool running;
