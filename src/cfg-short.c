@@ -46,6 +46,9 @@ struct cfg_short {
   bool have_fb;
   unsigned queue_depth;
   bool direct_io, have_direct_io;
+  enum cfg_label label, local_label;  /* label=: every leg; local-label=: site 0 */
+  char *local_label_path;
+  bool have_label, have_local_label;
   int nkeys;                        /* keys other than config=, control=, on-event=
                                        and metrics-listen= */
 };
@@ -73,6 +76,7 @@ cfg_short_free (struct cfg_short *s)
   free (s->metrics_listen);
   free (s->name);
   free (s->dirty_log_dir);
+  free (s->local_label_path);
   for (i = 0; i < s->nremotes; i++)
     free (s->remotes[i]);
   free (s->remotes);
@@ -232,6 +236,35 @@ set_amount_key (struct cfg_short *s, const char *key, const char *value)
   return 1;
 }
 
+/* label=end|none (every leg), local-label=end|none|PATH (the local leg). */
+static int
+short_label (struct cfg_short *s, const char *key, const char *value)
+{
+  const char *why;
+  char *path = NULL;
+  enum cfg_label kind;
+
+  if (cfg_parse_label (value, &kind, &path, &why) == -1) {
+    rep_error ("%s=%s: %s", key, value, why);
+    return -1;
+  }
+  if (!strcmp (key, "label")) {
+    if (kind == LABEL_FILE) {
+      free (path);
+      rep_error ("label=%s: a label file is for the local leg only: use local-label=%s", value, value);
+      return -1;
+    }
+    s->label = kind;
+    s->have_label = true;
+    return 0;
+  }
+  free (s->local_label_path);
+  s->local_label = kind;
+  s->local_label_path = path;
+  s->have_local_label = true;
+  return 0;
+}
+
 /* Choices: policies, modes, switches, the queue depth.  1 if key is not
  * one of them. */
 static int
@@ -263,6 +296,8 @@ set_choice_key (struct cfg_short *s, const char *key, const char *value)
   }
   if (!strcmp (key, "direct-io"))
     return short_bool (key, value, &s->direct_io, &s->have_direct_io);
+  if (!strcmp (key, "label") || !strcmp (key, "local-label"))
+    return short_label (s, key, value);
   if (!strcmp (key, "queue-depth")) {
     char *end;
     unsigned long v;
@@ -426,6 +461,12 @@ short_device (struct cfg *c, const struct cfg_short *s)
       l->dirty_log.region_size = s->region_size;
     if (s->have_initial_sync && i > 0)
       l->dirty_log.sync = s->initial_sync;
+    l->label = s->have_label ? s->label : LABEL_END;
+    if (i == 0 && s->have_local_label) {
+      l->label = s->local_label;
+      if (s->local_label_path && !(l->label_path = cfg_xstrdup (s->local_label_path)))
+        return -1;
+    }
     if (!(l->path = cfg_xstrdup (i == 0 ? s->local : s->remotes[i - 1])))
       return -1;
     if (short_dirty_path (s, d->name, l->site, &l->dirty_log) == -1)

@@ -259,6 +259,7 @@ cfg_free (struct cfg *c)
     for (j = 0; j < c->devices[i].nlegs; j++) {
       free (c->devices[i].legs[j].path);
       free (c->devices[i].legs[j].dirty_log.path);
+      free (c->devices[i].legs[j].label_path);
     }
     free (c->devices[i].legs);
     free (c->devices[i].name);
@@ -474,6 +475,15 @@ check_leg (struct cfg *c, struct cfg_device *d, size_t j)
   }
   if (l->dirty_log.type == DIRTYLOG_DISK && !l->dirty_log.path) {
     where_error (c, l->line, "dirty_log.path", "a 'disk' dirty log needs a path");
+    return -1;
+  }
+  if (l->label == LABEL_FILE && (l->site != 0 || l->transport != TRANSPORT_PATH)) {
+    where_error (c, l->line, "label", "device '%s': a label file is for the local leg (site 0) "
+                 "only; a remote leg carries its label at its end (\"end\") or none", d->name);
+    return -1;
+  }
+  if (l->label == LABEL_FILE && !strcmp (l->label_path, l->path)) {
+    where_error (c, l->line, "label", "device '%s': the label file cannot be the leg itself", d->name);
     return -1;
   }
   return 0;
@@ -846,7 +856,7 @@ load_dirty_log (struct cfg *c, const config_setting_t *g, struct cfg_dirty_log *
 static int
 load_leg (struct cfg *c, const config_setting_t *g, struct cfg_leg *l)
 {
-  static const char *const keys[] = { "site", "path", "dirty_log", "direct_io", NULL };
+  static const char *const keys[] = { "site", "path", "dirty_log", "direct_io", "label", NULL };
   const config_setting_t *m;
 
   cfg_dirty_log_defaults (&l->dirty_log);
@@ -874,6 +884,40 @@ load_leg (struct cfg *c, const config_setting_t *g, struct cfg_leg *l)
     return -1;
   if ((m = config_setting_get_member (g, "direct_io")) && get_bool (c, m, "direct_io", &l->direct_io) == -1)
     return -1;
+  if ((m = config_setting_get_member (g, "label"))) {
+    char *v = NULL;
+    const char *why;
+    if (get_string (c, m, "label", &v) == -1)
+      return -1;
+    if (cfg_parse_label (v, &l->label, &l->label_path, &why) == -1) {
+      where_error (c, setting_line (m), "label", "'%s': %s", v, why);
+      free (v);
+      return -1;
+    }
+    free (v);
+  }
+  return 0;
+}
+
+int
+cfg_parse_label (const char *v, enum cfg_label *kind, char **path, const char **why)
+{
+  *path = NULL;
+  if (!strcmp (v, "end"))
+    *kind = LABEL_END;
+  else if (!strcmp (v, "none"))
+    *kind = LABEL_NONE;
+  else if (v[0] == '/' && v[1]) {
+    *kind = LABEL_FILE;
+    if (!(*path = strdup (v))) {
+      *why = "out of memory";
+      return -1;
+    }
+  }
+  else {
+    *why = "expected end, none or the absolute path of a label file";
+    return -1;
+  }
   return 0;
 }
 

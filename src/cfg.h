@@ -18,6 +18,7 @@ enum cfg_policy { POLICY_ASYNC, POLICY_SYNC };
 enum cfg_fall_behind { FB_NONE, FB_IOS, FB_SIZE, FB_TIMEOUT };
 enum cfg_dirtylog { DIRTYLOG_CORE, DIRTYLOG_NOLOG, DIRTYLOG_DISK };
 enum cfg_transport { TRANSPORT_PATH, TRANSPORT_NBD, TRANSPORT_ISCSI };
+enum cfg_label { LABEL_END, LABEL_FILE, LABEL_NONE };
 
 struct cfg_site {
   unsigned id;                      /* 0 = local legs, 1..N remote */
@@ -46,6 +47,11 @@ struct cfg_leg {
   bool direct_io;                   /* path legs: O_DIRECT (default true) */
   enum cfg_transport transport;
   struct cfg_dirty_log dirty_log;
+  /* Where the leg's label lives (safety rule 15): "end" (default: the last
+   * MiB or so of the leg, not part of the device), a label file (a path:
+   * site 0 path legs only) or "none". */
+  enum cfg_label label;
+  char *label_path;                 /* LABEL_FILE */
   int line;
 };
 
@@ -115,6 +121,10 @@ char *cfg_default_control_socket (void);
 /* "HOST:PORT" with a numeric IPv4 address or an [IPv6] one: 0 and the
  * parts (host may be NULL to only check), or -1. */
 int cfg_parse_listen (const char *s, char *host, size_t hostlen, int *port);
+
+/* "end", "none" or PATH (an absolute path) into *kind and *path
+ * (malloc'd); 0, or -1 with *why. */
+int cfg_parse_label (const char *v, enum cfg_label *kind, char **path, const char **why);
 
 /* Names for printing. */
 const char *cfg_policy_name (enum cfg_policy p);
