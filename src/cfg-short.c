@@ -49,6 +49,7 @@ struct cfg_short {
   enum cfg_label label, local_label;  /* label=: every leg; local-label=: site 0 */
   char *local_label_path;
   bool have_label, have_local_label;
+  bool takeover;                    /* takeover=: a global key, also with config= */
   int nkeys;                        /* keys other than config=, control=, on-event=
                                        and metrics-listen= */
 };
@@ -163,6 +164,10 @@ set_global_key (struct cfg_short *s, const char *key, const char *value)
     return short_str (&s->control, key, value);
   if (!strcmp (key, "on-event"))
     return short_str (&s->on_event, key, value);
+  if (!strcmp (key, "takeover")) {
+    bool dummy;
+    return short_bool (key, value, &s->takeover, &dummy);
+  }
   if (!strcmp (key, "metrics-listen")) {
     if (cfg_parse_listen (value, NULL, 0, NULL) == -1) {
       rep_error ("metrics-listen=%s: expected HOST:PORT with a numeric IPv4 or [IPv6] address "
@@ -362,6 +367,7 @@ short_overrides (struct cfg *c, const struct cfg_short *s)
     if (!(*o[i].dst = cfg_xstrdup (o[i].v)))
       return -1;
   }
+  c->takeover = s->takeover;
   if (s->on_event && c->on_event[0] != '/') {
     rep_error ("on-event=%s: must be an absolute path", c->on_event);
     return -1;

@@ -87,6 +87,10 @@ struct cfg {
   struct {
     char *listen;                   /* "HOST:PORT" of the HTTP endpoint; default none */
   } metrics;
+  /* takeover=yes (plugin parameter only, never in the file): start as the
+   * primary on local legs labelled as another primary's copies (a DR site
+   * taking over after a disaster; leg labels, safety rule 15). */
+  bool takeover;
 };
 
 /* The nbdkit short form, collected key by key, then turned into a cfg. */

@@ -45,6 +45,9 @@ static const struct {
   [EV_SERVED_FROM] = { "served-from", WARNING },
   [EV_LOG_FAILED] = { "log-failed", ERROR },
   [EV_VERIFY_FINISHED] = { "verify-finished", INFO },
+  [EV_LEG_REFUSED] = { "leg-refused", ERROR },
+  [EV_LEG_NEW] = { "leg-new", WARNING },
+  [EV_LEG_LABELLED] = { "leg-labelled", INFO },
 };
 
 #define QLEN 256

@@ -37,6 +37,9 @@ enum rep_event {
   EV_SERVED_FROM,           /* reads of a device come from another site */
   EV_LOG_FAILED,            /* the log could not be made durable: flushes fail */
   EV_VERIFY_FINISHED,
+  EV_LEG_REFUSED,           /* a leg's label says it is not ours to write */
+  EV_LEG_NEW,               /* a leg without a label: labelled, copied in full */
+  EV_LEG_LABELLED,          /* a leg's label changed generation or role */
   EV_COUNT
 };
 

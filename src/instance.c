@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "dirtylog.h"
+#include "leg-label.h"
 #include "event.h"
 #include "link.h"
 #include "pftrace.h"
@@ -42,6 +43,7 @@ vdev_destroy (struct vdev *d)
       close (d->legs[i].fd);
     if (d->legs[i].reopen_fd >= 0)
       close (d->legs[i].reopen_fd);
+    leglabel_close (&d->legs[i]);
     rreader_destroy (&d->legs[i].reader);
     rlink_destroy (&d->legs[i].link);
     dlog_close (d->legs[i].dlog);
@@ -87,7 +89,7 @@ pow2_floor (uint64_t v)
  * is (restore brings it back), and reads go through a remote site that is
  * a consistent prefix, the most up to date. */
 static void
-local_out_init (struct replicator *r)
+local_out_init (struct replicator *r, uint32_t label_out)
 {
   size_t i, j;
 
@@ -95,7 +97,7 @@ local_out_init (struct replicator *r)
     struct vdev *d = &r->devs[i];
     unsigned best = 0;
     uint64_t best_applied = 0;
-    if (!(replog_dev_flags (r->rl, d->index) & RL_DEV_LOCAL_OUT))
+    if (!(replog_dev_flags (r->rl, d->index) & RL_DEV_LOCAL_OUT) && !(label_out & (1u << i)))
       continue;
     d->local_out = true;
     d->local->state = LEG_FAILED;
@@ -208,6 +210,9 @@ remote_legs_init (struct vdev *d)
     }
     l->remote = true;
     l->lbs = 512;
+    pthread_mutex_init (&l->lb.lock, NULL);
+    l->lb.where = l->cfg->label;
+    l->lb.fd = -1;
     snprintf (what, sizeof what, "device '%s' site %u", d->name, l->site);
     rlink_init (&l->link, ops, l->cfg->path, what);
     rreader_init (&l->reader, &l->link);
@@ -223,7 +228,7 @@ remote_legs_init (struct vdev *d)
     l->link.connect_timeout_ms = cs->disconnect_timeout_ms < 10000 ? cs->disconnect_timeout_ms : 10000;
     if (cs->disconnect_timeout_ms / 2 < l->link.backoff_max_ms)
       l->link.backoff_max_ms = cs->disconnect_timeout_ms / 2 > 200 ? (unsigned) (cs->disconnect_timeout_ms / 2) : 200;
-    l->link.min_size = d->size;
+    l->link.min_size = d->size + leglabel_room (l, d->size);
     l->link.max_block = d->block_size;
     l->link.conn = rlink_connect_once (&l->link, l->link.connect_timeout_ms < 5000 ?
                                        l->link.connect_timeout_ms : 5000,
@@ -423,7 +428,7 @@ vdev_open_path_legs (struct vdev *d, uint32_t *bs)
       continue;
     if (l->site == 0)
       d->local = l;
-    if (leg_open_local (l, d->cfg->legs[j].path) == -1)
+    if (leg_open_local (l, d->cfg->legs[j].path) == -1 || leglabel_open_path (l) == -1)
       return -1;
     if (l->lbs > *bs)
       *bs = l->lbs;
@@ -439,17 +444,27 @@ vdev_check_size (struct vdev *d, uint32_t bs)
   size_t j;
 
   d->size = d->cfg->size ? d->cfg->size : d->local->size;
+  if (d->local->lb.where == LABEL_END && !d->cfg->size)
+    d->size = leglabel_dev_size (d->local) ? leglabel_dev_size (d->local)
+      : lbl_dev_size_for_leg (d->local->size, (uint32_t) d->local->cfg->dirty_log.region_size);
   if (d->size == 0) {
-    rep_error ("device '%s': size is 0 (the local leg %s is empty; set size=)", d->name, d->local->cfg->path);
+    rep_error ("device '%s': size is 0 (the local leg %s is empty%s; set size=)", d->name,
+               d->local->cfg->path, d->local->lb.where == LABEL_END ? " or too small for its label" : "");
+    return -1;
+  }
+  if (leglabel_dev_size (d->local) && leglabel_dev_size (d->local) != d->size) {
+    rep_error ("device '%s': the local leg %s is labelled for a device of %" PRIu64 " bytes, "
+               "not %" PRIu64, d->name, d->local->cfg->path, leglabel_dev_size (d->local), d->size);
     return -1;
   }
   if (!(d->local->dirty_log = bitmap_new (d->size, d->local->cfg->dirty_log.region_size))) {
     rep_error ("device '%s': out of memory", d->name);
     return -1;
   }
-  if (d->local->size < d->size) {
-    rep_error ("device '%s': local leg %s is smaller (%" PRIu64 " bytes) than the device (%" PRIu64 " bytes)",
-               d->name, d->local->cfg->path, d->local->size, d->size);
+  if (d->local->size < d->size + leglabel_room (d->local, d->size)) {
+    rep_error ("device '%s': local leg %s is smaller (%" PRIu64 " bytes) than the device (%" PRIu64
+               " bytes)%s", d->name, d->local->cfg->path, d->local->size, d->size,
+               leglabel_room (d->local, d->size) ? " and its label area" : "");
     return -1;
   }
   if (d->size % bs) {
@@ -461,9 +476,10 @@ vdev_check_size (struct vdev *d, uint32_t bs)
     struct leg *l = &d->legs[j];
     if (l->site == 0 || l->cfg->transport != TRANSPORT_PATH)
       continue;
-    if (l->size < d->size) {
+    if (l->size < d->size + leglabel_room (l, d->size)) {
       rep_error ("device '%s': leg %s at site %u is smaller (%" PRIu64 " bytes) than the device "
-                 "(%" PRIu64 " bytes)", d->name, l->cfg->path, l->site, l->size, d->size);
+                 "(%" PRIu64 " bytes)%s", d->name, l->cfg->path, l->site, l->size, d->size,
+                 leglabel_room (l, d->size) ? " and its label area" : "");
       return -1;
     }
   }
@@ -504,8 +520,12 @@ log_open (struct replicator *r, struct replog_dev_id *ids)
 {
   const struct cfg *cfg = r->cfg;
   struct replog_open_args oa;
+  struct replog_identity id;
 
+  if (leglabel_propose (r, &id) == -1)
+    return -1;
   memset (&oa, 0, sizeof oa);
+  oa.identity = &id;
   oa.path = cfg->replog.path;
   oa.offset = cfg->replog.offset;
   oa.size = cfg->replog.size;
@@ -532,6 +552,57 @@ log_open (struct replicator *r, struct replog_dev_id *ids)
               'A' + r->rec.header_copy, r->rec.generation, r->rec.stop_reason);
   replog_set_release_fn (r->rl, on_release, r);
   replog_set_dirtylog_sync (r->rl, dirtylogs_sync, r);
+  return 0;
+}
+
+/* Once the log is open (its identity known): the path legs' labels are
+ * checked (a local leg that is not the device's any more goes out of
+ * service: bit in *out), the remote legs connected at start are checked
+ * as the connector will check every later connection. */
+static int
+labels_init (struct replicator *r, uint32_t *out)
+{
+  uint32_t trusted = trusted_sites (r);
+  size_t i, j;
+
+  *out = 0;
+  for (i = 0; i < r->ndevs; i++) {
+    struct vdev *d = &r->devs[i];
+    bool oos;
+    for (j = 0; j < d->nlegs; j++) {
+      struct leg *l = &d->legs[j];
+      l->lb.trust_new = r->rec.identity_new ||
+        ((r->rec.new_sites & trusted) & (1u << l->site));
+    }
+    if (leglabel_check_path_legs (d, &oos) == -1)
+      return -1;
+    if (oos)
+      *out |= 1u << i;
+    for (j = 0; j < d->nlegs; j++) {
+      struct leg *l = &d->legs[j];
+      char err[512];
+      if (!l->remote)
+        continue;
+      if (l->link.conn && leglabel_check_remote (l, l->link.conn, l->link.ops, &l->link.info,
+                                                 err, sizeof err) == -1) {
+        l->link.ops->close (l->link.conn);
+        l->link.conn = NULL;
+        l->link.up = false;
+        l->link.connects--;
+        rlink_set_error (&l->link, "%s", err);
+        l->link.down_since_ns = mono_ns ();
+        if (l->lb.cls == LC_NEWER) {
+          rep_error ("device '%s': this instance was failed over: %s (site %u): not starting "
+                     "as the primary; add takeover=yes only if that copy is to be overwritten",
+                     d->name, l->lb.detail, l->site);
+          if (!r->cfg->takeover)
+            return -1;
+        }
+      }
+      l->link.check = leglabel_check_remote;
+      l->link.check_opaque = l;
+    }
+  }
   return 0;
 }
 
@@ -563,6 +634,7 @@ replicator_new (struct cfg *cfg)
 {
   struct replicator *r = calloc (1, sizeof *r);
   struct replog_dev_id ids[RL_MAX_DEVICES];
+  uint32_t label_out;
   size_t i;
 
   pft_init ();                          /* before any file is written */
@@ -585,14 +657,19 @@ replicator_new (struct cfg *cfg)
     goto err;
   }
   sites_init (r, cfg);
-  if (devices_init (r, ids) == -1 || log_open (r, ids) == -1)
+  if (devices_init (r, ids) == -1 || log_open (r, ids) == -1 || labels_init (r, &label_out) == -1)
     goto err;
   for (i = 1; i < CFG_MAX_SITES; i++)
     if (r->sites[i].cfg)
       site_start_mode (r, &r->sites[i]);
   if (max_request_init (r) == -1)
     goto err;
-  local_out_init (r);
+  if (label_out)
+    for (i = 0; i < r->ndevs; i++)
+      if ((label_out & (1u << i)) &&
+          replog_change_dev_flags (r->rl, r->devs[i].index, RL_DEV_LOCAL_OUT, 0) == -1)
+        goto err;
+  local_out_init (r, label_out);
   if (rebuild_overlay (r) == -1)
     goto err;
   r->sites[0].done_seq = replog_applied (r->rl, 0);
@@ -618,6 +695,28 @@ replicator_start (struct replicator *r)
   return 0;
 }
 
+/* A clean stop: the local legs that hold every entry say so on their
+ * labels (the stop drained the log to them). */
+static void
+labels_at_stop (struct replicator *r)
+{
+  struct replog_stats st;
+  uint64_t applied;
+  size_t i;
+
+  if (!r->rl)
+    return;
+  replog_get_stats (r->rl, &st);
+  applied = replog_applied (r->rl, 0);
+  if (st.failed || applied + 1 < st.next_seq)
+    return;
+  for (i = 0; i < r->ndevs; i++) {
+    struct leg *l = r->devs[i].local;
+    if (l && l->lb.where != LABEL_NONE && !r->devs[i].local_out && l->state != LEG_FAILED)
+      leglabel_write (l, LBL_CONSISTENT | LBL_CLEAN, applied, 0);
+  }
+}
+
 void
 replicator_stop (struct replicator *r)
 {
@@ -630,6 +729,7 @@ replicator_stop (struct replicator *r)
     if (r->sites[i].running)
       worker_stop (&r->sites[i]);
   replog_stop (r->rl);
+  labels_at_stop (r);
   metrics_http_stop ();
   event_stop (2000);                     /* the hooks of the last changes, bounded */
 }

@@ -36,6 +36,7 @@
 
 #include "bitmap.h"
 #include "cfg.h"
+#include "label.h"
 #include "leg.h"
 #include "metrics.h"
 #include "overlay.h"
@@ -45,6 +46,30 @@
 struct replicator;
 struct site;
 struct worker;
+
+/* A leg's label (leg-label.c; safety rule 15). */
+struct leg_label {
+  enum cfg_label where;          /* end, file or none */
+  int fd;                        /* path legs: label I/O (the leg's fd, or the
+                                    label file's when own_fd); -1 otherwise */
+  bool own_fd;
+  uint64_t base;                 /* offset of copy A (remote legs: set at connect) */
+  uint64_t area;                 /* bytes the end area takes (0: file or none) */
+  bool trust_new;                /* a new leg of a site new in this log whose legs
+                                    are trusted (dirty_log sync = false): taken as
+                                    equal to the device when first labelled */
+  /* lock guards everything below: the connector thread checks remote legs,
+   * the worker and status read. */
+  pthread_mutex_t lock;
+  struct label cur;              /* as last read or written (have) */
+  bool have;
+  enum lbl_found found;
+  enum lbl_class cls;            /* at the last check (checked) */
+  bool checked;
+  bool refused;                  /* never written: not ours (cls says why) */
+  uint64_t checks, writes;
+  char detail[256];              /* the last check or write, for status */
+};
 
 struct leg {
   struct vdev *dev;
@@ -93,6 +118,7 @@ struct leg {
   int reopen_fd;                 /* restore: the leg opened again, for the worker */
   bool stale;                    /* local leg out of service at the last stop: it may
                                     lack writes of then; only a restore brings it back */
+  struct leg_label lb;
 };
 
 /* Write generations (verify.c): grain size and slots per device. */

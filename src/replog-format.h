@@ -71,6 +71,13 @@ struct rl_dev_rec {
                                   device's data; reads go through a remote leg */
 _Static_assert (sizeof (struct rl_dev_rec) == 96, "rl_dev_rec is 96 bytes");
 
+/* A generation that ended (leg labels, label.h): its id, the last seq of
+ * its log, and when (CLOCK_REALTIME). */
+struct rl_gen_rec {
+  uint64_t id, end_seq, end_time_ns;
+};
+#define RL_HIST 4
+
 /* One header copy: copy A at offset 0, copy B at offset 4096. */
 struct rl_header {
   char     magic[8];           /*   0 "NBDRPLOG" */
@@ -89,10 +96,15 @@ struct rl_header {
   uint32_t nsites;             /*  88 informational: sites present */
   uint32_t ndevices;           /*  92 informational: devices present */
   uint64_t clean;              /*  96 1 = closed after a full drain to site 0 */
-  uint8_t  reserved1[24];      /* 104 zero */
+  uint8_t  group[16];          /* 104 group UUID (leg labels; zero in logs before them) */
+  uint64_t gen;                /* 120 the group's current generation (leg labels) */
   struct rl_site_rec sites[RL_MAX_SITES];     /* 128 */
   struct rl_dev_rec devices[RL_MAX_DEVICES];  /* 384 */
-  uint8_t  reserved2[4092 - 384 - 96 * RL_MAX_DEVICES]; /* 3456 zero */
+  uint8_t  dev_uuid[RL_MAX_DEVICES][16];      /* 3456 device UUIDs, by slot */
+  uint32_t nhist;              /* 3968 generations in hist */
+  uint32_t pad1;               /* 3972 zero */
+  struct rl_gen_rec hist[RL_HIST]; /* 3976 the generations before gen, newest first */
+  uint8_t  reserved2[4092 - 3976 - 24 * RL_HIST]; /* 4072 zero */
   uint32_t crc;                /* 4092 crc32c of bytes 0..4091 */
 };
 _Static_assert (sizeof (struct rl_header) == RL_HEADER_SIZE, "header is 4096 bytes");
@@ -101,6 +113,9 @@ _Static_assert (offsetof (struct rl_header, salt) == 24, "salt at 24");
 _Static_assert (offsetof (struct rl_header, ndesc) == 56, "ndesc at 56");
 _Static_assert (offsetof (struct rl_header, sites) == 128, "sites at 128");
 _Static_assert (offsetof (struct rl_header, devices) == 384, "devices at 384");
+_Static_assert (offsetof (struct rl_header, group) == 104, "group at 104");
+_Static_assert (offsetof (struct rl_header, dev_uuid) == 3456, "dev_uuid at 3456");
+_Static_assert (offsetof (struct rl_header, hist) == 3976, "hist at 3976");
 _Static_assert (offsetof (struct rl_header, crc) == 4092, "crc at 4092");
 
 /* Entry operations. */

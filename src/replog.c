@@ -527,9 +527,11 @@ update_devices (struct rl_header *h, const struct replog_open_args *a)
 
   for (i = 0; i < RL_MAX_DEVICES; i++) {
     struct rl_dev_rec *r = &h->devices[i];
-    /* A device's flags stay with it (same name, same slot). */
-    uint8_t flags = i < a->ndevices && r->present && !strcmp (r->name, a->devices[i].name)
-      ? r->flags : 0;
+    /* A device's flags and UUID stay with it (same name, same slot). */
+    bool same = i < a->ndevices && r->present && !strcmp (r->name, a->devices[i].name);
+    uint8_t flags = same ? r->flags : 0;
+    if (!same)
+      memset (h->dev_uuid[i], 0, 16);
     memset (r, 0, sizeof *r);
     r->flags = flags;
     if (i < a->ndevices) {
@@ -577,6 +579,51 @@ update_sites (struct replog *rl, const struct replog_open_args *a, struct replog
   }
 }
 
+static bool
+uuid_zero (const uint8_t u[16])
+{
+  static const uint8_t z[16];
+  return memcmp (u, z, 16) == 0;
+}
+
+/* The group's identity (leg labels): a header without one (a new log, or
+ * one written before labels) takes the caller's; a device slot whose
+ * device is new or renamed (update_devices cleared it) takes the caller's
+ * device UUID.  rec->identity gets what the header holds. */
+static int
+update_group (struct rl_header *h, const struct replog_open_args *a, struct replog_recovery *rec)
+{
+  const struct replog_identity *id = a->identity;
+  unsigned i;
+
+  if (id && (uuid_zero (h->group) || h->gen == 0)) {
+    if (id->refuse) {
+      rep_error ("%s", id->refuse);
+      return -1;
+    }
+    memcpy (h->group, id->group, 16);
+    h->gen = id->gen;
+    h->nhist = id->nhist <= RL_HIST ? id->nhist : RL_HIST;
+    memcpy (h->hist, id->hist, sizeof h->hist);
+    memset (h->dev_uuid, 0, sizeof h->dev_uuid);
+    rec->identity_new = true;
+  }
+  for (i = 0; i < RL_MAX_DEVICES; i++) {
+    if (!h->devices[i].present)
+      memset (h->dev_uuid[i], 0, 16);
+    else if (id && uuid_zero (h->dev_uuid[i])) {
+      memcpy (h->dev_uuid[i], id->dev_uuid[i], 16);
+      rec->new_dev_uuids |= 1u << i;
+    }
+  }
+  memcpy (rec->identity.group, h->group, 16);
+  rec->identity.gen = h->gen;
+  rec->identity.nhist = h->nhist <= RL_HIST ? h->nhist : RL_HIST;
+  memcpy (rec->identity.hist, h->hist, sizeof h->hist);
+  memcpy (rec->identity.dev_uuid, h->dev_uuid, sizeof h->dev_uuid);
+  return 0;
+}
+
 /* Check the configured identity against the header (safety rule 7) and
  * update the header to the configuration. */
 static int
@@ -590,6 +637,8 @@ check_identity (struct replog *rl, const struct replog_open_args *a, struct repl
     return -1;
   update_devices (&rl->hdr, a);
   update_sites (rl, a, rec);
+  if (update_group (&rl->hdr, a, rec) == -1)
+    return -1;
   rl->hdr.clean = 0;
   return 0;
 }

@@ -23,6 +23,20 @@ struct replog_dev_id {
   uint32_t block_size;
 };
 
+/* The group's identity in the header (leg labels, safety rule 15): group
+ * UUID, current generation and the ones before it, each device's UUID by
+ * slot.  All zero in a log written before labels existed. */
+struct replog_identity {
+  uint8_t group[16];
+  uint64_t gen;
+  unsigned nhist;
+  struct rl_gen_rec hist[RL_HIST];
+  uint8_t dev_uuid[RL_MAX_DEVICES][16];
+  /* Open args only: non-NULL when this identity may not be given to a
+   * header without one (the caller says why: the log is then refused). */
+  const char *refuse;
+};
+
 struct replog_open_args {
   const char *path;
   uint64_t offset;              /* byte offset of header copy A */
@@ -34,6 +48,9 @@ struct replog_open_args {
   uint32_t sites;               /* bit i: site i is configured */
   uint32_t log_sites;           /* bit i: a NEW site i starts in log mode
                                    (its legs are trusted); else dirty mode */
+  /* The identity a new log gets, and a log without one (before labels);
+   * a device slot that is new or changes name gets its UUID from here. */
+  const struct replog_identity *identity;
 };
 
 /* What open found; printed by the caller. */
@@ -47,6 +64,9 @@ struct replog_recovery {
   const char *stop_reason;      /* why the scan stopped */
   bool on_tmpfs;
   uint32_t new_sites;           /* sites added to the header by this open */
+  bool identity_new;            /* the header had no identity: given one now */
+  uint32_t new_dev_uuids;       /* bit i: device slot i got a new UUID */
+  struct replog_identity identity;  /* what the header holds after open */
 };
 
 /* Open (and create or recover) the log.  0, or -1 with one error reported. */

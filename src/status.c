@@ -21,6 +21,7 @@
 
 #include "dirtylog.h"
 #include "link.h"
+#include "leg-label.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -273,6 +274,26 @@ leg_link_json (json_object *jl, struct leg *l)
   add (jl, "last_error", jstr (err));
 }
 
+/* A leg's label: where, what the last check found, its generation. */
+static void
+leg_label_json (json_object *jl, struct leg *l)
+{
+  json_object *jb = json_object_new_object ();
+  char gen[17] = "";
+
+  pthread_mutex_lock (&l->lb.lock);
+  add (jb, "where", jstr (l->lb.where == LABEL_END ? "end" : l->lb.where == LABEL_FILE ? "file" : "none"));
+  add (jb, "state", jstr (leglabel_state (l)));
+  add (jb, "refused", json_object_new_boolean (l->lb.refused));
+  if (l->lb.have)
+    lbl_gen_str (l->lb.cur.gen, gen);
+  add (jb, "generation", jstr (gen));
+  add (jb, "detail", jstr (l->lb.detail));
+  add (jb, "writes", jint (l->lb.writes));
+  pthread_mutex_unlock (&l->lb.lock);
+  add (jl, "label", jb);
+}
+
 static json_object *
 leg_json (struct leg *l, enum site_state state, uint64_t committed)
 {
@@ -288,6 +309,7 @@ leg_json (struct leg *l, enum site_state state, uint64_t committed)
   add (jl, "state", jstr (leg_state_name (ls)));
   add (jl, "consistent", json_object_new_boolean (
     (ls == LEG_REPLICATING || ls == LEG_BEHIND || ls == LEG_DISCONNECTED) && doubt == 0 &&
+    !LOAD (l->lb.refused) &&
     !site_in_doubt (&l->dev->r->sites[l->site])));
   add (jl, "errors", jint (LOAD (l->errors)));
   if (l->site == 0)
@@ -296,6 +318,7 @@ leg_json (struct leg *l, enum site_state state, uint64_t committed)
     leg_remote_site_json (jl, l, doubt);
   if (l->remote)
     leg_link_json (jl, l);
+  leg_label_json (jl, l);
   return jl;
 }
 
@@ -306,6 +329,11 @@ device_json (struct vdev *d, const enum site_state *states, uint64_t committed)
   size_t j;
 
   add (jd, "name", jstr (d->name));
+  {
+    char u[37];
+    lbl_uuid_str (d->r->rec.identity.dev_uuid[d->index], u);
+    add (jd, "uuid", jstr (u));
+  }
   add (jd, "size", jint (d->size));
   add (jd, "block_size", json_object_new_int ((int) d->block_size));
   add (jd, "max_request", json_object_new_int64 (d->max_request));
@@ -324,6 +352,30 @@ device_json (struct vdev *d, const enum site_state *states, uint64_t committed)
 
 /* ---- the document ----------------------------------------------------- */
 
+/* The group's identity: UUID, generation and the ones before it. */
+static void
+identity_json (json_object *root, struct replicator *r)
+{
+  const struct replog_identity *id = &r->rec.identity;
+  json_object *jh = json_object_new_array ();
+  char u[37], g[17];
+  unsigned i;
+
+  lbl_uuid_str (id->group, u);
+  lbl_gen_str (id->gen, g);
+  add (root, "group", jstr (u));
+  add (root, "generation", jstr (g));
+  for (i = 0; i < id->nhist; i++) {
+    json_object *e = json_object_new_object ();
+    lbl_gen_str (id->hist[i].id, g);
+    add (e, "generation", jstr (g));
+    add (e, "end_seq", jint (id->hist[i].end_seq));
+    add (e, "end_time_ns", jint (id->hist[i].end_time_ns));
+    json_object_array_add (jh, e);
+  }
+  add (root, "history", jh);
+}
+
 json_object *
 replicator_status_obj (struct replicator *r)
 {
@@ -340,6 +392,7 @@ replicator_status_obj (struct replicator *r)
   add (root, "version", jstr (PACKAGE_VERSION));
   add (root, "engine", jstr (r->engine ? r->engine : "stopped"));
   add (root, "started", jint (r->started));
+  identity_json (root, r);
   add (root, "log", log_json (r, &st));
   for (i = 0; i < CFG_MAX_SITES; i++)
     if (r->sites[i].cfg)

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "event.h"
+#include "leg-label.h"
 #include "replicator.h"
 #include "report.h"
 #include "worker-int.h"
@@ -236,6 +237,8 @@ restore_finish (struct worker *w)
     pthread_mutex_unlock (&d->ov_lock);
     if (from)
       __atomic_fetch_and (&w->r->sites[from].read_site_devs, ~(1u << d->index), __ATOMIC_ACQ_REL);
+    /* The leg is the device's again: its label says so first. */
+    leglabel_write (l, LBL_CONSISTENT, w->done, 0);
     if (replog_change_dev_flags (w->r->rl, d->index, 0, RL_DEV_LOCAL_OUT) == -1)
       rep_error ("device '%s': could not record the restored local leg in the log header: %m",
                  d->name);

@@ -1,0 +1,620 @@
+/* leg-label.c: the labels of this instance's legs (layer 3, beside leg.c;
+ * safety rule 15).
+ *
+ * Owns: where each leg's label lives (the end of the leg, a label file or
+ * none), reading it when a path leg is opened and when a remote connects
+ * (the connector's check hook, on the new connection before the worker
+ * has it), what the label says against this instance's identity
+ * (label.c's classes) and what follows:
+ *   - new (blank area): labelled; copied in full unless its site is new
+ *     and trusted (or the log had no identity yet: an upgrade);
+ *   - ours: continue as today;
+ *   - an older generation of ours: labelled, copied in full (a handover
+ *     at exactly the end of that generation copies nothing);
+ *   - another group or device, data where the label goes, a newer
+ *     generation (this instance was failed over) or split brain: refused,
+ *     never written;
+ * the identity a new log adopts from its local legs (takeover and
+ * switchover), and label writes (attach, clean stop).
+ * Invariant: no leg whose label is not ours is ever written: a refused
+ * remote connection is closed before the worker sees it; a refused path
+ * leg stops the start.
+ * Calls down only: label.c, links (rreader, the ops of a new connection),
+ * replog (identity), events, reports.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "event.h"
+#include "leg-label.h"
+#include "replicator.h"
+#include "report.h"
+#include "units.h"
+
+#define LABEL_IO_TIMEOUT_NS (UINT64_C(5) * 1000000000)
+
+/* ---- I/O: a path leg, a new connection, a reader connection ---- */
+
+static int
+fd_pread (void *o, void *buf, uint32_t len, uint64_t off)
+{
+  int fd = *(int *) o;
+  ssize_t n = pread (fd, buf, len, (off_t) off);
+  if (n == (ssize_t) len)
+    return 0;
+  return n < 0 ? -errno : -EIO;
+}
+
+static int
+fd_pwrite (void *o, const void *buf, uint32_t len, uint64_t off)
+{
+  int fd = *(int *) o;
+  ssize_t n = pwrite (fd, buf, len, (off_t) off);
+  if (n == (ssize_t) len)
+    return 0;
+  return n < 0 ? -errno : -EIO;
+}
+
+static int
+fd_flush (void *o)
+{
+  return fdatasync (*(int *) o) == -1 ? -errno : 0;
+}
+
+struct conn_io {
+  void *conn;
+  const struct link_ops *ops;
+};
+
+static int
+conn_pread (void *o, void *buf, uint32_t len, uint64_t off)
+{
+  struct conn_io *c = o;
+  return c->ops->pread (c->conn, buf, len, off, mono_ns () + LABEL_IO_TIMEOUT_NS);
+}
+
+static int
+conn_pwrite (void *o, const void *buf, uint32_t len, uint64_t off)
+{
+  struct conn_io *c = o;
+  return c->ops->pwrite_durable (c->conn, buf, len, off, mono_ns () + LABEL_IO_TIMEOUT_NS);
+}
+
+static int
+no_flush (void *o)
+{
+  (void) o;
+  return 0;                      /* writes are durable (FUA, or write + flush) */
+}
+
+static int
+reader_pread (void *o, void *buf, uint32_t len, uint64_t off)
+{
+  char err[160] = "";
+  return rreader_pread (o, buf, len, off, err, sizeof err);
+}
+
+static int
+reader_pwrite (void *o, const void *buf, uint32_t len, uint64_t off)
+{
+  char err[160] = "";
+  return rreader_pwrite_durable (o, buf, len, off, err, sizeof err);
+}
+
+/* The label I/O of leg l: its fd, conn (a new connection) or its reader. */
+static struct lbl_io
+leg_io (struct leg *l, struct conn_io *conn)
+{
+  struct lbl_io io;
+  if (conn) {
+    io = (struct lbl_io) { conn, conn_pread, conn_pwrite, no_flush };
+  }
+  else if (l->remote)
+    io = (struct lbl_io) { &l->reader, reader_pread, reader_pwrite, no_flush };
+  else
+    io = (struct lbl_io) { l->lb.own_fd ? &l->lb.fd : &l->fd, fd_pread, fd_pwrite, fd_flush };
+  return io;
+}
+
+static uint64_t
+end_base (uint64_t leg_size)
+{
+  return lbl_base_end (leg_size & ~UINT64_C(4095));
+}
+
+/* ---- opening ---- */
+
+int
+leglabel_open_path (struct leg *l)
+{
+  struct leg_label *lb = &l->lb;
+  const char *what = l->site == 0 ? "local leg" : "leg";
+  char err[256];
+  bool other_bad;
+
+  pthread_mutex_init (&lb->lock, NULL);
+  lb->where = l->cfg->label;
+  lb->fd = -1;
+  if (lb->where == LABEL_NONE)
+    return 0;
+  if (lb->where == LABEL_END) {
+    if (l->size < LBL_COPIES + LBL_AREA_ALIGN) {
+      rep_error ("device '%s': %s %s is too small (%" PRIu64 " bytes) for a label at its end "
+                 "(set label = \"none\" to use it without one)", l->dev->name, what, l->cfg->path, l->size);
+      return -1;
+    }
+    lb->base = end_base (l->size);
+  }
+  else {
+    lb->fd = open (l->cfg->label_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lb->fd == -1) {
+      rep_error ("device '%s': label file %s of the %s: %m", l->dev->name, l->cfg->label_path, what);
+      return -1;
+    }
+    lb->own_fd = true;
+    if (flock (lb->fd, LOCK_EX | LOCK_NB) == -1) {
+      rep_error ("device '%s': label file %s is locked by another instance", l->dev->name,
+                 l->cfg->label_path);
+      return -1;
+    }
+    if (ftruncate (lb->fd, LBL_COPIES) == -1 && errno != EINVAL) { /* grows an empty file only */ }
+    lb->base = 0;
+  }
+  {
+    struct lbl_io io = leg_io (l, NULL);
+    err[0] = 0;
+    if (lbl_read (&io, lb->base, &lb->cur, &lb->found, &other_bad, err, sizeof err) == -1) {
+      rep_error ("device '%s': reading the label of the %s %s: %s", l->dev->name, what, l->cfg->path, err);
+      return -1;
+    }
+  }
+  lb->have = lb->found == LBL_FOUND;
+  if (lb->have && other_bad)
+    rep_warn ("device '%s': one copy of the label of the %s %s is damaged (torn by a power "
+              "loss?); the other is used and the next label write repairs it", l->dev->name,
+              what, l->cfg->path);
+  return 0;
+}
+
+void
+leglabel_close (struct leg *l)
+{
+  if (l->lb.own_fd && l->lb.fd >= 0)
+    close (l->lb.fd);
+  l->lb.fd = -1;
+}
+
+uint64_t
+leglabel_room (const struct leg *l, uint64_t dev_size)
+{
+  if (l->cfg->label != LABEL_END)
+    return 0;
+  return lbl_area_size (dev_size, (uint32_t) l->cfg->dirty_log.region_size);
+}
+
+uint64_t
+leglabel_dev_size (const struct leg *l)
+{
+  return l->lb.have ? l->lb.cur.dev_size : 0;
+}
+
+/* ---- identity ---- */
+
+static void
+random_identity (struct replog_identity *id)
+{
+  unsigned i;
+  memset (id, 0, sizeof *id);
+  lbl_uuid_new (id->group);
+  id->gen = lbl_gen_new ();
+  for (i = 0; i < RL_MAX_DEVICES; i++)
+    lbl_uuid_new (id->dev_uuid[i]);
+}
+
+static void
+label_names (const struct label *lb, char *buf, size_t len)
+{
+  char g[37], gen[17];
+  lbl_uuid_str (lb->group, g);
+  lbl_gen_str (lb->gen, gen);
+  snprintf (buf, len, "group %s, device '%.64s', generation %s, written by %.64s, %s", g,
+            lb->name, gen, lb->writer[0] ? lb->writer : "?",
+            (lb->flags & LBL_PRIMARY) ? "a primary's leg" : "a copy");
+}
+
+int
+leglabel_propose (struct replicator *r, struct replog_identity *id)
+{
+  static char refuse[768];
+  const struct label *first = NULL;
+  bool needs_takeover = false;
+  size_t i;
+
+  random_identity (id);
+  for (i = 0; i < r->ndevs; i++) {
+    const struct leg *l = r->devs[i].local;
+    if (!l->lb.have)
+      continue;
+    memcpy (id->dev_uuid[i], l->lb.cur.device, 16);
+    if (!first)
+      first = &l->lb.cur;
+    else if (memcmp (first->group, l->lb.cur.group, 16) || first->gen != l->lb.cur.gen) {
+      rep_error ("device '%s': the local leg %s belongs to another group or generation than "
+                 "device '%s''s: the local legs of one instance must be of one group",
+                 r->devs[i].name, l->cfg->path, first->name);
+      return -1;
+    }
+    if (!(l->lb.cur.flags & (LBL_PRIMARY | LBL_HANDOVER)))
+      needs_takeover = true;
+  }
+  if (!first)
+    return 0;
+  /* A new log follows the labels' generation with one of its own. */
+  memcpy (id->group, first->group, 16);
+  id->hist[0].id = first->gen;
+  id->hist[0].end_seq = (first->flags & LBL_CONSISTENT) ? first->cons_seq : 0;
+  id->hist[0].end_time_ns = first->cons_time_ns ? first->cons_time_ns : first->written_ns;
+  for (i = 0; i < first->nhist && i + 1 < RL_HIST; i++) {
+    id->hist[i + 1].id = first->hist[i].id;
+    id->hist[i + 1].end_seq = first->hist[i].end_seq;
+    id->hist[i + 1].end_time_ns = first->hist[i].end_time_ns;
+  }
+  id->nhist = (unsigned) i + 1;
+  if (needs_takeover && !r->cfg->takeover) {
+    char names[400];
+    label_names (first, names, sizeof names);
+    snprintf (refuse, sizeof refuse, "the local legs are labelled as another primary's copies "
+              "(%s; consistent up to seq %" PRIu64 "%s): this log is new, and starting a primary "
+              "on them is a takeover: add takeover=yes to take over after a disaster, or start "
+              "the primary where it was", names, first->cons_seq,
+              (first->flags & LBL_CONSISTENT) ? "" : ", NOT consistent");
+    id->refuse = refuse;
+  }
+  else if (needs_takeover)
+    rep_warn ("takeover: the local legs were another primary's copies (generation %016" PRIx64
+              "); this instance starts a new generation %016" PRIx64 " from their state",
+              first->gen, id->gen);
+  return 0;
+}
+
+void
+leglabel_self (const struct vdev *d, struct lbl_self *s)
+{
+  const struct replog_identity *id = &d->r->rec.identity;
+  unsigned i;
+
+  memset (s, 0, sizeof *s);
+  memcpy (s->group, id->group, 16);
+  memcpy (s->device, id->dev_uuid[d->index], 16);
+  s->gen = id->gen;
+  s->nhist = id->nhist;
+  for (i = 0; i < id->nhist && i < LBL_HIST; i++) {
+    s->hist[i].id = id->hist[i].id;
+    s->hist[i].end_seq = id->hist[i].end_seq;
+    s->hist[i].end_time_ns = id->hist[i].end_time_ns;
+  }
+}
+
+/* ---- classification and writes ---- */
+
+/* Classify the label in lb->cur / lb->found against d's identity; the
+ * detail line for status (under lb->lock). */
+static enum lbl_class
+classify_locked (struct leg *l, struct lbl_gen *common)
+{
+  struct leg_label *lb = &l->lb;
+  struct lbl_self self;
+  char names[400], ours[17];
+
+  leglabel_self (l->dev, &self);
+  lb->cls = lbl_classify (&self, lb->found, lb->have ? &lb->cur : NULL, common);
+  lb->checked = true;
+  lb->checks++;
+  lbl_gen_str (self.gen, ours);
+  if (lb->have)
+    label_names (&lb->cur, names, sizeof names);
+  switch (lb->cls) {
+  case LC_NEW:
+    snprintf (lb->detail, sizeof lb->detail, "no label yet (a new leg)");
+    break;
+  case LC_NOT_BLANK:
+    snprintf (lb->detail, sizeof lb->detail, "no label, but data where the label goes "
+              "(the last %u bytes): not a leg of this replicator, or one used without a label",
+              LBL_COPIES);
+    break;
+  case LC_FOREIGN:
+    snprintf (lb->detail, sizeof lb->detail, "labelled for another group or device (%s)", names);
+    break;
+  case LC_SAME:
+    snprintf (lb->detail, sizeof lb->detail, "ours (generation %s)", ours);
+    break;
+  case LC_OLDER:
+    snprintf (lb->detail, sizeof lb->detail, "an older generation of ours (%s; ours is %s)", names, ours);
+    break;
+  case LC_NEWER:
+    snprintf (lb->detail, sizeof lb->detail, "a newer generation that follows ours (%s; ours is "
+              "%s): this instance was failed over", names, ours);
+    break;
+  case LC_SPLIT:
+    snprintf (lb->detail, sizeof lb->detail, "split brain: %s, and ours is %s: each has a "
+              "generation the other lacks", names, ours);
+    break;
+  }
+  return lb->cls;
+}
+
+/* Fill out the label of leg l at leg size leg_size (for the end area). */
+static void
+compose (struct leg *l, struct label *out, uint64_t leg_size, uint32_t flags,
+         uint64_t cons_seq, uint64_t cons_ns)
+{
+  struct leg_label *lb = &l->lb;
+  struct lbl_self self;
+  uint32_t rs = (uint32_t) l->cfg->dirty_log.region_size;
+  uint64_t counter = lb->have ? lb->cur.counter : 0, gen_start = 0;
+
+  leglabel_self (l->dev, &self);
+  if (lb->have && lb->cur.gen == self.gen)
+    gen_start = lb->cur.gen_start_ns;
+  memset (out, 0, sizeof *out);
+  memcpy (out->magic, LBL_MAGIC, 8);
+  out->version = LBL_VERSION;
+  out->size = LBL_SIZE;
+  out->counter = counter;
+  lbl_set_self (out, &self);
+  snprintf (out->name, sizeof out->name, "%s", l->dev->name);
+  out->dev_size = l->dev->size;
+  out->region_size = rs;
+  out->bitmap_bytes = lbl_bitmap_bytes (l->dev->size, rs);
+  if (lb->where == LABEL_END) {
+    out->area_size = lbl_area_size (l->dev->size, rs);
+    out->bitmap_offset = end_base (leg_size) - out->bitmap_bytes;
+  }
+  else
+    out->bitmap_offset = LBL_COPIES;
+  out->site = l->site;
+  out->flags = flags | (l->site == 0 ? LBL_PRIMARY : 0);
+  out->gen_start_ns = gen_start ? gen_start : wall_ns ();
+  out->cons_seq = cons_seq;
+  out->cons_time_ns = cons_ns;
+}
+
+static int
+write_with (struct leg *l, struct conn_io *conn, uint64_t leg_size, uint32_t flags,
+            uint64_t cons_seq, uint64_t cons_ns)
+{
+  struct leg_label *lb = &l->lb;
+  struct lbl_io io = leg_io (l, conn);
+  struct label nl;
+  char err[200] = "";
+
+  compose (l, &nl, leg_size, flags, cons_seq, cons_ns);
+  if (lbl_write (&io, lb->base, &nl, err, sizeof err) == -1) {
+    snprintf (lb->detail, sizeof lb->detail, "label write failed: %s", err);
+    return -1;
+  }
+  lb->cur = nl;
+  lb->have = true;
+  lb->found = LBL_FOUND;
+  lb->writes++;
+  lb->trust_new = false;
+  return 0;
+}
+
+int
+leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns)
+{
+  int rc;
+  if (l->lb.where == LABEL_NONE || l->lb.refused)
+    return 0;
+  pthread_mutex_lock (&l->lb.lock);
+  rc = write_with (l, NULL, l->remote ? l->link.info.size : l->size, flags, cons_seq, cons_ns);
+  if (rc == -1)
+    rep_warn ("device '%s': leg at site %u: %s", l->dev->name, l->site, l->lb.detail);
+  pthread_mutex_unlock (&l->lb.lock);
+  return rc;
+}
+
+/* A leg found not ours: refused, never written. */
+static void
+refuse (struct leg *l, const char *where)
+{
+  bool again = l->lb.refused;
+  l->lb.refused = true;
+  if (!again)
+    rep_event (EV_LEG_REFUSED, (int) l->site, l->dev->name, "leg %s refused, never written: %s",
+               where, l->lb.detail);
+}
+
+/* Whether an older generation's label on a leg means it holds exactly the
+ * state our generation started from (a planned switchover). */
+static bool
+handed_over_at (const struct label *lb, const struct lbl_gen *common)
+{
+  return (lb->flags & LBL_HANDOVER) && (lb->flags & LBL_CONSISTENT) &&
+    lb->cons_seq == common->end_seq;
+}
+
+/* What to do with a new or older leg: copied in full, unless it is
+ * trusted (a new site of trusted legs, or a log without identity until
+ * now) or holds exactly the state our generation began with. */
+static bool
+needs_full_copy (struct leg *l, enum lbl_class c, const struct lbl_gen *common)
+{
+  if (c == LC_NEW)
+    return !l->lb.trust_new;
+  return !handed_over_at (&l->lb.cur, common);
+}
+
+/* A new or older leg of a remote site (through conn, or its fd): labelled
+ * (under lb->lock), and queued for a full copy when it needs one.  0, or
+ * -1 (the write failed; lb->detail). */
+static int
+take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class c,
+          const struct lbl_gen *common)
+{
+  const char *shown = l->remote ? l->link.shown : l->cfg->path;
+  bool full = needs_full_copy (l, c, common) && !__atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE);
+
+  if (write_with (l, conn, leg_size, full ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC) : LBL_CONSISTENT,
+                  0, 0) == -1)
+    return -1;
+  if (full) {
+    struct site *s = &l->dev->r->sites[l->site];
+    __atomic_or_fetch (&s->resync_full_devs, 1u << l->dev->index, __ATOMIC_ACQ_REL);
+    rep_event (c == LC_NEW ? EV_LEG_NEW : EV_LEG_LABELLED, (int) l->site, l->dev->name,
+               "leg %s: %s: labelled, and the device is copied onto it in full "
+               "(sparse-aware)%s", shown, l->lb.detail,
+               c == LC_OLDER ? " (no record of what changed since that generation)" : "");
+  }
+  else if (!l->lb.trust_new || c != LC_NEW)
+    rep_event (EV_LEG_LABELLED, (int) l->site, l->dev->name, "leg %s: %s: labelled; nothing "
+               "to copy (%s)", shown, l->lb.detail,
+               c == LC_NEW ? "a trusted new leg" : "handed over at the start of our generation");
+  return 0;
+}
+
+/* ---- path legs at start ---- */
+
+int
+leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
+{
+  struct replicator *r = d->r;
+  size_t j;
+
+  *out_of_service = false;
+  for (j = 0; j < d->nlegs; j++) {
+    struct leg *l = &d->legs[j];
+    struct lbl_gen common;
+    enum lbl_class c;
+    uint32_t flags = LBL_CONSISTENT;
+    bool fresh = r->rec.identity_new;
+
+    if (l->remote || l->lb.where == LABEL_NONE)
+      continue;
+    pthread_mutex_lock (&l->lb.lock);
+    c = classify_locked (l, &common);
+    pthread_mutex_unlock (&l->lb.lock);
+    switch (c) {
+    case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER: case LC_SPLIT:
+      refuse (l, l->cfg->path);
+      rep_error ("device '%s': %s %s: %s%s", d->name, l->site ? "leg" : "local leg", l->cfg->path,
+                 l->lb.detail, c == LC_NOT_BLANK ? " (set label = \"none\" to keep such a leg "
+                 "as it is, or \"/path\" for a label file; or clear its last 8 KiB to make it "
+                 "a new leg)" : c == LC_NEWER ? ": start the primary where that generation "
+                 "is, or make this side a copy of it" : "");
+      return -1;
+    case LC_OLDER:
+      if (fresh && r->rec.created && common.id == r->rec.identity.hist[0].id)
+        break;                   /* the generation this new log follows */
+      /* fall through */
+    case LC_NEW:
+      if (fresh && c == LC_NEW)
+        break;
+      if (l->site != 0) {
+        int rc;
+        pthread_mutex_lock (&l->lb.lock);
+        rc = take_leg (l, NULL, l->size, c, &common);
+        pthread_mutex_unlock (&l->lb.lock);
+        if (rc == -1) {
+          rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, l->lb.detail);
+          return -1;
+        }
+        continue;
+      }
+      /* A blank disk (or an old one) in place of the local leg: its
+       * label is written only once a restore has copied the device. */
+      *out_of_service = true;
+      rep_event (EV_LEG_NEW, 0, d->name, "local leg %s: %s, while the log holds the device: "
+                 "taken out of service (it may lack any write); 'replctl restore %s' copies the "
+                 "device onto it", l->cfg->path, l->lb.detail, d->name);
+      continue;
+    case LC_SAME:
+      break;
+    }
+    if (l->site != 0 && (replog_site_mode (r->rl, l->site) != RL_MODE_LOG ||
+                         replog_site_flags (r->rl, l->site)))
+      flags &= ~LBL_CONSISTENT;
+    pthread_mutex_lock (&l->lb.lock);
+    if (write_with (l, NULL, l->size, flags, replog_applied (r->rl, l->site), 0) == -1) {
+      pthread_mutex_unlock (&l->lb.lock);
+      rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, l->lb.detail);
+      return -1;
+    }
+    pthread_mutex_unlock (&l->lb.lock);
+  }
+  return 0;
+}
+
+int
+leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
+                       const struct link_info *info, char *err, size_t errlen)
+{
+  struct leg *l = opaque;
+  struct leg_label *lb = &l->lb;
+  struct conn_io cio = { conn, ops };
+  struct lbl_io io = leg_io (l, &cio);
+  struct lbl_gen common;
+  enum lbl_class c;
+  bool other_bad;
+  char rerr[200] = "";
+  int rc = 0;
+
+  if (lb->where == LABEL_NONE)
+    return 0;
+  pthread_mutex_lock (&lb->lock);
+  lb->base = end_base (info->size);
+  if (lbl_read (&io, lb->base, &lb->cur, &lb->found, &other_bad, rerr, sizeof rerr) == -1) {
+    snprintf (err, errlen, "reading its label: %s", rerr);
+    pthread_mutex_unlock (&lb->lock);
+    return -1;
+  }
+  lb->have = lb->found == LBL_FOUND;
+  c = classify_locked (l, &common);
+  switch (c) {
+  case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER: case LC_SPLIT:
+    refuse (l, l->link.shown);
+    snprintf (err, errlen, "its label says it is not ours to write: %s", lb->detail);
+    rc = -1;
+    break;
+  case LC_SAME:
+    lb->refused = false;
+    break;
+  case LC_NEW: case LC_OLDER:
+    lb->refused = false;
+    if (take_leg (l, &cio, info->size, c, &common) == -1) {
+      snprintf (err, errlen, "%s", lb->detail);
+      rc = -1;
+    }
+    break;
+  }
+  pthread_mutex_unlock (&lb->lock);
+  return rc;
+}
+
+const char *
+leglabel_state (const struct leg *l)
+{
+  if (l->lb.where == LABEL_NONE)
+    return "none";
+  if (!l->lb.checked)
+    return l->remote ? "unchecked" : "ok";
+  switch (l->lb.cls) {
+  case LC_NEW: return "new";
+  case LC_SAME: return "ok";
+  case LC_OLDER: return "older";
+  case LC_NOT_BLANK: return "not-blank";
+  case LC_FOREIGN: return "foreign";
+  case LC_NEWER: return "newer";
+  case LC_SPLIT: return "split-brain";
+  }
+  return "?";
+}
