@@ -462,10 +462,11 @@ take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class
           const struct lbl_gen *common)
 {
   const char *shown = l->remote ? l->link.shown : l->cfg->path;
-  bool full = needs_full_copy (l, c, common) && !__atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE);
+  bool initial = __atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE);
+  bool full = needs_full_copy (l, c, common) && !initial;
 
-  if (write_with (l, conn, leg_size, full ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC) : LBL_CONSISTENT,
-                  0, 0) == -1)
+  if (write_with (l, conn, leg_size, full || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
+                  : LBL_CONSISTENT, 0, 0) == -1)
     return -1;
   if (full) {
     struct site *s = &l->dev->r->sites[l->site];
@@ -481,6 +482,8 @@ take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class
                c == LC_NEW ? "a trusted new leg" : "handed over at the start of our generation");
   return 0;
 }
+
+static void same_leg (struct leg *l);
 
 /* ---- path legs at start ---- */
 
@@ -538,6 +541,10 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
                  "device onto it", l->cfg->path, l->lb.detail, d->name);
       continue;
     case LC_SAME:
+      if (l->site != 0) {
+        same_leg (l);            /* nothing changed on it: not written */
+        continue;
+      }
       break;
     }
     if (l->site != 0 && (replog_site_mode (r->rl, l->site) != RL_MODE_LOG ||
@@ -552,6 +559,21 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
     pthread_mutex_unlock (&l->lb.lock);
   }
   return 0;
+}
+
+/* Our leg, labelled as being copied onto (new, or a resync) while the log
+ * header calls its site a consistent prefix: a crash came between the
+ * label and the header's resync flag.  Copied in full again. */
+static void
+same_leg (struct leg *l)
+{
+  struct replicator *r = l->dev->r;
+  if (!(l->lb.cur.flags & (LBL_NEW | LBL_RESYNC)) || __atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE) ||
+      replog_site_mode (r->rl, l->site) != RL_MODE_LOG || replog_site_flags (r->rl, l->site))
+    return;
+  __atomic_or_fetch (&r->sites[l->site].resync_full_devs, 1u << l->dev->index, __ATOMIC_ACQ_REL);
+  rep_event (EV_LEG_LABELLED, (int) l->site, l->dev->name, "leg %s: its label says a copy onto "
+             "it did not finish: copied in full again", l->remote ? l->link.shown : l->cfg->path);
 }
 
 int
@@ -587,6 +609,7 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
     break;
   case LC_SAME:
     lb->refused = false;
+    same_leg (l);
     break;
   case LC_NEW: case LC_OLDER:
     lb->refused = false;

@@ -51,6 +51,7 @@
 #include "event.h"
 #include "replicator.h"
 #include "report.h"
+#include "leg-label.h"
 #include "worker-int.h"
 
 /* A leg a resync copies to: at site 0 only a local leg being restored
@@ -159,6 +160,31 @@ resync_switch (struct worker *w, uint64_t now, uint64_t *start)
   return 0;
 }
 
+/* A remote site's legs say on their labels that a copy onto them is under
+ * way (mixed states: never to be taken over as they are), and when it is
+ * done, the consistent point.  Synchronous (a remote leg's reader
+ * connection), rare: once per resync. */
+static void
+resync_labels (struct worker *w, bool done, uint64_t cons_ns)
+{
+  unsigned i;
+
+  if (w->site->id == 0)
+    return;
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    bool marked;
+    if (l->lb.where == LABEL_NONE || (l->remote && !l->link.up))
+      continue;
+    pthread_mutex_lock (&l->lb.lock);
+    marked = l->lb.have && (l->lb.cur.flags & (LBL_NEW | LBL_RESYNC));
+    pthread_mutex_unlock (&l->lb.lock);
+    if (!done && marked)
+      continue;
+    leglabel_write (l, done ? LBL_CONSISTENT : LBL_RESYNC, done ? w->posted : 0, cons_ns);
+  }
+}
+
 void
 resync_begin (struct worker *w, uint64_t now)
 {
@@ -169,6 +195,7 @@ resync_begin (struct worker *w, uint64_t now)
 
   if (resync_prepare (w, now) == -1 || resync_switch (w, now, &start) == -1)
     return;
+  resync_labels (w, false, 0);
   w->rs.start = start;
   w->rs.high = start - 1;
   if (w->rs.restarted) {
@@ -436,6 +463,7 @@ resync_finish (struct worker *w)
   pthread_mutex_unlock (&s->lock);
   for (i = 0; i < w->nlegs; i++)
     __atomic_store_n (&w->legs[i]->initial_sync, false, __ATOMIC_RELAXED);
+  resync_labels (w, true, s->cons.time_ns);
   w->rs.backoff_ns = 0;
   w->rs.flushing = false;
   resync_free_buffers (w);
