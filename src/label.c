@@ -133,7 +133,9 @@ lbl_copy_valid (const struct label *c)
     return false;
   if (c->crc != label_crc (c))
     return false;
-  if (c->nhist > LBL_HIST || c->gen == 0)
+  /* A counter past 2^63 is never reached by writes; a copy claiming one
+   * would win every comparison (and wrap). */
+  if (c->nhist > LBL_HIST || c->gen == 0 || c->counter >= UINT64_C(1) << 63)
     return false;
   if (memchr (c->name, 0, sizeof c->name) == NULL ||
       memchr (c->writer, 0, sizeof c->writer) == NULL)

@@ -423,6 +423,7 @@ test_rules (void)
   BAD (b.size = 512);
   BAD (b.nhist = LBL_HIST + 1);
   BAD (b.gen = 0);
+  BAD (b.counter = UINT64_C(1) << 63);
   BAD (memset (b.name, 'x', sizeof b.name));
   BAD (memset (b.writer, 'w', sizeof b.writer));
   BAD (b.region_size = 0);
