@@ -124,11 +124,15 @@ enum lbl_found {
 };
 
 /* A copy passes: magic, version, size, checksum, nhist <= LBL_HIST, gen
- * != 0, the name NUL-terminated, the geometry consistent (bitmap inside
- * the area for an end label). */
+ * != 0, counter < 2^63, the name and writer NUL-terminated, no history id
+ * 0, the geometry consistent (bitmap_bytes a multiple of 4096, a region
+ * size when there is a bitmap; for an end label the area a multiple of
+ * LBL_AREA_ALIGN holding both copies and the bitmap). */
 bool lbl_copy_valid (const struct label *c);
 /* Decide from both copies (8192 bytes, A then B): *out = the valid copy
- * with the higher counter; *other_bad when only one copy is valid. */
+ * with the higher counter (a copy counts only in its own slot, counter &
+ * 1); *other_bad when exactly one copy counts, whatever the other holds
+ * (also after the first write of a label: the other copy is still blank). */
 enum lbl_found lbl_decode (const void *copies, struct label *out, bool *other_bad);
 /* Read both copies at base (offset of copy A) and decode: 0 or -errno
  * (read failed; one line in err). */
@@ -136,8 +140,11 @@ int lbl_read (const struct lbl_io *io, uint64_t base, struct label *out,
               enum lbl_found *found, bool *other_bad, char *err, size_t errlen);
 /* Compute the checksum of l (after setting counter, written_ns, writer). */
 void lbl_seal (struct label *l);
-/* Write l: counter + 1, written_ns and writer set, sealed, written to copy
- * (counter & 1) at base, then flushed.  0 or -errno (one line in err). */
+/* Write l: magic, version, size, counter + 1, written_ns and writer set,
+ * reserved zeroed, sealed, written to copy (counter & 1) at base, then
+ * flushed.  0 or -errno (one line in err); -EINVAL, nothing written, if l
+ * would not be a valid copy.  On failure l->counter is as before, so a
+ * retry goes to the same slot, never over the newest good copy. */
 int lbl_write (const struct lbl_io *io, uint64_t base, struct label *l,
                char *err, size_t errlen);
 
@@ -164,8 +171,10 @@ enum lbl_class {
 const char *lbl_class_name (enum lbl_class c);
 /* Classify a leg's label against self.  *common (may be NULL) gets the
  * newest generation both know, with the end seq as the side that moved on
- * recorded it (OLDER: from self's history; NEWER: from the label's;
- * SPLIT: the newest shared one, or id 0 when none is shared). */
+ * recorded it (SAME: the current one, end 0; OLDER: from self's history;
+ * NEWER: from the label's; SPLIT: the newest generation of self's history
+ * that the label's history holds, as self's history records it, or all
+ * zero when none is shared; NEW, NOT_BLANK, FOREIGN: all zero). */
 enum lbl_class lbl_classify (const struct lbl_self *self, enum lbl_found found,
                              const struct label *l, struct lbl_gen *common);
 
@@ -177,7 +186,8 @@ void lbl_uuid_str (const uint8_t u[16], char buf[37]);
 /* A generation as printed: 16 hex digits. */
 void lbl_gen_str (uint64_t gen, char buf[17]);
 /* Start a new generation in s: the current one goes to the front of the
- * history (ended at end_seq, end_ns), the oldest falls off. */
+ * history (ended at end_seq, end_ns), the oldest falls off (a current
+ * generation 0, none yet, is not recorded). */
 void lbl_self_new_gen (struct lbl_self *s, uint64_t end_seq, uint64_t end_ns);
 /* Fill l's identity fields (group, device, gen, history) from s. */
 void lbl_set_self (struct label *l, const struct lbl_self *s);

@@ -45,6 +45,7 @@ struct iscsi_link {
   unsigned char *zero_block;     /* WRITE SAME's pattern */
   bool lbprz;                    /* deallocated blocks read as zeroes */
   bool no_lba_status;            /* the target refused GET LBA STATUS */
+  bool no_fua;                   /* the target refused WRITE(16) with FUA */
 };
 
 struct iscsi_req {
@@ -310,6 +311,49 @@ iscsil_abort (void *v)
   c->dead = true;                /* close() cancels what is queued */
 }
 
+/* Run task t (its callback wait_cb with op) to its end on a connection of
+ * its own, waiting at most until deadline_ns: 0 with the status and task
+ * in op, or -ETIMEDOUT / -ENOTCONN with the connection dead.  A task given
+ * up on is cancelled here: its callback points at op, which must not be
+ * written after we return (close() would complete it otherwise). */
+static int
+sync_task (struct iscsi_link *c, struct scsi_task *t, struct wait_op *op, uint64_t deadline_ns)
+{
+  int r;
+
+  if (!t)
+    return -ENOTCONN;
+  if ((r = wait_for (c->iscsi, op, deadline_ns)) == 0)
+    return 0;
+  c->dead = true;
+  if (!op->done)
+    iscsi_scsi_cancel_task (c->iscsi, t);
+  if (op->task)
+    scsi_free_scsi_task (op->task);
+  op->task = NULL;
+  return r == -2 ? -ETIMEDOUT : -ENOTCONN;
+}
+
+/* A finished task's result as 0 or -errno; frees the task. */
+static int
+task_result (struct wait_op *op)
+{
+  int r;
+  switch (op->status) {
+  case SCSI_STATUS_GOOD: r = 0; break;
+  case SCSI_STATUS_CANCELLED: r = -ENOTCONN; break;
+  case SCSI_STATUS_TIMEOUT: r = -ETIMEDOUT; break;
+  case SCSI_STATUS_CHECK_CONDITION:
+    r = op->task && op->task->sense.key == SCSI_SENSE_ILLEGAL_REQUEST ? -EINVAL : -EIO;
+    break;
+  default: r = -EIO; break;
+  }
+  if (op->task)
+    scsi_free_scsi_task (op->task);
+  op->task = NULL;
+  return r;
+}
+
 /* A synchronous read on a connection of its own (not the worker's). */
 static int
 iscsil_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns)
@@ -322,14 +366,11 @@ iscsil_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_
     return -ENOTCONN;
   if (off % c->block_size || len % c->block_size)
     return -EINVAL;
-  if (!iscsi_read16_task (c->iscsi, c->lun, off / c->block_size, len, (int) c->block_size,
-                          0, 0, 0, 0, 0, wait_cb, &op))
-    return -ENOTCONN;
-  r = wait_for (c->iscsi, &op, deadline_ns);
-  if (r < 0) {
-    c->dead = true;                      /* the task may still be queued: drop the context */
-    return r == -2 ? -ETIMEDOUT : -ENOTCONN;
-  }
+  r = sync_task (c, iscsi_read16_task (c->iscsi, c->lun, off / c->block_size, len,
+                                       (int) c->block_size, 0, 0, 0, 0, 0, wait_cb, &op),
+                 &op, deadline_ns);
+  if (r < 0)
+    return r;
   if (op.status != SCSI_STATUS_GOOD || !op.task || op.task->datain.size < (int) len) {
     r = op.status == SCSI_STATUS_CANCELLED ? -ENOTCONN : -EIO;
     if (op.task)
@@ -339,6 +380,43 @@ iscsil_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_
   memcpy (buf, op.task->datain.data, len);
   scsi_free_scsi_task (op.task);
   return 0;
+}
+
+/* Write len bytes at off and make them durable: WRITE(16) with FUA; a
+ * target that refuses FUA (ILLEGAL REQUEST) gets WRITE(16) then
+ * SYNCHRONIZE CACHE(16) from then on.  Connection of its own, as pread. */
+static int
+iscsil_pwrite_durable (void *v, const void *buf, uint32_t len, uint64_t off,
+                       uint64_t deadline_ns)
+{
+  struct iscsi_link *c = v;
+  struct wait_op op = { 0 };
+  uint64_t lba;
+  int r;
+
+  if (c->dead)
+    return -ENOTCONN;
+  if (off % c->block_size || len % c->block_size)
+    return -EINVAL;
+  lba = off / c->block_size;
+  if (!c->no_fua) {
+    r = sync_task (c, iscsi_write16_task (c->iscsi, c->lun, lba, (unsigned char *) buf, len,
+                                          (int) c->block_size, 0, 0, 1, 0, 0, wait_cb, &op),
+                   &op, deadline_ns);
+    if (r < 0 || (r = task_result (&op)) != -EINVAL)
+      return r;
+    c->no_fua = true;                    /* refused: write, then synchronize */
+    memset (&op, 0, sizeof op);
+  }
+  r = sync_task (c, iscsi_write16_task (c->iscsi, c->lun, lba, (unsigned char *) buf, len,
+                                        (int) c->block_size, 0, 0, 0, 0, 0, wait_cb, &op),
+                 &op, deadline_ns);
+  if (r < 0 || (r = task_result (&op)) < 0)
+    return r;
+  memset (&op, 0, sizeof op);
+  r = sync_task (c, iscsi_synchronizecache16_task (c->iscsi, c->lun, 0, 0, 0, 0, wait_cb, &op),
+                 &op, deadline_ns);
+  return r < 0 ? r : task_result (&op);
 }
 
 /* GET LBA STATUS: how far from off the LUN is deallocated, on a target
@@ -358,13 +436,10 @@ iscsil_zero_end (void *v, uint64_t off, uint32_t len, uint64_t deadline_ns, uint
     return -ENOTCONN;
   if (!c->lbprz || c->no_lba_status || off % c->block_size)
     return 0;                            /* no information: data */
-  if (!iscsi_get_lba_status_task (c->iscsi, c->lun, lba, 4096, wait_cb, &op))
-    return -ENOTCONN;
-  r = wait_for (c->iscsi, &op, deadline_ns);
-  if (r < 0) {
-    c->dead = true;
-    return r == -2 ? -ETIMEDOUT : -ENOTCONN;
-  }
+  r = sync_task (c, iscsi_get_lba_status_task (c->iscsi, c->lun, lba, 4096, wait_cb, &op),
+                 &op, deadline_ns);
+  if (r < 0)
+    return r;
   if (op.status != SCSI_STATUS_GOOD || !(st = scsi_datain_unmarshall (op.task))) {
     if (op.status == SCSI_STATUS_CHECK_CONDITION)
       c->no_lba_status = true;           /* not supported: do not ask again */
@@ -397,6 +472,7 @@ const struct link_ops link_iscsi_ops = {
   .tick = iscsil_tick,
   .abort = iscsil_abort,
   .pread = iscsil_pread,
+  .pwrite_durable = iscsil_pwrite_durable,
   .zero_end = iscsil_zero_end,
 };
 

@@ -330,6 +330,26 @@ nbdl_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns
   return wait_cookie (c, nbd_aio_pread (c->h, buf, len, off, NBD_NULL_COMPLETION, 0), deadline_ns);
 }
 
+/* Write len bytes at off and make them durable: a write with FUA when the
+ * server takes FUA, else a write then a flush; a server that can neither
+ * gets the write alone (it says its writes need no flush).  Connection of
+ * its own, as pread. */
+static int
+nbdl_pwrite_durable (void *v, const void *buf, uint32_t len, uint64_t off,
+                     uint64_t deadline_ns)
+{
+  struct nbd_link *c = v;
+  int r;
+
+  if (gone (c->h))
+    return -ENOTCONN;
+  r = wait_cookie (c, nbd_aio_pwrite (c->h, buf, len, off, NBD_NULL_COMPLETION,
+                                      c->can_fua ? LIBNBD_CMD_FLAG_FUA : 0), deadline_ns);
+  if (r == 0 && !c->can_fua && c->can_flush)
+    r = wait_cookie (c, nbd_aio_flush (c->h, NBD_NULL_COMPLETION, 0), deadline_ns);
+  return r;
+}
+
 struct zero_run {
   uint64_t from, end;            /* reads as zeroes in [from, end) */
   bool broken;
@@ -383,6 +403,7 @@ const struct link_ops link_nbd_ops = {
   .tick = nbdl_tick,
   .abort = nbdl_abort,
   .pread = nbdl_pread,
+  .pwrite_durable = nbdl_pwrite_durable,
   .zero_end = nbdl_zero_end,
 };
 

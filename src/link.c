@@ -149,6 +149,16 @@ connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
     k->ops->close (c);
     return NULL;
   }
+  if (k->check) {
+    err[0] = 0;
+    if (k->check (k->check_opaque, c, k->ops, info, err, errlen) != 0) {
+      if (!err[0])
+        snprintf (err, errlen, "refused by the leg check");
+      *unsuitable = true;
+      k->ops->close (c);
+      return NULL;
+    }
+  }
   return c;
 }
 
@@ -348,14 +358,17 @@ rreader_connect (struct rreader *rr, char *err, size_t errlen)
   return rr->conn ? 0 : -ENOTCONN;
 }
 
-int
-rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen)
+/* A synchronous read or durable write through the reader's connection,
+ * made on first use; a connection found gone is replaced once. */
+static int
+rreader_io (struct rreader *rr, bool write, void *buf, uint32_t len, uint64_t off, char *err,
+            size_t errlen)
 {
   struct rlink *k = rr->link;
   int r = -ENOTCONN, tries;
 
-  if (!k->ops->pread) {
-    snprintf (err, errlen, "the %s transport cannot read", k->ops->name);
+  if (!(write ? k->ops->pwrite_durable != NULL : k->ops->pread != NULL)) {
+    snprintf (err, errlen, "the %s transport cannot %s", k->ops->name, write ? "write" : "read");
     return -EOPNOTSUPP;
   }
   pthread_mutex_lock (&rr->lock);
@@ -364,16 +377,32 @@ rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *
       (uint64_t) (k->params.request_timeout_s ? k->params.request_timeout_s : 30) * 1000000000u;
     if ((r = rreader_connect (rr, err, errlen)) != 0)
       continue;
-    r = k->ops->pread (rr->conn, buf, len, off, deadline);
+    r = write ? k->ops->pwrite_durable (rr->conn, buf, len, off, deadline)
+      : k->ops->pread (rr->conn, buf, len, off, deadline);
     if (r == 0 || !link_conn_error (r))
       break;
     k->ops->close (rr->conn);           /* gone: one more try on a new connection */
     rr->conn = NULL;
   }
   if (r < 0 && !err[0])
-    snprintf (err, errlen, "reading %u bytes at %" PRIu64 ": %s", len, off, strerror (-r));
+    snprintf (err, errlen, "%s %u bytes at %" PRIu64 ": %s", write ? "writing" : "reading", len,
+              off, strerror (-r));
   pthread_mutex_unlock (&rr->lock);
   return r;
+}
+
+int
+rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *err, size_t errlen)
+{
+  return rreader_io (rr, false, buf, len, off, err, errlen);
+}
+
+int
+rreader_pwrite_durable (struct rreader *rr, const void *buf, uint32_t len, uint64_t off,
+                        char *err, size_t errlen)
+{
+  /* rreader_io does not write into buf when writing. */
+  return rreader_io (rr, true, (void *) (uintptr_t) buf, len, off, err, errlen);
 }
 
 int

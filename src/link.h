@@ -68,6 +68,13 @@ struct link_ops {
    * Only on a connection of its own (struct rreader), never on the
    * worker's: it runs its own poll loop. */
   int (*pread) (void *c, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns);
+  /* Write len bytes at off and make them durable before returning 0 (a
+   * write with FUA, or a write then a flush; on a server that can neither,
+   * NBD sends the write alone); same rules as pread: a connection of its
+   * own, at most until deadline_ns, 0 or -errno, a timeout aborts the
+   * connection.  iSCSI: off and len in whole blocks (-EINVAL otherwise). */
+  int (*pwrite_durable) (void *c, const void *buf, uint32_t len, uint64_t off,
+                         uint64_t deadline_ns);
   /* How far from off [off, off + len) is known to read as zeroes (NBD
    * block status; *end = off when unknown or data); same rules as pread.
    * NULL: no such information. */

@@ -23,6 +23,23 @@ struct rlink {
   unsigned backoff_max_ms;       /* reconnect attempts at most this far apart */
   uint64_t min_size;             /* the device's size */
   uint32_t max_block;            /* the device's block size */
+  /* Optional check of a new connection (NULL = none), set by the owner
+   * before rlink_start and rlink_connect_once and not changed after.  It
+   * runs after the size and block-size checks pass, on every connection
+   * made for the leg: the worker's (on the connector thread, or at
+   * start-up in rlink_connect_once) and a reader's (struct rreader, on the
+   * reader's thread with the reader's lock held: it must not use that
+   * reader).  The connection is nobody else's yet: the check may use
+   * ops->pread and ops->pwrite_durable on conn, and may block up to the
+   * connection's deadline (the transport's request timeout); it must not
+   * touch worker state except under its own locking.  0 = accept (the
+   * connection goes on as today); -1 = refuse with one line in err: the
+   * connection is closed and the attempt is `unsuitable` (logged once per
+   * different reason by the connector, retried after its backoff, so a
+   * remote put right is picked up). */
+  int (*check) (void *opaque, void *conn, const struct link_ops *ops,
+                const struct link_info *info, char *err, size_t errlen);
+  void *check_opaque;
   bool inited;
 
   /* Worker side. */
@@ -62,9 +79,9 @@ void rlink_get_error (struct rlink *k, char *buf, size_t len);
 void rlink_stop (struct rlink *k);
 void rlink_destroy (struct rlink *k);
 
-/* A second connection to the same leg for synchronous reads from any
- * thread (verify; reads through a remote leg), made on first use, one
- * reader at a time. */
+/* A second connection to the same leg for synchronous reads and durable
+ * writes from any thread (verify; reads through a remote leg; the leg's
+ * label), made on first use, one user at a time. */
 struct rreader {
   pthread_mutex_t lock;          /* guards conn (made, used and dropped under it:
                                     one reader at a time); link is fixed */
@@ -75,6 +92,10 @@ void rreader_init (struct rreader *rr, struct rlink *k);
 /* 0, or -errno with one line in err (err[0] = 0 on entry). */
 int rreader_pread (struct rreader *rr, void *buf, uint32_t len, uint64_t off, char *err,
                    size_t errlen);
+/* Write len bytes at off and make them durable (link_ops.pwrite_durable),
+ * same rules as rreader_pread. */
+int rreader_pwrite_durable (struct rreader *rr, const void *buf, uint32_t len, uint64_t off,
+                            char *err, size_t errlen);
 /* How far from off the leg is known to read as zeroes (*end = off: data
  * or unknown): 0 or -errno. */
 int rreader_zero_end (struct rreader *rr, uint64_t off, uint32_t len, uint64_t *end);
