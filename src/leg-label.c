@@ -269,7 +269,7 @@ leglabel_propose (struct replicator *r, struct replog_identity *id)
   }
   id->nhist = (unsigned) i + 1;
   if (needs_takeover && !r->cfg->takeover) {
-    char names[400];
+    char names[320];
     label_names (first, names, sizeof names);
     snprintf (refuse, sizeof refuse, "the local legs are labelled as another primary's copies "
               "(%s; consistent up to seq %" PRIu64 "%s): this log is new, and starting a primary "
@@ -312,7 +312,7 @@ classify_locked (struct leg *l, struct lbl_gen *common)
 {
   struct leg_label *lb = &l->lb;
   struct lbl_self self;
-  char names[400], ours[17];
+  char names[320], ours[17];
 
   leglabel_self (l->dev, &self);
   lb->cls = lbl_classify (&self, lb->found, lb->have ? &lb->cur : NULL, common);

@@ -107,18 +107,19 @@ link_conn_error (int res)
 
 /* Connect once; check the leg fits the device.  Conn or NULL + err. */
 static void *connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
-                           struct link_info *info, char *err, size_t errlen, bool *unsuitable);
+                           struct link_info *info, char *err, size_t errlen, bool *unsuitable,
+                           bool checked);
 
 void *
 rlink_connect_once (struct rlink *k, uint64_t timeout_ms, struct link_info *info,
                     char *err, size_t errlen, bool *unsuitable)
 {
-  return connect_with (k, k->params, timeout_ms, info, err, errlen, unsuitable);
+  return connect_with (k, k->params, timeout_ms, info, err, errlen, unsuitable, true);
 }
 
 static void *
 connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
-              struct link_info *info, char *err, size_t errlen, bool *unsuitable)
+              struct link_info *info, char *err, size_t errlen, bool *unsuitable, bool checked)
 {
   void *c;
 
@@ -149,7 +150,7 @@ connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
     k->ops->close (c);
     return NULL;
   }
-  if (k->check) {
+  if (k->check && checked) {
     err[0] = 0;
     if (k->check (k->check_opaque, c, k->ops, info, err, errlen) != 0) {
       if (!err[0])
@@ -354,7 +355,7 @@ rreader_connect (struct rreader *rr, char *err, size_t errlen)
    * target would reinstate it over the worker's session. */
   p.session_id ^= 0x00800000u;
   rr->conn = connect_with (k, p, k->connect_timeout_ms ? k->connect_timeout_ms : 5000,
-                           &info, err, errlen, &unsuitable);
+                           &info, err, errlen, &unsuitable, false);
   return rr->conn ? 0 : -ENOTCONN;
 }
 

@@ -68,7 +68,7 @@ struct leg_label {
   bool checked;
   bool refused;                  /* never written: not ours (cls says why) */
   uint64_t checks, writes;
-  char detail[256];              /* the last check or write, for status */
+  char detail[640];              /* the last check or write, for status */
 };
 
 struct leg {

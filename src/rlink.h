@@ -24,12 +24,12 @@ struct rlink {
   uint64_t min_size;             /* the device's size */
   uint32_t max_block;            /* the device's block size */
   /* Optional check of a new connection (NULL = none), set by the owner
-   * before rlink_start and rlink_connect_once and not changed after.  It
-   * runs after the size and block-size checks pass, on every connection
-   * made for the leg: the worker's (on the connector thread, or at
-   * start-up in rlink_connect_once) and a reader's (struct rreader, on the
-   * reader's thread with the reader's lock held: it must not use that
-   * reader).  The connection is nobody else's yet: the check may use
+   * before rlink_start and not changed while it runs.  It runs after the
+   * size and block-size checks pass, on every connection made for the
+   * worker (on the connector thread, or at start-up in
+   * rlink_connect_once); a reader's connection (struct rreader) is not
+   * checked: it reads and writes what the worker's connection was
+   * checked to be.  The connection is nobody else's yet: the check may use
    * ops->pread and ops->pwrite_durable on conn, and may block up to the
    * connection's deadline (the transport's request timeout); it must not
    * touch worker state except under its own locking.  0 = accept (the

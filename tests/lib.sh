@@ -585,3 +585,11 @@ runfio() {
   fi
   return 0                      # like check: counted, and the test goes on (even under set -e)
 }
+
+# legcmp [-s] LEG REF: the leg holds REF in its first size(REF) bytes (a leg is larger than
+# the device by its label area at the end).  -s: silent, as cmp -s.
+legcmp() {
+  local q=""; [ "$1" = -s ] && { q=-s; shift; }
+  [ "$(stat -c %s "$1")" -ge "$(stat -c %s "$2")" ] || { [ -n "$q" ] || echo "legcmp: $1 is shorter than $2"; return 1; }
+  cmp $q -n "$(stat -c %s "$2")" "$1" "$2"
+}

@@ -21,8 +21,8 @@ start_replicator g "${A[@]}" || hard_error "replicator"
 kd write "$(uri g)" "$T/ref" 1 64 || hard_error "writes"
 wait_caught_up "$T/g.ctl" 20 || hard_error "site 1 did not catch up"
 stop_replicator g || hard_error "clean stop"
-cmp -s "$T/r.img" "$T/ref" || hard_error "the remote does not hold the writes"
-cmp -s "$T/l.img" "$T/ref" || hard_error "the local leg does not hold the writes"
+legcmp -s "$T/r.img" "$T/ref" || hard_error "the remote does not hold the writes"
+legcmp -s "$T/l.img" "$T/ref" || hard_error "the local leg does not hold the writes"
 ok "both legs hold 64 writes; stopped cleanly"
 
 rm -f "$T/l.img"; truncate -s $SIZE "$T/l.img"          # a blank file at the leg's path
@@ -34,6 +34,6 @@ else
   check "the restart is refused and one error names the leg: $(grep -m1 -i error "$T/g.log" | cut -c1-160)" \
     grep -q "$T/l.img" <(grep -i error "$T/g.log")
 fi
-cmp -s "$T/r.img" "$T/ref" || hard_error "the remote lost writes (not the known gap)"
+legcmp -s "$T/r.img" "$T/ref" || hard_error "the remote lost writes (not the known gap)"
 sanitizer_clean g || hard_error "sanitizer report"
 finish
