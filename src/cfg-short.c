@@ -130,9 +130,9 @@ short_policy (const char *key, const char *value, enum cfg_policy *p, bool *have
 static int
 short_bool (const char *key, const char *value, bool *out, bool *have)
 {
-  if (!strcmp (value, "true") || !strcmp (value, "on") || !strcmp (value, "1"))
+  if (!strcmp (value, "true") || !strcmp (value, "on") || !strcmp (value, "1") || !strcmp (value, "yes"))
     *out = true;
-  else if (!strcmp (value, "false") || !strcmp (value, "off") || !strcmp (value, "0"))
+  else if (!strcmp (value, "false") || !strcmp (value, "off") || !strcmp (value, "0") || !strcmp (value, "no"))
     *out = false;
   else {
     rep_error ("%s=%s: expected true or false", key, value);

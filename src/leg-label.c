@@ -177,7 +177,8 @@ leglabel_open_path (struct leg *l)
     }
   }
   lb->have = lb->found == LBL_FOUND;
-  if (lb->have && other_bad)
+  /* A label written once has no other copy yet. */
+  if (lb->have && other_bad && lb->cur.counter > 1)
     rep_warn ("device '%s': one copy of the label of the %s %s is damaged (torn by a power "
               "loss?); the other is used and the next label write repairs it", l->dev->name,
               what, l->cfg->path);
@@ -454,6 +455,17 @@ needs_full_copy (struct leg *l, enum lbl_class c, const struct lbl_gen *common)
   return !handed_over_at (&l->lb.cur, common);
 }
 
+/* The leg carries our label now: what the check found stays in detail. */
+static void
+labelled (struct leg *l)
+{
+  char was[sizeof l->lb.detail];
+  snprintf (was, sizeof was, "%s", l->lb.detail);
+  snprintf (l->lb.detail, sizeof l->lb.detail, "ours, labelled at %s: it was %.500s",
+            l->remote ? "connect" : "start", was);
+  l->lb.cls = LC_SAME;
+}
+
 /* A new or older leg of a remote site (through conn, or its fd): labelled
  * (under lb->lock), and queued for a full copy when it needs one.  0, or
  * -1 (the write failed; lb->detail). */
@@ -463,22 +475,25 @@ take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class
 {
   const char *shown = l->remote ? l->link.shown : l->cfg->path;
   bool initial = __atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE);
-  bool full = needs_full_copy (l, c, common) && !initial;
+  bool full = needs_full_copy (l, c, common) && !initial, trusted = l->lb.trust_new;
+  char found[sizeof l->lb.detail];
 
+  snprintf (found, sizeof found, "%s", l->lb.detail);
   if (write_with (l, conn, leg_size, full || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
                   : LBL_CONSISTENT, 0, 0) == -1)
     return -1;
+  labelled (l);
   if (full) {
     struct site *s = &l->dev->r->sites[l->site];
     __atomic_or_fetch (&s->resync_full_devs, 1u << l->dev->index, __ATOMIC_ACQ_REL);
     rep_event (c == LC_NEW ? EV_LEG_NEW : EV_LEG_LABELLED, (int) l->site, l->dev->name,
                "leg %s: %s: labelled, and the device is copied onto it in full "
-               "(sparse-aware)%s", shown, l->lb.detail,
+               "(sparse-aware)%s", shown, found,
                c == LC_OLDER ? " (no record of what changed since that generation)" : "");
   }
-  else if (!l->lb.trust_new || c != LC_NEW)
+  else if (!trusted || c != LC_NEW)
     rep_event (EV_LEG_LABELLED, (int) l->site, l->dev->name, "leg %s: %s: labelled; nothing "
-               "to copy (%s)", shown, l->lb.detail,
+               "to copy (%s)", shown, found,
                c == LC_NEW ? "a trusted new leg" : "handed over at the start of our generation");
   return 0;
 }
@@ -516,7 +531,7 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
                  "is, or make this side a copy of it" : "");
       return -1;
     case LC_OLDER:
-      if (fresh && r->rec.created && common.id == r->rec.identity.hist[0].id)
+      if (fresh && r->rec.identity.nhist && common.id == r->rec.identity.hist[0].id)
         break;                   /* the generation this new log follows */
       /* fall through */
     case LC_NEW:
@@ -556,6 +571,8 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
       rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, l->lb.detail);
       return -1;
     }
+    if (c != LC_SAME)
+      labelled (l);
     pthread_mutex_unlock (&l->lb.lock);
   }
   return 0;

@@ -1,0 +1,226 @@
+#!/bin/bash
+# Leg labels (safety rule 15, docs/RULES.md): every leg says what it is, and a leg that is not
+# this instance's to write is never written.  Cases (CASES="A B" runs a subset):
+#   A  a new instance labels its legs (local: a primary's leg; remote: a copy at site 1), the
+#      device is the local leg minus the label area; a restart finds them ours: nothing copied.
+#   B  a remote leg of ANOTHER group: refused, never written (its bytes unchanged), status
+#      names both (state foreign, consistent false) and a leg-refused event is logged.
+#   C  a remote leg with data where the label goes (no label): refused, never written.
+#   D  a torn label copy (power loss in the middle of a label write): the other copy is used
+#      and the next write repairs it; both copies torn: refused as "not-blank".
+#   E  takeover and what follows: the DR side's leg (a copy) is refused as a local leg of a
+#      new log without takeover=yes; with it, a new generation starts from the copy's state
+#      (the old one in its history), the data is there; the old primary's leg, of the older
+#      generation, is labelled and copied in full when it connects as the remote; the old
+#      primary, restarted on its own log, finds its leg holds the newer generation and does
+#      not start ("failed over").
+#   F  split brain: both sides took over from the same generation; each refuses the other's
+#      leg as split-brain, and nothing is written.
+#   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
+#      file); label=none keeps today's geometry and writes no label.
+set -u
+. "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
+requires nbdkit cmp md5sum
+requires_python_nbd
+CASES=${CASES:-A B C D E F G}
+
+SIZE=$((32 << 20))
+DEV=$((31 << 20))                         # a 32 MiB leg holds a 31 MiB device and its label
+lbl() { py "$TESTDIR/label.py" "$@"; }
+lget() { lbl "$1" ${3:-end} | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"; }
+logged() { grep -q "$2" "$T/$1.log"; }
+
+if want A; then
+  echo "== A: a new instance labels its legs; a restart copies nothing"
+  truncate -s $SIZE "$T/a-l.img" "$T/a-r.img"
+  remote_start ar file "$T/a-r.img" || hard_error "remote"
+  A=(log="$T/a.rlog" log-size=16M local="$T/a-l.img" remote="$(remote_uri ar)" policy=async
+     initial-sync=false control="$T/a.ctl")
+  start_replicator a "${A[@]}" || hard_error "start"
+  wait_for "$T/a.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1 not connected"
+  check "the device is the leg minus the label area: $(st a "j['devices'][0]['size']") bytes" \
+    test "$(st a "j['devices'][0]['size']")" = $DEV
+  G=$(st a "j['generation']"); GR=$(st a "j['group']")
+  check "status names the group ($GR) and generation ($G)" test -n "$G" -a ${#GR} = 36
+  check "the local leg is labelled a primary's leg of that group and generation" \
+    test "$(lget "$T/a-l.img" "(j['group'], j['gen'], 'primary' in j['flags'], j['site'])")" = "('$GR', '$G', True, 0)"
+  check "the remote is labelled a copy at site 1, consistent (a trusted new leg)" \
+    test "$(lget "$T/a-r.img" "(j['group'], j['gen'], 'primary' in j['flags'], j['site'], 'consistent' in j['flags'])")" = "('$GR', '$G', False, 1, True)"
+  echo "  labels: $(st a "[(l['label']['state'], l['label']['detail']) for l in j['devices'][0]['legs']]")"
+  check "status: both labels ok" test "$(st a "[l['label']['state'] for l in j['devices'][0]['legs']]")" = "['ok', 'ok']"
+  kd write "$(uri a)" "$T/a.ref" 1 48 || hard_error "writes"
+  wait_caught_up "$T/a.ctl" 20 || hard_error "catch up"
+  stop_replicator a || hard_error "stop"
+  check "a clean stop says so on the local leg's label" \
+    test "$(lget "$T/a-l.img" "'clean' in j['flags'] and 'consistent' in j['flags']")" = True
+  start_replicator a "${A[@]}" || hard_error "restart"
+  wait_for "$T/a.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1 not connected again"
+  sleep 1
+  check "after the restart: same generation, nothing copied, no leg-new event" \
+    test "$(st a "(j['generation'], j['sites'][1]['resync']['finished'])")" = "('$G', 0)" -a \
+    "$(grep -c 'leg-new\|copied onto it in full' "$T/a.log")" = 0
+  check "the running instance's local label is not clean" \
+    test "$(lget "$T/a-l.img" "'clean' in j['flags']")" = False
+  check "the device reads the writes" kd check "$(uri a)" "$T/a.ref"
+  stop_replicator a || hard_error "stop"
+  remote_kill ar
+fi
+
+if want B; then
+  echo "== B: a remote leg of another group is refused and never written"
+  truncate -s $SIZE "$T/b1-l.img" "$T/b1-r.img" "$T/b2-l.img"
+  remote_start b1r file "$T/b1-r.img" || hard_error "remote"
+  start_replicator b1 log="$T/b1.rlog" log-size=16M local="$T/b1-l.img" remote="$(remote_uri b1r)" \
+    initial-sync=false control="$T/b1.ctl" || hard_error "start b1"
+  wait_for "$T/b1.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "b1 site 1"
+  kd write "$(uri b1)" "$T/b1.ref" 7 16 || hard_error "writes"
+  wait_caught_up "$T/b1.ctl" 20 || hard_error "b1 catch up"
+  stop_replicator b1 || hard_error "stop b1"
+  SUM=$(md5sum < "$T/b1-r.img")
+  start_replicator b2 log="$T/b2.rlog" log-size=16M local="$T/b2-l.img" remote="$(remote_uri b1r)" \
+    initial-sync=false control="$T/b2.ctl" || hard_error "start b2"
+  kd write "$(uri b2)" "$T/b2.ref" 8 16 || hard_error "writes to b2"
+  sleep 2
+  check "status: the leg is refused as foreign and not consistent" \
+    test "$(st b2 "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'], j['devices'][0]['legs'][1]['consistent'])")" = "('foreign', True, False)"
+  check "status names both groups" \
+    python3 -c 'import sys; d=sys.argv[1]; sys.exit(not (sys.argv[2] in d))' \
+    "$(st b2 "j['devices'][0]['legs'][1]['label']['detail']")" "$(lget "$T/b1-r.img" "j['group']")"
+  check "a leg-refused event names the leg" logged b2 "leg-refused\|refused, never written"
+  check "the other group's leg is unchanged" test "$(md5sum < "$T/b1-r.img")" = "$SUM"
+  stop_replicator b2 || hard_error "stop b2"
+  check "still unchanged after the stop" test "$(md5sum < "$T/b1-r.img")" = "$SUM"
+  remote_kill b1r
+fi
+
+if want C; then
+  echo "== C: data where the label goes: refused, never written"
+  truncate -s $SIZE "$T/c-l.img" "$T/c-r.img"
+  head -c 65536 /dev/urandom | dd of="$T/c-r.img" bs=64k seek=$(( (SIZE >> 16) - 1 )) conv=notrunc status=none
+  SUM=$(md5sum < "$T/c-r.img")
+  remote_start cr file "$T/c-r.img" || hard_error "remote"
+  start_replicator c log="$T/c.rlog" log-size=16M local="$T/c-l.img" remote="$(remote_uri cr)" \
+    initial-sync=false control="$T/c.ctl" || hard_error "start"
+  kd write "$(uri c)" "$T/c.ref" 9 16 || hard_error "writes"
+  sleep 2
+  check "status: not-blank, refused" \
+    test "$(st c "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'])")" = "('not-blank', True)"
+  check "the leg is unchanged" test "$(md5sum < "$T/c-r.img")" = "$SUM"
+  stop_replicator c || hard_error "stop"
+  remote_kill cr
+fi
+
+if want D; then
+  echo "== D: torn label copies"
+  truncate -s $SIZE "$T/d-l.img"
+  D=(log="$T/d.rlog" log-size=16M local="$T/d-l.img" control="$T/d.ctl")
+  start_replicator d "${D[@]}" || hard_error "start"
+  kd write "$(uri d)" "$T/d.ref" 3 16 || hard_error "writes"
+  stop_replicator d || hard_error "stop"
+  N=$(lget "$T/d-l.img" "j['counter']")
+  # Tear the newest copy (copy = counter & 1: A at size - 8192, B at size - 4096).
+  head -c 2048 /dev/urandom | dd of="$T/d-l.img" bs=1 seek=$(( SIZE - 8192 + (N & 1) * 4096 + 1024 )) conv=notrunc status=none
+  check "one copy left valid" test "$(lget "$T/d-l.img" "(j['found'], j['copies'], j['counter'])")" = "(True, 1, $((N - 1)))"
+  start_replicator d "${D[@]}" || hard_error "start with a torn copy"
+  check "the start says one copy is damaged" logged d "one copy of the label"
+  check "the device reads the writes" kd check "$(uri d)" "$T/d.ref"
+  check "the next write repaired it: both copies valid" test "$(lget "$T/d-l.img" "j['copies']")" = 2
+  stop_replicator d || hard_error "stop"
+  head -c 8192 /dev/urandom | dd of="$T/d-l.img" bs=1 seek=$(( SIZE - 8192 )) conv=notrunc status=none
+  SUM=$(md5sum < "$T/d-l.img")
+  if start_replicator d "${D[@]}" >/dev/null 2>&1; then
+    fail "started on a local leg whose label copies are both torn"; stop_replicator d
+  else
+    check "both copies torn: the start is refused, naming the leg" grep -q "local leg $T/d-l.img: no label, but data" "$T/d.log"
+  fi
+  check "the leg is unchanged" test "$(md5sum < "$T/d-l.img")" = "$SUM"
+fi
+
+if want E || want F; then
+  echo "== E: takeover, the old primary's leg copied back, the old primary failed over"
+  truncate -s $SIZE "$T/e-p.img" "$T/e-dr.img"
+  remote_start edr file "$T/e-dr.img" || hard_error "remote"
+  P=(log="$T/e-p.rlog" log-size=16M local="$T/e-p.img" remote="$(remote_uri edr)" policy=sync
+     initial-sync=false control="$T/ep.ctl")
+  start_replicator ep "${P[@]}" || hard_error "primary"
+  wait_for "$T/ep.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "primary site 1"
+  kd write "$(uri ep)" "$T/e.ref" 11 48 || hard_error "writes"
+  wait_caught_up "$T/ep.ctl" 20 || hard_error "catch up"
+  G1=$(st ep "j['generation']")
+  kill9_replicator ep                               # the disaster: no clean stop
+  remote_kill edr
+  cp "$T/e-p.img" "$T/f-p.img"; cp "$T/e-dr.img" "$T/f-dr.img"   # for case F
+  # The DR side: its leg is site 1's copy; a new log there.
+  remote_start eold file "$T/e-p.img" || hard_error "old primary's leg exported"
+  DR=(log="$T/e-dr.rlog" log-size=16M local="$T/e-dr.img" remote="$(remote_uri eold)" control="$T/edr2.ctl")
+  if start_replicator edr2 "${DR[@]}" >/dev/null 2>&1; then
+    fail "a primary started on a copy's leg without takeover=yes"; stop_replicator edr2
+  else
+    check "without takeover=yes the copy is refused as a local leg" grep -q "takeover=yes" "$T/edr2.log"
+  fi
+  if want E; then
+    start_replicator edr2 "${DR[@]}" takeover=yes || hard_error "takeover"
+    G2=$(st edr2 "j['generation']")
+    check "a new generation follows the old one ($G1 -> $G2)" \
+      test "$(st edr2 "(j['generation'] != '$G1', [h['generation'] for h in j['history']][:1])")" = "(True, ['$G1'])"
+    check "the DR device holds every write of the old primary (site 1 was sync)" kd check "$(uri edr2)" "$T/e.ref"
+    kd write "$(uri edr2)" "$T/e.ref" 12 16 || hard_error "writes at the DR site"
+    wait_for "$T/edr2.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['backlog_entries'] == 0 and j['devices'][0]['legs'][1]['consistent'] and j['devices'][0]['legs'][1]['state'] == 'replicating'" 60 ||
+      hard_error "the old primary's leg was not brought back"
+    check "the old primary's leg was labelled (older generation) and copied" logged edr2 "an older generation of ours"
+    check "it now holds the DR device" kd check "$(remote_uri eold)" "$T/e.ref"
+    check "and carries the new generation as a copy at site 1" \
+      test "$(lget "$T/e-p.img" "(j['gen'], 'primary' in j['flags'])")" = "('$G2', False)"
+    stop_replicator edr2 || hard_error "stop DR"
+    remote_kill eold
+    SUM=$(md5sum < "$T/e-p.img")
+    # The old primary comes back on its own log: failed over.
+    remote_start edr file "$T/e-dr.img" || hard_error "DR leg exported"
+    if start_replicator ep "${P[@]}" >/dev/null 2>&1; then
+      fail "the failed-over primary started"; stop_replicator ep
+    else
+      check "the old primary refuses to start: its leg holds a newer generation" \
+        grep -q "newer generation that follows ours" "$T/ep.log"
+    fi
+    check "and wrote nothing on its leg" test "$(md5sum < "$T/e-p.img")" = "$SUM"
+    remote_kill edr
+  fi
+fi
+
+if want F; then
+  echo "== F: split brain"
+  # Both sides go on from the same generation: the old primary on a new log of its own (its
+  # log lost: a new generation, alone), the DR side by takeover.
+  start_replicator fp log="$T/f-p2.rlog" log-size=16M local="$T/f-p.img" control="$T/fp.ctl" ||
+    hard_error "the old primary on a new log"
+  kd write "$(uri fp)" "$T/fp.ref" 14 8 || hard_error "writes"
+  stop_replicator fp || hard_error "stop"
+  SUMP=$(md5sum < "$T/f-p.img")
+  remote_start fold file "$T/f-p.img" || hard_error "remote"
+  start_replicator fdr2 log="$T/f-dr.rlog" log-size=16M local="$T/f-dr.img" remote="$(remote_uri fold)" \
+    takeover=yes control="$T/fdr2.ctl" || hard_error "takeover"
+  kd write "$(uri fdr2)" "$T/f.ref" 13 8 || hard_error "writes"
+  sleep 2
+  check "status: split-brain, refused" \
+    test "$(st fdr2 "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'])")" = "('split-brain', True)"
+  check "the other side's leg is unchanged" test "$(md5sum < "$T/f-p.img")" = "$SUMP"
+  stop_replicator fdr2 || hard_error "stop"
+  remote_kill fold
+fi
+
+if want G; then
+  echo "== G: label placements"
+  truncate -s $SIZE "$T/g-l.img" "$T/g-n.img"
+  start_replicator g log="$T/g.rlog" log-size=16M local="$T/g-l.img" local-label="$T/g.label" \
+    control="$T/g.ctl" || hard_error "start with a label file"
+  check "with a label file the device keeps the leg's full size" test "$(st g "j['devices'][0]['size']")" = $SIZE
+  check "the label is in the file" test "$(lget "$T/g.label" "(j['found'], 'primary' in j['flags'])" file)" = "(True, True)"
+  check "status: where file" test "$(st g "j['devices'][0]['legs'][0]['label']['where']")" = file
+  stop_replicator g || hard_error "stop"
+  start_replicator gn log="$T/gn.rlog" log-size=16M local="$T/g-n.img" label=none control="$T/gn.ctl" ||
+    hard_error "start without labels"
+  check "label=none: the device is the whole leg" test "$(st gn "j['devices'][0]['size']")" = $SIZE
+  stop_replicator gn || hard_error "stop"
+  check "label=none: nothing written where a label would go" test "$(lget "$T/g-n.img" "(j['found'], j['blank'])")" = "(False, True)"
+fi
+finish
