@@ -382,7 +382,8 @@ compose (struct leg *l, struct label *out, uint64_t leg_size, uint32_t flags,
   else
     out->bitmap_offset = LBL_COPIES;
   out->site = l->site;
-  out->flags = flags | (l->site == 0 ? LBL_PRIMARY : 0);
+  /* A local leg is the primary's, but for a handover (switchover). */
+  out->flags = flags | (l->site == 0 && !(flags & LBL_HANDOVER) ? LBL_PRIMARY : 0);
   out->gen_start_ns = gen_start ? gen_start : wall_ns ();
   out->cons_seq = cons_seq;
   out->cons_time_ns = cons_ns;
