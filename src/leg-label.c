@@ -445,17 +445,6 @@ handed_over_at (const struct label *lb, const struct lbl_gen *common)
     lb->cons_seq == common->end_seq;
 }
 
-/* What to do with a new or older leg: copied in full, unless it is
- * trusted (a new site of trusted legs, or a log without identity until
- * now) or holds exactly the state our generation began with. */
-static bool
-needs_full_copy (struct leg *l, enum lbl_class c, const struct lbl_gen *common)
-{
-  if (c == LC_NEW)
-    return !l->lb.trust_new;
-  return !handed_over_at (&l->lb.cur, common);
-}
-
 /* The leg carries our label now: what the check found stays in detail. */
 static void
 labelled (struct leg *l)
@@ -467,35 +456,122 @@ labelled (struct leg *l)
   l->lb.cls = LC_SAME;
 }
 
-/* A new or older leg of a remote site (through conn, or its fd): labelled
- * (under lb->lock), and queued for a full copy when it needs one.  0, or
- * -1 (the write failed; lb->detail). */
+enum copy_plan { COPY_NONE, COPY_FULL, COPY_RECORD };
+
+/* Where generation id ended in a history (0: not in it). */
+static uint64_t
+hist_end (const struct lbl_gen *h, unsigned n, uint64_t id)
+{
+  unsigned i;
+  for (i = 0; i < n && i < LBL_HIST; i++)
+    if (h[i].id == id)
+      return h[i].end_seq;
+  return 0;
+}
+
+/* What a new, older or (discarded) split-brain leg needs: nothing when it
+ * is trusted or holds exactly the state our generation began with (a
+ * handover); its failback record (what it changed, merged with what we
+ * changed since: our dirty log) when it has one that covers the span;
+ * else a full (sparse-aware) copy, *why says why. */
+static enum copy_plan
+plan_copy (struct leg *l, enum lbl_class c, const struct lbl_gen *common, const char **why)
+{
+  const struct label *lb = &l->lb.cur;
+  struct lbl_self self;
+
+  *why = "";
+  if (c == LC_NEW)
+    return l->lb.trust_new ? COPY_NONE : COPY_FULL;
+  if (c == LC_OLDER && handed_over_at (lb, common))
+    return COPY_NONE;
+  if (!(lb->flags & LBL_BITMAP)) {
+    *why = " (it has no failback record of what it wrote: 'failback=yes' on its old "
+           "primary makes one)";
+    return COPY_FULL;
+  }
+  if (c == LC_OLDER && lb->bitmap_gen == common->id && lb->gen == common->id)
+    return COPY_RECORD;
+  leglabel_self (l->dev, &self);
+  if (c == LC_SPLIT && common->id && lb->bitmap_gen == lb->gen &&
+      lb->nhist && lb->hist[0].id == common->id && hist_end (self.hist, self.nhist, common->id) &&
+      hist_end (self.hist, self.nhist, common->id) == lb->hist[0].end_seq)
+    return COPY_RECORD;
+  *why = " (its failback record does not cover what changed since the generation both "
+         "sides share)";
+  return COPY_FULL;
+}
+
+/* Read the leg's failback record (its label's bitmap) into lb->record. */
+static int
+read_record (struct leg *l, const struct lbl_io *io, uint64_t leg_size)
+{
+  const struct label *lb = &l->lb.cur;
+  uint64_t off;
+  uint8_t *buf;
+
+  if (lb->bitmap_bytes == 0 || lb->bitmap_bytes > (UINT64_C(256) << 20) ||
+      lb->region_size < 4096 || (lb->region_size & (lb->region_size - 1)) ||
+      lb->bitmap_offset % 4096 || lb->bitmap_offset + lb->bitmap_bytes > leg_size)
+    return -1;
+  if (posix_memalign ((void **) &buf, 4096, (size_t) lb->bitmap_bytes) != 0)
+    return -1;
+  for (off = 0; off < lb->bitmap_bytes; off += 1u << 20) {
+    uint32_t n = (uint32_t) (lb->bitmap_bytes - off < (1u << 20) ? lb->bitmap_bytes - off : (1u << 20));
+    if (io->pread (io->opaque, buf + off, n, lb->bitmap_offset + off) != 0) {
+      free (buf);
+      return -1;
+    }
+  }
+  free (l->lb.record);
+  l->lb.record = buf;
+  l->lb.record_bytes = lb->bitmap_bytes;
+  l->lb.record_region = lb->region_size;
+  return 0;
+}
+
+/* A new or older (or discarded split-brain) leg of a remote site (through
+ * conn, or its fd): labelled (under lb->lock), and queued for what it
+ * needs copied.  0, or -1 (a write failed; lb->detail). */
 static int
 take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class c,
           const struct lbl_gen *common)
 {
-  const char *shown = l->remote ? l->link.shown : l->cfg->path;
-  bool initial = __atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE);
-  bool full = needs_full_copy (l, c, common) && !initial, trusted = l->lb.trust_new;
+  const char *shown = l->remote ? l->link.shown : l->cfg->path, *why;
+  struct site *s = &l->dev->r->sites[l->site];
+  bool initial = __atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE), trusted = l->lb.trust_new;
+  enum copy_plan p = plan_copy (l, c, common, &why);
+  struct lbl_io io = leg_io (l, conn);
   char found[sizeof l->lb.detail];
 
+  if (p == COPY_RECORD && read_record (l, &io, leg_size) == -1) {
+    p = COPY_FULL;
+    why = " (its failback record could not be read)";
+  }
+  if (initial && p != COPY_NONE)
+    p = COPY_NONE;                       /* an initial sync copies everything anyway */
   snprintf (found, sizeof found, "%s", l->lb.detail);
-  if (write_with (l, conn, leg_size, full || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
+  if (write_with (l, conn, leg_size, p != COPY_NONE || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
                   : LBL_CONSISTENT, 0, 0) == -1)
     return -1;
   labelled (l);
-  if (full) {
-    struct site *s = &l->dev->r->sites[l->site];
+  if (p == COPY_FULL) {
     __atomic_or_fetch (&s->resync_full_devs, 1u << l->dev->index, __ATOMIC_ACQ_REL);
     rep_event (c == LC_NEW ? EV_LEG_NEW : EV_LEG_LABELLED, (int) l->site, l->dev->name,
                "leg %s: %s: labelled, and the device is copied onto it in full "
-               "(sparse-aware)%s", shown, found,
-               c == LC_OLDER ? " (no record of what changed since that generation)" : "");
+               "(sparse-aware)%s", shown, found, why);
+  }
+  else if (p == COPY_RECORD) {
+    __atomic_or_fetch (&s->record_devs, 1u << l->dev->index, __ATOMIC_ACQ_REL);
+    rep_event (EV_LEG_LABELLED, (int) l->site, l->dev->name, "leg %s: %s: labelled; the "
+               "regions its failback record names and those written here since are copied "
+               "onto it", shown, found);
   }
   else if (!trusted || c != LC_NEW)
     rep_event (EV_LEG_LABELLED, (int) l->site, l->dev->name, "leg %s: %s: labelled; nothing "
                "to copy (%s)", shown, found,
-               c == LC_NEW ? "a trusted new leg" : "handed over at the start of our generation");
+               c == LC_NEW ? "a trusted new leg" : initial ? "an initial sync copies it" :
+               "handed over at the start of our generation");
   return 0;
 }
 
@@ -620,7 +696,11 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   lb->have = lb->found == LBL_FOUND;
   c = classify_locked (l, &common);
   switch (c) {
-  case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER: case LC_SPLIT:
+  case LC_SPLIT:
+    if (__atomic_load_n (&l->dev->r->sites[l->site].discard_split, __ATOMIC_ACQUIRE))
+      goto take;                         /* replctl discard: its changes go */
+    /* fall through */
+  case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER:
     refuse (l, l->link.shown);
     snprintf (err, errlen, "its label says it is not ours to write: %s", lb->detail);
     rc = -1;
@@ -630,6 +710,7 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
     same_leg (l);
     break;
   case LC_NEW: case LC_OLDER:
+  take:
     lb->refused = false;
     if (take_leg (l, &cio, info->size, c, &common) == -1) {
       snprintf (err, errlen, "%s", lb->detail);
