@@ -407,7 +407,7 @@ weak_random (void *buf, size_t len)
 
   for (i = 0; i < len; i += 8) {
     uint64_t z = wall_ns () ^ (mono_ns () << 17) ^ ((uint64_t) getpid () << 40) ^
-      (++calls * UINT64_C(0x9E3779B97F4A7C15));
+      (__atomic_add_fetch (&calls, 1, __ATOMIC_RELAXED) * UINT64_C(0x9E3779B97F4A7C15));
     z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
     z ^= z >> 31;
