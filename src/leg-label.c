@@ -177,8 +177,7 @@ leglabel_open_path (struct leg *l)
     }
   }
   lb->have = lb->found == LBL_FOUND;
-  /* A label written once has no other copy yet. */
-  if (lb->have && other_bad && lb->cur.counter > 1)
+  if (lb->have && other_bad)
     rep_warn ("device '%s': one copy of the label of the %s %s is damaged (torn by a power "
               "loss?); the other is used and the next label write repairs it", l->dev->name,
               what, l->cfg->path);
