@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "dirtylog.h"
+#include "failback.h"
 #include "leg-label.h"
 #include "event.h"
 #include "link.h"
@@ -229,6 +230,8 @@ remote_legs_init (struct vdev *d)
     if (cs->disconnect_timeout_ms / 2 < l->link.backoff_max_ms)
       l->link.backoff_max_ms = cs->disconnect_timeout_ms / 2 > 200 ? (unsigned) (cs->disconnect_timeout_ms / 2) : 200;
     l->link.min_size = d->size + leglabel_room (l, d->size);
+    if (d->r->cfg->failback)
+      continue;                  /* a failback run connects to no remote */
     l->link.max_block = d->block_size;
     l->link.conn = rlink_connect_once (&l->link, l->link.connect_timeout_ms < 5000 ?
                                        l->link.connect_timeout_ms : 5000,
@@ -671,6 +674,8 @@ replicator_new (struct cfg *cfg)
         goto err;
   local_out_init (r, label_out);
   if (rebuild_overlay (r) == -1)
+    goto err;
+  if (cfg->failback && failback_record (r) == -1)
     goto err;
   r->sites[0].done_seq = replog_applied (r->rl, 0);
   return r;

@@ -33,6 +33,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "bitmap.h"
 #include "event.h"
 #include "leg-label.h"
 #include "replicator.h"
@@ -190,6 +191,8 @@ leglabel_close (struct leg *l)
   if (l->lb.own_fd && l->lb.fd >= 0)
     close (l->lb.fd);
   l->lb.fd = -1;
+  free (l->lb.record);
+  l->lb.record = NULL;
 }
 
 uint64_t
@@ -303,6 +306,12 @@ leglabel_self (const struct vdev *d, struct lbl_self *s)
   }
 }
 
+static uint64_t
+leglabel_self_gen (const struct leg *l)
+{
+  return l->dev->r->rec.identity.gen;
+}
+
 /* ---- classification and writes ---- */
 
 /* Classify the label in lb->cur / lb->found against d's identity; the
@@ -381,8 +390,13 @@ compose (struct leg *l, struct label *out, uint64_t leg_size, uint32_t flags,
   else
     out->bitmap_offset = LBL_COPIES;
   out->site = l->site;
-  /* A local leg is the primary's, but for a handover (switchover). */
-  out->flags = flags | (l->site == 0 && !(flags & LBL_HANDOVER) ? LBL_PRIMARY : 0);
+  /* A local leg is the primary's, but for a handover (switchover) or a
+   * failback record (the legs of a primary that was failed over). */
+  out->flags = flags | (l->site == 0 && !(flags & (LBL_HANDOVER | LBL_BITMAP)) ? LBL_PRIMARY : 0);
+  if (flags & LBL_BITMAP) {
+    out->bitmap_gen = lb->own_gen;
+    out->bitmap_since_seq = lb->own_since;
+  }
   out->gen_start_ns = gen_start ? gen_start : wall_ns ();
   out->cons_seq = cons_seq;
   out->cons_time_ns = cons_ns;
@@ -719,6 +733,43 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   }
   pthread_mutex_unlock (&lb->lock);
   return rc;
+}
+
+int
+leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since)
+{
+  struct leg_label *lb = &l->lb;
+  struct lbl_io io = leg_io (l, NULL);
+  struct label nl;
+  uint8_t *buf;
+  uint64_t i;
+  int e;
+
+  if (lb->where == LABEL_NONE || l->remote)
+    return -1;
+  compose (l, &nl, l->size, LBL_BITMAP, 0, 0);     /* where the bitmap goes */
+  if (b->region_size != nl.region_size ||
+      posix_memalign ((void **) &buf, 4096, (size_t) nl.bitmap_bytes) != 0)
+    return -1;
+  memset (buf, 0, (size_t) nl.bitmap_bytes);
+  for (i = 0; i < b->nbits && i / 8 < nl.bitmap_bytes; i++)
+    if (bitmap_test (b, i))
+      buf[i / 8] |= (uint8_t) (1u << (i % 8));
+  /* The bitmap is durable before the label that makes it count. */
+  e = io.pwrite (io.opaque, buf, (uint32_t) nl.bitmap_bytes, nl.bitmap_offset);
+  if (e == 0)
+    e = io.flush (io.opaque);
+  free (buf);
+  if (e != 0) {
+    snprintf (lb->detail, sizeof lb->detail, "failback record write failed: %s", strerror (-e));
+    return -1;
+  }
+  pthread_mutex_lock (&lb->lock);
+  lb->own_gen = leglabel_self_gen (l);
+  lb->own_since = since;
+  e = write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
+  pthread_mutex_unlock (&lb->lock);
+  return e;
 }
 
 const char *

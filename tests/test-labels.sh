@@ -16,13 +16,18 @@
 #      not start ("failed over").
 #   F  split brain: both sides took over from the same generation; each refuses the other's
 #      leg as split-brain, and nothing is written.
+#   H  fast failback: the primary writes while its DR site is away, dies; the DR site takes
+#      over and writes; failback=yes on the old primary records what it wrote that the DR
+#      site lacks; when its leg comes back as the new primary's remote, exactly the regions
+#      of both records are copied (bytes reported, far below the device), and it equals the
+#      new primary's device.
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
 #      file); label=none keeps today's geometry and writes no label.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp md5sum
 requires_python_nbd
-CASES=${CASES:-A B C D E F G}
+CASES=${CASES:-A B C D E F G H}
 
 SIZE=$((32 << 20))
 DEV=$((31 << 20))                         # a 32 MiB leg holds a 31 MiB device and its label
@@ -222,5 +227,49 @@ if want G; then
   check "label=none: the device is the whole leg" test "$(st gn "j['devices'][0]['size']")" = $SIZE
   stop_replicator gn || hard_error "stop"
   check "label=none: nothing written where a label would go" test "$(lget "$T/g-n.img" "(j['found'], j['blank'])")" = "(False, True)"
+fi
+if want H; then
+  echo "== H: fast failback"
+  truncate -s $SIZE "$T/h-p.img" "$T/h-dr.img"
+  remote_start hdr file "$T/h-dr.img" || hard_error "remote"
+  HP=(log="$T/h-p.rlog" log-size=16M local="$T/h-p.img" remote="$(remote_uri hdr)" policy=async
+      initial-sync=false disconnect-timeout=1s control="$T/hp.ctl")
+  start_replicator hp "${HP[@]}" || hard_error "primary"
+  wait_for "$T/hp.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
+  kd write "$(uri hp)" "$T/h.ref" 21 64 || hard_error "writes"
+  wait_caught_up "$T/hp.ctl" 20 || hard_error "catch up"
+  remote_kill hdr                                   # the DR site is away ...
+  cp "$T/h.ref" "$T/h2.ref"                         # what the DR site holds
+  kd write "$(uri hp)" "$T/h.ref" 22 12 || hard_error "writes the DR site lacks"
+  kill9_replicator hp                               # ... and the primary dies
+  # Takeover at the DR site; the old primary's leg is not reachable yet.
+  HDR=(log="$T/h-dr.rlog" log-size=16M local="$T/h-dr.img" remote="$(remote_uri hold)"
+       disconnect-timeout=1s control="$T/hdr2.ctl")
+  start_replicator hdr2 "${HDR[@]}" takeover=yes || hard_error "takeover"
+  check "the DR device holds what the DR site had" kd check "$(uri hdr2)" "$T/h2.ref"
+  kd write "$(uri hdr2)" "$T/h2.ref" 23 10 || hard_error "writes at the DR site"
+  # The old primary returns: one-shot failback run, then its leg is exported.
+  if run_nbdkit -f -U "$T/hfb.sock" "$PLUGIN" log="$T/h-p.rlog" local="$T/h-p.img" \
+       remote="$(remote_uri hdr)" failback=yes > "$T/hfb.log" 2>&1; then
+    ok "failback=yes ran and exited 0: $(grep -m1 'regions (' "$T/hfb.log" | sed 's/.*failback: //' | cut -c1-150)"
+  else
+    fail "failback=yes failed: $(tail -3 "$T/hfb.log")"
+  fi
+  check "the old primary's leg is labelled a copy with a failback record" \
+    test "$(lget "$T/h-p.img" "('bitmap' in j['flags'], 'primary' in j['flags'])")" = "(True, False)"
+  remote_start hold file "$T/h-p.img" || hard_error "old primary's leg exported"
+  wait_for "$T/hdr2.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
+    hard_error "the old primary's leg was not brought back"
+  COPIED=$(st hdr2 "j['sites'][1]['resync']['bytes_copied'] + j['sites'][1]['resync']['bytes_zeroed']"); REGIONS=$(st hdr2 "j['sites'][1]['resync']['regions_copied']")
+  # Writes are 64 KiB at 64 KiB offsets: at most 12 + 10 regions of 64 KiB differ.
+  echo "  copied $REGIONS regions, $COPIED bytes of a $DEV-byte device"
+  check "only the regions both sides wrote were copied ($COPIED <= $(( 22 * 65536 )) bytes)" \
+    test "$COPIED" -le $(( 22 * 65536 )) -a "$COPIED" -gt 0
+  check "the record was used" logged hdr2 "failback record names"
+  wait_caught_up "$T/hdr2.ctl" 20 || hard_error "catch up"
+  check "the old primary's leg equals the new primary's device (its writes the DR site never had are gone)" \
+    kd check "$(remote_uri hold)" "$T/h2.ref"
+  stop_replicator hdr2 || hard_error "stop"
+  remote_kill hold
 fi
 finish
