@@ -27,7 +27,8 @@
 #include "replicator.h"
 #include "report.h"
 
-/* The lowest applied seq among the remote sites. */
+/* The lowest applied seq among the remote sites (UINT64_MAX: none is
+ * configured, so nothing recorded what the others lack). */
 static uint64_t
 remote_floor (struct replicator *r)
 {
@@ -36,7 +37,7 @@ remote_floor (struct replicator *r)
   for (i = 1; i < CFG_MAX_SITES; i++)
     if (r->sites[i].cfg && replog_applied (r->rl, i) < low)
       low = replog_applied (r->rl, i);
-  return low == UINT64_MAX ? replog_applied (r->rl, 0) : low;
+  return low;
 }
 
 /* dst |= src (any region sizes: src's regions as byte ranges). */
@@ -58,6 +59,10 @@ device_record (struct replicator *r, struct vdev *d, uint64_t since)
 
   if (!b)
     return NULL;
+  if (since == UINT64_MAX) {
+    bitmap_set_all (b);
+    return b;
+  }
   for (j = 0; j < d->nlegs; j++)
     if (d->legs[j].site != 0 && d->legs[j].dirty_log)
       mark_from (b, d->legs[j].dirty_log);
@@ -77,6 +82,11 @@ failback_record (struct replicator *r)
   uint64_t since = remote_floor (r);
   size_t i;
 
+  if (since == UINT64_MAX)
+    rep_warn ("failback: this log has no remote site: nothing recorded what this side wrote "
+              "that the others lack, so every region is recorded (the new primary copies "
+              "everything)");
+
   for (i = 0; i < r->ndevs; i++) {
     struct vdev *d = &r->devs[i];
     struct bitmap *b;
@@ -93,7 +103,7 @@ failback_record (struct replicator *r)
       return -1;
     }
     n = bitmap_count (b);
-    if (leglabel_write_record (d->local, b, since) == -1) {
+    if (leglabel_write_record (d->local, b, since == UINT64_MAX ? 0 : since) == -1) {
       rep_error ("failback: device '%s': local leg %s: %s", d->name, d->local->cfg->path,
                  d->local->lb.detail[0] ? d->local->lb.detail : "the record could not be written");
       bitmap_free (b);

@@ -14,20 +14,24 @@
 #      generation, is labelled and copied in full when it connects as the remote; the old
 #      primary, restarted on its own log, finds its leg holds the newer generation and does
 #      not start ("failed over").
-#   F  split brain: both sides took over from the same generation; each refuses the other's
-#      leg as split-brain, and nothing is written.
+#   F  split brain: both sides went on from the same generation; the other side's leg is
+#      refused as split-brain and nothing is written, until `replctl discard SITE` names the
+#      side whose changes go: then it is copied (in full here: that side's primary was
+#      killed, so nothing records what it wrote).
 #   H  fast failback: the primary writes while its DR site is away, dies; the DR site takes
 #      over and writes; failback=yes on the old primary records what it wrote that the DR
 #      site lacks; when its leg comes back as the new primary's remote, exactly the regions
 #      of both records are copied (bytes reported, far below the device), and it equals the
 #      new primary's device.
+#   I  split brain after a clean stop: both sides became primaries; with the discarded side's
+#      failback record, only the regions either side changed are copied.
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
 #      file); label=none keeps today's geometry and writes no label.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp md5sum
 requires_python_nbd
-CASES=${CASES:-A B C D E F G H}
+CASES=${CASES:-A B C D E F G H I}
 
 SIZE=$((32 << 20))
 DEV=$((31 << 20))                         # a 32 MiB leg holds a 31 MiB device and its label
@@ -209,9 +213,66 @@ if want F; then
   check "status: split-brain, refused" \
     test "$(st fdr2 "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'])")" = "('split-brain', True)"
   check "the other side's leg is unchanged" test "$(md5sum < "$T/f-p.img")" = "$SUMP"
+  check "replctl discard refuses a site that is not in split brain" \
+    bash -c "! '$REPLCTL' -s '$T/fdr2.ctl' discard 2 >/dev/null 2>&1"
+  "$REPLCTL" -s "$T/fdr2.ctl" discard 1 || fail "replctl discard 1"
+  wait_for "$T/fdr2.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
+    hard_error "the discarded side was not made a copy"
+  check "no record on the discarded side (its primary was killed): copied in full" \
+    logged fdr2 "copied onto it in full"
+  wait_caught_up "$T/fdr2.ctl" 20 || hard_error "catch up"
+  cp "$T/e.ref" "$T/f2.ref" 2>/dev/null || true
+  check "the discarded side's leg now equals this primary's device" \
+    py -c 'import nbd,sys; a=nbd.NBD(); a.connect_uri(sys.argv[1]); b=nbd.NBD(); b.connect_uri(sys.argv[2]); n=a.get_size(); sys.exit(any(a.pread(1<<20,o)!=b.pread(1<<20,o) for o in range(0,n,1<<20)))' \
+    "$(uri fdr2)" "$(remote_uri fold)"
   stop_replicator fdr2 || hard_error "stop"
   remote_kill fold
 fi
+
+if want I; then
+  echo "== I: split brain after a clean stop, both sides with records: only what either changed"
+  truncate -s $SIZE "$T/i-p.img" "$T/i-dr.img"
+  remote_start idr file "$T/i-dr.img" || hard_error "remote"
+  start_replicator ip log="$T/i-p.rlog" log-size=16M local="$T/i-p.img" remote="$(remote_uri idr)" \
+    policy=sync initial-sync=false control="$T/ip.ctl" || hard_error "primary"
+  wait_for "$T/ip.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
+  kd write "$(uri ip)" "$T/i.ref" 31 64 || hard_error "writes"
+  wait_caught_up "$T/ip.ctl" 20 || hard_error "catch up"
+  stop_replicator ip || hard_error "clean stop"
+  remote_kill idr
+  check "a clean stop labels the caught-up remote consistent and clean at the last seq" \
+    test "$(lget "$T/i-dr.img" "('clean' in j['flags'], j['cons_seq'] == $(lget "$T/i-p.img" "j['cons_seq']") > 0)")" = "(True, True)"
+  # Both sides become primaries: the DR side by takeover, the old primary on a new log.
+  start_replicator idr2 log="$T/i-dr.rlog" log-size=16M local="$T/i-dr.img" \
+    remote="$(remote_uri iold)" takeover=yes control="$T/idr2.ctl" || hard_error "takeover"
+  cp "$T/i.ref" "$T/i2.ref"
+  kd write "$(uri idr2)" "$T/i2.ref" 32 6 || hard_error "writes at the DR side"
+  # Its remote (the DR side's leg, not reachable now) keeps a persistent dirty log: what
+  # this side writes is recorded there, and failback=yes reads it.
+  mkdir -p "$T/ip2.dl"
+  IP2=(log="$T/i-p2.rlog" log-size=16M local="$T/i-p.img" remote="$(remote_uri inone)"
+       dirty-log-dir="$T/ip2.dl" disconnect-timeout=1s)
+  start_replicator ip2 "${IP2[@]}" control="$T/ip2.ctl" || hard_error "the old primary on a new log"
+  kd write "$(uri ip2)" "$T/i3.ref" 33 5 || hard_error "writes at the old primary"
+  stop_replicator ip2 || hard_error "stop"
+  run_nbdkit -f -U "$T/ifb.sock" "$PLUGIN" "${IP2[@]}" failback=yes > "$T/ifb.log" 2>&1 ||
+    fail "failback=yes on the old primary: $(tail -2 "$T/ifb.log")"
+  echo "  $(grep -m1 'regions (' "$T/ifb.log" | sed 's/.*failback: //' | cut -c1-120)"
+  remote_start iold file "$T/i-p.img" || hard_error "old primary's leg exported"
+  wait_for "$T/idr2.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'split-brain'" 20 ||
+    hard_error "split brain not detected"
+  "$REPLCTL" -s "$T/idr2.ctl" discard 1 || fail "replctl discard 1"
+  wait_for "$T/idr2.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
+    hard_error "the discarded side was not made a copy"
+  REGIONS=$(st idr2 "j['sites'][1]['resync']['regions_copied']")
+  echo "  copied $REGIONS regions of 64 KiB"
+  check "only the regions either side changed were copied ($REGIONS <= 11)" test "$REGIONS" -le 11 -a "$REGIONS" -gt 0
+  wait_caught_up "$T/idr2.ctl" 20 || hard_error "catch up"
+  check "the discarded side's leg equals this primary's device" kd check "$(remote_uri iold)" "$T/i2.ref"
+  stop_replicator idr2 || hard_error "stop"
+  remote_kill iold
+fi
+finish
 
 if want G; then
   echo "== G: label placements"
