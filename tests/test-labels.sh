@@ -25,13 +25,18 @@
 #      new primary's device.
 #   I  split brain after a clean stop: both sides became primaries; with the discarded side's
 #      failback record, only the regions either side changed are copied.
+#   J  a loop-device local leg and an iSCSI remote (tgtd): both labelled; data where the
+#      remote's label goes refuses it, unchanged; cleared, it is taken as a new leg and copied
+#      in full at the connector's next try, without an operator.
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
 #      file); label=none keeps today's geometry and writes no label.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp md5sum
 requires_python_nbd
-CASES=${CASES:-A B C D E F G H I}
+CASES=${CASES:-A B C D E F G H I J}
+LOOPS=()
+cleanup_hook() { local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done; }
 
 SIZE=$((32 << 20))
 DEV=$((31 << 20))                         # a 32 MiB leg holds a 31 MiB device and its label
@@ -272,6 +277,45 @@ if want I; then
   stop_replicator idr2 || hard_error "stop"
   remote_kill iold
 fi
+if want J; then
+  echo "== J: a loop-device local leg, an iSCSI remote"
+  if [ "$(id -u)" != 0 ] || ! command -v tgtd >/dev/null || ! losetup -f >/dev/null 2>&1; then
+    skip_part "J needs root, tgtd and a free loop device"
+  else
+    truncate -s $SIZE "$T/j-l.backing" "$T/j-r.img"
+    JL=$(losetup --find --show "$T/j-l.backing") && LOOPS+=("$JL") || hard_error "losetup"
+    tgt_start jr "$T/j-r.img" || hard_error "tgtd"
+    JPORT=$TGT_PORT
+    J=(log="$T/j.rlog" log-size=16M local="$JL" remote="$TGT_URL" initial-sync=false
+       disconnect-timeout=1s control="$T/j.ctl")
+    start_replicator j "${J[@]}" || hard_error "start"
+    wait_for "$T/j.ctl" "j['sites'][1]['link'] == 'connected'" 15 || hard_error "site 1"
+    check "the loop device's label: a primary's leg" \
+      test "$(lget "$T/j-l.backing" "(j['found'], 'primary' in j['flags'])")" = "(True, True)"
+    check "the iSCSI leg's label: a copy at site 1 of the same generation" \
+      test "$(lget "$T/j-r.img" "(j['gen'], j['site'])")" = "('$(st j "j['generation']")', 1)"
+    kd write "$(uri j)" "$T/j.ref" 41 32 || hard_error "writes"
+    wait_caught_up "$T/j.ctl" 20 || hard_error "catch up"
+    tgt_kill
+    head -c 8192 /dev/urandom | dd of="$T/j-r.img" bs=1 seek=$(( SIZE - 8192 )) conv=notrunc status=none
+    SUM=$(md5sum < "$T/j-r.img")
+    tgt_start jr "$T/j-r.img" "$JPORT" || hard_error "tgtd again (same port)"
+    wait_for "$T/j.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'not-blank'" 30 ||
+      hard_error "the damaged remote label was not refused"
+    kd write "$(uri j)" "$T/j.ref" 42 8 || hard_error "writes meanwhile"
+    check "the iSCSI leg with data where its label goes is refused and unchanged" \
+      test "$(md5sum < "$T/j-r.img")" = "$SUM"
+    dd if=/dev/zero of="$T/j-r.img" bs=8192 count=1 seek=$(( SIZE / 8192 - 1 )) conv=notrunc status=none
+    wait_for "$T/j.ctl" "j['devices'][0]['legs'][1]['consistent'] and j['sites'][1]['resync']['finished'] >= 1 and j['sites'][1]['mode'] == 'log'" 60 ||
+      hard_error "the cleared leg was not taken and copied"
+    check "cleared, it was labelled as a new leg and copied in full" logged j "copied onto it in full"
+    wait_caught_up "$T/j.ctl" 20 || hard_error "catch up"
+    stop_replicator j || hard_error "stop"
+    check "the iSCSI leg holds every write" legcmp -s "$T/j-r.img" "$T/j.ref"
+    check "the loop device holds every write" legcmp -s "$T/j-l.backing" "$T/j.ref"
+    tgt_kill
+  fi
+fi
 finish
 
 if want G; then
@@ -332,5 +376,44 @@ if want H; then
     kd check "$(remote_uri hold)" "$T/h2.ref"
   stop_replicator hdr2 || hard_error "stop"
   remote_kill hold
+fi
+if want J; then
+  echo "== J: a loop-device local leg, an iSCSI remote"
+  if [ "$(id -u)" != 0 ] || ! command -v tgtd >/dev/null || ! losetup -f >/dev/null 2>&1; then
+    skip_part "J needs root, tgtd and a free loop device"
+  else
+    truncate -s $SIZE "$T/j-l.backing" "$T/j-r.img"
+    JL=$(losetup --find --show "$T/j-l.backing") && LOOPS+=("$JL") || hard_error "losetup"
+    tgt_start jr "$T/j-r.img" || hard_error "tgtd"
+    JPORT=$TGT_PORT
+    J=(log="$T/j.rlog" log-size=16M local="$JL" remote="$TGT_URL" initial-sync=false
+       disconnect-timeout=1s control="$T/j.ctl")
+    start_replicator j "${J[@]}" || hard_error "start"
+    wait_for "$T/j.ctl" "j['sites'][1]['link'] == 'connected'" 15 || hard_error "site 1"
+    check "the loop device's label: a primary's leg" \
+      test "$(lget "$T/j-l.backing" "(j['found'], 'primary' in j['flags'])")" = "(True, True)"
+    check "the iSCSI leg's label: a copy at site 1 of the same generation" \
+      test "$(lget "$T/j-r.img" "(j['gen'], j['site'])")" = "('$(st j "j['generation']")', 1)"
+    kd write "$(uri j)" "$T/j.ref" 41 32 || hard_error "writes"
+    wait_caught_up "$T/j.ctl" 20 || hard_error "catch up"
+    tgt_kill
+    head -c 8192 /dev/urandom | dd of="$T/j-r.img" bs=1 seek=$(( SIZE - 8192 )) conv=notrunc status=none
+    SUM=$(md5sum < "$T/j-r.img")
+    tgt_start jr "$T/j-r.img" "$JPORT" || hard_error "tgtd again (same port)"
+    wait_for "$T/j.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'not-blank'" 30 ||
+      hard_error "the damaged remote label was not refused"
+    kd write "$(uri j)" "$T/j.ref" 42 8 || hard_error "writes meanwhile"
+    check "the iSCSI leg with data where its label goes is refused and unchanged" \
+      test "$(md5sum < "$T/j-r.img")" = "$SUM"
+    dd if=/dev/zero of="$T/j-r.img" bs=8192 count=1 seek=$(( SIZE / 8192 - 1 )) conv=notrunc status=none
+    wait_for "$T/j.ctl" "j['devices'][0]['legs'][1]['consistent'] and j['sites'][1]['resync']['finished'] >= 1 and j['sites'][1]['mode'] == 'log'" 60 ||
+      hard_error "the cleared leg was not taken and copied"
+    check "cleared, it was labelled as a new leg and copied in full" logged j "copied onto it in full"
+    wait_caught_up "$T/j.ctl" 20 || hard_error "catch up"
+    stop_replicator j || hard_error "stop"
+    check "the iSCSI leg holds every write" legcmp -s "$T/j-r.img" "$T/j.ref"
+    check "the loop device holds every write" legcmp -s "$T/j-l.backing" "$T/j.ref"
+    tgt_kill
+  fi
 fi
 finish
