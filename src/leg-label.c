@@ -735,6 +735,33 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   return rc;
 }
 
+bool
+leglabel_still_ours (struct leg *l)
+{
+  struct leg_label *lb = &l->lb;
+  struct lbl_io io = leg_io (l, NULL);
+  struct label now;
+  enum lbl_found found;
+  bool other_bad, same;
+  char err[200] = "";
+
+  if (lb->where == LABEL_NONE || !l->remote)
+    return true;
+  if (lbl_read (&io, lb->base, &now, &found, &other_bad, err, sizeof err) == -1)
+    return true;                 /* unreadable now: the connection's business */
+  pthread_mutex_lock (&lb->lock);
+  same = found == LBL_FOUND && lb->have && now.counter == lb->cur.counter &&
+    now.gen == lb->cur.gen && !memcmp (now.group, lb->cur.group, 16) &&
+    !memcmp (now.device, lb->cur.device, 16);
+  if (!same)
+    snprintf (lb->detail, sizeof lb->detail, "its label changed under a running connection "
+              "(%s): checked again at a new connection",
+              found == LBL_BLANK ? "blank now: a new disk?" : found == LBL_NONBLANK ?
+              "no valid label now" : "another label now");
+  pthread_mutex_unlock (&lb->lock);
+  return same;
+}
+
 int
 leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since)
 {

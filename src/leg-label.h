@@ -47,6 +47,12 @@ int leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
  * connection.  0, or -1 (l->lb.detail says why). */
 int leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns);
 
+/* A remote leg's label, read again through its reader connection, is
+ * still the one last read or written (false: another disk now, or the
+ * label changed; lb.detail says so).  A read error is not an answer
+ * (true). */
+bool leglabel_still_ours (struct leg *l);
+
 /* A local leg's failback record: bitmap b (the leg's region size: the
  * regions this leg may hold that the site taking over lacks, after
  * since) into the label's bitmap area, made durable, then the label says

@@ -67,6 +67,8 @@ struct leg_label {
   enum lbl_class cls;            /* at the last check (checked) */
   bool checked;
   bool refused;                  /* never written: not ours (cls says why) */
+  bool recheck;                  /* the label changed under a running connection:
+                                    the worker drops it to check again (atomic) */
   uint64_t checks, writes;
   char detail[640];              /* the last check or write, for status */
   /* The leg's failback record, read at connect, for the worker to merge

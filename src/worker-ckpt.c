@@ -31,7 +31,10 @@
 #include "worker-int.h"
 
 /* A remote site's consistent point on its legs' labels, at most every
- * LABEL_CONS_INTERVAL_NS (leg labels: what a takeover starts from). */
+ * LABEL_CONS_INTERVAL_NS (leg labels: what a takeover starts from); a
+ * remote leg's label is read first: one that changed under the running
+ * connection (a disk replaced behind the target) has the connection
+ * dropped and checked again (lb.recheck, worker-remote.c). */
 static void
 cons_labels (struct worker *w, uint64_t upto, uint64_t time_ns)
 {
@@ -49,6 +52,12 @@ cons_labels (struct worker *w, uint64_t upto, uint64_t time_ns)
     pthread_mutex_lock (&l->lb.lock);
     marked = !l->lb.have || (l->lb.cur.flags & (LBL_NEW | LBL_RESYNC));
     pthread_mutex_unlock (&l->lb.lock);
+    if (l->remote && !leglabel_still_ours (l)) {
+      /* Another disk under a running connection: checked again. */
+      __atomic_store_n (&l->lb.recheck, true, __ATOMIC_RELEASE);
+      rep_warn ("%s: leg %s: %s", l->link.what, l->link.shown, l->lb.detail);
+      continue;
+    }
     if (!marked)                   /* a copy not finished keeps saying so */
       leglabel_write (l, LBL_CONSISTENT, upto, time_ns);
   }

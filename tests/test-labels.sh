@@ -28,13 +28,17 @@
 #   J  a loop-device local leg and an iSCSI remote (tgtd): both labelled; data where the
 #      remote's label goes refuses it, unchanged; cleared, it is taken as a new leg and copied
 #      in full at the connector's next try, without an operator.
+#   K  a remote disk wiped under a running connection (the server and its connection stay):
+#      the next label check of the running link (with the consistent point, at most every
+#      5 s) finds it blank, the connection is dropped and checked again, and the leg is
+#      copied in full, without an operator.
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
 #      file); label=none keeps today's geometry and writes no label.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp md5sum
 requires_python_nbd
-CASES=${CASES:-A B C D E F G H I J}
+CASES=${CASES:-A B C D E F G H I J K}
 LOOPS=()
 cleanup_hook() { local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done; }
 
@@ -277,6 +281,31 @@ if want I; then
   stop_replicator idr2 || hard_error "stop"
   remote_kill iold
 fi
+if want K; then
+  echo "== K: a remote disk wiped under a running connection"
+  truncate -s $SIZE "$T/k-l.img" "$T/k-r.img"
+  remote_start kr file "$T/k-r.img" || hard_error "remote"
+  start_replicator k log="$T/k.rlog" log-size=16M local="$T/k-l.img" remote="$(remote_uri kr)" \
+    initial-sync=false disconnect-timeout=2s control="$T/k.ctl" || hard_error "start"
+  wait_for "$T/k.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
+  kd write "$(uri k)" "$T/k.ref" 51 32 || hard_error "writes"
+  wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
+  dd if=/dev/zero of="$T/k-r.img" bs=1M count=32 conv=notrunc status=none   # same inode: the server sees zeroes
+  for i in $(seq 20); do
+    kd write "$(uri k)" "$T/k.ref" $((60 + i)) 2 >/dev/null || hard_error "writes after the wipe"
+    grep -q "label changed under" "$T/k.log" && break
+    sleep 1
+  done
+  check "the running link's label check found the wiped disk" logged k "its label changed under a running connection"
+  wait_for "$T/k.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent'] and j['sites'][1]['mode'] == 'log'" 60 ||
+    hard_error "the wiped disk was not copied"
+  check "and copied it in full as a new leg" logged k "copied onto it in full"
+  wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
+  check "the remote holds every write" kd check "$(remote_uri kr)" "$T/k.ref"
+  stop_replicator k || hard_error "stop"
+  remote_kill kr
+fi
+
 if want J; then
   echo "== J: a loop-device local leg, an iSCSI remote"
   if [ "$(id -u)" != 0 ] || ! command -v tgtd >/dev/null || ! losetup -f >/dev/null 2>&1; then
@@ -377,6 +406,31 @@ if want H; then
   stop_replicator hdr2 || hard_error "stop"
   remote_kill hold
 fi
+if want K; then
+  echo "== K: a remote disk wiped under a running connection"
+  truncate -s $SIZE "$T/k-l.img" "$T/k-r.img"
+  remote_start kr file "$T/k-r.img" || hard_error "remote"
+  start_replicator k log="$T/k.rlog" log-size=16M local="$T/k-l.img" remote="$(remote_uri kr)" \
+    initial-sync=false disconnect-timeout=2s control="$T/k.ctl" || hard_error "start"
+  wait_for "$T/k.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
+  kd write "$(uri k)" "$T/k.ref" 51 32 || hard_error "writes"
+  wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
+  dd if=/dev/zero of="$T/k-r.img" bs=1M count=32 conv=notrunc status=none   # same inode: the server sees zeroes
+  for i in $(seq 20); do
+    kd write "$(uri k)" "$T/k.ref" $((60 + i)) 2 >/dev/null || hard_error "writes after the wipe"
+    grep -q "label changed under" "$T/k.log" && break
+    sleep 1
+  done
+  check "the running link's label check found the wiped disk" logged k "its label changed under a running connection"
+  wait_for "$T/k.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent'] and j['sites'][1]['mode'] == 'log'" 60 ||
+    hard_error "the wiped disk was not copied"
+  check "and copied it in full as a new leg" logged k "copied onto it in full"
+  wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
+  check "the remote holds every write" kd check "$(remote_uri kr)" "$T/k.ref"
+  stop_replicator k || hard_error "stop"
+  remote_kill kr
+fi
+
 if want J; then
   echo "== J: a loop-device local leg, an iSCSI remote"
   if [ "$(id -u)" != 0 ] || ! command -v tgtd >/dev/null || ! losetup -f >/dev/null 2>&1; then
