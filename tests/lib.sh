@@ -587,9 +587,10 @@ runfio() {
 }
 
 # legcmp [-s] LEG REF: the leg holds REF in its first size(REF) bytes (a leg is larger than
-# the device by its label area at the end).  -s: silent, as cmp -s.
+# the device by its label area at the end).  LEG may be a block device.  -s: silent, as cmp -s.
 legcmp() {
-  local q=""; [ "$1" = -s ] && { q=-s; shift; }
-  [ "$(stat -c %s "$1")" -ge "$(stat -c %s "$2")" ] || { [ -n "$q" ] || echo "legcmp: $1 is shorter than $2"; return 1; }
-  cmp $q -n "$(stat -c %s "$2")" "$1" "$2"
+  local q="" n m; [ "$1" = -s ] && { q=-s; shift; }
+  n=$(stat -c %s "$2"); if [ -b "$1" ]; then m=$(blockdev --getsize64 "$1"); else m=$(stat -c %s "$1"); fi
+  [ "$m" -ge "$n" ] || { [ -n "$q" ] || echo "legcmp: $1 is shorter than $2"; return 1; }
+  cmp $q -n "$n" "$1" "$2"
 }

@@ -67,7 +67,7 @@ rmloops
 # =========================================================================================
 echo "== 2. the crash test with the log and the local leg on loop devices"
 mkloop clog 8M; CLOG=$LOOP
-mkloop cleg 16M; CLEG=$LOOP
+mkloop cleg 17M; CLEG=$LOOP            # a 16 MiB device and 1 MiB for its label
 rc=0
 CRASH_LOG_DEV=$CLOG CRASH_LEG_DEV=$CLEG CYCLES=${BLOCKDEV_CRASH_CYCLES:-3} \
   bash "$TESTDIR/test-crash.sh" > "$T/crash.out" 2>&1 || rc=$?
