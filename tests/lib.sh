@@ -594,3 +594,7 @@ legcmp() {
   [ "$m" -ge "$n" ] || { [ -n "$q" ] || echo "legcmp: $1 is shorter than $2"; return 1; }
   cmp $q -n "$n" "$1" "$2"
 }
+
+# devsize CTL [DEV]: the size of device DEV (index, default 0) from status: compare two legs
+# (each with its label area after the device) with cmp -n "$(devsize CTL)" LEG1 LEG2.
+devsize() { status_get "$1" "j['devices'][${2:-0}]['size']"; }
