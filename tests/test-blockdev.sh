@@ -79,8 +79,8 @@ rmloops
 # =========================================================================================
 echo "== 3. a short torture with the log and the local legs on loop devices"
 mkloop tlog 8M; TLOG=$LOOP
-mkloop tleg0 4M; TLEG0=$LOOP
-mkloop tleg1 4M; TLEG1=$LOOP
+mkloop tleg0 5M; TLEG0=$LOOP             # 4 MiB devices and 1 MiB for each label
+mkloop tleg1 5M; TLEG1=$LOOP
 rc=0
 python3 "$TESTDIR/torture/torture.py" --cycles "${BLOCKDEV_TORTURE_CYCLES:-6}" \
   --faults kill,rkill,powerloss --log-mb 8 --size $((4 << 20)) --devices 2 \
