@@ -471,9 +471,9 @@ py() { env -u LD_PRELOAD python3 "$@"; }
 kd() { py "$TESTDIR/known-data.py" "$@"; }
 # scatter ...: scattered writes through a device (tests/scatter.py)
 scatter() { py "$TESTDIR/scatter.py" "$@"; }
-# hard_error MSG: a failure other than the one an expected-failure test (XFAIL_TESTS) is
-# about (its setup, a sanitizer report, a check outside the known gap): exit 99, automake's
-# hard ERROR, which XFAIL does not absorb, unlike a plain failure
+# hard_error MSG: a failure other than the one the test is about (its setup, a sanitizer
+# report): exit 99, automake's hard ERROR (an expected failure, XFAIL_TESTS, would not
+# absorb it, unlike a plain failure)
 hard_error() { echo "ERROR: $*"; exit 99; }
 # skip_part REASON: a part of the test cannot run here.  The rest runs, but the test ends
 # as skipped (exit 77 from finish, unless a check failed): a part not run checked nothing,
