@@ -39,8 +39,8 @@ case_end_b_at_x() {
   wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "$S1")"
   nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
   check "$n: the device holds B at X" test "$(region_of "$T/$n.dev" $X)" = $B
-  check "$n: the remote leg equals the device" cmp "$T/$n.rimg" "$T/$n.dev"
-  check "$n: the local leg equals the device" cmp "$T/$n.leg" "$T/$n.dev"
+  check "$n: the remote leg equals the device" legcmp "$T/$n.rimg" "$T/$n.dev"
+  check "$n: the local leg equals the device" legcmp "$T/$n.leg" "$T/$n.dev"
   stop_replicator "$n" || rc=$?
   check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
   check "$n: no sanitizer reports" sanitizer_clean "$n"
