@@ -31,11 +31,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bitmap.h"
 #include "event.h"
+#include "io.h"
 #include "leg-label.h"
+#include "pftrace.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -58,7 +61,10 @@ static int
 fd_pwrite (void *o, const void *buf, uint32_t len, uint64_t off)
 {
   int fd = *(int *) o;
-  ssize_t n = pwrite (fd, buf, len, (off_t) off);
+  ssize_t n;
+
+  pft_write (fd, buf, len, off);         /* power-loss trace: may land in part */
+  n = pwrite (fd, buf, len, (off_t) off);
   if (n == (ssize_t) len)
     return 0;
   return n < 0 ? -errno : -EIO;
@@ -67,7 +73,12 @@ fd_pwrite (void *o, const void *buf, uint32_t len, uint64_t off)
 static int
 fd_flush (void *o)
 {
-  return fdatasync (*(int *) o) == -1 ? -errno : 0;
+  int fd = *(int *) o;
+  pft_sync (fd, 'S');
+  if (fdatasync (fd) == -1)
+    return -errno;
+  pft_sync (fd, 'D');
+  return 0;
 }
 
 struct conn_io {
@@ -166,7 +177,19 @@ leglabel_open_path (struct leg *l)
                  l->cfg->label_path);
       return -1;
     }
-    if (ftruncate (lb->fd, LBL_COPIES) == -1 && errno != EINVAL) { /* grows an empty file only */ }
+    {
+      struct stat st;
+      if (fstat (lb->fd, &st) == 0 && st.st_size < LBL_COPIES) {
+        /* A new (or short) file: its size and name are durable before it
+         * is trusted to be there (safety rule 14). */
+        pft_create (lb->fd);
+        if (ftruncate (lb->fd, LBL_COPIES) == -1 || fdatasync (lb->fd) == -1 ||
+            io_sync_parent_dir (l->cfg->label_path) == -1) {
+          rep_error ("device '%s': label file %s: %m", l->dev->name, l->cfg->label_path);
+          return -1;
+        }
+      }
+    }
     lb->base = 0;
   }
   {
@@ -604,7 +627,11 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
     struct lbl_gen common;
     enum lbl_class c;
     uint32_t flags = LBL_CONSISTENT;
-    bool fresh = r->rec.identity_new;
+    /* Labelled with this log's identity before?  Not yet (a new log, or a
+     * crash between the header and the label): a blank or older local leg
+     * is labelled now, not taken for another disk. */
+    bool fresh = r->rec.identity_new ||
+      (l->site == 0 && !(replog_dev_flags (r->rl, d->index) & RL_DEV_LABELLED));
 
     if (l->remote || l->lb.where == LABEL_NONE)
       continue;
@@ -664,6 +691,10 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
     if (c != LC_SAME)
       labelled (l);
     pthread_mutex_unlock (&l->lb.lock);
+    if (l->site == 0 && replog_change_dev_flags (r->rl, d->index, RL_DEV_LABELLED, 0) == -1) {
+      rep_error ("device '%s': recording the local leg's label in the log header: %m", d->name);
+      return -1;
+    }
   }
   return 0;
 }
