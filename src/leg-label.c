@@ -433,31 +433,44 @@ write_with (struct leg *l, struct conn_io *conn, uint64_t leg_size, uint32_t fla
   struct lbl_io io = leg_io (l, conn);
   struct label nl;
   char err[200] = "";
+  int rc;
 
+  /* The I/O runs without the lock (status must not wait for a remote):
+   * only this leg's connector check or its worker write its label, never
+   * both at once (the worker only while the link is up, the check only
+   * on a connection the worker does not have yet). */
+  pthread_mutex_lock (&lb->lock);
   compose (l, &nl, leg_size, flags, cons_seq, cons_ns);
-  if (lbl_write (&io, lb->base, &nl, err, sizeof err) == -1) {
+  pthread_mutex_unlock (&lb->lock);
+  rc = lbl_write (&io, lb->base, &nl, err, sizeof err);
+  pthread_mutex_lock (&lb->lock);
+  if (rc == -1)
     snprintf (lb->detail, sizeof lb->detail, "label write failed: %s", err);
-    return -1;
+  else {
+    lb->cur = nl;
+    lb->have = true;
+    lb->found = LBL_FOUND;
+    lb->writes++;
+    lb->trust_new = false;
   }
-  lb->cur = nl;
-  lb->have = true;
-  lb->found = LBL_FOUND;
-  lb->writes++;
-  lb->trust_new = false;
-  return 0;
+  pthread_mutex_unlock (&lb->lock);
+  return rc == -1 ? -1 : 0;
 }
 
 int
 leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns)
 {
   int rc;
-  if (l->lb.where == LABEL_NONE || l->lb.refused)
-    return 0;
+  bool refused;
+
   pthread_mutex_lock (&l->lb.lock);
+  refused = l->lb.refused;
+  pthread_mutex_unlock (&l->lb.lock);
+  if (l->lb.where == LABEL_NONE || refused)
+    return 0;
   rc = write_with (l, NULL, l->remote ? l->link.info.size : l->size, flags, cons_seq, cons_ns);
   if (rc == -1)
     rep_warn ("device '%s': leg at site %u: %s", l->dev->name, l->site, l->lb.detail);
-  pthread_mutex_unlock (&l->lb.lock);
   return rc;
 }
 
@@ -465,11 +478,17 @@ leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_
 static void
 refuse (struct leg *l, const char *where)
 {
-  bool again = l->lb.refused;
+  char detail[sizeof l->lb.detail];
+  bool again;
+
+  pthread_mutex_lock (&l->lb.lock);
+  again = l->lb.refused;
   l->lb.refused = true;
+  snprintf (detail, sizeof detail, "%s", l->lb.detail);
+  pthread_mutex_unlock (&l->lb.lock);
   if (!again)
     rep_event (EV_LEG_REFUSED, (int) l->site, l->dev->name, "leg %s refused, never written: %s",
-               where, l->lb.detail);
+               where, detail);
 }
 
 /* Whether an older generation's label on a leg means it holds exactly the
@@ -486,10 +505,12 @@ static void
 labelled (struct leg *l)
 {
   char was[sizeof l->lb.detail];
+  pthread_mutex_lock (&l->lb.lock);
   snprintf (was, sizeof was, "%s", l->lb.detail);
   snprintf (l->lb.detail, sizeof l->lb.detail, "ours, labelled at %s: it was %.500s",
             l->remote ? "connect" : "start", was);
   l->lb.cls = LC_SAME;
+  pthread_mutex_unlock (&l->lb.lock);
 }
 
 enum copy_plan { COPY_NONE, COPY_FULL, COPY_RECORD };
@@ -559,10 +580,12 @@ read_record (struct leg *l, const struct lbl_io *io, uint64_t leg_size)
       return -1;
     }
   }
+  pthread_mutex_lock (&l->lb.lock);
   free (l->lb.record);
   l->lb.record = buf;
   l->lb.record_bytes = lb->bitmap_bytes;
   l->lb.record_region = lb->region_size;
+  pthread_mutex_unlock (&l->lb.lock);
   return 0;
 }
 
@@ -586,7 +609,9 @@ take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class
   }
   if (initial && p != COPY_NONE)
     p = COPY_NONE;                       /* an initial sync copies everything anyway */
+  pthread_mutex_lock (&l->lb.lock);
   snprintf (found, sizeof found, "%s", l->lb.detail);
+  pthread_mutex_unlock (&l->lb.lock);
   if (write_with (l, conn, leg_size, p != COPY_NONE || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
                   : LBL_CONSISTENT, 0, 0) == -1)
     return -1;
@@ -655,11 +680,7 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
       if (fresh && c == LC_NEW)
         break;
       if (l->site != 0) {
-        int rc;
-        pthread_mutex_lock (&l->lb.lock);
-        rc = take_leg (l, NULL, l->size, c, &common);
-        pthread_mutex_unlock (&l->lb.lock);
-        if (rc == -1) {
+        if (take_leg (l, NULL, l->size, c, &common) == -1) {
           rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, l->lb.detail);
           return -1;
         }
@@ -682,15 +703,12 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
     if (l->site != 0 && (replog_site_mode (r->rl, l->site) != RL_MODE_LOG ||
                          replog_site_flags (r->rl, l->site)))
       flags &= ~LBL_CONSISTENT;
-    pthread_mutex_lock (&l->lb.lock);
     if (write_with (l, NULL, l->size, flags, replog_applied (r->rl, l->site), 0) == -1) {
-      pthread_mutex_unlock (&l->lb.lock);
       rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, l->lb.detail);
       return -1;
     }
     if (c != LC_SAME)
       labelled (l);
-    pthread_mutex_unlock (&l->lb.lock);
     if (l->site == 0 && replog_change_dev_flags (r->rl, d->index, RL_DEV_LABELLED, 0) == -1) {
       rep_error ("device '%s': recording the local leg's label in the log header: %m", d->name);
       return -1;
@@ -714,6 +732,17 @@ same_leg (struct leg *l)
              "it did not finish: copied in full again", l->remote ? l->link.shown : l->cfg->path);
 }
 
+/* The leg's detail line (a copy: the buffer is rewritten under the lock). */
+static const char *
+cur_detail (struct leg *l)
+{
+  static __thread char buf[sizeof l->lb.detail];
+  pthread_mutex_lock (&l->lb.lock);
+  snprintf (buf, sizeof buf, "%s", l->lb.detail);
+  pthread_mutex_unlock (&l->lb.lock);
+  return buf;
+}
+
 int
 leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
                        const struct link_info *info, char *err, size_t errlen)
@@ -728,17 +757,24 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   char rerr[200] = "";
   int rc = 0;
 
+  struct label cur;
+  enum lbl_found found;
+
   if (lb->where == LABEL_NONE)
     return 0;
-  pthread_mutex_lock (&lb->lock);
+  /* The reads and writes run without lb->lock: status reads the label
+   * state meanwhile, and a remote may take its time. */
   lb->base = end_base (info->size);
-  if (lbl_read (&io, lb->base, &lb->cur, &lb->found, &other_bad, rerr, sizeof rerr) == -1) {
+  if (lbl_read (&io, lb->base, &cur, &found, &other_bad, rerr, sizeof rerr) == -1) {
     snprintf (err, errlen, "reading its label: %s", rerr);
-    pthread_mutex_unlock (&lb->lock);
     return -1;
   }
-  lb->have = lb->found == LBL_FOUND;
+  pthread_mutex_lock (&lb->lock);
+  lb->cur = cur;
+  lb->found = found;
+  lb->have = found == LBL_FOUND;
   c = classify_locked (l, &common);
+  pthread_mutex_unlock (&lb->lock);
   switch (c) {
   case LC_SPLIT:
     if (__atomic_load_n (&l->dev->r->sites[l->site].discard_split, __ATOMIC_ACQUIRE))
@@ -746,23 +782,26 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
     /* fall through */
   case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER:
     refuse (l, l->link.shown);
-    snprintf (err, errlen, "its label says it is not ours to write: %s", lb->detail);
+    snprintf (err, errlen, "its label says it is not ours to write: %s", cur_detail (l));
     rc = -1;
     break;
   case LC_SAME:
+    pthread_mutex_lock (&lb->lock);
     lb->refused = false;
+    pthread_mutex_unlock (&lb->lock);
     same_leg (l);
     break;
   case LC_NEW: case LC_OLDER:
   take:
+    pthread_mutex_lock (&lb->lock);
     lb->refused = false;
+    pthread_mutex_unlock (&lb->lock);
     if (take_leg (l, &cio, info->size, c, &common) == -1) {
-      snprintf (err, errlen, "%s", lb->detail);
+      snprintf (err, errlen, "%s", cur_detail (l));
       rc = -1;
     }
     break;
   }
-  pthread_mutex_unlock (&lb->lock);
   return rc;
 }
 
@@ -825,9 +864,8 @@ leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since)
   pthread_mutex_lock (&lb->lock);
   lb->own_gen = leglabel_self_gen (l);
   lb->own_since = since;
-  e = write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
   pthread_mutex_unlock (&lb->lock);
-  return e;
+  return write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
 }
 
 const char *
