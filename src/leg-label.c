@@ -868,6 +868,141 @@ leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since)
   return write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
 }
 
+/* ---- the label thread ---- */
+
+struct leglabel_thread {
+  struct replicator *r;
+  pthread_t thread;
+  pthread_mutex_t lock;          /* guards every leg's post_* fields, stop */
+  pthread_cond_t cv;             /* a post, or stop */
+  bool stop;
+};
+
+/* The next queued leg (under t->lock), or NULL. */
+static struct leg *
+next_post (struct leglabel_thread *t)
+{
+  size_t i, j;
+  for (i = 0; i < t->r->ndevs; i++)
+    for (j = 0; j < t->r->devs[i].nlegs; j++)
+      if (t->r->devs[i].legs[j].lb.post_queued)
+        return &t->r->devs[i].legs[j];
+  return NULL;
+}
+
+static void *
+label_thread (void *arg)
+{
+  struct leglabel_thread *t = arg;
+  struct leg *l;
+
+  pthread_mutex_lock (&t->lock);
+  while (!t->stop) {
+    uint32_t flags;
+    uint64_t seq, ns;
+    bool check;
+    if (!(l = next_post (t))) {
+      pthread_cond_wait (&t->cv, &t->lock);
+      continue;
+    }
+    l->lb.post_queued = false;
+    l->lb.post_busy = true;
+    flags = l->lb.post_flags;
+    seq = l->lb.post_seq;
+    ns = l->lb.post_ns;
+    check = l->lb.post_check;
+    pthread_mutex_unlock (&t->lock);
+    if (check && !leglabel_still_ours (l)) {
+      /* Another disk under a running connection: checked again. */
+      __atomic_store_n (&l->lb.recheck, true, __ATOMIC_RELEASE);
+      rep_warn ("%s: leg %s: %s", l->link.what, l->link.shown, cur_detail (l));
+      if (t->r->poke)
+        t->r->poke (&t->r->sites[l->site]);
+    }
+    else
+      leglabel_write (l, flags, seq, ns);
+    pthread_mutex_lock (&t->lock);
+    l->lb.post_busy = false;
+  }
+  pthread_mutex_unlock (&t->lock);
+  return NULL;
+}
+
+int
+leglabel_thread_start (struct replicator *r)
+{
+  struct leglabel_thread *t = calloc (1, sizeof *t);
+  int e;
+
+  if (!t) {
+    rep_error ("calloc: %m");
+    return -1;
+  }
+  t->r = r;
+  pthread_mutex_init (&t->lock, NULL);
+  pthread_cond_init (&t->cv, NULL);
+  if ((e = pthread_create (&t->thread, NULL, label_thread, t)) != 0) {
+    errno = e;
+    rep_error ("cannot start the label thread: %m");
+    free (t);
+    return -1;
+  }
+  r->label_thread = t;
+  return 0;
+}
+
+void
+leglabel_thread_stop (struct replicator *r)
+{
+  struct leglabel_thread *t = r->label_thread;
+  if (!t)
+    return;
+  pthread_mutex_lock (&t->lock);
+  t->stop = true;                /* a write under way finishes; queued ones are dropped */
+  pthread_cond_broadcast (&t->cv);
+  pthread_mutex_unlock (&t->lock);
+  pthread_join (t->thread, NULL);
+  pthread_mutex_destroy (&t->lock);
+  pthread_cond_destroy (&t->cv);
+  free (t);
+  r->label_thread = NULL;
+}
+
+void
+leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns, bool check)
+{
+  struct leglabel_thread *t = l->dev->r->label_thread;
+
+  if (l->lb.where == LABEL_NONE)
+    return;
+  if (!t) {                      /* no thread (tests, a failback run): now */
+    if (!check || leglabel_still_ours (l))
+      leglabel_write (l, flags, cons_seq, cons_ns);
+    return;
+  }
+  pthread_mutex_lock (&t->lock);
+  l->lb.post_queued = true;
+  l->lb.post_flags = flags;
+  l->lb.post_seq = cons_seq;
+  l->lb.post_ns = cons_ns;
+  l->lb.post_check = check;
+  pthread_cond_signal (&t->cv);
+  pthread_mutex_unlock (&t->lock);
+}
+
+bool
+leglabel_pending (struct leg *l)
+{
+  struct leglabel_thread *t = l->dev->r->label_thread;
+  bool p;
+  if (!t)
+    return false;
+  pthread_mutex_lock (&t->lock);
+  p = l->lb.post_queued || l->lb.post_busy;
+  pthread_mutex_unlock (&t->lock);
+  return p;
+}
+
 const char *
 leglabel_state (const struct leg *l)
 {

@@ -60,6 +60,17 @@ bool leglabel_still_ours (struct leg *l);
 struct bitmap;
 int leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since);
 
+/* The label thread: remote legs' label writes, posted by their workers
+ * (which never wait for a remote's label I/O), one at a time, in the
+ * order posted per leg (a newer post replaces one not started).
+ * leglabel_post with check reads the label first: one that changed under
+ * the running connection sets lb.recheck instead of writing. */
+int leglabel_thread_start (struct replicator *r);
+void leglabel_thread_stop (struct replicator *r);
+void leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns, bool check);
+/* A posted write not done yet. */
+bool leglabel_pending (struct leg *l);
+
 /* The state for status: "none", "new", "ok", "older", "refused: ...". */
 const char *leglabel_state (const struct leg *l);
 

@@ -78,6 +78,12 @@ struct leg_label {
   uint32_t record_region;
   /* A record of our own being written (failback): in the label. */
   uint64_t own_since, own_gen;
+  /* A label write posted for the label thread (leg-label.c: a remote
+   * leg's label is never written on its worker's thread); guarded by the
+   * label thread's queue lock, not lock above. */
+  bool post_queued, post_busy, post_check;
+  uint32_t post_flags;
+  uint64_t post_seq, post_ns;
 };
 
 struct leg {
@@ -300,6 +306,7 @@ struct replicator {
   const char *engine;            /* "io_uring" or "threads" */
   uint64_t started;              /* CLOCK_REALTIME seconds */
   uint64_t bytes_logged;         /* payload bytes logged since start */
+  struct leglabel_thread *label_thread;   /* leg-label.c: remote label writes */
   /* Wake a site's worker (set by the instance: worker_poke).  The device
    * view, below the workers, reaches them through it. */
   void (*poke) (struct site *s);

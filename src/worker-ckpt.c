@@ -32,7 +32,8 @@
 
 /* A remote site's consistent point on its legs' labels, at most every
  * LABEL_CONS_INTERVAL_NS (leg labels: what a takeover starts from); a
- * remote leg's label is read first: one that changed under the running
+ * remote leg's label is read first, by the label thread (the worker never
+ * waits for a remote's label I/O): one that changed under the running
  * connection (a disk replaced behind the target) has the connection
  * dropped and checked again (lb.recheck, worker-remote.c). */
 static void
@@ -47,18 +48,16 @@ cons_labels (struct worker *w, uint64_t upto, uint64_t time_ns)
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     bool marked;
-    if (l->lb.where == LABEL_NONE || (l->remote && !l->link.up))
+    if (l->lb.where == LABEL_NONE || (l->remote && (!l->link.up || leglabel_pending (l))))
       continue;
     pthread_mutex_lock (&l->lb.lock);
     marked = !l->lb.have || (l->lb.cur.flags & (LBL_NEW | LBL_RESYNC));
     pthread_mutex_unlock (&l->lb.lock);
-    if (l->remote && !leglabel_still_ours (l)) {
-      /* Another disk under a running connection: checked again. */
-      __atomic_store_n (&l->lb.recheck, true, __ATOMIC_RELEASE);
-      rep_warn ("%s: leg %s: %s", l->link.what, l->link.shown, l->lb.detail);
+    if (marked)                    /* a copy not finished keeps saying so */
       continue;
-    }
-    if (!marked)                   /* a copy not finished keeps saying so */
+    if (l->remote)                 /* read first: the same disk still? (label thread) */
+      leglabel_post (l, LBL_CONSISTENT, upto, time_ns, true);
+    else
       leglabel_write (l, LBL_CONSISTENT, upto, time_ns);
   }
 }

@@ -139,6 +139,10 @@ struct wk_resync {
   bool resume;                     /* a resync was under way at the last stop */
   bool restarted;                  /* ... so copies made then may hold newer entries */
   bool want;                       /* an in-place resync was asked for (replctl) */
+  bool doubt_only;                 /* this one copies in-doubt regions only: the
+                                      legs' labels are left as they are (a remote
+                                      whose flush is stuck behind the late write
+                                      must not get a durable label write now) */
 };
 
 /* The copy slots' buffers (slot qd + k uses index k). */
