@@ -84,6 +84,37 @@ replicator_resync (struct replicator *r, const char *device, unsigned site, bool
 }
 
 int
+replicator_discard (struct replicator *r, unsigned site, char *why, size_t len)
+{
+  struct site *s = remote_site (r, site, why, len);
+  unsigned split = 0;
+  size_t i, j;
+
+  if (!s)
+    return -1;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      pthread_mutex_lock (&l->lb.lock);
+      split += l->site == site && l->lb.refused && l->lb.cls == LC_SPLIT;
+      pthread_mutex_unlock (&l->lb.lock);
+    }
+  if (!split) {
+    snprintf (why, len, "site %u has no leg in split brain (status shows each leg's label)", site);
+    return -1;
+  }
+  __atomic_store_n (&s->discard_split, true, __ATOMIC_RELEASE);
+  rep_event (EV_LEG_LABELLED, (int) site, NULL, "split brain: the administrator discards the "
+             "changes of site %u: its legs in split brain become copies of this primary at "
+             "their next connection", site);
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++)
+      if (r->devs[i].legs[j].site == site && r->devs[i].legs[j].remote)
+        rlink_want (&r->devs[i].legs[j].link);     /* try again now */
+  return 0;
+}
+
+int
 replicator_pause (struct replicator *r, unsigned site, bool pause, char *why, size_t len)
 {
   struct site *s = remote_site (r, site, why, len);

@@ -50,6 +50,7 @@ struct cfg_short {
   char *local_label_path;
   bool have_label, have_local_label;
   bool takeover;                    /* takeover=: a global key, also with config= */
+  bool failback;                    /* failback=: likewise */
   int nkeys;                        /* keys other than config=, control=, on-event=
                                        and metrics-listen= */
 };
@@ -167,6 +168,10 @@ set_global_key (struct cfg_short *s, const char *key, const char *value)
   if (!strcmp (key, "takeover")) {
     bool dummy;
     return short_bool (key, value, &s->takeover, &dummy);
+  }
+  if (!strcmp (key, "failback")) {
+    bool dummy;
+    return short_bool (key, value, &s->failback, &dummy);
   }
   if (!strcmp (key, "metrics-listen")) {
     if (cfg_parse_listen (value, NULL, 0, NULL) == -1) {
@@ -368,6 +373,11 @@ short_overrides (struct cfg *c, const struct cfg_short *s)
       return -1;
   }
   c->takeover = s->takeover;
+  c->failback = s->failback;
+  if (c->takeover && c->failback) {
+    rep_error ("takeover=yes and failback=yes: choose one (failback makes this side a copy)");
+    return -1;
+  }
   if (s->on_event && c->on_event[0] != '/') {
     rep_error ("on-event=%s: must be an absolute path", c->on_event);
     return -1;

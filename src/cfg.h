@@ -91,6 +91,11 @@ struct cfg {
    * primary on local legs labelled as another primary's copies (a DR site
    * taking over after a disaster; leg labels, safety rule 15). */
   bool takeover;
+  /* failback=yes (plugin parameter only): a one-shot run on the legs of a
+   * primary that was failed over: record on its local legs what they hold
+   * that the site which took over may lack, label them copies, and exit
+   * (leg labels, safety rule 15). */
+  bool failback;
 };
 
 /* The nbdkit short form, collected key by key, then turned into a cfg. */

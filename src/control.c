@@ -273,6 +273,11 @@ control_admin (struct replicator *r, json_object *o, const char *cmd, const char
     rc = replicator_set_policy (r, site, pol, get_str (o, "fall_behind"), why, wlen);
     snprintf (msg, mlen, "site %u: policy %s", site, pol);
   }
+  else if (!strcmp (cmd, "discard")) {
+    rc = replicator_discard (r, site, why, wlen);
+    snprintf (msg, mlen, "site %u: its legs in split brain lose their changes and become "
+              "copies of this primary at their next connection", site);
+  }
   else {
     bool pause = !strcmp (cmd, "pause");
     rc = replicator_pause (r, site, pause, why, wlen);
@@ -357,7 +362,8 @@ handle_json (struct replicator *r, const char *line)
     return reply;
   }
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
-      strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore")) {
+      strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore") &&
+      strcmp (cmd, "discard")) {
     reply = error_doc ("unknown command '%s'", cmd);
     json_object_put (o);
     return reply;

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "dirtylog.h"
+#include "failback.h"
 #include "leg-label.h"
 #include "event.h"
 #include "link.h"
@@ -229,6 +230,8 @@ remote_legs_init (struct vdev *d)
     if (cs->disconnect_timeout_ms / 2 < l->link.backoff_max_ms)
       l->link.backoff_max_ms = cs->disconnect_timeout_ms / 2 > 200 ? (unsigned) (cs->disconnect_timeout_ms / 2) : 200;
     l->link.min_size = d->size + leglabel_room (l, d->size);
+    if (d->r->cfg->failback)
+      continue;                  /* a failback run connects to no remote */
     l->link.max_block = d->block_size;
     l->link.conn = rlink_connect_once (&l->link, l->link.connect_timeout_ms < 5000 ?
                                        l->link.connect_timeout_ms : 5000,
@@ -672,6 +675,8 @@ replicator_new (struct cfg *cfg)
   local_out_init (r, label_out);
   if (rebuild_overlay (r) == -1)
     goto err;
+  if (cfg->failback && failback_record (r) == -1)
+    goto err;
   r->sites[0].done_seq = replog_applied (r->rl, 0);
   return r;
 
@@ -695,26 +700,36 @@ replicator_start (struct replicator *r)
   return 0;
 }
 
-/* A clean stop: the local legs that hold every entry say so on their
- * labels (the stop drained the log to them). */
+/* A clean stop: the legs that hold every entry say so on their labels
+ * (the stop drained the log to them): the local legs, and the legs of a
+ * remote site in log mode, consistent and connected at the end (through
+ * their reader connection: a leg that was unreachable is skipped, so
+ * that the stop stays bounded). */
 static void
 labels_at_stop (struct replicator *r)
 {
   struct replog_stats st;
-  uint64_t applied;
-  size_t i;
+  size_t i, j;
 
   if (!r->rl)
     return;
   replog_get_stats (r->rl, &st);
-  applied = replog_applied (r->rl, 0);
-  if (st.failed || applied + 1 < st.next_seq)
+  if (st.failed)
     return;
-  for (i = 0; i < r->ndevs; i++) {
-    struct leg *l = r->devs[i].local;
-    if (l && l->lb.where != LABEL_NONE && !r->devs[i].local_out && l->state != LEG_FAILED)
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      struct site *s = &r->sites[l->site];
+      uint64_t applied = replog_applied (r->rl, l->site);
+      if (l->lb.where == LABEL_NONE || l->lb.refused || applied + 1 < st.next_seq ||
+          l->state == LEG_FAILED)
+        continue;
+      if (l->site == 0 ? r->devs[i].local_out :
+          replog_site_mode (r->rl, l->site) != RL_MODE_LOG || replog_site_flags (r->rl, l->site) ||
+          site_state_is_disconnected (site_state (s)) || (l->remote && !l->link.connects))
+        continue;
       leglabel_write (l, LBL_CONSISTENT | LBL_CLEAN, applied, 0);
-  }
+    }
 }
 
 void

@@ -168,9 +168,11 @@ slot_valid (const struct label *c, unsigned slot)
   return lbl_copy_valid (c) && (c->counter & 1) == slot;
 }
 
-/* other_bad is set whenever exactly one copy counts, whatever the other
- * holds (zeroes included: a torn write can leave zeroes, and a label
- * written only once has a blank other copy until its next write). */
+/* other_bad is set when exactly one copy counts and the other was written
+ * once: it holds something (a torn write, damage), or it is blank while
+ * the valid copy's counter says the other slot was written before (a torn
+ * write that left zeroes).  A label written only once (counter 1, slot B)
+ * has a blank copy A: not bad. */
 enum lbl_found
 lbl_decode (const void *copies, struct label *out, bool *other_bad)
 {
@@ -182,7 +184,9 @@ lbl_decode (const void *copies, struct label *out, bool *other_bad)
   va = slot_valid (&a, 0);
   vb = slot_valid (&b, 1);
   if (other_bad)
-    *other_bad = va != vb;
+    *other_bad = va != vb &&
+      (!all_zero (va ? (const uint8_t *) copies + LBL_SIZE : copies, LBL_SIZE) ||
+       (va ? a.counter : b.counter) > 1);
   if (!va && !vb) {
     memset (out, 0, sizeof *out);
     return all_zero (copies, LBL_COPIES) ? LBL_BLANK : LBL_NONBLANK;
@@ -407,7 +411,7 @@ weak_random (void *buf, size_t len)
 
   for (i = 0; i < len; i += 8) {
     uint64_t z = wall_ns () ^ (mono_ns () << 17) ^ ((uint64_t) getpid () << 40) ^
-      (++calls * UINT64_C(0x9E3779B97F4A7C15));
+      (__atomic_add_fetch (&calls, 1, __ATOMIC_RELAXED) * UINT64_C(0x9E3779B97F4A7C15));
     z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
     z ^= z >> 31;

@@ -131,8 +131,8 @@ enum lbl_found {
 bool lbl_copy_valid (const struct label *c);
 /* Decide from both copies (8192 bytes, A then B): *out = the valid copy
  * with the higher counter (a copy counts only in its own slot, counter &
- * 1); *other_bad when exactly one copy counts, whatever the other holds
- * (also after the first write of a label: the other copy is still blank). */
+ * 1); *other_bad when exactly one copy counts and the other was written
+ * once (it holds something, or the valid copy's counter is above 1). */
 enum lbl_found lbl_decode (const void *copies, struct label *out, bool *other_bad);
 /* Read both copies at base (offset of copy A) and decode: 0 or -errno
  * (read failed; one line in err). */

@@ -33,6 +33,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "bitmap.h"
 #include "event.h"
 #include "leg-label.h"
 #include "replicator.h"
@@ -177,8 +178,7 @@ leglabel_open_path (struct leg *l)
     }
   }
   lb->have = lb->found == LBL_FOUND;
-  /* A label written once has no other copy yet. */
-  if (lb->have && other_bad && lb->cur.counter > 1)
+  if (lb->have && other_bad)
     rep_warn ("device '%s': one copy of the label of the %s %s is damaged (torn by a power "
               "loss?); the other is used and the next label write repairs it", l->dev->name,
               what, l->cfg->path);
@@ -191,6 +191,8 @@ leglabel_close (struct leg *l)
   if (l->lb.own_fd && l->lb.fd >= 0)
     close (l->lb.fd);
   l->lb.fd = -1;
+  free (l->lb.record);
+  l->lb.record = NULL;
 }
 
 uint64_t
@@ -304,6 +306,12 @@ leglabel_self (const struct vdev *d, struct lbl_self *s)
   }
 }
 
+static uint64_t
+leglabel_self_gen (const struct leg *l)
+{
+  return l->dev->r->rec.identity.gen;
+}
+
 /* ---- classification and writes ---- */
 
 /* Classify the label in lb->cur / lb->found against d's identity; the
@@ -385,8 +393,13 @@ compose (struct leg *l, struct label *out, uint64_t leg_size, uint32_t flags,
   /* After a switchover began labelling, every label says handed over. */
   if (__atomic_load_n (&l->dev->r->handover.state, __ATOMIC_ACQUIRE) >= HO_LABELLING)
     flags |= LBL_HANDOVER;
-  /* A local leg is the primary's, but for a handover (switchover). */
-  out->flags = flags | (l->site == 0 && !(flags & LBL_HANDOVER) ? LBL_PRIMARY : 0);
+  /* A local leg is the primary's, but for a handover (switchover) or a
+   * failback record (the legs of a primary that was failed over). */
+  out->flags = flags | (l->site == 0 && !(flags & (LBL_HANDOVER | LBL_BITMAP)) ? LBL_PRIMARY : 0);
+  if (flags & LBL_BITMAP) {
+    out->bitmap_gen = lb->own_gen;
+    out->bitmap_since_seq = lb->own_since;
+  }
   out->gen_start_ns = gen_start ? gen_start : wall_ns ();
   out->cons_seq = cons_seq;
   out->cons_time_ns = cons_ns;
@@ -448,17 +461,6 @@ handed_over_at (const struct label *lb, const struct lbl_gen *common)
     lb->cons_seq == common->end_seq;
 }
 
-/* What to do with a new or older leg: copied in full, unless it is
- * trusted (a new site of trusted legs, or a log without identity until
- * now) or holds exactly the state our generation began with. */
-static bool
-needs_full_copy (struct leg *l, enum lbl_class c, const struct lbl_gen *common)
-{
-  if (c == LC_NEW)
-    return !l->lb.trust_new;
-  return !handed_over_at (&l->lb.cur, common);
-}
-
 /* The leg carries our label now: what the check found stays in detail. */
 static void
 labelled (struct leg *l)
@@ -470,35 +472,122 @@ labelled (struct leg *l)
   l->lb.cls = LC_SAME;
 }
 
-/* A new or older leg of a remote site (through conn, or its fd): labelled
- * (under lb->lock), and queued for a full copy when it needs one.  0, or
- * -1 (the write failed; lb->detail). */
+enum copy_plan { COPY_NONE, COPY_FULL, COPY_RECORD };
+
+/* Where generation id ended in a history (0: not in it). */
+static uint64_t
+hist_end (const struct lbl_gen *h, unsigned n, uint64_t id)
+{
+  unsigned i;
+  for (i = 0; i < n && i < LBL_HIST; i++)
+    if (h[i].id == id)
+      return h[i].end_seq;
+  return 0;
+}
+
+/* What a new, older or (discarded) split-brain leg needs: nothing when it
+ * is trusted or holds exactly the state our generation began with (a
+ * handover); its failback record (what it changed, merged with what we
+ * changed since: our dirty log) when it has one that covers the span;
+ * else a full (sparse-aware) copy, *why says why. */
+static enum copy_plan
+plan_copy (struct leg *l, enum lbl_class c, const struct lbl_gen *common, const char **why)
+{
+  const struct label *lb = &l->lb.cur;
+  struct lbl_self self;
+
+  *why = "";
+  if (c == LC_NEW)
+    return l->lb.trust_new ? COPY_NONE : COPY_FULL;
+  if (c == LC_OLDER && handed_over_at (lb, common))
+    return COPY_NONE;
+  if (!(lb->flags & LBL_BITMAP)) {
+    *why = " (it has no failback record of what it wrote: 'failback=yes' on its old "
+           "primary makes one)";
+    return COPY_FULL;
+  }
+  if (c == LC_OLDER && lb->bitmap_gen == common->id && lb->gen == common->id)
+    return COPY_RECORD;
+  leglabel_self (l->dev, &self);
+  if (c == LC_SPLIT && common->id && lb->bitmap_gen == lb->gen &&
+      lb->nhist && lb->hist[0].id == common->id && hist_end (self.hist, self.nhist, common->id) &&
+      hist_end (self.hist, self.nhist, common->id) == lb->hist[0].end_seq)
+    return COPY_RECORD;
+  *why = " (its failback record does not cover what changed since the generation both "
+         "sides share)";
+  return COPY_FULL;
+}
+
+/* Read the leg's failback record (its label's bitmap) into lb->record. */
+static int
+read_record (struct leg *l, const struct lbl_io *io, uint64_t leg_size)
+{
+  const struct label *lb = &l->lb.cur;
+  uint64_t off;
+  uint8_t *buf;
+
+  if (lb->bitmap_bytes == 0 || lb->bitmap_bytes > (UINT64_C(256) << 20) ||
+      lb->region_size < 4096 || (lb->region_size & (lb->region_size - 1)) ||
+      lb->bitmap_offset % 4096 || lb->bitmap_offset + lb->bitmap_bytes > leg_size)
+    return -1;
+  if (posix_memalign ((void **) &buf, 4096, (size_t) lb->bitmap_bytes) != 0)
+    return -1;
+  for (off = 0; off < lb->bitmap_bytes; off += 1u << 20) {
+    uint32_t n = (uint32_t) (lb->bitmap_bytes - off < (1u << 20) ? lb->bitmap_bytes - off : (1u << 20));
+    if (io->pread (io->opaque, buf + off, n, lb->bitmap_offset + off) != 0) {
+      free (buf);
+      return -1;
+    }
+  }
+  free (l->lb.record);
+  l->lb.record = buf;
+  l->lb.record_bytes = lb->bitmap_bytes;
+  l->lb.record_region = lb->region_size;
+  return 0;
+}
+
+/* A new or older (or discarded split-brain) leg of a remote site (through
+ * conn, or its fd): labelled (under lb->lock), and queued for what it
+ * needs copied.  0, or -1 (a write failed; lb->detail). */
 static int
 take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class c,
           const struct lbl_gen *common)
 {
-  const char *shown = l->remote ? l->link.shown : l->cfg->path;
-  bool initial = __atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE);
-  bool full = needs_full_copy (l, c, common) && !initial, trusted = l->lb.trust_new;
+  const char *shown = l->remote ? l->link.shown : l->cfg->path, *why;
+  struct site *s = &l->dev->r->sites[l->site];
+  bool initial = __atomic_load_n (&l->initial_sync, __ATOMIC_ACQUIRE), trusted = l->lb.trust_new;
+  enum copy_plan p = plan_copy (l, c, common, &why);
+  struct lbl_io io = leg_io (l, conn);
   char found[sizeof l->lb.detail];
 
+  if (p == COPY_RECORD && read_record (l, &io, leg_size) == -1) {
+    p = COPY_FULL;
+    why = " (its failback record could not be read)";
+  }
+  if (initial && p != COPY_NONE)
+    p = COPY_NONE;                       /* an initial sync copies everything anyway */
   snprintf (found, sizeof found, "%s", l->lb.detail);
-  if (write_with (l, conn, leg_size, full || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
+  if (write_with (l, conn, leg_size, p != COPY_NONE || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
                   : LBL_CONSISTENT, 0, 0) == -1)
     return -1;
   labelled (l);
-  if (full) {
-    struct site *s = &l->dev->r->sites[l->site];
+  if (p == COPY_FULL) {
     __atomic_or_fetch (&s->resync_full_devs, 1u << l->dev->index, __ATOMIC_ACQ_REL);
     rep_event (c == LC_NEW ? EV_LEG_NEW : EV_LEG_LABELLED, (int) l->site, l->dev->name,
                "leg %s: %s: labelled, and the device is copied onto it in full "
-               "(sparse-aware)%s", shown, found,
-               c == LC_OLDER ? " (no record of what changed since that generation)" : "");
+               "(sparse-aware)%s", shown, found, why);
+  }
+  else if (p == COPY_RECORD) {
+    __atomic_or_fetch (&s->record_devs, 1u << l->dev->index, __ATOMIC_ACQ_REL);
+    rep_event (EV_LEG_LABELLED, (int) l->site, l->dev->name, "leg %s: %s: labelled; the "
+               "regions its failback record names and those written here since are copied "
+               "onto it", shown, found);
   }
   else if (!trusted || c != LC_NEW)
     rep_event (EV_LEG_LABELLED, (int) l->site, l->dev->name, "leg %s: %s: labelled; nothing "
                "to copy (%s)", shown, found,
-               c == LC_NEW ? "a trusted new leg" : "handed over at the start of our generation");
+               c == LC_NEW ? "a trusted new leg" : initial ? "an initial sync copies it" :
+               "handed over at the start of our generation");
   return 0;
 }
 
@@ -712,7 +801,11 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   lb->have = lb->found == LBL_FOUND;
   c = classify_locked (l, &common);
   switch (c) {
-  case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER: case LC_SPLIT:
+  case LC_SPLIT:
+    if (__atomic_load_n (&l->dev->r->sites[l->site].discard_split, __ATOMIC_ACQUIRE))
+      goto take;                         /* replctl discard: its changes go */
+    /* fall through */
+  case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER:
     refuse (l, l->link.shown);
     snprintf (err, errlen, "its label says it is not ours to write: %s", lb->detail);
     rc = -1;
@@ -722,6 +815,7 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
     same_leg (l);
     break;
   case LC_NEW: case LC_OLDER:
+  take:
     lb->refused = false;
     if (take_leg (l, &cio, info->size, c, &common) == -1) {
       snprintf (err, errlen, "%s", lb->detail);
@@ -731,6 +825,43 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   }
   pthread_mutex_unlock (&lb->lock);
   return rc;
+}
+
+int
+leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since)
+{
+  struct leg_label *lb = &l->lb;
+  struct lbl_io io = leg_io (l, NULL);
+  struct label nl;
+  uint8_t *buf;
+  uint64_t i;
+  int e;
+
+  if (lb->where == LABEL_NONE || l->remote)
+    return -1;
+  compose (l, &nl, l->size, LBL_BITMAP, 0, 0);     /* where the bitmap goes */
+  if (b->region_size != nl.region_size ||
+      posix_memalign ((void **) &buf, 4096, (size_t) nl.bitmap_bytes) != 0)
+    return -1;
+  memset (buf, 0, (size_t) nl.bitmap_bytes);
+  for (i = 0; i < b->nbits && i / 8 < nl.bitmap_bytes; i++)
+    if (bitmap_test (b, i))
+      buf[i / 8] |= (uint8_t) (1u << (i % 8));
+  /* The bitmap is durable before the label that makes it count. */
+  e = io.pwrite (io.opaque, buf, (uint32_t) nl.bitmap_bytes, nl.bitmap_offset);
+  if (e == 0)
+    e = io.flush (io.opaque);
+  free (buf);
+  if (e != 0) {
+    snprintf (lb->detail, sizeof lb->detail, "failback record write failed: %s", strerror (-e));
+    return -1;
+  }
+  pthread_mutex_lock (&lb->lock);
+  lb->own_gen = leglabel_self_gen (l);
+  lb->own_since = since;
+  e = write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
+  pthread_mutex_unlock (&lb->lock);
+  return e;
 }
 
 const char *

@@ -53,6 +53,13 @@ int leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
  * connection.  0, or -1 (l->lb.detail says why). */
 int leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns);
 
+/* A local leg's failback record: bitmap b (the leg's region size: the
+ * regions this leg may hold that the site taking over lacks, after
+ * since) into the label's bitmap area, made durable, then the label says
+ * LBL_BITMAP (and no longer a primary's).  0, or -1 (lb.detail). */
+struct bitmap;
+int leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since);
+
 /* The state for status: "none", "new", "ok", "older", "refused: ...". */
 const char *leglabel_state (const struct leg *l);
 

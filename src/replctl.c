@@ -37,6 +37,9 @@ usage (FILE *f)
            "                      (--mark: copy the differing regions); exit 1 if any differ\n"
            "  restore DEVICE --from SITE [--wait]\n"
            "                      rebuild a failed local leg from SITE, online\n"
+           "  discard SITE        split brain: SITE's changes are discarded, its legs become\n"
+           "                      copies of this primary (only the regions either side\n"
+           "                      changed are copied when both have records)\n"
            "  switchover [--timeout SECONDS]\n"
            "                      planned switchover: refuse writes (EROFS), drain every\n"
            "                      site, label every leg handed over; read-only after\n"
@@ -432,7 +435,8 @@ admin (const char *sock, int argc, char **argv)
              !strcmp (cmd, "resync") ? "resync DEVICE SITE [--full] [--wait]" :
              !strcmp (cmd, "verify") ? "verify DEVICE SITE [--mark] [--wait]" :
              !strcmp (cmd, "policy") ? "policy SITE sync|async [--fall-behind SPEC]" :
-             !strcmp (cmd, "restore") ? "restore DEVICE --from SITE [--wait]" : "pause|resume SITE");
+             !strcmp (cmd, "restore") ? "restore DEVICE --from SITE [--wait]" :
+             !strcmp (cmd, "discard") ? "discard SITE" : "pause|resume SITE");
     json_object_put (req);
     return 2;
   }
@@ -634,7 +638,7 @@ main (int argc, char **argv)
     { NULL, 0, NULL, 0 }
   };
   static const char *const admin_cmds[] = {
-    "resync", "verify", "restore", "pause", "resume", "policy", NULL
+    "resync", "verify", "restore", "pause", "resume", "policy", "discard", NULL
   };
   char *sock = NULL;
   int c, i;

@@ -69,6 +69,13 @@ struct leg_label {
   bool refused;                  /* never written: not ours (cls says why) */
   uint64_t checks, writes;
   char detail[640];              /* the last check or write, for status */
+  /* The leg's failback record, read at connect, for the worker to merge
+   * into the leg's dirty log (site.record_devs). */
+  uint8_t *record;
+  uint64_t record_bytes;
+  uint32_t record_region;
+  /* A record of our own being written (failback): in the label. */
+  uint64_t own_since, own_gen;
 };
 
 struct leg {
@@ -254,6 +261,10 @@ struct site {
   /* Administrator's requests (replctl), taken by the worker. */
   bool resync_now;               /* resync without waiting for the retry delay */
   uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */
+  uint32_t record_devs;          /* devices whose leg here has a failback record
+                                    (leg.lb.record) to merge into its dirty log */
+  bool discard_split;            /* replctl discard: this site's legs in split brain
+                                    lose their changes: copied from us */
   uint32_t read_site_req;        /* devices whose reads this site is to take (their
                                     local leg failed) */
   uint32_t read_site_devs;       /* devices whose reads go through this site (worker) */

@@ -313,6 +313,22 @@ site_start_in_dirty_log_mode (struct replicator *r, struct site *s)
   unsigned kept = 0;
   size_t i, j;
 
+  /* A new log that follows another generation (takeover, switchover, a
+   * primary on a new log): what its sites lack is what this generation
+   * writes, recorded from its first entry on; their legs' labels say at
+   * connect what else to copy (leg-label.c: nothing, a failback record,
+   * or everything). */
+  if (is_new && r->rec.identity_new && r->rec.identity.nhist) {
+    s->dirty_log_mode = true;
+    for (i = 0; i < r->ndevs; i++)
+      for (j = 0; j < r->devs[i].nlegs; j++)
+        if (r->devs[i].legs[j].site == s->id)
+          r->devs[i].legs[j].state = LEG_DIRTY_LOG_MODE;
+    rep_info ("site %u: new in this generation's log: its legs lack what it writes from now "
+              "on; their labels say at connect what else they need", s->id);
+    return;
+  }
+
   s->dirty_log_mode = true;
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {

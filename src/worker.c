@@ -146,12 +146,38 @@ reap (struct worker *w, unsigned timeout_ms)
   finish_batch (w);
 }
 
+/* A leg's failback record (read from its label at connect) into its dirty
+ * log: the regions it changed that we lack, to be copied over from the
+ * device.  Returns the regions marked. */
+static uint64_t
+record_merge (struct leg *l)
+{
+  uint8_t *rec;
+  uint64_t bytes, i, before = bitmap_count (l->dirty_log);
+  uint32_t rs;
+
+  pthread_mutex_lock (&l->lb.lock);
+  rec = l->lb.record;
+  bytes = l->lb.record_bytes;
+  rs = l->lb.record_region;
+  l->lb.record = NULL;
+  pthread_mutex_unlock (&l->lb.lock);
+  if (!rec)
+    return 0;
+  for (i = 0; i < bytes * 8 && i * rs < l->dev->size; i++)
+    if (rec[i / 8] & (1u << (i % 8)))
+      bitmap_set_range (l->dirty_log, i * rs, rs);
+  free (rec);
+  return bitmap_count (l->dirty_log) - before;
+}
+
 /* Requests from the administrator (replctl resync, pause, resume). */
 static void
 requests_check (struct worker *w, uint64_t now)
 {
   struct site *s = w->site;
   uint32_t full = __atomic_exchange_n (&s->resync_full_devs, 0, __ATOMIC_ACQ_REL);
+  uint32_t rec = __atomic_exchange_n (&s->record_devs, 0, __ATOMIC_ACQ_REL);
   uint32_t reads = __atomic_exchange_n (&s->read_site_req, 0, __ATOMIC_ACQ_REL);
   bool asap = __atomic_exchange_n (&s->resync_now, false, __ATOMIC_ACQ_REL);
   bool paused = site_paused (s);
@@ -173,13 +199,17 @@ requests_check (struct worker *w, uint64_t now)
       w->hl.last_progress_ns = now;
     }
   }
-  if (full) {
+  if (full || rec) {
     uint64_t n = 0;
     for (i = 0; i < w->nlegs; i++)
       if (full & (1u << w->legs[i]->dev->index)) {
         bitmap_set_all (w->legs[i]->dirty_log);
         w->rs.cursor[i] = 0;
         n += w->legs[i]->dirty_log->nbits;
+      }
+      else if (rec & (1u << w->legs[i]->dev->index)) {
+        n += record_merge (w->legs[i]);
+        w->rs.cursor[i] = 0;
       }
     st = site_state (s);
     if (site_state_is_resync (st))
@@ -188,7 +218,7 @@ requests_check (struct worker *w, uint64_t now)
       w->rs.want = true;                 /* in place: the site stays in log mode */
   }
   st = site_state (s);
-  if ((asap || full) && site_state_is_dirty_log (st)) {
+  if ((asap || full || rec) && site_state_is_dirty_log (st)) {
     w->rs.retry_at = 0;
     w->rs.backoff_ns = 0;
   }

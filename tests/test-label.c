@@ -234,7 +234,7 @@ test_roundtrip_and_alternation (void)
   assert (l.counter == 1 && fio.flushes == 1);
   assert (lbl_copy_valid (&l) && l.written_ns > 0 && memchr (l.writer, 0, sizeof l.writer));
   assert (lbl_read (&io, base, &r, &found, &other_bad, err, sizeof err) == 0);
-  assert (found == LBL_FOUND && other_bad);             /* copy A still blank */
+  assert (found == LBL_FOUND && !other_bad);            /* copy A blank: never written yet */
   assert (memcmp (&r, &l, sizeof l) == 0);
   assert (r.cons_seq == 1234 && !strcmp (r.name, "db") && r.gen == 0x3333 && r.nhist == 2);
 

@@ -14,15 +14,24 @@
 #      generation, is labelled and copied in full when it connects as the remote; the old
 #      primary, restarted on its own log, finds its leg holds the newer generation and does
 #      not start ("failed over").
-#   F  split brain: both sides took over from the same generation; each refuses the other's
-#      leg as split-brain, and nothing is written.
+#   F  split brain: both sides went on from the same generation; the other side's leg is
+#      refused as split-brain and nothing is written, until `replctl discard SITE` names the
+#      side whose changes go: then it is copied (in full here: that side's primary was
+#      killed, so nothing records what it wrote).
+#   H  fast failback: the primary writes while its DR site is away, dies; the DR site takes
+#      over and writes; failback=yes on the old primary records what it wrote that the DR
+#      site lacks; when its leg comes back as the new primary's remote, exactly the regions
+#      of both records are copied (bytes reported, far below the device), and it equals the
+#      new primary's device.
+#   I  split brain after a clean stop: both sides became primaries; with the discarded side's
+#      failback record, only the regions either side changed are copied.
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
 #      file); label=none keeps today's geometry and writes no label.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp md5sum
 requires_python_nbd
-CASES=${CASES:-A B C D E F G}
+CASES=${CASES:-A B C D E F G H I}
 
 SIZE=$((32 << 20))
 DEV=$((31 << 20))                         # a 32 MiB leg holds a 31 MiB device and its label
@@ -204,9 +213,66 @@ if want F; then
   check "status: split-brain, refused" \
     test "$(st fdr2 "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'])")" = "('split-brain', True)"
   check "the other side's leg is unchanged" test "$(md5sum < "$T/f-p.img")" = "$SUMP"
+  check "replctl discard refuses a site that is not in split brain" \
+    bash -c "! '$REPLCTL' -s '$T/fdr2.ctl' discard 2 >/dev/null 2>&1"
+  "$REPLCTL" -s "$T/fdr2.ctl" discard 1 || fail "replctl discard 1"
+  wait_for "$T/fdr2.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
+    hard_error "the discarded side was not made a copy"
+  check "no record on the discarded side (its primary was killed): copied in full" \
+    logged fdr2 "copied onto it in full"
+  wait_caught_up "$T/fdr2.ctl" 20 || hard_error "catch up"
+  cp "$T/e.ref" "$T/f2.ref" 2>/dev/null || true
+  check "the discarded side's leg now equals this primary's device" \
+    py -c 'import nbd,sys; a=nbd.NBD(); a.connect_uri(sys.argv[1]); b=nbd.NBD(); b.connect_uri(sys.argv[2]); n=a.get_size(); sys.exit(any(a.pread(1<<20,o)!=b.pread(1<<20,o) for o in range(0,n,1<<20)))' \
+    "$(uri fdr2)" "$(remote_uri fold)"
   stop_replicator fdr2 || hard_error "stop"
   remote_kill fold
 fi
+
+if want I; then
+  echo "== I: split brain after a clean stop, both sides with records: only what either changed"
+  truncate -s $SIZE "$T/i-p.img" "$T/i-dr.img"
+  remote_start idr file "$T/i-dr.img" || hard_error "remote"
+  start_replicator ip log="$T/i-p.rlog" log-size=16M local="$T/i-p.img" remote="$(remote_uri idr)" \
+    policy=sync initial-sync=false control="$T/ip.ctl" || hard_error "primary"
+  wait_for "$T/ip.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
+  kd write "$(uri ip)" "$T/i.ref" 31 64 || hard_error "writes"
+  wait_caught_up "$T/ip.ctl" 20 || hard_error "catch up"
+  stop_replicator ip || hard_error "clean stop"
+  remote_kill idr
+  check "a clean stop labels the caught-up remote consistent and clean at the last seq" \
+    test "$(lget "$T/i-dr.img" "('clean' in j['flags'], j['cons_seq'] == $(lget "$T/i-p.img" "j['cons_seq']") > 0)")" = "(True, True)"
+  # Both sides become primaries: the DR side by takeover, the old primary on a new log.
+  start_replicator idr2 log="$T/i-dr.rlog" log-size=16M local="$T/i-dr.img" \
+    remote="$(remote_uri iold)" takeover=yes control="$T/idr2.ctl" || hard_error "takeover"
+  cp "$T/i.ref" "$T/i2.ref"
+  kd write "$(uri idr2)" "$T/i2.ref" 32 6 || hard_error "writes at the DR side"
+  # Its remote (the DR side's leg, not reachable now) keeps a persistent dirty log: what
+  # this side writes is recorded there, and failback=yes reads it.
+  mkdir -p "$T/ip2.dl"
+  IP2=(log="$T/i-p2.rlog" log-size=16M local="$T/i-p.img" remote="$(remote_uri inone)"
+       dirty-log-dir="$T/ip2.dl" disconnect-timeout=1s)
+  start_replicator ip2 "${IP2[@]}" control="$T/ip2.ctl" || hard_error "the old primary on a new log"
+  kd write "$(uri ip2)" "$T/i3.ref" 33 5 || hard_error "writes at the old primary"
+  stop_replicator ip2 || hard_error "stop"
+  run_nbdkit -f -U "$T/ifb.sock" "$PLUGIN" "${IP2[@]}" failback=yes > "$T/ifb.log" 2>&1 ||
+    fail "failback=yes on the old primary: $(tail -2 "$T/ifb.log")"
+  echo "  $(grep -m1 'regions (' "$T/ifb.log" | sed 's/.*failback: //' | cut -c1-120)"
+  remote_start iold file "$T/i-p.img" || hard_error "old primary's leg exported"
+  wait_for "$T/idr2.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'split-brain'" 20 ||
+    hard_error "split brain not detected"
+  "$REPLCTL" -s "$T/idr2.ctl" discard 1 || fail "replctl discard 1"
+  wait_for "$T/idr2.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
+    hard_error "the discarded side was not made a copy"
+  REGIONS=$(st idr2 "j['sites'][1]['resync']['regions_copied']")
+  echo "  copied $REGIONS regions of 64 KiB"
+  check "only the regions either side changed were copied ($REGIONS <= 11)" test "$REGIONS" -le 11 -a "$REGIONS" -gt 0
+  wait_caught_up "$T/idr2.ctl" 20 || hard_error "catch up"
+  check "the discarded side's leg equals this primary's device" kd check "$(remote_uri iold)" "$T/i2.ref"
+  stop_replicator idr2 || hard_error "stop"
+  remote_kill iold
+fi
+finish
 
 if want G; then
   echo "== G: label placements"
@@ -222,5 +288,49 @@ if want G; then
   check "label=none: the device is the whole leg" test "$(st gn "j['devices'][0]['size']")" = $SIZE
   stop_replicator gn || hard_error "stop"
   check "label=none: nothing written where a label would go" test "$(lget "$T/g-n.img" "(j['found'], j['blank'])")" = "(False, True)"
+fi
+if want H; then
+  echo "== H: fast failback"
+  truncate -s $SIZE "$T/h-p.img" "$T/h-dr.img"
+  remote_start hdr file "$T/h-dr.img" || hard_error "remote"
+  HP=(log="$T/h-p.rlog" log-size=16M local="$T/h-p.img" remote="$(remote_uri hdr)" policy=async
+      initial-sync=false disconnect-timeout=1s control="$T/hp.ctl")
+  start_replicator hp "${HP[@]}" || hard_error "primary"
+  wait_for "$T/hp.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
+  kd write "$(uri hp)" "$T/h.ref" 21 64 || hard_error "writes"
+  wait_caught_up "$T/hp.ctl" 20 || hard_error "catch up"
+  remote_kill hdr                                   # the DR site is away ...
+  cp "$T/h.ref" "$T/h2.ref"                         # what the DR site holds
+  kd write "$(uri hp)" "$T/h.ref" 22 12 || hard_error "writes the DR site lacks"
+  kill9_replicator hp                               # ... and the primary dies
+  # Takeover at the DR site; the old primary's leg is not reachable yet.
+  HDR=(log="$T/h-dr.rlog" log-size=16M local="$T/h-dr.img" remote="$(remote_uri hold)"
+       disconnect-timeout=1s control="$T/hdr2.ctl")
+  start_replicator hdr2 "${HDR[@]}" takeover=yes || hard_error "takeover"
+  check "the DR device holds what the DR site had" kd check "$(uri hdr2)" "$T/h2.ref"
+  kd write "$(uri hdr2)" "$T/h2.ref" 23 10 || hard_error "writes at the DR site"
+  # The old primary returns: one-shot failback run, then its leg is exported.
+  if run_nbdkit -f -U "$T/hfb.sock" "$PLUGIN" log="$T/h-p.rlog" local="$T/h-p.img" \
+       remote="$(remote_uri hdr)" failback=yes > "$T/hfb.log" 2>&1; then
+    ok "failback=yes ran and exited 0: $(grep -m1 'regions (' "$T/hfb.log" | sed 's/.*failback: //' | cut -c1-150)"
+  else
+    fail "failback=yes failed: $(tail -3 "$T/hfb.log")"
+  fi
+  check "the old primary's leg is labelled a copy with a failback record" \
+    test "$(lget "$T/h-p.img" "('bitmap' in j['flags'], 'primary' in j['flags'])")" = "(True, False)"
+  remote_start hold file "$T/h-p.img" || hard_error "old primary's leg exported"
+  wait_for "$T/hdr2.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
+    hard_error "the old primary's leg was not brought back"
+  COPIED=$(st hdr2 "j['sites'][1]['resync']['bytes_copied'] + j['sites'][1]['resync']['bytes_zeroed']"); REGIONS=$(st hdr2 "j['sites'][1]['resync']['regions_copied']")
+  # Writes are 64 KiB at 64 KiB offsets: at most 12 + 10 regions of 64 KiB differ.
+  echo "  copied $REGIONS regions, $COPIED bytes of a $DEV-byte device"
+  check "only the regions both sides wrote were copied ($COPIED <= $(( 22 * 65536 )) bytes)" \
+    test "$COPIED" -le $(( 22 * 65536 )) -a "$COPIED" -gt 0
+  check "the record was used" logged hdr2 "failback record names"
+  wait_caught_up "$T/hdr2.ctl" 20 || hard_error "catch up"
+  check "the old primary's leg equals the new primary's device (its writes the DR site never had are gone)" \
+    kd check "$(remote_uri hold)" "$T/h2.ref"
+  stop_replicator hdr2 || hard_error "stop"
+  remote_kill hold
 fi
 finish

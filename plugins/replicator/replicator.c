@@ -144,7 +144,12 @@ replicator_config_complete (void)
   "commit-interval=<T>      background group commit of the log (default 5ms)\n" \
   "control=<PATH>           control socket for replctl (default /run/nbd-replicator/control.sock)\n" \
   "on-event=<PATH>          program run on state changes (event in its environment)\n" \
-  "metrics-listen=<HOST:PORT>  serve OpenMetrics at http://HOST:PORT/metrics"
+  "metrics-listen=<HOST:PORT>  serve OpenMetrics at http://HOST:PORT/metrics\n" \
+  "label=end|none           where every leg's label lives (default end: its last MiB or so)\n" \
+  "local-label=end|none|<PATH>  the local leg's label (a file keeps the leg's full size)\n" \
+  "takeover=yes             start as the primary on legs labelled as another primary's copies\n" \
+  "failback=yes             one-shot: record what these legs hold that the new primary lacks,\n" \
+  "                         label them copies, exit"
 
 static void
 replicator_dump_plugin (void)
@@ -163,7 +168,8 @@ replicator_dump_plugin (void)
   printf ("replicator_short_form=log,log-size,log-offset,log-mode,local,size,name,remote,"
           "policy,local-policy,fall-behind,disconnect-timeout,pull-ahead,request-timeout,"
           "initial-sync,resync-rate,region-size,dirty-log-dir,"
-          "queue-depth,direct-io,commit-interval,control,on-event,metrics-listen\n");
+          "queue-depth,direct-io,commit-interval,control,on-event,metrics-listen,"
+          "label,local-label,takeover,failback\n");
 }
 
 static int
@@ -175,6 +181,11 @@ replicator_get_ready (void)
   cfg = NULL;                      /* owned by rep now (freed on error too) */
   if (!rep)
     return -1;
+  if (rep->cfg->failback) {
+    /* A one-shot run: the record is written (failback.c); nothing to serve. */
+    replicator_free (rep);
+    exit (EXIT_SUCCESS);
+  }
   ctl = control_open (rep, rep->cfg->control.socket, rep->cfg->control.group);
   if (!ctl)
     nbdkit_error ("warning: control socket %s is not available; replctl cannot reach "

@@ -415,7 +415,8 @@ expected (const struct flat *f, char *prefix, size_t len)
   if (!strcmp (cmd, "metrics"))
     return K_METRICS;
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
-      strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore")) {
+      strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore") &&
+      strcmp (cmd, "discard")) {
     snprintf (prefix, len, "unknown command '");
     return K_ERROR;
   }
@@ -444,6 +445,8 @@ expected (const struct flat *f, char *prefix, size_t len)
   /* Every other command names a remote site of the instance. */
   if (site == 0 || !s->cfg)
     return K_ERROR;
+  if (!strcmp (cmd, "discard"))
+    return K_ERROR;                       /* no leg of the fixture is in split brain */
   if (!strcmp (cmd, "pause"))
     return s->paused ? K_ERROR : K_OK;
   if (!strcmp (cmd, "resume"))

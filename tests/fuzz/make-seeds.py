@@ -3,12 +3,14 @@
 
     tests/fuzz/make-seeds.py [CORPUS_DIR]      (default: tests/fuzz/corpus)
 
-Writes CORPUS_DIR/{replog,dirtylog,config,control}/ (existing files of the
+Writes CORPUS_DIR/{replog,dirtylog,label,config,control}/ (existing files of the
 same names are replaced, others left alone).  Each seed is a valid input or
 an interesting near-valid one, in the input format documented at the top of
 the harness (fuzz-<target>.c).  The replog and dirtylog harnesses take a
 DESCRIPTION of the file (the harness builds and checksums it), so these
-seeds are small binary records; config and control seeds are text.
+seeds are small binary records; label seeds are a flags byte and the two
+label copies as they lie on the leg (checksummed here); config and control
+seeds are text.
 """
 import os
 import struct
@@ -179,6 +181,64 @@ def dirtylog_seeds():
     page = (b'\xaa' * 4088 + u32(0) + u32(0))
     s['raw-fixed'] = dlog(flags=D_RAW | D_FIX_HDR | D_FIX_PAGES, raw=hdr + page)
     s['raw-garbage'] = dlog(flags=D_RAW, raw=b'NBDRDLOG' + bytes(200))
+    return s
+
+
+# ---- label -------------------------------------------------------------------------
+
+L_STAMP_A, L_STAMP_B, L_SEAL_A, L_SEAL_B, L_SLOT, L_WRITE_FAIL = (1 << i for i in range(6))
+L_GROUP = bytes(range(0x10, 0x20))       # the harness's fixed identity
+L_DEVICE = bytes(range(0x80, 0x90))
+MIB = 1 << 20
+
+
+def crc32c(data):
+    crc = 0xffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xffffffff
+
+
+def label(counter, gen, hist=(), group=L_GROUP, device=L_DEVICE, name=b'db', leg=64 * MIB,
+          region=65536, area=True, flags=2 | 4, site=1, cons_seq=1234, writer=b'host'):
+    """One sealed copy per the byte table of nbd-replicator-replog(5)."""
+    bm_bytes = 4096
+    area_size = MIB if area else 0
+    bm_off = leg - area_size if area else 8192
+    b = b'NBDRLABL' + u32(1) + u32(4096) + u64(counter) + group + device + name.ljust(64, b'\0')
+    b += u64(leg - 2 * MIB) + u64(area_size) + u64(bm_off) + u64(bm_bytes)
+    b += u32(region) + u32(site) + u32(flags) + u32(len(hist))
+    b += u64(gen) + u64(10) + u64(cons_seq) + u64(20) + u64(0) + u64(0) + u64(30)
+    b += writer.ljust(64, b'\0')
+    for gid, end_seq, end_ns in hist:
+        b += u64(gid) + u64(end_seq) + u64(end_ns)
+    b = b.ljust(4092, b'\0')
+    return b + u32(crc32c(b))
+
+
+def label_seeds():
+    s = {}
+    H = [(0x2222, 200, 2000), (0x1111, 100, 1000)]
+    same_a, same_b = label(4, 0x3333, H), label(5, 0x3333, H, cons_seq=1300)
+    s['same-pair'] = u8(0) + same_a + same_b
+    s['same-b-torn'] = u8(0) + same_a + same_b[:2048] + b'\xa5' * 2048
+    s['same-a-zero'] = u8(0) + bytes(4096) + same_b
+    s['same-write-fails'] = u8(L_WRITE_FAIL) + same_a + same_b
+    s['wrong-slot'] = u8(0) + same_b + same_b
+    s['older'] = u8(0) + label(8, 0x2222, H[1:]) + label(7, 0x2222, H[1:])
+    s['newer'] = u8(0) + label(2, 0x4444, [(0x3333, 300, 3000)] + H) + bytes(4096)
+    s['split-common'] = u8(0) + label(10, 0x6666, [(0x1111, 150, 1500)]) + label(9, 0x6666)
+    s['split-none'] = u8(0) + label(12, 0x7777, [(0x5555, 5, 5)]) + bytes(4096)
+    s['foreign'] = u8(0) + label(2, 0x3333, H, group=bytes(16)) + bytes(4096)
+    s['external-file'] = u8(0) + label(2, 0x3333, H, area=False) + label(1, 0x3333, H, area=False)
+    s['counter-max'] = u8(0) + label(6, 0x3333, H) + label((1 << 63) - 1, 0x3333, H)
+    s['full-history'] = u8(0) + label(4, 0x9999, [(0x1000 + i, i, i) for i in range(8)]) + bytes(4096)
+    s['blank'] = u8(0)
+    s['not-blank'] = u8(0) + b'\0' * 5000 + b'ext4'
+    # Only identity and generation given: the harness stamps and seals both copies.
+    s['stamp-seal-both'] = u8(0x1f) + bytes(24) + L_GROUP + L_DEVICE + bytes(112) + u64(0x3333)
     return s
 
 
@@ -353,6 +413,7 @@ def control_seeds():
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, 'corpus')
     for target, seeds in (('replog', replog_seeds()), ('dirtylog', dirtylog_seeds()),
+                          ('label', label_seeds()),
                           ('config', config_seeds()), ('control', control_seeds())):
         d = os.path.join(out, target)
         os.makedirs(d, exist_ok=True)

@@ -16,7 +16,7 @@
 #
 # Environment:
 #   FUZZ_BUILD_DIR     where build.sh builds (default <source dir>/build-fuzz)
-#   FUZZ_TARGETS       the targets to run (default: replog dirtylog config control)
+#   FUZZ_TARGETS       the targets to run (default: replog dirtylog label config control)
 #   FUZZ_ARTIFACTS_DIR where reproducers are saved (default $FUZZ_BUILD_DIR/artifacts)
 #   NBDR_FUZZ_ALLOW    invariant ids to tolerate (counted, not fatal), for
 #                      long runs past a known, reported finding
@@ -29,7 +29,7 @@ case $secs in
     ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
 esac
 build=${FUZZ_BUILD_DIR:-$top/build-fuzz}
-targets=${FUZZ_TARGETS:-replog dirtylog config control}
+targets=${FUZZ_TARGETS:-replog dirtylog label config control}
 
 FUZZ_TARGETS=$targets "$here/build.sh" "$build"
 rc=$?
@@ -59,7 +59,7 @@ export LSAN_OPTIONS=suppressions=$here/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}
 # The library's own switches stay off: no write tracing, the normal engine.
 unset NBD_REPLICATOR_PFTRACE NBD_REPLICATOR_NO_URING REPLICATOR_CRC32C_TABLE
 
-declare -A max_len=([replog]=4096 [dirtylog]=24576 [config]=8192 [control]=8192)
+declare -A max_len=([replog]=4096 [dirtylog]=24576 [label]=8193 [config]=8192 [control]=8192)
 
 failed=0
 for t in $targets; do
