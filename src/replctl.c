@@ -130,6 +130,13 @@ print_status (json_object *st)
             units_format_size ((uint64_t) jint (log, "size"), b1, sizeof b1), f,
             jint (log, "entries"), jint (log, "durable_seq"), jint (log, "epoch"), jstr (st, "engine"));
   }
+  if (*jstr (st, "role") && strcmp (jstr (st, "role"), "primary")) {
+    json_object *hs;
+    printf ("role %s: read-only (writes fail with EROFS)", jstr (st, "role"));
+    if (json_object_object_get_ex (st, "handover_seq", &hs))
+      printf (", handed over at seq %" PRId64, json_object_get_int64 (hs));
+    printf ("\n");
+  }
   if (json_object_object_get_ex (st, "sites", &sites))
     for (i = 0; i < json_object_array_length (sites); i++) {
       json_object *s = json_object_array_get_idx (sites, i), *v;

@@ -72,6 +72,8 @@ if want A; then
   check "the summary gives the seq, each site and the next step" \
     grep -q "up to seq $S1" "$T/so1.out" -a \
     "$(grep -c "site 1: holds seq $S1\|site 0 (local legs): holds seq $S1\|next: start the new primary at site 1 on a new log" "$T/so1.out")" = 3
+  check "replctl status says so" \
+    test "$("$REPLCTL" -s "$T/p.ctl" status | grep -c "^role handed-over: read-only (writes fail with EROFS), handed over at seq $S1")" = 1
   W=$(writes "$(uri p)")
   echo "  after the switchover: $W"
   check "writes, zeroes, trims and unaligned writes fail (EROFS, EPERM over NBD); flush and read work" \
