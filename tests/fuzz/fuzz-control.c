@@ -679,7 +679,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   for (i = 0; i < 4; i++) {
     static const char *const names[] = { "db.local", "db.site1", "web.local", "web.site1" };
     snprintf (p[i], sizeof p[i], "%s/%s", d, names[i]);
-    make_file (p[i], 1 << 20);
+    make_file (p[i], 4 << 20);     /* room for the label area at the end */
   }
   snprintf (p[4], sizeof p[4], "%s/replog", d);
   snprintf (p[5], sizeof p[5], "%s", d);
