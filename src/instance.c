@@ -538,7 +538,7 @@ log_open (struct replicator *r, struct replog_dev_id *ids)
   oa.ndevices = (unsigned) cfg->ndevices;
   oa.devices = ids;
   oa.sites = r->site_mask;
-  oa.log_sites = trusted_sites (r);
+  oa.log_sites = trusted_sites (r) | leglabel_handover_sites (r, &id);
   if (replog_open (&oa, &r->rl, &r->rec) == -1)
     return -1;
   if (r->rec.on_tmpfs)

@@ -413,6 +413,9 @@ compose (struct leg *l, struct label *out, uint64_t leg_size, uint32_t flags,
   else
     out->bitmap_offset = LBL_COPIES;
   out->site = l->site;
+  /* After a switchover began labelling, every label says handed over. */
+  if (__atomic_load_n (&l->dev->r->handover.state, __ATOMIC_ACQUIRE) >= HO_LABELLING)
+    flags |= LBL_HANDOVER;
   /* A local leg is the primary's, but for a handover (switchover) or a
    * failback record (the legs of a primary that was failed over). */
   out->flags = flags | (l->site == 0 && !(flags & (LBL_HANDOVER | LBL_BITMAP)) ? LBL_PRIMARY : 0);
@@ -638,6 +641,93 @@ take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class
 
 static void same_leg (struct leg *l);
 
+/* A local leg of our generation labelled handed over: this instance
+ * handed its role over (replctl switchover); the new primary has a newer
+ * generation.  Refused (-1), unless takeover=yes. */
+static int
+handed_over_here (struct leg *l)
+{
+  const struct label *lb = &l->lb.cur;
+  char gen[17];
+
+  if (!l->lb.have || !(lb->flags & LBL_HANDOVER))
+    return 0;
+  lbl_gen_str (lb->gen, gen);
+  if (l->dev->r->cfg->takeover) {
+    rep_warn ("device '%s': local leg %s: this instance handed its role over at seq %" PRIu64
+              " (generation %s); takeover=yes: it is the primary again", l->dev->name,
+              l->cfg->path, lb->cons_seq, gen);
+    return 0;
+  }
+  rep_error ("device '%s': local leg %s: this instance handed its role over at seq %" PRIu64
+             " (replctl switchover; generation %s): the new primary has the newer generation. "
+             "To become the primary again, do a switchover back (from the new primary), then "
+             "start here on a new log; takeover=yes overrides", l->dev->name, l->cfg->path,
+             lb->cons_seq, gen);
+  return -1;
+}
+
+/* Whether leg l's label (read through conn when l is remote and
+ * connected) says it was handed over at exactly the end of generation g. */
+static bool
+leg_handed_over (struct leg *l, const struct lbl_gen *g)
+{
+  struct label lb;
+  enum lbl_found found = LBL_BLANK;
+  bool other_bad;
+  char err[200];
+
+  if (l->lb.where == LABEL_NONE)
+    return false;
+  if (!l->remote) {
+    found = l->lb.found;
+    lb = l->lb.cur;
+  }
+  else {
+    struct conn_io cio = { l->link.conn, l->link.ops };
+    struct lbl_io io = leg_io (l, &cio);
+    if (!l->link.conn ||
+        lbl_read (&io, end_base (l->link.info.size), &lb, &found, &other_bad, err, sizeof err) == -1)
+      return false;
+  }
+  return found == LBL_FOUND && lb.gen == g->id && handed_over_at (&lb, g);
+}
+
+uint32_t
+leglabel_handover_sites (struct replicator *r, const struct replog_identity *id)
+{
+  uint32_t sites = 0, bad = 0;
+  size_t i, j;
+
+  if (!id->nhist || id->refuse)
+    return 0;
+  for (i = 0; i < r->ndevs; i++) {
+    const struct leg *loc = r->devs[i].local;
+    if (!loc->lb.have || !(loc->lb.cur.flags & LBL_HANDOVER) || loc->lb.cur.gen != id->hist[0].id)
+      return 0;                  /* not a new log that follows a switchover */
+  }
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      struct lbl_gen g = { id->hist[0].id, id->hist[0].end_seq, 0 };
+      if (l->site == 0)
+        continue;
+      if (leg_handed_over (l, &g))
+        sites |= 1u << l->site;
+      else
+        bad |= 1u << l->site;
+    }
+  sites &= ~bad;
+  for (i = 1; i < CFG_MAX_SITES; i++)
+    if (sites & (1u << i))
+      rep_info ("site %zu: every leg was handed over at seq %" PRIu64 " of the generation this "
+                "log follows: it starts as a consistent copy, nothing copied", i, id->hist[0].end_seq);
+    else if (bad & (1u << i))
+      rep_info ("site %zu: not every leg is reachable and labelled handed over at seq %" PRIu64
+                ": its legs are checked when they connect", i, id->hist[0].end_seq);
+  return sites;
+}
+
 /* ---- path legs at start ---- */
 
 int
@@ -698,6 +788,8 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
         same_leg (l);            /* nothing changed on it: not written */
         continue;
       }
+      if (handed_over_here (l) == -1)
+        return -1;
       break;
     }
     if (l->site != 0 && (replog_site_mode (r->rl, l->site) != RL_MODE_LOG ||

@@ -29,6 +29,12 @@ uint64_t leglabel_dev_size (const struct leg *l);
  * follows theirs), else new.  id->refuse is set when adopting needs the
  * takeover override.  0, or -1 (reported: local legs disagree). */
 int leglabel_propose (struct replicator *r, struct replog_identity *id);
+/* Before a new log is opened with identity id (leglabel_propose): the
+ * remote sites every leg of which is reachable now and labelled handed
+ * over at exactly the end of the generation id follows (a switchover):
+ * they start in log mode, nothing copied.  0 unless the local legs are
+ * labelled handed over too. */
+uint32_t leglabel_handover_sites (struct replicator *r, const struct replog_identity *id);
 /* This instance's identity for device d (after the log is open). */
 void leglabel_self (const struct vdev *d, struct lbl_self *s);
 

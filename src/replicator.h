@@ -292,6 +292,24 @@ struct site {
   uint64_t bytes_done;           /* payload bytes applied since */
 };
 
+/* A planned switchover (admin.c; replctl switchover).  state is atomic:
+ * client.c refuses writes (EROFS) from HO_DRAINING on, reading it under
+ * the device's rmw_lock; leg-label.c adds LBL_HANDOVER to every label
+ * written from HO_LABELLING on.  seq and time_ns are set before state
+ * moves to HO_LABELLING and do not change after. */
+enum handover_state {
+  HO_NONE,                       /* the primary: writes accepted */
+  HO_DRAINING,                   /* read-only, sites draining (undone on failure) */
+  HO_LABELLING,                  /* read-only, the legs' labels being written */
+  HO_FAILED,                     /* read-only: a label write failed (may be retried) */
+  HO_DONE,                       /* handed over at seq: read-only for good */
+};
+struct replicator_handover {
+  enum handover_state state;
+  uint64_t seq;                  /* the last seq of this generation's log */
+  uint64_t time_ns;              /* CLOCK_REALTIME of the handover */
+};
+
 struct replicator {
   struct cfg *cfg;
   struct replog *rl;
@@ -310,6 +328,7 @@ struct replicator {
   /* Wake a site's worker (set by the instance: worker_poke).  The device
    * view, below the workers, reaches them through it. */
   void (*poke) (struct site *s);
+  struct replicator_handover handover;
 };
 
 #include "admin.h"
