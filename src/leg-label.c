@@ -667,6 +667,24 @@ handed_over_here (struct leg *l)
   return -1;
 }
 
+/* A local leg that a failback run made a copy (its failback record):
+ * this instance was failed over and must not be the primary on its old
+ * log again (a failback run again is fine; takeover=yes overrides). */
+static int
+failed_back_here (struct leg *l)
+{
+  const struct label *lb = &l->lb.cur;
+
+  if (!l->lb.have || !(lb->flags & LBL_BITMAP) || (lb->flags & LBL_PRIMARY) ||
+      l->dev->r->cfg->failback || l->dev->r->cfg->takeover)
+    return 0;
+  rep_error ("device '%s': local leg %s: failback=yes made it a copy for the primary that "
+             "took over (its failback record is on it): this instance must not be the primary "
+             "on this log again; export the leg to the new primary as its remote (takeover=yes "
+             "overrides)", l->dev->name, l->cfg->path);
+  return -1;
+}
+
 /* Whether leg l's label (read through conn when l is remote and
  * connected) says it was handed over at exactly the end of generation g. */
 static bool
@@ -788,7 +806,7 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
         same_leg (l);            /* nothing changed on it: not written */
         continue;
       }
-      if (handed_over_here (l) == -1)
+      if (handed_over_here (l) == -1 || failed_back_here (l) == -1)
         return -1;
       break;
     }

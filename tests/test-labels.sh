@@ -326,6 +326,12 @@ if want H; then
   fi
   check "the old primary's leg is labelled a copy with a failback record" \
     test "$(lget "$T/h-p.img" "('bitmap' in j['flags'], 'primary' in j['flags'])")" = "(True, False)"
+  if start_replicator hp "${HP[@]}" >/dev/null 2>&1; then
+    fail "the old primary started on its old log after failback=yes"; stop_replicator hp
+  else
+    check "after failback=yes the old primary does not start on its old log" \
+      grep -q "failback=yes made it a copy" "$T/hp.log"
+  fi
   remote_start hold file "$T/h-p.img" || hard_error "old primary's leg exported"
   wait_for "$T/hdr2.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
     hard_error "the old primary's leg was not brought back"
