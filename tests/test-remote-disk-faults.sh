@@ -317,7 +317,8 @@ if want D; then
     [ "$n" = 0 ] || break; sleep 0.1
   done
   check "D: one log line: the blank disk is labelled as a new leg and copied in full ($n)" test "$n" = 1
-  check "D: status: its label is new" test "$(st D "$L1['label']['state']")" = new
+  check "D: status: its label was found new, and is ours now" \
+    test "$(st D "($L1['label']['state'], 'no label yet (a new leg)' in $L1['label']['detail'])")" = "('ok', True)"
   check "D: then caught up, log mode, consistent" \
     wait_for "$T/D.ctl" "$S1['mode'] == 'log' and $S1['resync']['finished'] >= 1 and $S1['backlog_entries'] == 0 and $L1['consistent']" 30
   # Client data: never affected (reads are local).

@@ -75,12 +75,15 @@ for h in hs.values():
 PY
 # a_untouched [BASE]: a's remote leg equals its snapshot, except block BASE (round 0) may
 # be new
+# (the device's part of the leg: the label area at its end gets the site's consistent point,
+# which is the site's as a whole)
 a_untouched() {
-  python3 - "$T/a.rem" "$T/a.snap" "${1:-$BASE}" <<'PY'
+  python3 - "$T/a.rem" "$T/a.snap" "${1:-$BASE}" "$(devsize "$CTL" 0)" <<'PY'
 import sys
 a, s, base = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read(), int(sys.argv[3])
+n = int(sys.argv[4])
 lo, hi = base * 4096, (base + 1) * 4096
-diff = [o // 4096 for o in range(0, len(s), 4096) if not lo <= o < hi and a[o:o + 4096] != s[o:o + 4096]]
+diff = [o // 4096 for o in range(0, n, 4096) if not lo <= o < hi and a[o:o + 4096] != s[o:o + 4096]]
 if diff:
     print("  a's leg has %d block(s) written after b's leg went away, e.g. block(s) %s" %
           (len(diff), diff[:8]))
