@@ -260,9 +260,25 @@ stop_remote() {
 
 START_ERR=
 SRV_REPLCTL=$REPLCTL
+# A base build without leg labels (R0/RA0) writes over the whole leg, the label area at its
+# end included; this build would then refuse the leg ("data where the label goes").  Before
+# one of this build's replicator configs, when an A/B shares the files: the label areas blank.
+clear_label_areas() {   # FILE...
+  local f sz
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    sz=$(stat -c %s "$f")
+    dd if=/dev/zero of="$f" bs=8192 count=1 seek=$(( sz / 8192 - 1 )) conv=notrunc status=none
+  done
+}
+
 start_server() {   # CONFIG NAME -> SRV_PID, FIO_URI, SRV_REPLCTL; server stderr goes to $RUN/NAME.server.log
   local cfg=$1 name=$2 i extra mode plugin=$PLUGIN
   rm -f "$SOCK" "$PIDF" "$CTL" "$QMP"
+  if [ -n "${BASE_PLUGIN:-}" ] && ! is_base "$cfg"; then
+    case $cfg in R|R-page) clear_label_areas "$IMG_R" ;;
+                 RA|RS|RA-d2|RS-d2) clear_label_areas "$IMG_RR" "$(remote_img_of "$cfg")" ;; esac
+  fi
   START_ERR=
   SRV_REPLCTL=$REPLCTL
   if is_base "$cfg"; then plugin=$BASE_PLUGIN SRV_REPLCTL=$BASE_REPLCTL; fi
