@@ -86,6 +86,11 @@ failback_record (struct replicator *r)
     rep_warn ("failback: this log has no remote site: nothing recorded what this side wrote "
               "that the others lack, so every region is recorded (the new primary copies "
               "everything)");
+  for (i = 1; i < CFG_MAX_SITES; i++)
+    if (r->sites[i].cfg && r->sites[i].in_doubt)
+      rep_warn ("failback: site %zu had writes in doubt at the crash (a connection aborted with "
+                "writes in flight, which it may have applied late): which regions is known only "
+                "in memory, so every region is recorded and the new primary copies everything", i);
 
   for (i = 0; i < r->ndevs; i++) {
     struct vdev *d = &r->devs[i];
