@@ -1,0 +1,345 @@
+#!/bin/bash
+# Disaster-recovery drill, end to end, with a real application (issue 15, "Proof"):
+# PostgreSQL on ext4 on the device (nbdkit replicator -> nbdfuse -> loop -> ext4), pgbench
+# running.  Two hosts are played on this one: site A (the primary: local leg a.img) and the
+# DR site B (its leg b.img, served to A by a plain `nbdkit file`: an agentless remote).
+#   1. A runs PostgreSQL; pgbench -i, then pgbench in the background.
+#   2. Disaster: A's replicator is killed (kill -9) under pgbench; PostgreSQL dies with it.
+#   3. Takeover at B (a new log, takeover=yes, A's leg as its remote, not reachable yet):
+#      ext4 replays its journal, PostgreSQL recovers, pgbench's invariants hold (sum of
+#      account, teller and branch balances = sum of history deltas); pgbench runs at B.
+#   4. A returns: failback=yes on A's log records what A wrote that B lacks; A's leg is
+#      exported to B, and B copies only the union of that record and what B wrote since the
+#      takeover (bounded, reported, far below the device); A's leg then equals B's device.
+#   5. Planned switchover back: `replctl switchover` at B, A starts on a new log without
+#      takeover=yes and copies nothing; PostgreSQL runs at A, invariants hold.
+#   6. Split brain: after a clean stop both sides become primaries and write files on the
+#      ext4; detected (split-brain), resolved with `replctl discard 1` and the discarded
+#      side's failback record: only the regions either side changed are copied.
+# Every step prints the time it took and, where data is copied, the regions and bytes
+# copied against the device size; a summary table closes the run.
+# Not covered here: an emulated power loss of A (tests/torture/powerloss.py rebuilds files
+# from a write trace held in memory: a 512 MiB leg under pgbench is out of reach of a
+# test of a few minutes), iSCSI remotes (tests/test-labels.sh and the iSCSI tests cover
+# the transport).
+set -u
+. "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
+requires nbdkit nbdfuse losetup mkfs.ext4 e2fsck mountpoint setpriv cmp
+requires_root
+requires_python_nbd
+[ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
+losetup -f >/dev/null 2>&1 || { echo "SKIP: no free loop device"; exit 77; }
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ] && [ -x "$PGBIN/pgbench" ] ||
+  { echo "SKIP: PostgreSQL is not installed (Debian's postgresql)"; exit 77; }
+id postgres >/dev/null 2>&1 || { echo "SKIP: no postgres user"; exit 77; }
+
+LEG=${DRILL_LEG:-512M}          # each leg; the device is the leg minus its label area
+SCALE=${DRILL_SCALE:-10}        # pgbench -i -s
+chmod 755 "$T"                  # postgres must reach its data directory and socket
+mkdir -p "$T/fuse" "$T/mnt" "$T/pgsock" "$T/a.dl" "$T/b.dl"
+chown postgres: "$T/pgsock"
+truncate -s "$LEG" "$T/a.img" "$T/b.img"
+PGPORT=$(free_port)
+
+k() { timeout -s KILL 20 "$@"; }
+NF= LOOP= PGPID= BENCH=
+SUMMARY=()
+
+# ---- the stack: replicator -> nbdfuse -> loop -> ext4 at $T/mnt --------------------------
+fs_up() {                       # fs_up URI: nbdfuse and loop on the device (no mount)
+  local i
+  rm -f "$T/nbdfuse.pid"
+  nbdfuse -P "$T/nbdfuse.pid" "$T/fuse/disk" "$1" 2>>"$T/nbdfuse.log" &
+  NF=$!
+  for i in $(seq 200); do [ -s "$T/nbdfuse.pid" ] && break; alive "$NF" || break; sleep 0.05; done
+  [ -s "$T/nbdfuse.pid" ] || { cat "$T/nbdfuse.log"; return 1; }
+  LOOP=$(k losetup -f --show "$T/fuse/disk")
+}
+fs_down() {                     # a clean teardown: umount (flushes), loop, FUSE
+  local rc=0 i
+  if mountpoint -q "$T/mnt"; then k umount "$T/mnt" || rc=1; fi
+  [ -n "$LOOP" ] && { k losetup -d "$LOOP" || rc=1; LOOP=; }
+  if mountpoint -q "$T/fuse"; then k fusermount3 -u "$T/fuse" 2>/dev/null || k umount "$T/fuse" || rc=1; fi
+  if [ -n "$NF" ]; then
+    for i in $(seq 100); do alive "$NF" || break; sleep 0.05; done
+    kill "$NF" 2>/dev/null; wait "$NF" 2>/dev/null; NF=
+  fi
+  return $rc
+}
+fs_crash() {                    # the host is gone: lazy unmounts, nbdfuse killed
+  mountpoint -q "$T/mnt" && k umount -l "$T/mnt"
+  [ -n "$LOOP" ] && { k losetup -d "$LOOP"; LOOP=; }
+  mountpoint -q "$T/fuse" && { k fusermount3 -u "$T/fuse" 2>/dev/null || k umount -l "$T/fuse"; }
+  [ -n "$NF" ] && { kill -9 "$NF" 2>/dev/null; wait "$NF" 2>/dev/null; NF=; }
+  return 0
+}
+
+# ---- PostgreSQL on the mounted device, as the postgres user -----------------------------
+asuser() { setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$T" "$@"; }
+PGDATA=$T/mnt/pg
+pg_start() {
+  asuser "$PGBIN/pg_ctl" -D "$PGDATA" -l "$T/pg.log" -w -t 180 \
+    -o "-k $T/pgsock -p $PGPORT -c listen_addresses='' -c max_wal_size=256MB" start >>"$T/pgctl.log" 2>&1 ||
+    { tail -20 "$T/pg.log"; return 1; }
+  PGPID=$(head -1 "$PGDATA/postmaster.pid")
+}
+pg_stop() {
+  [ -n "$PGPID" ] || return 0
+  asuser "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w -t 120 stop >>"$T/pgctl.log" 2>&1 || return 1
+  PGPID=
+}
+pg_kill9() {                    # the postmaster and its children, by pid
+  local p pids i
+  [ -n "$PGPID" ] || return 0
+  pids="$PGPID $(awk -v pp="$PGPID" '$4 == pp { print $1 }' /proc/[0-9]*/stat 2>/dev/null)"
+  for p in $pids; do kill -9 "$p" 2>/dev/null; done
+  for i in $(seq 200); do
+    for p in $pids; do alive "$p" && break; p=; done
+    [ -z "$p" ] && break
+    sleep 0.05
+  done
+  PGPID=
+}
+sql() { asuser "$PGBIN/psql" -X -h "$T/pgsock" -p "$PGPORT" -d postgres -Atq -c "$1"; }
+pgbench() { asuser "$PGBIN/pgbench" -h "$T/pgsock" -p "$PGPORT" "$@" postgres; }
+# invariants WHERE: pgbench's sums agree (accounts = tellers = branches = history deltas)
+invariants() {
+  local r
+  r=$(sql "select (select sum(abalance) from pgbench_accounts), (select sum(tbalance) from pgbench_tellers),
+                  (select sum(bbalance) from pgbench_branches), (select coalesce(sum(delta), 0) from pgbench_history),
+                  (select count(*) from pgbench_history)" 2>&1)
+  echo "  $1: sums accounts|tellers|branches|history, history rows: $r"
+  check "$1: pgbench's invariants hold" python3 -c '
+import sys; v = sys.argv[1].split("|"); sys.exit(not (len(v) == 5 and v[0] == v[1] == v[2] == v[3]))' "$r"
+}
+bench_run() {                   # bench_run SECONDS: pgbench -c 4 in the foreground
+  pgbench -c 4 -j 2 -T "$1" -n >"$T/bench.out" 2>&1 || { fail "pgbench -T $1: $(tail -3 "$T/bench.out")"; return 0; }
+  echo "  pgbench: $(grep -E 'number of transactions actually processed|^tps' "$T/bench.out" | tr '\n' ' ')"
+}
+
+cleanup_hook() {
+  pg_kill9
+  [ -n "$BENCH" ] && kill -9 "$BENCH" 2>/dev/null
+  fs_crash
+  sleep 0.1
+}
+
+# ---- figures ----------------------------------------------------------------------------
+# step_begin NAME / step_end [FIGURES]: the step's time; FIGURES go into the summary table
+STEP= STEP_T0=
+step_begin() { STEP=$1; STEP_T0=$EPOCHREALTIME; echo "== $STEP"; }
+step_end() {
+  local t
+  t=$(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$STEP_T0" "$EPOCHREALTIME")
+  echo "  [$STEP: ${t} s${1:+; $1}]"
+  SUMMARY+=("$(printf '%-44s %6s s  %s' "$STEP" "$t" "${1:--}")")
+}
+# copied NAME: site 1's resync figures of replicator NAME against its device size
+copied() {
+  st "$1" "'%d regions, %d bytes copied + %d zeroed of a %d-byte device (%.2f%%)' % (j['sites'][1]['resync']['regions_copied'], j['sites'][1]['resync']['bytes_copied'], j['sites'][1]['resync']['bytes_zeroed'], j['devices'][0]['size'], 100.0 * (j['sites'][1]['resync']['bytes_copied'] + j['sites'][1]['resync']['bytes_zeroed']) / j['devices'][0]['size'])"
+}
+# devcmp URI FILE: the device at URI equals the first device-size bytes of FILE
+devcmp() {
+  py - "$1" "$2" <<'EOF'
+import nbd, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1]); n = h.get_size(); bad = 0; first = None
+with open(sys.argv[2], "rb") as f:
+    for o in range(0, n, 4 << 20):
+        ln = min(4 << 20, n - o); a = h.pread(ln, o); b = f.read(ln)
+        if a != b:
+            bad += 1; first = o if first is None else first
+print("%d bytes compared, %d differing 4 MiB chunks%s" % (n, bad, "" if first is None else " (first at %d)" % first))
+sys.exit(1 if bad else 0)
+EOF
+}
+nothing_copied() {              # nothing_copied NAME: no resync ran, no full copy, no record
+  [ "$(st "$1" "(j['sites'][1]['resync']['finished'], j['sites'][1]['resync']['regions_copied'])")" = "(0, 0)" ] &&
+    ! grep -q 'copied onto it in full\|failback record names' "$T/$1.log"
+}
+ls1() { st "$1" "j['devices'][0]['legs'][1]['$2']"; }
+
+A=(log="$T/a.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri bx)" policy=async
+   initial-sync=false dirty-log-dir="$T/a.dl" disconnect-timeout=2s control="$T/a.ctl")
+B=(log="$T/b.rlog" log-size=64M local="$T/b.img" remote="$(remote_uri ax)" policy=async
+   dirty-log-dir="$T/b.dl" disconnect-timeout=1s control="$T/b.ctl")
+
+# ---- 1 -------------------------------------------------------------------------------------
+step_begin "1. site A: ext4, PostgreSQL, pgbench -i -s $SCALE"
+remote_start bx file "$T/b.img" || hard_error "B's leg exported"
+start_replicator a "${A[@]}" || hard_error "A does not start"
+wait_for "$T/a.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "A: site 1 not connected"
+DEV=$(st a "j['devices'][0]['size']"); RS=$(ls1 a region_size)
+echo "  device $DEV bytes (leg $(stat -c %s "$T/a.img")), regions of $RS bytes"
+fs_up "$(uri a)" || hard_error "nbdfuse/loop on A"
+k mkfs.ext4 -q -F "$LOOP" || hard_error "mkfs.ext4"
+k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at A"
+mkdir "$PGDATA" && chown postgres: "$PGDATA"
+asuser "$PGBIN/initdb" -D "$PGDATA" -A trust -U postgres >"$T/initdb.log" 2>&1 || { cat "$T/initdb.log"; hard_error "initdb"; }
+pg_start || hard_error "PostgreSQL does not start at A"
+t0=$EPOCHREALTIME
+pgbench -i -s "$SCALE" -q >"$T/init.out" 2>&1 || { cat "$T/init.out"; hard_error "pgbench -i"; }
+echo "  pgbench -i -s $SCALE: $(tail -1 "$T/init.out")"
+invariants "A after pgbench -i"
+step_end "replicated from the log: site 1 resync $(st a "j['sites'][1]['resync']['regions_copied']") regions (initial-sync=false: both legs blank)"
+
+# ---- 2 -------------------------------------------------------------------------------------
+step_begin "2. disaster: kill -9 of A's replicator under pgbench"
+pgbench -c 4 -j 2 -T 30 -n >"$T/bench-a.out" 2>&1 &
+BENCH=$!
+sleep 8
+BEFORE=$(st a "'seq %d, site 1 applied %d, backlog %d entries / %d bytes, mode %s' % (j['log']['durable_seq'], j['sites'][1]['applied_seq'], j['sites'][1]['backlog_entries'], j['sites'][1]['backlog_bytes'], j['sites'][1]['mode'])")
+kill9_replicator a
+echo "  A killed; just before: $BEFORE"
+pg_kill9
+wait "$BENCH" 2>/dev/null; BENCH=
+echo "  pgbench at A: $(grep -cE 'error|FATAL|terminat' "$T/bench-a.out") error lines (the device went away)"
+fs_crash
+remote_kill bx                    # B's storage server goes to the host that takes over
+step_end "-"
+
+# ---- 3 -------------------------------------------------------------------------------------
+step_begin "3. takeover at B, PostgreSQL recovers, pgbench at B"
+start_replicator b "${B[@]}" takeover=yes || hard_error "takeover at B"
+echo "  B: generation $(st b "j['generation']"), history $(st b "[h['generation'] for h in j['history']][:2]")"
+fs_up "$(uri b)" || hard_error "nbdfuse/loop on B"
+k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at B (journal replay)"
+ok "ext4 mounted read-write at B (journal replayed)"
+pg_start || hard_error "PostgreSQL does not recover at B"
+grep -qi 'redo\|recover' "$T/pg.log" && echo "  PostgreSQL: $(grep -iE 'redo done|database system was (interrupted|not properly)' "$T/pg.log" | tail -2 | cut -c1-120 | tr '\n' ' ')"
+invariants "B after crash recovery"
+bench_run 10
+invariants "B after pgbench at B"
+step_end "-"
+
+# ---- 4 -------------------------------------------------------------------------------------
+step_begin "4. A returns: failback=yes, A's leg resynced from B"
+t0=$EPOCHREALTIME
+if run_nbdkit -f -U "$T/afb.sock" "$PLUGIN" "${A[@]}" failback=yes >"$T/afb.log" 2>&1; then
+  ok "failback=yes at A exited 0"
+else
+  fail "failback=yes at A: $(tail -3 "$T/afb.log")"
+fi
+FB=$(grep -m1 'regions (' "$T/afb.log" | sed 's/.*failback: //')
+echo "  ${FB:0:150}"
+REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB")
+[ -n "$REC" ] || { fail "the failback output names no region count"; REC=0; }
+BD=$(ls1 b dirty_regions)
+echo "  B before the export: site 1 $(st b "'%s/%s, backlog %d entries / %d bytes' % (j['sites'][1]['mode'], j['sites'][1]['link'], j['sites'][1]['backlog_entries'], j['sites'][1]['backlog_bytes'])"), dirty regions $BD"
+remote_start ax file "$T/a.img" || hard_error "A's leg exported"
+wait_for "$T/b.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 120 ||
+  { grep -E 'leg|label|site 1' "$T/b.log" | tail -10; hard_error "A's leg was not brought back"; }
+FIG4=$(copied b)
+N4=$(st b "j['sites'][1]['resync']['regions_copied']")
+C4=$(st b "j['sites'][1]['resync']['bytes_copied'] + j['sites'][1]['resync']['bytes_zeroed']")
+echo "  copied: $FIG4 (record $REC + B's dirty $BD regions)"
+check "the failback record was used (no full copy)" grep -q 'failback record names' "$T/b.log"
+check "no full copy" bash -c "! grep -q 'copied onto it in full' '$T/b.log'"
+check "regions copied ($N4) <= A's record ($REC) + B's dirty regions ($BD)" test "$N4" -le $((REC + BD))
+check "bytes copied ($C4) <= those regions' bytes and below a quarter of the device" \
+  test "$C4" -le $(((REC + BD) * RS)) -a "$C4" -lt $((DEV / 4))
+pg_stop || fail "PostgreSQL stop at B"
+fs_down || fail "clean teardown at B"
+wait_caught_up "$T/b.ctl" 60 || fail "B: site 1 does not catch up"
+wait_drained "$T/b.ctl" 20 || fail "B: not drained"
+check "A's leg equals B's device: $(devcmp "$(uri b)" "$T/a.img")" devcmp "$(uri b)" "$T/a.img"
+step_end "$FIG4; A's record $REC regions, B's dirty $BD"
+
+# ---- 5 -------------------------------------------------------------------------------------
+step_begin "5. planned switchover back to A"
+if ! "$REPLCTL" --help 2>&1 | grep -q switchover; then
+  skip_part "replctl switchover is not built here (branch h-switch)"
+  stop_replicator b || fail "stop B"
+  remote_kill ax
+  step_end "not run"
+else
+  "$REPLCTL" -s "$T/b.ctl" switchover --timeout 60 >"$T/so.out" 2>&1; rc=$?
+  sed 's/^/  | /' "$T/so.out"
+  check "replctl switchover at B" test $rc = 0
+  check "B is read-only, handed over" test "$(st b "(j['role'], j['read_only'])")" = "('handed-over', True)"
+  stop_replicator b || fail "stop B"
+  remote_kill ax
+  remote_start bx file "$T/b.img" || hard_error "B's leg exported"
+  mkdir -p "$T/a2.dl"
+  A2=(log="$T/a2.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri bx)" policy=async
+      dirty-log-dir="$T/a2.dl" disconnect-timeout=2s control="$T/a2.ctl")
+  start_replicator a2 "${A2[@]}" || hard_error "A on a new log (no takeover=yes) does not start"
+  wait_for "$T/a2.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "A2: site 1 not connected"
+  sleep 1
+  check "nothing copied: site 1 ran no resync, no full copy, no record" nothing_copied a2
+  FIG5=$(copied a2)
+  echo "  $FIG5"
+  fs_up "$(uri a2)" || hard_error "nbdfuse/loop on A"
+  k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at A"
+  pg_start || hard_error "PostgreSQL does not start at A"
+  invariants "A after the switchover"
+  bench_run 5
+  invariants "A after pgbench at A"
+  pg_stop || fail "PostgreSQL stop at A"
+  fs_down || fail "clean teardown at A"
+  wait_caught_up "$T/a2.ctl" 60 || fail "A2: site 1 does not catch up"
+  check "still nothing copied" nothing_copied a2
+  check "B's leg equals A's device: $(devcmp "$(uri a2)" "$T/b.img")" devcmp "$(uri a2)" "$T/b.img"
+  step_end "$FIG5"
+
+  # ---- 6 -----------------------------------------------------------------------------------
+  step_begin "6. split brain after a clean stop, resolved by discard"
+  stop_replicator a2 || fail "clean stop of A"
+  remote_kill bx
+  mkdir -p "$T/b2.dl" "$T/a3.dl"
+  B2=(log="$T/b2.rlog" log-size=64M local="$T/b.img" remote="$(remote_uri ax)" policy=async
+      dirty-log-dir="$T/b2.dl" disconnect-timeout=1s control="$T/b2.ctl")
+  A3=(log="$T/a3.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri bx)" policy=async
+      dirty-log-dir="$T/a3.dl" disconnect-timeout=1s control="$T/a3.ctl")
+  start_replicator b2 "${B2[@]}" takeover=yes || hard_error "B takes over"
+  fs_up "$(uri b2)" || hard_error "nbdfuse/loop on B"
+  k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at B"
+  mkdir "$T/mnt/at-b"; for i in 1 2 3; do head -c 3M /dev/urandom >"$T/mnt/at-b/f$i"; done
+  (cd "$T/mnt" && sha256sum at-b/*) >"$T/b.sums"
+  fs_down || fail "teardown at B"
+  start_replicator a3 "${A3[@]}" || hard_error "A on a new log"
+  fs_up "$(uri a3)" || hard_error "nbdfuse/loop on A"
+  k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at A"
+  mkdir "$T/mnt/at-a"; for i in 1 2; do head -c 2M /dev/urandom >"$T/mnt/at-a/f$i"; done
+  fs_down || fail "teardown at A"
+  stop_replicator a3 || fail "stop A"
+  if run_nbdkit -f -U "$T/afb2.sock" "$PLUGIN" "${A3[@]}" failback=yes >"$T/afb2.log" 2>&1; then
+    ok "failback=yes at A (the side to discard) exited 0"
+  else
+    fail "failback=yes at A: $(tail -3 "$T/afb2.log")"
+  fi
+  FB=$(grep -m1 'regions (' "$T/afb2.log" | sed 's/.*failback: //')
+  echo "  ${FB:0:150}"
+  REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB"); REC=${REC:-0}
+  BD=$(ls1 b2 dirty_regions)
+  remote_start ax file "$T/a.img" || hard_error "A's leg exported"
+  wait_for "$T/b2.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'split-brain'" 20 ||
+    fail "split brain not detected: $(st b2 "j['devices'][0]['legs'][1]['label']")"
+  check "status: split-brain, refused" \
+    test "$(st b2 "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'])")" = "('split-brain', True)"
+  "$REPLCTL" -s "$T/b2.ctl" discard 1 || fail "replctl discard 1"
+  wait_for "$T/b2.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 120 ||
+    hard_error "the discarded side was not made a copy"
+  FIG6=$(copied b2)
+  N6=$(st b2 "j['sites'][1]['resync']['regions_copied']")
+  echo "  copied: $FIG6 (record $REC + B's dirty $BD regions)"
+  check "regions copied ($N6) <= A's record ($REC) + B's dirty regions ($BD), and some" \
+    test "$N6" -le $((REC + BD)) -a "$N6" -gt 0
+  check "no full copy" bash -c "! grep -q 'copied onto it in full' '$T/b2.log'"
+  wait_caught_up "$T/b2.ctl" 60 || fail "B2: site 1 does not catch up"
+  check "A's leg equals B's device: $(devcmp "$(uri b2)" "$T/a.img")" devcmp "$(uri b2)" "$T/a.img"
+  fs_up "$(uri b2)" || hard_error "nbdfuse/loop on B"
+  k mount -o ro "$LOOP" "$T/mnt" || hard_error "mount at B"
+  check "B's files are there" bash -c 'cd "$1" && sha256sum -c --quiet "$2"' _ "$T/mnt" "$T/b.sums"
+  check "A's files (discarded) are not" test ! -e "$T/mnt/at-a"
+  fs_down || fail "teardown at B"
+  stop_replicator b2 || fail "stop B"
+  remote_kill ax
+  check "e2fsck -fn on A's leg (a copy of B's device now): clean" bash -c 'timeout 60 e2fsck -fn "$1" >"$2" 2>&1' _ "$T/a.img" "$T/fsck.out"
+  step_end "$FIG6; A's record $REC regions, B's dirty $BD"
+fi
+
+echo "== summary (device $DEV bytes, regions of $RS bytes)"
+printf '  %s\n' "${SUMMARY[@]}"
+check "no sanitizer reports" bash -c "! grep -qE 'ERROR: (Address|Undefined|Leak)Sanitizer|runtime error:' '$T'/*.log"
+finish
