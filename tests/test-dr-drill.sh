@@ -264,9 +264,8 @@ step_end "$FIG4; A's record $REC regions, B's dirty $BD"
 step_begin "5. planned switchover back to A"
 if ! "$REPLCTL" --help 2>&1 | grep -q switchover; then
   skip_part "replctl switchover is not built here (branch h-switch)"
-  stop_replicator b || fail "stop B"
-  remote_kill ax
   step_end "not run"
+  PRI=b PL=b CL=a                 # step 6 with B as the primary at the clean stop
 else
   "$REPLCTL" -s "$T/b.ctl" switchover --timeout 60 >"$T/so.out" 2>&1; rc=$?
   sed 's/^/  | /' "$T/so.out"
@@ -297,62 +296,66 @@ else
   check "B's leg equals A's device: $(devcmp "$(uri a2)" "$T/b.img")" devcmp "$(uri a2)" "$T/b.img"
   step_end "$FIG5"
 
-  # ---- 6 -----------------------------------------------------------------------------------
-  step_begin "6. split brain after a clean stop, resolved by discard"
-  stop_replicator a2 || fail "clean stop of A"
-  remote_kill bx
-  mkdir -p "$T/b2.dl" "$T/a3.dl"
-  B2=(log="$T/b2.rlog" log-size=64M local="$T/b.img" remote="$(remote_uri ax)" policy=async
-      dirty-log-dir="$T/b2.dl" disconnect-timeout=1s control="$T/b2.ctl")
-  A3=(log="$T/a3.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri bx)" policy=async
-      dirty-log-dir="$T/a3.dl" disconnect-timeout=1s control="$T/a3.ctl")
-  start_replicator b2 "${B2[@]}" takeover=yes || hard_error "B takes over"
-  fs_up "$(uri b2)" || hard_error "nbdfuse/loop on B"
-  k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at B"
-  mkdir "$T/mnt/at-b"; for i in 1 2 3; do head -c 3M /dev/urandom >"$T/mnt/at-b/f$i"; done
-  (cd "$T/mnt" && sha256sum at-b/*) >"$T/b.sums"
-  fs_down || fail "teardown at B"
-  start_replicator a3 "${A3[@]}" || hard_error "A on a new log"
-  fs_up "$(uri a3)" || hard_error "nbdfuse/loop on A"
-  k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at A"
-  mkdir "$T/mnt/at-a"; for i in 1 2; do head -c 2M /dev/urandom >"$T/mnt/at-a/f$i"; done
-  fs_down || fail "teardown at A"
-  stop_replicator a3 || fail "stop A"
-  if run_nbdkit -f -U "$T/afb2.sock" "$PLUGIN" "${A3[@]}" failback=yes >"$T/afb2.log" 2>&1; then
-    ok "failback=yes at A (the side to discard) exited 0"
-  else
-    fail "failback=yes at A: $(tail -3 "$T/afb2.log")"
-  fi
-  FB=$(grep -m1 'regions (' "$T/afb2.log" | sed 's/.*failback: //')
-  echo "  ${FB:0:150}"
-  REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB"); REC=${REC:-0}
-  BD=$(ls1 b2 dirty_regions)
-  remote_start ax file "$T/a.img" || hard_error "A's leg exported"
-  wait_for "$T/b2.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'split-brain'" 20 ||
-    fail "split brain not detected: $(st b2 "j['devices'][0]['legs'][1]['label']")"
-  check "status: split-brain, refused" \
-    test "$(st b2 "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'])")" = "('split-brain', True)"
-  "$REPLCTL" -s "$T/b2.ctl" discard 1 || fail "replctl discard 1"
-  wait_for "$T/b2.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 120 ||
-    hard_error "the discarded side was not made a copy"
-  FIG6=$(copied b2)
-  N6=$(st b2 "j['sites'][1]['resync']['regions_copied']")
-  echo "  copied: $FIG6 (record $REC + B's dirty $BD regions)"
-  check "regions copied ($N6) <= A's record ($REC) + B's dirty regions ($BD), and some" \
-    test "$N6" -le $((REC + BD)) -a "$N6" -gt 0
-  check "no full copy" bash -c "! grep -q 'copied onto it in full' '$T/b2.log'"
-  wait_caught_up "$T/b2.ctl" 60 || fail "B2: site 1 does not catch up"
-  check "A's leg equals B's device: $(devcmp "$(uri b2)" "$T/a.img")" devcmp "$(uri b2)" "$T/a.img"
-  fs_up "$(uri b2)" || hard_error "nbdfuse/loop on B"
-  k mount -o ro "$LOOP" "$T/mnt" || hard_error "mount at B"
-  check "B's files are there" bash -c 'cd "$1" && sha256sum -c --quiet "$2"' _ "$T/mnt" "$T/b.sums"
-  check "A's files (discarded) are not" test ! -e "$T/mnt/at-a"
-  fs_down || fail "teardown at B"
-  stop_replicator b2 || fail "stop B"
-  remote_kill ax
-  check "e2fsck -fn on A's leg (a copy of B's device now): clean" bash -c 'timeout 60 e2fsck -fn "$1" >"$2" 2>&1' _ "$T/a.img" "$T/fsck.out"
-  step_end "$FIG6; A's record $REC regions, B's dirty $BD"
+  PRI=a2 PL=a CL=b                # the primary at the clean stop, its leg, the copy
 fi
+
+# ---- 6 -------------------------------------------------------------------------------------
+# The primary ($PRI, leg $PL.img) stops cleanly; both sides become primaries: the copy's side
+# by takeover (T), the old primary on a new log of its own (O, whose changes are discarded).
+step_begin "6. split brain after a clean stop, resolved by discard"
+stop_replicator "$PRI" || fail "clean stop of $PRI"
+remote_kill "${CL}x"
+mkdir -p "$T/t.dl" "$T/o.dl"
+TK=(log="$T/t.rlog" log-size=64M local="$T/$CL.img" remote="$(remote_uri "${PL}x")" policy=async
+    dirty-log-dir="$T/t.dl" disconnect-timeout=1s control="$T/t.ctl")
+OP=(log="$T/o.rlog" log-size=64M local="$T/$PL.img" remote="$(remote_uri "${CL}x")" policy=async
+    dirty-log-dir="$T/o.dl" disconnect-timeout=1s control="$T/o.ctl")
+start_replicator t "${TK[@]}" takeover=yes || hard_error "$CL.img's side takes over"
+fs_up "$(uri t)" || hard_error "nbdfuse/loop on the takeover side"
+k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at the takeover side"
+mkdir "$T/mnt/at-t"; for i in 1 2 3; do head -c 3M /dev/urandom >"$T/mnt/at-t/f$i"; done
+(cd "$T/mnt" && sha256sum at-t/*) >"$T/t.sums"
+fs_down || fail "teardown at the takeover side"
+start_replicator o "${OP[@]}" || hard_error "the old primary on a new log"
+fs_up "$(uri o)" || hard_error "nbdfuse/loop on the old primary"
+k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at the old primary"
+mkdir "$T/mnt/at-o"; for i in 1 2; do head -c 2M /dev/urandom >"$T/mnt/at-o/f$i"; done
+fs_down || fail "teardown at the old primary"
+stop_replicator o || fail "stop the old primary"
+if run_nbdkit -f -U "$T/ofb.sock" "$PLUGIN" "${OP[@]}" failback=yes >"$T/ofb.log" 2>&1; then
+  ok "failback=yes on the side to discard ($PL.img) exited 0"
+else
+  fail "failback=yes on $PL.img: $(tail -3 "$T/ofb.log")"
+fi
+FB=$(grep -m1 'regions (' "$T/ofb.log" | sed 's/.*failback: //')
+echo "  ${FB:0:150}"
+REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB"); REC=${REC:-0}
+BD=$(ls1 t dirty_regions)
+remote_start "${PL}x" file "$T/$PL.img" || hard_error "$PL.img exported"
+wait_for "$T/t.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'split-brain'" 20 ||
+  fail "split brain not detected: $(st t "j['devices'][0]['legs'][1]['label']")"
+check "status: split-brain, refused" \
+  test "$(st t "(j['devices'][0]['legs'][1]['label']['state'], j['devices'][0]['legs'][1]['label']['refused'])")" = "('split-brain', True)"
+"$REPLCTL" -s "$T/t.ctl" discard 1 || fail "replctl discard 1"
+wait_for "$T/t.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 120 ||
+  hard_error "the discarded side was not made a copy"
+FIG6=$(copied t)
+N6=$(st t "j['sites'][1]['resync']['regions_copied']")
+echo "  copied: $FIG6 (record $REC + takeover side's dirty $BD regions)"
+check "regions copied ($N6) <= the discarded side's record ($REC) + the other's dirty regions ($BD), >= each" \
+  test "$N6" -le $((REC + BD)) -a "$N6" -ge "$REC" -a "$N6" -ge "$BD"
+check "no full copy" bash -c "! grep -q 'copied onto it in full' '$T/t.log'"
+wait_caught_up "$T/t.ctl" 60 || fail "site 1 does not catch up"
+check "$PL.img equals the device: $(devcmp "$(uri t)" "$T/$PL.img")" devcmp "$(uri t)" "$T/$PL.img"
+fs_up "$(uri t)" || hard_error "nbdfuse/loop on the takeover side"
+k mount -o ro "$LOOP" "$T/mnt" || hard_error "mount at the takeover side"
+check "the takeover side's files are there" bash -c 'cd "$1" && sha256sum -c --quiet "$2"' _ "$T/mnt" "$T/t.sums"
+check "the discarded side's files are not" test ! -e "$T/mnt/at-o"
+fs_down || fail "teardown"
+stop_replicator t || fail "stop the takeover side"
+remote_kill "${PL}x"
+check "e2fsck -fn on $PL.img (a copy of the device now): clean" bash -c 'timeout 60 e2fsck -fn "$1" >"$2" 2>&1' _ "$T/$PL.img" "$T/fsck.out"
+step_end "$FIG6; discarded side's record $REC regions, takeover side's dirty $BD"
 
 echo "== summary (device $DEV bytes, regions of $RS bytes)"
 printf '  %s\n' "${SUMMARY[@]}"
