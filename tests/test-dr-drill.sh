@@ -18,10 +18,10 @@
 #      side's failback record: only the regions either side changed are copied.
 # Every step prints the time it took and, where data is copied, the regions and bytes
 # copied against the device size; a summary table closes the run.
-# Not covered here: an emulated power loss of A (tests/torture/powerloss.py rebuilds files
-# from a write trace held in memory: a 512 MiB leg under pgbench is out of reach of a
-# test of a few minutes), iSCSI remotes (tests/test-labels.sh and the iSCSI tests cover
-# the transport).
+#   7. The disaster again as an emulated power loss of A's host (tests/torture/powerloss.py:
+#      A's files rebuilt from a write trace); B takes over, A fails back from those files.
+# Not covered here: iSCSI remotes (tests/test-labels.sh and the iSCSI tests cover the
+# transport).
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdfuse losetup mkfs.ext4 e2fsck mountpoint setpriv cmp
@@ -356,6 +356,127 @@ stop_replicator t || fail "stop the takeover side"
 remote_kill "${PL}x"
 check "e2fsck -fn on $PL.img (a copy of the device now): clean" bash -c 'timeout 60 e2fsck -fn "$1" >"$2" 2>&1' _ "$T/$PL.img" "$T/fsck.out"
 step_end "$FIG6; discarded side's record $REC regions, takeover side's dirty $BD"
+
+# ---- 7 -------------------------------------------------------------------------------------
+# The disaster again, as an emulated power loss of A's host (tests/torture/powerloss.py):
+# A runs with NBD_REPLICATOR_PFTRACE (every write to its files and every sync recorded), is
+# killed under pgbench, and its files (log, leg, dirty logs) are rebuilt as a power loss
+# could have left them ("uniform": every sector written after its file's last sync takes any
+# of its values since, at random).  B takes over; A's failback=yes runs on those files.
+# Smaller legs: powerloss.py holds the files and the trace in memory.
+step_begin "7. power loss of A: takeover, failback from the power-lost files"
+PLEG=${DRILL_PL_LEG:-256M}
+truncate -s "$PLEG" "$T/pa.img" "$T/pb.img"
+mkdir -p "$T/pa.dl" "$T/pb.dl" "$T/pl.base"
+cp --sparse=always "$T/pa.img" "$T/pl.base/pa.img"      # the files when A starts: the base
+PA=(log="$T/pa.rlog" log-size=32M local="$T/pa.img" remote="$(remote_uri px)" policy=async
+    initial-sync=false dirty-log-dir="$T/pa.dl" disconnect-timeout=2s control="$T/pa.ctl")
+PB=(log="$T/pb.rlog" log-size=32M local="$T/pb.img" remote="$(remote_uri pax)" policy=async
+    dirty-log-dir="$T/pb.dl" disconnect-timeout=1s control="$T/pb.ctl")
+remote_start px --filter=rate file "$T/pb.img" rate-file="$T/pwan.rate" || hard_error "B's leg exported"
+SAVED_ENV=("${NBDKIT_ENV[@]}")
+NBDKIT_ENV+=(NBD_REPLICATOR_PFTRACE="$T/pl.trace")
+start_replicator pa "${PA[@]}" || hard_error "A (traced) does not start"
+NBDKIT_ENV=("${SAVED_ENV[@]}")
+wait_for "$T/pa.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "A: site 1 not connected"
+DEV_PL=$(st pa "j['devices'][0]['size']")
+fs_up "$(uri pa)" || hard_error "nbdfuse/loop on A"
+k mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$LOOP" || hard_error "mkfs.ext4"
+k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at A"
+mkdir "$PGDATA" && chown postgres: "$PGDATA"
+asuser "$PGBIN/initdb" -D "$PGDATA" -A trust -U postgres >"$T/initdb.log" 2>&1 || hard_error "initdb"
+pg_start || hard_error "PostgreSQL does not start at A"
+pgbench -i -s 2 -q >"$T/init.out" 2>&1 || hard_error "pgbench -i"
+sql checkpoint || fail "CHECKPOINT at A"
+wait_caught_up "$T/pa.ctl" 60 || fail "A: site 1 does not catch up"
+echo 16M >"$T/pwan.rate.new" && mv "$T/pwan.rate.new" "$T/pwan.rate"
+pgbench -c 4 -j 2 -T 30 -n >"$T/bench-pa.out" 2>&1 &
+BENCH=$!
+sleep 6
+echo "  A at the power cut: $(st pa "'seq %d, site 1 applied %d, backlog %d entries / %d bytes, mode %s' % (j['log']['durable_seq'], j['sites'][1]['applied_seq'], j['sites'][1]['backlog_entries'], j['sites'][1]['backlog_bytes'], j['sites'][1]['mode'])")"
+kill9_replicator pa
+pg_kill9; fs_crash; pg_gone || fail "PostgreSQL at A does not die"
+wait "$BENCH" 2>/dev/null; BENCH=
+remote_kill px
+t1=$EPOCHREALTIME
+# BUG (src/, reported): the label writes of src/leg-label.c (fd_pwrite, fd_flush: plain
+# pwrite and fdatasync) are not recorded in the power-loss trace (src/pftrace.h), so
+# powerloss.py sees the label sectors as untraced writes (I/O in flight at the kill) and
+# rebuilds each at random: both label copies come out torn, and A's leg is refused ("no
+# label, but data where the label goes") although its label was written and synced long
+# before the power cut.  The test fails here until the label I/O is traced;
+# DRILL_PL_KEEP_LABELS=1 puts the label area back as it was at the kill (what a traced,
+# synced label write would give) to run the rest of the step.
+py - "$TESTDIR/torture" "$T/pl.trace" "$T/pl.base" "${DRILL_PL_KEEP_LABELS:-0}" "$DEV_PL" \
+    "$T/pa.rlog" "$T/pa.img" "$T/pa.dl"/* <<'PY' || fail "power-loss images"
+import os, random, sys
+sys.path.insert(0, sys.argv[1])
+import powerloss
+trace, based, keep, dev = sys.argv[2], sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
+paths = [p for p in sys.argv[6:] if os.path.isfile(p)]
+def rd(p):
+    if not os.path.exists(p): return None
+    with open(p, "rb") as f: return f.read()
+files = {p: (rd(os.path.join(based, os.path.basename(p))), rd(p)) for p in paths}
+images, summ = powerloss.build_images(files, trace, random.Random(15), hows=("uniform",))
+img, how, _left = images[0]
+leg = [p for p in paths if p.endswith("/pa.img")][0]
+final_area = files[leg][1][dev:]
+area = img[leg][dev:] if img.get(leg) is not None else b""
+torn = sum(1 for i in range(0, len(final_area), 512) if area[i:i + 512] != final_area[i:i + 512])
+for p, data in img.items():
+    if data is None:
+        os.unlink(p); continue
+    if p == leg and keep:
+        data = data[:dev] + final_area
+    with open(p, "wb") as f: f.write(data)
+print("  power loss (%s): %d traced events, %d writes after the last syncs over %d sectors rebuilt at random, "
+      "%d sectors changed after the kill (untraced); names lost: %d %s; label area: %d sectors differ "
+      "from the leg at the kill%s"
+      % (how, summ["events"], summ["pending_writes"], summ["pending_sectors"], summ["untraced_sectors"],
+         summ["names_lost"], summ["unsynced_names"], torn, " (put back: DRILL_PL_KEEP_LABELS=1)" if keep and torn else ""))
+PY
+LBL=$(py "$TESTDIR/label.py" "$T/pa.img" | python3 -c 'import json,sys; j=json.load(sys.stdin); print((j["found"], j.get("copies")))')
+check "A's leg label survived the emulated power loss ($LBL)" test "${LBL%%,*}" = "(True"echo "  (images built in $(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t1" "$EPOCHREALTIME") s)"
+start_replicator pb "${PB[@]}" takeover=yes || hard_error "takeover at B"
+fs_up "$(uri pb)" || hard_error "nbdfuse/loop on B"
+k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at B (journal replay)"
+pg_start || hard_error "PostgreSQL does not recover at B"
+invariants "B after A's power loss, crash recovery"
+bench_run 5
+invariants "B after pgbench at B"
+if [ "${LBL%%,*}" = "(True" ]; then
+  if run_nbdkit -f -U "$T/pafb.sock" "$PLUGIN" "${PA[@]}" failback=yes >"$T/pafb.log" 2>&1; then
+    ok "failback=yes on A's power-lost files exited 0"
+  else
+    fail "failback=yes on A's power-lost files: $(tail -3 "$T/pafb.log")"
+  fi
+  grep -iE 'recover|torn|invalid|damaged' "$T/pafb.log" | head -3 | cut -c1-160 | sed 's/^/  | /'
+  FB=$(grep -m1 'regions (' "$T/pafb.log" | sed 's/.*failback: //')
+  echo "  ${FB:0:150}"
+  REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB"); REC=${REC:-0}
+  BD=$(ls1 pb dirty_regions)
+  remote_start pax file "$T/pa.img" || hard_error "A's leg exported"
+  wait_for "$T/pb.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 120 ||
+    { grep -E 'leg|label|site 1' "$T/pb.log" | tail -10; hard_error "A's leg was not brought back"; }
+  FIG7=$(copied pb)
+  N7=$(st pb "j['sites'][1]['resync']['regions_copied']")
+  echo "  copied: $FIG7 (record $REC + B's dirty $BD regions)"
+  check "the failback record was used, no full copy" \
+    bash -c "grep -q 'failback record names' '$T/pb.log' && ! grep -q 'copied onto it in full' '$T/pb.log'"
+  check "regions copied ($N7) <= A's record ($REC) + B's dirty regions ($BD), >= each" \
+    test "$N7" -le $((REC + BD)) -a "$N7" -ge "$REC" -a "$N7" -ge "$BD"
+  pg_stop || fail "PostgreSQL stop at B"
+  fs_down || fail "clean teardown at B"
+  wait_caught_up "$T/pb.ctl" 60 || fail "B: site 1 does not catch up"
+  check "A's power-lost leg now equals B's device: $(devcmp "$(uri pb)" "$T/pa.img")" devcmp "$(uri pb)" "$T/pa.img"
+else
+  echo "  (failback not run: A's leg would be refused; see the BUG note above)"
+  pg_stop; fs_down; FIG7="failback not run (torn label: see BUG)"; REC=-; BD=-
+fi
+stop_replicator pb || fail "stop B"
+remote_kill pax
+step_end "$FIG7; A's record $REC regions, B's dirty $BD"
 
 echo "== summary (device $DEV bytes, regions of $RS bytes)"
 printf '  %s\n' "${SUMMARY[@]}"
