@@ -1,12 +1,14 @@
 /* admin.c: the administrator's commands (layer 5; replctl through the
  * control socket): resync, pause and resume, policy, restore of a local
- * leg.
+ * leg, planned switchover.
  *
  * Owns: checking a request and handing it to the site's worker (request
  * fields of struct site, then worker_poke); nothing here changes a site's
- * state itself, except the operator's pause flag (site_set_paused).
+ * state itself, except the operator's pause flag (site_set_paused), and
+ * the switchover's read-only state (r->handover) and label writes.
  * Calls down only: the view (device lookup), the site state machine, the
- * workers (worker_poke), the configuration's parsers.
+ * workers (worker_poke), the configuration's parsers, the log (barrier,
+ * applied seqs), leg labels (leglabel_write), events.
  */
 #include <config.h>
 
@@ -21,8 +23,10 @@
 #include <linux/fs.h>
 
 #include "event.h"
+#include "leg-label.h"
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 static struct site *
 remote_site (struct replicator *r, unsigned id, char *why, size_t len)
@@ -225,3 +229,243 @@ replicator_restore (struct replicator *r, const char *device, unsigned site, cha
   return 0;
 }
 
+
+/* ---- planned switchover ---------------------------------------------------
+ * replctl switchover: writes refused (EROFS, client.c) for the whole group,
+ * every site drained (applied and recorded up to the last seq, a consistent
+ * prefix in log mode), then every leg labelled handed over at that seq
+ * (local legs first: a failure never leaves a remote claiming a handover
+ * the primary's own legs do not).  Any failure before the labels undoes
+ * the read-only state; a failed label write leaves the instance read-only
+ * (HO_FAILED: the command may be run again). */
+
+#define SWITCHOVER_POLL_US 50000
+
+/* Why site s can never be drained as it is (NULL: it may get there). */
+static const char *
+site_cannot_drain (struct replicator *r, struct site *s, char *buf, size_t len)
+{
+  enum site_state st = site_state (s);
+  size_t i;
+
+  if (!s->running)
+    return "its worker is not running";
+  if (s->id == 0) {
+    for (i = 0; i < r->ndevs; i++) {
+      struct vdev *d = &r->devs[i];
+      if (__atomic_load_n (&d->local_out, __ATOMIC_ACQUIRE) || d->local->state == LEG_FAILED) {
+        snprintf (buf, len, "the local leg %s of device '%s' is out of service (replctl restore "
+                  "first)", d->local->cfg->path, d->name);
+        return buf;
+      }
+    }
+    return NULL;
+  }
+  if (site_paused (s))
+    return "it is paused (replctl resume it first)";
+  if (site_state_is_dirty_log (st))
+    return "it is in dirty-log mode: it lacks writes the log no longer holds (let its resync "
+      "finish first)";
+  if (site_state_is_disconnected (st))
+    return "it is disconnected";
+  return NULL;
+}
+
+/* Whether site s holds every entry <= seq durably as a consistent prefix
+ * (why not in buf). */
+static bool
+site_drained (struct replicator *r, struct site *s, uint64_t seq, char *buf, size_t len)
+{
+  enum site_state st = site_state (s);
+  uint64_t applied = replog_applied (r->rl, s->id);
+  uint8_t f = replog_site_flags (r->rl, s->id);
+
+  if (site_state_is_resync (st) || (f & RL_SITE_RESYNC))
+    snprintf (buf, len, "it is resyncing (%" PRIu64 " regions left)", site_dirty_regions (s));
+  else if (site_in_doubt (s) || (f & RL_SITE_IN_DOUBT))
+    snprintf (buf, len, "it has writes in doubt (copied again once its connection is back)");
+  else if (s->id && st != SITE_LOG)
+    snprintf (buf, len, "it is catching up after a disconnection (applied seq %" PRIu64 " of %"
+              PRIu64 ")", applied, seq);
+  else if (applied < seq)
+    snprintf (buf, len, "it has applied and recorded seq %" PRIu64 " of %" PRIu64, applied, seq);
+  else
+    return true;
+  return false;
+}
+
+/* Before anything changes: the log, every site and every leg's label. */
+static int
+switchover_precheck (struct replicator *r, char *why, size_t len)
+{
+  struct replog_stats st;
+  const char *no;
+  char b[300];
+  size_t i, j;
+
+  replog_get_stats (r->rl, &st);
+  if (st.failed) {
+    snprintf (why, len, "the log failed (a sync or header write failed): restart the instance");
+    return -1;
+  }
+  for (i = 0; i < CFG_MAX_SITES; i++)
+    if (r->sites[i].cfg && (no = site_cannot_drain (r, &r->sites[i], b, sizeof b))) {
+      snprintf (why, len, "site %zu cannot be drained: %s", i, no);
+      return -1;
+    }
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      if (l->lb.where == LABEL_NONE) {
+        snprintf (why, len, "device '%s': the leg at site %u has no label (label = \"none\"): a "
+                  "switchover hands the role over through the legs' labels", r->devs[i].name, l->site);
+        return -1;
+      }
+      if (__atomic_load_n (&l->lb.refused, __ATOMIC_ACQUIRE)) {
+        snprintf (why, len, "device '%s': the leg at site %u is refused (its label is not ours)",
+                  r->devs[i].name, l->site);
+        return -1;
+      }
+    }
+  return 0;
+}
+
+/* Wait until every site holds seq (0), or one cannot, or timeout_s passed
+ * (-1, why names the site). */
+static int
+switchover_drain (struct replicator *r, uint64_t seq, unsigned timeout_s, char *why, size_t len)
+{
+  uint64_t deadline = mono_ns () + (uint64_t) timeout_s * 1000000000u;
+  char b[300];
+
+  for (;;) {
+    struct replog_stats st;
+    const char *no;
+    bool all = true;
+    unsigned i;
+
+    replog_get_stats (r->rl, &st);
+    if (st.failed) {
+      snprintf (why, len, "the log failed while draining");
+      return -1;
+    }
+    for (i = 0; i < CFG_MAX_SITES && all; i++) {
+      struct site *s = &r->sites[i];
+      if (!s->cfg)
+        continue;
+      if ((no = site_cannot_drain (r, s, b, sizeof b))) {
+        snprintf (why, len, "site %u cannot be drained: %s", i, no);
+        return -1;
+      }
+      if (site_drained (r, s, seq, b, sizeof b))
+        continue;
+      all = false;
+      if (mono_ns () >= deadline) {
+        snprintf (why, len, "site %u was not drained within %u s: %s", i, timeout_s, b);
+        return -1;
+      }
+      worker_poke (s);
+    }
+    if (all)
+      return 0;
+    usleep (SWITCHOVER_POLL_US);
+  }
+}
+
+/* Every leg labelled handed over at seq: site 0 first, then the remotes.
+ * 0, or -1 with the leg that failed in why. */
+static int
+switchover_labels (struct replicator *r, struct switchover_result *res, char *why, size_t len)
+{
+  const uint32_t flags = LBL_CONSISTENT | LBL_CLEAN | LBL_HANDOVER;
+  const struct rl_desc *last = r->handover.seq ? replog_desc (r->rl, r->handover.seq) : NULL;
+  uint64_t cons_ns = last && last->seq == r->handover.seq ? last->time_ns : 0;
+  int pass;
+  size_t i, j;
+
+  for (pass = 0; pass < 2; pass++)
+    for (i = 0; i < r->ndevs; i++)
+      for (j = 0; j < r->devs[i].nlegs; j++) {
+        struct leg *l = &r->devs[i].legs[j];
+        if ((l->site == 0) != (pass == 0))
+          continue;
+        if (leglabel_write (l, flags, r->handover.seq, cons_ns) == -1) {
+          snprintf (why, len, "device '%s': the label of the leg at site %u (%s) could not be "
+                    "written: %s", r->devs[i].name, l->site, l->remote ? l->link.shown :
+                    l->cfg->path, l->lb.detail);
+          return -1;
+        }
+        res->sites[l->site].legs++;
+      }
+  return 0;
+}
+
+/* Back to what it was before the command (writes accepted again unless a
+ * failed label write left the instance read-only). */
+static void
+switchover_undo (struct replicator *r, enum handover_state was, const char *why)
+{
+  __atomic_store_n (&r->handover.state, was, __ATOMIC_RELEASE);
+  rep_warn ("switchover abandoned: %s; %s", why, was == HO_NONE ?
+            "writes are accepted again, no label was written" : "the instance stays read-only");
+}
+
+int
+replicator_switchover (struct replicator *r, unsigned timeout_s, struct switchover_result *res,
+                       char *why, size_t len)
+{
+  enum handover_state was = __atomic_load_n (&r->handover.state, __ATOMIC_ACQUIRE);
+  uint64_t seq;
+  size_t i;
+
+  memset (res, 0, sizeof *res);
+  if (was == HO_DONE) {
+    snprintf (why, len, "this instance handed its role over already, at seq %" PRIu64 ": stop "
+              "it once the new primary runs", r->handover.seq);
+    return -1;
+  }
+  if (was == HO_DRAINING || was == HO_LABELLING) {
+    snprintf (why, len, "a switchover is under way");
+    return -1;
+  }
+  if (switchover_precheck (r, why, len) == -1)
+    return -1;
+  __atomic_store_n (&r->handover.state, HO_DRAINING, __ATOMIC_RELEASE);
+  for (i = 0; i < r->ndevs; i++) {
+    /* A writer that saw no switchover has logged its entries once it lets go. */
+    pthread_rwlock_wrlock (&r->devs[i].rmw_lock);
+    pthread_rwlock_unlock (&r->devs[i].rmw_lock);
+  }
+  if (replog_barrier (r->rl, 0, &seq) == -1 || replog_wait_durable (r->rl, seq) == -1) {
+    snprintf (why, len, "the log could not be made durable: %s", strerror (errno));
+    switchover_undo (r, was, why);
+    return -1;
+  }
+  rep_info ("switchover: writes refused (EROFS) from now on; draining every site up to seq %"
+            PRIu64 " (at most %u s)", seq, timeout_s);
+  if (switchover_drain (r, seq, timeout_s, why, len) == -1) {
+    switchover_undo (r, was, why);
+    return -1;
+  }
+  r->handover.seq = seq;
+  r->handover.time_ns = wall_ns ();
+  __atomic_store_n (&r->handover.state, HO_LABELLING, __ATOMIC_RELEASE);
+  for (i = 0; i < CFG_MAX_SITES; i++)
+    if (r->sites[i].cfg) {
+      res->sites[i].configured = true;
+      res->sites[i].applied = replog_applied (r->rl, (unsigned) i);
+    }
+  res->seq = seq;
+  if (switchover_labels (r, res, why, len) == -1) {
+    __atomic_store_n (&r->handover.state, HO_FAILED, __ATOMIC_RELEASE);
+    rep_error ("switchover FAILED at seq %" PRIu64 ": %s; the instance stays read-only: repair "
+               "the leg and run 'replctl switchover' again, or restart this instance with "
+               "takeover=yes to stay the primary", seq, why);
+    return -1;
+  }
+  __atomic_store_n (&r->handover.state, HO_DONE, __ATOMIC_RELEASE);
+  rep_event (EV_SWITCHOVER, -1, NULL, "switchover: every site holds every write up to seq %"
+             PRIu64 " and every leg is labelled handed over; this instance is read-only now "
+             "(writes fail with EROFS)", seq);
+  return 0;
+}

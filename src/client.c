@@ -11,7 +11,11 @@
  * Invariants: an entry is in the overlay and its write generations are
  * bumped before it is committed (before any site can apply it); a reserved
  * entry is always committed, even when filling it failed; an unaligned
- * write holds d->rmw_lock for writing from its read to its entry.
+ * write holds d->rmw_lock for writing from its read to its entry; a
+ * write, write-zeroes or trim checks for a switchover (read_only) under
+ * d->rmw_lock and logs nothing once one began: it fails with EROFS (a
+ * switchover takes every rmw_lock for writing after setting the state, so
+ * no writer is between its check and its log entry then).
  * Calls down only: the view, the site state machine, the log.
  */
 #include <config.h>
@@ -34,6 +38,19 @@ check_range (struct vdev *d, uint64_t count, uint64_t offset, const char *what)
     return -1;
   }
   return 0;
+}
+
+/* A switchover began (admin.c): writes fail with EROFS, not held (the
+ * drain must not wait for them, and a client must not hang).  Called with
+ * d->rmw_lock held. */
+static int
+read_only (struct vdev *d, const char *what)
+{
+  if (__atomic_load_n (&d->r->handover.state, __ATOMIC_ACQUIRE) == HO_NONE)
+    return 0;
+  rep_debug ("device '%s': %s refused: the instance is read-only (switchover)", d->name, what);
+  errno = EROFS;
+  return -1;
 }
 
 /* The policies (docs/RULES.md, policies), after the entries up to seq are
@@ -139,7 +156,7 @@ rmw_write (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, uin
     return -1;
   }
   pthread_rwlock_wrlock (&d->rmw_lock);
-  if (rdev_pread (d, tmp, (uint32_t) (e - s), s) == 0) {
+  if (read_only (d, "write") == 0 && rdev_pread (d, tmp, (uint32_t) (e - s), s) == 0) {
     memcpy (tmp + (offset - s), buf, count);
     r = log_write (d, tmp, (uint32_t) (e - s), s, seq);
   }
@@ -162,6 +179,10 @@ rdev_pwrite (struct vdev *d, const void *buf, uint32_t count, uint64_t offset, b
   }
   else {
     pthread_rwlock_rdlock (&d->rmw_lock);
+    if (read_only (d, "write") == -1) {
+      pthread_rwlock_unlock (&d->rmw_lock);
+      return -1;
+    }
     while (count) {
       uint32_t n = count > d->max_request ? d->max_request : count;
       if (log_write (d, p, n, offset, &seq) == -1) {
@@ -217,6 +238,10 @@ log_zero_op (struct vdev *d, int op, int flags, uint32_t count, uint64_t offset,
     offset = as;
   }
   pthread_rwlock_rdlock (&d->rmw_lock);
+  if (read_only (d, op == RL_OP_TRIM ? "trim" : "write-zeroes") == -1) {
+    pthread_rwlock_unlock (&d->rmw_lock);
+    return -1;
+  }
   if (replog_reserve (d->r->rl, d->index, op, flags, offset, count, &seq, NULL) == -1) {
     pthread_rwlock_unlock (&d->rmw_lock);
     rep_error ("device '%s': the log refused the entry: %m", d->name);

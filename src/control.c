@@ -286,6 +286,49 @@ control_admin (struct replicator *r, json_object *o, const char *cmd, const char
   return rc;
 }
 
+/* The switchover command ({"cmd": "switchover", "timeout": SECONDS}): it
+ * runs on the control thread (the socket answers nothing else meanwhile,
+ * at most the timeout).  The reply has the seq and, per site, what it
+ * holds and how many legs were labelled. */
+static char *
+control_switchover (struct replicator *r, json_object *o)
+{
+  struct switchover_result res;
+  json_object *v, *doc, *sites;
+  int64_t t = 60;
+  char why[768], *reply;
+  unsigned i;
+
+  if (json_object_object_get_ex (o, "timeout", &v)) {
+    t = json_object_is_type (v, json_type_int) ? json_object_get_int64 (v) : -1;
+    if (t < 1 || t > 86400)
+      return error_doc ("bad request: \"timeout\" must be 1..86400 seconds%s", "");
+  }
+  why[0] = 0;
+  if (replicator_switchover (r, (unsigned) t, &res, why, sizeof why) == -1)
+    return error_doc ("switchover: %s", why);
+  doc = json_object_new_object ();
+  sites = json_object_new_array ();
+  json_object_object_add (doc, "ok", json_object_new_boolean (1));
+  json_object_object_add (doc, "message", json_object_new_string ("switchover done: this instance "
+                          "is read-only (writes fail with EROFS)"));
+  json_object_object_add (doc, "seq", json_object_new_int64 ((int64_t) res.seq));
+  for (i = 0; i < CFG_MAX_SITES; i++) {
+    json_object *e;
+    if (!res.sites[i].configured)
+      continue;
+    e = json_object_new_object ();
+    json_object_object_add (e, "id", json_object_new_int ((int) i));
+    json_object_object_add (e, "applied_seq", json_object_new_int64 ((int64_t) res.sites[i].applied));
+    json_object_object_add (e, "legs_labelled", json_object_new_int ((int) res.sites[i].legs));
+    json_object_array_add (sites, e);
+  }
+  json_object_object_add (doc, "sites", sites);
+  reply = strdup (json_object_to_json_string_ext (doc, JSON_C_TO_STRING_PLAIN));
+  json_object_put (doc);
+  return reply;
+}
+
 static char *
 handle_json (struct replicator *r, const char *line)
 {
@@ -312,6 +355,11 @@ handle_json (struct replicator *r, const char *line)
   if (!strcmp (cmd, "metrics")) {
     json_object_put (o);
     return control_metrics_doc (r);
+  }
+  if (!strcmp (cmd, "switchover")) {
+    reply = control_switchover (r, o);
+    json_object_put (o);
+    return reply;
   }
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
       strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore") &&

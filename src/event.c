@@ -48,6 +48,7 @@ static const struct {
   [EV_LEG_REFUSED] = { "leg-refused", ERROR },
   [EV_LEG_NEW] = { "leg-new", WARNING },
   [EV_LEG_LABELLED] = { "leg-labelled", INFO },
+  [EV_SWITCHOVER] = { "switchover", INFO },
 };
 
 #define QLEN 256

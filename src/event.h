@@ -40,6 +40,7 @@ enum rep_event {
   EV_LEG_REFUSED,           /* a leg's label says it is not ours to write */
   EV_LEG_NEW,               /* a leg without a label: labelled, copied in full */
   EV_LEG_LABELLED,          /* a leg's label changed generation or role */
+  EV_SWITCHOVER,            /* replctl switchover: drained and handed over (read-only) */
   EV_COUNT
 };
 

@@ -63,6 +63,7 @@ replicator_free (struct replicator *r)
   size_t i;
   if (!r)
     return;
+  leglabel_thread_stop (r);              /* if replicator_stop did not run */
   metrics_http_stop ();                  /* bound at the start, maybe never served */
   replog_close (r->rl);
   for (i = 0; i < r->ndevs; i++)
@@ -537,7 +538,7 @@ log_open (struct replicator *r, struct replog_dev_id *ids)
   oa.ndevices = (unsigned) cfg->ndevices;
   oa.devices = ids;
   oa.sites = r->site_mask;
-  oa.log_sites = trusted_sites (r);
+  oa.log_sites = trusted_sites (r) | leglabel_handover_sites (r, &id);
   if (replog_open (&oa, &r->rl, &r->rec) == -1)
     return -1;
   if (r->rec.on_tmpfs)
@@ -692,7 +693,7 @@ replicator_start (struct replicator *r)
 
   if (event_start () == -1 || metrics_http_start () == -1)
     return -1;
-  if (replog_start (r->rl) == -1)
+  if (replog_start (r->rl) == -1 || leglabel_thread_start (r) == -1)
     return -1;
   for (i = 0; i < CFG_MAX_SITES; i++)
     if (r->sites[i].cfg && worker_start (&r->sites[i]) == -1)
@@ -743,6 +744,7 @@ replicator_stop (struct replicator *r)
   for (i = 0; i < CFG_MAX_SITES; i++)
     if (r->sites[i].running)
       worker_stop (&r->sites[i]);
+  leglabel_thread_stop (r);
   replog_stop (r->rl);
   labels_at_stop (r);
   metrics_http_stop ();

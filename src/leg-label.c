@@ -31,11 +31,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bitmap.h"
 #include "event.h"
+#include "io.h"
 #include "leg-label.h"
+#include "pftrace.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -58,7 +61,10 @@ static int
 fd_pwrite (void *o, const void *buf, uint32_t len, uint64_t off)
 {
   int fd = *(int *) o;
-  ssize_t n = pwrite (fd, buf, len, (off_t) off);
+  ssize_t n;
+
+  pft_write (fd, buf, len, off);         /* power-loss trace: may land in part */
+  n = pwrite (fd, buf, len, (off_t) off);
   if (n == (ssize_t) len)
     return 0;
   return n < 0 ? -errno : -EIO;
@@ -67,7 +73,12 @@ fd_pwrite (void *o, const void *buf, uint32_t len, uint64_t off)
 static int
 fd_flush (void *o)
 {
-  return fdatasync (*(int *) o) == -1 ? -errno : 0;
+  int fd = *(int *) o;
+  pft_sync (fd, 'S');
+  if (fdatasync (fd) == -1)
+    return -errno;
+  pft_sync (fd, 'D');
+  return 0;
 }
 
 struct conn_io {
@@ -166,7 +177,19 @@ leglabel_open_path (struct leg *l)
                  l->cfg->label_path);
       return -1;
     }
-    if (ftruncate (lb->fd, LBL_COPIES) == -1 && errno != EINVAL) { /* grows an empty file only */ }
+    {
+      struct stat st;
+      if (fstat (lb->fd, &st) == 0 && st.st_size < LBL_COPIES) {
+        /* A new (or short) file: its size and name are durable before it
+         * is trusted to be there (safety rule 14). */
+        pft_create (lb->fd);
+        if (ftruncate (lb->fd, LBL_COPIES) == -1 || fdatasync (lb->fd) == -1 ||
+            io_sync_parent_dir (l->cfg->label_path) == -1) {
+          rep_error ("device '%s': label file %s: %m", l->dev->name, l->cfg->label_path);
+          return -1;
+        }
+      }
+    }
     lb->base = 0;
   }
   {
@@ -390,6 +413,9 @@ compose (struct leg *l, struct label *out, uint64_t leg_size, uint32_t flags,
   else
     out->bitmap_offset = LBL_COPIES;
   out->site = l->site;
+  /* After a switchover began labelling, every label says handed over. */
+  if (__atomic_load_n (&l->dev->r->handover.state, __ATOMIC_ACQUIRE) >= HO_LABELLING)
+    flags |= LBL_HANDOVER;
   /* A local leg is the primary's, but for a handover (switchover) or a
    * failback record (the legs of a primary that was failed over). */
   out->flags = flags | (l->site == 0 && !(flags & (LBL_HANDOVER | LBL_BITMAP)) ? LBL_PRIMARY : 0);
@@ -410,31 +436,44 @@ write_with (struct leg *l, struct conn_io *conn, uint64_t leg_size, uint32_t fla
   struct lbl_io io = leg_io (l, conn);
   struct label nl;
   char err[200] = "";
+  int rc;
 
+  /* The I/O runs without the lock (status must not wait for a remote):
+   * only this leg's connector check or its worker write its label, never
+   * both at once (the worker only while the link is up, the check only
+   * on a connection the worker does not have yet). */
+  pthread_mutex_lock (&lb->lock);
   compose (l, &nl, leg_size, flags, cons_seq, cons_ns);
-  if (lbl_write (&io, lb->base, &nl, err, sizeof err) == -1) {
+  pthread_mutex_unlock (&lb->lock);
+  rc = lbl_write (&io, lb->base, &nl, err, sizeof err);
+  pthread_mutex_lock (&lb->lock);
+  if (rc == -1)
     snprintf (lb->detail, sizeof lb->detail, "label write failed: %s", err);
-    return -1;
+  else {
+    lb->cur = nl;
+    lb->have = true;
+    lb->found = LBL_FOUND;
+    lb->writes++;
+    lb->trust_new = false;
   }
-  lb->cur = nl;
-  lb->have = true;
-  lb->found = LBL_FOUND;
-  lb->writes++;
-  lb->trust_new = false;
-  return 0;
+  pthread_mutex_unlock (&lb->lock);
+  return rc == -1 ? -1 : 0;
 }
 
 int
 leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns)
 {
   int rc;
-  if (l->lb.where == LABEL_NONE || l->lb.refused)
-    return 0;
+  bool refused;
+
   pthread_mutex_lock (&l->lb.lock);
+  refused = l->lb.refused;
+  pthread_mutex_unlock (&l->lb.lock);
+  if (l->lb.where == LABEL_NONE || refused)
+    return 0;
   rc = write_with (l, NULL, l->remote ? l->link.info.size : l->size, flags, cons_seq, cons_ns);
   if (rc == -1)
     rep_warn ("device '%s': leg at site %u: %s", l->dev->name, l->site, l->lb.detail);
-  pthread_mutex_unlock (&l->lb.lock);
   return rc;
 }
 
@@ -442,11 +481,17 @@ leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_
 static void
 refuse (struct leg *l, const char *where)
 {
-  bool again = l->lb.refused;
+  char detail[sizeof l->lb.detail];
+  bool again;
+
+  pthread_mutex_lock (&l->lb.lock);
+  again = l->lb.refused;
   l->lb.refused = true;
+  snprintf (detail, sizeof detail, "%s", l->lb.detail);
+  pthread_mutex_unlock (&l->lb.lock);
   if (!again)
     rep_event (EV_LEG_REFUSED, (int) l->site, l->dev->name, "leg %s refused, never written: %s",
-               where, l->lb.detail);
+               where, detail);
 }
 
 /* Whether an older generation's label on a leg means it holds exactly the
@@ -463,10 +508,12 @@ static void
 labelled (struct leg *l)
 {
   char was[sizeof l->lb.detail];
+  pthread_mutex_lock (&l->lb.lock);
   snprintf (was, sizeof was, "%s", l->lb.detail);
   snprintf (l->lb.detail, sizeof l->lb.detail, "ours, labelled at %s: it was %.500s",
             l->remote ? "connect" : "start", was);
   l->lb.cls = LC_SAME;
+  pthread_mutex_unlock (&l->lb.lock);
 }
 
 enum copy_plan { COPY_NONE, COPY_FULL, COPY_RECORD };
@@ -536,10 +583,12 @@ read_record (struct leg *l, const struct lbl_io *io, uint64_t leg_size)
       return -1;
     }
   }
+  pthread_mutex_lock (&l->lb.lock);
   free (l->lb.record);
   l->lb.record = buf;
   l->lb.record_bytes = lb->bitmap_bytes;
   l->lb.record_region = lb->region_size;
+  pthread_mutex_unlock (&l->lb.lock);
   return 0;
 }
 
@@ -563,7 +612,9 @@ take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class
   }
   if (initial && p != COPY_NONE)
     p = COPY_NONE;                       /* an initial sync copies everything anyway */
+  pthread_mutex_lock (&l->lb.lock);
   snprintf (found, sizeof found, "%s", l->lb.detail);
+  pthread_mutex_unlock (&l->lb.lock);
   if (write_with (l, conn, leg_size, p != COPY_NONE || initial ? (c == LC_NEW ? LBL_NEW : LBL_RESYNC)
                   : LBL_CONSISTENT, 0, 0) == -1)
     return -1;
@@ -590,6 +641,111 @@ take_leg (struct leg *l, struct conn_io *conn, uint64_t leg_size, enum lbl_class
 
 static void same_leg (struct leg *l);
 
+/* A local leg of our generation labelled handed over: this instance
+ * handed its role over (replctl switchover); the new primary has a newer
+ * generation.  Refused (-1), unless takeover=yes. */
+static int
+handed_over_here (struct leg *l)
+{
+  const struct label *lb = &l->lb.cur;
+  char gen[17];
+
+  if (!l->lb.have || !(lb->flags & LBL_HANDOVER))
+    return 0;
+  lbl_gen_str (lb->gen, gen);
+  if (l->dev->r->cfg->takeover) {
+    rep_warn ("device '%s': local leg %s: this instance handed its role over at seq %" PRIu64
+              " (generation %s); takeover=yes: it is the primary again", l->dev->name,
+              l->cfg->path, lb->cons_seq, gen);
+    return 0;
+  }
+  rep_error ("device '%s': local leg %s: this instance handed its role over at seq %" PRIu64
+             " (replctl switchover; generation %s): the new primary has the newer generation. "
+             "To become the primary again, do a switchover back (from the new primary), then "
+             "start here on a new log; takeover=yes overrides", l->dev->name, l->cfg->path,
+             lb->cons_seq, gen);
+  return -1;
+}
+
+/* A local leg that a failback run made a copy (its failback record):
+ * this instance was failed over and must not be the primary on its old
+ * log again (a failback run again is fine; takeover=yes overrides). */
+static int
+failed_back_here (struct leg *l)
+{
+  const struct label *lb = &l->lb.cur;
+
+  if (!l->lb.have || !(lb->flags & LBL_BITMAP) || (lb->flags & LBL_PRIMARY) ||
+      l->dev->r->cfg->failback || l->dev->r->cfg->takeover)
+    return 0;
+  rep_error ("device '%s': local leg %s: failback=yes made it a copy for the primary that "
+             "took over (its failback record is on it): this instance must not be the primary "
+             "on this log again; export the leg to the new primary as its remote (takeover=yes "
+             "overrides)", l->dev->name, l->cfg->path);
+  return -1;
+}
+
+/* Whether leg l's label (read through conn when l is remote and
+ * connected) says it was handed over at exactly the end of generation g. */
+static bool
+leg_handed_over (struct leg *l, const struct lbl_gen *g)
+{
+  struct label lb;
+  enum lbl_found found = LBL_BLANK;
+  bool other_bad;
+  char err[200];
+
+  if (l->lb.where == LABEL_NONE)
+    return false;
+  if (!l->remote) {
+    found = l->lb.found;
+    lb = l->lb.cur;
+  }
+  else {
+    struct conn_io cio = { l->link.conn, l->link.ops };
+    struct lbl_io io = leg_io (l, &cio);
+    if (!l->link.conn ||
+        lbl_read (&io, end_base (l->link.info.size), &lb, &found, &other_bad, err, sizeof err) == -1)
+      return false;
+  }
+  return found == LBL_FOUND && lb.gen == g->id && handed_over_at (&lb, g);
+}
+
+uint32_t
+leglabel_handover_sites (struct replicator *r, const struct replog_identity *id)
+{
+  uint32_t sites = 0, bad = 0;
+  size_t i, j;
+
+  if (!id->nhist || id->refuse)
+    return 0;
+  for (i = 0; i < r->ndevs; i++) {
+    const struct leg *loc = r->devs[i].local;
+    if (!loc->lb.have || !(loc->lb.cur.flags & LBL_HANDOVER) || loc->lb.cur.gen != id->hist[0].id)
+      return 0;                  /* not a new log that follows a switchover */
+  }
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      struct leg *l = &r->devs[i].legs[j];
+      struct lbl_gen g = { id->hist[0].id, id->hist[0].end_seq, 0 };
+      if (l->site == 0)
+        continue;
+      if (leg_handed_over (l, &g))
+        sites |= 1u << l->site;
+      else
+        bad |= 1u << l->site;
+    }
+  sites &= ~bad;
+  for (i = 1; i < CFG_MAX_SITES; i++)
+    if (sites & (1u << i))
+      rep_info ("site %zu: every leg was handed over at seq %" PRIu64 " of the generation this "
+                "log follows: it starts as a consistent copy, nothing copied", i, id->hist[0].end_seq);
+    else if (bad & (1u << i))
+      rep_info ("site %zu: not every leg is reachable and labelled handed over at seq %" PRIu64
+                ": its legs are checked when they connect", i, id->hist[0].end_seq);
+  return sites;
+}
+
 /* ---- path legs at start ---- */
 
 int
@@ -604,7 +760,11 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
     struct lbl_gen common;
     enum lbl_class c;
     uint32_t flags = LBL_CONSISTENT;
-    bool fresh = r->rec.identity_new;
+    /* Labelled with this log's identity before?  Not yet (a new log, or a
+     * crash between the header and the label): a blank or older local leg
+     * is labelled now, not taken for another disk. */
+    bool fresh = r->rec.identity_new ||
+      (l->site == 0 && !(replog_dev_flags (r->rl, d->index) & RL_DEV_LABELLED));
 
     if (l->remote || l->lb.where == LABEL_NONE)
       continue;
@@ -628,11 +788,7 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
       if (fresh && c == LC_NEW)
         break;
       if (l->site != 0) {
-        int rc;
-        pthread_mutex_lock (&l->lb.lock);
-        rc = take_leg (l, NULL, l->size, c, &common);
-        pthread_mutex_unlock (&l->lb.lock);
-        if (rc == -1) {
+        if (take_leg (l, NULL, l->size, c, &common) == -1) {
           rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, l->lb.detail);
           return -1;
         }
@@ -650,20 +806,23 @@ leglabel_check_path_legs (struct vdev *d, bool *out_of_service)
         same_leg (l);            /* nothing changed on it: not written */
         continue;
       }
+      if (handed_over_here (l) == -1 || failed_back_here (l) == -1)
+        return -1;
       break;
     }
     if (l->site != 0 && (replog_site_mode (r->rl, l->site) != RL_MODE_LOG ||
                          replog_site_flags (r->rl, l->site)))
       flags &= ~LBL_CONSISTENT;
-    pthread_mutex_lock (&l->lb.lock);
     if (write_with (l, NULL, l->size, flags, replog_applied (r->rl, l->site), 0) == -1) {
-      pthread_mutex_unlock (&l->lb.lock);
       rep_error ("device '%s': leg %s: %s", d->name, l->cfg->path, l->lb.detail);
       return -1;
     }
     if (c != LC_SAME)
       labelled (l);
-    pthread_mutex_unlock (&l->lb.lock);
+    if (l->site == 0 && replog_change_dev_flags (r->rl, d->index, RL_DEV_LABELLED, 0) == -1) {
+      rep_error ("device '%s': recording the local leg's label in the log header: %m", d->name);
+      return -1;
+    }
   }
   return 0;
 }
@@ -683,6 +842,17 @@ same_leg (struct leg *l)
              "it did not finish: copied in full again", l->remote ? l->link.shown : l->cfg->path);
 }
 
+/* The leg's detail line (a copy: the buffer is rewritten under the lock). */
+static const char *
+cur_detail (struct leg *l)
+{
+  static __thread char buf[sizeof l->lb.detail];
+  pthread_mutex_lock (&l->lb.lock);
+  snprintf (buf, sizeof buf, "%s", l->lb.detail);
+  pthread_mutex_unlock (&l->lb.lock);
+  return buf;
+}
+
 int
 leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
                        const struct link_info *info, char *err, size_t errlen)
@@ -697,17 +867,24 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   char rerr[200] = "";
   int rc = 0;
 
+  struct label cur;
+  enum lbl_found found;
+
   if (lb->where == LABEL_NONE)
     return 0;
-  pthread_mutex_lock (&lb->lock);
+  /* The reads and writes run without lb->lock: status reads the label
+   * state meanwhile, and a remote may take its time. */
   lb->base = end_base (info->size);
-  if (lbl_read (&io, lb->base, &lb->cur, &lb->found, &other_bad, rerr, sizeof rerr) == -1) {
+  if (lbl_read (&io, lb->base, &cur, &found, &other_bad, rerr, sizeof rerr) == -1) {
     snprintf (err, errlen, "reading its label: %s", rerr);
-    pthread_mutex_unlock (&lb->lock);
     return -1;
   }
-  lb->have = lb->found == LBL_FOUND;
+  pthread_mutex_lock (&lb->lock);
+  lb->cur = cur;
+  lb->found = found;
+  lb->have = found == LBL_FOUND;
   c = classify_locked (l, &common);
+  pthread_mutex_unlock (&lb->lock);
   switch (c) {
   case LC_SPLIT:
     if (__atomic_load_n (&l->dev->r->sites[l->site].discard_split, __ATOMIC_ACQUIRE))
@@ -715,24 +892,54 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
     /* fall through */
   case LC_NOT_BLANK: case LC_FOREIGN: case LC_NEWER:
     refuse (l, l->link.shown);
-    snprintf (err, errlen, "its label says it is not ours to write: %s", lb->detail);
+    snprintf (err, errlen, "its label says it is not ours to write: %s", cur_detail (l));
     rc = -1;
     break;
   case LC_SAME:
+    pthread_mutex_lock (&lb->lock);
     lb->refused = false;
+    pthread_mutex_unlock (&lb->lock);
     same_leg (l);
     break;
   case LC_NEW: case LC_OLDER:
   take:
+    pthread_mutex_lock (&lb->lock);
     lb->refused = false;
+    pthread_mutex_unlock (&lb->lock);
     if (take_leg (l, &cio, info->size, c, &common) == -1) {
-      snprintf (err, errlen, "%s", lb->detail);
+      snprintf (err, errlen, "%s", cur_detail (l));
       rc = -1;
     }
     break;
   }
-  pthread_mutex_unlock (&lb->lock);
   return rc;
+}
+
+bool
+leglabel_still_ours (struct leg *l)
+{
+  struct leg_label *lb = &l->lb;
+  struct lbl_io io = leg_io (l, NULL);
+  struct label now;
+  enum lbl_found found;
+  bool other_bad, same;
+  char err[200] = "";
+
+  if (lb->where == LABEL_NONE || !l->remote)
+    return true;
+  if (lbl_read (&io, lb->base, &now, &found, &other_bad, err, sizeof err) == -1)
+    return true;                 /* unreadable now: the connection's business */
+  pthread_mutex_lock (&lb->lock);
+  same = found == LBL_FOUND && lb->have && now.counter == lb->cur.counter &&
+    now.gen == lb->cur.gen && !memcmp (now.group, lb->cur.group, 16) &&
+    !memcmp (now.device, lb->cur.device, 16);
+  if (!same)
+    snprintf (lb->detail, sizeof lb->detail, "its label changed under a running connection "
+              "(%s): checked again at a new connection",
+              found == LBL_BLANK ? "blank now: a new disk?" : found == LBL_NONBLANK ?
+              "no valid label now" : "another label now");
+  pthread_mutex_unlock (&lb->lock);
+  return same;
 }
 
 int
@@ -767,9 +974,143 @@ leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since)
   pthread_mutex_lock (&lb->lock);
   lb->own_gen = leglabel_self_gen (l);
   lb->own_since = since;
-  e = write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
   pthread_mutex_unlock (&lb->lock);
-  return e;
+  return write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
+}
+
+/* ---- the label thread ---- */
+
+struct leglabel_thread {
+  struct replicator *r;
+  pthread_t thread;
+  pthread_mutex_t lock;          /* guards every leg's post_* fields, stop */
+  pthread_cond_t cv;             /* a post, or stop */
+  bool stop;
+};
+
+/* The next queued leg (under t->lock), or NULL. */
+static struct leg *
+next_post (struct leglabel_thread *t)
+{
+  size_t i, j;
+  for (i = 0; i < t->r->ndevs; i++)
+    for (j = 0; j < t->r->devs[i].nlegs; j++)
+      if (t->r->devs[i].legs[j].lb.post_queued)
+        return &t->r->devs[i].legs[j];
+  return NULL;
+}
+
+static void *
+label_thread (void *arg)
+{
+  struct leglabel_thread *t = arg;
+  struct leg *l;
+
+  pthread_mutex_lock (&t->lock);
+  while (!t->stop) {
+    uint32_t flags;
+    uint64_t seq, ns;
+    bool check;
+    if (!(l = next_post (t))) {
+      pthread_cond_wait (&t->cv, &t->lock);
+      continue;
+    }
+    l->lb.post_queued = false;
+    l->lb.post_busy = true;
+    flags = l->lb.post_flags;
+    seq = l->lb.post_seq;
+    ns = l->lb.post_ns;
+    check = l->lb.post_check;
+    pthread_mutex_unlock (&t->lock);
+    if (check && !leglabel_still_ours (l)) {
+      /* Another disk under a running connection: checked again. */
+      __atomic_store_n (&l->lb.recheck, true, __ATOMIC_RELEASE);
+      rep_warn ("%s: leg %s: %s", l->link.what, l->link.shown, cur_detail (l));
+      if (t->r->poke)
+        t->r->poke (&t->r->sites[l->site]);
+    }
+    else
+      leglabel_write (l, flags, seq, ns);
+    pthread_mutex_lock (&t->lock);
+    l->lb.post_busy = false;
+  }
+  pthread_mutex_unlock (&t->lock);
+  return NULL;
+}
+
+int
+leglabel_thread_start (struct replicator *r)
+{
+  struct leglabel_thread *t = calloc (1, sizeof *t);
+  int e;
+
+  if (!t) {
+    rep_error ("calloc: %m");
+    return -1;
+  }
+  t->r = r;
+  pthread_mutex_init (&t->lock, NULL);
+  pthread_cond_init (&t->cv, NULL);
+  if ((e = pthread_create (&t->thread, NULL, label_thread, t)) != 0) {
+    errno = e;
+    rep_error ("cannot start the label thread: %m");
+    free (t);
+    return -1;
+  }
+  r->label_thread = t;
+  return 0;
+}
+
+void
+leglabel_thread_stop (struct replicator *r)
+{
+  struct leglabel_thread *t = r->label_thread;
+  if (!t)
+    return;
+  pthread_mutex_lock (&t->lock);
+  t->stop = true;                /* a write under way finishes; queued ones are dropped */
+  pthread_cond_broadcast (&t->cv);
+  pthread_mutex_unlock (&t->lock);
+  pthread_join (t->thread, NULL);
+  pthread_mutex_destroy (&t->lock);
+  pthread_cond_destroy (&t->cv);
+  free (t);
+  r->label_thread = NULL;
+}
+
+void
+leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns, bool check)
+{
+  struct leglabel_thread *t = l->dev->r->label_thread;
+
+  if (l->lb.where == LABEL_NONE)
+    return;
+  if (!t) {                      /* no thread (tests, a failback run): now */
+    if (!check || leglabel_still_ours (l))
+      leglabel_write (l, flags, cons_seq, cons_ns);
+    return;
+  }
+  pthread_mutex_lock (&t->lock);
+  l->lb.post_queued = true;
+  l->lb.post_flags = flags;
+  l->lb.post_seq = cons_seq;
+  l->lb.post_ns = cons_ns;
+  l->lb.post_check = check;
+  pthread_cond_signal (&t->cv);
+  pthread_mutex_unlock (&t->lock);
+}
+
+bool
+leglabel_pending (struct leg *l)
+{
+  struct leglabel_thread *t = l->dev->r->label_thread;
+  bool p;
+  if (!t)
+    return false;
+  pthread_mutex_lock (&t->lock);
+  p = l->lb.post_queued || l->lb.post_busy;
+  pthread_mutex_unlock (&t->lock);
+  return p;
 }
 
 const char *

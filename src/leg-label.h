@@ -29,6 +29,12 @@ uint64_t leglabel_dev_size (const struct leg *l);
  * follows theirs), else new.  id->refuse is set when adopting needs the
  * takeover override.  0, or -1 (reported: local legs disagree). */
 int leglabel_propose (struct replicator *r, struct replog_identity *id);
+/* Before a new log is opened with identity id (leglabel_propose): the
+ * remote sites every leg of which is reachable now and labelled handed
+ * over at exactly the end of the generation id follows (a switchover):
+ * they start in log mode, nothing copied.  0 unless the local legs are
+ * labelled handed over too. */
+uint32_t leglabel_handover_sites (struct replicator *r, const struct replog_identity *id);
 /* This instance's identity for device d (after the log is open). */
 void leglabel_self (const struct vdev *d, struct lbl_self *s);
 
@@ -47,12 +53,29 @@ int leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
  * connection.  0, or -1 (l->lb.detail says why). */
 int leglabel_write (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns);
 
+/* A remote leg's label, read again through its reader connection, is
+ * still the one last read or written (false: another disk now, or the
+ * label changed; lb.detail says so).  A read error is not an answer
+ * (true). */
+bool leglabel_still_ours (struct leg *l);
+
 /* A local leg's failback record: bitmap b (the leg's region size: the
  * regions this leg may hold that the site taking over lacks, after
  * since) into the label's bitmap area, made durable, then the label says
  * LBL_BITMAP (and no longer a primary's).  0, or -1 (lb.detail). */
 struct bitmap;
 int leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since);
+
+/* The label thread: remote legs' label writes, posted by their workers
+ * (which never wait for a remote's label I/O), one at a time, in the
+ * order posted per leg (a newer post replaces one not started).
+ * leglabel_post with check reads the label first: one that changed under
+ * the running connection sets lb.recheck instead of writing. */
+int leglabel_thread_start (struct replicator *r);
+void leglabel_thread_stop (struct replicator *r);
+void leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns, bool check);
+/* A posted write not done yet. */
+bool leglabel_pending (struct leg *l);
 
 /* The state for status: "none", "new", "ok", "older", "refused: ...". */
 const char *leglabel_state (const struct leg *l);

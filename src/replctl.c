@@ -40,6 +40,9 @@ usage (FILE *f)
            "  discard SITE        split brain: SITE's changes are discarded, its legs become\n"
            "                      copies of this primary (only the regions either side\n"
            "                      changed are copied when both have records)\n"
+           "  switchover [--timeout SECONDS]\n"
+           "                      planned switchover: refuse writes (EROFS), drain every\n"
+           "                      site, label every leg handed over; read-only after\n"
            "options:\n"
            "  -s, --socket PATH   control socket (default /run/nbd-replicator/control.sock,\n"
            "                      or $XDG_RUNTIME_DIR/nbd-replicator/control.sock when not root)\n"
@@ -126,6 +129,13 @@ print_status (json_object *st)
             jstr (log, "path"), jstr (log, "health"),
             units_format_size ((uint64_t) jint (log, "size"), b1, sizeof b1), f,
             jint (log, "entries"), jint (log, "durable_seq"), jint (log, "epoch"), jstr (st, "engine"));
+  }
+  if (*jstr (st, "role") && strcmp (jstr (st, "role"), "primary")) {
+    json_object *hs;
+    printf ("role %s: read-only (writes fail with EROFS)", jstr (st, "role"));
+    if (json_object_object_get_ex (st, "handover_seq", &hs))
+      printf (", handed over at seq %" PRId64, json_object_get_int64 (hs));
+    printf ("\n");
   }
   if (json_object_object_get_ex (st, "sites", &sites))
     for (i = 0; i < json_object_array_length (sites); i++) {
@@ -511,6 +521,66 @@ metrics (const char *sock)
   return rc;
 }
 
+/* replctl switchover [--timeout SECONDS]: the summary and the next step. */
+static int
+switchover (const char *sock, int nargs, char **args)
+{
+  json_object *cmd, *doc, *sites;
+  long timeout = 60;
+  char *end;
+  char others[64] = "";
+  int64_t next = 0;
+  size_t i;
+  int rc;
+
+  for (i = 0; i < (size_t) nargs; i++) {
+    if (!strcmp (args[i], "--timeout") && i + 1 < (size_t) nargs) {
+      errno = 0;
+      timeout = strtol (args[++i], &end, 10);
+      if (errno || *end || timeout < 1 || timeout > 86400) {
+        fprintf (stderr, "replctl: switchover: --timeout '%s': expected 1..86400 seconds\n", args[i]);
+        return 2;
+      }
+    }
+    else {
+      fprintf (stderr, "replctl: usage: switchover [--timeout SECONDS]\n");
+      return 2;
+    }
+  }
+  cmd = json_object_new_object ();
+  json_object_object_add (cmd, "cmd", json_object_new_string ("switchover"));
+  json_object_object_add (cmd, "timeout", json_object_new_int64 (timeout));
+  doc = command (sock, cmd);
+  json_object_put (cmd);
+  if ((rc = reply_error (doc)) != 0) {
+    if (doc)
+      json_object_put (doc);
+    return rc;
+  }
+  printf ("switchover done: every site holds every write up to seq %" PRId64 "; this instance is "
+          "read-only now (writes fail with EROFS)\n", jint (doc, "seq"));
+  if (json_object_object_get_ex (doc, "sites", &sites))
+    for (i = 0; i < json_object_array_length (sites); i++) {
+      json_object *e = json_object_array_get_idx (sites, i);
+      int64_t id = jint (e, "id");
+      printf ("  site %" PRId64 "%s: holds seq %" PRId64 ", consistent; %" PRId64
+              " leg(s) labelled handed over\n", id, id ? "" : " (local legs)",
+              jint (e, "applied_seq"), jint (e, "legs_labelled"));
+      if (id && !next)
+        next = id;
+      else if (id && strlen (others) < sizeof others - 8)
+        snprintf (others + strlen (others), sizeof others - strlen (others), ", %" PRId64, id);
+    }
+  if (next)
+    printf ("next: start the new primary at site %" PRId64 "%s%s%s on a new log with its leg as "
+            "local leg and this instance's legs as its remote; then stop this instance\n", next,
+            *others ? " (or one of sites " : "", *others ? others + 2 : "", *others ? ")" : "");
+  else
+    printf ("next: this instance has no remote site: stop it\n");
+  json_object_put (doc);
+  return 0;
+}
+
 static char *sock_path;          /* freed at exit: usage errors return early */
 
 /* replctl status [--json]: ARGS are the words after "status"; SOCK NULL:
@@ -616,6 +686,12 @@ main (int argc, char **argv)
       rc = admin (sock, argc - optind, argv + optind);
       return rc;
     }
+  if (!strcmp (argv[optind], "switchover")) {
+    if (!sock && !(sock = cfg_default_control_socket ()))
+      return 1;
+    sock_path = sock;
+    return switchover (sock, argc - optind - 1, argv + optind + 1);
+  }
   if (!strcmp (argv[optind], "metrics")) {
     if (optind + 1 < argc) {
       fprintf (stderr, "replctl: metrics: unknown option '%s'\n", argv[optind + 1]);

@@ -67,6 +67,8 @@ struct leg_label {
   enum lbl_class cls;            /* at the last check (checked) */
   bool checked;
   bool refused;                  /* never written: not ours (cls says why) */
+  bool recheck;                  /* the label changed under a running connection:
+                                    the worker drops it to check again (atomic) */
   uint64_t checks, writes;
   char detail[640];              /* the last check or write, for status */
   /* The leg's failback record, read at connect, for the worker to merge
@@ -76,6 +78,12 @@ struct leg_label {
   uint32_t record_region;
   /* A record of our own being written (failback): in the label. */
   uint64_t own_since, own_gen;
+  /* A label write posted for the label thread (leg-label.c: a remote
+   * leg's label is never written on its worker's thread); guarded by the
+   * label thread's queue lock, not lock above. */
+  bool post_queued, post_busy, post_check;
+  uint32_t post_flags;
+  uint64_t post_seq, post_ns;
 };
 
 struct leg {
@@ -284,6 +292,24 @@ struct site {
   uint64_t bytes_done;           /* payload bytes applied since */
 };
 
+/* A planned switchover (admin.c; replctl switchover).  state is atomic:
+ * client.c refuses writes (EROFS) from HO_DRAINING on, reading it under
+ * the device's rmw_lock; leg-label.c adds LBL_HANDOVER to every label
+ * written from HO_LABELLING on.  seq and time_ns are set before state
+ * moves to HO_LABELLING and do not change after. */
+enum handover_state {
+  HO_NONE,                       /* the primary: writes accepted */
+  HO_DRAINING,                   /* read-only, sites draining (undone on failure) */
+  HO_LABELLING,                  /* read-only, the legs' labels being written */
+  HO_FAILED,                     /* read-only: a label write failed (may be retried) */
+  HO_DONE,                       /* handed over at seq: read-only for good */
+};
+struct replicator_handover {
+  enum handover_state state;
+  uint64_t seq;                  /* the last seq of this generation's log */
+  uint64_t time_ns;              /* CLOCK_REALTIME of the handover */
+};
+
 struct replicator {
   struct cfg *cfg;
   struct replog *rl;
@@ -298,9 +324,11 @@ struct replicator {
   const char *engine;            /* "io_uring" or "threads" */
   uint64_t started;              /* CLOCK_REALTIME seconds */
   uint64_t bytes_logged;         /* payload bytes logged since start */
+  struct leglabel_thread *label_thread;   /* leg-label.c: remote label writes */
   /* Wake a site's worker (set by the instance: worker_poke).  The device
    * view, below the workers, reaches them through it. */
   void (*poke) (struct site *s);
+  struct replicator_handover handover;
 };
 
 #include "admin.h"

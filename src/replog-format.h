@@ -69,6 +69,8 @@ struct rl_dev_rec {
 #define RL_DEV_LOCAL_OUT 1     /* the device's local leg is out of service (it failed,
                                   or is being restored): it does not hold the
                                   device's data; reads go through a remote leg */
+#define RL_DEV_LABELLED  2     /* the device's local leg was labelled with this log's
+                                  identity (leg labels): a blank one now is another disk */
 _Static_assert (sizeof (struct rl_dev_rec) == 96, "rl_dev_rec is 96 bytes");
 
 /* A generation that ended (leg labels, label.h): its id, the last seq of

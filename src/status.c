@@ -376,6 +376,22 @@ identity_json (json_object *root, struct replicator *r)
   add (root, "history", jh);
 }
 
+/* The instance's role: the primary, or read-only after (or during) a
+ * switchover (admin.c). */
+static void
+role_json (json_object *root, struct replicator *r)
+{
+  enum handover_state hs = __atomic_load_n (&r->handover.state, __ATOMIC_ACQUIRE);
+  static const char *const names[] = {
+    [HO_NONE] = "primary", [HO_DRAINING] = "switching-over", [HO_LABELLING] = "switching-over",
+    [HO_FAILED] = "switchover-failed", [HO_DONE] = "handed-over",
+  };
+  add (root, "role", jstr (names[hs]));
+  add (root, "read_only", json_object_new_boolean (hs != HO_NONE));
+  if (hs == HO_DONE || hs == HO_FAILED)
+    add (root, "handover_seq", jint (r->handover.seq));
+}
+
 json_object *
 replicator_status_obj (struct replicator *r)
 {
@@ -393,6 +409,7 @@ replicator_status_obj (struct replicator *r)
   add (root, "engine", jstr (r->engine ? r->engine : "stopped"));
   add (root, "started", jint (r->started));
   identity_json (root, r);
+  role_json (root, r);
   add (root, "log", log_json (r, &st));
   for (i = 0; i < CFG_MAX_SITES; i++)
     if (r->sites[i].cfg)

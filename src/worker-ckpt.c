@@ -24,10 +24,43 @@
 #include <unistd.h>
 
 #include "dirtylog.h"
+#include "leg-label.h"
 #include "pftrace.h"
 #include "replicator.h"
 #include "report.h"
 #include "worker-int.h"
+
+/* A remote site's consistent point on its legs' labels, at most every
+ * LABEL_CONS_INTERVAL_NS (leg labels: what a takeover starts from); a
+ * remote leg's label is read first, by the label thread (the worker never
+ * waits for a remote's label I/O): one that changed under the running
+ * connection (a disk replaced behind the target) has the connection
+ * dropped and checked again (lb.recheck, worker-remote.c). */
+static void
+cons_labels (struct worker *w, uint64_t upto, uint64_t time_ns)
+{
+  uint64_t now = mono_ns ();
+  unsigned i;
+
+  if (w->site->id == 0 || now - w->ck.label_ns < LABEL_CONS_INTERVAL_NS)
+    return;
+  w->ck.label_ns = now;
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    bool marked;
+    if (l->lb.where == LABEL_NONE || (l->remote && (!l->link.up || leglabel_pending (l))))
+      continue;
+    pthread_mutex_lock (&l->lb.lock);
+    marked = !l->lb.have || (l->lb.cur.flags & (LBL_NEW | LBL_RESYNC));
+    pthread_mutex_unlock (&l->lb.lock);
+    if (marked)                    /* a copy not finished keeps saying so */
+      continue;
+    if (l->remote)                 /* read first: the same disk still? (label thread) */
+      leglabel_post (l, LBL_CONSISTENT, upto, time_ns, true);
+    else
+      leglabel_write (l, LBL_CONSISTENT, upto, time_ns);
+  }
+}
 
 /* The legs hold every entry <= upto durably: post it as applied (the log
  * may release them); unless a resync or in-doubt writes make the legs a
@@ -49,6 +82,7 @@ post (struct worker *w, uint64_t upto)
       s->cons.time_ns = d->seq == upto ? d->time_ns : 0;
       s->cons.valid = true;
       pthread_mutex_unlock (&s->lock);
+      cons_labels (w, upto, d->seq == upto ? d->time_ns : 0);
     }
   }
   w->ck.last_ns = mono_ns ();

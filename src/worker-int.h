@@ -108,7 +108,12 @@ struct wk_ckpt {
   uint64_t retry_at;
   uint64_t count;                  /* checkpoints completed */
   bool force;                      /* flush the legs even with nothing new applied */
+  uint64_t label_ns;               /* the legs' labels last got the consistent point */
 };
+
+/* A remote site's legs get their consistent point on their labels at
+ * most this often (synchronous writes on the worker: rare on purpose). */
+#define LABEL_CONS_INTERVAL_NS (UINT64_C(5) * 1000000000)
 
 /* Regions of completed copies: their bits are cleared only once a leg
  * flush covers the copies (a persistent dirty log never says "copied"
@@ -134,6 +139,10 @@ struct wk_resync {
   bool resume;                     /* a resync was under way at the last stop */
   bool restarted;                  /* ... so copies made then may hold newer entries */
   bool want;                       /* an in-place resync was asked for (replctl) */
+  bool doubt_only;                 /* this one copies in-doubt regions only: the
+                                      legs' labels are left as they are (a remote
+                                      whose flush is stuck behind the late write
+                                      must not get a durable label write now) */
 };
 
 /* The copy slots' buffers (slot qd + k uses index k). */

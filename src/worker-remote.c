@@ -227,6 +227,10 @@ links_service (struct worker *w, uint64_t now)
       link_down (w, l, false, "connection closed");
       continue;
     }
+    if (__atomic_exchange_n (&l->lb.recheck, false, __ATOMIC_ACQ_REL)) {
+      link_down (w, l, true, "its label changed under the connection: checked again");
+      continue;
+    }
     /* Deadlines: a request (or flush) outstanding too long. */
     for (j = 0; j < w->nio && k->up; j++) {
       struct wio *io = &w->io[j];

@@ -162,14 +162,15 @@ resync_switch (struct worker *w, uint64_t now, uint64_t *start)
 
 /* A remote site's legs say on their labels that a copy onto them is under
  * way (mixed states: never to be taken over as they are), and when it is
- * done, the consistent point.  Synchronous (a remote leg's reader
- * connection), rare: once per resync. */
+ * done, the consistent point.  A remote leg's label goes through the
+ * label thread (its reader connection): no copy onto the leg starts
+ * before that write is done (copy_start). */
 static void
 resync_labels (struct worker *w, bool done, uint64_t cons_ns)
 {
   unsigned i;
 
-  if (w->site->id == 0)
+  if (w->site->id == 0 || (!done && w->rs.doubt_only))
     return;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
@@ -181,7 +182,10 @@ resync_labels (struct worker *w, bool done, uint64_t cons_ns)
     pthread_mutex_unlock (&l->lb.lock);
     if (!done && marked)
       continue;
-    leglabel_write (l, done ? LBL_CONSISTENT : LBL_RESYNC, done ? w->posted : 0, cons_ns);
+    if (l->remote)                 /* the label thread; copies wait for it */
+      leglabel_post (l, done ? LBL_CONSISTENT : LBL_RESYNC, done ? w->posted : 0, cons_ns, false);
+    else
+      leglabel_write (l, done ? LBL_CONSISTENT : LBL_RESYNC, done ? w->posted : 0, cons_ns);
   }
 }
 
@@ -338,8 +342,8 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   struct wio *io = &w->io[slot];
   bool zero, reading;
 
-  if (!resyncable (l))
-    return false;
+  if (!resyncable (l) || (l->remote && leglabel_pending (l)))
+    return false;                /* its label says "resync" first */
   for (;;) {
     bit = bitmap_next_set (b, w->rs.cursor[li]);
     if (bit < b->nbits)
@@ -490,7 +494,9 @@ doubt_check (struct worker *w, uint64_t now)
     struct leg *l = w->legs[i];
     if (l->doubt_pending && l->link.up && since (now, l->link.down_since_ns) > DOUBT_GRACE_NS) {
       rep_info ("site %u: copying the regions of in-doubt writes again", w->site->id);
+      w->rs.doubt_only = true;
       resync_begin (w, now);
+      w->rs.doubt_only = false;
       return;
     }
   }

@@ -471,9 +471,9 @@ py() { env -u LD_PRELOAD python3 "$@"; }
 kd() { py "$TESTDIR/known-data.py" "$@"; }
 # scatter ...: scattered writes through a device (tests/scatter.py)
 scatter() { py "$TESTDIR/scatter.py" "$@"; }
-# hard_error MSG: a failure other than the one an expected-failure test (XFAIL_TESTS) is
-# about (its setup, a sanitizer report, a check outside the known gap): exit 99, automake's
-# hard ERROR, which XFAIL does not absorb, unlike a plain failure
+# hard_error MSG: a failure other than the one the test is about (its setup, a sanitizer
+# report): exit 99, automake's hard ERROR (an expected failure, XFAIL_TESTS, would not
+# absorb it, unlike a plain failure)
 hard_error() { echo "ERROR: $*"; exit 99; }
 # skip_part REASON: a part of the test cannot run here.  The rest runs, but the test ends
 # as skipped (exit 77 from finish, unless a check failed): a part not run checked nothing,
@@ -587,9 +587,14 @@ runfio() {
 }
 
 # legcmp [-s] LEG REF: the leg holds REF in its first size(REF) bytes (a leg is larger than
-# the device by its label area at the end).  -s: silent, as cmp -s.
+# the device by its label area at the end).  LEG may be a block device.  -s: silent, as cmp -s.
 legcmp() {
-  local q=""; [ "$1" = -s ] && { q=-s; shift; }
-  [ "$(stat -c %s "$1")" -ge "$(stat -c %s "$2")" ] || { [ -n "$q" ] || echo "legcmp: $1 is shorter than $2"; return 1; }
-  cmp $q -n "$(stat -c %s "$2")" "$1" "$2"
+  local q="" n m; [ "$1" = -s ] && { q=-s; shift; }
+  n=$(stat -c %s "$2"); if [ -b "$1" ]; then m=$(blockdev --getsize64 "$1"); else m=$(stat -c %s "$1"); fi
+  [ "$m" -ge "$n" ] || { [ -n "$q" ] || echo "legcmp: $1 is shorter than $2"; return 1; }
+  cmp $q -n "$n" "$1" "$2"
 }
+
+# devsize CTL [DEV]: the size of device DEV (index, default 0) from status: compare two legs
+# (each with its label area after the device) with cmp -n "$(devsize CTL)" LEG1 LEG2.
+devsize() { status_get "$1" "j['devices'][${2:-0}]['size']"; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """order-check.py: check write-order fidelity (guarantee 4) at a remote site.
 
-Usage: order-check.py RECORD LOG [LOG...]
+Usage: order-check.py [--labels-from=BYTES] RECORD LOG [LOG...]
 
 RECORD: what the client did, one write per line (lines starting with '#' are comments):
     EXPORT OFFSET LENGTH BATCH FUA
@@ -31,6 +31,10 @@ Checked per LOG (each site separately):
   overlap  : no two overlapping Write/Zero/Trim requests in flight together on one export.
   missing  : every client write reached the remote completely (all of its bytes).
   unmapped : every remote Write/Zero/Trim maps to client writes (nothing else is sent).
+             With --labels-from=BYTES (the device size), a Write lying wholly at or
+             beyond BYTES is the replicator's write of the leg's label (the label area
+             follows the device on each leg): counted apart, not a violation; one that
+             straddles BYTES is still unmapped.
   unfinished / error : every remote request finished, with return=0.
 Prints counts and the first violations; exit status 1 on any violation, 2 on bad input.
 """
@@ -115,7 +119,7 @@ def parse_log(path):
     return reqs, exports, n
 
 
-def check_log(path, record):
+def check_log(path, record, labels_from=None):
     viol = {}            # kind -> list of messages
 
     def bad(kind, msg):
@@ -140,6 +144,7 @@ def check_log(path, record):
 
     flushes = {}         # export -> list of (start, finish)
     nwrites_remote = 0
+    nlabel = 0           # label writes (--labels-from)
     inflight = {}        # export -> list of Req being written
     maxfl = {}           # export -> most writes in flight together
     # events in file order: request lines and finish lines
@@ -175,6 +180,9 @@ def check_log(path, record):
                 flushes.setdefault(r.export, []).append((r.start, r.finish))
             continue
         nwrites_remote += 1
+        if labels_from is not None and r.op == 'Write' and r.off >= labels_from:
+            nlabel += 1
+            continue
         if r.off % SECTOR or r.cnt % SECTOR:
             bad('unmapped', 'line %d: %s %s [0x%x+0x%x] is not sector-aligned'
                 % (r.start, r.export, r.op, r.off, r.cnt))
@@ -260,11 +268,11 @@ def check_log(path, record):
 
     nflush = sum(len(v) for v in flushes.values())
     nviol = sum(len(v) for v in viol.values())
-    print('%s: %d lines, %d connections (%s), %d remote writes, %d flushes '
+    print('%s: %d lines, %d connections (%s), %d remote writes%s, %d flushes '
           '(%s), %d fua writes at the remote'
           % (path, nlines, len(exports), ' '.join('%d=%s' % kv for kv in sorted(exports.items())),
-             nwrites_remote, nflush,
-             ' '.join('%s:%d' % (e, len(v)) for e, v in sorted(flushes.items())), sum(wfua)))
+             nwrites_remote, '' if labels_from is None else ' (%d of them label writes)' % nlabel,
+             nflush, ' '.join('%s:%d' % (e, len(v)) for e, v in sorted(flushes.items())), sum(wfua)))
     print('%s: most writes in flight together per export: %s'
           % (path, ' '.join('%s:%d' % kv for kv in sorted(maxfl.items())) or '-'))
     print('%s: %d client writes checked, %d batches, %d epoch boundaries checked, %d violations%s'
@@ -279,13 +287,17 @@ def check_log(path, record):
 
 
 def main():
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    labels_from = None
+    if args and args[0].startswith('--labels-from='):
+        labels_from = int(args.pop(0).split('=', 1)[1], 0)
+    if len(args) < 2:
         print(__doc__.split('\n\n')[1], file=sys.stderr)
         return 2
-    record = load_record(sys.argv[1])
+    record = load_record(args[0])
     total = 0
-    for path in sys.argv[2:]:
-        total += check_log(path, record)
+    for path in args[1:]:
+        total += check_log(path, record, labels_from)
     return 1 if total else 0
 
 

@@ -7,7 +7,7 @@ requires nbdkit cmp
 requires_python_nbd
 
 SIZE=$((64 << 20))
-truncate -s $SIZE "$T/leg"
+truncate -s $((SIZE + (1 << 20))) "$T/leg"     # the device, and 1 MiB for the leg's label at its end
 start_replicator r log="$T/log" log-size=16M local="$T/leg" control="$T/r.ctl" ||
   die "replicator does not start"
 
@@ -24,7 +24,7 @@ def check(cond, what):
     if not cond: fails += 1
 
 h = nbd.NBD(); h.connect_uri(uri)
-check(h.get_size() == size, "export size %d == leg size %d" % (h.get_size(), size))
+check(h.get_size() == size, "export size %d == %d (the leg less its label area)" % (h.get_size(), size))
 for f in ("can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"):
     check(getattr(h, f)(), f)
 check(not h.is_read_only(), "export is writable")
@@ -151,8 +151,8 @@ check "replctl status (text) works" "$REPLCTL" -s "$T/r.ctl" status
 echo "== clean stop drains the log into the local leg"
 rc=0; timed "stop" stop_replicator r || rc=$?
 [ $rc -eq 0 ] && ok "nbdkit exited 0 on SIGTERM" || { fail "nbdkit exit status $rc on SIGTERM"; show_log r; }
-if cmp "$T/leg" "$T/ref"; then ok "local leg file equals the reference image"
-else fail "local leg differs from the reference: $(cmp -l "$T/leg" "$T/ref" | wc -l) bytes differ"; fi
+if legcmp "$T/leg" "$T/ref"; then ok "local leg file (its device part) equals the reference image"
+else fail "local leg differs from the reference: $(cmp -l -n $SIZE "$T/leg" "$T/ref" | wc -l) bytes differ"; fi
 
 echo "== restart on the same log: the device still reads the same"
 start_replicator r log="$T/log" log-size=16M local="$T/leg" control="$T/r.ctl" || die "restart failed"
@@ -163,7 +163,15 @@ check "device content after restart equals the reference" cmp -s "$T/readback" "
 stop_replicator r || fail "second stop rc $?"
 
 echo "== size= smaller than the leg"
-start_replicator s log="$T/log2" log-size=4M local="$T/leg" size=32M control="$T/s.ctl" || die "size=32M start failed"
+# The leg's label records the 64 MiB device: another size on it is refused, naming both.
+rc=0; nbdkit_refused "$T/s.err" -f -U "$T/s.sock" "$PLUGIN" log="$T/log2" log-size=4M local="$T/leg" \
+  size=32M control="$T/s.ctl" || rc=$?
+check "size=32M on the leg labelled for $SIZE bytes is refused: $(grep -m1 error: "$T/s.err" | cut -c1-160)" \
+  grep -q "labelled for a device of $SIZE bytes, not $((32 << 20))" "$T/s.err"
+check "  ... with a non-zero exit status ($rc)" test $rc -ne 0
+# A copy of the leg's data without its label: the size=32M run labels it as a new leg.
+cp "$T/leg" "$T/leg2"; truncate -s $SIZE "$T/leg2"; truncate -s $((SIZE + (1 << 20))) "$T/leg2"
+start_replicator s log="$T/log2" log-size=4M local="$T/leg2" size=32M control="$T/s.ctl" || die "size=32M start failed"
 check "size=32M: export size is 32M" test "$(nbdsh_u "$NBD_URI" -c 'print(h.get_size())')" = $((32 << 20))
 check "size=32M: a write at 32M is refused" \
   nbdsh_u "$NBD_URI" -c 'h.set_strict_mode(0)
@@ -171,12 +179,12 @@ try:
     h.pwrite(b"x"*4096, 32<<20); sys.exit(1)
 except nbd.Error: pass'
 stop_replicator s || fail "stop rc $?"
-check "size=32M run left the leg beyond 32M untouched" \
-  cmp -s <(tail -c +$(((32 << 20) + 1)) "$T/leg") <(tail -c +$(((32 << 20) + 1)) "$T/ref")
+check "size=32M run left the leg beyond 32M untouched (up to the label area)" \
+  cmp -s -i $((32 << 20)) -n $((SIZE - (32 << 20))) "$T/leg2" "$T/ref"
 check "no sanitizer reports" sanitizer_clean r
 
 echo "== slow local leg: reads, partial writes, zero and trim on top of unapplied entries"
-# leg = a file on nbdfuse over `nbdkit memory` with 20 ms per write: the worker lags behind,
+# leg = a file on nbdfuse over `nbdkit memory` (64 MiB and 1 MiB of label area) with 20 ms per write: the worker lags behind,
 # so reads and read-modify-writes must use the log, not the leg
 if ! command -v nbdfuse >/dev/null || [ ! -e /dev/fuse ] || [ "$(id -u)" != 0 ]; then
   skip_part "slow local leg: needs nbdfuse, /dev/fuse and root"; finish
@@ -188,7 +196,7 @@ cleanup_hook() {
   mountpoint -q "$T/fz" && { timeout -s KILL 10 fusermount3 -u "$T/fz" 2>/dev/null || timeout -s KILL 10 umount -l "$T/fz"; }
   sleep 0.1
 }
-env -u LD_PRELOAD nbdkit -f -U "$T/slow.sock" -P "$T/slow.pid" --filter=delay memory 64M delay-write=20ms delay-zero=20ms delay-trim=20ms 2>"$T/slow.log" &
+env -u LD_PRELOAD nbdkit -f -U "$T/slow.sock" -P "$T/slow.pid" --filter=delay memory 65M delay-write=20ms delay-zero=20ms delay-trim=20ms 2>"$T/slow.log" &
 for i in $(seq 200); do [ -s "$T/slow.pid" ] && break; sleep 0.02; done
 nbdfuse -P "$T/nbdfuse.pid" "$T/fz/leg" "nbd+unix:///?socket=$T/slow.sock" 2>"$T/nbdfuse.log" &
 NF=$!
@@ -271,7 +279,7 @@ check "device after kill -9 + restart equals the reference" cmp -s "$T/qback" "$
 
 echo "== local-policy=sync waits for the slow leg"
 stop_replicator q 60 || fail "stop on the slow leg: rc $?"
-check "after the clean stop the slow leg equals the reference" cmp -s "$T/fz/leg" "$T/qref"
+check "after the clean stop the slow leg equals the reference" legcmp -s "$T/fz/leg" "$T/qref"
 start_replicator q log="$T/qlog" local="$T/fz/leg" control="$T/q.ctl" local-policy=sync || die "sync start failed"
 check "10 sync-policy writes take >= 0.2 s on a 20 ms/write leg" nbdsh_u "$(uri q)" -c '
 import time

@@ -19,7 +19,8 @@ requires nbdkit nbdinfo nbdcopy losetup blockdev cmp
 requires_root
 requires_python_nbd
 
-SIZE=16M
+SIZE=16M                 # the device
+LEGSIZE=17M              # its legs: the device and 1 MiB for each leg's label
 LOOPS=()
 cleanup_hook() {
   local l
@@ -195,12 +196,12 @@ run_case() {
   check "$n: clean stop ($rc)" test $rc = 0
   check "$n: no sanitizer reports" sanitizer_clean "$n"
   for l in "${LEGS[@]}"; do
-    check "$n: leg $l equals the device" cmp -n $((16 << 20)) "$T/$n.dev" "$l"
+    check "$n: leg $l equals the device" cmp -n $((16 << 20)) "$T/$n.dev" "$l"    # the device part
   done
 }
 
 echo "== A: local leg 4Kn; site 1 NBD over a 4Kn loop device, advertising minimum 4096"
-truncate -s $SIZE "$T/a0.img" "$T/a1.img"
+truncate -s $LEGSIZE "$T/a0.img" "$T/a1.img"
 loop4k "$T/a0.img" || die "losetup --sector-size 4096 failed"; LA0=$LOOP
 loop4k "$T/a1.img" || die "losetup --sector-size 4096 failed"; LA1=$LOOP
 check "losetup made a 4Kn device ($(blockdev --getss "$LA0"))" test "$(blockdev --getss "$LA0")" = 4096
@@ -216,7 +217,7 @@ run_case a
 remote_kill a1
 
 echo "== B: local leg a 512-byte file; site 1 a path leg on a 4Kn loop device"
-truncate -s $SIZE "$T/b0.img" "$T/b1.img"
+truncate -s $LEGSIZE "$T/b0.img" "$T/b1.img"
 loop4k "$T/b1.img" || die "losetup --sector-size 4096 failed"; LB1=$LOOP
 cat > "$T/b.conf" <<EOF
 replog = { path = "$T/b.rlog"; size = "32M"; };
@@ -233,7 +234,7 @@ run_case b
 # Cases B and C configure alike (duplicates pairs them), deliberately: the config of each
 # case is written out so that its leg combination reads at a glance.
 echo "== C: local leg 4Kn opened without O_DIRECT (direct_io = false); site 1 NBD advertising 4096"
-truncate -s $SIZE "$T/c0.img" "$T/c1.img"
+truncate -s $LEGSIZE "$T/c0.img" "$T/c1.img"
 loop4k "$T/c0.img" || die "losetup --sector-size 4096 failed"; LC0=$LOOP
 remote_start c1 --filter=blocksize-policy file "$T/c1.img" \
   blocksize-minimum=4096 blocksize-error-policy=error || die "remote c1 does not start"

@@ -67,7 +67,7 @@ rmloops
 # =========================================================================================
 echo "== 2. the crash test with the log and the local leg on loop devices"
 mkloop clog 8M; CLOG=$LOOP
-mkloop cleg 16M; CLEG=$LOOP
+mkloop cleg 17M; CLEG=$LOOP            # a 16 MiB device and 1 MiB for its label
 rc=0
 CRASH_LOG_DEV=$CLOG CRASH_LEG_DEV=$CLEG CYCLES=${BLOCKDEV_CRASH_CYCLES:-3} \
   bash "$TESTDIR/test-crash.sh" > "$T/crash.out" 2>&1 || rc=$?
@@ -79,8 +79,8 @@ rmloops
 # =========================================================================================
 echo "== 3. a short torture with the log and the local legs on loop devices"
 mkloop tlog 8M; TLOG=$LOOP
-mkloop tleg0 4M; TLEG0=$LOOP
-mkloop tleg1 4M; TLEG1=$LOOP
+mkloop tleg0 5M; TLEG0=$LOOP             # 4 MiB devices and 1 MiB for each label
+mkloop tleg1 5M; TLEG1=$LOOP
 rc=0
 python3 "$TESTDIR/torture/torture.py" --cycles "${BLOCKDEV_TORTURE_CYCLES:-6}" \
   --faults kill,rkill,powerloss --log-mb 8 --size $((4 << 20)) --devices 2 \

@@ -5,7 +5,8 @@
 # never older than what the previous recovery showed.  Recovery reports "recovered N entries".
 # Finally a clean stop after recovery leaves the local leg equal to the device.
 # CRASH_LOG_DEV, CRASH_LEG_DEV: the log and the local leg on these block devices (a loop
-# device each, see test-blockdev.sh; the leg of 16 MiB, the log at least CRASH_LOG_SIZE)
+# device each, see test-blockdev.sh; the leg of 17 MiB: a 16 MiB device and 1 MiB for the
+# leg's label at its end; the log at least CRASH_LOG_SIZE)
 # instead of files; their content is lost.
 set -eu
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
@@ -13,13 +14,14 @@ requires nbdkit cmp
 requires_python_nbd
 
 CYCLES=${CYCLES:-5}
-SIZE=$((16 << 20))
+SIZE=$((16 << 20))                      # the device
+LEGSIZE=$((SIZE + (1 << 20)))           # the leg: the device and its label area
 LEG=${CRASH_LEG_DEV:-$T/leg}
 if [ -n "${CRASH_LEG_DEV:-}" ]; then
-  [ "$(blockdev --getsize64 "$LEG")" = $SIZE ] || die "CRASH_LEG_DEV $LEG: not a block device of $SIZE bytes"
-  dd if=/dev/zero of="$LEG" bs=1M count=16 oflag=direct status=none || die "zeroing $LEG"
+  [ "$(blockdev --getsize64 "$LEG")" = $LEGSIZE ] || die "CRASH_LEG_DEV $LEG: not a block device of $LEGSIZE bytes"
+  dd if=/dev/zero of="$LEG" bs=1M count=$((LEGSIZE >> 20)) oflag=direct status=none || die "zeroing $LEG"
 else
-  truncate -s $SIZE "$LEG"
+  truncate -s $LEGSIZE "$LEG"
 fi
 if [ -n "${CRASH_LOG_DEV:-}" ]; then          # blank: mode=auto creates a new log there
   dd if=/dev/zero of="$CRASH_LOG_DEV" bs=64k count=16 oflag=direct status=none || die "zeroing $CRASH_LOG_DEV"
@@ -314,7 +316,7 @@ if command -v nbdfuse >/dev/null && [ -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then
     mountpoint -q "$T/fz" && { timeout -s KILL 10 fusermount3 -u "$T/fz" 2>/dev/null || timeout -s KILL 10 umount -l "$T/fz"; }
     sleep 0.1
   }
-  env -u LD_PRELOAD nbdkit -f -U "$T/slow.sock" -P "$T/slow.pid" --filter=delay memory 16M delay-write=50ms 2>"$T/slow.log" &
+  env -u LD_PRELOAD nbdkit -f -U "$T/slow.sock" -P "$T/slow.pid" --filter=delay memory 17M delay-write=50ms 2>"$T/slow.log" &
   for i in $(seq 200); do [ -s "$T/slow.pid" ] && break; sleep 0.02; done
   nbdfuse -P "$T/nbdfuse.pid" "$T/fz/leg" "nbd+unix:///?socket=$T/slow.sock" 2>"$T/nbdfuse.log" &
   for i in $(seq 200); do [ -s "$T/nbdfuse.pid" ] && break; sleep 0.05; done
@@ -383,7 +385,7 @@ for i in range(64):
         assert got in (bytes([i + 1]) * 4096, bytes(4096)), 'block %d holds foreign content' % i"
     nbdsh_u "$(uri t)" -c "open('$T/tdev','wb').write(h.pread(16 << 20, 0))"
     stop_replicator t 60 || fail "stop on the slow leg: rc $?"
-    check "slow leg equals the device after the clean stop" cmp -s "$T/fz/leg" "$T/tdev"
+    check "slow leg equals the device after the clean stop" legcmp -s "$T/fz/leg" "$T/tdev"
   else
     stop_replicator t 60 >/dev/null 2>&1 || fail "stop on the slow leg"
     fail "torn-entry case not run: the slow leg kept up ($(cat "$T/torn.txt"))"
@@ -397,7 +399,7 @@ echo "== clean stop after recovery: the local leg equals the device"
 nbdcopy "$(uri c)" "$T/device.img" || fail "nbdcopy of the device failed"
 rc=0; stop_replicator c || rc=$?
 [ $rc -eq 0 ] && ok "clean stop after recovery (exit 0)" || { fail "clean stop: exit status $rc"; show_log c; }
-if cmp -s "$LEG" "$T/device.img"; then ok "local leg $LEG equals the device read before the stop"
-else fail "local leg $LEG differs from the device: $(cmp -l "$LEG" "$T/device.img" | wc -l) bytes"; fi
+if legcmp -s "$LEG" "$T/device.img"; then ok "local leg $LEG equals the device read before the stop"
+else fail "local leg $LEG differs from the device: $(cmp -l -n $SIZE "$LEG" "$T/device.img" | wc -l) bytes"; fi
 check "no sanitizer reports" sanitizer_clean c
 finish

@@ -16,7 +16,8 @@ set -u
 requires nbdkit nbdcopy cmp
 requires_python_nbd
 
-SIZE=64M
+SIZE=65M                         # the legs: a 64 MiB device and 1 MiB for the label
+DEV=$((64 << 20))
 NBITS=1024                       # 64 MiB / 64 KiB
 
 # bits FILE: set bits in a dirty log file (every page after the header, words only)
@@ -40,6 +41,7 @@ BM=$T/dl/default.1.bitmap
 
 echo "== 1. dirty regions survive a restart"
 start_replicator a "${ARGS[@]}" || die "replicator"
+check "the device is the leg less its label area ($DEV bytes)" [ "$(devsize "$T/a.ctl")" = $DEV ]
 check "the bitmap file exists: header + 1 page" [ "$(stat -c %s "$BM" 2>/dev/null)" = 8192 ]
 check "it starts empty (a trusted leg)" [ "$(bits "$BM")" = 0 ]
 check "its header names the format" grep -q NBDRDLOG "$BM"
@@ -63,7 +65,7 @@ check "the resync finishes" wait_resynced "$T/a.ctl" 60
 check "it copied $D regions, not $NBITS" [ "$(site1 "$T/a.ctl" "s['resync']['regions_total']")" = "$D" ]
 check "the file is empty again" [ "$(bits "$BM")" = 0 ]
 stop_replicator a || fail "stop"
-check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
+check "remote equals the device" cmp -n $DEV "$T/a.img" "$T/a.rem"
 
 echo "== 2. kill -9 in the middle of the resync"
 start_replicator a "${ARGS[@]}" resync-rate=1M || die "start"
@@ -83,7 +85,7 @@ D1=$(site1 "$T/a.ctl" "s['resync']['regions_total']")
 echo "  before the crash: $D0 regions to copy, $C0 copied; after: $D1"
 check "after the restart fewer regions are left than before it ($D1 < $D0)" [ "$D1" -lt "$D0" ]
 stop_replicator a || fail "stop"
-check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
+check "remote equals the device" cmp -n $DEV "$T/a.img" "$T/a.rem"
 
 # dirty_with_damage DESC CMD...: make site 1 dirty, stop, damage the file with CMD, restart;
 # the remote returns; the resync converges
@@ -103,7 +105,7 @@ back_and_equal() {
   remote_start ra file "$T/a.rem" || die "remote"
   check "the resync finishes" wait_resynced "$T/a.ctl" 60
   stop_replicator a || fail "stop"
-  check "remote equals the device" cmp "$T/a.img" "$T/a.rem"
+  check "remote equals the device" cmp -n $DEV "$T/a.img" "$T/a.rem"
   remote_kill ra
 }
 dirty_with_damage "a corrupt page" \

@@ -5,7 +5,8 @@
  * from this program's own threads so that ThreadSanitizer can watch every
  * thread of the engine (scripts/tsan.sh builds it with --enable-tsan).
  *
- * Setup: two devices of 8 MiB in one consistency group, one 1 MiB log (it
+ * Setup: two devices of 8 MiB (legs of 9 MiB: the label area follows
+ * the device) in one consistency group, one 1 MiB log (it
  * wraps many times), site 0 = local files (O_DIRECT), site 1 = a real
  * `nbdkit file dir=` on a unix socket, one export per device, async with a
  * fall_behind threshold, short disconnect_timeout and pull_ahead.
@@ -78,6 +79,7 @@
 #define NCLIENTS   4
 #define NDEV       2
 #define DEV_SIZE   (8u << 20)
+#define LEG_SIZE   (DEV_SIZE + (1u << 20))   /* a leg: the device and its label area */
 #define CHUNK      (256u << 10)
 #define NCHUNK     (DEV_SIZE / CHUNK)
 #define SECTOR     512u
@@ -889,7 +891,8 @@ verify_site1 (const char *name)
   fail ("verify of %s at site 1 did not finish", name);
 }
 
-/* A file must hold exactly the model of device dev. */
+/* A leg file must hold exactly the model of device dev in its first DEV_SIZE
+ * bytes (its label area follows). */
 static void
 compare_file (const char *what, const char *path, unsigned dev)
 {
@@ -1146,7 +1149,7 @@ static int
 make_file (const char *path)
 {
   int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd == -1 || ftruncate (fd, DEV_SIZE) == -1) {
+  if (fd == -1 || ftruncate (fd, LEG_SIZE) == -1) {
     perror (path);
     if (fd != -1)
       close (fd);

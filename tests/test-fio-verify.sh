@@ -7,7 +7,7 @@ requires nbdkit fio
 fio --enghelp 2>/dev/null | grep -qw nbd || { echo "SKIP: fio has no nbd engine"; exit 77; }
 
 # (test-engine-threads.sh runs this with NBD_REPLICATOR_NO_URING=1 exported)
-truncate -s 64M "$T/leg"
+truncate -s 65M "$T/leg"    # a 64 MiB device and 1 MiB for the leg's label
 start_r() { start_replicator r log="$T/log" log-size=16M local="$T/leg" control="$T/r.ctl"; }
 start_r || die "replicator does not start"
 check_engine "$T/r.ctl"

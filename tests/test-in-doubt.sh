@@ -39,8 +39,8 @@ case_end_b_at_x() {
   wait_caught_up "$T/$n.ctl" 20 || fail "$n: not caught up: $(status_get "$T/$n.ctl" "$S1")"
   nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
   check "$n: the device holds B at X" test "$(region_of "$T/$n.dev" $X)" = $B
-  check "$n: the remote leg equals the device" cmp "$T/$n.rimg" "$T/$n.dev"
-  check "$n: the local leg equals the device" cmp "$T/$n.leg" "$T/$n.dev"
+  check "$n: the remote leg equals the device" legcmp "$T/$n.rimg" "$T/$n.dev"
+  check "$n: the local leg equals the device" legcmp "$T/$n.leg" "$T/$n.dev"
   stop_replicator "$n" || rc=$?
   check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
   check "$n: no sanitizer reports" sanitizer_clean "$n"
@@ -75,9 +75,15 @@ doubt_case() {
     TGT_BSOFLAGS=direct tgt_start "$n" "$loop" || { fail "$n: tgtd does not start"; return; }
     ruri=$TGT_URL
   fi
+  # iSCSI: labels off.  In this emulation every READ of the remote waits while the held
+  # write is held (nbdfuse serves one request at a time; writes pass through its page
+  # cache), and the label check reads the leg's label at every new connection, before
+  # anything is written to it: the reconnect would wait for the release.  A real target
+  # serves reads while a write is pending; the NBD cases (t, u) keep their labels.
+  local lab=; [ "$tr" = iscsi ] && lab=label=none
   start_replicator "$n" log="$T/$n.replog" log-size=64M local="$T/$n.leg" remote="$ruri" \
     policy=async disconnect-timeout=1s request-timeout=1s initial-sync=false region-size=$RS \
-    control="$T/$n.ctl" || { fail "$n: the replicator does not start"; return; }
+    $lab control="$T/$n.ctl" || { fail "$n: the replicator does not start"; return; }
   wait_for "$T/$n.ctl" "$S1['link'] == 'connected'" 10 || { fail "$n: the remote does not connect"; return; }
   check_engine "$T/$n.ctl"
 

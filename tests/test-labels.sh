@@ -25,13 +25,22 @@
 #      new primary's device.
 #   I  split brain after a clean stop: both sides became primaries; with the discarded side's
 #      failback record, only the regions either side changed are copied.
+#   J  a loop-device local leg and an iSCSI remote (tgtd): both labelled; data where the
+#      remote's label goes refuses it, unchanged; cleared, it is taken as a new leg and copied
+#      in full at the connector's next try, without an operator.
+#   K  a remote disk wiped under a running connection (the server and its connection stay):
+#      the next label check of the running link (with the consistent point, at most every
+#      5 s) finds it blank, the connection is dropped and checked again, and the leg is
+#      copied in full, without an operator.
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
 #      file); label=none keeps today's geometry and writes no label.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit cmp md5sum
 requires_python_nbd
-CASES=${CASES:-A B C D E F G H I}
+CASES=${CASES:-A B C D E F G H I J K}
+LOOPS=()
+cleanup_hook() { local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done; }
 
 SIZE=$((32 << 20))
 DEV=$((31 << 20))                         # a 32 MiB leg holds a 31 MiB device and its label
@@ -272,7 +281,6 @@ if want I; then
   stop_replicator idr2 || hard_error "stop"
   remote_kill iold
 fi
-finish
 
 if want G; then
   echo "== G: label placements"
@@ -318,6 +326,12 @@ if want H; then
   fi
   check "the old primary's leg is labelled a copy with a failback record" \
     test "$(lget "$T/h-p.img" "('bitmap' in j['flags'], 'primary' in j['flags'])")" = "(True, False)"
+  if start_replicator hp "${HP[@]}" >/dev/null 2>&1; then
+    fail "the old primary started on its old log after failback=yes"; stop_replicator hp
+  else
+    check "after failback=yes the old primary does not start on its old log" \
+      grep -q "failback=yes made it a copy" "$T/hp.log"
+  fi
   remote_start hold file "$T/h-p.img" || hard_error "old primary's leg exported"
   wait_for "$T/hdr2.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
     hard_error "the old primary's leg was not brought back"
@@ -332,5 +346,69 @@ if want H; then
     kd check "$(remote_uri hold)" "$T/h2.ref"
   stop_replicator hdr2 || hard_error "stop"
   remote_kill hold
+fi
+if want K; then
+  echo "== K: a remote disk wiped under a running connection"
+  truncate -s $SIZE "$T/k-l.img" "$T/k-r.img"
+  remote_start kr file "$T/k-r.img" || hard_error "remote"
+  start_replicator k log="$T/k.rlog" log-size=16M local="$T/k-l.img" remote="$(remote_uri kr)" \
+    initial-sync=false disconnect-timeout=2s control="$T/k.ctl" || hard_error "start"
+  wait_for "$T/k.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
+  kd write "$(uri k)" "$T/k.ref" 51 32 || hard_error "writes"
+  wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
+  dd if=/dev/zero of="$T/k-r.img" bs=1M count=32 conv=notrunc status=none   # same inode: the server sees zeroes
+  for i in $(seq 20); do
+    kd write "$(uri k)" "$T/k.ref" $((60 + i)) 2 >/dev/null || hard_error "writes after the wipe"
+    grep -q "label changed under" "$T/k.log" && break
+    sleep 1
+  done
+  check "the running link's label check found the wiped disk" logged k "its label changed under a running connection"
+  wait_for "$T/k.ctl" "j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent'] and j['sites'][1]['mode'] == 'log'" 60 ||
+    hard_error "the wiped disk was not copied"
+  check "and copied it in full as a new leg" logged k "copied onto it in full"
+  wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
+  check "the remote holds every write" kd check "$(remote_uri kr)" "$T/k.ref"
+  stop_replicator k || hard_error "stop"
+  remote_kill kr
+fi
+
+if want J; then
+  echo "== J: a loop-device local leg, an iSCSI remote"
+  if [ "$(id -u)" != 0 ] || ! command -v tgtd >/dev/null || ! losetup -f >/dev/null 2>&1; then
+    skip_part "J needs root, tgtd and a free loop device"
+  else
+    truncate -s $SIZE "$T/j-l.backing" "$T/j-r.img"
+    JL=$(losetup --find --show "$T/j-l.backing") && LOOPS+=("$JL") || hard_error "losetup"
+    tgt_start jr "$T/j-r.img" || hard_error "tgtd"
+    JPORT=$TGT_PORT
+    J=(log="$T/j.rlog" log-size=16M local="$JL" remote="$TGT_URL" initial-sync=false
+       disconnect-timeout=1s control="$T/j.ctl")
+    start_replicator j "${J[@]}" || hard_error "start"
+    wait_for "$T/j.ctl" "j['sites'][1]['link'] == 'connected'" 15 || hard_error "site 1"
+    check "the loop device's label: a primary's leg" \
+      test "$(lget "$T/j-l.backing" "(j['found'], 'primary' in j['flags'])")" = "(True, True)"
+    check "the iSCSI leg's label: a copy at site 1 of the same generation" \
+      test "$(lget "$T/j-r.img" "(j['gen'], j['site'])")" = "('$(st j "j['generation']")', 1)"
+    kd write "$(uri j)" "$T/j.ref" 41 32 || hard_error "writes"
+    wait_caught_up "$T/j.ctl" 20 || hard_error "catch up"
+    tgt_kill
+    head -c 8192 /dev/urandom | dd of="$T/j-r.img" bs=1 seek=$(( SIZE - 8192 )) conv=notrunc status=none
+    SUM=$(md5sum < "$T/j-r.img")
+    tgt_start jr "$T/j-r.img" "$JPORT" || hard_error "tgtd again (same port)"
+    wait_for "$T/j.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'not-blank'" 30 ||
+      hard_error "the damaged remote label was not refused"
+    kd write "$(uri j)" "$T/j.ref" 42 8 || hard_error "writes meanwhile"
+    check "the iSCSI leg with data where its label goes is refused and unchanged" \
+      test "$(md5sum < "$T/j-r.img")" = "$SUM"
+    dd if=/dev/zero of="$T/j-r.img" bs=8192 count=1 seek=$(( SIZE / 8192 - 1 )) conv=notrunc status=none
+    wait_for "$T/j.ctl" "j['devices'][0]['legs'][1]['consistent'] and j['sites'][1]['resync']['finished'] >= 1 and j['sites'][1]['mode'] == 'log'" 60 ||
+      hard_error "the cleared leg was not taken and copied"
+    check "cleared, it was labelled as a new leg and copied in full" logged j "copied onto it in full"
+    wait_caught_up "$T/j.ctl" 20 || hard_error "catch up"
+    stop_replicator j || hard_error "stop"
+    check "the iSCSI leg holds every write" legcmp -s "$T/j-r.img" "$T/j.ref"
+    check "the loop device holds every write" legcmp -s "$T/j-l.backing" "$T/j.ref"
+    tgt_kill
+  fi
 fi
 finish

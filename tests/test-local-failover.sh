@@ -21,7 +21,7 @@ requires nbdkit nbdfuse nbdcopy cmp fio
 requires_python_nbd
 [ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse"; exit 77; }
 
-SIZE=64M
+SIZE=64M                 # the legs; the device is smaller by the label area: legs are compared with legcmp
 cleanup_hook() { fuse_unmount_all; }
 # The local legs: fuse_error_leg (lib.sh), $T/fuse-NAME/disk over $T/NAME.img, failing writes
 # while $T/NAME.wfail exists
@@ -50,7 +50,7 @@ check "the device is served from site 1" [ "$(dev "$T/a.ctl" "(d['served_from'],
 check "one error line names the leg and the way out" grep -q "local leg .* failed (write: Input/output error): out of service; reads and writes continue through site 1" "$T/a.log"
 check "after the leg failed, writes reach the log and site 1" wait_caught_up "$T/a.ctl" 20
 nbdcopy "$NBD_URI" "$T/a.dev1" || fail "reading the device through site 1"
-check "the device reads the same as site 1's leg" cmp "$T/a.dev1" "$T/a.rem"
+check "the device reads the same as site 1's leg" legcmp "$T/a.rem" "$T/a.dev1"
 
 echo "== 2. restore"
 rm -f "$T/a.wfail"
@@ -66,8 +66,8 @@ check "the restore sends the holes as zeroes, not as data" \
 nbdcopy "$NBD_URI" "$T/a.dev2" || fail "reading the device"
 check "the device did not change" cmp "$T/a.dev1" "$T/a.dev2"
 stop_replicator a || fail "stop"
-check "the local leg equals the device" cmp "$T/a.img" "$T/a.dev2"
-check "the remote leg equals the device" cmp "$T/a.rem" "$T/a.dev2"
+check "the local leg equals the device" legcmp "$T/a.img" "$T/a.dev2"
+check "the remote leg equals the device" legcmp "$T/a.rem" "$T/a.dev2"
 
 echo "== 2b. restore from an iSCSI site (tgtd, thin-provisioned LUN): holes found by GET LBA STATUS"
 if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
@@ -93,8 +93,8 @@ if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
   nbdcopy "$NBD_URI" "$T/i.dev" || fail "read"
   stop_replicator i || fail "stop i"
   tgt_kill
-  check "the restored local leg equals the device" cmp "$T/i.img" "$T/i.dev"
-  check "and the iSCSI leg" cmp "$T/i.iscsi" "$T/i.dev"
+  check "the restored local leg equals the device" legcmp "$T/i.img" "$T/i.dev"
+  check "and the iSCSI leg" legcmp "$T/i.iscsi" "$T/i.dev"
 else
   echo "  (tgtd is not installed: iSCSI part skipped)"
 fi
@@ -114,8 +114,8 @@ nbdcopy "$NBD_URI" "$T/a.dev3" || fail "read"
 check "the device holds the writes made while the leg was failing" cmp -n 4194304 "$T/a.dev3" "$T/w3"
 C restore default --from 1 --wait >/dev/null 2>&1 || fail "restore after the restart"
 stop_replicator a || fail "stop"
-check "the local leg equals the device after that restore" cmp "$T/a.img" "$T/a.dev3"
-check "and the remote leg" cmp "$T/a.rem" "$T/a.dev3"
+check "the local leg equals the device after that restore" legcmp "$T/a.img" "$T/a.dev3"
+check "and the remote leg" legcmp "$T/a.rem" "$T/a.dev3"
 
 echo "== 4. no remote site"
 fuse_error_leg b || die "fuse b"

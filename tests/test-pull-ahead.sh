@@ -84,8 +84,8 @@ converges() {
   rm -f "$T/$n.dev"; nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy"
   stop_replicator "$n" 30 || rc=$?
   check "$n: clean stop ($rc)" test $rc = 0
-  check "$n: the remote leg equals the device" cmp -s "$T/$n.dev" "$T/$n.rem"
-  check "$n: the local leg equals the device" cmp -s "$T/$n.dev" "$T/$n.leg"
+  check "$n: the remote leg equals the device" legcmp -s "$T/$n.rem" "$T/$n.dev"
+  check "$n: the local leg equals the device" legcmp -s "$T/$n.leg" "$T/$n.dev"
   check "$n: no sanitizer reports" sanitizer_clean "$n"
   remote_kill "${n}r"
 }

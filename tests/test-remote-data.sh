@@ -14,14 +14,15 @@ set -u
 requires nbdkit nbdcopy cmp tgtd tgtadm
 requires_python_nbd
 
-SIZE=$((32 << 20))
+SIZE=$((32 << 20))                    # the devices
+LEGSIZE=$((SIZE + (1 << 20)))         # their legs: the device and 1 MiB for the leg's label
 DEVS=(a b)
 
 # ---- the remote sites -----------------------------------------------------------------
 declare -A TGT_URL_OF=()
 for d in "${DEVS[@]}"; do
-  truncate -s $SIZE "$T/$d.img" "$T/$d.iscsi.img" "$T/$d.path.img"
-  remote_start "mem_$d" memory size=32M || die "nbdkit memory for $d does not start"
+  truncate -s $LEGSIZE "$T/$d.img" "$T/$d.iscsi.img" "$T/$d.path.img"
+  remote_start "mem_$d" memory size=$LEGSIZE || die "nbdkit memory for $d does not start"
   tgt_start "tgt$d" "$T/$d.iscsi.img" || die "tgtd for $d does not start"
   TGT_URL_OF[$d]=$TGT_URL
 done
@@ -147,15 +148,18 @@ check "status: no leg errors, no dirty or in-doubt regions" test "$(status_get "
 all(l["errors"] == 0 and l.get("dirty_regions", 0) == 0 and l.get("in_doubt_regions", 0) == 0
     for d in j["devices"] for l in d["legs"]))')" = True
 
-# same FILE REF DESC: cmp, with a summary of the first differing 4k blocks
+# same [-l] FILE REF DESC: cmp, with a summary of the first differing 4k blocks; -l: FILE is
+# a leg, compared in its first size(REF) bytes (its label area follows: legcmp)
 same() {
+  local c=cmp; [ "$1" = -l ] && { c=legcmp; shift; }
   local f=$1 r=$2 what=$3
-  if cmp -s "$f" "$r"; then ok "$what"; return; fi
+  if $c -s "$f" "$r"; then ok "$what"; return; fi
   fail "$what"
   python3 - "$f" "$r" <<'PY'
 import sys
 a, b = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
 if len(a) != len(b): print("  sizes differ: %d vs %d" % (len(a), len(b)))
+if len(a) < len(b): print("  the leg is shorter than the device")
 bad = [i for i in range(0, min(len(a), len(b)), 4096) if a[i:i + 4096] != b[i:i + 4096]]
 print("  %d of %d blocks differ; first: %s" % (len(bad), len(b) // 4096, " ".join(str(i // 4096) for i in bad[:10])))
 PY
@@ -167,10 +171,10 @@ for d in "${DEVS[@]}"; do
   nbdcopy "$(uri r "$d")" "$T/$d.dev" || fail "nbdcopy of device $d"
   same "$T/$d.dev" "$T/$d.ref" "device $d equals the reference image"
   nbdcopy "$(remote_uri "mem_$d")" "$T/$d.mem" || fail "nbdcopy of the memory remote of $d"
-  same "$T/$d.mem" "$T/$d.dev" "site 1 (nbdkit memory) leg of $d equals the device"
-  same "$T/$d.iscsi.img" "$T/$d.dev" "site 2 (iSCSI, tgtd backing file) leg of $d equals the device"
-  same "$T/$d.path.img" "$T/$d.dev" "site 3 (path) leg of $d equals the device"
-  same "$T/$d.img" "$T/$d.dev" "local leg of $d equals the device"
+  same -l "$T/$d.mem" "$T/$d.dev" "site 1 (nbdkit memory) leg of $d equals the device"
+  same -l "$T/$d.iscsi.img" "$T/$d.dev" "site 2 (iSCSI, tgtd backing file) leg of $d equals the device"
+  same -l "$T/$d.path.img" "$T/$d.dev" "site 3 (path) leg of $d equals the device"
+  same -l "$T/$d.img" "$T/$d.dev" "local leg of $d equals the device"
 done
 check "status: the log is empty" test "$(status_get "$T/r.ctl" 'j["log"]["entries"]')" = 0
 check "human status works" "$REPLCTL" -s "$T/r.ctl" status
@@ -219,7 +223,7 @@ PY
 
 for pol in sync async; do
   echo "== policy=$pol, remote with 300 ms per write"
-  truncate -s $SIZE "$T/p$pol.img" "$T/p$pol.rem"
+  truncate -s $LEGSIZE "$T/p$pol.img" "$T/p$pol.rem"
   remote_start "slow$pol" --filter=delay file "$T/p$pol.rem" delay-write=300ms ||
     die "slow remote does not start"
   start_replicator "p$pol" log="$T/p$pol.rlog" log-size=16M local="$T/p$pol.img" \
@@ -235,10 +239,10 @@ for pol in sync async; do
   check "policy=$pol: caught up" wait_caught_up "$T/p$pol.ctl" 20
   rm -f "$T/p$pol.dev"
   nbdcopy "$(uri "p$pol")" "$T/p$pol.dev" || fail "nbdcopy p$pol"
-  same "$T/p$pol.rem" "$T/p$pol.dev" "policy=$pol: remote equals the device"
+  same -l "$T/p$pol.rem" "$T/p$pol.dev" "policy=$pol: remote equals the device"
   rc=0; stop_replicator "p$pol" || rc=$?
   [ $rc -eq 0 ] && ok "policy=$pol: clean stop" || { fail "policy=$pol: stop exit status $rc"; show_log "p$pol"; }
-  same "$T/p$pol.img" "$T/p$pol.dev" "policy=$pol: local leg equals the device"
+  same -l "$T/p$pol.img" "$T/p$pol.dev" "policy=$pol: local leg equals the device"
   check "no sanitizer reports (policy=$pol)" sanitizer_clean "p$pol"
   remote_kill "slow$pol"
 done

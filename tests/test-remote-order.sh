@@ -10,7 +10,9 @@
 #   1. the checker itself: crafted logs it must reject (and one it must accept)
 #   2. one remote site (delay-write=1ms, queue_depth 8)
 #   3. two remote sites of different speeds (no delay / delay-write=3ms), both logs checked
-# Finally every remote export, the device and the client's reference are byte-identical.
+# Finally every remote export (its first SIZE bytes: its label area follows), the device and
+# the client's reference are byte-identical.  The remote's label writes (beyond SIZE) are
+# counted apart by the checker (--labels-from).
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
 requires nbdkit nbdcopy cmp
@@ -69,12 +71,20 @@ syn_good | awk '{print} /connection=1 Write id=1 / {
   > "$T/syn-overlap.log"
 # the dev1 write never reaches the remote (and its flush is then not needed)
 syn_good | grep -v 'connection=2 .*Write' > "$T/syn-missing.log"
+# a write of dev0's leg label (its last 8 KiB; the device is the first 15 MiB of the leg)
+syn_label() {
+  syn_good | awk -v o="$1" -v c="$2" '{print} /connection=1 ...Write id=3 / {
+  print "2026-01-01 00:00:00.000013 connection=1 Write id=4 offset=" o " count=" c " fua=1 ..."
+  print "2026-01-01 00:00:00.000013 connection=1 ...Write id=4 return=0" }'
+}
+syn_label 0xffe000 0x1000 > "$T/syn-label.log"; cp "$T/syn-label.log" "$T/syn-labelstrict.log"
+syn_label 0xeff000 0x2000 > "$T/syn-labelstraddle.log"          # half device, half label area
 
 check_eq() { if [ "$2" = "$3" ]; then ok "$1: $2"; else fail "$1: got $2, expected $3"; fi; }
 
-syn_case() {   # syn_case NAME WANT(pass|KIND) [RECORD]
+syn_case() {   # syn_case NAME WANT(pass|KIND) [RECORD]; $SYN_OPTS: the checker's options
   local name=$1 want=$2 rec=${3:-$T/syn.rec} rc=0
-  python3 "$CHECK" "$rec" "$T/syn-$name.log" > "$T/syn-$name.out" 2>&1 || rc=$?
+  python3 "$CHECK" ${SYN_OPTS:-} "$rec" "$T/syn-$name.log" > "$T/syn-$name.out" 2>&1 || rc=$?
   if [ "$want" = pass ]; then
     if [ $rc = 0 ]; then ok "checker accepts the $name log"
     else fail "checker rejects the $name log (exit $rc)"; sed 's/^/  | /' "$T/syn-$name.out"; fi
@@ -92,6 +102,9 @@ syn_case noflush flush
 syn_case flushearly flush
 syn_case overlap overlap
 syn_case missing missing
+syn_case labelstrict unmapped                 # without --labels-from: not a client write
+SYN_OPTS=--labels-from=0xf00000 syn_case label pass
+SYN_OPTS=--labels-from=0xf00000 syn_case labelstraddle unmapped
 check "the noflush log has no order violation" bash -c "! grep -q 'VIOLATION order' '$T/syn-noflush.out'"
 
 # ---------------------------------------------------------------------------------------
@@ -164,13 +177,14 @@ run_part() {
   local name=$1 remotes=$2 r delay site d sites="" legs rc t0 i v
   mkdir -p "$T/$name" "$T/$name.ref"
   for d in $(seq 0 $((NDEV - 1))); do
-    truncate -s $SIZE "$T/$name/dev$d.leg" "$T/$name.ref/dev$d"
+    truncate -s $((SIZE + (1 << 20))) "$T/$name/dev$d.leg"    # the device and its label area
+    truncate -s $SIZE "$T/$name.ref/dev$d"
   done
   site=0
   for r in $remotes; do
     site=$((site + 1)); delay=${r#*:}; r=${r%%:*}
     mkdir -p "$T/$r.dir"
-    for d in $(seq 0 $((NDEV - 1))); do truncate -s $SIZE "$T/$r.dir/dev$d"; done
+    for d in $(seq 0 $((NDEV - 1))); do truncate -s $((SIZE + (1 << 20))) "$T/$r.dir/dev$d"; done
     if [ "$delay" = 0 ]; then
       remote_start "$r" --filter=log file dir="$T/$r.dir" logfile="$T/$r.iolog" ||
         die "remote $r does not start"
@@ -223,7 +237,7 @@ run_part() {
     for r in $remotes; do
       r=${r%%:*}
       nbdcopy "$(remote_uri "$r" "dev$d")" "$T/$r.dev$d.copy" || fail "$name: nbdcopy of $r/dev$d failed"
-      check "$name: remote $r export dev$d equals the device" cmp "$T/$r.dev$d.copy" "$T/$name.dev$d.copy"
+      check "$name: remote $r export dev$d equals the device" legcmp "$T/$r.dev$d.copy" "$T/$name.dev$d.copy"
     done
   done
 
@@ -239,7 +253,7 @@ run_part() {
   for r in $remotes; do
     r=${r%%:*}
     rc=0
-    python3 "$CHECK" "$T/$name.rec" "$T/$r.iolog" > "$T/$r.check" 2>&1 || rc=$?
+    python3 "$CHECK" --labels-from=$SIZE "$T/$name.rec" "$T/$r.iolog" > "$T/$r.check" 2>&1 || rc=$?
     sed 's/^/  | /' "$T/$r.check"
     check "$name: write order holds at remote $r (order-check.py exit $rc)" test $rc = 0
     i=$(grep -c ' Flush id=' "$T/$r.iolog")
@@ -251,7 +265,7 @@ run_part() {
        / (\.\.\.)?Flush id=/ { split($3, a, "="); if (a[2] in c) next } { print }' \
     "$T/$r.iolog" > "$T/$r.noflush.iolog"
   rc=0
-  python3 "$CHECK" "$T/$name.rec" "$T/$r.noflush.iolog" > "$T/$r.noflush.check" 2>&1 || rc=$?
+  python3 "$CHECK" --labels-from=$SIZE "$T/$name.rec" "$T/$r.noflush.iolog" > "$T/$r.noflush.check" 2>&1 || rc=$?
   if [ $rc = 1 ] && grep -q 'VIOLATION flush: .*no Flush on dev1' "$T/$r.noflush.check"; then
     ok "$name: checker rejects the real log of $r with dev1's flushes removed ($(grep -m1 -o '[0-9]* violations' "$T/$r.noflush.check"))"
   else

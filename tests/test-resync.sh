@@ -17,7 +17,7 @@ set -u
 requires nbdkit nbdcopy cmp fio tgtd tgtadm
 requires_python_nbd
 
-SIZE=64M
+SIZE=64M               # the legs; the device is smaller by the label area (status: devsize)
 
 # scatter (lib.sh) URI MIB SEED: MIB MiB of random 1 MiB writes at random 4k-aligned offsets, then flush
 # site1 CTL EXPR and wait_resynced CTL TIMEOUT_S [N]: lib.sh
@@ -49,8 +49,9 @@ check "it copied the dirty regions ($copied >= $left)" [ "${copied:-0}" -ge "$le
 check "the log says so" grep -q "site 1: resync finished" "$T/a.log"
 scatter "$NBD_URI" 4 3 || fail "writes after the resync"
 wait_caught_up "$T/a.ctl" 20 || fail "site 1 caught up after the resync"
+dev=$(devsize "$T/a.ctl")
 stop_replicator a || fail "replicator a stops"
-check "remote equals the device after the resync" cmp "$T/a.img" "$T/a.rem"
+check "remote equals the device after the resync" cmp -n "$dev" "$T/a.img" "$T/a.rem"
 
 # ---- 2. writes (fio verify) during a rate-limited resync -------------------------------------
 echo "== 2. fio writes and verifies during a rate-limited resync"
@@ -84,8 +85,9 @@ check "the resync finishes" wait_resynced "$T/b.ctl" 90 1
 wait_caught_up "$T/b.ctl" 20 || fail "site 1 caught up"
 check "a consistent point again, at the newest entry" \
   [ "$(status_get "$T/b.ctl" "j['sites'][1]['consistent_point']['seq'] == j['sites'][1]['applied_seq']")" = True ]
+dev=$(devsize "$T/b.ctl")
 stop_replicator b || fail "replicator b stops"
-check "remote equals the device after writes during the resync" cmp "$T/b.img" "$T/b.rem"
+check "remote equals the device after writes during the resync" cmp -n "$dev" "$T/b.img" "$T/b.rem"
 
 # Cases 2 and 3 start alike (duplicates pairs them), deliberately: each numbered case spells
 # out its own outage (rates, sizes, seeds) and reads on its own.
@@ -115,8 +117,9 @@ check "the restart says the resync carries on" grep -q "a resync was under way" 
 check "the resync finishes after the restart" wait_resynced "$T/c.ctl" 60 1
 scatter "$NBD_URI" 2 6 || fail "writes after the restart"
 wait_caught_up "$T/c.ctl" 20 || fail "site 1 caught up"
+dev=$(devsize "$T/c.ctl")
 stop_replicator c || fail "replicator c stops"
-check "remote equals the device after a resync across a restart" cmp "$T/c.img" "$T/c.rem"
+check "remote equals the device after a resync across a restart" cmp -n "$dev" "$T/c.img" "$T/c.rem"
 
 # ---- 4. initial sync of new NBD and iSCSI legs on a sparse device -----------------------------
 echo "== 4. initial sync of new NBD and iSCSI legs with existing data (sparse device)"
@@ -160,10 +163,11 @@ done
 wait_caught_up "$T/d.ctl" 20 || fail "sites caught up"
 check "replctl verify: the NBD leg equals the device" "$REPLCTL" -s "$T/d.ctl" verify d 1 --wait
 check "replctl verify: the iSCSI leg equals the device" "$REPLCTL" -s "$T/d.ctl" verify d 2 --wait
+dev=$(devsize "$T/d.ctl")
 stop_replicator d || fail "replicator d stops"
 tgt_kill
-check "the NBD leg equals the device after its initial sync" cmp "$T/d.img" "$T/d.nbd"
-check "the iSCSI leg equals the device after its initial sync" cmp "$T/d.img" "$T/d.iscsi"
+check "the NBD leg equals the device after its initial sync" cmp -n "$dev" "$T/d.img" "$T/d.nbd"
+check "the iSCSI leg equals the device after its initial sync" cmp -n "$dev" "$T/d.img" "$T/d.iscsi"
 
 for n in a b c d0 d; do check "no sanitizer report ($n)" sanitizer_clean $n; done
 finish

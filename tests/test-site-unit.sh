@@ -92,7 +92,7 @@ legs_equal() {
   local e
   for e in a b; do
     rm -f "$T/$e.dev"; nbdcopy "$(uri u "$e")" "$T/$e.dev" || { fail "$1: nbdcopy $e"; continue; }
-    check "$1: $e's leg at site 1 equals device $e" cmp -s "$T/$e.dev" "$T/$e.rem"
+    check "$1: $e's leg at site 1 equals device $e" legcmp -s "$T/$e.rem" "$T/$e.dev"
   done
 }
 

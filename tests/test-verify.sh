@@ -19,7 +19,7 @@ C() { "$REPLCTL" -s "$T/v.ctl" "$@"; }
 # verified: the last verify of site 1 has finished; print (checked, total, differing, error)
 verify_result() { status_get "$T/v.ctl" "(lambda v: (v['regions_checked'], v['regions_total'], v['regions_differing'], v['error']))(j['sites'][1]['verify'])"; }
 
-truncate -s 4M "$T/v.img" "$T/v.rem"
+truncate -s 5M "$T/v.img" "$T/v.rem"     # a 4 MiB device (64 regions) and 1 MiB for each label
 remote_start rv --filter=delay file "$T/v.rem" delay-read=3 delay-zero=5 || die "remote"
 start_replicator v log="$T/v.rlog" log-size=16M local="$T/v.img" remote="$(remote_uri rv)" \
   initial-sync=false disconnect-timeout=15s control="$T/v.ctl" || die "replicator"
@@ -54,7 +54,7 @@ check "the log names it" grep -q "device 'default' region at 2097152 (65536 byte
 stop_replicator v || fail "stop"
 
 echo "== 3. the remote fails its flushes: entries are sent again, older ones first"
-truncate -s 4M "$T/f.img" "$T/f.rem"
+truncate -s 5M "$T/f.img" "$T/f.rem"
 remote_start rf python "$TESTDIR/flaky-flush-disk.py" file="$T/f.rem" fail="$T/f.fail" delay=1 ||
   die "remote f"
 start_replicator f log="$T/f.rlog" log-size=16M local="$T/f.img" remote="$(remote_uri rf)" \

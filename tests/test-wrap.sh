@@ -8,7 +8,7 @@ fio --enghelp 2>/dev/null | grep -qw nbd || { echo "SKIP: fio has no nbd engine"
 requires_python_nbd
 
 LOGSIZE=$((2 << 20))
-truncate -s 96M "$T/leg"
+truncate -s 97M "$T/leg"    # a 96 MiB device and 1 MiB for the leg's label
 start_w() { start_replicator w log="$T/log" log-size=2M local="$T/leg" control="$T/w.ctl"; }
 start_w || die "replicator does not start"
 C="$T/w.ctl"

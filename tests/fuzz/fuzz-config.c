@@ -24,7 +24,9 @@
  *                      unique and < 16 with site 0 present, 1..32 devices
  *                      with unique valid names, legs with a path, a known
  *                      transport, an existing site, one leg per site, a
- *                      local (site 0) path leg, a power-of-two region size
+ *                      local (site 0) path leg, a label at the end, none,
+ *                      or (local leg only) an absolute label file other
+ *                      than the leg, a power-of-two region size
  *                      in [4k, 1g], a path for disk dirty logs, a control
  *                      socket, queue depth in [1, 1024], positive timeouts;
  *   [config-leg-path]  every leg of an accepted configuration has a
@@ -165,6 +167,10 @@ print_cfg (const struct cfg *c)
       sb_printf (&b, "      { site = %u; path = ", l->site);
       sb_string (&b, p ? p : l->path);
       free (p);
+      if (l->label != LABEL_END) {
+        sb_printf (&b, "; label = ");
+        sb_string (&b, l->label == LABEL_NONE ? "none" : l->label_path);
+      }
       sb_printf (&b, "; direct_io = %s;\n        dirty_log = { type = \"%s\"; region_size = \"%"
                  PRIu64 "\"; sync = %s;", l->direct_io ? "true" : "false",
                  l->dirty_log.type == DIRTYLOG_DISK ? "disk" :
@@ -234,6 +240,8 @@ cfg_diff (const struct cfg *a, const struct cfg *b)
         return "a leg's path";
       if (l->transport != m->transport)
         return "a leg's transport";
+      if (l->label != m->label || !str_eq (l->label_path, m->label_path))
+        return "a leg's label";
       if (l->direct_io != m->direct_io || l->dirty_log.type != m->dirty_log.type ||
           !str_eq (l->dirty_log.path, m->dirty_log.path) ||
           l->dirty_log.region_size != m->dirty_log.region_size || l->dirty_log.sync != m->dirty_log.sync)
@@ -305,6 +313,11 @@ check_valid (const struct cfg *c)
         FZ_CHECK ("config-valid", l->transport == TRANSPORT_PATH, "local leg '%s' is not a path",
                   l->path);
       }
+      FZ_CHECK ("config-valid", l->label == LABEL_END || l->label == LABEL_NONE ||
+                (l->label == LABEL_FILE && l->site == 0 && l->transport == TRANSPORT_PATH &&
+                 l->label_path && l->label_path[0] == '/' && strcmp (l->label_path, l->path)),
+                "device '%s': leg at site %u: label kind %d, file '%s'", d->name, l->site,
+                (int) l->label, l->label_path ? l->label_path : "(none)");
       FZ_CHECK ("config-valid", rs >= 4096 && rs <= (1u << 30) && !(rs & (rs - 1)),
                 "region size %" PRIu64, rs);
       FZ_CHECK ("config-valid", l->dirty_log.type != DIRTYLOG_DISK || l->dirty_log.path,

@@ -34,6 +34,8 @@
  *                     not have (guarantee 8), and "ok" exactly when the
  *                     command applies (pause / resume / policy / resync /
  *                     restore), with the site's state changed accordingly;
+ *                     a switchover is refused (site 0 does not run) with
+ *                     the instance left writable;
  *                     verify of a site that is not a consistent prefix is
  *                     refused;
  *   [control-framing] a line sent over the socket gets the reply
@@ -414,6 +416,16 @@ expected (const struct flat *f, char *prefix, size_t len)
     return K_STATUS;
   if (!strcmp (cmd, "metrics"))
     return K_METRICS;
+  if (!strcmp (cmd, "switchover")) {
+    const struct member *tm = member (f, "timeout");
+    /* The fixture never starts: site 0's worker does not run, so a
+     * switchover is refused before anything changes. */
+    if (tm && (tm->type != M_INT || tm->num < 1 || tm->num > 86400))
+      snprintf (prefix, len, "bad request: \"timeout\" must be 1..86400 seconds");
+    else
+      snprintf (prefix, len, "switchover: site 0 cannot be drained");
+    return K_ERROR;
+  }
   if (strcmp (cmd, "resync") && strcmp (cmd, "pause") && strcmp (cmd, "resume") &&
       strcmp (cmd, "policy") && strcmp (cmd, "verify") && strcmp (cmd, "restore") &&
       strcmp (cmd, "discard")) {
@@ -559,6 +571,8 @@ restore_state (void)
 {
   unsigned i;
   size_t j, k;
+  FZ_CHECK ("control-dispatch", R->handover.state == HO_NONE,
+            "a refused switchover left the instance read-only");
   for (i = 0; i < CFG_MAX_SITES; i++) {
     struct site *s = &R->sites[i];
     struct saved_site *v = &saved[i];
@@ -665,7 +679,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   for (i = 0; i < 4; i++) {
     static const char *const names[] = { "db.local", "db.site1", "web.local", "web.site1" };
     snprintf (p[i], sizeof p[i], "%s/%s", d, names[i]);
-    make_file (p[i], 1 << 20);
+    make_file (p[i], 2 << 20);          /* a 1 MiB device and its label area */
   }
   snprintf (p[4], sizeof p[4], "%s/replog", d);
   snprintf (p[5], sizeof p[5], "%s", d);

@@ -264,15 +264,16 @@ sites = (
 devices = (
   { name = "db"; size = "100G";
     legs = (
-      { site = 0; path = "/dev/sdb"; direct_io = true;
+      { site = 0; path = "/dev/sdb"; direct_io = true; label = "/var/lib/nbd-replicator/db.label";
         dirty_log = { type = "disk"; path = "/var/lib/nbd-replicator/db.0.bitmap"; region_size = "64k"; }; },
       { site = 1; path = "iscsi://192.0.2.10/iqn.2026-11.example:db/1";
         dirty_log = { type = "disk"; path = "/var/lib/nbd-replicator/db.1.bitmap"; region_size = "1m"; sync = true; }; },
       { site = 2; path = "nbd://192.0.2.20:10809/db"; dirty_log = { type = "core"; sync = false; }; },
-      { site = 3; path = "nbds+unix:///db?socket=/run/nbd/db.sock"; dirty_log = { type = "nolog"; }; }
+      { site = 3; path = "nbds+unix:///db?socket=/run/nbd/db.sock"; dirty_log = { type = "nolog"; };
+        label = "none"; }
     );
   },
-  { name = "logs.1"; legs = ( { site = 0; path = "file:///srv/logs.img"; direct_io = false; } ); }
+  { name = "logs.1"; legs = ( { site = 0; path = "file:///srv/logs.img"; direct_io = false; label = "end"; } ); }
 );
 control = { socket = "/run/nbd-replicator/control.sock"; group = "disk"; };
 '''
@@ -343,7 +344,21 @@ pull-ahead=2m
 request-timeout=0
 resync-rate=50M
 local-policy=sync
+label=end
+local-label=/var/lib/nbd-replicator/vol0.label
+takeover=yes
 control=/run/c.sock
+'''
+    s['short-labels'] = b'''Slog=/r
+local=/dev/sdb
+remote=nbd://h/e
+label=none
+local-label=end
+'''
+    s['err-label.conf'] = b'''replog = { path = "/r"; };
+sites = ( { id = 0; }, { id = 1; } );
+devices = ( { name = "d"; legs = ( { site = 0; path = "/dev/vdb"; label = "/dev/vdb"; },
+            { site = 1; path = "nbd://h/d"; label = "/var/lib/d.label"; } ); } );
 '''
     s['short-config-file'] = b'''Sconfig=x
 control=/run/other.sock

@@ -57,6 +57,7 @@ import time
 import nbd
 
 BS = 4096
+LABEL_ROOM = 1 << 20    # each leg (local and remote) is the device and its label area (1 MiB)
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
@@ -275,13 +276,14 @@ class Rig:
         self.ctl = os.path.join(T, "c.ctl")
         self.rsock = os.path.join(T, "rem.sock")
         self.logpath = args.log_dev or os.path.join(self.logdir, "log")
+        self.legsize = self.size + LABEL_ROOM
         for d in range(self.ndev):
             for p in (self.leg(d), os.path.join(self.rdir, "d%d" % d)):
                 if p in args.leg_devs:
-                    blockdev_zero(p, self.size, True)
+                    blockdev_zero(p, self.legsize, True)
                     continue
                 with open(p, "wb") as f:
-                    f.truncate(self.size)
+                    f.truncate(self.legsize)
         if args.log_dev:               # blank: mode=auto creates a new log on it
             blockdev_zero(args.log_dev, args.log_mb << 20, False)
         self.write_conf()
@@ -477,6 +479,11 @@ control = { socket = "%s"; };
         with open(path, "rb") as f:
             return f.read()
 
+    def read_leg(self, path):
+        """A leg's device part: its first size bytes (its label area follows)."""
+        with open(path, "rb") as f:
+            return f.read(self.size)
+
     def cleanup(self):
         for p in (self.server, self.remote):
             if p and p.poll() is None:
@@ -492,7 +499,7 @@ control = { socket = "%s"; };
 
 def blockdev_zero(dev, size, exact):
     """Zero the first size bytes of block device dev (--log-dev, --leg-devs): its size must
-    be size (a leg: the device's size) or at least size (the log)."""
+    be size (a leg: the device's size and its label area) or at least size (the log)."""
     fd = os.open(dev, os.O_WRONLY)
     try:
         have = os.lseek(fd, 0, os.SEEK_END)
@@ -850,7 +857,7 @@ def recover_checks(rig, j, prev_base, viol, args):
         return seen
     for d in range(rig.ndev):
         dev = rig.read_device(d)
-        rem = rig.read_file(os.path.join(rig.rdir, "d%d" % d))
+        rem = rig.read_leg(os.path.join(rig.rdir, "d%d" % d))
         if dev != rem:
             nbad = sum(1 for b in range(rig.nb) if dev[b * BS:(b + 1) * BS] != rem[b * BS:(b + 1) * BS])
             viol.append("dev %d: the remote differs from the device in %d blocks after catch-up" % (d, nbad))
@@ -924,7 +931,7 @@ def run(args):
                     h = replog.read_header(rig.logpath)
                     st = h["sites"][1] if h else None
                     if st and st["mode"] == 0 and st["flags"] == 0:
-                        rem = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+                        rem = [rig.read_leg(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
                         v = []
                         holders, _ = check_prefix(rig, j, base, rem, v)
                         if v:
@@ -1015,7 +1022,7 @@ def run(args):
             hdr = replog.read_header(rig.logpath)
             site = hdr["sites"][1] if hdr else None
             if site and site["mode"] == 0 and site["flags"] == 0:
-                remote = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+                remote = [rig.read_leg(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
                 holders, nreq = check_prefix(rig, j, base, remote, viol)
                 stats["prefix_checked"] += 1
                 cov["prefix"][fault] += holders > 0
@@ -1098,7 +1105,7 @@ def run(args):
                 rig.stop()
                 stats["clean_stops"] += 1
                 for d in range(rig.ndev):
-                    if rig.read_file(rig.leg(d)) != views[d]:
+                    if rig.read_leg(rig.leg(d)) != views[d]:
                         viol.append("dev %d: the local leg differs from the device after a clean stop" % d)
                 rig.start()
             stats["acks"] += len(j.acks)
@@ -1225,7 +1232,8 @@ def main():
                    help="the log on this block device (e.g. a loop device; its content is lost)")
     p.add_argument("--leg-devs", default="",
                    help="DEV0,DEV1,...: the local legs on these block devices, one per device, "
-                   "each exactly --size bytes (their content is lost)")
+                   "each exactly --size + 1 MiB bytes (the device and its label area; their "
+                   "content is lost)")
     p.add_argument("--min-prefix", type=int, default=1,
                    help="prefix checks wanted per cycle of each fault (a minimum for the run)")
     p.add_argument("--pl-unsynced-min", type=int, default=100,
