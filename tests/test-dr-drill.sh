@@ -45,6 +45,7 @@ PGPORT=$(free_port)
 k() { timeout -s KILL 20 "$@"; }
 NF= LOOP= PGPID= PGPIDS= BENCH=
 SUMMARY=()
+T_START=$EPOCHREALTIME
 
 # ---- the stack: replicator -> nbdfuse -> loop -> ext4 at $T/mnt --------------------------
 FUSEN=0 FUSE=
@@ -503,7 +504,7 @@ stop_replicator pb || fail "stop B"
 [ -n "${RPID[pax]:-}" ] && remote_kill pax
 step_end "$FIG7; A's record $REC regions, B's dirty $BD"
 
-echo "== summary (device $DEV bytes, regions of $RS bytes)"
+echo "== summary (device $DEV bytes, regions of $RS bytes; step 7: $DEV_PL bytes; whole drill $(python3 -c 'import sys; print("%.0f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$T_START" "$EPOCHREALTIME") s)"
 printf '  %s\n' "${SUMMARY[@]}"
 check "no sanitizer reports" bash -c "! grep -qE 'ERROR: (Address|Undefined|Leak)Sanitizer|runtime error:' '$T'/*.log"
 finish
