@@ -482,6 +482,15 @@ if [ "${LBL%% *}" = found ]; then
   echo "  ${FB:0:150}"
   REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB"); REC=${REC:-0}
   BD=$(ls1 pb dirty_regions)
+  # Seen once in ~6 runs (not understood yet, reported): the record named every region (a
+  # copy of the whole device) after a power cut while site 1 was in dirty-log mode with a
+  # resync under way.  The failback output then says nothing about why.
+  NREG=$(( (DEV_PL + RS - 1) / RS ))
+  if [ "$REC" -lt "$NREG" ]; then ok "A's record ($REC regions) is not the whole device ($NREG regions)"
+  else
+    fail "A's record names every region ($REC of $NREG) after the power loss; failback's output:"
+    sed 's/^/  | /' "$T/pafb.log" | cut -c1-300; ls -la "$T/pa.dl" | sed 's/^/  | /'
+  fi
   remote_start pax file "$T/pa.img" || hard_error "A's leg exported"
   wait_for "$T/pb.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 120 ||
     { grep -E 'leg|label|site 1' "$T/pb.log" | tail -10; hard_error "A's leg was not brought back"; }
