@@ -7,7 +7,7 @@ PKGS="autoconf automake libtool pkg-config make gcc libc6-dev perl
       liburing-dev libconfig-dev libjson-c-dev libiscsi-dev libiscsi-bin
       tgt fio socat fuse3 qemu-utils e2fsprogs util-linux iproute2 procps
       clang libclang-rt-14-dev python3-prometheus-client systemd strace
-      openssl python3-yaml"
+      openssl python3-yaml postgresql"
 missing=
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
