@@ -482,19 +482,19 @@ if [ "${LBL%% *}" = found ]; then
   echo "  ${FB:0:150}"
   REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB"); REC=${REC:-0}
   BD=$(ls1 pb dirty_regions)
-  # BUG (src/, reported; 2 runs of 7): failback=yes records EVERY region when site 1 had
-  # writes in doubt at the crash (requests to the slow WAN aborted by request_timeout):
-  #   "site 1: writes were in doubt there before the restart (...); moving it to dirty-log
-  #    mode" then "failback: device 'default': 4080 regions (255 MiB of 255 MiB) ..."
-  # and the new primary copies the whole device.  A write in doubt is an entry after the
-  # site's applied seq (still in the log) or, once released, in the site's dirty log: both
-  # are in the record already, so marking everything is not needed (and the failback output
-  # does not say why it recorded everything).  Reproduce: this test, step 7 (the 10 s of
-  # SIGSTOP moments against the 16 Mbit/s WAN make in-doubt writes likely).
+  # A site with writes in doubt at the crash (requests to the slow WAN aborted by
+  # request_timeout): a late write of the aborted connection may have landed on B's leg after
+  # newer ones, and which regions is known only in A's memory, lost with the power.  Then
+  # the record names every region, failback says why, and the new primary copies everything:
+  # correct (over-copying is safe, under-copying is not).  Otherwise it names only what B
+  # may lack.
   NREG=$(( (DEV_PL + RS - 1) / RS ))
-  if [ "$REC" -lt "$NREG" ]; then ok "A's record ($REC regions) is not the whole device ($NREG regions)"
+  if grep -q "had writes in doubt at the crash" "$T/pafb.log"; then
+    check "A had writes in doubt at the crash: its record names every region ($REC of $NREG), and failback says why" \
+      test "$REC" -eq "$NREG"
+  elif [ "$REC" -lt "$NREG" ]; then ok "A's record ($REC regions) is not the whole device ($NREG regions)"
   else
-    fail "A's record names every region ($REC of $NREG) after the power loss; failback's output:"
+    fail "A's record names every region ($REC of $NREG) after the power loss without a reason; failback's output:"
     sed 's/^/  | /' "$T/pafb.log" | cut -c1-300; ls -la "$T/pa.dl" | sed 's/^/  | /'
   fi
   remote_start pax file "$T/pa.img" || hard_error "A's leg exported"
