@@ -1029,7 +1029,7 @@ label_thread (void *arg)
       if (t->r->poke)
         t->r->poke (&t->r->sites[l->site]);
     }
-    else
+    else if (flags)                /* 0: a check only */
       leglabel_write (l, flags, seq, ns);
     pthread_mutex_lock (&t->lock);
     l->lb.post_busy = false;
@@ -1086,7 +1086,7 @@ leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_n
   if (l->lb.where == LABEL_NONE)
     return;
   if (!t) {                      /* no thread (tests, a failback run): now */
-    if (!check || leglabel_still_ours (l))
+    if ((!check || leglabel_still_ours (l)) && flags)
       leglabel_write (l, flags, cons_seq, cons_ns);
     return;
   }

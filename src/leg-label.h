@@ -70,7 +70,8 @@ int leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since
  * (which never wait for a remote's label I/O), one at a time, in the
  * order posted per leg (a newer post replaces one not started).
  * leglabel_post with check reads the label first: one that changed under
- * the running connection sets lb.recheck instead of writing. */
+ * the running connection sets lb.recheck instead of writing; flags 0 is a
+ * check only. */
 int leglabel_thread_start (struct replicator *r);
 void leglabel_thread_stop (struct replicator *r);
 void leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns, bool check);

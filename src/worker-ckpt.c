@@ -43,9 +43,18 @@ cons_labels (struct worker *w, uint64_t upto, uint64_t time_ns)
   uint64_t now = mono_ns ();
   unsigned i;
 
-  if (w->site->id == 0 || now - w->ck.label_ns < LABEL_CONS_INTERVAL_NS)
+  bool write;
+
+  if (w->site->id == 0 || now - w->ck.label_ns < LABEL_CHECK_INTERVAL_NS)
     return;
   w->ck.label_ns = now;
+  /* The label is read every LABEL_CHECK_INTERVAL_NS (a small read) and
+   * written, durably, every LABEL_CONS_INTERVAL_NS: a durable write makes
+   * the remote flush its cache, which costs the writers (bench/: 12% of
+   * 4k random writes at QD1 with an async NBD remote at every 5 s). */
+  write = now - w->ck.label_write_ns >= LABEL_CONS_INTERVAL_NS;
+  if (write)
+    w->ck.label_write_ns = now;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     bool marked;
@@ -64,8 +73,8 @@ cons_labels (struct worker *w, uint64_t upto, uint64_t time_ns)
     if (marked)                    /* a copy not finished keeps saying so */
       continue;
     if (l->remote)                 /* read first: the same disk still? (label thread) */
-      leglabel_post (l, LBL_CONSISTENT, upto, time_ns, true);
-    else
+      leglabel_post (l, write ? LBL_CONSISTENT : 0, upto, time_ns, true);
+    else if (write)
       leglabel_write (l, LBL_CONSISTENT, upto, time_ns);
   }
 }

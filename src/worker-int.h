@@ -108,12 +108,14 @@ struct wk_ckpt {
   uint64_t retry_at;
   uint64_t count;                  /* checkpoints completed */
   bool force;                      /* flush the legs even with nothing new applied */
-  uint64_t label_ns;               /* the legs' labels last got the consistent point */
+  uint64_t label_ns;               /* the legs' labels last checked (read) */
+  uint64_t label_write_ns;         /* ... and last given the consistent point */
 };
 
-/* A remote site's legs get their consistent point on their labels at
- * most this often (synchronous writes on the worker: rare on purpose). */
-#define LABEL_CONS_INTERVAL_NS (UINT64_C(5) * 1000000000)
+/* A remote site's legs' labels are read again (the same disk still?) at
+ * most this often, and get the consistent point at most this often. */
+#define LABEL_CHECK_INTERVAL_NS (UINT64_C(30) * 1000000000)
+#define LABEL_CONS_INTERVAL_NS (UINT64_C(60) * 1000000000)
 
 /* Regions of completed copies: their bits are cleared only once a leg
  * flush covers the copies (a persistent dirty log never says "copied"

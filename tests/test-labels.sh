@@ -29,8 +29,7 @@
 #      remote's label goes refuses it, unchanged; cleared, it is taken as a new leg and copied
 #      in full at the connector's next try, without an operator.
 #   K  a remote disk wiped under a running connection (the server and its connection stay):
-#      the next label check of the running link (with the consistent point, at most every
-#      5 s) finds it blank, the connection is dropped and checked again, and the leg is
+#      the next label check of the running link (with a checkpoint, at most every 30 s) finds it blank, the connection is dropped and checked again, and the leg is
 #      copied in full, without an operator.
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
 #      file); label=none keeps today's geometry and writes no label.
@@ -357,7 +356,7 @@ if want K; then
   kd write "$(uri k)" "$T/k.ref" 51 32 || hard_error "writes"
   wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
   dd if=/dev/zero of="$T/k-r.img" bs=1M count=32 conv=notrunc status=none   # same inode: the server sees zeroes
-  for i in $(seq 20); do
+  for i in $(seq 50); do            # the running link's label is read every 30 s at most
     kd write "$(uri k)" "$T/k.ref" $((60 + i)) 2 >/dev/null || hard_error "writes after the wipe"
     grep -q "label changed under" "$T/k.log" && break
     sleep 1
