@@ -120,3 +120,15 @@ io_accept_next (int lfd, int stop_fd)
       return c;
   }
 }
+
+bool
+io_all_zero (const void *buf, size_t len)
+{
+  const uint8_t *p = buf;
+  size_t i;
+
+  for (i = 0; i < len; i++)
+    if (p[i])
+      return false;
+  return true;
+}

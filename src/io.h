@@ -12,6 +12,8 @@
 int io_pread_full (int fd, void *buf, size_t len, uint64_t off, bool eof_zeroes);
 /* Write len bytes at off.  0 or -1 (errno). */
 int io_pwrite_full (int fd, const void *buf, size_t len, uint64_t off);
+/* Every byte of buf[0..len) is zero. */
+bool io_all_zero (const void *buf, size_t len);
 /* fsync the directory holding path, so that a name just created or renamed
  * there survives a power loss (safety rule 14).  0 or -1 (errno). */
 int io_sync_parent_dir (const char *path);

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "io.h"
 #include "label.h"
 #include "report.h"
 #include "units.h"
@@ -148,18 +149,6 @@ lbl_copy_valid (const struct label *c)
   return true;
 }
 
-static bool
-all_zero (const void *buf, size_t len)
-{
-  const uint8_t *p = buf;
-  size_t i;
-
-  for (i = 0; i < len; i++)
-    if (p[i])
-      return false;
-  return true;
-}
-
 /* Copy `slot` (0 = A, 1 = B) counts when it is valid and sits where a
  * write of its counter puts it. */
 static bool
@@ -185,11 +174,11 @@ lbl_decode (const void *copies, struct label *out, bool *other_bad)
   vb = slot_valid (&b, 1);
   if (other_bad)
     *other_bad = va != vb &&
-      (!all_zero (va ? (const uint8_t *) copies + LBL_SIZE : copies, LBL_SIZE) ||
+      (!io_all_zero (va ? (const uint8_t *) copies + LBL_SIZE : copies, LBL_SIZE) ||
        (va ? a.counter : b.counter) > 1);
   if (!va && !vb) {
     memset (out, 0, sizeof *out);
-    return all_zero (copies, LBL_COPIES) ? LBL_BLANK : LBL_NONBLANK;
+    return io_all_zero (copies, LBL_COPIES) ? LBL_BLANK : LBL_NONBLANK;
   }
   /* Both valid: counters differ in their low bit, so never tie. */
   if (va && (!vb || a.counter > b.counter))

@@ -288,11 +288,8 @@ leglabel_propose (struct replicator *r, struct replog_identity *id)
   id->hist[0].id = first->gen;
   id->hist[0].end_seq = (first->flags & LBL_CONSISTENT) ? first->cons_seq : 0;
   id->hist[0].end_time_ns = first->cons_time_ns ? first->cons_time_ns : first->written_ns;
-  for (i = 0; i < first->nhist && i + 1 < RL_HIST; i++) {
-    id->hist[i + 1].id = first->hist[i].id;
-    id->hist[i + 1].end_seq = first->hist[i].end_seq;
-    id->hist[i + 1].end_time_ns = first->hist[i].end_time_ns;
-  }
+  i = first->nhist < RL_HIST - 1 ? first->nhist : RL_HIST - 1;
+  memcpy (&id->hist[1], first->hist, i * sizeof id->hist[0]);
   id->nhist = (unsigned) i + 1;
   if (needs_takeover && !r->cfg->takeover) {
     char names[320];
@@ -315,24 +312,13 @@ void
 leglabel_self (const struct vdev *d, struct lbl_self *s)
 {
   const struct replog_identity *id = &d->r->rec.identity;
-  unsigned i;
 
   memset (s, 0, sizeof *s);
   memcpy (s->group, id->group, 16);
   memcpy (s->device, id->dev_uuid[d->index], 16);
   s->gen = id->gen;
-  s->nhist = id->nhist;
-  for (i = 0; i < id->nhist && i < LBL_HIST; i++) {
-    s->hist[i].id = id->hist[i].id;
-    s->hist[i].end_seq = id->hist[i].end_seq;
-    s->hist[i].end_time_ns = id->hist[i].end_time_ns;
-  }
-}
-
-static uint64_t
-leglabel_self_gen (const struct leg *l)
-{
-  return l->dev->r->rec.identity.gen;
+  s->nhist = id->nhist < LBL_HIST ? id->nhist : LBL_HIST;
+  memcpy (s->hist, id->hist, s->nhist * sizeof s->hist[0]);
 }
 
 /* ---- classification and writes ---- */
@@ -972,7 +958,7 @@ leglabel_write_record (struct leg *l, const struct bitmap *b, uint64_t since)
     return -1;
   }
   pthread_mutex_lock (&lb->lock);
-  lb->own_gen = leglabel_self_gen (l);
+  lb->own_gen = l->dev->r->rec.identity.gen;
   lb->own_since = since;
   pthread_mutex_unlock (&lb->lock);
   return write_with (l, NULL, l->size, LBL_BITMAP | LBL_CONSISTENT, since, 0);
@@ -1033,6 +1019,7 @@ label_thread (void *arg)
       leglabel_write (l, flags, seq, ns);
     pthread_mutex_lock (&t->lock);
     l->lb.post_busy = false;
+    __atomic_store_n (&l->lb.post_pending, l->lb.post_queued, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&t->lock);
   return NULL;
@@ -1096,21 +1083,15 @@ leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_n
   l->lb.post_seq = cons_seq;
   l->lb.post_ns = cons_ns;
   l->lb.post_check = check;
+  __atomic_store_n (&l->lb.post_pending, true, __ATOMIC_RELEASE);
   pthread_cond_signal (&t->cv);
   pthread_mutex_unlock (&t->lock);
 }
 
 bool
-leglabel_pending (struct leg *l)
+leglabel_pending (const struct leg *l)
 {
-  struct leglabel_thread *t = l->dev->r->label_thread;
-  bool p;
-  if (!t)
-    return false;
-  pthread_mutex_lock (&t->lock);
-  p = l->lb.post_queued || l->lb.post_busy;
-  pthread_mutex_unlock (&t->lock);
-  return p;
+  return __atomic_load_n (&l->lb.post_pending, __ATOMIC_ACQUIRE);
 }
 
 const char *

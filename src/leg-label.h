@@ -76,7 +76,7 @@ int leglabel_thread_start (struct replicator *r);
 void leglabel_thread_stop (struct replicator *r);
 void leglabel_post (struct leg *l, uint32_t flags, uint64_t cons_seq, uint64_t cons_ns, bool check);
 /* A posted write not done yet. */
-bool leglabel_pending (struct leg *l);
+bool leglabel_pending (const struct leg *l);
 
 /* The state for status: "none", "new", "ok", "older", "refused: ...". */
 const char *leglabel_state (const struct leg *l);

@@ -80,8 +80,9 @@ struct leg_label {
   uint64_t own_since, own_gen;
   /* A label write posted for the label thread (leg-label.c: a remote
    * leg's label is never written on its worker's thread); guarded by the
-   * label thread's queue lock, not lock above. */
-  bool post_queued, post_busy, post_check;
+   * label thread's queue lock, not lock above.  post_pending: queued or
+   * busy, also written under that lock, read without it (atomic). */
+  bool post_queued, post_busy, post_check, post_pending;
   uint32_t post_flags;
   uint64_t post_seq, post_ns;
 };

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "label.h"           /* struct lbl_gen */
+
 _Static_assert (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                 "the replog format is little-endian and we use it in place");
 
@@ -73,11 +75,8 @@ struct rl_dev_rec {
                                   identity (leg labels): a blank one now is another disk */
 _Static_assert (sizeof (struct rl_dev_rec) == 96, "rl_dev_rec is 96 bytes");
 
-/* A generation that ended (leg labels, label.h): its id, the last seq of
- * its log, and when (CLOCK_REALTIME). */
-struct rl_gen_rec {
-  uint64_t id, end_seq, end_time_ns;
-};
+/* A generation that ended: struct lbl_gen (label.h), the same 24 bytes in the
+ * log header and in a leg label. */
 #define RL_HIST 4
 
 /* One header copy: copy A at offset 0, copy B at offset 4096. */
@@ -105,7 +104,7 @@ struct rl_header {
   uint8_t  dev_uuid[RL_MAX_DEVICES][16];      /* 3456 device UUIDs, by slot */
   uint32_t nhist;              /* 3968 generations in hist */
   uint32_t pad1;               /* 3972 zero */
-  struct rl_gen_rec hist[RL_HIST]; /* 3976 the generations before gen, newest first */
+  struct lbl_gen hist[RL_HIST]; /* 3976 the generations before gen, newest first */
   uint8_t  reserved2[4092 - 3976 - 24 * RL_HIST]; /* 4072 zero */
   uint32_t crc;                /* 4092 crc32c of bytes 0..4091 */
 };

@@ -237,17 +237,6 @@ rl_header_write (struct replog *rl, struct rl_header *h)
 
 /* ---- create, recover ---------------------------------------------------------- */
 
-static bool
-all_zero (const void *p, size_t n)
-{
-  const uint8_t *b = p;
-  size_t i;
-  for (i = 0; i < n; i++)
-    if (b[i])
-      return false;
-  return true;
-}
-
 static int
 create_log (struct replog *rl, int fd, uint64_t size, const struct replog_open_args *a)
 {
@@ -778,7 +767,7 @@ read_header_copies (struct replog *rl, const struct replog_open_args *a, uint64_
         return -1;
       }
     }
-    if (!all_zero (&hc[i], RL_HEADER_SIZE))
+    if (!io_all_zero (&hc[i], RL_HEADER_SIZE))
       *blank = false;
     why[i] = replog_header_check (&hc[i], fsize > a->offset ? fsize - a->offset : 0);
     /* A copy is written with generation & 1 == its index (rl_header_write):

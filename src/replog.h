@@ -30,7 +30,7 @@ struct replog_identity {
   uint8_t group[16];
   uint64_t gen;
   unsigned nhist;
-  struct rl_gen_rec hist[RL_HIST];
+  struct lbl_gen hist[RL_HIST];
   uint8_t dev_uuid[RL_MAX_DEVICES][16];
   /* Open args only: non-NULL when this identity may not be given to a
    * header without one (the caller says why: the log is then refused). */
