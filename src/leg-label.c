@@ -195,7 +195,7 @@ leglabel_open_path (struct leg *l)
   {
     struct lbl_io io = leg_io (l, NULL);
     err[0] = 0;
-    if (lbl_read (&io, lb->base, &lb->cur, &lb->found, &other_bad, err, sizeof err) == -1) {
+    if (lbl_read (&io, lb->base, &lb->cur, &lb->found, &other_bad, err, sizeof err) < 0) {
       rep_error ("device '%s': reading the label of the %s %s: %s", l->dev->name, what, l->cfg->path, err);
       return -1;
     }
@@ -431,9 +431,9 @@ write_with (struct leg *l, struct conn_io *conn, uint64_t leg_size, uint32_t fla
   pthread_mutex_lock (&lb->lock);
   compose (l, &nl, leg_size, flags, cons_seq, cons_ns);
   pthread_mutex_unlock (&lb->lock);
-  rc = lbl_write (&io, lb->base, &nl, err, sizeof err);
+  rc = lbl_write (&io, lb->base, &nl, err, sizeof err);   /* 0 or -errno */
   pthread_mutex_lock (&lb->lock);
-  if (rc == -1)
+  if (rc < 0)
     snprintf (lb->detail, sizeof lb->detail, "label write failed: %s", err);
   else {
     lb->cur = nl;
@@ -443,7 +443,7 @@ write_with (struct leg *l, struct conn_io *conn, uint64_t leg_size, uint32_t fla
     lb->trust_new = false;
   }
   pthread_mutex_unlock (&lb->lock);
-  return rc == -1 ? -1 : 0;
+  return rc < 0 ? -1 : 0;
 }
 
 int
@@ -691,7 +691,7 @@ leg_handed_over (struct leg *l, const struct lbl_gen *g)
     struct conn_io cio = { l->link.conn, l->link.ops };
     struct lbl_io io = leg_io (l, &cio);
     if (!l->link.conn ||
-        lbl_read (&io, end_base (l->link.info.size), &lb, &found, &other_bad, err, sizeof err) == -1)
+        lbl_read (&io, end_base (l->link.info.size), &lb, &found, &other_bad, err, sizeof err) < 0)
       return false;
   }
   return found == LBL_FOUND && lb.gen == g->id && handed_over_at (&lb, g);
@@ -861,7 +861,7 @@ leglabel_check_remote (void *opaque, void *conn, const struct link_ops *ops,
   /* The reads and writes run without lb->lock: status reads the label
    * state meanwhile, and a remote may take its time. */
   lb->base = end_base (info->size);
-  if (lbl_read (&io, lb->base, &cur, &found, &other_bad, rerr, sizeof rerr) == -1) {
+  if (lbl_read (&io, lb->base, &cur, &found, &other_bad, rerr, sizeof rerr) < 0) {
     snprintf (err, errlen, "reading its label: %s", rerr);
     return -1;
   }
@@ -913,7 +913,7 @@ leglabel_still_ours (struct leg *l)
 
   if (lb->where == LABEL_NONE || !l->remote)
     return true;
-  if (lbl_read (&io, lb->base, &now, &found, &other_bad, err, sizeof err) == -1)
+  if (lbl_read (&io, lb->base, &now, &found, &other_bad, err, sizeof err) < 0)
     return true;                 /* unreadable now: the connection's business */
   pthread_mutex_lock (&lb->lock);
   same = found == LBL_FOUND && lb->have && now.counter == lb->cur.counter &&

@@ -503,6 +503,25 @@ L1='j["devices"][0]["legs"][1]'
 # st NAME PYEXPR: status_get on replicator NAME's control socket $T/NAME.ctl, errors quiet
 st() { status_get "$T/$1.ctl" "$2" 2>/dev/null; }
 
+# lget LEG PYEXPR [WHERE]: PYEXPR on j, the label of leg file LEG as label.py prints it
+# (WHERE: end, the default, or a label file)
+lget() { py "$TESTDIR/label.py" "$1" "${3:-end}" |
+         python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"; }
+
+# refused_start NAME WHY PATTERN LEG ARGS...: starting replicator NAME with ARGS must fail,
+# its log $T/NAME.log naming the cause (grep PATTERN), and leg file LEG must be unchanged
+refused_start() {
+  local name=$1 why=$2 pat=$3 leg=$4 sum
+  shift 4
+  sum=$(md5sum < "$leg")
+  if start_replicator "$name" "$@" >/dev/null 2>&1; then
+    fail "$name started, but must be refused: $why"; stop_replicator "$name"
+  else
+    check "$name is refused: $why" grep -q "$pat" "$T/$name.log"
+  fi
+  check "and $name wrote nothing on $leg" test "$(md5sum < "$leg")" = "$sum"
+}
+
 # site1 CTLSOCK PYEXPR: PYEXPR with s = site 1 and l = its leg (device 0, leg 1)
 site1() { status_get "$1" "(lambda s, l: $2)(j['sites'][1], j['devices'][0]['legs'][1])"; }
 

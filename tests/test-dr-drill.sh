@@ -161,6 +161,20 @@ print("%d bytes compared, %d differing 4 MiB chunks%s" % (n, bad, "" if first is
 sys.exit(1 if bad else 0)
 EOF
 }
+# failback_run NAME WHAT ARGS...: a failback=yes run of the plugin with ARGS (log $T/NAME.log);
+# FB = its summary line, REC = the regions of its record (empty when it names none)
+failback_run() {
+  local name=$1 what=$2
+  shift 2
+  if run_nbdkit -f -U "$T/$name.sock" "$PLUGIN" "$@" failback=yes >"$T/$name.log" 2>&1; then
+    ok "failback=yes $what exited 0"
+  else
+    fail "failback=yes $what: $(tail -3 "$T/$name.log")"
+  fi
+  FB=$(grep -m1 'regions (' "$T/$name.log" | sed 's/.*failback: //')
+  echo "  ${FB:0:150}"
+  REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB")
+}
 nothing_copied() {              # nothing_copied NAME: no resync ran, no full copy, no record
   [ "$(st "$1" "(j['sites'][1]['resync']['finished'], j['sites'][1]['resync']['regions_copied'])")" = "(0, 0)" ] &&
     ! grep -q 'copied onto it in full\|failback record names' "$T/$1.log"
@@ -229,14 +243,7 @@ step_end "-"
 # ---- 4 -------------------------------------------------------------------------------------
 step_begin "4. A returns: failback=yes, A's leg resynced from B"
 t0=$EPOCHREALTIME
-if run_nbdkit -f -U "$T/afb.sock" "$PLUGIN" "${A[@]}" failback=yes >"$T/afb.log" 2>&1; then
-  ok "failback=yes at A exited 0"
-else
-  fail "failback=yes at A: $(tail -3 "$T/afb.log")"
-fi
-FB=$(grep -m1 'regions (' "$T/afb.log" | sed 's/.*failback: //')
-echo "  ${FB:0:150}"
-REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB")
+failback_run afb "at A" "${A[@]}"
 [ -n "$REC" ] || { fail "the failback output names no region count"; REC=0; }
 BD=$(ls1 b dirty_regions)
 echo "  B before the export: site 1 $(st b "'%s/%s, backlog %d entries / %d bytes' % (j['sites'][1]['mode'], j['sites'][1]['link'], j['sites'][1]['backlog_entries'], j['sites'][1]['backlog_bytes'])"), dirty regions $BD"
@@ -323,14 +330,7 @@ k mount -o noatime "$LOOP" "$T/mnt" || hard_error "mount at the old primary"
 mkdir "$T/mnt/at-o"; for i in 1 2; do head -c 2M /dev/urandom >"$T/mnt/at-o/f$i"; done
 fs_down || fail "teardown at the old primary"
 stop_replicator o || fail "stop the old primary"
-if run_nbdkit -f -U "$T/ofb.sock" "$PLUGIN" "${OP[@]}" failback=yes >"$T/ofb.log" 2>&1; then
-  ok "failback=yes on the side to discard ($PL.img) exited 0"
-else
-  fail "failback=yes on $PL.img: $(tail -3 "$T/ofb.log")"
-fi
-FB=$(grep -m1 'regions (' "$T/ofb.log" | sed 's/.*failback: //')
-echo "  ${FB:0:150}"
-REC=$(sed -n 's/.*: \([0-9]*\) regions (.*/\1/p' <<<"$FB"); REC=${REC:-0}
+failback_run ofb "on the side to discard ($PL.img)" "${OP[@]}"; REC=${REC:-0}
 BD=$(ls1 t dirty_regions)
 remote_start "${PL}x" file "$T/$PL.img" || hard_error "$PL.img exported"
 wait_for "$T/t.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'split-brain'" 20 ||

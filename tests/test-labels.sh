@@ -22,7 +22,8 @@
 #      over and writes; failback=yes on the old primary records what it wrote that the DR
 #      site lacks; when its leg comes back as the new primary's remote, exactly the regions
 #      of both records are copied (bytes reported, far below the device), and it equals the
-#      new primary's device.
+#      new primary's device.  Before that, a failback=yes run whose writes on its leg fail (EIO,
+#      nbdfuse of nbdkit's error filter) exits non-zero naming the leg, and changes nothing.
 #   I  split brain after a clean stop: both sides became primaries; with the discarded side's
 #      failback record, only the regions either side changed are copied.
 #   J  a loop-device local leg and an iSCSI remote (tgtd): both labelled; data where the
@@ -31,20 +32,24 @@
 #   K  a remote disk wiped under a running connection (the server and its connection stay):
 #      the next label check of the running link (with a checkpoint, at most every 30 s) finds it blank, the connection is dropped and checked again, and the leg is
 #      copied in full, without an operator.
+#   L  the remote's label read fails (EIO) when it connects, then its label write: each time
+#      the leg is not taken (link down, last_error names the cause), nothing is written on it,
+#      client writes go on into the log; readable, its data where the label goes refuses it;
+#      cleared and writable again, it is labelled and holds every write.  (Before the fix a
+#      failed label read or write counted as done: the leg was taken unlabelled.)
 #   G  label placements: local-label=FILE keeps the local leg's full size (the label in the
-#      file); label=none keeps today's geometry and writes no label.
+#      file); label=none keeps today's geometry and writes no label; a label file that
+#      cannot be created refuses the start, naming it, with nothing written and no log.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
-requires nbdkit cmp md5sum
+requires nbdkit nbdfuse cmp md5sum mountpoint
 requires_python_nbd
-CASES=${CASES:-A B C D E F G H I J K}
+CASES=${CASES:-A B C D E F G H I J K L}
 LOOPS=()
-cleanup_hook() { local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done; }
+cleanup_hook() { local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done; fuse_unmount_all; }
 
 SIZE=$((32 << 20))
 DEV=$((31 << 20))                         # a 32 MiB leg holds a 31 MiB device and its label
-lbl() { py "$TESTDIR/label.py" "$@"; }
-lget() { lbl "$1" ${3:-end} | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"; }
 logged() { grep -q "$2" "$T/$1.log"; }
 
 if want A; then
@@ -144,13 +149,8 @@ if want D; then
   check "the next write repaired it: both copies valid" test "$(lget "$T/d-l.img" "j['copies']")" = 2
   stop_replicator d || hard_error "stop"
   head -c 8192 /dev/urandom | dd of="$T/d-l.img" bs=1 seek=$(( SIZE - 8192 )) conv=notrunc status=none
-  SUM=$(md5sum < "$T/d-l.img")
-  if start_replicator d "${D[@]}" >/dev/null 2>&1; then
-    fail "started on a local leg whose label copies are both torn"; stop_replicator d
-  else
-    check "both copies torn: the start is refused, naming the leg" grep -q "local leg $T/d-l.img: no label, but data" "$T/d.log"
-  fi
-  check "the leg is unchanged" test "$(md5sum < "$T/d-l.img")" = "$SUM"
+  refused_start d "both label copies torn, the log names the leg" \
+    "local leg $T/d-l.img: no label, but data" "$T/d-l.img" "${D[@]}"
 fi
 
 if want E || want F; then
@@ -170,11 +170,8 @@ if want E || want F; then
   # The DR side: its leg is site 1's copy; a new log there.
   remote_start eold file "$T/e-p.img" || hard_error "old primary's leg exported"
   DR=(log="$T/e-dr.rlog" log-size=16M local="$T/e-dr.img" remote="$(remote_uri eold)" control="$T/edr2.ctl")
-  if start_replicator edr2 "${DR[@]}" >/dev/null 2>&1; then
-    fail "a primary started on a copy's leg without takeover=yes"; stop_replicator edr2
-  else
-    check "without takeover=yes the copy is refused as a local leg" grep -q "takeover=yes" "$T/edr2.log"
-  fi
+  refused_start edr2 "a copy's leg as a local leg without takeover=yes" "takeover=yes" \
+    "$T/e-dr.img" "${DR[@]}"
   if want E; then
     start_replicator edr2 "${DR[@]}" takeover=yes || hard_error "takeover"
     G2=$(st edr2 "j['generation']")
@@ -190,16 +187,10 @@ if want E || want F; then
       test "$(lget "$T/e-p.img" "(j['gen'], 'primary' in j['flags'])")" = "('$G2', False)"
     stop_replicator edr2 || hard_error "stop DR"
     remote_kill eold
-    SUM=$(md5sum < "$T/e-p.img")
     # The old primary comes back on its own log: failed over.
     remote_start edr file "$T/e-dr.img" || hard_error "DR leg exported"
-    if start_replicator ep "${P[@]}" >/dev/null 2>&1; then
-      fail "the failed-over primary started"; stop_replicator ep
-    else
-      check "the old primary refuses to start: its leg holds a newer generation" \
-        grep -q "newer generation that follows ours" "$T/ep.log"
-    fi
-    check "and wrote nothing on its leg" test "$(md5sum < "$T/e-p.img")" = "$SUM"
+    refused_start ep "the old primary, failed over: its leg holds a newer generation" \
+      "newer generation that follows ours" "$T/e-p.img" "${P[@]}"
     remote_kill edr
   fi
 fi
@@ -290,6 +281,10 @@ if want G; then
   check "the label is in the file" test "$(lget "$T/g.label" "(j['found'], 'primary' in j['flags'])" file)" = "(True, True)"
   check "status: where file" test "$(st g "j['devices'][0]['legs'][0]['label']['where']")" = file
   stop_replicator g || hard_error "stop"
+  : > "$T/g-notdir"
+  refused_start g2 "a label file that cannot be created" "label file $T/g-notdir/x" "$T/g-n.img" \
+    log="$T/g2.rlog" log-size=16M local="$T/g-n.img" local-label="$T/g-notdir/x" control="$T/g2.ctl"
+  check "and no log was made" test ! -e "$T/g2.rlog"
   start_replicator gn log="$T/gn.rlog" log-size=16M local="$T/g-n.img" label=none control="$T/gn.ctl" ||
     hard_error "start without labels"
   check "label=none: the device is the whole leg" test "$(st gn "j['devices'][0]['size']")" = $SIZE
@@ -316,7 +311,22 @@ if want H; then
   start_replicator hdr2 "${HDR[@]}" takeover=yes || hard_error "takeover"
   check "the DR device holds what the DR site had" kd check "$(uri hdr2)" "$T/h2.ref"
   kd write "$(uri hdr2)" "$T/h2.ref" 23 10 || hard_error "writes at the DR site"
-  # The old primary returns: one-shot failback run, then its leg is exported.
+  # The old primary returns: one-shot failback run, then its leg is exported.  First with
+  # its leg's writes failing (EIO: nbdfuse of nbdkit's error filter over the same file).
+  fuse_error_leg h-p || hard_error "nbdfuse over the old primary's leg"
+  touch "$T/h-p.wfail"
+  SUM=$(md5sum < "$T/h-p.img")
+  if run_nbdkit -f -U "$T/hfb0.sock" "$PLUGIN" log="$T/h-p.rlog" local="$T/fuse-h-p/disk" \
+       remote="$(remote_uri hdr)" failback=yes > "$T/hfb0.log" 2>&1; then
+    fail "failback=yes exited 0 while its leg could not be written"
+  else
+    check "a failed write on its leg: failback=yes fails, naming the leg and the cause" \
+      grep -q "leg $T/fuse-h-p/disk: .*write failed: .*Input/output error" "$T/hfb0.log"
+  fi
+  check "and the leg is unchanged (still the primary's label, no record)" \
+    test "$(md5sum < "$T/h-p.img")" = "$SUM"
+  rm -f "$T/h-p.wfail"
+  fuse_unmount_all
   if run_nbdkit -f -U "$T/hfb.sock" "$PLUGIN" log="$T/h-p.rlog" local="$T/h-p.img" \
        remote="$(remote_uri hdr)" failback=yes > "$T/hfb.log" 2>&1; then
     ok "failback=yes ran and exited 0: $(grep -m1 'regions (' "$T/hfb.log" | sed 's/.*failback: //' | cut -c1-150)"
@@ -325,12 +335,8 @@ if want H; then
   fi
   check "the old primary's leg is labelled a copy with a failback record" \
     test "$(lget "$T/h-p.img" "('bitmap' in j['flags'], 'primary' in j['flags'])")" = "(True, False)"
-  if start_replicator hp "${HP[@]}" >/dev/null 2>&1; then
-    fail "the old primary started on its old log after failback=yes"; stop_replicator hp
-  else
-    check "after failback=yes the old primary does not start on its old log" \
-      grep -q "failback=yes made it a copy" "$T/hp.log"
-  fi
+  refused_start hp "the old primary on its old log after failback=yes" \
+    "failback=yes made it a copy" "$T/h-p.img" "${HP[@]}"
   remote_start hold file "$T/h-p.img" || hard_error "old primary's leg exported"
   wait_for "$T/hdr2.ctl" "j['sites'][1]['mode'] == 'log' and j['sites'][1]['resync']['finished'] >= 1 and j['devices'][0]['legs'][1]['consistent']" 60 ||
     hard_error "the old primary's leg was not brought back"
@@ -409,5 +415,44 @@ if want J; then
     check "the loop device holds every write" legcmp -s "$T/j-l.backing" "$T/j.ref"
     tgt_kill
   fi
+fi
+if want L; then
+  echo "== L: the remote's label cannot be read, then cannot be written, when it connects"
+  truncate -s $SIZE "$T/l-l.img" "$T/l-r.img"
+  head -c 8192 /dev/urandom | dd of="$T/l-r.img" bs=1 seek=$(( SIZE - 8192 )) conv=notrunc status=none
+  SUM=$(md5sum < "$T/l-r.img")
+  touch "$T/l.rfail"
+  remote_start lr --filter=error file "$T/l-r.img" error-pread=EIO error-pread-rate=100% \
+    error-pread-file="$T/l.rfail" error-pwrite=EIO error-pwrite-rate=100% \
+    error-pwrite-file="$T/l.wfail" || hard_error "remote"
+  start_replicator l log="$T/l.rlog" log-size=16M local="$T/l-l.img" remote="$(remote_uri lr)" \
+    policy=async initial-sync=false disconnect-timeout=1s control="$T/l.ctl" || hard_error "start"
+  kd write "$(uri l)" "$T/l.ref" 81 32 || hard_error "client writes while the remote's label cannot be read"
+  ok "client writes go on while the remote's label cannot be read"
+  check "label read fails (EIO): status last_error names it" \
+    wait_for "$T/l.ctl" "'reading its label' in j['devices'][0]['legs'][1]['last_error']" 15
+  check "the leg is not taken: link down" test "$(st l "j['devices'][0]['legs'][1]['link']")" = down
+  rm -f "$T/l.rfail"
+  check "readable again, it is refused: data where the label goes" \
+    wait_for "$T/l.ctl" "j['devices'][0]['legs'][1]['label']['state'] == 'not-blank'" 20
+  check "and it was never written" test "$(md5sum < "$T/l-r.img")" = "$SUM"
+  touch "$T/l.wfail"
+  dd if=/dev/zero of="$T/l-r.img" bs=8192 count=1 seek=$(( SIZE / 8192 - 1 )) conv=notrunc status=none
+  kd write "$(uri l)" "$T/l.ref" 82 16 || hard_error "client writes while the remote's label cannot be written"
+  check "cleared, but its label write fails (EIO): last_error names it" \
+    wait_for "$T/l.ctl" "'label write failed' in j['devices'][0]['legs'][1]['last_error']" 20
+  check "the leg is not taken: link down, site 1 not connected" \
+    test "$(st l "(j['devices'][0]['legs'][1]['link'], j['sites'][1]['link'] == 'connected')")" = "('down', False)"
+  check "nothing was written on it (its label area still blank)" \
+    test "$(lget "$T/l-r.img" "(j['found'], j['blank'])")" = "(False, True)"
+  rm -f "$T/l.wfail"
+  wait_for "$T/l.ctl" "j['sites'][1]['mode'] == 'log' and j['devices'][0]['legs'][1]['consistent'] and j['devices'][0]['legs'][1]['label']['state'] == 'ok'" 60 ||
+    hard_error "site 1 was not taken once its disk wrote again"
+  wait_caught_up "$T/l.ctl" 30 || hard_error "catch up"
+  check "then the leg is labelled a consistent copy of the group" \
+    test "$(lget "$T/l-r.img" "(j['found'], j['group'] == '$(st l "j['group']")', 'consistent' in j['flags'])")" = "(True, True, True)"
+  check "and holds every write" kd check "$(remote_uri lr)" "$T/l.ref"
+  stop_replicator l || hard_error "stop"
+  remote_kill lr
 fi
 finish
