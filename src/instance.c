@@ -638,6 +638,7 @@ replicator_new (struct cfg *cfg)
 {
   struct replicator *r = calloc (1, sizeof *r);
   struct replog_dev_id ids[RL_MAX_DEVICES];
+  const char *env;
   uint32_t label_out;
   size_t i;
 
@@ -652,6 +653,8 @@ replicator_new (struct cfg *cfg)
   r->drain_ms = 10000;
   r->started = (uint64_t) time (NULL);
   r->force_sync_engine = getenv ("NBD_REPLICATOR_NO_URING") != NULL;
+  if ((env = getenv ("NBD_REPLICATOR_LABEL_INTERVAL_MS")) && atoi (env) > 0)
+    r->label_check_ns = (uint64_t) atoi (env) * 1000000;   /* tests: labels checked often */
   r->poke = worker_poke;
   /* The metrics port first: a port in use must not leave a new log behind. */
   if (cfg->metrics.listen && metrics_http_open (r, cfg->metrics.listen) == -1)

@@ -322,6 +322,9 @@ struct replicator {
   bool stop;                     /* workers: drain and exit */
   uint64_t drain_ms;             /* bound on the drain at stop */
   bool force_sync_engine;        /* tests: no io_uring */
+  uint64_t label_check_ns;       /* remote labels read at most this often, written
+                                    at most twice as long; 0: the default
+                                    (worker-ckpt.c) */
   const char *engine;            /* "io_uring" or "threads" */
   uint64_t started;              /* CLOCK_REALTIME seconds */
   uint64_t bytes_logged;         /* payload bytes logged since start */

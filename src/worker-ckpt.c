@@ -32,7 +32,7 @@
 #include "worker-int.h"
 
 /* A remote site's consistent point on its legs' labels, at most every
- * LABEL_CONS_INTERVAL_NS (leg labels: what a takeover starts from); a
+ * 2 x LABEL_CHECK_INTERVAL_NS (leg labels: what a takeover starts from); a
  * remote leg's label is read first, by the label thread (the worker never
  * waits for a remote's label I/O): one that changed under the running
  * connection (a disk replaced behind the target) has the connection
@@ -41,33 +41,21 @@ static void
 cons_labels (struct worker *w, uint64_t upto, uint64_t time_ns)
 {
   uint64_t now = mono_ns ();
+  uint64_t every = w->r->label_check_ns ? w->r->label_check_ns : LABEL_CHECK_INTERVAL_NS;
   unsigned i;
-
   bool write;
 
-  if (w->site->id == 0 || now - w->ck.label_ns < LABEL_CHECK_INTERVAL_NS)
+  if (w->site->id == 0 || now - w->ck.label_ns < every)
     return;
   w->ck.label_ns = now;
-  /* The label is read at most every LABEL_CHECK_INTERVAL_NS and written,
-   * durably, at most every LABEL_CONS_INTERVAL_NS.  bench/ shows a cost
-   * with an async NBD remote (4k random writes QD1: 0.86-0.89x against
-   * the build before labels; 1.13x with this function off) that does not
-   * shrink with these intervals: under investigation (the first check of
-   * a run opens the reader connection and writes durably). */
-  write = now - w->ck.label_write_ns >= LABEL_CONS_INTERVAL_NS;
+  /* Read at most every `every`; written, durably, at most every 2 x every. */
+  write = now - w->ck.label_write_ns >= 2 * every;
   if (write)
     w->ck.label_write_ns = now;
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
     bool marked;
-    /* iSCSI legs: not yet.  The reader session's label I/O every few
-     * seconds, while a restore reads through the same leg, made the
-     * restored local leg's writes fail with EBADF (test-local-failover
-     * 2b): an fd closed under us somewhere in the reader's iSCSI
-     * connection handling, not found yet.  They get their label at
-     * attach, at a resync's start and end, and at a clean stop. */
-    if (l->lb.where == LABEL_NONE || l->cfg->transport == TRANSPORT_ISCSI ||
-        (l->remote && (!l->link.up || leglabel_pending (l))))
+    if (l->lb.where == LABEL_NONE || (l->remote && (!l->link.up || leglabel_pending (l))))
       continue;
     pthread_mutex_lock (&l->lb.lock);
     marked = !l->lb.have || (l->lb.cur.flags & (LBL_NEW | LBL_RESYNC));

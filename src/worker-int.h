@@ -113,9 +113,9 @@ struct wk_ckpt {
 };
 
 /* A remote site's legs' labels are read again (the same disk still?) at
- * most this often, and get the consistent point at most this often. */
+ * most this often, and get the consistent point at most twice as long
+ * (r->label_check_ns: NBD_REPLICATOR_LABEL_INTERVAL_MS, for tests). */
 #define LABEL_CHECK_INTERVAL_NS (UINT64_C(30) * 1000000000)
-#define LABEL_CONS_INTERVAL_NS (UINT64_C(60) * 1000000000)
 
 /* Regions of completed copies: their bits are cleared only once a leg
  * flush covers the copies (a persistent dirty log never says "copied"

@@ -265,8 +265,19 @@ restore_begin (struct worker *w, uint32_t mask)
     struct leg *l = w->legs[i];
     if (!(mask & (1u << l->dev->index)) || l->reopen_fd < 0)
       continue;
-    close (l->fd);                       /* drops our lock on it ... */
-    l->fd = l->reopen_fd;
+    /* The new file takes the old one's descriptor number (dup3 closes the
+     * old file at once): a write prepared on the ring with that number and
+     * not submitted yet reaches the new file, never a closed descriptor or
+     * a file that another thread's open got the number of (a close, then
+     * l->fd = reopen_fd, left that window: the restored leg's writes
+     * failed with EBADF in test-local-failover 2b). */
+    if (dup3 (l->reopen_fd, l->fd, O_CLOEXEC) == -1) {
+      rep_error ("device '%s': restore of the local leg %s: %m", l->dev->name, l->cfg->path);
+      close (l->reopen_fd);
+      l->reopen_fd = -1;
+      continue;
+    }
+    close (l->reopen_fd);                /* the old file and our lock on it are gone ... */
     l->reopen_fd = -1;
     if (!l->is_blk && flock (l->fd, LOCK_EX | LOCK_NB) == -1)   /* ... taken on the new one */
       rep_warn ("device '%s': local leg %s: cannot lock it again (%m): another program may "

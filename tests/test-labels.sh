@@ -30,8 +30,9 @@
 #      remote's label goes refuses it, unchanged; cleared, it is taken as a new leg and copied
 #      in full at the connector's next try, without an operator.
 #   K  a remote disk wiped under a running connection (the server and its connection stay):
-#      the next label check of the running link (with a checkpoint, at most every 30 s) finds it blank, the connection is dropped and checked again, and the leg is
-#      copied in full, without an operator.
+#      the next label check of the running link (with a checkpoint; every 30 s at most, every
+#      second here: NBD_REPLICATOR_LABEL_INTERVAL_MS) finds it blank, the connection is dropped
+#      and checked again, and the leg is copied in full, without an operator.
 #   L  the remote's label read fails (EIO) when it connects, then its label write: each time
 #      the leg is not taken (link down, last_error names the cause), nothing is written on it,
 #      client writes go on into the log; readable, its data where the label goes refuses it;
@@ -356,13 +357,15 @@ if want K; then
   echo "== K: a remote disk wiped under a running connection"
   truncate -s $SIZE "$T/k-l.img" "$T/k-r.img"
   remote_start kr file "$T/k-r.img" || hard_error "remote"
+  ENV0=("${NBDKIT_ENV[@]}"); NBDKIT_ENV+=(NBD_REPLICATOR_LABEL_INTERVAL_MS=1000)   # not every 30 s
   start_replicator k log="$T/k.rlog" log-size=16M local="$T/k-l.img" remote="$(remote_uri kr)" \
     initial-sync=false disconnect-timeout=2s control="$T/k.ctl" || hard_error "start"
+  NBDKIT_ENV=("${ENV0[@]}")
   wait_for "$T/k.ctl" "j['sites'][1]['link'] == 'connected'" 10 || hard_error "site 1"
   kd write "$(uri k)" "$T/k.ref" 51 32 || hard_error "writes"
   wait_caught_up "$T/k.ctl" 20 || hard_error "catch up"
   dd if=/dev/zero of="$T/k-r.img" bs=1M count=32 conv=notrunc status=none   # same inode: the server sees zeroes
-  for i in $(seq 50); do            # the running link's label is read every 30 s at most
+  for i in $(seq 20); do            # the running link's label is read every second here
     kd write "$(uri k)" "$T/k.ref" $((60 + i)) 2 >/dev/null || hard_error "writes after the wipe"
     grep -q "label changed under" "$T/k.log" && break
     sleep 1

@@ -76,8 +76,13 @@ if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
   tgt_start i "$T/i.iscsi" || die "tgtd"
   tgtadm -C "$TGT_PORT" --lld iscsi --mode logicalunit --op update --tid 1 --lun 1 \
     --params thin_provisioning=1 || fail "tgtadm: thin_provisioning"
+  # Its label checked every second: the label thread's reader I/O runs during the restore
+  # (the restore once closed the old leg's descriptor while writes prepared with it were
+  # not submitted yet: EBADF, or a write to whatever file got the number next).
+  ENV0=("${NBDKIT_ENV[@]}"); NBDKIT_ENV+=(NBD_REPLICATOR_LABEL_INTERVAL_MS=1000)
   start_replicator i log="$T/i.rlog" log-size=16M local="$T/fuse-i/disk" remote="$TGT_URL" \
     initial-sync=false disconnect-timeout=2s control="$T/i.ctl" || die "replicator i"
+  NBDKIT_ENV=("${ENV0[@]}")
   head -c 8M /dev/urandom > "$T/w2b"
   nbdcopy "$T/w2b" "$NBD_URI" || fail "writes"
   wait_caught_up "$T/i.ctl" 20 || fail "caught up"
