@@ -32,8 +32,8 @@ struct cfg_short {
   char **remotes;
   size_t nremotes;
   uint64_t log_size, log_offset, size, region_size, disconnect_ms, commit_ms;
-  uint64_t pull_ahead_ms, request_timeout_ms, resync_rate;
-  bool have_resync_rate;
+  uint64_t pull_ahead_ms, request_timeout_ms, resync_rate, rate;
+  bool have_resync_rate, have_rate;
   bool have_log_size, have_size, have_region, have_disconnect, have_commit;
   bool have_pull_ahead, have_request_timeout;
   bool initial_sync, have_initial_sync;
@@ -237,6 +237,8 @@ set_amount_key (struct cfg_short *s, const char *key, const char *value)
   }
   if (!strcmp (key, "resync-rate"))
     return short_size (key, value, &s->resync_rate, &s->have_resync_rate);
+  if (!strcmp (key, "rate"))
+    return short_amount (key, value, units_parse_rate, &s->rate, &s->have_rate);
   if (!strcmp (key, "pull-ahead"))
     return short_time (key, value, &s->pull_ahead_ms, &s->have_pull_ahead);
   if (!strcmp (key, "request-timeout"))
@@ -443,6 +445,8 @@ short_sites (struct cfg *c, const struct cfg_short *s)
       st->request_timeout_ms = s->request_timeout_ms;
     if (s->have_resync_rate)
       st->resync_rate = s->resync_rate;
+    if (s->have_rate)
+      st->rate = s->rate;
   }
   return 0;
 }
@@ -506,8 +510,8 @@ cfg_short_finish (struct cfg_short *s)
     rep_error ("missing local=PATH (or config=FILE): the local leg is required");
     return NULL;
   }
-  if ((s->have_policy || s->have_fb) && s->nremotes == 0)
-    rep_warn ("policy= and fall-behind= apply to remote= legs; none given");
+  if ((s->have_policy || s->have_fb || s->have_rate) && s->nremotes == 0)
+    rep_warn ("policy=, fall-behind= and rate= apply to remote= legs; none given");
 
   if (!(c = cfg_new ("command line")))
     return NULL;

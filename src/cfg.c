@@ -418,6 +418,11 @@ check_site (struct cfg *c, size_t i)
         return -1;
       }
   }
+  if (s->id == 0 && s->rate) {
+    where_error (c, s->line, "rate", "site 0 holds the local legs: a rate limits what goes to "
+                 "a remote site");
+    return -1;
+  }
   if (s->pull_ahead_ms == 0)
     s->pull_ahead_ms = s->disconnect_timeout_ms;
   if (s->request_timeout_ms == 0)       /* twice disconnect_timeout, within the cap */
@@ -668,6 +673,31 @@ get_time (struct cfg *c, const config_setting_t *s, const char *key, uint64_t *m
                      "must be a time (a number of seconds or a string like \"30s\")", ms);
 }
 
+/* A site's rate: a string with its unit (bits or bytes per second), or
+ * the integer 0 (no limit): a bare number would not say which. */
+static int
+get_rate (struct cfg *c, const config_setting_t *s, uint64_t *out)
+{
+  const char *why, *v;
+  int t = config_setting_type (s);
+
+  if ((t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) && config_setting_get_int64 (s) == 0) {
+    *out = 0;
+    return 0;
+  }
+  if (t != CONFIG_TYPE_STRING) {
+    where_error (c, setting_line (s), "rate", "must be a string with its unit, like \"100Mbit\" "
+                 "(bits per second) or \"12MB/s\" (bytes per second), or 0 for no limit");
+    return -1;
+  }
+  v = config_setting_get_string (s);
+  if (units_parse_rate (v, out, &why) == -1) {
+    where_error (c, setting_line (s), "rate", "'%s': %s", v, why);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 get_uint (struct cfg *c, const config_setting_t *s, const char *key,
           unsigned lo, unsigned hi, unsigned *out)
@@ -759,7 +789,7 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
 {
   static const char *const keys[] = {
     "id", "policy", "fall_behind", "disconnect_timeout", "pull_ahead", "request_timeout",
-    "queue_depth", "resync_rate", NULL
+    "queue_depth", "resync_rate", "rate", NULL
   };
   const config_setting_t *m;
 
@@ -805,6 +835,8 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
     return -1;
   if ((m = config_setting_get_member (g, "resync_rate")) &&
       get_size (c, m, "resync_rate", &s->resync_rate) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "rate")) && get_rate (c, m, &s->rate) == -1)
     return -1;
   if (s->disconnect_timeout_ms == 0) {
     m = config_setting_get_member (g, "disconnect_timeout");

@@ -28,6 +28,9 @@ struct cfg_site {
   uint64_t disconnect_timeout_ms;   /* default 30 s */
   uint64_t pull_ahead_ms;           /* default = disconnect_timeout */
   uint64_t resync_rate;             /* bytes/s of resync copies, 0 = unlimited (default) */
+  uint64_t rate;                    /* bytes/s sent to the site's connections (log
+                                       entries and resync copies, at their wire
+                                       cost), 0 = unlimited (default) */
   uint64_t request_timeout_ms;      /* remote request deadline: the connection is
                                        dropped; default 2 x disconnect_timeout */
   unsigned queue_depth;             /* requests in flight per leg, default 32 */

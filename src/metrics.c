@@ -187,6 +187,40 @@ per_site (struct buf *b, json_object *sites, const char *name, const char *type,
   }
 }
 
+/* A gauge per site whose status has a value for key (null: no sample). */
+static void
+per_site_known (struct buf *b, json_object *sites, const char *name, const char *help,
+                const char *key)
+{
+  size_t i, n = json_object_array_length (sites);
+
+  family (b, name, "gauge", help);
+  for (i = 0; i < n; i++) {
+    json_object *s = json_object_array_get_idx (sites, i), *v = jget (s, key);
+    if (v)
+      put (b, "nbd_replicator_%s{site=\"%d\"} %.6f\n", name, (int) jint (s, "id"),
+           json_object_get_double (v));
+  }
+}
+
+/* The link of each site: its rate, what it carried, the catch-up. */
+static void
+link_metrics (struct buf *b, json_object *sites)
+{
+  per_site (b, sites, "site_rate_limit_bytes_per_second", "gauge",
+            "The site's rate: bytes per second sent to its connections, at most (0: no limit).",
+            "rate_limit", false);
+  per_site (b, sites, "site_link_sent_bytes", "counter",
+            "Bytes on the wire (payload and request headers) the site's remotes acknowledged.",
+            "link_bytes_sent", false);
+  per_site_known (b, sites, "site_link_bytes_per_second",
+                  "Bytes per second the site's connections carried over the last 5 s.",
+                  "link_bytes_per_second");
+  per_site_known (b, sites, "site_catchup_seconds",
+                  "Projected time to send what the site lacks (no sample: nothing, or unknown).",
+                  "catchup_seconds");
+}
+
 static void
 sites_metrics (struct buf *b, json_object *sites)
 {
@@ -203,6 +237,7 @@ sites_metrics (struct buf *b, json_object *sites)
             "Newest log sequence number durable at the site.", "applied_seq", false);
   per_site (b, sites, "site_disconnects", "counter",
             "Times the site made no progress for disconnect_timeout.", "disconnects", false);
+  link_metrics (b, sites);
 
   family (b, "site_connected", "gauge", "1 while every leg of the site is reachable and it makes progress.");
   for (i = 0; i < n; i++) {

@@ -114,6 +114,25 @@ jstr (json_object *o, const char *k)
   return s ? s : "";
 }
 
+/* A site's link: throughput, rate, projected catch-up (sites with
+ * connections only). */
+static void
+print_link (json_object *s)
+{
+  json_object *v, *c;
+  char b1[64], b2[64];
+
+  if (!json_object_object_get_ex (s, "link_bytes_per_second", &v) || !v)
+    return;
+  units_format_rate ((uint64_t) json_object_get_int64 (v), b1, sizeof b1);
+  units_format_rate ((uint64_t) jint (s, "rate_limit"), b2, sizeof b2);
+  printf ("  link carried %s over the last 5 s, rate limit %s", jint (s, "link_bytes_sent") &&
+          json_object_get_int64 (v) ? b1 : "nothing", b2);
+  if (json_object_object_get_ex (s, "catchup_seconds", &c) && c)
+    printf (", catch-up in %.1f s", json_object_get_double (c));
+  printf ("\n");
+}
+
 static void
 print_status (json_object *st)
 {
@@ -159,6 +178,7 @@ print_status (json_object *st)
                 *jstr (v, "time") ? ", logged " : "", jstr (v, "time"));
       else
         printf ("  no consistent point (never synchronised, resync under way, or writes in doubt)\n");
+      print_link (s);
     }
   if (json_object_object_get_ex (st, "devices", &devs))
     for (i = 0; i < json_object_array_length (devs); i++) {

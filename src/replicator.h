@@ -291,6 +291,11 @@ struct site {
   int64_t bytes_base;            /* payload bytes pending at start (or at a
                                     return from dirty-log mode) */
   uint64_t bytes_done;           /* payload bytes applied since */
+  /* The link of a site with connections (its worker writes, status reads;
+   * atomics): bytes on the wire the remote acknowledged (payload plus a
+   * request header each), and their rate over the last 5 s. */
+  uint64_t link_bytes;
+  uint64_t link_bytes_per_s;
 };
 
 /* A planned switchover (admin.c; replctl switchover).  state is atomic:

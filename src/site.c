@@ -461,3 +461,33 @@ site_dirty_regions (struct site *s)
         n += bitmap_count (r->devs[i].legs[j].dirty_log);
   return n;
 }
+
+uint64_t
+site_dirty_bytes (struct site *s)
+{
+  struct replicator *r = s->r;
+  uint64_t n = 0;
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++) {
+      const struct leg *l = &r->devs[i].legs[j];
+      uint64_t b;
+      if (l->site != s->id || !l->dirty_log)
+        continue;
+      b = bitmap_count (l->dirty_log) * l->dirty_log->region_size;
+      n += b < r->devs[i].size ? b : r->devs[i].size;
+    }
+  return n;
+}
+
+bool
+site_has_links (struct site *s)
+{
+  struct replicator *r = s->r;
+  size_t i, j;
+  for (i = 0; i < r->ndevs; i++)
+    for (j = 0; j < r->devs[i].nlegs; j++)
+      if (r->devs[i].legs[j].site == s->id && r->devs[i].legs[j].remote)
+        return true;
+  return false;
+}

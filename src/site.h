@@ -73,5 +73,11 @@ uint64_t site_oldest_age_ms (struct site *s, uint64_t last);
 bool site_over_threshold (struct site *s, uint64_t last);
 /* Regions the site's legs still miss (their dirty logs). */
 uint64_t site_dirty_regions (struct site *s);
+/* ... in bytes, at most: every region at its full size (a hole among them
+ * goes as a write-zeroes, at the cost of a request header). */
+uint64_t site_dirty_bytes (struct site *s);
+/* The site has connections (NBD or iSCSI legs): a link with a rate and a
+ * measured throughput. */
+bool site_has_links (struct site *s);
 
 #endif

@@ -193,14 +193,34 @@ site_backlog_json (json_object *js, struct site *s, enum site_state state, uint6
     !not_fed && LOAD (s->fall_behind) != FB_NONE && site_over_threshold (s, committed)));
 }
 
+/* The link: its rate, its measured throughput, and the projected time to
+ * send what the site lacks (the log's backlog plus the regions its dirty
+ * logs mark, at full size) at the throughput, or at the rate while nothing
+ * was measured; null when there is nothing to send, no connection up, or
+ * neither figure. */
+static void
+site_link_json (json_object *js, struct site *s, enum site_state state, const char *link)
+{
+  bool links = s->id && site_has_links (s);
+  uint64_t bps = LOAD (s->link_bytes_per_s), rate = s->cfg->rate, speed = bps ? bps : rate;
+  uint64_t todo = (site_state_is_dirty_log (state) ? 0 : site_backlog_bytes (s)) + site_dirty_bytes (s);
+
+  add (js, "rate_limit", jint (rate));
+  add (js, "link_bytes_sent", jint (LOAD (s->link_bytes)));
+  add (js, "link_bytes_per_second", links ? jint (bps) : NULL);
+  add (js, "catchup_seconds", links && todo && speed && !strcmp (link, "connected")
+       ? json_object_new_double ((double) todo / (double) speed) : NULL);
+}
+
 static json_object *
 site_json (struct replicator *r, struct site *s, enum site_state state, uint64_t committed)
 {
+  const char *link = site_link_name (s, state);
   json_object *js = json_object_new_object ();
 
   add (js, "id", json_object_new_int ((int) s->id));
   add (js, "policy", jstr (cfg_policy_name (LOAD (s->policy))));
-  add (js, "link", jstr (site_link_name (s, state)));
+  add (js, "link", jstr (link));
   add (js, "mode", jstr (site_state_mode_name (state)));
   add (js, "applied_seq", jint (replog_applied (r->rl, s->id)));
   pthread_mutex_lock (&s->lock);
@@ -208,6 +228,7 @@ site_json (struct replicator *r, struct site *s, enum site_state state, uint64_t
   pthread_mutex_unlock (&s->lock);
   add (js, "done_seq", jint (LOAD (s->done_seq)));
   site_backlog_json (js, s, state, committed);
+  site_link_json (js, s, state, link);
   add (js, "disconnect_timeout_ms", jint (s->cfg->disconnect_timeout_ms));
   add (js, "pull_ahead_ms", jint (s->cfg->pull_ahead_ms));
   add (js, "disconnects", jint (LOAD (s->disconnects)));

@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -122,6 +123,150 @@ units_format_size (uint64_t bytes, char *buf, unsigned len)
   else
     snprintf (buf, len, "%.1f%c", v, sfx[i]);
   return buf;
+}
+
+/* The number of a rate: digits, maybe a fraction (at most 9 digits),
+ * times mult into *out.  -1 with *why. */
+static int
+rate_number (const char *s, const char **end, uint64_t mult, uint64_t *out, const char **why)
+{
+  unsigned __int128 ip = 0, fp = 0, scale = 1, v;
+  const char *p = s;
+
+  for (; isdigit ((unsigned char) *p); p++)
+    if ((ip = ip * 10 + (unsigned) (*p - '0')) > UINT64_MAX) {
+      *why = "number too large";
+      return -1;
+    }
+  if (*p == '.') {
+    for (p++; isdigit ((unsigned char) *p); p++) {
+      if (scale >= 1000000000u) {
+        *why = "too many decimals (at most 9)";
+        return -1;
+      }
+      fp = fp * 10 + (unsigned) (*p - '0');
+      scale *= 10;
+    }
+    if (scale == 1) {
+      *why = "a decimal point needs digits after it";
+      return -1;
+    }
+  }
+  v = ip * mult + fp * mult / scale;
+  if (v > UINT64_MAX) {
+    *why = "value too large";
+    return -1;
+  }
+  *out = (uint64_t) v;
+  *end = p;
+  return 0;
+}
+
+/* The unit of a rate (what follows the number): *bits, and the power of
+ * the prefix (k/K 1, M 2, G 3, T 4, P 5, E 6).  -1 with *why. */
+static int
+rate_unit (const char *u, bool *bits, unsigned *power, const char **why)
+{
+  static const char prefixes[] = "kmgtpe";
+  const char *k = *u ? strchr (prefixes, tolower ((unsigned char) *u)) : NULL;
+
+  *power = 0;
+  if (k) {
+    *power = (unsigned) (k - prefixes) + 1;
+    u++;
+  }
+  if (!strcasecmp (u, "bit") || !strcasecmp (u, "bit/s")) {
+    *bits = true;
+    if (*power > 4) {
+      *why = "bit rates take k, M, G or T";
+      return -1;
+    }
+    return 0;
+  }
+  *bits = false;
+  if (!strcmp (u, "B/s") || (*power && (!strcmp (u, "/s") || !strcmp (u, "iB/s"))))
+    return 0;
+  if (!strcmp (u, "b/s") || !strcmp (u, "ib/s") || !strcasecmp (u, "bps") ||
+      !strcasecmp (u, "ibps")) {
+    *why = "ambiguous unit (bits or bytes?): write \"Mbit\" for bits or \"MB/s\" for bytes per second";
+    return -1;
+  }
+  if (!*u || !strcmp (u, "B") || !strcmp (u, "iB") || !strcasecmp (u, "s")) {
+    *why = "say whether it is bits or bytes per second: \"100Mbit\" (bits, decimal prefixes) "
+      "or \"12MB/s\" (bytes, binary prefixes as in sizes)";
+    return -1;
+  }
+  *why = "unknown unit (use kbit, Mbit, Gbit or Tbit for bits per second, "
+    "K/s, M/s, G/s or T/s, with B or iB, for bytes per second)";
+  return -1;
+}
+
+int
+units_parse_rate (const char *s, uint64_t *bytes_per_s, const char **why)
+{
+  const char *p, *u;
+  uint64_t mult = 1, v;
+  unsigned power, i;
+  bool bits;
+
+  while (isspace ((unsigned char) *s))
+    s++;
+  if (!strcmp (s, "0") || !strcmp (s, "none") || !strcmp (s, "unlimited")) {
+    *bytes_per_s = 0;
+    return 0;
+  }
+  if (*s == '-') {
+    *why = "a rate cannot be negative (0 means no limit)";
+    return -1;
+  }
+  if (!isdigit ((unsigned char) *s)) {
+    *why = *s ? "not a number: expected a rate like \"100Mbit\" or \"12MB/s\", or 0 for no limit"
+              : "empty value";
+    return -1;
+  }
+  for (p = s; isdigit ((unsigned char) *p) || *p == '.'; p++)
+    ;
+  if (rate_unit (p, &bits, &power, why) == -1)
+    return -1;
+  for (i = 0; i < power; i++)
+    mult *= bits ? 1000 : 1024;
+  if (rate_number (s, &u, mult, &v, why) == -1)
+    return -1;
+  if (u != p) {
+    *why = "not a number";
+    return -1;
+  }
+  if (bits)
+    v /= 8;
+  if (v < UNITS_MIN_RATE && strspn (s, "0.") < (size_t) (p - s)) {   /* not all zeroes */
+    *why = "too low: at least 8kbit (1000 bytes per second), or 0 for no limit";
+    return -1;
+  }
+  *bytes_per_s = v;
+  return 0;
+}
+
+void
+units_format_rate (uint64_t bytes_per_s, char *buf, size_t len)
+{
+  static const char *const bin[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+  static const char *const dec[] = { "bit", "kbit", "Mbit", "Gbit", "Tbit", "Pbit", "Ebit" };
+  double b = (double) bytes_per_s, bits = b * 8;
+  unsigned i = 0, j = 0;
+
+  if (!bytes_per_s) {
+    snprintf (buf, len, "unlimited");
+    return;
+  }
+  while (b >= 1024 && i < 6) {
+    b /= 1024;
+    i++;
+  }
+  while (bits >= 1000 && j < 6) {
+    bits /= 1000;
+    j++;
+  }
+  snprintf (buf, len, "%.*f %s/s (%.*f %s/s)", i ? 1 : 0, b, bin[i], j ? 1 : 0, bits, dec[j]);
 }
 
 static uint64_t

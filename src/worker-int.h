@@ -35,6 +35,7 @@
 #include <liburing.h>
 
 #include "link.h"
+#include "ratelimit.h"
 #include "replicator.h"
 #include "units.h"
 
@@ -56,6 +57,16 @@
 #define CLR_MAX          256u                 /* completed copies per checkpoint, at most */
 #define DLOG_FLUSH_NS    (1000ull * 1000000u) /* resync progress to the dirty-log files */
 #define FULL_GAP_NS      (500u * 1000000u)    /* pull-ahead: a full log's gaps, at most */
+/* The site's rate (cfg rate, worker-remote.c): what a request costs on the
+ * wire is its payload plus this (a request header: NBD's is 28 bytes,
+ * iSCSI's 48); a write-zeroes or trim costs the header only.  The bucket
+ * holds a quarter second at the rate, at least RATE_MIN_BURST; a write is
+ * sent in pieces no larger than the bucket (a power of two, at least
+ * RATE_MIN_PIECE: a multiple of any leg's block size). */
+#define RATE_REQ_BYTES   48u
+#define RATE_MIN_PIECE   (64u * 1024)
+#define RATE_MIN_BURST   (2u * RATE_MIN_PIECE)
+#define LINK_WINDOW_NS   (5000ull * 1000000u) /* the link's throughput: over this window */
 
 /* io_uring user_data tags */
 #define CKPT_TAG         UINT64_MAX
@@ -80,6 +91,7 @@ struct wio {
   bool parked;                     /* waiting for a connection or retry_at */
   uint32_t gen;                    /* connection generation of the piece */
   uint64_t sent_ns, retry_at;
+  uint64_t wire;                   /* bytes on the wire of the piece in flight */
   struct worker *w;
   /* resync copies (slots qd..nio-1): not log entries */
   bool copy;
@@ -134,7 +146,7 @@ struct wk_resync {
                                       [nlegs]: the leg to start with */
   uint64_t start, high;            /* log-mode switch seq; newest seq a copy may hold */
   uint64_t retry_at, backoff_ns;
-  uint64_t bytes_started;          /* for the rate limit */
+  struct ratelimit limit;          /* resync_rate: data copies' bytes (holes free) */
   bool flushing;                   /* copies done: the legs are being flushed */
   uint64_t flush_from;             /* ... done once ck.count passes this */
   uint64_t flush_drops;            /* connection drops when the final flush started */
@@ -175,6 +187,18 @@ struct wk_rewind {
 /* The local leg out of service (worker-local.c, site 0). */
 struct wk_local {
   uint64_t last_pick_ns;           /* last look for a site to serve a failed leg */
+};
+
+/* The site's rate and its link's throughput (worker-remote.c; a remote
+ * site).  wake_ns: the earliest moment a parked request may go (a
+ * throttled one, or one waiting to be retried), so that the loop sleeps
+ * no longer; 0 = none. */
+struct wk_rate {
+  struct ratelimit bucket;         /* cfg rate: every request to the site's connections */
+  uint64_t piece;                  /* a write goes in pieces of at most this (rate set) */
+  struct ratemeter meter;          /* wire bytes acknowledged, over LINK_WINDOW_NS */
+  uint64_t sent;                   /* wire bytes acknowledged (the meter's counter) */
+  uint64_t wake_ns;
 };
 
 /* The thread's own control (worker.c). */
@@ -221,6 +245,7 @@ struct worker {
   struct wk_resync rs;
   struct wk_copybufs cp;
   struct wk_health hl;
+  struct wk_rate rt;
   struct wk_local lo;
   struct wk_ctl ctl;
   /* Registered by the top (worker_start): a resync copy completed
@@ -248,6 +273,14 @@ get_sqe (struct worker *w)
     sqe = io_uring_get_sqe (&w->eng.ring);
   }
   return sqe;
+}
+
+/* Something parked may go at t: the loop waits no longer than that. */
+static inline void
+wake_at (struct worker *w, uint64_t t)
+{
+  if (!w->rt.wake_ns || t < w->rt.wake_ns)
+    w->rt.wake_ns = t;
 }
 
 static inline void
@@ -332,6 +365,8 @@ void ckpt_start (struct worker *w, uint64_t upto);
 bool want_ckpt (struct worker *w, uint64_t now, uint64_t durable);
 
 /* worker-remote.c */
+void rate_init (struct worker *w, uint64_t now);
+unsigned links_wait_ms (struct worker *w, uint64_t now);
 void remote_issue (struct worker *w, unsigned idx);
 void link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why);
 void links_service (struct worker *w, uint64_t now);

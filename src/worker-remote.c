@@ -16,7 +16,18 @@
  * site holds the tail, a disconnected site at once, or a connected one
  * after pull_ahead, is moved to dirty-log mode (go_dirty).
  *
+ * The site's rate (cfg rate): a token bucket in front of every request
+ * sent on the site's connections (log entries, resync copies), charged
+ * with the request's wire cost (payload + RATE_REQ_BYTES).  A request the
+ * bucket cannot pay for yet is parked with retry_at set to when it can,
+ * and the loop sleeps no longer than the earliest such moment
+ * (links_wait_ms): no busy wait, no sleep under a lock, and a stop or a
+ * lost connection is seen at once.  Writes go in pieces no larger than the
+ * bucket.  The link's throughput is what the remote acknowledged, over a
+ * sliding window (ratelimit.h), published for status every tick.
+ *
  * Owns: struct rlink's worker side (conn, up, gen, poll_tag, armed_*),
+ * the rate and the throughput meter (w->rt, site->link_bytes*),
  * the in-doubt regions (leg->doubt) and the site's in-doubt flag when a
  * connection is aborted, the link health of struct worker (w->hl), the
  * rewind after a drop (w->rw, with worker-apply.c), the site's
@@ -42,6 +53,32 @@
 #include "report.h"
 #include "worker-int.h"
 
+/* The bucket and the meter, at the worker's start. */
+void
+rate_init (struct worker *w, uint64_t now)
+{
+  uint64_t rate = w->site->cfg->rate, burst = ratelimit_burst_for (rate, RATE_MIN_BURST);
+
+  ratelimit_init (&w->rt.bucket, rate, burst, now);
+  for (w->rt.piece = RATE_MIN_PIECE; w->rt.piece * 2 + RATE_REQ_BYTES <= burst &&
+                                     w->rt.piece < RESYNC_CHUNK; w->rt.piece *= 2)
+    ;
+  ratemeter_init (&w->rt.meter, LINK_WINDOW_NS, now, 0);
+}
+
+/* How long the loop may sleep: until the next tick, or until a parked
+ * request may go (never 0: nothing to spin on). */
+unsigned
+links_wait_ms (struct worker *w, uint64_t now)
+{
+  uint64_t ms;
+
+  if (!w->rt.wake_ns)
+    return TICK_MS;
+  ms = w->rt.wake_ns > now ? (w->rt.wake_ns - now + 999999) / 1000000 : 1;
+  return ms < 1 ? 1 : ms > TICK_MS ? TICK_MS : (unsigned) ms;
+}
+
 static void
 remote_done (void *opaque, int res)
 {
@@ -51,6 +88,10 @@ remote_done (void *opaque, int res)
   if (!io->active || !io->sent || io->gen != io->leg->link.gen)
     return;                                /* an old connection's answer */
   io->sent = false;
+  if (res >= 0) {
+    w->rt.sent += io->wire;
+    __atomic_add_fetch (&w->site->link_bytes, io->wire, __ATOMIC_RELAXED);
+  }
   push_ready (w, (unsigned) (io - w->io), res);
 }
 
@@ -143,6 +184,24 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   rlink_want (k);
 }
 
+/* The site's rate: may a piece of wire bytes go now?  Else io is parked
+ * until the bucket can pay for it. */
+static bool
+rate_admits (struct worker *w, struct wio *io, uint64_t wire)
+{
+  uint64_t now, wait;
+
+  if (!w->rt.bucket.rate)
+    return true;
+  now = mono_ns ();
+  if (!(wait = ratelimit_take (&w->rt.bucket, wire, now)))
+    return true;
+  io->parked = true;
+  io->retry_at = now + wait;
+  wake_at (w, io->retry_at);
+  return false;
+}
+
 /* Issue (or park) the next piece of a request on a remote leg. */
 void
 remote_issue (struct worker *w, unsigned idx)
@@ -150,11 +209,11 @@ remote_issue (struct worker *w, unsigned idx)
   struct wio *io = &w->io[idx];
   struct leg *l = io->leg;
   struct rlink *k = &l->link;
-  uint64_t rest = io->len - io->done, now;
+  uint64_t rest = io->len - io->done;
   int op, flags = 0, r;
   const void *src = NULL;
 
-  if (!k->up || (io->retry_at && (now = mono_ns ()) < io->retry_at)) {
+  if (!k->up || (io->retry_at && mono_ns () < io->retry_at)) {
     io->parked = true;
     return;
   }
@@ -176,6 +235,11 @@ remote_issue (struct worker *w, unsigned idx)
     if (io->op == RL_OP_TRIM || (io->flags & RL_FLAG_MAY_TRIM))
       flags |= LREQ_MAY_TRIM;
   }
+  if (op == LREQ_WRITE && w->rt.bucket.rate && rest > w->rt.piece)
+    rest = w->rt.piece;                  /* no larger than the bucket */
+  io->wire = RATE_REQ_BYTES + (op == LREQ_WRITE ? rest : 0);
+  if (!rate_admits (w, io, io->wire))
+    return;
   io->gen = k->gen;
   io->sent = true;
   io->sent_ns = mono_ns ();
@@ -189,6 +253,24 @@ remote_issue (struct worker *w, unsigned idx)
     return;
   }
   push_ready (w, idx, r);
+}
+
+/* Every tick: the link's throughput for status; and the earliest moment
+ * a request parked on a connection that is up may go. */
+static void
+rate_service (struct worker *w, uint64_t now, bool tick)
+{
+  unsigned i;
+
+  if (tick)
+    __atomic_store_n (&w->site->link_bytes_per_s, ratemeter_update (&w->rt.meter, now, w->rt.sent),
+                      __ATOMIC_RELAXED);
+  w->rt.wake_ns = 0;
+  for (i = 0; i < w->nio; i++) {
+    const struct wio *io = &w->io[i];
+    if (io->active && io->parked && io->retry_at > now && io->leg->remote && io->leg->link.up)
+      wake_at (w, io->retry_at);
+  }
 }
 
 /* Adopt new connections, run timers, enforce deadlines, re-send parked
@@ -247,6 +329,7 @@ links_service (struct worker *w, uint64_t now)
         remote_issue (w, j);
     }
   }
+  rate_service (w, now, tick);
 }
 
 bool

@@ -211,7 +211,8 @@ resync_begin (struct worker *w, uint64_t now)
     w->rs.restarted = false;
   }
   w->rs.flushing = false;
-  w->rs.bytes_started = 0;
+  ratelimit_init (&w->rs.limit, s->cfg->resync_rate,
+                  ratelimit_burst_for (s->cfg->resync_rate, RESYNC_CHUNK), now);
   w->hl.last_progress_ns = now;
   for (i = 0; i < w->nlegs; i++) {
     w->rs.cursor[i] = 0;
@@ -374,7 +375,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
     w->rs.high = io->hold_seq;
   w->rs.ncopies++;
   if (!zero)
-    w->rs.bytes_started += len;
+    ratelimit_charge (&w->rs.limit, len);      /* holes are not counted */
   rep_debugc (REP_DBG_RESYNC, "site %u: resync: device '%s' %s %" PRIu64 "+%" PRIu64, w->site->id,
               d->name, zero ? "zeroes" : "copies", off, len);
   if (!reading && durable >= io->hold_seq) {
@@ -433,12 +434,19 @@ copy_done (struct worker *w, struct wio *io)
     __atomic_add_fetch (&s->resync.zero_bytes, io->len, __ATOMIC_RELAXED);
 }
 
+/* resync_rate: the same token bucket as the site's rate (ratelimit.h),
+ * charged with a data copy's bytes once it starts (its size is known only
+ * then); a copy starts while the bucket is not in debt.  The site's rate,
+ * if any, then applies to the copy on the wire too (worker-remote.c). */
 static bool
 rate_allows (struct worker *w, uint64_t now)
 {
-  uint64_t rate = w->site->cfg->resync_rate;
-  uint64_t elapsed_ms = since (now, w->site->resync.started_ns) / 1000000u;
-  return !rate || w->rs.bytes_started <= rate * elapsed_ms / 1000u + RESYNC_CHUNK;
+  uint64_t wait;
+
+  if (ratelimit_ready (&w->rs.limit, now, &wait))
+    return true;
+  wake_at (w, now + wait);
+  return false;
 }
 
 static void

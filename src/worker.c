@@ -275,7 +275,9 @@ remote_loop (struct worker *w)
     }
     else if (!stopping && !w->ctl.paused_seen && now >= w->rs.retry_at && links_all_up (w))
       resync_begin (w, now);
-    reap (w, w->nready ? 0 : TICK_MS);
+    /* Until the next tick, or sooner when a request parked by the site's
+     * rate may go (a wake-up, a completion or a poll ends it earlier). */
+    reap (w, w->nready ? 0 : links_wait_ms (w, mono_ns ()));
   }
 }
 
@@ -417,6 +419,7 @@ worker_alloc (struct site *s, const struct replog_stats *st)
   w->next = replog_applied (r->rl, s->id) + 1;
   w->done = w->posted = w->rw.done_hwm = w->next - 1;
   w->ck.last_ns = w->hl.last_progress_ns = mono_ns ();
+  rate_init (w, w->ck.last_ns);
   w->nio = w->qd + RESYNC_QD;
   w->io = calloc (w->nio, sizeof *w->io);
   w->cdone = calloc (w->ndesc, 1);

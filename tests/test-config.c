@@ -44,6 +44,13 @@ static const struct bad bads[] = {
   { GOOD_HEAD "sites = ( { id = 1; pull_ahead = \"5000d\"; } );\n" DEV_OK, "t:2: pull_ahead: 432000000000 ms is too long" },
   { GOOD_HEAD "sites = ( { id = 1; disconnect_timeout = 18446744073709552L; } );\n" DEV_OK, "t:2: disconnect_timeout: " },
   { GOOD_HEAD "sites = ( { id = 1; colour = \"red\"; } );\n" DEV_OK, "t:2: colour: unknown key in a site" },
+  { GOOD_HEAD "sites = ( { id = 1; rate = \"fast\"; } );\n" DEV_OK, "t:2: rate: 'fast': not a number" },
+  { GOOD_HEAD "sites = ( { id = 1; rate = \"-1\"; } );\n" DEV_OK, "t:2: rate: '-1': a rate cannot be negative" },
+  { GOOD_HEAD "sites = ( { id = 1; rate = \"10Q\"; } );\n" DEV_OK, "t:2: rate: '10Q': unknown unit" },
+  { GOOD_HEAD "sites = ( { id = 1; rate = \"100M\"; } );\n" DEV_OK, "t:2: rate: '100M': say whether it is bits or bytes" },
+  { GOOD_HEAD "sites = ( { id = 1; rate = \"100Mb/s\"; } );\n" DEV_OK, "t:2: rate: '100Mb/s': ambiguous unit" },
+  { GOOD_HEAD "sites = ( { id = 1; rate = 1000000; } );\n" DEV_OK, "t:2: rate: must be a string with its unit" },
+  { GOOD_HEAD "sites = ( { id = 0;\n rate = \"1Gbit\"; } );\n" DEV_OK, "t:2: rate: site 0 holds the local legs" },
   { GOOD_HEAD "devices = ( { name = \"d\";\n legs = ( { site = 0; path = \"/a\"; },\n { site = 3; path = \"/b\"; } ); } );\n",
     "t:4: site: device 'd': leg names unknown site 3" },
   { GOOD_HEAD "devices = ( { name = \"d\";\n legs = ( { site = 0; path = \"/a\"; },\n { site = 0; path = \"/b\"; } ); } );\n",
@@ -102,6 +109,7 @@ short_form (void)
   assert (cfg_short_set (s, "fall-behind", "size 200M") == 0);
   assert (cfg_short_set (s, "region-size", "1m") == 0);
   assert (cfg_short_set (s, "disconnect-timeout", "2s") == 0);
+  assert (cfg_short_set (s, "rate", "100Mbit") == 0);
   assert (cfg_short_set (s, "control", "/tmp/c.sock") == 0);
   assert ((c = cfg_short_finish (s)) != NULL);
   assert (c->replog.size == 64u << 20 && c->nsites == 3 && c->ndevices == 1);
@@ -111,6 +119,7 @@ short_form (void)
   assert (c->sites[1].policy == POLICY_SYNC && c->sites[1].fall_behind == FB_SIZE &&
           c->sites[1].fall_behind_value == 200u << 20 && c->sites[1].disconnect_timeout_ms == 2000);
   assert (c->sites[0].policy == POLICY_ASYNC);
+  assert (c->sites[1].rate == 12500000 && c->sites[2].rate == 12500000 && c->sites[0].rate == 0);
   assert (c->devices[0].legs[2].dirty_log.region_size == 1u << 20);
   assert (!strcmp (c->control.socket, "/tmp/c.sock"));
   cfg_free (c);
@@ -124,6 +133,12 @@ short_form (void)
   assert (cfg_short_set (s, "policy", "maybe") == -1 && strstr (last, "policy=maybe"));
   assert (cfg_short_set (s, "fall-behind", "ios x") == -1 && strstr (last, "fall-behind"));
   assert (cfg_short_set (s, "queue-depth", "0") == -1 && strstr (last, "queue-depth"));
+  /* rate=: one message each, naming the key and the value. */
+  nerrors = 0;
+  assert (cfg_short_set (s, "rate", "-1") == -1 && nerrors == 1 && strstr (last, "rate=-1: a rate cannot be negative"));
+  assert (cfg_short_set (s, "rate", "fast") == -1 && nerrors == 2 && strstr (last, "rate=fast: not a number"));
+  assert (cfg_short_set (s, "rate", "10Q") == -1 && nerrors == 3 && strstr (last, "rate=10Q: unknown unit"));
+  assert (cfg_short_set (s, "rate", "100M") == -1 && nerrors == 4 && strstr (last, "rate=100M: say whether"));
   nerrors = 0;
   assert (cfg_short_finish (s) == NULL && strstr (last, "missing log="));
   assert (cfg_short_set (s, "log", "/x") == 0);
@@ -151,7 +166,8 @@ good_file (void)
   struct cfg *c = cfg_load_string (
     "replog = { path = \"/l\"; offset = \"8s\"; size = \"2g\"; mode = \"open\"; commit_interval = \"2ms\"; };\n"
     "sites = ( { id = 0; policy = \"sync\"; },\n"
-    "  { id = 2; policy = \"async\"; fall_behind = \"timeout 5m\"; disconnect_timeout = 10; pull_ahead = \"1m\"; queue_depth = 8; } );\n"
+    "  { id = 2; policy = \"async\"; fall_behind = \"timeout 5m\"; disconnect_timeout = 10; pull_ahead = \"1m\"; queue_depth = 8;\n"
+    "    rate = \"12MB/s\"; } );\n"
     "devices = ( { name = \"db\"; size = \"1G\"; legs = (\n"
     "  { site = 0; path = \"/dev/sdb\"; dirty_log = { type = \"disk\"; path = \"/b0\"; region_size = \"64k\"; }; },\n"
     "  { site = 2; path = \"nbd://h:10809/db\"; dirty_log = { type = \"nolog\"; sync = false; }; } ); },\n"
@@ -165,6 +181,7 @@ good_file (void)
   s2 = cfg_site (c, 2);
   assert (s2 && s2->fall_behind == FB_TIMEOUT && s2->fall_behind_value == 300000);
   assert (s2->disconnect_timeout_ms == 10000 && s2->pull_ahead_ms == 60000 && s2->queue_depth == 8);
+  assert (s2->rate == 12u << 20 && cfg_site (c, 0)->rate == 0);
   assert (c->ndevices == 2 && c->devices[0].size == 1ull << 30);
   assert (c->devices[0].legs[0].dirty_log.type == DIRTYLOG_DISK);
   assert (c->devices[0].legs[1].dirty_log.type == DIRTYLOG_NOLOG && !c->devices[0].legs[1].dirty_log.sync);
@@ -175,6 +192,10 @@ good_file (void)
   c = cfg_load_string (GOOD_HEAD "sites = ( { id = 1; disconnect_timeout = \"7s\"; } );\n" DEV_OK, "d");
   assert (c && cfg_site (c, 0) && cfg_site (c, 1)->pull_ahead_ms == 7000);
   assert (cfg_site (c, 0)->disconnect_timeout_ms == 30000 && cfg_site (c, 0)->queue_depth == 32);
+  assert (cfg_site (c, 1)->rate == 0);                 /* no limit by default */
+  cfg_free (c);
+  c = cfg_load_string (GOOD_HEAD "sites = ( { id = 1; rate = 0; }, { id = 2; rate = \"1.5Gbit\"; } );\n" DEV_OK, "r");
+  assert (c && cfg_site (c, 1)->rate == 0 && cfg_site (c, 2)->rate == 187500000);
   cfg_free (c);
 }
 

@@ -4,9 +4,62 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "units.h"
+
+/* Rates: bits per second (decimal) or bytes per second (binary), nothing
+ * that could be read either way. */
+static void
+rates (void)
+{
+  static const struct { const char *s; uint64_t v; } good[] = {
+    { "0", 0 }, { "none", 0 }, { "unlimited", 0 }, { "0Mbit", 0 },
+    { "100Mbit", 12500000 }, { "100mbit/s", 12500000 }, { "1Gbit", 125000000 },
+    { "1.5Gbit", 187500000 }, { "800kbit", 100000 }, { "16Mbit", 2000000 }, { "2Tbit", 250000000000 },
+    { "8000bit", 1000 }, { "2M/s", 2u << 20 }, { "2MB/s", 2u << 20 }, { "2MiB/s", 2u << 20 },
+    { "64K/s", 65536 }, { "64kB/s", 65536 }, { "1000B/s", 1000 }, { "1G/s", 1u << 30 },
+    { "0.5M/s", 1u << 19 }, { " 12MB/s", 12u << 20 },
+  };
+  static const char *const bad[] = {
+    "", "-1", "-5Mbit", "fast", "10Q", "100M", "1000", "100MB", "100Mb/s", "100mb/s", "100Mbps",
+    "100MBps", "1Ebit", "1.Mbit", ".5M/s", "1..5M/s", "7bit", "999B/s", "100 Mbit", "1Mbitx",
+    "99999999999999999999Mbit", "100K/sec", "1.0000000001M/s", NULL
+  };
+  const char *why;
+  char buf[64];
+  uint64_t v;
+  size_t i;
+
+  for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+    why = NULL;
+    if (units_parse_rate (good[i].s, &v, &why) != 0 || v != good[i].v) {
+      fprintf (stderr, "rate '%s': got %" PRIu64 " (%s), want %" PRIu64 "\n", good[i].s, v,
+               why ? why : "ok", good[i].v);
+      exit (1);
+    }
+  }
+  for (i = 0; bad[i]; i++) {
+    why = NULL;
+    if (units_parse_rate (bad[i], &v, &why) == 0 || !why || !*why) {
+      fprintf (stderr, "rate '%s' accepted (%" PRIu64 ")\n", bad[i], v);
+      exit (1);
+    }
+  }
+  units_parse_rate ("100Mb/s", &v, &why);
+  assert (strstr (why, "ambiguous"));
+  units_parse_rate ("100M", &v, &why);
+  assert (strstr (why, "bits or bytes"));
+  units_parse_rate ("-1", &v, &why);
+  assert (strstr (why, "negative"));
+  units_format_rate (0, buf, sizeof buf);
+  assert (!strcmp (buf, "unlimited"));
+  units_format_rate (2000000, buf, sizeof buf);
+  assert (!strcmp (buf, "1.9 MiB/s (16.0 Mbit/s)"));
+  units_format_rate (500, buf, sizeof buf);
+  assert (!strcmp (buf, "500 B/s (4.0 kbit/s)"));
+}
 
 int
 main (void)
@@ -57,6 +110,7 @@ main (void)
       return 1;
     }
   }
+  rates ();
   assert (!strcmp (units_format_size (65536, buf, sizeof buf), "64K"));
   assert (!strcmp (units_format_size (1536, buf, sizeof buf), "1.5K"));
   assert (!strcmp (units_format_size (100, buf, sizeof buf), "100"));

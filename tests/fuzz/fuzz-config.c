@@ -142,10 +142,11 @@ print_cfg (const struct cfg *c)
     const struct cfg_site *s = &c->sites[i];
     sb_printf (&b, "  { id = %u; policy = \"%s\"; fall_behind = \"%s\"; disconnect_timeout = \"%"
                PRIu64 "ms\"; pull_ahead = \"%" PRIu64 "ms\"; request_timeout = \"%" PRIu64
-               "ms\"; queue_depth = %u; resync_rate = \"%" PRIu64 "\"; }%s\n", s->id,
+               "ms\"; queue_depth = %u; resync_rate = \"%" PRIu64 "\"; rate = \"%" PRIu64
+               "B/s\"; }%s\n", s->id,
                cfg_policy_name (s->policy), fb_text (s->fall_behind, s->fall_behind_value, fb, sizeof fb),
                s->disconnect_timeout_ms, s->pull_ahead_ms, s->request_timeout_ms, s->queue_depth,
-               s->resync_rate, i + 1 < c->nsites ? "," : "");
+               s->resync_rate, s->rate, i + 1 < c->nsites ? "," : "");
   }
   sb_printf (&b, ");\ndevices = (\n");
   for (i = 0; i < c->ndevices; i++) {
@@ -222,7 +223,7 @@ cfg_diff (const struct cfg *a, const struct cfg *b)
     if (x->id != y->id || x->policy != y->policy || x->fall_behind != y->fall_behind ||
         x->fall_behind_value != y->fall_behind_value ||
         x->disconnect_timeout_ms != y->disconnect_timeout_ms || x->pull_ahead_ms != y->pull_ahead_ms ||
-        x->resync_rate != y->resync_rate || x->request_timeout_ms != y->request_timeout_ms ||
+        x->resync_rate != y->resync_rate || x->rate != y->rate || x->request_timeout_ms != y->request_timeout_ms ||
         x->queue_depth != y->queue_depth)
       return "a site";
   }

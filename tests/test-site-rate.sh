@@ -1,0 +1,128 @@
+#!/bin/bash
+# A site's rate (rate=, nbd-replicator.conf(5) rate): a token bucket in front of everything its
+# worker sends to the site's connections, and status showing the link's throughput, the rate
+# and a projected catch-up time (replctl(8)).
+#   1. bad values are refused at start, one message each, naming the key and the value
+#   2. an async NBD remote with rate=16Mbit (2,000,000 bytes/s): a 16 MiB burst drains no
+#      faster than the rate allows.  The bucket holds a quarter second at the rate (500,000
+#      bytes) and starts full, so sending 16 MiB (plus headers) takes at least
+#      (16 MiB - 500,000) / 2,000,000 s = 8.14 s from the first write on.  While it drains,
+#      status shows the link's throughput at most the rate plus two buckets over its 5 s
+#      window (2.2 MB/s; checked against 1.25 x the rate) and at least half the rate, and a
+#      catch-up time of at least backlog / that bound; null once caught up.  The remote then
+#      equals the device.
+#   3. a full resync under the same rate: its 16 MiB of data copies also take at least 8.14 s
+#      (holes go as write-zeroes, a header each); the remote equals the device after it.
+set -u
+. "${TESTDIR:-$(dirname "$0")}/lib.sh"
+requires nbdkit cmp
+requires_python_nbd
+
+SIZE=64M
+RATE=2000000                        # rate=16Mbit, in bytes per second
+BURST=500000                        # the bucket: a quarter second at the rate
+DATA=$((16 << 20))                  # the burst written
+MIN_S=$(python3 -c "print(($DATA - $BURST) / $RATE)")
+HI=$((RATE * 5 / 4))                # throughput bound while draining (see above)
+
+# ---- 1. refused values ----------------------------------------------------------------------
+echo "== 1. bad values are refused with one message each"
+truncate -s $SIZE "$T/bad.img"
+for v in -1 fast 10Q 100M 100Mb/s; do
+  rc=0
+  nbdkit_refused "$T/bad.err" -f -U "$T/bad.sock" "$PLUGIN" log="$T/bad.log" log-size=8M \
+    local="$T/bad.img" remote="nbd+unix:///?socket=$T/none.sock" rate="$v" || rc=$?
+  n=$(grep -c 'error' "$T/bad.err")
+  one=no; [ "$rc" -ne 0 ] && [ "$n" -eq 1 ] && grep -qF "rate=$v: " "$T/bad.err" && one=yes
+  check "rate=$v refused (exit $rc), one error naming it: $(grep error "$T/bad.err" | head -1)" [ $one = yes ]
+done
+
+# ---- 2. a burst drains at the rate ---------------------------------------------------------
+echo "== 2. a 16 MiB burst to an async site with rate=16Mbit"
+truncate -s $SIZE "$T/a.img" "$T/a.rem"
+remote_start ra file "$T/a.rem" || die "remote ra"
+start_replicator a log="$T/a.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri ra)" \
+  policy=async initial-sync=false rate=16Mbit control="$T/a.ctl" || die "replicator a"
+wait_for "$T/a.ctl" "j['sites'][1]['link'] == 'connected'" 10 || die "the remote does not connect"
+check "status shows the rate ($(st a "j['sites'][1]['rate_limit']") bytes/s)" \
+  [ "$(st a "j['sites'][1]['rate_limit']")" = $RATE ]
+check "replctl status shows it too" sh -c "'$REPLCTL' -s '$T/a.ctl' status | grep -q 'rate limit 1.9 MiB/s (16.0 Mbit/s)'"
+check "nothing to catch up: catchup_seconds is null" [ "$(st a "j['sites'][1]['catchup_seconds']")" = None ]
+
+# watch.py REPLCTL CTL T0 OUT: status every 0.2 s until site 1 has no backlog (or 120 s);
+# OUT: the samples (time since T0, backlog bytes, throughput, catch-up) and when caught up
+cat > "$T/watch.py" <<'PY'
+import json, subprocess, sys, time
+replctl, ctl, t0, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+samples, done = [], None
+while time.time() - t0 < 120:
+    try:
+        j = json.loads(subprocess.run([replctl, "-s", ctl, "status", "--json"], capture_output=True,
+                                      check=True).stdout)
+    except Exception:
+        time.sleep(0.2); continue
+    t = time.time() - t0
+    s = j["sites"][1]
+    samples.append({"t": t, "backlog": s["backlog_bytes"], "entries": s["backlog_entries"],
+                    "bps": s["link_bytes_per_second"], "eta": s["catchup_seconds"], "link": s["link"]})
+    if t > 1 and s["backlog_entries"] == 0 and s["backlog_bytes"] == 0:
+        done = t; break
+    time.sleep(0.2)
+json.dump({"samples": samples, "done": done}, open(out, "w"))
+PY
+t0=$EPOCHREALTIME
+python3 "$T/watch.py" "$REPLCTL" "$T/a.ctl" "$t0" "$T/a.watch" &
+WATCH=$!
+nbdsh_u "$NBD_URI" -c "
+import os
+for i in range($DATA >> 20):
+    h.pwrite(os.urandom(1 << 20), i << 20)
+h.flush()" || fail "the burst"
+t_written=$(python3 -c "print(round($EPOCHREALTIME - $t0, 2))")
+wait $WATCH
+w() { bval "$T/a.watch" "$1"; }
+echo "  (written in $t_written s; caught up after $(w "b['done']") s; $(w "len(b['samples'])") status samples)"
+check "site 1 caught up" [ "$(w "b['done'] is not None")" = True ]
+check "the drain took at least (16 MiB - burst) / rate = $MIN_S s ($(w "b['done']") s)" \
+  [ "$(w "b['done'] is not None and b['done'] >= $MIN_S")" = True ]
+# Samples whose 5 s window lies within the drain (from 5.5 s on, until 0.5 s before the end).
+mid="[s for s in b['samples'] if 5.5 <= s['t'] <= b['done'] - 0.5 and s['link'] == 'connected']"
+echo "  (throughput while draining: $(w "[s['bps'] for s in $mid]"))"
+check "status showed the throughput while draining ($(w "len($mid)") samples)" [ "$(w "len($mid) > 0")" = True ]
+check "... at most rate x 1.25 = $HI bytes/s" [ "$(w "all(s['bps'] <= $HI for s in $mid)")" = True ]
+check "... and at least half the rate" [ "$(w "all(s['bps'] >= $RATE / 2 for s in $mid)")" = True ]
+echo "  (catch-up while behind: $(w "[(round(s['t'], 1), s['backlog'], s['eta']) for s in b['samples'] if s['backlog']][:12]"))"
+check "a projected catch-up time while behind, at least backlog / $HI" \
+  [ "$(w "len($mid) > 0 and all(s['eta'] is not None and s['eta'] >= s['backlog'] / $HI for s in $mid if s['backlog'])")" = True ]
+check "every sample with a backlog on a connected link had a catch-up time" \
+  [ "$(w "all(s['eta'] is not None for s in b['samples'] if s['backlog'] and s['link'] == 'connected')")" = True ]
+check "catchup_seconds is null once caught up" [ "$(st a "j['sites'][1]['catchup_seconds']")" = None ]
+check "the link counted at least the burst ($(st a "j['sites'][1]['link_bytes_sent']") bytes)" \
+  [ "$(st a "j['sites'][1]['link_bytes_sent'] >= $DATA")" = True ]
+"$REPLCTL" -s "$T/a.ctl" metrics > "$T/a.metrics" || fail "replctl metrics"
+check "metrics: the rate, the bytes sent, the throughput" \
+  grep -q "^nbd_replicator_site_rate_limit_bytes_per_second{site=\"1\"} $RATE\$" "$T/a.metrics"
+check "metrics: bytes sent counter" grep -q '^nbd_replicator_site_link_sent_bytes_total{site="1"} [1-9]' "$T/a.metrics"
+check "metrics: throughput gauge" grep -q '^nbd_replicator_site_link_bytes_per_second{site="1"} ' "$T/a.metrics"
+check "metrics: no catch-up sample once caught up" bash -c "! grep -q '^nbd_replicator_site_catchup_seconds{site=\"1\"}' '$T/a.metrics'"
+dev=$(devsize "$T/a.ctl")
+wait_caught_up "$T/a.ctl" 30 || fail "the log drained"
+check "the remote equals the device after the drain" cmp -n "$dev" "$T/a.img" "$T/a.rem"
+
+# ---- 3. a resync under the rate --------------------------------------------------------------
+echo "== 3. a full resync under rate=16Mbit"
+s=$EPOCHREALTIME
+"$REPLCTL" -s "$T/a.ctl" resync default 1 --full --wait >"$T/resync.out" 2>&1 || fail "replctl resync --full --wait"
+el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
+check "the resync finished ($(tail -1 "$T/resync.out"))" [ "$(st a "j['sites'][1]['resync']['finished']")" -ge 1 ]
+check "its $((DATA >> 20)) MiB of data took at least $MIN_S s ($el s)" \
+  python3 -c "import sys; sys.exit(not $el >= $MIN_S)"
+check "the resync copied the data ($(st a "j['sites'][1]['resync']['bytes_copied']") bytes)" \
+  [ "$(st a "j['sites'][1]['resync']['bytes_copied'] >= $DATA")" = True ]
+wait_caught_up "$T/a.ctl" 30 || fail "caught up after the resync"
+rc=0; stop_replicator a || rc=$?
+check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
+check "no sanitizer reports" sanitizer_clean a
+check "the remote equals the device" cmp -n "$dev" "$T/a.img" "$T/a.rem"
+remote_kill ra
+finish
