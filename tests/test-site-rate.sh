@@ -104,6 +104,10 @@ check "metrics: the rate, the bytes sent, the throughput" \
   grep -q "^nbd_replicator_site_rate_limit_bytes_per_second{site=\"1\"} $RATE\$" "$T/a.metrics"
 check "metrics: bytes sent counter" grep -q '^nbd_replicator_site_link_sent_bytes_total{site="1"} [1-9]' "$T/a.metrics"
 check "metrics: throughput gauge" grep -q '^nbd_replicator_site_link_bytes_per_second{site="1"} ' "$T/a.metrics"
+check "metrics: the text parses as strict OpenMetrics" python3 -c '
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+list(text_string_to_metric_families(open(sys.argv[1]).read()))' "$T/a.metrics"
 check "metrics: no catch-up sample once caught up" bash -c "! grep -q '^nbd_replicator_site_catchup_seconds{site=\"1\"}' '$T/a.metrics'"
 dev=$(devsize "$T/a.ctl")
 wait_caught_up "$T/a.ctl" 30 || fail "the log drained"
