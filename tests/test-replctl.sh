@@ -60,6 +60,12 @@ for s in j["sites"]:
         need(s["consistent_point"], w + ".consistent_point", {"seq": int})
         if "time" not in s["consistent_point"]: errs.append(w + ": consistent_point has no time")
     if s["link"] not in ("local", "connected", "connecting", "disconnected", "paused"): errs.append(w + ": link " + s["link"])
+    need(s, w, {"rate_limit": int, "link_bytes_sent": int})
+    for k, t in (("link_bytes_per_second", int), ("catchup_seconds", num)):
+        if k not in s: errs.append("%s: no %s" % (w, k))
+        elif s[k] is not None and not isinstance(s[k], t): errs.append("%s.%s: %r" % (w, k, s[k]))
+    if s["id"] == 0 and s.get("link_bytes_per_second") is not None: errs.append(w + ": site 0 has no link")
+    if s["id"] and s.get("link_bytes_per_second") is None: errs.append(w + ": no link throughput")
     if s["id"]:
         need(s, w, {"resync": dict})
         need(s["resync"], w + ".resync", {"active": bool, "regions_total": int, "regions_copied": int,
