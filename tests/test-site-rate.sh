@@ -13,6 +13,11 @@
 #      equals the device.
 #   3. a full resync under the same rate: its 16 MiB of data copies also take at least 8.14 s
 #      (holes go as write-zeroes, a header each); the remote equals the device after it.
+#   4. requests waiting for the bucket: a killed remote is seen as down, the site catches up
+#      when it returns; a stop is not held up (a remote site drains for at most 2 s); after a
+#      restart the site catches up from the log; the remote equals the device.
+#   5. a sync site with rate=8Mbit: writes return only once at the site, so 4 MiB take at
+#      least (4 MiB - 250,000) / 1,000,000 s.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
 requires nbdkit cmp
@@ -124,9 +129,61 @@ check "its $((DATA >> 20)) MiB of data took at least $MIN_S s ($el s)" \
 check "the resync copied the data ($(st a "j['sites'][1]['resync']['bytes_copied']") bytes)" \
   [ "$(st a "j['sites'][1]['resync']['bytes_copied'] >= $DATA")" = True ]
 wait_caught_up "$T/a.ctl" 30 || fail "caught up after the resync"
+check "the remote equals the device after the resync" cmp -n "$dev" "$T/a.img" "$T/a.rem"
+
+# ---- 4. a lost connection and a stop while requests wait for the bucket ----------------------
+echo "== 4. the remote killed, then the instance stopped, while the site is throttled"
+burst8() { nbdsh_u "$NBD_URI" -c "
+import os
+for i in range(8):
+    h.pwrite(os.urandom(1 << 20), ($1 + i) << 20)
+h.flush()"; }
+burst8 20 || fail "a second burst"
+sleep 1
+remote_kill ra
+check "the worker sees the connection go while requests wait for the bucket" \
+  wait_for "$T/a.ctl" "j['devices'][0]['legs'][1]['link'] == 'down'" 10
+remote_start ra file "$T/a.rem" || die "remote ra again"
+check "it reconnects and catches up" wait_caught_up "$T/a.ctl" 60
+check "the remote equals the device after the outage" cmp -n "$dev" "$T/a.img" "$T/a.rem"
+burst8 30 || fail "a third burst"
+sleep 1
+check "the site is behind when the stop comes ($(st a "j['sites'][1]['backlog_bytes']") bytes)" \
+  [ "$(st a "j['sites'][1]['backlog_bytes'] > 0")" = True ]
+s=$EPOCHREALTIME; rc=0; stop_replicator a 30 || rc=$?
+el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
+# A remote site's drain at stop is bounded by 2 s (docs/RULES.md, safety rule 12).
+check "a throttled site does not hold up the stop (rc $rc, $el s)" \
+  python3 -c "import sys; sys.exit(not ($rc == 0 and $el < 15))"
+restart_replicator a log="$T/a.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri ra)" \
+  policy=async initial-sync=false rate=16Mbit control="$T/a.ctl" || die "replicator a restart"
+check "after the restart the site catches up from the log" wait_caught_up "$T/a.ctl" 60
 rc=0; stop_replicator a || rc=$?
 check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
 check "no sanitizer reports" sanitizer_clean a
 check "the remote equals the device" cmp -n "$dev" "$T/a.img" "$T/a.rem"
 remote_kill ra
+
+# ---- 5. a sync site: its clients wait for the throttled link ---------------------------------
+echo "== 5. policy=sync with rate=8Mbit: writes complete no faster than the rate"
+truncate -s $SIZE "$T/b.img" "$T/b.rem"
+remote_start rb file "$T/b.rem" || die "remote rb"
+start_replicator b log="$T/b.rlog" log-size=64M local="$T/b.img" remote="$(remote_uri rb)" \
+  policy=sync initial-sync=false rate=8Mbit control="$T/b.ctl" || die "replicator b"
+wait_for "$T/b.ctl" "j['sites'][1]['link'] == 'connected'" 10 || die "the remote does not connect"
+# 1,000,000 bytes/s, a bucket of 250,000 bytes: 4 MiB take at least 3.94 s to be acknowledged.
+min_b=$(python3 -c "print(((4 << 20) - 250000) / 1000000)")
+s=$EPOCHREALTIME
+nbdsh_u "$(uri b)" -c "
+import os
+for i in range(16):
+    h.pwrite(os.urandom(256 << 10), i << 18)" || fail "sync writes"
+el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
+check "4 MiB of sync writes took at least $min_b s ($el s)" python3 -c "import sys; sys.exit(not $el >= $min_b)"
+check "and nothing was left behind when they returned" [ "$(st b "j['sites'][1]['backlog_entries']")" = 0 ]
+dev=$(devsize "$T/b.ctl")
+rc=0; stop_replicator b || rc=$?
+check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
+check "the remote equals the device" cmp -n "$dev" "$T/b.img" "$T/b.rem"
+remote_kill rb
 finish
