@@ -465,6 +465,9 @@ worker_take_legs (struct worker *w)
         }
       }
     }
+  if (s->cfg->rate && !w->nremote)
+    rep_warn ("site %u: rate limits what goes to NBD and iSCSI legs; the site has none, so "
+              "nothing is limited", s->id);
   if (w->nremote) {
     if ((w->eng.evfd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
       rep_error ("site %u: eventfd: %m", s->id);
