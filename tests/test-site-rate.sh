@@ -18,6 +18,7 @@
 #      restart the site catches up from the log; the remote equals the device.
 #   5. a sync site with rate=8Mbit: writes return only once at the site, so 4 MiB take at
 #      least (4 MiB - 250,000) / 1,000,000 s.
+#   6. resync_rate stays a cap of its own: resync-rate=1M under rate=16Mbit.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
 requires nbdkit cmp
@@ -186,4 +187,30 @@ rc=0; stop_replicator b || rc=$?
 check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
 check "the remote equals the device" cmp -n "$dev" "$T/b.img" "$T/b.rem"
 remote_kill rb
+
+# ---- 6. resync_rate below the rate still caps the resync ------------------------------------
+echo "== 6. resync-rate=1M with rate=16Mbit: the resync keeps to the lower one"
+truncate -s $SIZE "$T/c.img" "$T/c.rem"
+remote_start rc file "$T/c.rem" || die "remote rc"
+start_replicator c log="$T/c.rlog" log-size=64M local="$T/c.img" remote="$(remote_uri rc)" \
+  initial-sync=false rate=16Mbit resync-rate=1M control="$T/c.ctl" || die "replicator c"
+wait_for "$T/c.ctl" "j['sites'][1]['link'] == 'connected'" 10 || die "the remote does not connect"
+nbdsh_u "$(uri c)" -c "
+import os
+for i in range(6):
+    h.pwrite(os.urandom(1 << 20), i << 20)
+h.flush()" || fail "6 MiB of data"
+wait_caught_up "$T/c.ctl" 30 || fail "caught up before the resync"
+# resync_rate's bucket: 1 MiB (at least one copy), full at the start, a 1 MiB copy may leave it
+# 1 MiB in debt: 6 MiB of copies take at least (6 - 2) MiB / 1 MiB/s = 4 s.
+s=$EPOCHREALTIME
+"$REPLCTL" -s "$T/c.ctl" resync default 1 --full --wait >/dev/null 2>&1 || fail "replctl resync --full --wait"
+el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
+check "6 MiB of copies took at least 4 s ($el s)" python3 -c "import sys; sys.exit(not $el >= 4)"
+dev=$(devsize "$T/c.ctl")
+wait_caught_up "$T/c.ctl" 30 || fail "caught up after the resync"
+rc=0; stop_replicator c || rc=$?
+check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
+check "the remote equals the device" cmp -n "$dev" "$T/c.img" "$T/c.rem"
+remote_kill rc
 finish
