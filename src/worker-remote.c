@@ -266,6 +266,8 @@ rate_service (struct worker *w, uint64_t now, bool tick)
     __atomic_store_n (&w->site->link_bytes_per_s, ratemeter_update (&w->rt.meter, now, w->rt.sent),
                       __ATOMIC_RELAXED);
   w->rt.wake_ns = 0;
+  if (!w->rt.bucket.rate)
+    return;                            /* nothing is parked by a rate */
   for (i = 0; i < w->nio; i++) {
     const struct wio *io = &w->io[i];
     if (io->active && io->parked && io->retry_at > now && io->leg->remote && io->leg->link.up)
