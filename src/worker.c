@@ -419,6 +419,9 @@ worker_alloc (struct site *s, const struct replog_stats *st)
   w->next = replog_applied (r->rl, s->id) + 1;
   w->done = w->posted = w->rw.done_hwm = w->next - 1;
   w->ck.last_ns = w->hl.last_progress_ns = mono_ns ();
+  /* Labels were written at attach: the periodic check and consistent
+   * point come an interval later, not at the first checkpoint. */
+  w->ck.label_ns = w->ck.label_write_ns = w->ck.last_ns;
   rate_init (w, w->ck.last_ns);
   w->nio = w->qd + RESYNC_QD;
   w->io = calloc (w->nio, sizeof *w->io);
