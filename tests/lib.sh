@@ -617,3 +617,53 @@ legcmp() {
 # devsize CTL [DEV]: the size of device DEV (index, default 0) from status: compare two legs
 # (each with its label area after the device) with cmp -n "$(devsize CTL)" LEG1 LEG2.
 devsize() { status_get "$1" "j['devices'][${2:-0}]['size']"; }
+
+# ---- a WAN link (tests/wan-emu.c: one-way delay, capacity in bit/s shared by the connections) --
+: "${WAN_EMU:=$_bld/tests/wan-emu}"
+export WAN_EMU
+declare -A WAN_PID=()
+# wan_start NAME TARGET_SOCK DELAY RATE [WAN-EMU OPTIONS...]: the emulator listening on
+#   $T/NAME.wan.sock, forwarding to the unix socket TARGET_SOCK, e.g. wan_start w "$T/r.sock" 10ms 100M
+#   (RTT = 2 x DELAY; RATE in bit/s, 0 = unlimited).  Stats in $T/NAME.wan.stats; the link's
+#   controls: $T/NAME.wan.delay (while it exists its content, e.g. 50ms, is the delay) and
+#   $T/NAME.wan.down (while it exists the link delivers nothing).  Log: $T/NAME.wan.log.
+#   Sets WAN_PID[NAME]; the URI of an NBD server behind it is $(wan_uri NAME).
+wan_start() {
+  local name=$1 target=$2 dl=$3 rate=$4 i; shift 4
+  [ -x "$WAN_EMU" ] || { echo "the WAN emulator $WAN_EMU is not built (make check builds it)"; return 1; }
+  rm -f "$T/$name.wan.sock" "$T/$name.wan.pid" "$T/$name.wan.stats"
+  "$WAN_EMU" --listen "unix:$T/$name.wan.sock" --connect "unix:$target" --delay "$dl" --rate "$rate" \
+    --stats "$T/$name.wan.stats" --pidfile "$T/$name.wan.pid" \
+    --delay-file "$T/$name.wan.delay" --down-file "$T/$name.wan.down" "$@" 2>>"$T/$name.wan.log" &
+  WAN_PID[$name]=$!
+  for i in $(seq 250); do
+    [ -s "$T/$name.wan.pid" ] && return 0
+    alive "${WAN_PID[$name]}" || { echo "wan-emu $name did not start:"; cat "$T/$name.wan.log"; return 1; }
+    sleep 0.02
+  done
+  echo "wan-emu $name: no pidfile after 5 s"; return 1
+}
+wan_uri() { echo "nbd+unix:///${2:-}?socket=$T/$1.wan.sock"; }
+# wan_stop NAME: SIGTERM, wait (10 s, then SIGKILL and 124); returns its exit status
+wan_stop() {
+  local pid=${WAN_PID[$1]:-} i rc=0
+  [ -n "$pid" ] || { echo "wan_stop: $1 is not running"; return 1; }
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 200); do alive "$pid" || break; sleep 0.05; done
+  if alive "$pid"; then kill -9 "$pid"; wait "$pid" 2>/dev/null; unset "WAN_PID[$1]"; return 124; fi
+  wait "$pid" 2>/dev/null || rc=$?
+  unset "WAN_PID[$1]"
+  return $rc
+}
+# wan_stat NAME KEY: KEY's value in a fresh stats line (SIGUSR1 makes the emulator rewrite it)
+_wan_field() { tr ' ' '\n' 2>/dev/null <"$1" | sed -n "s/^$2=//p"; }
+wan_stat() {
+  local f=$T/$1.wan.stats n0 i
+  n0=$(_wan_field "$f" n)
+  kill -USR1 "${WAN_PID[$1]}" 2>/dev/null || return 1
+  for i in $(seq 100); do
+    [ "$(_wan_field "$f" n)" != "$n0" ] && break
+    sleep 0.02
+  done
+  _wan_field "$f" "$2"
+}
