@@ -23,7 +23,11 @@
  *   - The bytes held per direction (read and not yet written) are bounded by
  *     --queue (default 64 MiB): once over it, the emulator stops reading in
  *     that direction, and TCP's (or the unix socket's) back-pressure stops
- *     the senders.
+ *     the senders.  The queue is the link's buffer: a sender that writes
+ *     faster than the rate fills it, and its data then waits up to
+ *     queue * 8 / rate (64 MiB at 100 Mbit/s: 5.4 s) before the delay; a
+ *     real TCP connection across a long link keeps at most its window in
+ *     flight.  A smaller --queue emulates a shallower buffer.
  *   - Connection set-up is not delayed: the emulator connects to the target
  *     when it accepts a client (the first data, e.g. an NBD greeting, is).
  *
@@ -728,7 +732,7 @@ check_files (void)
 static void
 write_stats (double now)
 {
-  char tmp[4096 + 8], line[1024];
+  char tmp[4096 + 8], line[2048];
   FILE *f;
 
   if (!stats_file)
@@ -881,9 +885,8 @@ main (int argc, char **argv)
   next_stats = t_start + STATS_EVERY;
   if (pid_file)
     write_pidfile ();
-  msg ("listening on %s, target %s, delay %.3f ms, rate %s%.0f bit/s, queue %llu bytes",
-       listen_addr.text, target_addr.text, base_delay * 1e3, rate > 0 ? "" : "unlimited ",
-       rate, (unsigned long long) queue_limit);
+  msg ("listening on %s, target %s, delay %.3f ms, rate %.0f bit/s (0: unlimited), queue %llu bytes",
+       listen_addr.text, target_addr.text, base_delay * 1e3, rate, (unsigned long long) queue_limit);
 
   while (!got_stop) {
     double now = now_s (), next;
