@@ -248,6 +248,9 @@ def one(row):
         r['wire'] = int(w['up_written']); r['wire_down'] = int(w['down_written'])
     except Exception:
         pass
+    d = load_json(os.path.join(run, tag + '.drained.json'))
+    if d and d['sites'][1]['mode'] == 'log' and 'written' in r:   # what the remote got of fio's bytes
+        r['applied_bytes'] = r['written'] - d['sites'][1]['backlog_bytes']
     lw = [x for x in load if 'up_written' in x[2]]
     if len(lw) >= 2 and lw[-1][0] > lw[0][0]:
         r['wire_MBs'] = (int(lw[-1][2]['up_written']) - int(lw[0][2]['up_written'])) / (lw[-1][0] - lw[0][0]) / 1e6
@@ -275,6 +278,8 @@ def line(r):
     cmb = '%s MB/s (%s of link)' % (f(r.get('catch_MBs'), '%.2f'), f(r.get('catch_link'), '%.3fx'))
     wire = '%s / %s MB (%s)' % (f(r.get('wire', 0) / 1e6, '%.1f'), f(r.get('written', 0) / 1e6, '%.1f'),
                                 f(r['wire'] / r['written'] if r.get('written') and 'wire' in r else None, '%.2fx'))
+    if r.get('applied_bytes') and 'wire' in r and r['applied_bytes'] < r.get('written', 0):
+        wire += '; applied %.1f MB (%.2fx)' % (r['applied_bytes'] / 1e6, r['wire'] / r['applied_bytes'])
     return '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s' % (
         r['link'], r['mode'], r['wl'], r['rep'], f(r.get('iops')), lat, slat, f(r.get('epochs_s')),
         f(r.get('applied_s')), f(r.get('rem_epochs_s')), r.get('modes'), bl, cu, cmb, wire,
@@ -327,6 +332,7 @@ for rep in $(seq "$REPS"); do
         "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.end.json" 2>/dev/null
         caught=$(python3 "$RUN/helpers.py" wait "$REPLCTL" "$CTL" caught-up "$DRAIN_TIMEOUT")
         t_drain=$(date +%s.%N)
+        "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.drained.json" 2>/dev/null
         kill -USR1 "$WAN_PID"; sleep 0.3; cp "$RUN/$tag.wan.stats" "$RUN/$tag.wan.end"
         kill "$POLL_PID" 2>/dev/null; wait "$POLL_PID" 2>/dev/null
         alive "$SRV_PID" || rc="$rc,server-died"
@@ -377,7 +383,8 @@ export DRAIN_TIMEOUT
   echo "(when not caught up in time: the drain rate over the window watched, and a projection of the"
   echo "whole catch-up at that rate) against the link's capacity; wire = bytes the emulator delivered"
   echo "to the remote (NBD requests with their headers, flushes, handshakes, labels) over the whole"
-  echo "run vs the bytes fio wrote."
+  echo "run vs the bytes fio wrote; when the remote did not catch up, also vs the bytes it applied"
+  echo "(fio's bytes minus site 1's backlog_bytes at the end of the watch)."
   echo
   python3 "$RUN/analyze.py" "$RUN" report
   echo
