@@ -69,7 +69,7 @@ numfmt --from=iec "$LOG_SIZE" >/dev/null || die "bad LOG_SIZE $LOG_SIZE"
 mkdir -p "$BENCH_DIR" "$RESULTS_DIR" || die "cannot create $BENCH_DIR or $RESULTS_DIR"
 BENCH_DIR=$(realpath "$BENCH_DIR")
 [ "$(df --output=fstype "$BENCH_DIR" | tail -1)" = tmpfs ] && die "$BENCH_DIR is on tmpfs: use a real disk"
-RUN=$BENCH_DIR/run-$(date +%Y%m%d-%H%M%S)
+RUN=$BENCH_DIR/run-$(date +%Y%m%d-%H%M%S) STARTED=$(date '+%F %H:%M')
 mkdir -p "$RUN" || die "cannot create $RUN"
 # Snapshots of the binaries: the tree may be rebuilt while the benchmark runs.
 cp "$PLUGIN" "$RUN/plugin.so" && cp "$REPLCTL" "$RUN/replctl" && cp "$WAN_EMU" "$RUN/wan-emu" || die "cannot copy the binaries"
@@ -349,7 +349,7 @@ done
 OUT=$RESULTS_DIR/$(date +%F)-wan-$TAG.md
 export DRAIN_TIMEOUT
 {
-  echo "# WAN benchmark, $(date '+%F %H:%M')"
+  echo "# WAN benchmark, $STARTED to $(date +%H:%M)"
   echo
   [ -n "$NOTE" ] && { echo "Note: $NOTE"; echo; }
   echo "Machine: $(nproc) CPUs, $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
