@@ -82,9 +82,11 @@ SRV_PID='' REM_PID='' WAN_PID='' POLL_PID=''
 cleanup() {
   set +e
   local p
+  [ -n "$LOOPDEV" ] && pg_ctl cleanup stop >/dev/null 2>&1     # PostgreSQL daemonizes: not a job
+  fs_down >/dev/null 2>&1
   for p in $(jobs -p); do kill -9 "$p" 2>/dev/null; done    # only our own children
   wait 2>/dev/null
-  rm -rf "$T" "$IMG_L" "$IMG_R" "$LOG"
+  rm -rf "$T" "$IMG_L" "$IMG_R" "$LOG" "$PG_TMPL"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -100,10 +102,14 @@ stop_pid() {     # PID TIMEOUT_S: SIGTERM, SIGKILL after TIMEOUT_S; prints the s
   wait "$pid" 2>/dev/null
   python3 -c "import sys; print('%.1f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$EPOCHREALTIME"
 }
-start_run() {    # TAG MODE LINK -> SRV_PID REM_PID WAN_PID, or 1
+start_run() {    # TAG MODE LINK WORKLOAD -> SRV_PID REM_PID WAN_PID, or 1
   local tag=$1 link=$3
   rm -f "$IMG_L" "$IMG_R" "$LOG" "$T"/*.sock "$T"/*.pid
-  truncate -s "$SIZE_BYTES" "$IMG_L" "$IMG_R" || return 1      # identical (zero) copies
+  if [ "$4" = pgbench ]; then      # identical copies of the database
+    cp --sparse=always "$PG_TMPL" "$IMG_L" && cp --sparse=always "$PG_TMPL" "$IMG_R" || return 1
+  else
+    truncate -s "$SIZE_BYTES" "$IMG_L" "$IMG_R" || return 1      # identical (zero) copies
+  fi
   nbdkit -f -U "$REM_SOCK" -P "$T/rem.pid" file "$IMG_R" 2>"$RUN/$tag.remote.log" &
   REM_PID=$!; wait_pidfile "$T/rem.pid" $REM_PID || return 1
   "$WAN_EMU" --listen "unix:$WAN_SOCK" --connect "unix:$REM_SOCK" --delay "${DELAY_US}us" --rate "$link" \
@@ -152,10 +158,16 @@ PY
 
 PGNOTE=
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+. "$HERE/wan-pgbench.sh"
 case " $WORKLOADS " in *" pgbench "*)
-  if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then PGNOTE="pgbench skipped: the PostgreSQL server is not installed (Debian's postgresql; tests/test-dr-drill.sh shows the set-up)"
-  else PGNOTE="pgbench skipped: not implemented in this script yet (PostgreSQL on ext4 over nbdfuse + loop, as tests/test-dr-drill.sh)"; fi
-  say "$PGNOTE"; WORKLOADS=$(echo " $WORKLOADS " | sed 's/ pgbench / /; s/^ //; s/ $//') ;;
+  PGNOTE=$(pg_check)
+  [ -z "$PGNOTE" ] && ! pg_template && PGNOTE="making the database failed (see $RUN/pg-template.*.log)"
+  if [ -n "$PGNOTE" ]; then
+    PGNOTE="pgbench skipped: $PGNOTE"; say "$PGNOTE"
+    WORKLOADS=$(echo " $WORKLOADS " | sed 's/ pgbench / /; s/^ //; s/ $//')
+  else
+    PGNOTE="pgbench: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on ext4 on the device (nbdfuse -> loop), database made once (pgbench -i -s $PGSCALE, through a replicator with a local leg only; both legs of every run start as copies of it), then \\`pgbench -c $PGCLIENTS -j 2 -T $RUNTIME -n\\` (TPC-B like, every commit an fsync); its 'IOPS' are transactions/s, its latencies per transaction; the bytes it wrote are the loop device's"
+  fi ;;
 esac
 [ -n "${WORKLOADS// /}" ] || die "no workload left to run"
 
@@ -197,6 +209,12 @@ def one(row):
         r.update(iops=w['iops'], written=w['io_bytes'], w50=pct(w['clat_ns'], '50.000000'),
                  w99=pct(w['clat_ns'], '99.000000'), s50=pct(sy, '50.000000'), s99=pct(sy, '99.000000'),
                  fio_s=job['job_runtime'] / 1e3)
+    pgo = os.path.join(run, tag + '.pgbench.out')
+    if os.path.exists(pgo):
+        lat = sorted(int(l.split()[2]) for l in open(os.path.join(run, tag + '.pgbench.log')) if len(l.split()) > 2)
+        if lat:
+            r.update(iops=len(lat) / (t1 - t0), w50=lat[len(lat) // 2] / 1e3, w99=lat[int(len(lat) * 0.99)] / 1e3)
+        r['written'] = int(open(os.path.join(run, tag + '.written')).read())
     S = []
     for line in open(os.path.join(run, tag + '.poll')):
         p = line.rstrip('\n').split('\t')
@@ -249,7 +267,7 @@ def one(row):
     except Exception:
         pass
     d = load_json(os.path.join(run, tag + '.drained.json'))
-    if d and d['sites'][1]['mode'] == 'log' and 'written' in r:   # what the remote got of fio's bytes
+    if f and d and d['sites'][1]['mode'] == 'log':   # what the remote got of fio's bytes (= the log's)
         r['applied_bytes'] = r['written'] - d['sites'][1]['backlog_bytes']
     lw = [x for x in load if 'up_written' in x[2]]
     if len(lw) >= 2 and lw[-1][0] > lw[0][0]:
@@ -319,15 +337,17 @@ for rep in $(seq "$REPS"); do
     for mode in $MODES; do
       for wl in $WORKLOADS; do
         tag=rep$rep-$link-$mode-$wl qd=${wl#qd}
-        if ! start_run "$tag" "$mode" "$link"; then
+        if ! start_run "$tag" "$mode" "$link" "$wl" || { [ "$wl" = pgbench ] && ! pg_up "$tag"; }; then
+          [ "$wl" = pgbench ] && fs_down
           say "$tag: servers did not start (see $RUN/$tag.*.log)"; stop_run
           printf '%s\t%s\t%s\t%s\t%s\tstart-failed\t\t\t\t\n' "$tag" "$rep" "$link" "$mode" "$wl" >>"$RUN/runs.tsv"; continue
         fi
         poll_loop "$RUN/$tag.wan.stats" >"$RUN/$tag.poll" 2>/dev/null & POLL_PID=$!
         t_start=$(date +%s.%N)
-        fio --name="$wl" --ioengine=nbd --uri="nbd+unix:///?socket=$SOCK" --rw=randwrite --bs=4k \
+        if [ "$wl" = pgbench ]; then pg_load "$tag"
+        else fio --name="$wl" --ioengine=nbd --uri="nbd+unix:///?socket=$SOCK" --rw=randwrite --bs=4k \
             --iodepth="$qd" --fsync=1 --numjobs=1 --size="$SIZE_BYTES" --time_based --runtime="$RUNTIME" \
-            --norandommap --randrepeat=0 --output-format=json --output="$RUN/$tag.json" 2>"$RUN/$tag.fio.err"
+            --norandommap --randrepeat=0 --output-format=json --output="$RUN/$tag.json" 2>"$RUN/$tag.fio.err"; fi
         rc=$? t_end=$(date +%s.%N)
         "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.end.json" 2>/dev/null
         caught=$(python3 "$RUN/helpers.py" wait "$REPLCTL" "$CTL" caught-up "$DRAIN_TIMEOUT")
@@ -336,6 +356,7 @@ for rep in $(seq "$REPS"); do
         kill -USR1 "$WAN_PID"; sleep 0.3; cp "$RUN/$tag.wan.stats" "$RUN/$tag.wan.end"
         kill "$POLL_PID" 2>/dev/null; wait "$POLL_PID" 2>/dev/null
         alive "$SRV_PID" || rc="$rc,server-died"
+        [ "$wl" = pgbench ] && pg_down "$tag"
         stop_run
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tag" "$rep" "$link" "$mode" "$wl" "$rc" \
           "$t_start" "$t_end" "$t_drain" "$caught" >>"$RUN/runs.tsv"
@@ -384,7 +405,8 @@ export DRAIN_TIMEOUT
   echo "whole catch-up at that rate) against the link's capacity; wire = bytes the emulator delivered"
   echo "to the remote (NBD requests with their headers, flushes, handshakes, labels) over the whole"
   echo "run vs the bytes fio wrote; when the remote did not catch up, also vs the bytes it applied"
-  echo "(fio's bytes minus site 1's backlog_bytes at the end of the watch)."
+  echo "(fio's bytes minus site 1's backlog_bytes at the end of the watch; not for pgbench, whose"
+  echo "writes reach the device also after the load: status has no cumulative count of logged bytes)."
   echo
   python3 "$RUN/analyze.py" "$RUN" report
   echo
