@@ -10,7 +10,8 @@
 #                  the only mode that exists today]
 #   LINKS          link capacities in bit/s ["100M 1G"]     RTT  round trip ["20ms"]
 #   WORKLOADS      ["qd1 qd4 qd16 pgbench"]: fio randwrite bs=4k fsync=1 at iodepth 1/4/16;
-#                  pgbench is skipped with a note (not implemented here yet)
+#                  pgbench -c PGCLIENTS [4] on a database of -s PGSCALE [10] (bench/wan-pgbench.sh;
+#                  skipped with the reason in the report when PostgreSQL or root is missing)
 #   RUNTIME        seconds of load per run, no ramp [20]   REPS  repetitions [1]
 #   DRAIN_TIMEOUT  seconds the catch-up is watched after the load [60]
 #   SIZE           device size; fio writes over all of it [1G]   LOG_SIZE [1G]
@@ -166,7 +167,7 @@ case " $WORKLOADS " in *" pgbench "*)
     PGNOTE="pgbench skipped: $PGNOTE"; say "$PGNOTE"
     WORKLOADS=$(echo " $WORKLOADS " | sed 's/ pgbench / /; s/^ //; s/ $//')
   else
-    PGNOTE="pgbench: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on ext4 on the device (nbdfuse -> loop), database made once (pgbench -i -s $PGSCALE, through a replicator with a local leg only; both legs of every run start as copies of it), then \\`pgbench -c $PGCLIENTS -j 2 -T $RUNTIME -n\\` (TPC-B like, every commit an fsync); its 'IOPS' are transactions/s, its latencies per transaction; the bytes it wrote are the loop device's"
+    PGNOTE="pgbench: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on ext4 on the device (nbdfuse -> loop), database made once (pgbench -i -s $PGSCALE, through a replicator with a local leg only; both legs of every run start as copies of it), then pgbench -c $PGCLIENTS -j 2 -T $RUNTIME -n (TPC-B like, every commit an fsync); its 'IOPS' are transactions/s, its latencies per transaction; the bytes it wrote are the loop device's"
   fi ;;
 esac
 [ -n "${WORKLOADS// /}" ] || die "no workload left to run"
