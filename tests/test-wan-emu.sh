@@ -47,6 +47,8 @@ print('%.3f' % (best * 1000))"
 }
 # elapsed_since T0: seconds since $EPOCHREALTIME was T0
 elapsed_since() { python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$1" "$EPOCHREALTIME"; }
+# wan_wait NAME KEY VALUE: the emulator's stats show KEY=VALUE within 5 s (files are checked every 50 ms)
+wan_wait() { local i; for i in $(seq 50); do [ "$(wan_stat "$1" "$2")" = "$3" ] && return 0; sleep 0.1; done; return 1; }
 # in_bound DELTA: SIZE <= DELTA <= SIZE * 1.01 + 64 KiB
 in_bound() { [ "$1" -ge $SIZE ] && [ "$1" -le $((SIZE + SIZE / 100 + 65536)) ]; }
 
@@ -103,22 +105,21 @@ check "nothing left queued (up $(wan_stat w up_queued), down $(wan_stat w down_q
 
 # ---- 5. the delay file -------------------------------------------------------------------
 echo 50ms >"$T/w.wan.delay"
-sleep 0.2                                     # read again every 50 ms
-check "stats: delay 50 ms from the delay file" test "$(wan_stat w delay_us)" = 50000
+check "stats: delay 50 ms from the delay file" wan_wait w delay_us 50000
 rtt=$(min_rtt "$(wan_uri w)" 3)
 check "with the delay file (50ms) the round trip is >= 100 ms ($rtt ms)" cmpf "$rtt" '>=' 100
 rm -f "$T/w.wan.delay"
-sleep 0.2
-check "stats: the delay back at ${DELAY_MS} ms once the file is gone" test "$(wan_stat w delay_us)" = $((DELAY_MS * 1000))
-echo 'fast' >"$T/w.wan.delay"; sleep 0.2
-check "a delay file that is not a duration: reported, the delay stays" \
+check "stats: the delay back at ${DELAY_MS} ms once the file is gone" wan_wait w delay_us $((DELAY_MS * 1000))
+echo 'fast' >"$T/w.wan.delay"
+for i in $(seq 50); do grep -q "'fast' is not a duration" "$T/w.wan.log" && break; sleep 0.1; done
+sleep 0.2                                     # a few more checks of the same content
+check "a delay file that is not a duration: reported once, the delay stays" \
   test "$(wan_stat w delay_us)" = $((DELAY_MS * 1000)) -a "$(grep -c "'fast' is not a duration" "$T/w.wan.log")" = 1
 rm -f "$T/w.wan.delay"
 
 # ---- 6. the down file: an outage holds delivery ---------------------------------------------
 touch "$T/w.wan.down"
-sleep 0.2
-check "stats: down=1" test "$(wan_stat w down)" = 1
+check "stats: down=1" wan_wait w down 1
 up0=$(wan_stat w up_written) down0=$(wan_stat w down_written)
 nbdcopy --flush "$T/src2" "$(wan_uri w)" 2>"$T/copy3.err" &
 cp_pid=$!
@@ -140,16 +141,21 @@ out=$(nbdsh_u "$(wan_uri r)" -c "
 import os, time
 h.pread(512, 0)
 open('$T/r.wan.down', 'w').close()
-time.sleep(0.3)
-try:
-    h.pread(512, 0); print('read-after-reset-succeeded')
-except Exception as e:
-    print('reset:', type(e).__name__)
+t = time.monotonic()
+while True:                    # reads go on until the emulator sees the file (5 s at most)
+    try:
+        h.pread(512, 0)
+    except Exception as e:
+        print('reset:', type(e).__name__); break
+    if time.monotonic() - t > 5:
+        print('no reset within 5 s'); break
+    time.sleep(0.05)
 " 2>&1)
 check "down-mode reset: the open connection is reset when the down file appears ($out)" \
   eval '[[ $out == reset:* ]]'
 check "stats: resets counted ($(wan_stat r resets))" test "$(wan_stat r resets)" -ge 1
-rm -f "$T/r.wan.down"; sleep 0.2
+rm -f "$T/r.wan.down"
+wan_wait r down 0 || fail "the emulator r does not see the down file gone"
 check "down-mode reset: a new connection works once the file is gone" eval 'min_rtt "$(wan_uri r)" 1 >/dev/null'
 check "wan-emu r stops cleanly" wan_stop r
 
