@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/wan-pgbench.sh: the pgbench workload of bench/wan-bench.sh (sourced from it).
 # PostgreSQL on ext4 on the replicator's device (nbdfuse -> loop -> ext4, as in
 # tests/test-dr-drill.sh).  The database (initdb, pgbench -i -s PGSCALE) is made once per bench
