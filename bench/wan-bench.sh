@@ -14,6 +14,8 @@
 #                  skipped with the reason in the report when PostgreSQL or root is missing)
 #   RUNTIME        seconds of load per run, no ramp [20]   REPS  repetitions [1]
 #   DRAIN_TIMEOUT  seconds the catch-up is watched after the load [60]
+#   ANCHOR_SIZE    per link, nbdcopy of that much random data through the emulator into nbdkit
+#                  memory: what the emulated link carries for a plain copy [256M; 0 = skip]
 #   SIZE           device size; fio writes over all of it [1G]   LOG_SIZE [1G]
 #   R_EXTRA        extra key=value parameters for the replicator [none]
 #   BENCH_DIR      files, sockets' run dir, raw results [/var/tmp/nbdr-wan]
@@ -33,6 +35,7 @@ WORKLOADS=${WORKLOADS:-"qd1 qd4 qd16 pgbench"}
 RUNTIME=${RUNTIME:-20}
 REPS=${REPS:-1}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60}
+ANCHOR_SIZE=${ANCHOR_SIZE:-256M}
 SIZE=${SIZE:-1G}
 LOG_SIZE=${LOG_SIZE:-1G}
 R_EXTRA=${R_EXTRA:-}
@@ -331,6 +334,30 @@ else:
             print('| %s | %s | %s | %s | %s | %s |' % (k + (med('iops'), med('applied_s'), med('bl_entries'))))
 PY
 
+# ---- the link anchor: a plain copy through the emulated link, per link ----
+ANCHORS=
+if [ "$ANCHOR_SIZE" != 0 ] && command -v nbdcopy >/dev/null; then
+  AB=$(numfmt --from=iec "$ANCHOR_SIZE") || die "bad ANCHOR_SIZE $ANCHOR_SIZE"
+  head -c "$AB" /dev/urandom >"$T/anchor.src"
+  for link in $LINKS; do
+    rm -f "$T"/*.sock "$T"/*.pid
+    nbdkit -f -U "$REM_SOCK" -P "$T/rem.pid" memory "$AB" 2>"$RUN/anchor-$link.remote.log" &
+    REM_PID=$!; wait_pidfile "$T/rem.pid" $REM_PID || die "nbdkit memory did not start"
+    "$WAN_EMU" --listen "unix:$WAN_SOCK" --connect "unix:$REM_SOCK" --delay "${DELAY_US}us" --rate "$link" \
+      --pidfile "$T/wan.pid" 2>"$RUN/anchor-$link.wan.log" &
+    WAN_PID=$!; wait_pidfile "$T/wan.pid" $WAN_PID || die "wan-emu did not start"
+    t0=$EPOCHREALTIME
+    if nbdcopy --flush "$T/anchor.src" "nbd+unix:///?socket=$WAN_SOCK" 2>"$RUN/anchor-$link.err"; then
+      a=$(python3 -c "import sys; b = $AB / (float(sys.argv[2]) - float(sys.argv[1])) / 1e6
+l = sys.argv[3]; r = float(l[:-1]) * {'k': 1e3, 'M': 1e6, 'G': 1e9}[l[-1]] if l[-1] in 'kMG' else float(l)
+print('%s: %.1f MB/s (%.2fx of the link)' % (l, b, b * 8e6 / r))" "$t0" "$EPOCHREALTIME" "$link")
+    else a="$link: nbdcopy failed (see $RUN/anchor-$link.err)"; fi
+    say "link anchor $a"; ANCHORS="${ANCHORS:+$ANCHORS; }$a"
+    stop_pid "$WAN_PID" 10 >/dev/null; stop_pid "$REM_PID" 10 >/dev/null; WAN_PID='' REM_PID=''
+  done
+  rm -f "$T/anchor.src"
+fi
+
 : >"$RUN/runs.tsv"
 say "raw results in $RUN"
 for rep in $(seq "$REPS"); do
@@ -395,6 +422,8 @@ export DRAIN_TIMEOUT
   echo "backlog), then SIGTERM to the replicator (it drains for at most ~10 s), the emulator, the remote."
   echo "\`replctl status --json\` and the emulator's stats were sampled every second."
   [ -n "$PGNOTE" ] && { echo; echo "$PGNOTE."; }
+  [ -n "$ANCHORS" ] && { echo; echo "Link anchor (\`nbdcopy --flush\` of $ANCHOR_SIZE of random data through the emulated link into"
+                         echo "\`nbdkit memory\`: what the link carries for a plain copy, start included): $ANCHORS."; }
   echo
   echo "Columns: client IOPS and latency from fio (write completion; fsync = the NBD flush that follows"
   echo "every write); primary epochs/s = the log's epoch counter over the load; remote entries/s applied"
