@@ -1,6 +1,6 @@
 #!/bin/bash
 # ThreadSanitizer run: configure build-tsan/ (out of tree, --enable-tsan),
-# build, and run the core library's C test programs (check_PROGRAMS) under
+# build, and run the core library's C test programs (UNIT_TESTS) under
 # TSan through automake's harness.  The shell tests are left out: they run
 # the plugin inside nbdkit, and a TSan plugin does not load into nbdkit
 # ("cannot allocate memory in static TLS block").
@@ -11,7 +11,7 @@
 #
 # Environment:
 #   TSAN_BUILDDIR  build directory (default: build-tsan next to configure.ac)
-#   TSAN_TESTS     test programs to run (default: every check_PROGRAMS entry)
+#   TSAN_TESTS     test programs to run (default: every UNIT_TESTS entry)
 #   TSAN_OPTIONS   appended to ours, so its flags win (halt_on_error=0 shows
 #                  every report of a run instead of the first one)
 #   JOBS           make -j (default 2)
@@ -45,10 +45,10 @@ echo "== make -j$jobs"
 if [ -n "${TSAN_TESTS:-}" ]; then
   tests=$TSAN_TESTS
 else
-  tests=$(cd "$B" && printf 'tsan-print-check-programs:\n\t@echo $(check_PROGRAMS)\n' |
+  tests=$(cd "$B" && printf 'tsan-print-check-programs:\n\t@echo $(UNIT_TESTS)\n' |
           make -s -f Makefile -f - tsan-print-check-programs 2>>"$log")
 fi
-[ -n "$tests" ] || summary_fail "no check_PROGRAMS found in $B/Makefile"
+[ -n "$tests" ] || summary_fail "no UNIT_TESTS found in $B/Makefile"
 (cd "$B" && make -j"$jobs" $tests) >> "$log" 2>&1 || summary_fail "building the test programs failed"
 
 # GCC's TSan runtime maps its shadow at fixed addresses; on kernels with
