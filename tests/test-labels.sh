@@ -317,8 +317,8 @@ if want H; then
   fuse_error_leg h-p || hard_error "nbdfuse over the old primary's leg"
   touch "$T/h-p.wfail"
   SUM=$(md5sum < "$T/h-p.img")
-  if run_nbdkit -f -U "$T/hfb0.sock" "$PLUGIN" log="$T/h-p.rlog" local="$T/fuse-h-p/disk" \
-       remote="$(remote_uri hdr)" failback=yes > "$T/hfb0.log" 2>&1; then
+  if nbdkit_refused "$T/hfb0.log" -f -U "$T/hfb0.sock" "$PLUGIN" log="$T/h-p.rlog" \
+       local="$T/fuse-h-p/disk" remote="$(remote_uri hdr)" failback=yes; then
     fail "failback=yes exited 0 while its leg could not be written"
   else
     check "a failed write on its leg: failback=yes fails, naming the leg and the cause" \
