@@ -58,7 +58,7 @@ check "nothing to catch up: catchup_seconds is null" [ "$(st a "j['sites'][1]['c
 # watch.py REPLCTL CTL T0 OUT: status every 0.2 s until site 1 has no backlog (or 120 s);
 # OUT: the samples (time since T0, backlog bytes, throughput, catch-up) and when caught up
 cat > "$T/watch.py" <<'PY'
-import json, subprocess, sys, time
+import json, os, subprocess, sys, time
 replctl, ctl, t0, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 samples, done = [], None
 while time.time() - t0 < 120:
@@ -71,7 +71,9 @@ while time.time() - t0 < 120:
     s = j["sites"][1]
     samples.append({"t": t, "backlog": s["backlog_bytes"], "entries": s["backlog_entries"],
                     "bps": s["link_bytes_per_second"], "eta": s["catchup_seconds"], "link": s["link"]})
-    if t > 1 and s["backlog_entries"] == 0 and s["backlog_bytes"] == 0:
+    # caught up: no backlog once the burst was written (a loaded machine may start the
+    # writer after this watch's first seconds: an empty log then is no catch-up)
+    if os.path.exists(out + ".written") and s["backlog_entries"] == 0 and s["backlog_bytes"] == 0:
         done = t; break
     time.sleep(0.2)
 json.dump({"samples": samples, "done": done}, open(out, "w"))
@@ -85,6 +87,7 @@ for i in range($DATA >> 20):
     h.pwrite(os.urandom(1 << 20), i << 20)
 h.flush()" || fail "the burst"
 t_written=$(python3 -c "print(round($EPOCHREALTIME - $t0, 2))")
+: > "$T/a.watch.written"
 wait $WATCH
 w() { bval "$T/a.watch" "$1"; }
 echo "  (written in $t_written s; caught up after $(w "b['done']") s; $(w "len(b['samples'])") status samples)"
