@@ -81,11 +81,18 @@ apply_policies (struct replicator *r, uint64_t seq, uint64_t logged_ns, const ch
       continue;
     if (!durable) {
       /* Entries ship only once durable: make it durable now (group
-       * commit) rather than after the background interval. */
-      if (replog_wait_durable (r->rl, seq) == -1) {
+       * commit) rather than after the background interval; within a sync
+       * site's deadline (not durable by then: it missed it). */
+      uint64_t until = site_sync_deadline_ns (s, fb, logged_ns);
+      int rc = until ? replog_wait_durable_until (r->rl, seq, until) : replog_wait_durable (r->rl, seq);
+      if (rc == -1) {
         rep_error ("%s: the log could not be made durable: %m", what);
         errno = EIO;
         return -1;
+      }
+      if (rc == 1) {
+        site_sync_missed (s, seq);
+        continue;
       }
       durable = true;
     }

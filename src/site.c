@@ -465,6 +465,34 @@ sync_missed_locked (struct site *s)
   return true;
 }
 
+static void
+sync_behind_event (struct site *s, uint64_t seq)
+{
+  rep_event (EV_SITE_SYNC_BEHIND, (int) s->id, NULL, "missed its sync_deadline (%" PRIu64 " ms "
+             "after a write was logged, %" PRIu64 " entries behind): writes are acknowledged "
+             "without it (they are in the log) and clients no longer wait for it until it has "
+             "caught up", s->cfg->sync_deadline_ms, site_backlog_entries (s, seq));
+}
+
+uint64_t
+site_sync_deadline_ns (struct site *s, bool fall_behind, uint64_t logged_ns)
+{
+  uint64_t ms = s->cfg->sync_deadline_ms;
+  return s->id && !fall_behind && ms ? logged_ns + ms * 1000000u : 0;
+}
+
+void
+site_sync_missed (struct site *s, uint64_t seq)
+{
+  bool went_behind;
+
+  pthread_mutex_lock (&s->lock);
+  went_behind = sync_missed_locked (s);
+  pthread_mutex_unlock (&s->lock);
+  if (went_behind)
+    sync_behind_event (s, seq);
+}
+
 void
 site_sync_check (struct site *s, uint64_t durable)
 {
@@ -504,9 +532,9 @@ site_wait_done (struct site *s, uint64_t seq, bool fall_behind, uint64_t logged_
   /* A sync wait with a latency budget ends at the deadline, counted from
    * when the request was logged; cfg.c keeps it under disconnect_timeout,
    * which bounds every other wait. */
-  uint64_t budget = remote && !fall_behind ? s->cfg->sync_deadline_ms : 0;
+  uint64_t budget = site_sync_deadline_ns (s, fall_behind, logged_ns);
 
-  until = budget ? deadline_ts (logged_ns, budget) : deadline_ts (mono_ns (), s->cfg->disconnect_timeout_ms);
+  until = budget ? deadline_ts (budget, 0) : deadline_ts (mono_ns (), s->cfg->disconnect_timeout_ms);
   pthread_mutex_lock (&s->lock);
   s->sync_waiters++;
   while (s->done_seq < seq && s->running && !__atomic_load_n (&r->stop, __ATOMIC_ACQUIRE)) {
@@ -530,10 +558,7 @@ site_wait_done (struct site *s, uint64_t seq, bool fall_behind, uint64_t logged_
   s->sync_waiters--;
   pthread_mutex_unlock (&s->lock);
   if (went_behind)
-    rep_event (EV_SITE_SYNC_BEHIND, (int) s->id, NULL, "missed its sync_deadline (%" PRIu64 " ms "
-               "after a write was logged, %" PRIu64 " entries behind): writes are acknowledged "
-               "without it (they are in the log) and clients no longer wait for it until it has "
-               "caught up", budget, site_backlog_entries (s, seq));
+    sync_behind_event (s, seq);
   return 0;
 }
 
