@@ -6,11 +6,12 @@
 #   1. delay 2 ms: QD1 writes are sync: each one issued while status says sync takes at least
 #      the round trip (a lower bound from the link: it waits for the remote, or for the whole
 #      deadline if a stall of the loaded machine makes it miss); status says sync
-#   2. delay 150 ms (round trip 300 ms, far past the deadline), a paced writer running: the
+#   2. delay 500 ms (round trip 1 s, far past the deadline), a paced writer running: the
 #      first write waits the whole deadline (a lower bound), then every write completes in
-#      under deadline + 100 ms (an upper bound that is the feature's contract, far below the
-#      round trip; the slack is generous for a loaded machine); status says behind, the
-#      legs behind, the miss is counted and one event logged
+#      under deadline + 480 ms (an upper bound that is the feature's contract, half the round
+#      trip; the slack is generous: on a loaded machine the client and the log's page faults
+#      stall for 100s of ms); status says behind, the legs behind, the miss is counted and one
+#      event logged
 #   3. delay back to 2 ms, the writer still running: the site catches up and is sync again
 #      while writes go on, with an event
 #   4. QD1 writes are sync again (as in 1); the device, the local leg and the remote hold the
@@ -26,8 +27,8 @@ requires_python_nbd
 SIZE=64M
 DL_MS=20                # sync_deadline
 D_LOW=2                 # one-way delay (ms): sync
-D_HIGH=150              # one-way delay (ms): round trip 300 ms, past the deadline
-SLACK_MS=100            # upper bound on a write while the deadline is missed: DL_MS + this
+D_HIGH=500              # one-way delay (ms): round trip 1 s, past the deadline
+SLACK_MS=480            # upper bound on a write while the deadline is missed: DL_MS + this
 N1=40                   # QD1 writes per sync burst
 
 # w.py URI REF SEED N RATE OUT [STOPFILE [CTL]]: up to N 4 KiB writes (no FUA, no flush) at
@@ -122,12 +123,12 @@ if setup a $D_LOW sync-deadline=${DL_MS}ms; then
   sync_burst a 1 p1 $((2 * D_LOW))
   check "a: after the burst: sync ($(st a "$S1['sync_state']"))" test "$(st a "$S1['sync_state']")" = sync
 
-  echo "-- 2. delay $D_HIGH ms (round trip $((2 * D_HIGH)) ms) while a writer runs at 50 writes/s"
+  echo "-- 2. delay $D_HIGH ms (round trip $((2 * D_HIGH)) ms) while a writer runs at 20 writes/s"
   echo ${D_HIGH}ms >"$T/aw.wan.delay"
   wan_delay_is aw $((D_HIGH * 1000)) || fail "a: the emulator did not take the delay $D_HIGH ms"
   mon_start a
   rm -f "$T/a.wstop"
-  wr a 2 100000 50 p2 "$T/a.wstop" &
+  wr a 2 100000 20 p2 "$T/a.wstop" &
   WPID=$!
   sleep 2.5
   # ---- 3. the delay back, the writer still running
