@@ -56,8 +56,9 @@
  *              remote leg's link is down), connected
  *   legs       dirty (DIRTY_LOG*), resyncing (RESYNC*), disconnected
  *              (LOG_DISCONNECTED), else the leg's own state (failed), behind
- *              (over fall_behind, or sync_behind), replicating; "consistent" only for
- *              replicating, behind and disconnected legs with nothing in doubt
+ *              (over fall_behind, or sync_behind), replicating; "consistent"
+ *              only for replicating, behind and disconnected legs with
+ *              nothing in doubt
  *   backlog, rpo and "behind" are 0 / false in DIRTY_LOG*.
  *   "sync_state" sync, or "behind (deadline missed)" (sync_behind); null
  *              for an async site
@@ -534,7 +535,8 @@ site_wait_done (struct site *s, uint64_t seq, bool fall_behind, uint64_t logged_
    * which bounds every other wait. */
   uint64_t budget = site_sync_deadline_ns (s, fall_behind, logged_ns);
 
-  until = budget ? deadline_ts (budget, 0) : deadline_ts (mono_ns (), s->cfg->disconnect_timeout_ms);
+  until = budget ? deadline_ts (budget, 0)
+    : deadline_ts (mono_ns (), s->cfg->disconnect_timeout_ms);
   pthread_mutex_lock (&s->lock);
   s->sync_waiters++;
   while (s->done_seq < seq && s->running && !__atomic_load_n (&r->stop, __ATOMIC_ACQUIRE)) {
