@@ -14,6 +14,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,8 +33,8 @@ struct cfg_short {
   char **remotes;
   size_t nremotes;
   uint64_t log_size, log_offset, size, region_size, disconnect_ms, commit_ms;
-  uint64_t pull_ahead_ms, request_timeout_ms, resync_rate, rate;
-  bool have_resync_rate, have_rate;
+  uint64_t pull_ahead_ms, request_timeout_ms, resync_rate, rate, sync_deadline_ms;
+  bool have_resync_rate, have_rate, have_sync_deadline;
   bool have_log_size, have_size, have_region, have_disconnect, have_commit;
   bool have_pull_ahead, have_request_timeout;
   bool initial_sync, have_initial_sync;
@@ -243,6 +244,8 @@ set_amount_key (struct cfg_short *s, const char *key, const char *value)
     return short_time (key, value, &s->pull_ahead_ms, &s->have_pull_ahead);
   if (!strcmp (key, "request-timeout"))
     return short_time (key, value, &s->request_timeout_ms, &s->have_request_timeout);
+  if (!strcmp (key, "sync-deadline"))
+    return short_time (key, value, &s->sync_deadline_ms, &s->have_sync_deadline);
   if (!strcmp (key, "commit-interval"))
     return short_time (key, value, &s->commit_ms, &s->have_commit);
   return 1;
@@ -447,6 +450,8 @@ short_sites (struct cfg *c, const struct cfg_short *s)
       st->resync_rate = s->resync_rate;
     if (s->have_rate)
       st->rate = s->rate;
+    if (s->have_sync_deadline)
+      st->sync_deadline_ms = s->sync_deadline_ms;
   }
   return 0;
 }
@@ -510,8 +515,14 @@ cfg_short_finish (struct cfg_short *s)
     rep_error ("missing local=PATH (or config=FILE): the local leg is required");
     return NULL;
   }
-  if ((s->have_policy || s->have_fb || s->have_rate) && s->nremotes == 0)
-    rep_warn ("policy=, fall-behind= and rate= apply to remote= legs; none given");
+  if ((s->have_policy || s->have_fb || s->have_rate || s->have_sync_deadline) && s->nremotes == 0)
+    rep_warn ("policy=, fall-behind=, rate= and sync-deadline= apply to remote= legs; none given");
+  if (s->have_sync_deadline && s->sync_deadline_ms && s->nremotes &&
+      (!s->have_policy || s->policy != POLICY_SYNC)) {
+    rep_error ("sync-deadline=%" PRIu64 "ms: only meaningful with policy=sync (the remote sites "
+               "are %s)", s->sync_deadline_ms, cfg_policy_name (s->have_policy ? s->policy : POLICY_ASYNC));
+    return NULL;
+  }
 
   if (!(c = cfg_new ("command line")))
     return NULL;

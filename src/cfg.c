@@ -389,6 +389,33 @@ imply_site0 (struct cfg *c)
   return 0;
 }
 
+/* sync_deadline (0: none) bounds a sync client's wait for a remote site:
+ * refused elsewhere, and at or past disconnect_timeout (which bounds every
+ * wait first: the deadline would never be reached). */
+static int
+check_sync_deadline (struct cfg *c, const struct cfg_site *s)
+{
+  if (!s->sync_deadline_ms)
+    return 0;
+  if (s->id == 0) {
+    where_error (c, s->line, "sync_deadline", "site 0 holds the local legs: a sync_deadline "
+                 "bounds the wait for a remote site with policy = \"sync\"");
+    return -1;
+  }
+  if (s->policy != POLICY_SYNC) {
+    where_error (c, s->line, "sync_deadline", "site %u: only meaningful with policy = \"sync\" "
+                 "(the site is %s)", s->id, cfg_policy_name (s->policy));
+    return -1;
+  }
+  if (s->sync_deadline_ms >= s->disconnect_timeout_ms) {
+    where_error (c, s->line, "sync_deadline", "site %u: %" PRIu64 " ms must be shorter than its "
+                 "disconnect_timeout (%" PRIu64 " ms)", s->id, s->sync_deadline_ms,
+                 s->disconnect_timeout_ms);
+    return -1;
+  }
+  return 0;
+}
+
 /* Site i: its id, its times; then the times that default to others. */
 static int
 check_site (struct cfg *c, size_t i)
@@ -409,7 +436,7 @@ check_site (struct cfg *c, size_t i)
   {
     const struct { const char *key; uint64_t ms; } t[] = {
       { "disconnect_timeout", s->disconnect_timeout_ms }, { "pull_ahead", s->pull_ahead_ms },
-      { "request_timeout", s->request_timeout_ms },
+      { "request_timeout", s->request_timeout_ms }, { "sync_deadline", s->sync_deadline_ms },
       { "fall_behind", s->fall_behind == FB_TIMEOUT ? s->fall_behind_value : 0 },
     };
     for (k = 0; k < sizeof t / sizeof t[0]; k++)
@@ -423,6 +450,8 @@ check_site (struct cfg *c, size_t i)
                  "a remote site");
     return -1;
   }
+  if (check_sync_deadline (c, s) == -1)
+    return -1;
   if (s->pull_ahead_ms == 0)
     s->pull_ahead_ms = s->disconnect_timeout_ms;
   if (s->request_timeout_ms == 0)       /* twice disconnect_timeout, within the cap */
@@ -789,7 +818,7 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
 {
   static const char *const keys[] = {
     "id", "policy", "fall_behind", "disconnect_timeout", "pull_ahead", "request_timeout",
-    "queue_depth", "resync_rate", "rate", NULL
+    "queue_depth", "resync_rate", "rate", "sync_deadline", NULL
   };
   const config_setting_t *m;
 
@@ -829,6 +858,9 @@ load_site (struct cfg *c, const config_setting_t *g, struct cfg_site *s)
     return -1;
   if ((m = config_setting_get_member (g, "request_timeout")) &&
       get_time (c, m, "request_timeout", &s->request_timeout_ms) == -1)
+    return -1;
+  if ((m = config_setting_get_member (g, "sync_deadline")) &&
+      get_time (c, m, "sync_deadline", &s->sync_deadline_ms) == -1)
     return -1;
   if ((m = config_setting_get_member (g, "queue_depth")) &&
       get_uint (c, m, "queue_depth", 1, MAX_QUEUE_DEPTH, &s->queue_depth) == -1)

@@ -27,6 +27,11 @@ struct cfg_site {
   uint64_t fall_behind_value;       /* entries, bytes or milliseconds */
   uint64_t disconnect_timeout_ms;   /* default 30 s */
   uint64_t pull_ahead_ms;           /* default = disconnect_timeout */
+  uint64_t sync_deadline_ms;        /* policy sync only: a client waits for the site
+                                       at most this long after its write was
+                                       logged, then the site is behind (treated
+                                       as async) until it has caught up;
+                                       0 = no bound (default) */
   uint64_t resync_rate;             /* bytes/s of resync copies, 0 = unlimited (default) */
   uint64_t rate;                    /* bytes/s sent to the site's connections (log
                                        entries and resync copies, at their wire

@@ -5,7 +5,9 @@
  * reserved in the log, written into it, indexed in the device's overlay
  * and committed; then it is acknowledged, once the policies allow (a sync
  * site, or one over its fall_behind threshold, holds the client until its
- * legs hold the entry: site.c's site_wait_done).  A flush or FUA write
+ * legs hold the entry: site.c's site_wait_done; a sync site with a
+ * sync_deadline at most that long after the request was logged, then it is
+ * behind and treated as async until it has caught up).  A flush or FUA write
  * appends an epoch barrier and waits until the log is durable up to it.
  * A read is a read of the device view (view.c).
  * Invariants: an entry is in the overlay and its write generations are
@@ -27,6 +29,7 @@
 
 #include "replicator.h"
 #include "report.h"
+#include "units.h"
 
 static int
 check_range (struct vdev *d, uint64_t count, uint64_t offset, const char *what)
@@ -54,10 +57,12 @@ read_only (struct vdev *d, const char *what)
 }
 
 /* The policies (docs/RULES.md, policies), after the entries up to seq are
- * logged: a sync site, or an async one over its fall_behind threshold, holds
- * the client until it has seq (bounded by its disconnect_timeout). */
+ * logged (at logged_ns, mono_ns): a sync site, or an async one over its
+ * fall_behind threshold, holds the client until it has seq (bounded by its
+ * disconnect_timeout, and a sync site's by its sync_deadline from
+ * logged_ns).  A sync site behind its sync_deadline counts as async. */
 static int
-apply_policies (struct replicator *r, uint64_t seq, const char *what)
+apply_policies (struct replicator *r, uint64_t seq, uint64_t logged_ns, const char *what)
 {
   bool durable = false;
   unsigned i;
@@ -69,22 +74,29 @@ apply_policies (struct replicator *r, uint64_t seq, const char *what)
     bool fb;
     if (!s->cfg || !s->running)
       continue;
-    fb = __atomic_load_n (&s->policy, __ATOMIC_RELAXED) != POLICY_SYNC;
+    fb = __atomic_load_n (&s->policy, __ATOMIC_RELAXED) != POLICY_SYNC || site_sync_behind (s);
     if (fb && (__atomic_load_n (&s->fall_behind, __ATOMIC_RELAXED) == FB_NONE || !site_over_threshold (s, seq)))
       continue;
     if (i && !site_state_holds_clients (site_state (s)))
       continue;
     if (!durable) {
       /* Entries ship only once durable: make it durable now (group
-       * commit) rather than after the background interval. */
-      if (replog_wait_durable (r->rl, seq) == -1) {
+       * commit) rather than after the background interval; within a sync
+       * site's deadline (not durable by then: it missed it). */
+      uint64_t until = site_sync_deadline_ns (s, fb, logged_ns);
+      int rc = until ? replog_wait_durable_until (r->rl, seq, until) : replog_wait_durable (r->rl, seq);
+      if (rc == -1) {
         rep_error ("%s: the log could not be made durable: %m", what);
         errno = EIO;
         return -1;
       }
+      if (rc == 1) {
+        site_sync_missed (s, seq);
+        continue;
+      }
       durable = true;
     }
-    site_wait_done (s, seq, fb);
+    site_wait_done (s, seq, fb, logged_ns);
   }
   return 0;
 }
@@ -94,6 +106,7 @@ static int
 finish_write (struct vdev *d, uint64_t last_seq, bool fua)
 {
   struct replicator *r = d->r;
+  uint64_t logged_ns = mono_ns ();      /* a sync_deadline counts from here */
 
   if (fua) {
     uint64_t s;
@@ -105,7 +118,7 @@ finish_write (struct vdev *d, uint64_t last_seq, bool fua)
     if (s > last_seq)
       last_seq = s;              /* a sync site must have flushed it too */
   }
-  return apply_policies (r, last_seq, d->name);
+  return apply_policies (r, last_seq, logged_ns, d->name);
 }
 
 /* Log one aligned write chunk. */
@@ -277,14 +290,14 @@ rdev_trim (struct vdev *d, uint32_t count, uint64_t offset, bool fua)
 int
 rdev_flush (struct replicator *r)
 {
-  uint64_t s;
+  uint64_t s, logged_ns = mono_ns ();
 
   if (replog_barrier (r->rl, 0, &s) == -1 || replog_wait_durable (r->rl, s) == -1) {
     rep_error ("flush: the log could not be made durable: %m");
     errno = EIO;
     return -1;
   }
-  return apply_policies (r, s, "flush");
+  return apply_policies (r, s, logged_ns, "flush");
 }
 
 int

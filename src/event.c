@@ -49,6 +49,8 @@ static const struct {
   [EV_LEG_NEW] = { "leg-new", WARNING },
   [EV_LEG_LABELLED] = { "leg-labelled", INFO },
   [EV_SWITCHOVER] = { "switchover", INFO },
+  [EV_SITE_SYNC_BEHIND] = { "site-sync-behind", WARNING },
+  [EV_SITE_SYNC_BACK] = { "site-sync-back", INFO },
 };
 
 #define QLEN 256

@@ -41,6 +41,8 @@ enum rep_event {
   EV_LEG_NEW,               /* a leg without a label: labelled, copied in full */
   EV_LEG_LABELLED,          /* a leg's label changed generation or role */
   EV_SWITCHOVER,            /* replctl switchover: drained and handed over (read-only) */
+  EV_SITE_SYNC_BEHIND,      /* a sync site missed its sync_deadline: clients stop waiting */
+  EV_SITE_SYNC_BACK,        /* ... and caught up: back to sync */
   EV_COUNT
 };
 

@@ -221,6 +221,25 @@ link_metrics (struct buf *b, json_object *sites)
                   "catchup_seconds");
 }
 
+/* The latency budget of sync sites (sync_deadline). */
+static void
+sync_metrics (struct buf *b, json_object *sites)
+{
+  size_t i, n = json_object_array_length (sites);
+
+  family (b, "site_sync_behind", "gauge", "1 while a sync site is behind its sync_deadline "
+          "(it missed it and has not caught up: clients do not wait for it).");
+  for (i = 0; i < n; i++) {
+    json_object *s = json_object_array_get_idx (sites, i);
+    const char *st = jstr_of (s, "sync_state");     /* null for an async site */
+    put (b, "nbd_replicator_site_sync_behind{site=\"%d\"} %d\n", (int) jint (s, "id"),
+         st && !strncmp (st, "behind", 6));
+  }
+  per_site (b, sites, "site_sync_deadline_misses", "counter",
+            "Client waits for the sync site that reached its sync_deadline (acknowledged without it).",
+            "sync_deadline_misses", false);
+}
+
 static void
 sites_metrics (struct buf *b, json_object *sites)
 {
@@ -251,6 +270,7 @@ sites_metrics (struct buf *b, json_object *sites)
     json_object *s = json_object_array_get_idx (sites, i);
     put (b, "nbd_replicator_site_behind{site=\"%d\"} %d\n", (int) jint (s, "id"), jbool (s, "behind"));
   }
+  sync_metrics (b, sites);
   family (b, "site_mode", "stateset", "Replication mode of the site.");
   for (i = 0; i < n; i++) {
     json_object *s = json_object_array_get_idx (sites, i);

@@ -133,6 +133,19 @@ print_link (json_object *s)
   printf ("\n");
 }
 
+/* A sync site's latency budget (sites with a sync_deadline only). */
+static void
+print_sync (json_object *s)
+{
+  if (!jint (s, "sync_deadline_ms"))
+    return;
+  printf ("  sync_deadline %" PRId64 " ms: %s, %" PRId64 " misses, behind %" PRId64 " times\n",
+          jint (s, "sync_deadline_ms"), !strncmp (jstr (s, "sync_state"), "behind", 6) ?
+          "BEHIND (deadline missed; clients do not wait for it until it has caught up)" :
+          *jstr (s, "sync_state") ? jstr (s, "sync_state") : "not used (the policy is async)",
+          jint (s, "sync_deadline_misses"), jint (s, "sync_behind_count"));
+}
+
 static void
 print_status (json_object *st)
 {
@@ -179,6 +192,7 @@ print_status (json_object *st)
       else
         printf ("  no consistent point (never synchronised, resync under way, or writes in doubt)\n");
       print_link (s);
+      print_sync (s);
     }
   if (json_object_object_get_ex (st, "devices", &devs))
     for (i = 0; i < json_object_array_length (devs); i++) {

@@ -267,6 +267,14 @@ struct site {
                                     late: not consistent until resynchronised */
   bool paused;                   /* the administrator's: not fed; clients do not wait */
   uint64_t disconnects;
+  /* A sync site's latency budget (site.c, cfg sync_deadline): set when a
+   * client's wait hit the deadline, cleared once the site has caught up;
+   * while set, clients treat the site as async.  Changed under lock, read
+   * anywhere (atomics); the counters are atomics. */
+  bool sync_behind;
+  uint64_t sync_behind_since_ns; /* mono_ns when it went behind */
+  uint64_t sync_misses;          /* client waits that hit the deadline */
+  uint64_t sync_behind_count;    /* times it went behind */
   /* Administrator's requests (replctl), taken by the worker. */
   bool resync_now;               /* resync without waiting for the retry delay */
   uint32_t resync_full_devs;     /* devices whose leg here is to be copied in full */

@@ -646,6 +646,33 @@ replog_wait_durable (struct replog *rl, uint64_t seq)
   return r;
 }
 
+int
+replog_wait_durable_until (struct replog *rl, uint64_t seq, uint64_t until_ns)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&rl->lock);
+  rl->waiters.flush++;                   /* the syncer syncs at once */
+  while (rl->durable_seq < seq && !rl->failed) {
+    uint64_t now = mono_ns ();
+    struct timespec ts;
+    if (now >= until_ns) {
+      r = 1;
+      break;
+    }
+    pthread_cond_signal (&rl->syncer_cv);
+    ts = deadline_ts (wall_ns () + (until_ns - now), 0);     /* durable_cv: CLOCK_REALTIME */
+    pthread_cond_timedwait (&rl->durable_cv, &rl->lock, &ts);
+  }
+  rl->waiters.flush--;
+  if (rl->failed) {
+    errno = EIO;
+    r = -1;
+  }
+  pthread_mutex_unlock (&rl->lock);
+  return r;
+}
+
 /* ---- workers ----------------------------------------------------------------- */
 
 uint64_t

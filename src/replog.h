@@ -97,6 +97,11 @@ void replog_commit (struct replog *rl, uint64_t seq);
 int replog_barrier (struct replog *rl, int flags, uint64_t *seq);
 /* Wait until every entry <= seq is durable in the log.  -1/EIO if failed. */
 int replog_wait_durable (struct replog *rl, uint64_t seq);
+/* The same, waiting at most until until_ns (mono_ns): 1 if the entries are
+ * not durable by then (the sync round goes on without the caller), 0 once
+ * durable, -1/EIO if failed.  The syncer runs the round: the caller never
+ * runs it itself, so that it can leave on time (a sync_deadline). */
+int replog_wait_durable_until (struct replog *rl, uint64_t seq, uint64_t until_ns);
 
 /* ---- readers and workers ---- */
 

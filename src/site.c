@@ -2,8 +2,10 @@
  *
  * Owns: a site's state (enum site_state, decoded by site_state () alone)
  * and its transitions; the state a site starts in (from the log header);
- * the client side of the policies (site_wait_done) and the fall_behind
- * measures.  Calls down only: the log (replog), bitmaps, reports.
+ * the client side of the policies (site_wait_done), the latency budget of
+ * sync sites (sync_deadline: site_sync_behind, site_sync_check) and the
+ * fall_behind measures.  Calls down only: the log (replog), bitmaps,
+ * reports, events.
  *
  * The state lives in the fields disconnected, catching_up,
  * dirty_log_mode and resyncing of struct site: only the transitions below
@@ -37,7 +39,10 @@
  *
  * What clients wait for (site_wait_done, client.c's policies), remote
  * sites, never past disconnect_timeout:
- *   LOG, RESYNC                   sync: until the legs hold the entry;
+ *   LOG, RESYNC                   sync: until the legs hold the entry (with
+ *                                 a sync_deadline: at most that long after
+ *                                 the request was logged; a miss sets
+ *                                 sync_behind); sync with sync_behind, and
  *                                 async: while over fall_behind
  *   LOG_/RESYNC_CATCHING_UP       async over fall_behind only (the backlog of
  *                                 the disconnection is not the sync
@@ -51,9 +56,12 @@
  *              remote leg's link is down), connected
  *   legs       dirty (DIRTY_LOG*), resyncing (RESYNC*), disconnected
  *              (LOG_DISCONNECTED), else the leg's own state (failed), behind
- *              (over fall_behind), replicating; "consistent" only for
- *              replicating, behind and disconnected legs with nothing in doubt
+ *              (over fall_behind, or sync_behind), replicating; "consistent"
+ *              only for replicating, behind and disconnected legs with
+ *              nothing in doubt
  *   backlog, rpo and "behind" are 0 / false in DIRTY_LOG*.
+ *   "sync_state" sync, or "behind (deadline missed)" (sync_behind); null
+ *              for an async site
  *
  * Orthogonal flags (not states):
  *   in_doubt  writes of an aborted connection may still land: set in any fed
@@ -64,6 +72,16 @@
  *   paused    the administrator's: the worker stops feeding the site and
  *             declares it disconnected, but the flag stays set whatever the
  *             state becomes (a paused site may be pulled ahead), until resume.
+ *   sync_behind  a sync site with a sync_deadline missed it (a client's wait
+ *             reached it: the write was acknowledged from the log alone):
+ *             clients treat the site as async (fall_behind included) until
+ *             it has applied every entry the log has made durable
+ *             (site_sync_check, from its worker's loop, which also clears it
+ *             once the policy is async).  Set by a client, in any state
+ *             that holds sync clients; it stays through the other states
+ *             (a disconnection, dirty-log mode) until that catch-up.  One
+ *             event when set (site-sync-behind), one when cleared
+ *             (site-sync-back).
  * catching_up has no effect in dirty-log mode (the watchdog does not run
  * there, and a resync clears it): DIRTY_LOG decodes it away.
  */
@@ -73,6 +91,7 @@
 #include <inttypes.h>
 #include <time.h>
 
+#include "event.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -423,14 +442,101 @@ site_over_threshold (struct site *s, uint64_t last)
   return false;
 }
 
+/* ---- the latency budget (sync_deadline) ------------------------------- */
+
+bool
+site_sync_behind (struct site *s)
+{
+  return __atomic_load_n (&s->sync_behind, __ATOMIC_ACQUIRE);
+}
+
+/* A sync client's wait hit the deadline (under s->lock): counted; true if
+ * the site went behind now (the caller logs the event, after the lock).
+ * The other sync waiters are woken: they stop waiting too. */
+static bool
+sync_missed_locked (struct site *s)
+{
+  __atomic_add_fetch (&s->sync_misses, 1, __ATOMIC_RELAXED);
+  if (s->sync_behind)
+    return false;
+  s->sync_behind_since_ns = mono_ns ();
+  __atomic_add_fetch (&s->sync_behind_count, 1, __ATOMIC_RELAXED);
+  __atomic_store_n (&s->sync_behind, true, __ATOMIC_RELEASE);
+  pthread_cond_broadcast (&s->cv);
+  return true;
+}
+
+static void
+sync_behind_event (struct site *s, uint64_t seq)
+{
+  rep_event (EV_SITE_SYNC_BEHIND, (int) s->id, NULL, "missed its sync_deadline (%" PRIu64 " ms "
+             "after a write was logged, %" PRIu64 " entries behind): writes are acknowledged "
+             "without it (they are in the log) and clients no longer wait for it until it has "
+             "caught up", s->cfg->sync_deadline_ms, site_backlog_entries (s, seq));
+}
+
+uint64_t
+site_sync_deadline_ns (struct site *s, bool fall_behind, uint64_t logged_ns)
+{
+  uint64_t ms = s->cfg->sync_deadline_ms;
+  return s->id && !fall_behind && ms ? logged_ns + ms * 1000000u : 0;
+}
+
+void
+site_sync_missed (struct site *s, uint64_t seq)
+{
+  bool went_behind;
+
+  pthread_mutex_lock (&s->lock);
+  went_behind = sync_missed_locked (s);
+  pthread_mutex_unlock (&s->lock);
+  if (went_behind)
+    sync_behind_event (s, seq);
+}
+
+void
+site_sync_check (struct site *s, uint64_t durable)
+{
+  bool sync, back;
+  uint64_t done, ms = 0;
+
+  if (!site_sync_behind (s))
+    return;
+  pthread_mutex_lock (&s->lock);
+  sync = LOAD (s->policy) == POLICY_SYNC;
+  done = s->done_seq;
+  back = s->sync_behind && (!sync || done >= durable);
+  if (back) {
+    ms = (mono_ns () - s->sync_behind_since_ns) / 1000000u;
+    __atomic_store_n (&s->sync_behind, false, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock (&s->lock);
+  if (!back)
+    return;
+  if (sync)
+    rep_event (EV_SITE_SYNC_BACK, (int) s->id, NULL, "caught up with the log (seq %" PRIu64 "): "
+               "back to sync, clients wait for it again (at most sync_deadline %" PRIu64 " ms); "
+               "it was behind for %" PRIu64 " ms", done, s->cfg->sync_deadline_ms, ms);
+  else
+    rep_event (EV_SITE_SYNC_BACK, (int) s->id, NULL, "no longer behind its sync_deadline: its "
+               "policy is now async (it was behind for %" PRIu64 " ms)", ms);
+}
+
+/* ---- the waits -------------------------------------------------------- */
+
 int
-site_wait_done (struct site *s, uint64_t seq, bool fall_behind)
+site_wait_done (struct site *s, uint64_t seq, bool fall_behind, uint64_t logged_ns)
 {
   struct replicator *r = s->r;
   struct timespec until;
-  bool remote = s->id != 0;
+  bool remote = s->id != 0, went_behind = false;
+  /* A sync wait with a latency budget ends at the deadline, counted from
+   * when the request was logged; cfg.c keeps it under disconnect_timeout,
+   * which bounds every other wait. */
+  uint64_t budget = site_sync_deadline_ns (s, fall_behind, logged_ns);
 
-  until = deadline_ts (mono_ns (), s->cfg->disconnect_timeout_ms);
+  until = budget ? deadline_ts (budget, 0)
+    : deadline_ts (mono_ns (), s->cfg->disconnect_timeout_ms);
   pthread_mutex_lock (&s->lock);
   s->sync_waiters++;
   while (s->done_seq < seq && s->running && !__atomic_load_n (&r->stop, __ATOMIC_ACQUIRE)) {
@@ -439,13 +545,22 @@ site_wait_done (struct site *s, uint64_t seq, bool fall_behind)
       break;
     if (fall_behind && !site_over_threshold (s, seq))
       break;
+    if (budget && s->sync_behind)
+      break;                     /* another client's wait missed the deadline */
     if (!remote)
       pthread_cond_wait (&s->cv, &s->lock);
-    else if (pthread_cond_timedwait (&s->cv, &s->lock, &until) == ETIMEDOUT)
-      break;                     /* the worker declares it disconnected */
+    else if (pthread_cond_timedwait (&s->cv, &s->lock, &until) == ETIMEDOUT) {
+      /* Past the deadline: acknowledged without the site (the write is
+       * in the log); without one, the worker declares it disconnected. */
+      if (budget && s->done_seq < seq)
+        went_behind = sync_missed_locked (s);
+      break;
+    }
   }
   s->sync_waiters--;
   pthread_mutex_unlock (&s->lock);
+  if (went_behind)
+    sync_behind_event (s, seq);
   return 0;
 }
 

@@ -64,8 +64,25 @@ bool site_set_paused (struct site *s, bool pause);
 /* The policies, client side: wait until the site's legs hold entry seq
  * (sync), or only while the site is over its fall_behind threshold
  * (fall_behind = true); never past the site's disconnect_timeout, nor for
- * a site whose state does not hold clients. */
-int site_wait_done (struct site *s, uint64_t seq, bool fall_behind);
+ * a site whose state does not hold clients.  A sync wait on a site with a
+ * sync_deadline ends at logged_ns (mono_ns when the request's entries were
+ * in the log) + sync_deadline: a miss puts the site behind. */
+int site_wait_done (struct site *s, uint64_t seq, bool fall_behind, uint64_t logged_ns);
+/* The latency budget: the site missed its sync_deadline and has not
+ * caught up yet (clients treat it as async meanwhile). */
+bool site_sync_behind (struct site *s);
+/* The moment (mono_ns) a sync wait for the site ends, for a request logged
+ * at logged_ns; 0 without a budget (no sync_deadline, site 0, or a
+ * fall_behind wait). */
+uint64_t site_sync_deadline_ns (struct site *s, bool fall_behind, uint64_t logged_ns);
+/* A request missed the deadline before its wait for the site began (the
+ * log was not durable by then: the site cannot have it): counted, and the
+ * site is behind. */
+void site_sync_missed (struct site *s, uint64_t seq);
+/* The site's worker, each round: a site behind its sync_deadline is back
+ * to sync once it has applied every entry the log has made durable
+ * (durable), or at once if its policy is no longer sync. */
+void site_sync_check (struct site *s, uint64_t durable);
 /* Backlog of a site as seen by a writer whose newest entry is last. */
 uint64_t site_backlog_entries (struct site *s, uint64_t last);
 uint64_t site_backlog_bytes (struct site *s);

@@ -193,6 +193,20 @@ site_backlog_json (json_object *js, struct site *s, enum site_state state, uint6
     !not_fed && LOAD (s->fall_behind) != FB_NONE && site_over_threshold (s, committed)));
 }
 
+/* The latency budget of a sync site: its sync_deadline (0: none), whether
+ * clients wait for it ("sync") or it missed the deadline and has not caught
+ * up yet (null for an async site), and the misses. */
+static void
+site_sync_json (json_object *js, struct site *s)
+{
+  bool sync = LOAD (s->policy) == POLICY_SYNC;
+
+  add (js, "sync_deadline_ms", jint (s->cfg->sync_deadline_ms));
+  add (js, "sync_state", sync ? jstr (site_sync_behind (s) ? "behind (deadline missed)" : "sync") : NULL);
+  add (js, "sync_deadline_misses", jint (LOAD (s->sync_misses)));
+  add (js, "sync_behind_count", jint (LOAD (s->sync_behind_count)));
+}
+
 /* The link: its rate, its measured throughput, and the projected time to
  * send what the site lacks (the log's backlog plus the regions its dirty
  * logs mark, at full size) at the throughput, or at the rate while nothing
@@ -228,6 +242,7 @@ site_json (struct replicator *r, struct site *s, enum site_state state, uint64_t
   pthread_mutex_unlock (&s->lock);
   add (js, "done_seq", jint (LOAD (s->done_seq)));
   site_backlog_json (js, s, state, committed);
+  site_sync_json (js, s);
   site_link_json (js, s, state, link);
   add (js, "disconnect_timeout_ms", jint (s->cfg->disconnect_timeout_ms));
   add (js, "pull_ahead_ms", jint (s->cfg->pull_ahead_ms));
@@ -257,7 +272,7 @@ leg_shown (struct leg *l, enum site_state state, uint64_t last)
     return LEG_DISCONNECTED;
   if (raw == LEG_FAILED)
     return raw;
-  if (LOAD (s->fall_behind) != FB_NONE && site_over_threshold (s, last))
+  if ((LOAD (s->fall_behind) != FB_NONE && site_over_threshold (s, last)) || site_sync_behind (s))
     return LEG_BEHIND;
   return LEG_REPLICATING;
 }

@@ -268,6 +268,7 @@ remote_loop (struct worker *w)
                                           w->done > w->posted && now >= w->ck.retry_at))
         ckpt_start (w, w->done);
       watchdog (w, now, durable);
+      site_sync_check (w->site, durable);        /* back to sync once caught up */
       if (!stopping && !site_state_is_dirty_log (site_state (w->site)) && !w->ctl.paused_seen) {
         resync_step (w, now, durable);
         doubt_check (w, now);
@@ -324,6 +325,7 @@ local_loop (struct worker *w)
         ckpt_start (w, w->done);
       if (w->site->id != 0) {
         watchdog (w, now, durable);
+        site_sync_check (w->site, durable);      /* back to sync once caught up */
         if (!stopping && !w->ctl.paused_seen) {
           resync_step (w, now, durable);
           doubt_check (w, now);

@@ -51,6 +51,24 @@ static const struct bad bads[] = {
   { GOOD_HEAD "sites = ( { id = 1; rate = \"100Mb/s\"; } );\n" DEV_OK, "t:2: rate: '100Mb/s': ambiguous unit" },
   { GOOD_HEAD "sites = ( { id = 1; rate = 1000000; } );\n" DEV_OK, "t:2: rate: must be a string with its unit" },
   { GOOD_HEAD "sites = ( { id = 0;\n rate = \"1Gbit\"; } );\n" DEV_OK, "t:2: rate: site 0 holds the local legs" },
+  { GOOD_HEAD "sites = ( { id = 1; sync_deadline = \"5ms\"; } );\n" DEV_OK,
+    "t:2: sync_deadline: site 1: only meaningful with policy = \"sync\" (the site is async)" },
+  { GOOD_HEAD "sites = ( { id = 1; policy = \"async\";\n sync_deadline = \"5ms\"; } );\n" DEV_OK,
+    "t:2: sync_deadline: site 1: only meaningful with policy = \"sync\"" },
+  { GOOD_HEAD "sites = ( { id = 0; policy = \"sync\"; sync_deadline = \"5ms\"; } );\n" DEV_OK,
+    "t:2: sync_deadline: site 0 holds the local legs" },
+  { GOOD_HEAD "sites = ( { id = 1; policy = \"sync\";\n sync_deadline = \"5xs\"; } );\n" DEV_OK,
+    "t:3: sync_deadline: '5xs': unknown time suffix" },
+  { GOOD_HEAD "sites = ( { id = 1; policy = \"sync\"; sync_deadline = \"fast\"; } );\n" DEV_OK,
+    "t:2: sync_deadline: 'fast'" },
+  { GOOD_HEAD "sites = ( { id = 1; policy = \"sync\"; sync_deadline = true; } );\n" DEV_OK,
+    "t:2: sync_deadline: must be a time" },
+  { GOOD_HEAD "sites = ( { id = 1; policy = \"sync\"; sync_deadline = -1; } );\n" DEV_OK,
+    "t:2: sync_deadline: must not be negative" },
+  { GOOD_HEAD "sites = ( { id = 1; policy = \"sync\"; sync_deadline = \"30s\"; } );\n" DEV_OK,
+    "t:2: sync_deadline: site 1: 30000 ms must be shorter than its disconnect_timeout (30000 ms)" },
+  { GOOD_HEAD "sites = ( { id = 1; policy = \"sync\"; disconnect_timeout = \"2s\"; sync_deadline = \"5s\"; } );\n" DEV_OK,
+    "t:2: sync_deadline: site 1: 5000 ms must be shorter than its disconnect_timeout (2000 ms)" },
   { GOOD_HEAD "devices = ( { name = \"d\";\n legs = ( { site = 0; path = \"/a\"; },\n { site = 3; path = \"/b\"; } ); } );\n",
     "t:4: site: device 'd': leg names unknown site 3" },
   { GOOD_HEAD "devices = ( { name = \"d\";\n legs = ( { site = 0; path = \"/a\"; },\n { site = 0; path = \"/b\"; } ); } );\n",
@@ -110,6 +128,7 @@ short_form (void)
   assert (cfg_short_set (s, "region-size", "1m") == 0);
   assert (cfg_short_set (s, "disconnect-timeout", "2s") == 0);
   assert (cfg_short_set (s, "rate", "100Mbit") == 0);
+  assert (cfg_short_set (s, "sync-deadline", "5ms") == 0);
   assert (cfg_short_set (s, "control", "/tmp/c.sock") == 0);
   assert ((c = cfg_short_finish (s)) != NULL);
   assert (c->replog.size == 64u << 20 && c->nsites == 3 && c->ndevices == 1);
@@ -120,6 +139,8 @@ short_form (void)
           c->sites[1].fall_behind_value == 200u << 20 && c->sites[1].disconnect_timeout_ms == 2000);
   assert (c->sites[0].policy == POLICY_ASYNC);
   assert (c->sites[1].rate == 12500000 && c->sites[2].rate == 12500000 && c->sites[0].rate == 0);
+  assert (c->sites[1].sync_deadline_ms == 5 && c->sites[2].sync_deadline_ms == 5 &&
+          c->sites[0].sync_deadline_ms == 0);
   assert (c->devices[0].legs[2].dirty_log.region_size == 1u << 20);
   assert (!strcmp (c->control.socket, "/tmp/c.sock"));
   cfg_free (c);
@@ -140,12 +161,38 @@ short_form (void)
   assert (cfg_short_set (s, "rate", "10Q") == -1 && nerrors == 3 && strstr (last, "rate=10Q: unknown unit"));
   assert (cfg_short_set (s, "rate", "100M") == -1 && nerrors == 4 && strstr (last, "rate=100M: say whether"));
   nerrors = 0;
+  assert (cfg_short_set (s, "sync-deadline", "5xs") == -1 && nerrors == 1 &&
+          strstr (last, "sync-deadline=5xs: unknown time suffix"));
+  nerrors = 0;
   assert (cfg_short_finish (s) == NULL && strstr (last, "missing log="));
   assert (cfg_short_set (s, "log", "/x") == 0);
   assert (cfg_short_finish (s) == NULL && strstr (last, "missing local="));
   assert (cfg_short_set (s, "local", "/y") == 0);
   assert (cfg_short_set (s, "remote", "gopher://h/x") == 0);
   assert (cfg_short_finish (s) == NULL && strstr (last, "unknown transport"));
+  cfg_short_free (s);
+
+  /* sync-deadline= without policy=sync: one message naming the key. */
+  s = cfg_short_new ();
+  assert (cfg_short_set (s, "log", "/tmp/l") == 0 && cfg_short_set (s, "local", "/tmp/leg") == 0);
+  assert (cfg_short_set (s, "remote", "nbd+unix:///e?socket=/tmp/s") == 0);
+  assert (cfg_short_set (s, "sync-deadline", "20ms") == 0);
+  nerrors = 0;
+  assert (cfg_short_finish (s) == NULL && nerrors == 1 &&
+          strstr (last, "sync-deadline=20ms: only meaningful with policy=sync (the remote sites are async)"));
+  assert (cfg_short_set (s, "policy", "async") == 0);
+  nerrors = 0;
+  assert (cfg_short_finish (s) == NULL && nerrors == 1 && strstr (last, "sync-deadline=20ms: only meaningful"));
+  cfg_short_free (s);
+  /* ... not shorter than disconnect-timeout: the common check names it. */
+  s = cfg_short_new ();
+  assert (cfg_short_set (s, "log", "/tmp/l") == 0 && cfg_short_set (s, "local", "/tmp/leg") == 0);
+  assert (cfg_short_set (s, "remote", "nbd+unix:///e?socket=/tmp/s") == 0);
+  assert (cfg_short_set (s, "policy", "sync") == 0 && cfg_short_set (s, "disconnect-timeout", "1s") == 0);
+  assert (cfg_short_set (s, "sync-deadline", "1s") == 0);
+  nerrors = 0;
+  assert (cfg_short_finish (s) == NULL && nerrors == 1 &&
+          strstr (last, "sync_deadline: site 1: 1000 ms must be shorter than its disconnect_timeout (1000 ms)"));
   cfg_short_free (s);
 
   /* config= excludes the short form. */
@@ -196,6 +243,14 @@ good_file (void)
   cfg_free (c);
   c = cfg_load_string (GOOD_HEAD "sites = ( { id = 1; rate = 0; }, { id = 2; rate = \"1.5Gbit\"; } );\n" DEV_OK, "r");
   assert (c && cfg_site (c, 1)->rate == 0 && cfg_site (c, 2)->rate == 187500000);
+  cfg_free (c);
+  /* sync_deadline: a time on a sync site; none by default; 0 (none) accepted anywhere. */
+  c = cfg_load_string (GOOD_HEAD "sites = ( { id = 0; sync_deadline = 0; },\n"
+                       "  { id = 1; policy = \"sync\"; sync_deadline = \"20ms\"; },\n"
+                       "  { id = 2; policy = \"async\"; sync_deadline = 0; }, { id = 3; policy = \"sync\"; } );\n"
+                       DEV_OK, "sd");
+  assert (c && cfg_site (c, 1)->sync_deadline_ms == 20 && cfg_site (c, 0)->sync_deadline_ms == 0 &&
+          cfg_site (c, 2)->sync_deadline_ms == 0 && cfg_site (c, 3)->sync_deadline_ms == 0);
   cfg_free (c);
 }
 

@@ -61,6 +61,10 @@ for s in j["sites"]:
         if "time" not in s["consistent_point"]: errs.append(w + ": consistent_point has no time")
     if s["link"] not in ("local", "connected", "connecting", "disconnected", "paused"): errs.append(w + ": link " + s["link"])
     need(s, w, {"rate_limit": int, "link_bytes_sent": int})
+    need(s, w, {"sync_deadline_ms": int, "sync_deadline_misses": int, "sync_behind_count": int})
+    if "sync_state" not in s: errs.append(w + ": no sync_state")
+    elif s["sync_state"] not in ((None,) if s["policy"] == "async" else ("sync", "behind (deadline missed)")):
+        errs.append("%s: sync_state %r with policy %s" % (w, s["sync_state"], s["policy"]))
     for k, t in (("link_bytes_per_second", int), ("catchup_seconds", num)):
         if k not in s: errs.append("%s: no %s" % (w, k))
         elif s[k] is not None and not isinstance(s[k], t): errs.append("%s.%s: %r" % (w, k, s[k]))

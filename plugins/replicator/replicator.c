@@ -139,6 +139,8 @@ replicator_config_complete (void)
   "resync-rate=<SIZE>       resync copies per second, at most (default: no limit)\n" \
   "rate=<RATE>              bandwidth of each remote site's link, at most: bits (100Mbit)\n" \
   "                         or bytes (12MB/s) per second (default: no limit)\n" \
+  "sync-deadline=<T>        with policy=sync: a write waits for a remote site at most T;\n" \
+  "                         past it the site is behind (async) until caught up (default: none)\n" \
   "region-size=<SIZE>       dirty-log region size (default 64k)\n" \
   "dirty-log-dir=<DIR>      keep persistent dirty logs there (default: in memory)\n" \
   "queue-depth=<N>          requests in flight per leg (default 32)\n" \
@@ -169,7 +171,7 @@ replicator_dump_plugin (void)
   printf ("replicator_io_engine=io_uring,threads\n");
   printf ("replicator_short_form=log,log-size,log-offset,log-mode,local,size,name,remote,"
           "policy,local-policy,fall-behind,disconnect-timeout,pull-ahead,request-timeout,"
-          "initial-sync,resync-rate,rate,region-size,dirty-log-dir,"
+          "initial-sync,resync-rate,rate,sync-deadline,region-size,dirty-log-dir,"
           "queue-depth,direct-io,commit-interval,control,on-event,metrics-listen,"
           "label,local-label,takeover,failback\n");
 }

@@ -143,10 +143,10 @@ print_cfg (const struct cfg *c)
     sb_printf (&b, "  { id = %u; policy = \"%s\"; fall_behind = \"%s\"; disconnect_timeout = \"%"
                PRIu64 "ms\"; pull_ahead = \"%" PRIu64 "ms\"; request_timeout = \"%" PRIu64
                "ms\"; queue_depth = %u; resync_rate = \"%" PRIu64 "\"; rate = \"%" PRIu64
-               "B/s\"; }%s\n", s->id,
+               "B/s\"; sync_deadline = \"%" PRIu64 "ms\"; }%s\n", s->id,
                cfg_policy_name (s->policy), fb_text (s->fall_behind, s->fall_behind_value, fb, sizeof fb),
                s->disconnect_timeout_ms, s->pull_ahead_ms, s->request_timeout_ms, s->queue_depth,
-               s->resync_rate, s->rate, i + 1 < c->nsites ? "," : "");
+               s->resync_rate, s->rate, s->sync_deadline_ms, i + 1 < c->nsites ? "," : "");
   }
   sb_printf (&b, ");\ndevices = (\n");
   for (i = 0; i < c->ndevices; i++) {
@@ -224,7 +224,7 @@ cfg_diff (const struct cfg *a, const struct cfg *b)
         x->fall_behind_value != y->fall_behind_value ||
         x->disconnect_timeout_ms != y->disconnect_timeout_ms || x->pull_ahead_ms != y->pull_ahead_ms ||
         x->resync_rate != y->resync_rate || x->rate != y->rate || x->request_timeout_ms != y->request_timeout_ms ||
-        x->queue_depth != y->queue_depth)
+        x->queue_depth != y->queue_depth || x->sync_deadline_ms != y->sync_deadline_ms)
       return "a site";
   }
   if (a->ndevices != b->ndevices)
@@ -288,6 +288,9 @@ check_valid (const struct cfg *c)
     FZ_CHECK ("config-valid", s->policy == POLICY_SYNC || s->policy == POLICY_ASYNC, "policy");
     FZ_CHECK ("config-valid", s->fall_behind == FB_NONE || s->fall_behind_value > 0,
               "fall_behind with a zero threshold");
+    FZ_CHECK ("config-valid", !s->sync_deadline_ms || (s->id && s->policy == POLICY_SYNC &&
+                                                       s->sync_deadline_ms < s->disconnect_timeout_ms),
+              "site %u: sync_deadline %" PRIu64 " ms", s->id, s->sync_deadline_ms);
   }
   FZ_CHECK ("config-valid", site0, "no site 0");
   FZ_CHECK ("config-valid", c->ndevices >= 1 && c->ndevices <= CFG_MAX_DEVICES, "%zu devices",
