@@ -173,18 +173,6 @@ io_complete (struct worker *w, struct wio *io)
 
 /* ---- coalescing within one epoch (struct wk_coalesce) ----------------- */
 
-/* Forget the run under way (a rewind, dirty-log mode): its entries are
- * taken again from the log, or covered by the dirty logs.  Its pieces in
- * flight, if any, complete as pieces of no run. */
-void
-coalesce_reset (struct worker *w)
-{
-  w->co.on = false;
-  w->co.acked = false;
-  w->co.np = w->co.issued = w->co.left = 0;
-  w->co.plain_until = 0;
-}
-
 void
 coalesce_free (struct worker *w)
 {
@@ -305,54 +293,54 @@ coalesce_allowed (struct worker *w)
   return !replog_space_wanted (w->r->rl);       /* last: it takes the log's lock */
 }
 
-/* Start a coalesced run at w->next (not a barrier) if the site is behind
- * by at least COALESCE_MIN entries of this epoch.  Returns true if it
- * took entries (the run is on, or already done). */
-static bool
-coalesce_start (struct worker *w, uint64_t durable)
+/* The run that may start at w->next: its length (entries up to the
+ * epoch's barrier, the durable end, or a bound) and write payload. */
+static uint64_t
+run_scan (struct worker *w, uint64_t durable, uint64_t *bytes)
 {
-  struct wk_coalesce *co = &w->co;
   struct replicator *r = w->r;
-  uint64_t seq, n, max = COALESCE_MAX, bytes = 0, epoch;
-  unsigned i;
+  uint64_t seq, n, max = COALESCE_MAX, epoch = replog_desc (r->rl, w->next)->epoch;
 
-  if (w->next < co->plain_until || durable < w->next + COALESCE_MIN - 1)
-    return false;
-  if (!coalesce_allowed (w)) {
-    co->plain_until = w->next + COALESCE_MIN;   /* asked again some entries later */
-    return false;
-  }
   if (max > w->ndesc / 4)
     max = w->ndesc / 4;
-  /* The run: up to the epoch's barrier, the durable end, or a bound. */
-  epoch = replog_desc (r->rl, w->next)->epoch;
+  *bytes = 0;
   for (n = 0, seq = w->next; seq <= durable && n < max; seq++, n++) {
     const struct rl_desc *d = replog_desc (r->rl, seq);
     if (d->op == RL_OP_BARRIER || d->epoch != epoch)
       break;
     if (d->op == RL_OP_WRITE) {
-      if (bytes + d->length > COALESCE_BYTES && n)
+      if (*bytes + d->length > COALESCE_BYTES && n)
         break;
-      bytes += d->length;
+      *bytes += d->length;
     }
   }
-  if (n < COALESCE_MIN) {
-    co->plain_until = w->next + n;       /* these go one by one: no scan again */
-    return false;
-  }
+  return n;
+}
+
+/* The pieces of the n entries from w->next: each device's interval map,
+ * newest wins (inserted in log order, each entry is one extent when
+ * inserted: at most two extents per entry), read out in offset order and
+ * emptied again.  -1: out of memory (the maps are dropped). */
+static int
+run_pieces (struct worker *w, uint64_t n)
+{
+  struct wk_coalesce *co = &w->co;
+  struct replicator *r = w->r;
+  uint64_t seq;
+  unsigned i;
+
   if (!co->ov && !(co->ov = calloc (r->ndevs, sizeof *co->ov)))
-    goto plain;
+    return -1;
   if (co->cap < 2 * n + 2) {
     struct co_piece *p = realloc (co->p, (2 * n + 2) * sizeof *p);
     if (!p)
-      goto plain;
+      return -1;
     co->p = p;
     co->cap = (unsigned) (2 * n + 2);
   }
   if (!co->has_piece && !(co->has_piece = malloc (COALESCE_MAX / 8)))
-    goto plain;
-  /* The interval maps, newest wins (inserted in log order, each entry is
-   * one extent when inserted: at most two extents per entry). */
+    return -1;
+  co->np = 0;
   for (seq = w->next; seq < w->next + n; seq++) {
     const struct rl_desc *d = replog_desc (r->rl, seq);
     if (!w->leg_of_dev[d->device])
@@ -363,7 +351,6 @@ coalesce_start (struct worker *w, uint64_t durable)
                         d->op == RL_OP_WRITE ? OV_DATA : OV_ZERO, NULL) == -1)
       goto nomem;
   }
-  co->np = 0;
   for (i = 0; i < r->ndevs; i++)
     if (co->ov[i]) {
       struct co_collect c = { .w = w, .dev = i };
@@ -372,6 +359,38 @@ coalesce_start (struct worker *w, uint64_t durable)
         goto nomem;
     }
   maps_clear (w);
+  return 0;
+
+ nomem:
+  for (i = 0; i < r->ndevs; i++) {
+    overlay_free (co->ov[i]);
+    co->ov[i] = NULL;
+  }
+  co->np = 0;
+  return -1;
+}
+
+/* Start a coalesced run at w->next (not a barrier) if the site is behind
+ * by at least COALESCE_MIN entries of this epoch.  Returns true if it
+ * took entries (the run is on, or already done). */
+static bool
+coalesce_start (struct worker *w, uint64_t durable)
+{
+  struct wk_coalesce *co = &w->co;
+  uint64_t seq, n, bytes;
+  unsigned i;
+
+  if (w->next < co->plain_until || durable < w->next + COALESCE_MIN - 1)
+    return false;
+  if (!coalesce_allowed (w)) {
+    co->plain_until = w->next + COALESCE_MIN;   /* asked again some entries later */
+    return false;
+  }
+  n = run_scan (w, durable, &bytes);
+  if (n < COALESCE_MIN || run_pieces (w, n) == -1) {
+    co->plain_until = w->next + n;       /* these go one by one: no scan again */
+    return false;
+  }
   co->first = w->next;
   co->last = w->next + n - 1;
   co->wbytes = bytes;
@@ -379,7 +398,7 @@ coalesce_start (struct worker *w, uint64_t durable)
   memset (co->has_piece, 0, (n + 7) / 8);
   for (i = 0; i < co->np; i++) {
     uint64_t k = co->p[i].seq - co->first;
-    if (replog_desc (r->rl, co->p[i].seq)->op == RL_OP_WRITE)
+    if (replog_desc (w->r->rl, co->p[i].seq)->op == RL_OP_WRITE)
       co->wsent += co->p[i].len;
     if (!(co->has_piece[k / 8] & (1u << (k % 8)))) {
       co->has_piece[k / 8] |= (uint8_t) (1u << (k % 8));
@@ -399,17 +418,6 @@ coalesce_start (struct worker *w, uint64_t durable)
   if (!co->np)
     run_done (w);                        /* nothing of it goes to a leg here */
   return true;
-
- nomem:
-  /* Out of memory in the middle: drop the maps, apply these one by one. */
-  for (i = 0; i < r->ndevs; i++) {
-    overlay_free (co->ov[i]);
-    co->ov[i] = NULL;
-  }
- plain:
-  co->np = 0;
-  co->plain_until = w->next + n;
-  return false;
 }
 
 /* Issue the run's pieces up to the queue depth; stops at a piece that

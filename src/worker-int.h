@@ -368,6 +368,17 @@ unflushed (const struct worker *w)
   return w->done > w->posted || (w->co.on && w->co.acked);
 }
 
+/* Forget the coalesced run under way (a rewind, dirty-log mode): its
+ * entries are taken again from the log, or covered by the dirty logs. */
+static inline void
+coalesce_reset (struct worker *w)
+{
+  w->co.on = false;
+  w->co.acked = false;
+  w->co.np = w->co.issued = w->co.left = 0;
+  w->co.plain_until = 0;
+}
+
 /* Copies to l that no flush covered yet: their dirty bits stay set, so
  * they are copied again. */
 static inline void
@@ -437,7 +448,6 @@ bool io_result (struct worker *w, unsigned idx, int res);
 void drain_ready (struct worker *w);
 void finish_batch (struct worker *w);
 void fill (struct worker *w, uint64_t durable);
-void coalesce_reset (struct worker *w);
 bool coalesce_queued_overlaps (struct worker *w, const struct leg *l, uint64_t off, uint64_t len);
 void coalesce_free (struct worker *w);
 
