@@ -213,6 +213,15 @@ link_metrics (struct buf *b, json_object *sites)
   per_site (b, sites, "site_link_sent_bytes", "counter",
             "Bytes on the wire (payload and request headers) the site's remotes acknowledged.",
             "link_bytes_sent", false);
+  per_site (b, sites, "site_log_sent_bytes", "counter",
+            "Payload bytes of log writes the site's legs took (coalesced: the pieces sent).",
+            "log_bytes_sent", false);
+  per_site (b, sites, "site_coalesced_bytes", "counter",
+            "Payload bytes of log writes not sent: a later write of the same epoch overwrote them.",
+            "coalesced_bytes", false);
+  per_site (b, sites, "site_coalesced_entries", "counter",
+            "Log entries not sent at all: later entries of the same epoch overwrote them.",
+            "coalesced_entries", false);
   per_site_known (b, sites, "site_link_bytes_per_second",
                   "Bytes per second the site's connections carried over the last 5 s.",
                   "link_bytes_per_second");

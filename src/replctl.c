@@ -131,6 +131,12 @@ print_link (json_object *s)
   if (json_object_object_get_ex (s, "catchup_seconds", &c) && c)
     printf (", catch-up in %.1f s", json_object_get_double (c));
   printf ("\n");
+  if (jint (s, "coalesced_bytes")) {
+    char b3[32], b4[32];
+    printf ("  coalesced within epochs: %s of log writes not sent (%s sent)\n",
+            units_format_size ((uint64_t) jint (s, "coalesced_bytes"), b3, sizeof b3),
+            units_format_size ((uint64_t) jint (s, "log_bytes_sent"), b4, sizeof b4));
+  }
 }
 
 /* A sync site's latency budget (sites with a sync_deadline only). */

@@ -304,6 +304,14 @@ struct site {
    * request header each), and their rate over the last 5 s. */
   uint64_t link_bytes;
   uint64_t link_bytes_per_s;
+  /* Log writes (the worker adds, status reads; atomics): payload bytes
+   * the legs took (entries, and the pieces of coalesced runs), and what
+   * coalescing within an epoch did not send (worker-apply.c): payload
+   * bytes and entries a later entry of the same run overwrote, and runs. */
+  uint64_t log_bytes_sent;
+  uint64_t coalesced_bytes;
+  uint64_t coalesced_entries;
+  uint64_t coalesced_runs;
 };
 
 /* A planned switchover (admin.c; replctl switchover).  state is atomic:

@@ -222,6 +222,10 @@ site_link_json (json_object *js, struct site *s, enum site_state state, const ch
   add (js, "rate_limit", jint (rate));
   add (js, "link_bytes_sent", jint (LOAD (s->link_bytes)));
   add (js, "link_bytes_per_second", links ? jint (bps) : NULL);
+  add (js, "log_bytes_sent", jint (LOAD (s->log_bytes_sent)));
+  add (js, "coalesced_bytes", jint (LOAD (s->coalesced_bytes)));
+  add (js, "coalesced_entries", jint (LOAD (s->coalesced_entries)));
+  add (js, "coalesced_runs", jint (LOAD (s->coalesced_runs)));
   add (js, "catchup_seconds", links && todo && speed && !strcmp (link, "connected")
        ? json_object_new_double ((double) todo / (double) speed) : NULL);
 }

@@ -16,7 +16,10 @@
  *     With one worker per site feeding all the site's legs, this holds
  *     across every device of the instance;
  *   - short writes are resubmitted for the rest, -EAGAIN/-EINTR retried;
- *     an I/O error is retried after a pause (the entry stays in the log).
+ *     an I/O error is retried after a pause (the entry stays in the log);
+ *   - a remote site behind coalesces within one epoch (coalesce_start, see
+ *     struct wk_coalesce): a run of the epoch's entries goes as the pieces
+ *     no later entry of the run overwrites, and counts done as a whole.
  *
  * Owns: the log slots of w->io (0..qd-1), next/done/cdone/ninflight, the
  * finish list (fin), done_seq's publication after a completion, the
@@ -33,6 +36,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +44,7 @@
 
 #include "bitmap.h"
 #include "link.h"
+#include "overlay.h"
 #include "pftrace.h"
 #include "replicator.h"
 #include "report.h"
@@ -112,13 +117,13 @@ io_issue (struct worker *w, unsigned idx)
 }
 
 static bool
-overlaps_inflight (struct worker *w, const struct rl_desc *d)
+overlaps_inflight (struct worker *w, uint32_t dev, uint64_t off, uint64_t len)
 {
   unsigned i;
   for (i = 0; i < w->nio; i++) {
     const struct wio *io = &w->io[i];
-    if (io->active && io->leg->dev->index == d->device &&
-        io->off < d->offset + d->length && d->offset < io->off + io->len)
+    if (io->active && io->leg->dev->index == dev &&
+        io->off < off + len && off < io->off + io->len)
       return true;
   }
   return false;
@@ -167,6 +172,283 @@ io_complete (struct worker *w, struct wio *io)
   w->ninflight--;
 }
 
+/* ---- coalescing within one epoch (struct wk_coalesce) ----------------- */
+
+void
+coalesce_free (struct worker *w)
+{
+  size_t i;
+  if (w->co.ov)
+    for (i = 0; i < w->r->ndevs; i++)
+      overlay_free (w->co.ov[i]);
+  free (w->co.ov);
+  free (w->co.p);
+  free (w->co.has_piece);
+  w->co.ov = NULL;
+  w->co.p = NULL;
+  w->co.has_piece = NULL;
+}
+
+/* A piece of the run not issued yet overlaps [off, off+len) of leg l: a
+ * resync copy there waits for it (safety rule 6: a copy must not be
+ * overwritten by an older entry's bytes). */
+bool
+coalesce_queued_overlaps (struct worker *w, const struct leg *l, uint64_t off, uint64_t len)
+{
+  unsigned i;
+  if (!w->co.on)
+    return false;
+  for (i = w->co.issued; i < w->co.np; i++) {
+    const struct co_piece *p = &w->co.p[i];
+    if (w->leg_of_dev[p->dev] == l && p->off < off + len && off < p->off + p->len)
+      return true;
+  }
+  return false;
+}
+
+/* Every piece of the run completed: each of its entries is on the legs
+ * (its bytes, or a newer entry's of the same run), so all count done. */
+static void
+run_done (struct worker *w)
+{
+  struct site *s = w->site;
+  uint64_t seq, n = w->co.last - w->co.first + 1;
+
+  for (seq = w->co.first + 1; seq <= w->co.last; seq++)
+    w->cdone[seq % w->ndesc] = 1;
+  w->co.on = false;
+  w->co.acked = false;
+  __atomic_add_fetch (&s->bytes_done, w->co.wbytes, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->coalesced_bytes, w->co.wbytes - w->co.wsent, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->coalesced_entries, n - w->co.nsent, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->coalesced_runs, 1, __ATOMIC_RELAXED);
+  rep_debugc (REP_DBG_WORKER, "site %u: coalesced run %" PRIu64 "..%" PRIu64 " done: %" PRIu64
+              " of %" PRIu64 " write bytes sent, %" PRIu64 " of %" PRIu64 " entries",
+              s->id, w->co.first, w->co.last, w->co.wsent, w->co.wbytes, w->co.nsent, n);
+  mark_done (w, w->co.first);
+}
+
+/* A piece completed (finish_batch). */
+static void
+piece_done (struct worker *w, const struct wio *io)
+{
+  if (!w->co.on || io->seq < w->co.first || io->seq > w->co.last || !w->co.left)
+    return;                              /* of a run given up (rewind) */
+  w->co.acked = true;
+  if (io->seq > w->rw.done_hwm)          /* progress, for the watchdog */
+    w->hl.last_progress_ns = w->ck.last_done_ns = mono_ns ();
+  if (--w->co.left == 0 && w->co.issued == w->co.np)
+    run_done (w);
+}
+
+struct co_collect {
+  struct worker *w;
+  uint32_t dev;
+  bool full;
+};
+
+static void
+collect_piece (const struct ov_piece *op, void *opaque)
+{
+  struct co_collect *c = opaque;
+  struct wk_coalesce *co = &c->w->co;
+
+  if (co->np == co->cap) {
+    c->full = true;                      /* cannot happen: at most 2 per entry */
+    return;
+  }
+  co->p[co->np++] = (struct co_piece) {
+    .off = op->start, .len = op->end - op->start, .seq = op->seq, .dev = c->dev,
+  };
+}
+
+/* Empty every device's interval map (its nodes stay for the next run). */
+static void
+maps_clear (struct worker *w)
+{
+  unsigned i;
+  for (i = 0; i < w->co.np; i++)
+    overlay_remove (w->co.ov[w->co.p[i].dev], w->co.p[i].off, w->co.p[i].off + w->co.p[i].len,
+                    w->co.p[i].seq);
+}
+
+/* May this site coalesce now?  A remote site (not switched off) that is
+ * fed from the log, not resyncing (copies and the log stay as they are
+ * there), whose clients do not wait for each entry (async, or a sync site
+ * catching up or disconnected), serves no device's reads, and no writer
+ * waits for log space (a run holds the tail until it is done). */
+static bool
+coalesce_allowed (struct worker *w)
+{
+  struct site *s = w->site;
+  enum site_state st;
+
+  if (!w->co.enabled || __atomic_load_n (&s->read_site_devs, __ATOMIC_RELAXED))
+    return false;
+  st = site_state (s);
+  if (site_state_is_dirty_log (st) || site_state_is_resync (st))
+    return false;
+  if (__atomic_load_n (&s->policy, __ATOMIC_RELAXED) != POLICY_ASYNC &&
+      !site_state_is_catching_up (st) && !site_state_is_disconnected (st))
+    return false;
+  return !replog_space_wanted (w->r->rl);       /* last: it takes the log's lock */
+}
+
+/* The run that may start at w->next: its length (entries up to the
+ * epoch's barrier, the durable end, or a bound) and write payload. */
+static uint64_t
+run_scan (struct worker *w, uint64_t durable, uint64_t *bytes)
+{
+  struct replicator *r = w->r;
+  uint64_t seq, n, max = COALESCE_MAX, epoch = replog_desc (r->rl, w->next)->epoch;
+
+  if (max > w->ndesc / 4)
+    max = w->ndesc / 4;
+  *bytes = 0;
+  for (n = 0, seq = w->next; seq <= durable && n < max; seq++, n++) {
+    const struct rl_desc *d = replog_desc (r->rl, seq);
+    if (d->op == RL_OP_BARRIER || d->epoch != epoch)
+      break;
+    if (d->op == RL_OP_WRITE) {
+      if (*bytes + d->length > COALESCE_BYTES && n)
+        break;
+      *bytes += d->length;
+    }
+  }
+  return n;
+}
+
+/* The pieces of the n entries from w->next: each device's interval map,
+ * newest wins (inserted in log order, each entry is one extent when
+ * inserted: at most two extents per entry), read out in offset order and
+ * emptied again.  -1: out of memory (the maps are dropped). */
+static int
+run_pieces (struct worker *w, uint64_t n)
+{
+  struct wk_coalesce *co = &w->co;
+  struct replicator *r = w->r;
+  uint64_t seq;
+  unsigned i;
+
+  if (!co->ov && !(co->ov = calloc (r->ndevs, sizeof *co->ov)))
+    return -1;
+  if (co->cap < 2 * n + 2) {
+    struct co_piece *p = realloc (co->p, (2 * n + 2) * sizeof *p);
+    if (!p)
+      return -1;
+    co->p = p;
+    co->cap = (unsigned) (2 * n + 2);
+  }
+  if (!co->has_piece && !(co->has_piece = malloc (COALESCE_MAX / 8)))
+    return -1;
+  co->np = 0;
+  for (seq = w->next; seq < w->next + n; seq++) {
+    const struct rl_desc *d = replog_desc (r->rl, seq);
+    if (!w->leg_of_dev[d->device])
+      continue;                          /* no leg of this device here */
+    if (!co->ov[d->device] && !(co->ov[d->device] = overlay_new ()))
+      goto nomem;
+    if (overlay_insert (co->ov[d->device], d->offset, d->offset + d->length, seq,
+                        d->op == RL_OP_WRITE ? OV_DATA : OV_ZERO, NULL) == -1)
+      goto nomem;
+  }
+  for (i = 0; i < r->ndevs; i++)
+    if (co->ov[i]) {
+      struct co_collect c = { .w = w, .dev = i };
+      overlay_foreach (co->ov[i], 0, UINT64_MAX, collect_piece, &c);
+      if (c.full)
+        goto nomem;
+    }
+  maps_clear (w);
+  return 0;
+
+ nomem:
+  for (i = 0; i < r->ndevs; i++) {
+    overlay_free (co->ov[i]);
+    co->ov[i] = NULL;
+  }
+  co->np = 0;
+  return -1;
+}
+
+/* Start a coalesced run at w->next (not a barrier) if the site is behind
+ * by at least COALESCE_MIN entries of this epoch.  Returns true if it
+ * took entries (the run is on, or already done). */
+static bool
+coalesce_start (struct worker *w, uint64_t durable)
+{
+  struct wk_coalesce *co = &w->co;
+  uint64_t seq, n, bytes;
+  unsigned i;
+
+  if (w->next < co->plain_until || durable < w->next + COALESCE_MIN - 1)
+    return false;
+  if (!coalesce_allowed (w)) {
+    co->plain_until = w->next + COALESCE_MIN;   /* asked again some entries later */
+    return false;
+  }
+  n = run_scan (w, durable, &bytes);
+  if (n < COALESCE_MIN || run_pieces (w, n) == -1) {
+    co->plain_until = w->next + n;       /* these go one by one: no scan again */
+    return false;
+  }
+  co->first = w->next;
+  co->last = w->next + n - 1;
+  co->wbytes = bytes;
+  co->wsent = co->nsent = 0;
+  memset (co->has_piece, 0, (n + 7) / 8);
+  for (i = 0; i < co->np; i++) {
+    uint64_t k = co->p[i].seq - co->first;
+    if (replog_desc (w->r->rl, co->p[i].seq)->op == RL_OP_WRITE)
+      co->wsent += co->p[i].len;
+    if (!(co->has_piece[k / 8] & (1u << (k % 8)))) {
+      co->has_piece[k / 8] |= (uint8_t) (1u << (k % 8));
+      co->nsent++;
+    }
+  }
+  for (seq = co->first; seq <= co->last; seq++)
+    w->cdone[seq % w->ndesc] = 0;
+  co->issued = 0;
+  co->left = co->np;
+  co->acked = false;
+  co->on = true;
+  w->next = co->last + 1;
+  rep_debugc (REP_DBG_WORKER, "site %u: coalesced run %" PRIu64 "..%" PRIu64 ": %u pieces, %"
+              PRIu64 " of %" PRIu64 " write bytes to send", w->site->id, co->first, co->last,
+              co->np, co->wsent, co->wbytes);
+  if (!co->np)
+    run_done (w);                        /* nothing of it goes to a leg here */
+  return true;
+}
+
+/* Issue the run's pieces up to the queue depth; stops at a piece that
+ * overlaps something in flight (an earlier entry, a resync copy). */
+static void
+coalesce_issue (struct worker *w)
+{
+  struct wk_coalesce *co = &w->co;
+
+  while (w->ninflight < w->qd && co->issued < co->np) {
+    const struct co_piece *p = &co->p[co->issued];
+    const struct rl_desc *d = replog_desc (w->r->rl, p->seq);
+    unsigned idx;
+
+    if (overlaps_inflight (w, p->dev, p->off, p->len))
+      return;
+    for (idx = 0; idx < w->qd && w->io[idx].active; idx++)
+      ;
+    w->io[idx] = (struct wio) {
+      .active = true, .seq = p->seq, .leg = w->leg_of_dev[p->dev],
+      .op = d->op, .flags = d->flags, .off = p->off, .len = p->len,
+      .buf = d->op == RL_OP_WRITE ? (const uint8_t *) replog_payload (w->r->rl, d) + (p->off - d->offset) : NULL,
+      .w = w, .piece = true,
+    };
+    w->ninflight++;
+    co->issued++;
+    io_issue (w, idx);
+  }
+}
+
 /* Drop the batch's entries from the read index (site 0), then count them
  * done: an entry leaves the index only once it is on the leg, and is
  * reported applied only once it left the index. */
@@ -174,7 +456,7 @@ void
 finish_batch (struct worker *w)
 {
   struct vdev *locked = NULL;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0, done_bytes = 0;
   unsigned i;
 
   /* The site whose leg serves a device's reads (site 0: the local leg;
@@ -197,10 +479,18 @@ finish_batch (struct worker *w)
   for (i = 0; i < w->nfin; i++) {
     if (w->fin[i].op == RL_OP_WRITE)
       bytes += w->fin[i].len;
-    mark_done (w, w->fin[i].seq);
+    if (w->fin[i].piece)
+      piece_done (w, &w->fin[i]);
+    else {
+      if (w->fin[i].op == RL_OP_WRITE)
+        done_bytes += w->fin[i].len;
+      mark_done (w, w->fin[i].seq);
+    }
   }
   if (bytes)
-    __atomic_add_fetch (&w->site->bytes_done, bytes, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&w->site->log_bytes_sent, bytes, __ATOMIC_RELAXED);
+  if (done_bytes)
+    __atomic_add_fetch (&w->site->bytes_done, done_bytes, __ATOMIC_RELAXED);
   w->nfin = 0;
 }
 
@@ -349,15 +639,22 @@ fill (struct worker *w, uint64_t durable)
     w->next = w->posted + 1;
     w->done = w->posted;
     w->rw.pending = false;
+    coalesce_reset (w);
     rep_debugc (REP_DBG_WORKER, "site %u: re-sending from seq %" PRIu64 " (after a lost connection)",
                 w->site->id, w->next);
   }
+  if (w->co.on) {
+    /* A run under way: its pieces only; nothing after it until it is done. */
+    coalesce_issue (w);
+    return;
+  }
 
   while (w->ninflight < w->qd && w->next <= durable) {
-    const struct rl_desc *d = replog_desc (r->rl, w->next);
+    const struct rl_desc *d;
     struct leg *l;
     unsigned idx;
 
+    d = replog_desc (r->rl, w->next);
     if (d->op == RL_OP_BARRIER) {
       if (w->ninflight || w->ck.busy || w->done != w->next - 1)
         return;                          /* epoch k must complete first */
@@ -381,6 +678,13 @@ fill (struct worker *w, uint64_t durable)
                   w->site->id, w->next - 1);
       continue;
     }
+    if (coalesce_start (w, durable)) {
+      if (w->co.on) {
+        coalesce_issue (w);
+        return;
+      }
+      continue;                          /* nothing of the run went to a leg */
+    }
     l = w->leg_of_dev[d->device];
     if (l && out_of_service (l)) {
       bitmap_set_range (l->dirty_log, d->offset, d->length);
@@ -392,7 +696,7 @@ fill (struct worker *w, uint64_t durable)
       mark_done (w, w->next - 1);
       continue;
     }
-    if (overlaps_inflight (w, d))
+    if (overlaps_inflight (w, d->device, d->offset, d->length))
       return;
     for (idx = 0; idx < w->qd && w->io[idx].active; idx++)
       ;

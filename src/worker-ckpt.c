@@ -173,7 +173,7 @@ remote_flush_done (void *opaque, int res)
                  "sent again and the flush retried", l->dev->name, l->link.shown, l->site);
     snprintf (l->last_error, sizeof l->last_error, "flush: %m");
     forget_copies (w, l);
-    if (w->done > w->posted)
+    if (unflushed (w))
       w->rw.pending = true;
     __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);
     publish_done (w);

@@ -67,6 +67,14 @@
 #define RATE_MIN_PIECE   (64u * 1024)
 #define RATE_MIN_BURST   (2u * RATE_MIN_PIECE)
 #define LINK_WINDOW_NS   (5000ull * 1000000u) /* the link's throughput: over this window */
+/* Coalescing (worker-apply.c, a remote site behind): a run of entries of
+ * one epoch is applied as one unit when at least COALESCE_MIN of them are
+ * durable in the log ahead of the site; a run has at most COALESCE_MAX
+ * entries (and a quarter of the log's descriptors) and COALESCE_BYTES of
+ * write payload. */
+#define COALESCE_MIN     32u
+#define COALESCE_MAX     16384u
+#define COALESCE_BYTES   (64ull << 20)
 
 /* io_uring user_data tags */
 #define CKPT_TAG         UINT64_MAX
@@ -99,6 +107,8 @@ struct wio {
   bool reading;                    /* its local-leg read is in flight (io_uring) */
   uint64_t hold_seq;               /* newest entry the copied data may contain */
   uint64_t first_bit, nbits;       /* dirty-log regions it covers */
+  /* coalescing: a piece of the run under way (seq: its entry), not an entry */
+  bool piece;
 };
 
 struct ready {
@@ -201,6 +211,42 @@ struct wk_rate {
   uint64_t wake_ns;
 };
 
+/* Coalescing within one epoch (worker-apply.c).  The ordering rule lets a
+ * site apply an epoch's entries in any order as long as the whole epoch is
+ * durable there before the next one starts; so a site that is behind takes
+ * a run of entries of one epoch (all durable in the log) at once, keeps of
+ * each byte only the newest entry's version (an interval map, newest wins)
+ * and sends those pieces only.  An entry that a later one of the run
+ * overwrites entirely is never sent.  No entry of the run counts as done
+ * until every piece of the run completed: the applied sequence (done,
+ * then posted after a leg flush) never passes an entry whose bytes are
+ * not on the legs, and what was acknowledged but not flushed (acked) is
+ * sent again after a drop like completed entries (safety rules 1, 13).
+ * The pieces never overlap each other; each still waits for whatever of
+ * an earlier entry or a resync copy overlaps it in flight, and no other
+ * entry is taken while the run is under way (the next epoch's barrier
+ * waits for it like for any entry before it). */
+struct co_piece {
+  uint64_t off, len, seq;          /* seq: the entry whose bytes these are */
+  uint32_t dev;
+};
+struct wk_coalesce {
+  bool enabled;                    /* a remote site, not switched off (env) */
+  bool on;                         /* a run is under way */
+  bool acked;                      /* ... and a piece of it completed */
+  uint64_t first, last;            /* the run's entries */
+  struct co_piece *p;              /* its pieces, in issue order */
+  unsigned np, cap;                /* pieces, room for */
+  unsigned issued, left;           /* pieces issued; pieces not completed */
+  uint64_t wbytes, wsent;          /* write payload: of its entries; of its pieces */
+  uint64_t nsent;                  /* entries with at least one piece */
+  uint64_t plain_until;            /* entries before this go one by one
+                                      (the run found there was too short) */
+  uint8_t *has_piece;              /* per entry of the run (bit), for nsent */
+  struct overlay **ov;             /* per device: the interval map, made on
+                                      first use, empty between runs */
+};
+
 /* The thread's own control (worker.c). */
 struct wk_ctl {
   bool paused_seen;                /* the site's paused flag as last acted on */
@@ -247,6 +293,7 @@ struct worker {
   struct wk_health hl;
   struct wk_rate rt;
   struct wk_local lo;
+  struct wk_coalesce co;
   struct wk_ctl ctl;
   /* Registered by the top (worker_start): a resync copy completed
    * (worker-resync.c), called by the apply core's io_complete. */
@@ -310,6 +357,26 @@ publish_done (struct worker *w)
   if (s->sync_waiters)
     pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
+}
+
+/* Anything acknowledged by the legs that no flush covered yet (entries
+ * done past the applied sequence, or pieces of a coalesced run): after a
+ * lost connection or a failed flush it is sent again (the rewind). */
+static inline bool
+unflushed (const struct worker *w)
+{
+  return w->done > w->posted || (w->co.on && w->co.acked);
+}
+
+/* Forget the coalesced run under way (a rewind, dirty-log mode): its
+ * entries are taken again from the log, or covered by the dirty logs. */
+static inline void
+coalesce_reset (struct worker *w)
+{
+  w->co.on = false;
+  w->co.acked = false;
+  w->co.np = w->co.issued = w->co.left = 0;
+  w->co.plain_until = 0;
 }
 
 /* Copies to l that no flush covered yet: their dirty bits stay set, so
@@ -381,6 +448,8 @@ bool io_result (struct worker *w, unsigned idx, int res);
 void drain_ready (struct worker *w);
 void finish_batch (struct worker *w);
 void fill (struct worker *w, uint64_t durable);
+bool coalesce_queued_overlaps (struct worker *w, const struct leg *l, uint64_t off, uint64_t len);
+void coalesce_free (struct worker *w);
 
 /* worker-resync.c */
 void resync_free_buffers (struct worker *w);

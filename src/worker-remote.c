@@ -166,7 +166,7 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
    * (their bits stay set), and re-send the entries after the applied
    * sequence (same epoch: idempotent) before the next checkpoint. */
   forget_copies (w, l);
-  if (w->done > w->posted)
+  if (unflushed (w))
     w->rw.pending = true;
   publish_done (w);
   rlink_set_error (k, "%s", why);
@@ -419,6 +419,7 @@ go_dirty (struct worker *w, const char *why)
       w->io[i].sent = false;
     }
   w->ninflight = 0;
+  coalesce_reset (w);                  /* a run's entries: in the dirty logs too */
   w->rs.ncopies = 0;
   w->cc.nclr = w->cc.nclr_ck = 0;              /* their bits stay set */
   w->rs.flushing = false;

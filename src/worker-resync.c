@@ -245,7 +245,7 @@ copy_overlaps (struct worker *w, const struct leg *l, uint64_t off, uint64_t len
     if (io->active && io->leg == l && io->off < off + len && off < io->off + io->len)
       return true;
   }
-  return false;
+  return coalesce_queued_overlaps (w, l, off, len);   /* a run's pieces not sent yet */
 }
 
 static unsigned

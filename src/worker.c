@@ -396,6 +396,7 @@ worker_free (struct worker *w)
   free (w->rs.cursor);
   free (w->cc.clr);
   free (w->cc.clr_ck);
+  coalesce_free (w);
   resync_free_buffers (w);
   free (w);
 }
@@ -556,6 +557,9 @@ worker_start (struct site *s)
     return -1;
   if (worker_take_legs (w) == -1)
     goto err;
+  /* Coalescing within one epoch: remote sites (NBD_REPLICATOR_NO_COALESCE
+   * switches it off, for tests and benchmarks). */
+  w->co.enabled = w->nremote && !getenv ("NBD_REPLICATOR_NO_COALESCE");
   worker_site_from_log (w, &st);
   if (worker_engine_init (w) == -1)
     goto err;

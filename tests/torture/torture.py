@@ -741,6 +741,9 @@ def check_prefix(rig, j, base, remote, viol):
     return holders, len(required)
 
 
+COALESCED = {"runs": 0, "bytes": 0, "sent": 0}   # site 1, summed over the catch-ups
+
+
 def wait_replicating(rig, timeout):
     """Site 1 in log mode, consistent on every device, nothing left to apply."""
     end = time.monotonic() + timeout
@@ -761,6 +764,10 @@ def wait_replicating(rig, timeout):
             [leg["state"] for leg in legs])
         if (site["mode"] == "log" and site["backlog_entries"] == 0 and s["log"]["entries"] == 0
                 and all(leg["consistent"] for leg in legs)):
+            # coalescing within an epoch (informational): this server's counters so far
+            COALESCED["runs"] += site.get("coalesced_runs", 0)
+            COALESCED["bytes"] += site.get("coalesced_bytes", 0)
+            COALESCED["sent"] += site.get("log_bytes_sent", 0)
             return True, last
         time.sleep(0.1)
     return False, last
@@ -1159,6 +1166,8 @@ def run(args):
                               viol_total, stats["acks"], stats["flushes"], stats["prefix_checked"],
                               stats["prefix_skipped"], stats["snapshots"], stats["required"], stats["clean_stops"], stats["remote_deaths"],
                               stats["pl_images"], stats["pl_untraced"], stats["pl_names_lost"]))
+    print("torture: site 1 coalesced %d runs within an epoch, %d payload bytes not sent, %d sent "
+          "(counters at each catch-up, summed)" % (COALESCED["runs"], COALESCED["bytes"], COALESCED["sent"]))
     short = coverage(args, per_fault, cov)
     return 1 if viol_total or short else 0
 
