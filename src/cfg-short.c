@@ -52,6 +52,7 @@ struct cfg_short {
   bool have_label, have_local_label;
   bool takeover;                    /* takeover=: a global key, also with config= */
   bool failback;                    /* failback=: likewise */
+  bool receiver;                    /* receiver=: likewise */
   int nkeys;                        /* keys other than config=, control=, on-event=
                                        and metrics-listen= */
 };
@@ -173,6 +174,10 @@ set_global_key (struct cfg_short *s, const char *key, const char *value)
   if (!strcmp (key, "failback")) {
     bool dummy;
     return short_bool (key, value, &s->failback, &dummy);
+  }
+  if (!strcmp (key, "receiver")) {
+    bool dummy;
+    return short_bool (key, value, &s->receiver, &dummy);
   }
   if (!strcmp (key, "metrics-listen")) {
     if (cfg_parse_listen (value, NULL, 0, NULL) == -1) {
@@ -379,6 +384,13 @@ short_overrides (struct cfg *c, const struct cfg_short *s)
   }
   c->takeover = s->takeover;
   c->failback = s->failback;
+  if (s->receiver)
+    c->receiver = true;
+  if (c->receiver && (c->takeover || c->failback)) {
+    rep_error ("receiver=yes with %s=yes: a receiver is a DR site's copy; to take over, start "
+               "it without receiver", c->takeover ? "takeover" : "failback");
+    return -1;
+  }
   if (c->takeover && c->failback) {
     rep_error ("takeover=yes and failback=yes: choose one (failback makes this side a copy)");
     return -1;

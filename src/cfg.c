@@ -1111,7 +1111,7 @@ static struct cfg *
 load_config (config_t *lc, const char *name)
 {
   static const char *const keys[] = { "replog", "sites", "devices", "control", "on_event",
-                                      "metrics", NULL };
+                                      "metrics", "receiver", NULL };
   struct cfg *c = cfg_new (name);
   const config_setting_t *root, *m;
 
@@ -1140,6 +1140,8 @@ load_config (config_t *lc, const char *name)
   if ((m = config_lookup (lc, "on_event")) && get_string (c, m, "on_event", &c->on_event) == -1)
     goto err;
   if ((m = config_lookup (lc, "metrics")) && load_metrics (c, m) == -1)
+    goto err;
+  if ((m = config_lookup (lc, "receiver")) && get_bool (c, m, "receiver", &c->receiver) == -1)
     goto err;
   if (cfg_validate (c) == -1)
     goto err;

@@ -104,6 +104,13 @@ struct cfg {
    * that the site which took over may lack, label them copies, and exit
    * (leg labels, safety rule 15). */
   bool failback;
+  /* receiver = true (file) or receiver=yes: this instance is a DR site's
+   * receiver: it serves its devices as a primary's remote legs and keeps
+   * each connection's requests in arrival order (one at a time, logged in
+   * that order: what it holds is always a prefix of what was sent).  The
+   * primary sees it at connect (the export description) and streams to it
+   * without a round trip per epoch (worker-remote.c, "stream"). */
+  bool receiver;
 };
 
 /* The nbdkit short form, collected key by key, then turned into a cfg. */

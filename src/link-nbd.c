@@ -122,6 +122,7 @@ nbdl_connect (const char *addr, const struct link_params *p, struct link_info *i
    * TLS certificate and PSK files (tls-certificates=, tls-psk-file=). */
   nbd_set_uri_allow_local_file (c->h, true);
   nbd_add_meta_context (c->h, LIBNBD_CONTEXT_BASE_ALLOCATION);   /* sparse resync sources */
+  nbd_set_full_info (c->h, true);      /* the export description: a receiver? */
   if (nbd_aio_connect_uri (c->h, addr) == -1) {
     snprintf (err, errlen, "%s", nbd_get_error ());
     goto fail;
@@ -154,6 +155,13 @@ nbdl_connect (const char *addr, const struct link_params *p, struct link_info *i
   info->can_zero = c->can_zero;
   info->can_flush = c->can_flush;
   info->can_fua = c->can_fua;
+  info->receiver = false;
+  {
+    char *desc = nbd_get_export_description (c->h);
+    if (desc && !strncmp (desc, LINK_RECEIVER_DESCRIPTION, strlen (LINK_RECEIVER_DESCRIPTION)))
+      info->receiver = true;
+    free (desc);
+  }
   return c;
  fail:
   nbd_close (c->h);

@@ -125,6 +125,7 @@ connect_with (struct rlink *k, struct link_params p, uint64_t timeout_ms,
 
   *unsuitable = false;
   p.deadline_ns = mono_ns () + timeout_ms * 1000000u;
+  memset (info, 0, sizeof *info);
   c = k->ops->connect (k->addr, &p, info, err, errlen);
   if (!c) {
     /* Library messages may end in newlines or span lines: one line. */

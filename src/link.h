@@ -38,7 +38,13 @@ struct link_info {
   uint64_t size;                 /* bytes */
   uint32_t block_size;           /* smallest write the leg takes */
   bool can_flush, can_fua, can_zero;
+  /* The remote is an nbd-replicator receiver (NBD: its export description
+   * starts with LINK_RECEIVER_DESCRIPTION): it logs a connection's
+   * requests in arrival order, so the worker may stream to it. */
+  bool receiver;
 };
+
+#define LINK_RECEIVER_DESCRIPTION "nbd-replicator receiver; protocol 1"
 
 struct link_params {
   uint64_t deadline_ns;          /* CLOCK_MONOTONIC: give up connecting then */

@@ -15,6 +15,7 @@
 
 #include "cfg.h"
 #include "control.h"
+#include "link.h"
 #include "replicator.h"
 #include "report.h"
 #include "units.h"
@@ -50,6 +51,21 @@ static struct cfg_short *params;     /* collected by .config */
 static struct cfg *cfg;              /* built by .config_complete */
 static struct replicator *rep;       /* opened by .get_ready */
 static struct control *ctl;          /* started by .after_fork */
+static bool receiver;                /* receiver=yes: see replicator_thread_model */
+
+/* The export description a primary looks for at connect (link-nbd.c):
+ * a receiver keeps arrival order, so the primary may stream to it. */
+#define RECEIVER_DESCRIPTION LINK_RECEIVER_DESCRIPTION
+
+/* One client connection.  A receiver's connection is broken by its first
+ * failed write, zero, trim or flush: every later request of it fails too,
+ * so a stream never goes on past a hole (what the receiver holds stays a
+ * prefix of what was sent); the primary reconnects and resumes from the
+ * receiver's stream record. */
+struct rconn {
+  struct vdev *d;
+  bool broken;
+};
 
 static void
 sink_error (const char *fmt, va_list ap)
@@ -112,7 +128,18 @@ replicator_config_complete (void)
 {
   debug_flags ();
   cfg = cfg_short_finish (params);
+  if (cfg)
+    receiver = cfg->receiver;
   return cfg ? 0 : -1;
+}
+
+/* A receiver handles the requests of a connection one at a time, in the
+ * order they arrive (nbdkit reads the next only once the previous one was
+ * answered): the log holds them in that order. */
+static int
+replicator_thread_model (void)
+{
+  return receiver ? NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS : THREAD_MODEL;
 }
 
 #define replicator_config_help \
@@ -153,7 +180,9 @@ replicator_config_complete (void)
   "local-label=end|none|<PATH>  the local leg's label (a file keeps the leg's full size)\n" \
   "takeover=yes             start as the primary on legs labelled as another primary's copies\n" \
   "failback=yes             one-shot: record what these legs hold that the new primary lacks,\n" \
-  "                         label them copies, exit"
+  "                         label them copies, exit\n" \
+  "receiver=yes             a DR site's receiver: keep each connection's requests in arrival\n" \
+  "                         order, so that a primary streams to it (no round trip per epoch)"
 
 static void
 replicator_dump_plugin (void)
@@ -173,7 +202,7 @@ replicator_dump_plugin (void)
           "policy,local-policy,fall-behind,disconnect-timeout,pull-ahead,request-timeout,"
           "initial-sync,resync-rate,rate,sync-deadline,region-size,dirty-log-dir,"
           "queue-depth,direct-io,commit-interval,control,on-event,metrics-listen,"
-          "label,local-label,takeover,failback\n");
+          "label,local-label,takeover,failback,receiver\n");
 }
 
 static int
@@ -224,7 +253,8 @@ replicator_list_exports (int readonly, int is_tls, struct nbdkit_exports *export
 {
   size_t i;
   for (i = 0; i < rep->ndevs; i++)
-    if (nbdkit_add_export (exports, rep->devs[i].name, "nbd-replicator virtual device") == -1)
+    if (nbdkit_add_export (exports, rep->devs[i].name,
+                           receiver ? RECEIVER_DESCRIPTION : "nbd-replicator virtual device") == -1)
       return -1;
   return 0;
 }
@@ -240,32 +270,50 @@ replicator_open (int readonly)
 {
   const char *name = nbdkit_export_name ();
   struct vdev *d = replicator_find (rep, name);
+  struct rconn *c;
 
   if (!d) {
     nbdkit_error ("unknown export '%s' (this instance serves %zu device(s); see list_exports)",
                   name, rep->ndevs);
     return NULL;
   }
-  return d;
+  if (!(c = calloc (1, sizeof *c))) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  c->d = d;
+  return c;
+}
+
+static void
+replicator_close (void *handle)
+{
+  free (handle);
 }
 
 static const char *
 replicator_export_description (void *handle)
 {
-  return "nbd-replicator virtual device";
+  return receiver ? RECEIVER_DESCRIPTION : "nbd-replicator virtual device";
+}
+
+static inline struct vdev *
+dev_of (void *handle)
+{
+  return ((struct rconn *) handle)->d;
 }
 
 static int64_t
 replicator_get_size (void *handle)
 {
-  struct vdev *d = handle;
+  struct vdev *d = dev_of (handle);
   return (int64_t) d->size;
 }
 
 static int
 replicator_block_size (void *handle, uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
 {
-  struct vdev *d = handle;
+  struct vdev *d = dev_of (handle);
   *minimum = d->block_size;
   *preferred = d->block_size > 4096 ? d->block_size : 4096;
   *maximum = d->max_request;
@@ -281,48 +329,74 @@ static int replicator_can_fast_zero (void *h) { return 1; }
 /* A flush makes the whole log durable, whatever connection sent it. */
 static int replicator_can_multi_conn (void *h) { return 1; }
 
-/* Every request is timed for the latency histograms (metrics): mono_ns. */
+/* Every request is timed for the latency histograms (metrics): mono_ns.
+ * A receiver's connection breaks at its first failed change. */
 static int
 timed (void *handle, enum lat_op op, uint64_t t0, int r)
 {
-  rdev_observe (handle, op, mono_ns () - t0, r == 0);
+  struct rconn *c = handle;
+  rdev_observe (c->d, op, mono_ns () - t0, r == 0);
+  if (r != 0 && receiver && op != LAT_READ && !c->broken) {
+    c->broken = true;
+    nbdkit_error ("receiver: a change failed; this connection takes no further changes (the "
+                  "primary reconnects and resumes after what is logged here)");
+  }
   return r;
+}
+
+/* A receiver's broken connection: nothing more is taken from it. */
+static int
+refused (void *handle)
+{
+  if (!((struct rconn *) handle)->broken)
+    return 0;
+  errno = EIO;
+  nbdkit_error ("receiver: this connection broke at an earlier failed change: reconnect");
+  return -1;
 }
 
 static int
 replicator_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
   uint64_t t0 = mono_ns ();
-  return timed (handle, LAT_READ, t0, rdev_pread (handle, buf, count, offset));
+  return timed (handle, LAT_READ, t0, rdev_pread (dev_of (handle), buf, count, offset));
 }
 
 static int
 replicator_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
   uint64_t t0 = mono_ns ();
-  return timed (handle, LAT_WRITE, t0, rdev_pwrite (handle, buf, count, offset, flags & NBDKIT_FLAG_FUA));
+  if (refused (handle))
+    return -1;
+  return timed (handle, LAT_WRITE, t0, rdev_pwrite (dev_of (handle), buf, count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
 static int
 replicator_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   uint64_t t0 = mono_ns ();
+  if (refused (handle))
+    return -1;
   return timed (handle, LAT_ZERO, t0,
-                rdev_zero (handle, count, offset, flags & NBDKIT_FLAG_MAY_TRIM, flags & NBDKIT_FLAG_FUA));
+                rdev_zero (dev_of (handle), count, offset, flags & NBDKIT_FLAG_MAY_TRIM, flags & NBDKIT_FLAG_FUA));
 }
 
 static int
 replicator_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   uint64_t t0 = mono_ns ();
-  return timed (handle, LAT_TRIM, t0, rdev_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA));
+  if (refused (handle))
+    return -1;
+  return timed (handle, LAT_TRIM, t0, rdev_trim (dev_of (handle), count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
 static int
 replicator_flush (void *handle, uint32_t flags)
 {
-  struct vdev *d = handle;
+  struct vdev *d = dev_of (handle);
   uint64_t t0 = mono_ns ();
+  if (refused (handle))
+    return -1;
   __atomic_add_fetch (&d->counters.flushes, 1, __ATOMIC_RELAXED);
   return timed (handle, LAT_FLUSH, t0, rdev_flush (d->r));
 }
@@ -344,6 +418,8 @@ static struct nbdkit_plugin plugin = {
   .list_exports       = replicator_list_exports,
   .default_export     = replicator_default_export,
   .open               = replicator_open,
+  .close              = replicator_close,
+  .thread_model       = replicator_thread_model,
   .export_description = replicator_export_description,
   .get_size           = replicator_get_size,
   .block_size         = replicator_block_size,
