@@ -18,6 +18,7 @@
 #include "link.h"
 #include "replicator.h"
 #include "report.h"
+#include "stream.h"
 #include "units.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -65,7 +66,9 @@ static bool receiver;                /* receiver=yes: see replicator_thread_mode
 struct rconn {
   struct vdev *d;
   bool broken;
+  uint64_t gen;                      /* its fence's generation; 0: none sent */
 };
+
 
 static void
 sink_error (const char *fmt, va_list ap)
@@ -348,11 +351,32 @@ timed (void *handle, enum lat_op op, uint64_t t0, int r)
 static int
 refused (void *handle)
 {
-  if (!((struct rconn *) handle)->broken)
+  struct rconn *c = handle;
+
+  if (c->gen && c->gen != __atomic_load_n (&c->d->fence_gen, __ATOMIC_ACQUIRE) && !c->broken) {
+    c->broken = true;
+    nbdkit_error ("receiver: a newer connection of the primary fenced this one: it takes no "
+                  "further changes");
+  }
+  if (!c->broken)
     return 0;
   errno = EIO;
   nbdkit_error ("receiver: this connection broke at an earlier failed change: reconnect");
   return -1;
+}
+
+/* A stream's fence (stream.h): not stored; ends older fenced connections. */
+static bool
+fence (void *handle, const void *buf, uint32_t count)
+{
+  struct rconn *c = handle;
+
+  if (!receiver || count != STREAM_REC_SIZE || memcmp (buf, STREAM_OPEN_MAGIC, 8) != 0)
+    return false;
+  c->gen = __atomic_add_fetch (&c->d->fence_gen, 1, __ATOMIC_ACQ_REL);
+  c->broken = false;
+  nbdkit_debug ("receiver: stream fence %" PRIu64 " on export '%s'", c->gen, c->d->name);
+  return true;
 }
 
 static int
@@ -366,6 +390,8 @@ static int
 replicator_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
   uint64_t t0 = mono_ns ();
+  if (fence (handle, buf, count))
+    return 0;
   if (refused (handle))
     return -1;
   return timed (handle, LAT_WRITE, t0, rdev_pwrite (dev_of (handle), buf, count, offset, flags & NBDKIT_FLAG_FUA));
