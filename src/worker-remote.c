@@ -400,11 +400,11 @@ remote_issue (struct worker *w, unsigned idx)
     rest = w->rt.piece;                  /* no larger than the bucket (streaming: whole) */
   io->wire = RATE_REQ_BYTES + (op == LREQ_WRITE ? rest : 0);
   if (!rate_admits (w, io, io->wire)) {
-    if (w->st.on)
-      w->st.parked = true;               /* the newest: nothing goes after it */
+    if (w->st.on && !io->copy)
+      w->st.parked = true;               /* the newest entry: nothing goes after it */
     return;
   }
-  if (w->st.on)
+  if (w->st.on && !io->copy)
     w->st.parked = false;
   io->gen = k->gen;
   io->sent = true;
@@ -586,6 +586,8 @@ go_dirty (struct worker *w, const char *why)
       w->io[i].sent = false;
     }
   w->ninflight = 0;
+  w->st.nrec = 0;                      /* streaming: the records in flight too */
+  w->st.parked = false;
   coalesce_reset (w);                  /* a run's entries: in the dirty logs too */
   w->rs.ncopies = 0;
   w->cc.nclr = w->cc.nclr_ck = 0;              /* their bits stay set */

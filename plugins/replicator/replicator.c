@@ -136,13 +136,15 @@ replicator_config_complete (void)
   return cfg ? 0 : -1;
 }
 
-/* A receiver handles the requests of a connection one at a time, in the
- * order they arrive (nbdkit reads the next only once the previous one was
- * answered): the log holds them in that order. */
+/* A receiver handles requests one at a time, across all connections, in
+ * the order each connection's arrive (nbdkit reads a connection's next
+ * request only once the previous one was answered): the log holds them in
+ * that order, and a stream's fence is ordered with every request of the
+ * connections it ends (none is half-way through while it runs). */
 static int
 replicator_thread_model (void)
 {
-  return receiver ? NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS : THREAD_MODEL;
+  return receiver ? NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS : THREAD_MODEL;
 }
 
 #define replicator_config_help \
