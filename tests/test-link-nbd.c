@@ -278,7 +278,7 @@ struct hook_state {
 };
 
 static int
-check_hook (void *opaque, void *conn, const struct link_ops *ops, const struct link_info *info,
+check_hook (void *opaque, void *conn, const struct link_ops *ops, struct link_info *info,
             char *err, size_t errlen)
 {
   struct hook_state *hs = opaque;
