@@ -578,6 +578,22 @@ go_dirty (struct worker *w, const char *why)
     rep_error ("site %u: could not record dirty-log mode in the log header: %m", s->id);
     return;
   }
+  /* A write (or copy) still in flight may land at the remote after the
+   * resync has copied its region anew, putting older bytes over newer
+   * ones where the dirty log says "copied" (safety rule 5): the
+   * connection goes, and what it had in flight is in doubt (copied again
+   * after the grace; a receiver's next connection fences it instead). */
+  for (i = 0; i < w->nlegs; i++) {
+    struct leg *l = w->legs[i];
+    unsigned j;
+    bool sent = false;
+    if (!l->remote || !l->link.up)
+      continue;
+    for (j = 0; j < w->nio && !sent; j++)
+      sent = w->io[j].active && w->io[j].leg == l && w->io[j].sent;
+    if (sent)
+      link_down (w, l, true, "moved to dirty-log mode with writes in flight");
+  }
   /* Forget what was in flight: it is covered by the dirty logs (every
    * entry after the site's recorded applied seq is). */
   for (i = 0; i < w->nio; i++)
