@@ -302,7 +302,9 @@ struct site {
   /* Backlog in bytes (site_backlog_bytes): bytes logged - done + base. */
   int64_t bytes_base;            /* payload bytes pending at start (or at a
                                     return from dirty-log mode) */
-  uint64_t bytes_done;           /* payload bytes applied since */
+  uint64_t bytes_done;           /* payload bytes of the entries done_seq has
+                                    passed since (publish_done: a rewind takes
+                                    them off again) */
   /* The link of a site with connections (its worker writes, status reads;
    * atomics): bytes on the wire the remote acknowledged (payload plus a
    * request header each), and their rate over the last 5 s. */

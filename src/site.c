@@ -564,21 +564,11 @@ site_wait_done (struct site *s, uint64_t seq, bool fall_behind, uint64_t logged_
   return 0;
 }
 
-uint64_t
-site_dirty_regions (struct site *s)
-{
-  struct replicator *r = s->r;
-  uint64_t n = 0;
-  size_t i, j;
-  for (i = 0; i < r->ndevs; i++)
-    for (j = 0; j < r->devs[i].nlegs; j++)
-      if (r->devs[i].legs[j].site == s->id && r->devs[i].legs[j].dirty_log)
-        n += bitmap_count (r->devs[i].legs[j].dirty_log);
-  return n;
-}
-
-uint64_t
-site_dirty_bytes (struct site *s)
+/* What the site's legs have marked in their dirty logs: regions, or
+ * bytes (a leg's count capped at its device's size: the last region may
+ * be partial). */
+static uint64_t
+site_dirty_count (struct site *s, bool bytes)
 {
   struct replicator *r = s->r;
   uint64_t n = 0;
@@ -586,13 +576,29 @@ site_dirty_bytes (struct site *s)
   for (i = 0; i < r->ndevs; i++)
     for (j = 0; j < r->devs[i].nlegs; j++) {
       const struct leg *l = &r->devs[i].legs[j];
-      uint64_t b;
+      uint64_t c;
       if (l->site != s->id || !l->dirty_log)
         continue;
-      b = bitmap_count (l->dirty_log) * l->dirty_log->region_size;
-      n += b < r->devs[i].size ? b : r->devs[i].size;
+      c = bitmap_count (l->dirty_log);
+      if (bytes) {
+        c *= l->dirty_log->region_size;
+        c = c < r->devs[i].size ? c : r->devs[i].size;
+      }
+      n += c;
     }
   return n;
+}
+
+uint64_t
+site_dirty_regions (struct site *s)
+{
+  return site_dirty_count (s, false);
+}
+
+uint64_t
+site_dirty_bytes (struct site *s)
+{
+  return site_dirty_count (s, true);
 }
 
 bool

@@ -235,7 +235,6 @@ run_done (struct worker *w)
     w->cdone[seq % w->ndesc] = 1;
   w->co.on = false;
   w->co.acked = false;
-  __atomic_add_fetch (&s->bytes_done, w->co.wbytes, __ATOMIC_RELAXED);
   __atomic_add_fetch (&s->coalesced_bytes, w->co.wbytes - w->co.wsent, __ATOMIC_RELAXED);
   __atomic_add_fetch (&s->coalesced_entries, n - w->co.nsent, __ATOMIC_RELAXED);
   __atomic_add_fetch (&s->coalesced_runs, 1, __ATOMIC_RELAXED);
@@ -472,7 +471,7 @@ void
 finish_batch (struct worker *w)
 {
   struct vdev *locked = NULL;
-  uint64_t bytes = 0, done_bytes = 0;
+  uint64_t bytes = 0;
   unsigned i;
 
   /* The site whose leg serves a device's reads (site 0: the local leg;
@@ -501,16 +500,11 @@ finish_batch (struct worker *w)
       bytes += w->fin[i].len;
     if (w->fin[i].piece)
       piece_done (w, &w->fin[i]);
-    else {
-      if (w->fin[i].op == RL_OP_WRITE)
-        done_bytes += w->fin[i].len;
+    else
       mark_done (w, w->fin[i].seq);
-    }
   }
   if (bytes)
     __atomic_add_fetch (&w->site->log_bytes_sent, bytes, __ATOMIC_RELAXED);
-  if (done_bytes)
-    __atomic_add_fetch (&w->site->bytes_done, done_bytes, __ATOMIC_RELAXED);
   w->nfin = 0;
 }
 

@@ -375,20 +375,46 @@ push_ready (struct worker *w, unsigned idx, int res)
   w->nready++;
 }
 
+/* The payload bytes of the write entries after seq from, up to seq to,
+ * that the log holds.  A range longer than the ring (done_seq jumping back
+ * from dirty-log mode, where bytes_base is set anew after) counts 0. */
+static inline uint64_t
+log_write_bytes (struct worker *w, uint64_t from, uint64_t to)
+{
+  uint64_t seq, b = 0;
+
+  if (to - from > w->ndesc)
+    return 0;
+  for (seq = from + 1; seq <= to; seq++) {
+    const struct rl_desc *d = replog_desc (w->r->rl, seq);
+    if (d->seq == seq && d->op == RL_OP_WRITE)
+      b += d->length;
+  }
+  return b;
+}
+
 /* Publish what the site's legs hold: every entry <= done_seq.  Once a
  * connection is lost or a remote flush failed, only the applied sequence:
  * what the remote acknowledged since may be gone with its cache, and
  * while the entries after it are sent again, an older one lands over a
  * newer one until that is sent again too.  Clients of a sync site and
- * verify wait on it. */
+ * verify wait on it.  bytes_done follows it (site_backlog_bytes): the
+ * write bytes of the entries it passes are added, those of the entries a
+ * rewind takes it back over are taken off, so an entry sent again counts
+ * once, and the backlog in bytes is that of the entries after done_seq. */
 static inline void
 publish_done (struct worker *w)
 {
   struct site *s = w->site;
   uint64_t v = w->rw.pending ? w->posted : w->done;
+  uint64_t old = __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED);
 
-  if (v == __atomic_load_n (&s->done_seq, __ATOMIC_RELAXED))
+  if (v == old)
     return;
+  if (v > old)
+    __atomic_add_fetch (&s->bytes_done, log_write_bytes (w, old, v), __ATOMIC_RELAXED);
+  else
+    __atomic_sub_fetch (&s->bytes_done, log_write_bytes (w, v, old), __ATOMIC_RELAXED);
   pthread_mutex_lock (&s->lock);
   __atomic_store_n (&s->done_seq, v, __ATOMIC_RELAXED);   /* read without the lock too */
   if (s->sync_waiters)

@@ -254,11 +254,14 @@ restore_finish (struct worker *w)
 /* Site 0: restore the local legs of the devices in mask (replctl
  * restore): the leg opened again, every region copied from the device
  * view (the serving site's leg and the log), new entries applied to it.
- * True when the caller is to begin a resync for it (resync_begin). */
+ * True when the caller is to begin a resync for it (resync_begin); with
+ * one under way (another leg's restore), its regions join that one's
+ * total (a failed leg was not in it: resyncable). */
 bool
 restore_begin (struct worker *w, uint32_t mask)
 {
   unsigned i;
+  uint64_t regions = 0;
   bool any = false;
 
   for (i = 0; i < w->nlegs; i++) {
@@ -285,6 +288,7 @@ restore_begin (struct worker *w, uint32_t mask)
     l->direct = (fcntl (l->fd, F_GETFL) & O_DIRECT) != 0;
     l->zero_range_ok = l->punch_ok = true;
     bitmap_set_all (l->dirty_log);
+    regions += l->dirty_log->nbits;
     __atomic_store_n (&l->state, LEG_RESYNCING, __ATOMIC_RELAXED);
     w->rs.cursor[i] = 0;
     any = true;
@@ -294,7 +298,7 @@ restore_begin (struct worker *w, uint32_t mask)
   if (!any)
     return false;
   if (site_state_is_resync (site_state (w->site))) {
-    __atomic_add_fetch (&w->site->resync.regions, 0, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&w->site->resync.regions, regions, __ATOMIC_RELAXED);
     return false;
   }
   return true;

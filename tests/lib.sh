@@ -107,13 +107,30 @@ nbdkit_refused() {
   return $rc
 }
 
+# wait_started WHAT PID PIDFILE LOG [SECONDS]: wait (SECONDS, default 5) until the server PID
+# (a child of this shell, started in the background) has written PIDFILE.  If it exits first
+# or the time runs out, say so (WHAT names it; its log LOG, indented) and return 1.
+wait_started() {
+  local what=$1 pid=$2 pf=$3 log=$4 tmo=${5:-5} i
+  for i in $(seq $((tmo * 50))); do
+    [ -s "$pf" ] && return 0
+    if ! alive "$pid"; then
+      wait "$pid" 2>/dev/null || true
+      echo "$what did not start; its log:"; sed 's/^/  | /' "$log" 2>/dev/null
+      return 1
+    fi
+    sleep 0.02
+  done
+  echo "$what: no pidfile after $tmo s"; return 1
+}
+
 # start_replicator NAME [NBDKIT-OPTIONS...] PARAMS...
 #   nbdkit -f -U $T/NAME.sock -P $T/NAME.pid [-opts] $PLUGIN PARAMS, stderr >> $T/NAME.log
 #   Leading arguments starting with '-' are nbdkit options (plugin params are key=value).
 #   Sets REPL_PID[NAME], NBD_PID, NBD_URI.  Returns 1 (log printed) if it does not come up.
 start_replicator() {
   local name=$1; shift
-  local opts=() i
+  local opts=()
   while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do opts+=("$1"); shift; done
   rm -f "$T/$name.sock" "$T/$name.pid"      # a stale socket => "Address already in use"
   echo "--- start $name: nbdkit ${opts[*]} replicator $*" >>"$T/$name.log"
@@ -121,16 +138,7 @@ start_replicator() {
       "$PLUGIN" "$@" 2>>"$T/$name.log" &
   NBD_PID=$!
   REPL_PID[$name]=$NBD_PID
-  for i in $(seq 1000); do
-    [ -s "$T/$name.pid" ] && break
-    if ! alive "$NBD_PID"; then
-      wait "$NBD_PID" 2>/dev/null || true
-      echo "nbdkit $name did not start; its log:"; sed 's/^/  | /' "$T/$name.log"
-      return 1
-    fi
-    sleep 0.02
-  done
-  [ -s "$T/$name.pid" ] || { echo "nbdkit $name: no pidfile after 20 s"; return 1; }
+  wait_started "nbdkit $name" "$NBD_PID" "$T/$name.pid" "$T/$name.log" 20 || return 1
   NBD_URI="nbd+unix:///?socket=$T/$name.sock"
 }
 
@@ -274,16 +282,11 @@ while True:
 # remote site.  Sets RPID[NAME]; the URI is $(remote_uri NAME [EXPORT]).
 declare -A RPID=()
 remote_start() {
-  local name=$1 i; shift
+  local name=$1; shift
   rm -f "$T/$name.sock" "$T/$name.rpid"         # a stale socket => "Address already in use"
   nbdkit -f -U "$T/$name.sock" -P "$T/$name.rpid" "$@" 2>>"$T/remote.$name.log" &
   RPID[$name]=$!
-  for i in $(seq 250); do
-    [ -s "$T/$name.rpid" ] && return 0
-    alive "${RPID[$name]}" || { echo "remote $name did not start:"; cat "$T/remote.$name.log"; return 1; }
-    sleep 0.02
-  done
-  return 1
+  wait_started "remote $name" "${RPID[$name]}" "$T/$name.rpid" "$T/remote.$name.log"
 }
 remote_uri() { echo "nbd+unix:///${2:-}?socket=$T/$1.sock"; }
 remote_kill() { kill -9 "${RPID[$1]}" 2>/dev/null; wait "${RPID[$1]}" 2>/dev/null || true; }
@@ -425,13 +428,11 @@ export FORGET_FILTER
 # since the last good flush.  Its debug log $T/NAME.fg.log has one "flush failed on purpose"
 # line per injected failure (forgotten_writes NAME adds them up).
 forgetful_start() {
-  local i
   [ -e "$FORGET_FILTER" ] || { echo "the test filter $FORGET_FILTER is not built (make check builds it)"; return 1; }
   rm -f "$T/$1.fg.sock" "$T/$1.fg.pid"
   nbdkit -v -f -U "$T/$1.fg.sock" -P "$T/$1.fg.pid" --filter="$FORGET_FILTER" file "$2" \
     forget-file="$T/$1.forget" 2>>"$T/$1.fg.log" &
-  for i in $(seq 250); do [ -s "$T/$1.fg.pid" ] && return 0; sleep 0.02; done
-  echo "forgetful disk $1 did not start"; return 1
+  wait_started "forgetful disk $1" $! "$T/$1.fg.pid" "$T/$1.fg.log"
 }
 # forgetful_mount NAME [FILE]: $T/fz-NAME/FILE (default disk), a file (nbdfuse) on it; a
 # fresh mount has no page cache, like a restarted machine.  forgetful_unmount NAME takes it
@@ -629,19 +630,14 @@ declare -A WAN_PID=()
 #   $T/NAME.wan.down (while it exists the link delivers nothing).  Log: $T/NAME.wan.log.
 #   Sets WAN_PID[NAME]; the URI of an NBD server behind it is $(wan_uri NAME).
 wan_start() {
-  local name=$1 target=$2 dl=$3 rate=$4 i; shift 4
+  local name=$1 target=$2 dl=$3 rate=$4; shift 4
   [ -x "$WAN_EMU" ] || { echo "the WAN emulator $WAN_EMU is not built (make check builds it)"; return 1; }
   rm -f "$T/$name.wan.sock" "$T/$name.wan.pid" "$T/$name.wan.stats"
   "$WAN_EMU" --listen "unix:$T/$name.wan.sock" --connect "unix:$target" --delay "$dl" --rate "$rate" \
     --stats "$T/$name.wan.stats" --pidfile "$T/$name.wan.pid" \
     --delay-file "$T/$name.wan.delay" --down-file "$T/$name.wan.down" "$@" 2>>"$T/$name.wan.log" &
   WAN_PID[$name]=$!
-  for i in $(seq 250); do
-    [ -s "$T/$name.wan.pid" ] && return 0
-    alive "${WAN_PID[$name]}" || { echo "wan-emu $name did not start:"; cat "$T/$name.wan.log"; return 1; }
-    sleep 0.02
-  done
-  echo "wan-emu $name: no pidfile after 5 s"; return 1
+  wait_started "wan-emu $name" "${WAN_PID[$name]}" "$T/$name.wan.pid" "$T/$name.wan.log"
 }
 wan_uri() { echo "nbd+unix:///${2:-}?socket=$T/$1.wan.sock"; }
 # wan_stop NAME: SIGTERM, wait (10 s, then SIGKILL and 124); returns its exit status

@@ -15,6 +15,9 @@
 #     when the log fills meanwhile, writes wait site 0's disconnect_timeout and then fail
 #     with EIO (safety rule 4), and succeed again once the leg is back.
 #  5. Bad restore requests: a device whose leg is in service, the wrong site.
+#  6. Two devices whose local legs failed: the restore of the second starts while the first's
+#     is under way (site 0's resync_rate makes that one last 8 s): it joins that resync,
+#     whose region total (status, site 0's resync) counts the regions of both legs.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdfuse nbdcopy cmp fio
@@ -204,5 +207,53 @@ rc=0; C restore nodev --from 1 2>"$T/err" || rc=$?
 check "restore of an unknown device (exit $rc)" [ $rc = 1 ]
 stop_replicator a || fail "stop"
 
-for n in a b c i; do check "no sanitizer report ($n)" sanitizer_clean $n; done
+echo "== 6. two devices: a restore that starts while another is under way"
+for n in x y; do
+  truncate -s 16M "$T/$n.img" "$T/$n.rem"
+  fuse_error_leg $n || die "fuse $n"
+  remote_start r$n file "$T/$n.rem" || die "remote r$n"
+done
+cat > "$T/m.conf" <<EOF
+replog = { path = "$T/m.rlog"; size = "16M"; };
+sites = ( { id = 0; resync_rate = "1M"; }, { id = 1; disconnect_timeout = "2s"; } );
+devices = (
+  { name = "x"; legs = ( { site = 0; path = "$T/fuse-x/disk"; },
+                         { site = 1; path = "$(remote_uri rx)"; dirty_log = { sync = false; }; } ); },
+  { name = "y"; legs = ( { site = 0; path = "$T/fuse-y/disk"; },
+                         { site = 1; path = "$(remote_uri ry)"; dirty_log = { sync = false; }; } ); }
+);
+control = { socket = "$T/m.ctl"; };
+EOF
+start_replicator m config="$T/m.conf" || die "replicator m"
+# x's restore copies 8 MiB of data at 1 MiB/s: y's starts long before it ends
+head -c 8M /dev/urandom > "$T/w6"
+nbdcopy "$T/w6" "$(uri m x)" || fail "writes to x"
+head -c 1M "$T/w6" > "$T/w6y"; nbdcopy "$T/w6y" "$(uri m y)" || fail "writes to y"
+wait_caught_up "$T/m.ctl" 20 || fail "caught up before the faults"
+touch "$T/x.wfail" "$T/y.wfail"
+for n in x y; do nbdsh_u "$(uri m $n)" -c 'h.pwrite(b"x" * 4096, 0); h.flush()' || fail "a write to $n"; done
+check "both devices are served from site 1" \
+  wait_for "$T/m.ctl" "all(d['served_from'] == 1 for d in j['devices'])" 10
+rm -f "$T/x.wfail" "$T/y.wfail"
+f0=$(status_get "$T/m.ctl" "j['sites'][0]['resync']['finished']")
+"$REPLCTL" -s "$T/m.ctl" restore x --from 1 || fail "restore x"
+check "x's restore is under way" wait_for "$T/m.ctl" "j['sites'][0]['mode'] == 'resync'" 10
+"$REPLCTL" -s "$T/m.ctl" restore y --from 1 || fail "restore y"
+check "both legs are back in service" wait_for "$T/m.ctl" \
+  "all(d['served_from'] == 0 and d['legs'][0]['state'] == 'replicating' for d in j['devices'])" 60
+echo "  site 0's resync: $(status_get "$T/m.ctl" "j['sites'][0]['resync']")"
+check "one resync restored both (finished $f0 -> $(status_get "$T/m.ctl" "j['sites'][0]['resync']['finished']"))" \
+  [ "$(status_get "$T/m.ctl" "j['sites'][0]['resync']['finished']")" = $((f0 + 1)) ]
+# each leg's regions: its device's size over the region size, rounded up (status shows a
+# remote leg's; the local legs' dirty logs have the same default)
+want=$(status_get "$T/m.ctl" "sum(-(-d['size'] // d['legs'][1]['region_size']) for d in j['devices'])")
+check "its region total counts both legs' regions ($want)" \
+  [ "$(status_get "$T/m.ctl" "j['sites'][0]['resync']['regions_total']")" = "$want" ]
+check "and equals the regions copied" \
+  [ "$(status_get "$T/m.ctl" "(lambda r: r['regions_total'] == r['regions_copied'])(j['sites'][0]['resync'])")" = True ]
+for n in x y; do nbdcopy "$(uri m $n)" "$T/$n.dev" || fail "read $n"; done
+stop_replicator m || fail "stop m"
+for n in x y; do check "the restored local leg of $n equals the device" legcmp "$T/$n.img" "$T/$n.dev"; done
+
+for n in a b c i m; do check "no sanitizer report ($n)" sanitizer_clean $n; done
 finish

@@ -13,6 +13,8 @@
 #         g. paused > request_timeout: connection dropped, writes in doubt (async), their
 #            regions copied again after a grace period
 #         h. (a) again under the threads engine (NBD_REPLICATOR_NO_URING=1)
+# After (a) and (h) the backlog in bytes is checked once the entries the outage had not flushed
+# were sent again: 0 once caught up, and in a second outage at least what it wrote.
 # CASES="a c" (or FAULTS="a c") runs a subset.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
@@ -175,8 +177,33 @@ fault_kill() {
   v=$(status_get "$T/$n.ctl" "($S1['disconnects'], $L1['connects'], $L1['drops'])")
   check "$n: one outage = one disconnect; connects, drops = $v" \
     test "$(status_get "$T/$n.ctl" "$S1['disconnects'] == 1 and $L1['connects'] >= 2 and $L1['drops'] >= 1")" = True
+  backlog_bytes_outage "$n"
   case_stop "$n"
   remote_kill "${n}s"
+}
+# backlog_bytes_outage NAME: after fault_kill's outage (its entries acknowledged but not flushed
+# were sent again), the backlog in bytes: 0 once caught up; in a second outage at least the
+# bytes written since it began; 0 again once caught up, the remote equal to the device
+backlog_bytes_outage() {
+  local n=$1 w=$((16 * 65536)) b
+  check "$n: caught up, backlog_bytes is 0 ($(status_get "$T/$n.ctl" "$S1['backlog_bytes']"))" \
+    test "$(status_get "$T/$n.ctl" "$S1['backlog_bytes']")" = 0
+  remote_kill "${n}s"
+  wait_for "$T/$n.ctl" "$S1['link'] == 'disconnected'" $((DT + 3)) || fail "$n: second outage not seen"
+  nbdsh_u "$(uri "$n")" -c "
+import os
+for i in range(16):
+    h.pwrite(os.urandom(65536), (i * 2) << 20)
+h.flush()" || fail "$n: writes during the second outage"
+  b=$(status_get "$T/$n.ctl" "$S1['backlog_bytes']")
+  check "$n: during the second outage backlog_bytes $b >= the $w bytes written since it began" \
+    test "$b" -ge "$w"
+  remote_start "${n}s" file "$T/$n.rimg" || fail "$n: remote does not restart"
+  check "$n: caught up after the second outage" wait_caught_up "$T/$n.ctl" 40
+  check "$n: and backlog_bytes is 0 again ($(status_get "$T/$n.ctl" "$S1['backlog_bytes']"))" \
+    test "$(status_get "$T/$n.ctl" "$S1['backlog_bytes']")" = 0
+  nbdcopy "$(uri "$n")" "$T/$n.dev" || fail "$n: nbdcopy from the device failed"
+  check "$n: remote equals the device after the second outage" legcmp -s "$T/$n.rimg" "$T/$n.dev"
 }
 
 if want a; then

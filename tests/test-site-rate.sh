@@ -31,6 +31,44 @@ DATA=$((16 << 20))                  # the burst written
 MIN_S=$(python3 -c "print(($DATA - $BURST) / $RATE)")
 HI=$((RATE * 5 / 4))                # throughput bound while draining (see above)
 
+# site_up NAME PARAMS...: the remote rNAME serving $T/NAME.rem and replicator NAME on
+# $T/NAME.img (control $T/NAME.ctl) with the plugin parameters PARAMS; site 1 connected
+site_up() {
+  local n=$1; shift
+  truncate -s $SIZE "$T/$n.img" "$T/$n.rem"
+  remote_start "r$n" file "$T/$n.rem" || die "remote r$n"
+  start_replicator "$n" log="$T/$n.rlog" log-size=64M local="$T/$n.img" remote="$(remote_uri "r$n")" \
+    initial-sync=false control="$T/$n.ctl" "$@" || die "replicator $n"
+  wait_for "$T/$n.ctl" "j['sites'][1]['link'] == 'connected'" 10 || die "the remote does not connect"
+}
+# remote_equal NAME [WHEN] (NAME running): the remote rNAME equals replicator NAME's device
+remote_equal() {
+  local dev
+  dev=$(devsize "$T/$1.ctl")
+  check "the remote equals the device${2:+ $2}" cmp -n "$dev" "$T/$1.img" "$T/$1.rem"
+}
+# site_down NAME: replicator NAME stops cleanly, its remote equals the device; the remote goes
+site_down() {
+  local n=$1 dev rc=0
+  dev=$(devsize "$T/$n.ctl")
+  stop_replicator "$n" || rc=$?
+  check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
+  check "no sanitizer reports" sanitizer_clean "$n"
+  check "the remote equals the device" cmp -n "$dev" "$T/$n.img" "$T/$n.rem"
+  remote_kill "r$n"
+}
+# since S: seconds since $EPOCHREALTIME was S, two decimals
+since() { python3 -c "print(round($EPOCHREALTIME - $1, 2))"; }
+# full_resync NAME MIN_S WHAT: a full resync of site 1 (replctl resync --full --wait, output in
+# $T/NAME.resync) must take at least MIN_S s; WHAT says what took that long
+full_resync() {
+  local n=$1 min=$2 s el
+  s=$EPOCHREALTIME
+  "$REPLCTL" -s "$T/$n.ctl" resync default 1 --full --wait >"$T/$n.resync" 2>&1 || fail "replctl resync --full --wait"
+  el=$(since "$s")
+  check "$3 took at least $min s ($el s)" python3 -c "import sys; sys.exit(not $el >= $min)"
+}
+
 # ---- 1. refused values ----------------------------------------------------------------------
 echo "== 1. bad values are refused with one message each"
 truncate -s $SIZE "$T/bad.img"
@@ -45,11 +83,7 @@ done
 
 # ---- 2. a burst drains at the rate ---------------------------------------------------------
 echo "== 2. a 16 MiB burst to an async site with rate=16Mbit"
-truncate -s $SIZE "$T/a.img" "$T/a.rem"
-remote_start ra file "$T/a.rem" || die "remote ra"
-start_replicator a log="$T/a.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri ra)" \
-  policy=async initial-sync=false rate=16Mbit control="$T/a.ctl" || die "replicator a"
-wait_for "$T/a.ctl" "j['sites'][1]['link'] == 'connected'" 10 || die "the remote does not connect"
+site_up a policy=async rate=16Mbit
 check "status shows the rate ($(st a "j['sites'][1]['rate_limit']") bytes/s)" \
   [ "$(st a "j['sites'][1]['rate_limit']")" = $RATE ]
 check "replctl status shows it too" sh -c "'$REPLCTL' -s '$T/a.ctl' status | grep -q 'rate limit 1.9 MiB/s (16.0 Mbit/s)'"
@@ -86,7 +120,7 @@ import os
 for i in range($DATA >> 20):
     h.pwrite(os.urandom(1 << 20), i << 20)
 h.flush()" || fail "the burst"
-t_written=$(python3 -c "print(round($EPOCHREALTIME - $t0, 2))")
+t_written=$(since "$t0")
 : > "$T/a.watch.written"
 wait $WATCH
 w() { bval "$T/a.watch" "$1"; }
@@ -118,22 +152,17 @@ import sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 list(text_string_to_metric_families(open(sys.argv[1]).read()))' "$T/a.metrics"
 check "metrics: no catch-up sample once caught up" bash -c "! grep -q '^nbd_replicator_site_catchup_seconds{site=\"1\"}' '$T/a.metrics'"
-dev=$(devsize "$T/a.ctl")
 wait_caught_up "$T/a.ctl" 30 || fail "the log drained"
-check "the remote equals the device after the drain" cmp -n "$dev" "$T/a.img" "$T/a.rem"
+remote_equal a "after the drain"
 
 # ---- 3. a resync under the rate --------------------------------------------------------------
 echo "== 3. a full resync under rate=16Mbit"
-s=$EPOCHREALTIME
-"$REPLCTL" -s "$T/a.ctl" resync default 1 --full --wait >"$T/resync.out" 2>&1 || fail "replctl resync --full --wait"
-el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
-check "the resync finished ($(tail -1 "$T/resync.out"))" [ "$(st a "j['sites'][1]['resync']['finished']")" -ge 1 ]
-check "its $((DATA >> 20)) MiB of data took at least $MIN_S s ($el s)" \
-  python3 -c "import sys; sys.exit(not $el >= $MIN_S)"
+full_resync a "$MIN_S" "its $((DATA >> 20)) MiB of data"
+check "the resync finished ($(tail -1 "$T/a.resync"))" [ "$(st a "j['sites'][1]['resync']['finished']")" -ge 1 ]
 check "the resync copied the data ($(st a "j['sites'][1]['resync']['bytes_copied']") bytes)" \
   [ "$(st a "j['sites'][1]['resync']['bytes_copied'] >= $DATA")" = True ]
 wait_caught_up "$T/a.ctl" 30 || fail "caught up after the resync"
-check "the remote equals the device after the resync" cmp -n "$dev" "$T/a.img" "$T/a.rem"
+remote_equal a "after the resync"
 
 # ---- 4. a lost connection and a stop while requests wait for the bucket ----------------------
 echo "== 4. the remote killed, then the instance stopped, while the site is throttled"
@@ -149,32 +178,24 @@ check "the worker sees the connection go while requests wait for the bucket" \
   wait_for "$T/a.ctl" "j['devices'][0]['legs'][1]['link'] == 'down'" 10
 remote_start ra file "$T/a.rem" || die "remote ra again"
 check "it reconnects and catches up" wait_caught_up "$T/a.ctl" 60
-check "the remote equals the device after the outage" cmp -n "$dev" "$T/a.img" "$T/a.rem"
+remote_equal a "after the outage"
 burst8 30 || fail "a third burst"
 sleep 1
 check "the site is behind when the stop comes ($(st a "j['sites'][1]['backlog_bytes']") bytes)" \
   [ "$(st a "j['sites'][1]['backlog_bytes'] > 0")" = True ]
 s=$EPOCHREALTIME; rc=0; stop_replicator a 30 || rc=$?
-el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
+el=$(since "$s")
 # A remote site's drain at stop is bounded by 2 s (docs/RULES.md, safety rule 12).
 check "a throttled site does not hold up the stop (rc $rc, $el s)" \
   python3 -c "import sys; sys.exit(not ($rc == 0 and $el < 15))"
 restart_replicator a log="$T/a.rlog" log-size=64M local="$T/a.img" remote="$(remote_uri ra)" \
   policy=async initial-sync=false rate=16Mbit control="$T/a.ctl" || die "replicator a restart"
 check "after the restart the site catches up from the log" wait_caught_up "$T/a.ctl" 60
-rc=0; stop_replicator a || rc=$?
-check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
-check "no sanitizer reports" sanitizer_clean a
-check "the remote equals the device" cmp -n "$dev" "$T/a.img" "$T/a.rem"
-remote_kill ra
+site_down a
 
 # ---- 5. a sync site: its clients wait for the throttled link ---------------------------------
 echo "== 5. policy=sync with rate=8Mbit: writes complete no faster than the rate"
-truncate -s $SIZE "$T/b.img" "$T/b.rem"
-remote_start rb file "$T/b.rem" || die "remote rb"
-start_replicator b log="$T/b.rlog" log-size=64M local="$T/b.img" remote="$(remote_uri rb)" \
-  policy=sync initial-sync=false rate=8Mbit control="$T/b.ctl" || die "replicator b"
-wait_for "$T/b.ctl" "j['sites'][1]['link'] == 'connected'" 10 || die "the remote does not connect"
+site_up b policy=sync rate=8Mbit
 # 1,000,000 bytes/s, a bucket of 250,000 bytes: 4 MiB take at least 3.94 s to be acknowledged.
 min_b=$(python3 -c "print(((4 << 20) - 250000) / 1000000)")
 s=$EPOCHREALTIME
@@ -182,22 +203,14 @@ nbdsh_u "$(uri b)" -c "
 import os
 for i in range(16):
     h.pwrite(os.urandom(256 << 10), i << 18)" || fail "sync writes"
-el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
+el=$(since "$s")
 check "4 MiB of sync writes took at least $min_b s ($el s)" python3 -c "import sys; sys.exit(not $el >= $min_b)"
 check "and nothing was left behind when they returned" [ "$(st b "j['sites'][1]['backlog_entries']")" = 0 ]
-dev=$(devsize "$T/b.ctl")
-rc=0; stop_replicator b || rc=$?
-check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
-check "the remote equals the device" cmp -n "$dev" "$T/b.img" "$T/b.rem"
-remote_kill rb
+site_down b
 
 # ---- 6. resync_rate below the rate still caps the resync ------------------------------------
 echo "== 6. resync-rate=1M with rate=16Mbit: the resync keeps to the lower one"
-truncate -s $SIZE "$T/c.img" "$T/c.rem"
-remote_start rc file "$T/c.rem" || die "remote rc"
-start_replicator c log="$T/c.rlog" log-size=64M local="$T/c.img" remote="$(remote_uri rc)" \
-  initial-sync=false rate=16Mbit resync-rate=1M control="$T/c.ctl" || die "replicator c"
-wait_for "$T/c.ctl" "j['sites'][1]['link'] == 'connected'" 10 || die "the remote does not connect"
+site_up c rate=16Mbit resync-rate=1M
 nbdsh_u "$(uri c)" -c "
 import os
 for i in range(6):
@@ -206,14 +219,7 @@ h.flush()" || fail "6 MiB of data"
 wait_caught_up "$T/c.ctl" 30 || fail "caught up before the resync"
 # resync_rate's bucket: 1 MiB (at least one copy), full at the start, a 1 MiB copy may leave it
 # 1 MiB in debt: 6 MiB of copies take at least (6 - 2) MiB / 1 MiB/s = 4 s.
-s=$EPOCHREALTIME
-"$REPLCTL" -s "$T/c.ctl" resync default 1 --full --wait >/dev/null 2>&1 || fail "replctl resync --full --wait"
-el=$(python3 -c "print(round($EPOCHREALTIME - $s, 2))")
-check "6 MiB of copies took at least 4 s ($el s)" python3 -c "import sys; sys.exit(not $el >= 4)"
-dev=$(devsize "$T/c.ctl")
+full_resync c 4 "6 MiB of copies"
 wait_caught_up "$T/c.ctl" 30 || fail "caught up after the resync"
-rc=0; stop_replicator c || rc=$?
-check "the replicator stops (rc $rc)" [ $rc -eq 0 ]
-check "the remote equals the device" cmp -n "$dev" "$T/c.img" "$T/c.rem"
-remote_kill rc
+site_down c
 finish

@@ -216,9 +216,10 @@ usage (void)
           "See the comment at the top of tests/wan-emu.c for the model and every option.\n");
 }
 
-/* A duration: "0", or a number followed by us, ms or s.  -> seconds, or -1. */
+/* The number that starts s (finite, >= 0), *unit pointing after it at its
+ * unit suffix.  -> the number, or -1. */
 static double
-parse_duration (const char *s)
+parse_number (const char *s, const char **unit)
 {
   char *end;
   double v;
@@ -226,6 +227,19 @@ parse_duration (const char *s)
   errno = 0;
   v = strtod (s, &end);
   if (errno || end == s || !isfinite (v) || v < 0)
+    return -1;
+  *unit = end;
+  return v;
+}
+
+/* A duration: "0", or a number followed by us, ms or s.  -> seconds, or -1. */
+static double
+parse_duration (const char *s)
+{
+  const char *end;
+  double v = parse_number (s, &end);
+
+  if (v < 0)
     return -1;
   if (strcmp (end, "us") == 0)
     v /= 1e6;
@@ -242,12 +256,10 @@ parse_duration (const char *s)
 static double
 parse_rate (const char *s)
 {
-  char *end;
-  double v;
+  const char *end;
+  double v = parse_number (s, &end);
 
-  errno = 0;
-  v = strtod (s, &end);
-  if (errno || end == s || !isfinite (v) || v < 0)
+  if (v < 0)
     return -1;
   switch (*end) {
   case 'k': v *= 1e3; end++; break;
