@@ -223,6 +223,38 @@ coalesce_queued_overlaps (struct worker *w, const struct leg *l, uint64_t off, u
   return false;
 }
 
+/* The run's entries leave the read index of the devices this site serves
+ * (it took over the reads while the run was under way: the index then got
+ * every entry after done, those of pieces completed before too, and those
+ * no piece carries): an entry counted done is released by the log, and
+ * the index must not point at it (finish_batch's rule). */
+static void
+run_unindex (struct worker *w)
+{
+  struct vdev *locked = NULL;
+  uint64_t seq;
+
+  for (seq = w->co.first; seq <= w->co.last; seq++) {
+    const struct rl_desc *e = replog_desc (w->r->rl, seq);
+    struct vdev *d;
+    if (e->seq != seq || e->op == RL_OP_BARRIER || e->device >= w->r->ndevs)
+      continue;
+    d = &w->r->devs[e->device];
+    if (__atomic_load_n (&d->read_site, __ATOMIC_RELAXED) != w->site->id)
+      continue;
+    if (d != locked) {
+      if (locked)
+        pthread_mutex_unlock (&locked->ov_lock);
+      pthread_mutex_lock (&d->ov_lock);
+      locked = d;
+    }
+    if (d->read_site == w->site->id && !(d->read_site == 0 && d->local_out))
+      overlay_remove (d->ov, e->offset, e->offset + e->length, seq);
+  }
+  if (locked)
+    pthread_mutex_unlock (&locked->ov_lock);
+}
+
 /* Every piece of the run completed: each of its entries is on the legs
  * (its bytes, or a newer entry's of the same run), so all count done. */
 static void
@@ -230,6 +262,9 @@ run_done (struct worker *w)
 {
   struct site *s = w->site;
   uint64_t seq, n = w->co.last - w->co.first + 1;
+
+  if (__atomic_load_n (&s->read_site_devs, __ATOMIC_ACQUIRE))
+    run_unindex (w);
 
   for (seq = w->co.first + 1; seq <= w->co.last; seq++)
     w->cdone[seq % w->ndesc] = 1;
