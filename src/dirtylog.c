@@ -333,6 +333,8 @@ dlog_open (const char *path, const struct dlog_id *id, struct bitmap *b,
   struct dlog *d = calloc (1, sizeof *d);
 
   memset (info, 0, sizeof *info);
+  if (d)
+    d->fd = d->lock_fd = -1;             /* the failure path must not close fd 0 */
   if (!d || !(d->path = strdup (path)) ||
       posix_memalign ((void **) &d->page, 4096, DLOG_PAGE_SIZE) != 0) {
     snprintf (err, errlen, "out of memory");

@@ -99,6 +99,24 @@ node_new (struct overlay *ov, const struct ov_piece *p)
   return n;
 }
 
+/* At least k nodes on the free list (node_new then cannot fail). */
+static int
+reserve (struct overlay *ov, size_t k)
+{
+  struct node *n;
+  size_t have = 0;
+
+  for (n = ov->free; n && have < k; n = n->r)
+    have++;
+  for (; have < k; have++) {
+    if (!(n = malloc (sizeof *n)))
+      return -1;
+    n->r = ov->free;
+    ov->free = n;
+  }
+  return 0;
+}
+
 static void
 node_put (struct overlay *ov, struct node *n)
 {
@@ -243,6 +261,11 @@ overlay_insert (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq,
   }
   split (ov->root, start, &A, &B);
   split (B, end, &M, &R);
+  /* Every node this may need (a tail, a gap before each extent in the
+   * range and one after), before anything changes: out of memory leaves
+   * the tree as it was. */
+  if (collect (M, &l) == -1 || reserve (ov, l.n + 2) == -1)
+    goto nomem;
 
   /* The extent starting before `start` may reach into the range. */
   left = rightmost (A);
@@ -253,14 +276,11 @@ overlay_insert (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq,
       if (left->p.end > end) {               /* older extent sticks out on the right */
         struct ov_piece t = left->p;
         t.start = end;
-        if (!(tail = node_new (ov, &t)))
-          goto nomem;
+        tail = node_new (ov, &t);          /* reserved: cannot fail */
       }
       left->p.end = start;
     }
   }
-  if (collect (M, &l) == -1)
-    goto nomem;
   for (i = 0; i < l.n; i++) {
     struct node *n = l.v[i];
     if (n->p.seq > seq) {
@@ -268,8 +288,7 @@ overlay_insert (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq,
         struct node *nn;
         np.start = cursor;
         np.end = n->p.start;
-        if (!(nn = node_new (ov, &np)))
-          goto nomem;
+        nn = node_new (ov, &np);             /* reserved */
         out = append (out, nn);
       }
       if (n->p.end > cursor)
@@ -287,8 +306,7 @@ overlay_insert (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq,
     struct node *nn;
     np.start = cursor;
     np.end = end;
-    if (!(nn = node_new (ov, &np)))
-      goto nomem;
+    nn = node_new (ov, &np);                 /* reserved */
     out = append (out, nn);
   }
   if (tail)
@@ -298,7 +316,7 @@ overlay_insert (struct overlay *ov, uint64_t start, uint64_t end, uint64_t seq,
   return 0;
 
  nomem:
-  /* Keep the tree whole (the new entry is not indexed) and report. */
+  /* Nothing changed yet: the tree whole (the new entry is not indexed). */
   free (l.v);
   ov->root = merge (merge (A, M), R);
   errno = ENOMEM;

@@ -110,7 +110,8 @@ resync_prepare (struct worker *w, uint64_t now)
   for (i = 0; i < RESYNC_QD; i++)
     if ((!w->cp.buf[i] && posix_memalign ((void **) &w->cp.buf[i], 4096, (size_t) w->cp.size) != 0) ||
         (!w->cp.rbuf[i] && posix_memalign ((void **) &w->cp.rbuf[i], 4096, (size_t) w->cp.size) != 0)) {
-      w->cp.buf[i] = NULL;
+      /* Whichever failed is left NULL (freed below with the others; the
+       * one that succeeded is not leaked). */
       rep_error ("site %u: resync: out of memory", s->id);
       resync_free_buffers (w);
       w->rs.retry_at = now + RESYNC_RETRY_MAX;
