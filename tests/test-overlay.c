@@ -20,6 +20,35 @@ struct ent { uint64_t s, e, seq; int kind; bool in, removed; };
 static struct ent ents[NENT + 1];
 static uint64_t model[DEV];          /* seq covering each byte, 0 = none */
 
+/* Out of memory on demand: the test is linked with --wrap=malloc and
+ * --wrap=realloc; the fail_in'th allocation from now fails (0 = the next
+ * one), -1 = none. */
+static int fail_in = -1;
+void *__real_malloc (size_t n);
+void *__real_realloc (void *p, size_t n);
+void *__wrap_malloc (size_t n);
+void *__wrap_realloc (void *p, size_t n);
+
+static bool
+fail_now (void)
+{
+  if (fail_in < 0)
+    return false;
+  return fail_in-- == 0;
+}
+
+void *
+__wrap_malloc (size_t n)
+{
+  return fail_now () ? NULL : __real_malloc (n);
+}
+
+void *
+__wrap_realloc (void *p, size_t n)
+{
+  return fail_now () ? NULL : __real_realloc (p, n);
+}
+
 static void
 rebuild_model (void)
 {
@@ -67,6 +96,46 @@ verify (struct overlay *ov, uint64_t s, uint64_t e)
     fprintf (stderr, "mismatch %d in [%" PRIu64 ", %" PRIu64 ")\n", c.bad, s, e);
     exit (1);
   }
+}
+
+/* An insert over many extents that runs out of memory at each allocation
+ * in turn leaves the overlay as it was (no entry half-indexed, no node
+ * used after it was freed); once the allocations succeed it is indexed. */
+static void
+oom_inserts (void)
+{
+  struct overlay *ov = overlay_new ();
+  unsigned i, k, fails = 0;
+
+  memset (ents, 0, sizeof ents);
+  /* 200 extents under the big insert (seq 300): the first 20 newer (each
+   * needs a new gap node before it, from malloc), then newer and older
+   * alternating (older nodes freed); ents[] is indexed by seq
+   * (check_piece). */
+  for (i = 1; i <= 200; i++) {
+    uint64_t seq = i <= 20 || i % 2 == 0 ? 300 + i : i, st = (uint64_t) i * 300;
+    ents[seq] = (struct ent) { st, st + 200, seq, OV_DATA, true, false };
+    assert (overlay_insert (ov, st, st + 200, seq, OV_DATA, (const uint8_t *) (uintptr_t) (seq << 20)) == 0);
+  }
+  ents[300] = (struct ent) { 150, 50000, 300, OV_DATA, false, false };
+  for (k = 0; ; k++) {
+    int r;
+    fail_in = (int) k;
+    r = overlay_insert (ov, ents[300].s, ents[300].e, 300, OV_DATA, (const uint8_t *) (uintptr_t) (300ull << 20));
+    fail_in = -1;
+    if (r == 0)
+      break;
+    fails++;
+    rebuild_model ();
+    verify (ov, 0, DEV);                     /* as before the insert */
+  }
+  ents[300].in = true;
+  rebuild_model ();
+  verify (ov, 0, DEV);
+  overlay_free (ov);
+  assert (fails >= 1);
+  printf ("overlay: an insert failing at each of its %u allocations left the overlay whole\n", fails);
+  memset (ents, 0, sizeof ents);
 }
 
 int
@@ -120,5 +189,6 @@ main (void)
   verify (ov, 0, DEV);
   overlay_free (ov);
   printf ("overlay: %d entries, %u range checks against the model\n", NENT, checks);
+  oom_inserts ();
   return 0;
 }
