@@ -338,6 +338,19 @@ nbdl_pread (void *v, void *buf, uint32_t len, uint64_t off, uint64_t deadline_ns
   return wait_cookie (c, nbd_aio_pread (c->h, buf, len, off, NBD_NULL_COMPLETION, 0), deadline_ns);
 }
 
+/* A CACHE request, answered (a receiver's stream fence).  Connection of
+ * its own, as pread. */
+static int
+nbdl_fence (void *v, uint64_t off, uint32_t len, uint64_t deadline_ns)
+{
+  struct nbd_link *c = v;
+  if (gone (c->h))
+    return -ENOTCONN;
+  if (nbd_can_cache (c->h) != 1)
+    return -EOPNOTSUPP;
+  return wait_cookie (c, nbd_aio_cache (c->h, len, off, NBD_NULL_COMPLETION, 0), deadline_ns);
+}
+
 /* Write len bytes at off and make them durable: a write with FUA when the
  * server takes FUA, else a write then a flush; a server that can neither
  * gets the write alone (it says its writes need no flush).  Connection of
@@ -413,6 +426,7 @@ const struct link_ops link_nbd_ops = {
   .pread = nbdl_pread,
   .pwrite_durable = nbdl_pwrite_durable,
   .zero_end = nbdl_zero_end,
+  .fence = nbdl_fence,
 };
 
 #endif /* HAVE_LIBNBD */

@@ -91,6 +91,10 @@ struct link_ops {
    * block status; *end = off when unknown or data); same rules as pread.
    * NULL: no such information. */
   int (*zero_end) (void *c, uint64_t off, uint32_t len, uint64_t deadline_ns, uint64_t *end);
+  /* A receiver's stream fence (stream.h): an NBD CACHE request of len bytes
+   * at off, answered; same rules as pread.  -EOPNOTSUPP when the server
+   * takes no CACHE.  NULL: no such request (iSCSI). */
+  int (*fence) (void *c, uint64_t off, uint32_t len, uint64_t deadline_ns);
 };
 
 /* The ops table for a transport; NULL if not built in (message in *why). */

@@ -93,7 +93,7 @@ stream_check (void *opaque, void *conn, const struct link_ops *ops, struct link_
   info->stream_seq = 0;
   if ((rc = leglabel_check_remote (opaque, conn, ops, info, err, errlen)) != 0)
     return rc;
-  if (!info->receiver || getenv ("NBD_REPLICATOR_NO_STREAM") || !ops->pwrite_durable || !ops->pread)
+  if (!info->receiver || getenv ("NBD_REPLICATOR_NO_STREAM") || !ops->fence || !ops->pread)
     return 0;
   if (!(off = stream_record_off (l, info->size))) {
     rep_info ("device '%s': site %u: %s is a receiver, but the leg has no room for the stream "
@@ -101,16 +101,18 @@ stream_check (void *opaque, void *conn, const struct link_ops *ops, struct link_
               "per epoch", l->dev->name, l->site, l->link.shown);
     return 0;
   }
-  if (posix_memalign ((void **) &rec, 4096, sizeof *rec) != 0) {
-    snprintf (err, errlen, "out of memory for the stream record");
-    return -1;
+  rc = ops->fence (conn, off, STREAM_REC_SIZE, mono_ns () + STREAM_IO_TIMEOUT_NS);
+  if (rc == -EOPNOTSUPP) {
+    rep_info ("device '%s': site %u: %s says it is a receiver but takes no NBD CACHE (the "
+              "fence): a round trip per epoch", l->dev->name, l->site, l->link.shown);
+    return 0;
   }
-  memset (rec, 0, sizeof *rec);
-  memcpy (rec->magic, STREAM_OPEN_MAGIC, 8);
-  rc = ops->pwrite_durable (conn, rec, STREAM_REC_SIZE, off, mono_ns () + STREAM_IO_TIMEOUT_NS);
   if (rc < 0) {
     snprintf (err, errlen, "fencing the receiver's older connections: %s", strerror (-rc));
-    free (rec);
+    return -1;
+  }
+  if (posix_memalign ((void **) &rec, 4096, sizeof *rec) != 0) {
+    snprintf (err, errlen, "out of memory for the stream record");
     return -1;
   }
   rc = ops->pread (conn, rec, STREAM_REC_SIZE, off, mono_ns () + STREAM_IO_TIMEOUT_NS);

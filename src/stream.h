@@ -11,10 +11,11 @@
  * stream, so its last record says exactly which epochs it has whole; the
  * entries after that belong to one open epoch, which may be sent again.
  *
- * At each new connection, before the worker has it: a fence (a block
- * starting with STREAM_OPEN_MAGIC written at record_off; the receiver does
- * not log it, it ends every older connection's changes, so a request of a
- * connection we gave up cannot land later), then the record is read.  The
+ * At each new connection, before the worker has it: a fence (an NBD CACHE
+ * request of STREAM_REC_SIZE bytes: it carries no data, so a client's own
+ * CACHE taken for one costs a reconnect, never a write; it ends every
+ * older connection's changes, so a request of a connection we gave up
+ * cannot land later), then the record is read.  The
  * worker resumes after max(record seq, applied).  Byte table in
  * nbd-replicator-replog(5), STREAM RECORD. */
 #ifndef REPLICATOR_STREAM_H
@@ -26,8 +27,7 @@
 #include "link.h"
 
 #define STREAM_MAGIC      "NBDRSTRM"     /* a record */
-#define STREAM_OPEN_MAGIC "NBDRSOPN"     /* the fence (never stored) */
-#define STREAM_REC_SIZE   4096u
+#define STREAM_REC_SIZE   4096u          /* a record; a fence's CACHE length */
 
 struct stream_rec {
   char     magic[8];            /*  0 STREAM_MAGIC */

@@ -367,18 +367,27 @@ refused (void *handle)
   return -1;
 }
 
-/* A stream's fence (stream.h): not stored; ends older fenced connections. */
-static bool
-fence (void *handle, const void *buf, uint32_t count)
+/* A receiver takes NBD CACHE requests: one of STREAM_REC_SIZE bytes is a
+ * stream's fence (stream.h), which ends older fenced connections of the
+ * device; it carries no data, so a client's own CACHE taken for a fence
+ * costs a primary a reconnect, never a write.  Others do nothing. */
+static int
+replicator_can_cache (void *handle)
+{
+  return receiver ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE;
+}
+
+static int
+replicator_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct rconn *c = handle;
 
-  if (!receiver || count != STREAM_REC_SIZE || memcmp (buf, STREAM_OPEN_MAGIC, 8) != 0)
-    return false;
+  if (!receiver || count != STREAM_REC_SIZE)
+    return 0;
   c->gen = __atomic_add_fetch (&c->d->fence_gen, 1, __ATOMIC_ACQ_REL);
   c->broken = false;
   nbdkit_debug ("receiver: stream fence %" PRIu64 " on export '%s'", c->gen, c->d->name);
-  return true;
+  return 0;
 }
 
 static int
@@ -392,8 +401,6 @@ static int
 replicator_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
   uint64_t t0 = mono_ns ();
-  if (fence (handle, buf, count))
-    return 0;
   if (refused (handle))
     return -1;
   return timed (handle, LAT_WRITE, t0, rdev_pwrite (dev_of (handle), buf, count, offset, flags & NBDKIT_FLAG_FUA));
@@ -458,6 +465,8 @@ static struct nbdkit_plugin plugin = {
   .can_zero           = replicator_can_zero,
   .can_fast_zero      = replicator_can_fast_zero,
   .can_multi_conn     = replicator_can_multi_conn,
+  .can_cache          = replicator_can_cache,
+  .cache              = replicator_cache,
   .pread              = replicator_pread,
   .pwrite             = replicator_pwrite,
   .zero               = replicator_zero,
