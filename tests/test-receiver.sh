@@ -131,13 +131,38 @@ print("%.1f %d %d %d" % (app * ep / ent if ent and ep else 0, app, ent, ep))' "$
 # ---- a. the description ------------------------------------------------------------------
 if want a; then
   echo "== a. the export description; a receiver streams, a plain server does not"
-  rx_start a-rx || hard_error "receiver a-rx does not start"
+  # a receiver is a DR site's copy: it cannot also take over or fail back; a bad value
+  truncate -s $RX_LEG "$T/a-bad.img"
+  rx_refused() {   # DESC PATTERN PARAMS...: refused with one error line naming PATTERN
+    local d=$1 pat=$2 rc=0 n; shift 2
+    nbdkit_refused "$T/a-bad.err" -f -U "$T/a-bad.sock" "$PLUGIN" log="$T/a-bad.rlog" log-size=8M \
+      local="$T/a-bad.img" "$@" || rc=$?
+    n=$(grep -c 'error' "$T/a-bad.err")
+    if [ $rc -ne 0 ] && [ "$n" = 1 ] && grep -qF "$pat" "$T/a-bad.err"; then
+      ok "a: $d refused (exit $rc): $(grep error "$T/a-bad.err")"
+    else
+      fail "a: $d: exit $rc, $n error lines, expected one naming '$pat':"; sed 's/^/  | /' "$T/a-bad.err"
+    fi
+  }
+  rx_refused "receiver=yes takeover=yes" "receiver=yes with takeover=yes" receiver=yes takeover=yes
+  rx_refused "receiver=yes failback=yes" "receiver=yes with failback=yes" receiver=yes failback=yes
+  rx_refused "receiver=maybe" "receiver=maybe: expected true or false" receiver=maybe
+  # this receiver from a config file: `receiver = true;` at the top level
+  truncate -s $RX_LEG "$T/a-rx.img"
+  cat >"$T/a-rx.conf" <<EOF
+receiver = true;
+replog = { path = "$T/a-rx.rlog"; size = "64M"; };
+sites = ( { id = 0; } );
+devices = ( { name = "default"; legs = ( { site = 0; path = "$T/a-rx.img"; } ); } );
+control = { socket = "$T/a-rx.ctl"; };
+EOF
+  start_replicator a-rx config="$T/a-rx.conf" || hard_error "receiver a-rx (config file) does not start"
   desc=$(nbdinfo --json "$(uri a-rx)" | python3 -c 'import json,sys; print(json.load(sys.stdin)["exports"][0]["description"])')
   check "a: nbdinfo shows the receiver's description ('$desc')" test "$desc" = "nbd-replicator receiver; protocol 1"
   wan_start a-w "$T/a-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu a-w"
   pri_start a-p "$(wan_uri a-w)" || hard_error "primary a-p does not connect to the receiver"
-  check "a: the leg to the receiver says receiver true ($(st a-p "$LEG_RX"))" wait_for "$T/a-p.ctl" "$LEG_RX == True" 10
-  check "a: the site streams ($(st a-p "$STREAM"))" wait_for "$T/a-p.ctl" "$STREAM == True" 10
+  check "a: the leg to the receiver says receiver true" wait_for "$T/a-p.ctl" "$LEG_RX == True" 10
+  check "a: the site streams" wait_for "$T/a-p.ctl" "$STREAM == True" 10
   runfio "a: 8M of 4k writes (QD8, one fsync at the end) through the streaming primary" \
     --name=w --ioengine=nbd --uri="$(uri a-p)" --rw=randwrite --bs=4k --iodepth=8 --size=8M \
     --end_fsync=1 --randrepeat=0
