@@ -26,6 +26,7 @@
 #include "dirtylog.h"
 #include "failback.h"
 #include "leg-label.h"
+#include "stream.h"
 #include "event.h"
 #include "link.h"
 #include "pftrace.h"
@@ -587,8 +588,8 @@ labels_init (struct replicator *r, uint32_t *out)
       char err[512];
       if (!l->remote)
         continue;
-      if (l->link.conn && leglabel_check_remote (l, l->link.conn, l->link.ops, &l->link.info,
-                                                 err, sizeof err) == -1) {
+      if (l->link.conn && stream_check (l, l->link.conn, l->link.ops, &l->link.info,
+                                        err, sizeof err) == -1) {
         l->link.ops->close (l->link.conn);
         l->link.conn = NULL;
         l->link.up = false;
@@ -603,7 +604,7 @@ labels_init (struct replicator *r, uint32_t *out)
             return -1;
         }
       }
-      l->link.check = leglabel_check_remote;
+      l->link.check = stream_check;       /* the label's check, then the stream's */
       l->link.check_opaque = l;
     }
   }

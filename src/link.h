@@ -42,6 +42,12 @@ struct link_info {
    * starts with LINK_RECEIVER_DESCRIPTION): it logs a connection's
    * requests in arrival order, so the worker may stream to it. */
   bool receiver;
+  /* Set by the connection's check (stream.c): the worker may stream on it
+   * (a receiver with room for the stream record at stream_off); the
+   * receiver holds every entry <= stream_seq (its last stream record of
+   * this device and generation; 0 if none). */
+  bool stream;
+  uint64_t stream_off, stream_seq;
 };
 
 #define LINK_RECEIVER_DESCRIPTION "nbd-replicator receiver; protocol 1"

@@ -166,6 +166,10 @@ struct vdev {
   struct leg *legs;              /* one per configured leg */
   size_t nlegs;
   struct leg *local;             /* the site-0 leg */
+  /* A receiver (receiver=yes): the newest stream fence of this device
+   * (nbdkit plugin, stream.h): a connection that fenced before takes no
+   * more changes. */
+  uint64_t fence_gen;
 
   /* ov_lock guards: ov (the index of entries not yet on the leg reads go
    * through) and the log bytes it points to while they are copied, and
@@ -304,6 +308,12 @@ struct site {
    * request header each), and their rate over the last 5 s. */
   uint64_t link_bytes;
   uint64_t link_bytes_per_s;
+  /* Streaming to a receiver (worker-remote.c; atomics): on now; new
+   * connections that resumed after the receiver's stream record; stream
+   * records sent. */
+  bool stream;
+  uint64_t stream_resumes;
+  uint64_t stream_records;
   /* Log writes (the worker adds, status reads; atomics): payload bytes
    * the legs took (entries, and the pieces of coalesced runs), and what
    * coalescing within an epoch did not send (worker-apply.c): payload

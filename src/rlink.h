@@ -38,7 +38,7 @@ struct rlink {
    * different reason by the connector, retried after its backoff, so a
    * remote put right is picked up). */
   int (*check) (void *opaque, void *conn, const struct link_ops *ops,
-                const struct link_info *info, char *err, size_t errlen);
+                struct link_info *info, char *err, size_t errlen);
   void *check_opaque;
   bool inited;
 
@@ -49,6 +49,7 @@ struct rlink {
   bool up;
   uint64_t down_since_ns;
   uint64_t connects, drops;      /* connections made, connections lost */
+  bool receiver;                 /* the connected remote is a receiver (atomic: status) */
   uint64_t poll_tag;             /* armed POLL_ADD, 0 = none */
   int armed_fd, armed_ev;
 

@@ -226,6 +226,9 @@ site_link_json (json_object *js, struct site *s, enum site_state state, const ch
   add (js, "coalesced_bytes", jint (LOAD (s->coalesced_bytes)));
   add (js, "coalesced_entries", jint (LOAD (s->coalesced_entries)));
   add (js, "coalesced_runs", jint (LOAD (s->coalesced_runs)));
+  add (js, "stream", json_object_new_boolean (LOAD (s->stream)));
+  add (js, "stream_resumes", jint (LOAD (s->stream_resumes)));
+  add (js, "stream_records", jint (LOAD (s->stream_records)));
   add (js, "catchup_seconds", links && todo && speed && !strcmp (link, "connected")
        ? json_object_new_double ((double) todo / (double) speed) : NULL);
 }
@@ -311,6 +314,7 @@ leg_link_json (json_object *jl, struct leg *l)
   add (jl, "link", jstr (LOAD (l->link.up) ? "up" : "down"));
   add (jl, "connects", jint (LOAD (l->link.connects)));
   add (jl, "drops", jint (LOAD (l->link.drops)));
+  add (jl, "receiver", json_object_new_boolean (LOAD (l->link.receiver)));
   add (jl, "last_error", jstr (err));
 }
 

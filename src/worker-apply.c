@@ -116,6 +116,23 @@ io_issue (struct worker *w, unsigned idx)
   }
 }
 
+/* A free log slot (there is one: ninflight is under the limit), looked
+ * for from after the last one taken. */
+static unsigned
+free_slot (struct worker *w)
+{
+  unsigned i, idx;
+
+  for (i = 0; i < w->nlog; i++) {
+    idx = (w->slot_hint + i) % w->nlog;
+    if (!w->io[idx].active) {
+      w->slot_hint = idx + 1;
+      return idx;
+    }
+  }
+  abort ();                              /* ninflight < the limit <= nlog */
+}
+
 static bool
 overlaps_inflight (struct worker *w, uint32_t dev, uint64_t off, uint64_t len)
 {
@@ -283,8 +300,8 @@ coalesce_allowed (struct worker *w)
   struct site *s = w->site;
   enum site_state st;
 
-  if (!w->co.enabled || __atomic_load_n (&s->read_site_devs, __ATOMIC_RELAXED))
-    return false;
+  if (!w->co.enabled || w->st.on || __atomic_load_n (&s->read_site_devs, __ATOMIC_RELAXED))
+    return false;                        /* streaming: no round trip to save */
   st = site_state (s);
   if (site_state_is_dirty_log (st) || site_state_is_resync (st))
     return false;
@@ -435,8 +452,7 @@ coalesce_issue (struct worker *w)
 
     if (overlaps_inflight (w, p->dev, p->off, p->len))
       return;
-    for (idx = 0; idx < w->qd && w->io[idx].active; idx++)
-      ;
+    idx = free_slot (w);
     w->io[idx] = (struct wio) {
       .active = true, .seq = p->seq, .leg = w->leg_of_dev[p->dev],
       .op = d->op, .flags = d->flags, .off = p->off, .len = p->len,
@@ -463,7 +479,7 @@ finish_batch (struct worker *w)
    * a remote one while the local leg is out of service) trims its index. */
   for (i = 0; i < w->nfin; i++) {
     struct vdev *d = w->fin[i].leg->dev;
-    if (__atomic_load_n (&d->read_site, __ATOMIC_RELAXED) != w->site->id)
+    if (w->fin[i].marker || __atomic_load_n (&d->read_site, __ATOMIC_RELAXED) != w->site->id)
       continue;
     if (d != locked) {
       if (locked)
@@ -477,6 +493,10 @@ finish_batch (struct worker *w)
   if (locked)
     pthread_mutex_unlock (&locked->ov_lock);
   for (i = 0; i < w->nfin; i++) {
+    if (w->fin[i].marker) {
+      stream_record_done (w);
+      continue;
+    }
     if (w->fin[i].op == RL_OP_WRITE)
       bytes += w->fin[i].len;
     if (w->fin[i].piece)
@@ -534,6 +554,16 @@ io_error (struct worker *w, struct wio *io, int res)
 {
   struct leg *l = io->leg;
 
+  if (l->remote && w->st.on && l == w->st.leg && !io->copy) {
+    /* Streaming: the receiver takes nothing more on this connection after
+     * a failed change (nothing may land after a hole): a new connection
+     * starts again after what it holds. */
+    char why[128];
+    errno = -res;
+    snprintf (why, sizeof why, "a change failed at the receiver: %m");
+    link_down (w, l, false, why);
+    return false;
+  }
   if (l->remote && (res == -EINVAL || res == -EOPNOTSUPP) && io->op != RL_OP_WRITE &&
       !io->zerofill) {
     /* The remote refused its write-zeroes (WRITE SAME): zeroes, written. */
@@ -640,6 +670,7 @@ fill (struct worker *w, uint64_t durable)
     w->done = w->posted;
     w->rw.pending = false;
     coalesce_reset (w);
+    stream_resume (w, durable);
     rep_debugc (REP_DBG_WORKER, "site %u: re-sending from seq %" PRIu64 " (after a lost connection)",
                 w->site->id, w->next);
   }
@@ -649,12 +680,23 @@ fill (struct worker *w, uint64_t durable)
     return;
   }
 
-  while (w->ninflight < w->qd && w->next <= durable) {
+  while (w->ninflight < (w->st.on ? w->nlog : w->qd) && w->next <= durable) {
     const struct rl_desc *d;
     struct leg *l;
     unsigned idx;
 
+    if (w->st.on && w->st.parked)
+      return;                            /* strictly in order */
     d = replog_desc (r->rl, w->next);
+    if (d->op == RL_OP_BARRIER && w->st.on) {
+      /* Streaming: everything before it was sent; its record follows. */
+      if (!stream_barrier (w, w->next, d->time_ns))
+        return;
+      w->cdone[w->next % w->ndesc] = 0;
+      w->next++;
+      mark_done (w, w->next - 1);
+      continue;
+    }
     if (d->op == RL_OP_BARRIER) {
       if (w->ninflight || w->ck.busy || w->done != w->next - 1)
         return;                          /* epoch k must complete first */
@@ -696,10 +738,9 @@ fill (struct worker *w, uint64_t durable)
       mark_done (w, w->next - 1);
       continue;
     }
-    if (overlaps_inflight (w, d->device, d->offset, d->length))
-      return;
-    for (idx = 0; idx < w->qd && w->io[idx].active; idx++)
-      ;
+    if ((!w->st.on || w->rs.ncopies) && overlaps_inflight (w, d->device, d->offset, d->length))
+      return;                            /* streaming: the receiver keeps the order */
+    idx = free_slot (w);
     w->io[idx] = (struct wio) {
       .active = true, .seq = w->next, .leg = l,
       .op = d->op, .flags = d->flags, .off = d->offset, .len = d->length,

@@ -146,7 +146,25 @@ ckpt_result (struct worker *w, int res)
       if (w->legs[i]->state == LEG_FAILED && w->legs[i]->written_ok)
         __atomic_store_n (&w->legs[i]->state, LEG_REPLICATING, __ATOMIC_RELAXED);
     }
+  if (w->ck.streamed) {
+    /* The answers of what it covers came first (the receiver answers in
+     * order), but may not be handled yet: the rest after the reap. */
+    if (w->ck.seq > w->st.covered)
+      w->st.covered = w->ck.seq;
+    ckpt_post_covered (w);
+    return;
+  }
   post (w, w->ck.seq);
+}
+
+/* Streaming: post what a flush covered and has completed (after a reap). */
+void
+ckpt_post_covered (struct worker *w)
+{
+  uint64_t upto = w->st.covered < w->done ? w->st.covered : w->done;
+
+  if (upto > w->posted)
+    post (w, upto);
 }
 
 /* A remote leg's flush (of a checkpoint) was answered: the link calls
@@ -201,6 +219,7 @@ ckpt_start (struct worker *w, uint64_t upto)
   rep_debugc (REP_DBG_WORKER, "site %u: checkpoint: flushing the legs up to seq %" PRIu64,
               w->site->id, upto);
   w->ck.seq = upto;
+  w->ck.streamed = w->st.on;
   w->ck.err = 0;
   if (w->cc.nclr && !w->cc.nclr_ck) {          /* the copies completed so far */
     struct clr *t = w->cc.clr_ck;

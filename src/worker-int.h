@@ -75,6 +75,11 @@
 #define COALESCE_MIN     32u
 #define COALESCE_MAX     16384u
 #define COALESCE_BYTES   (64ull << 20)
+/* Streaming to a receiver (worker-remote.c, stream.h): a remote site has
+ * this many log slots (its queue_depth applies when not streaming), and at
+ * most STREAM_RECS stream records in flight. */
+#define STREAM_QD        1024u
+#define STREAM_RECS      256u
 
 /* io_uring user_data tags */
 #define CKPT_TAG         UINT64_MAX
@@ -109,6 +114,8 @@ struct wio {
   uint64_t first_bit, nbits;       /* dirty-log regions it covers */
   /* coalescing: a piece of the run under way (seq: its entry), not an entry */
   bool piece;
+  /* streaming: a stream record (seq: the barrier it follows), not an entry */
+  bool marker;
 };
 
 struct ready {
@@ -130,6 +137,8 @@ struct wk_ckpt {
   uint64_t retry_at;
   uint64_t count;                  /* checkpoints completed */
   bool force;                      /* flush the legs even with nothing new applied */
+  bool streamed;                   /* started while streaming: covers what was sent,
+                                      posts what of it had completed (st.covered) */
   uint64_t label_ns;               /* the legs' labels last checked (read) */
   uint64_t label_write_ns;         /* ... and last given the consistent point */
 };
@@ -247,6 +256,31 @@ struct wk_coalesce {
                                       first use, empty between runs */
 };
 
+/* Streaming to a receiver (worker-remote.c; stream.h).  A site whose one
+ * remote leg is connected to a receiver sends epoch after epoch: a barrier
+ * is crossed as soon as everything before it was sent, followed by a
+ * stream record and a flush (one flush in flight at a time: the
+ * checkpoint); entries of one device may overlap in flight (the receiver
+ * takes them in order).  The applied sequence still moves only with a
+ * flush's answer, up to what it covered and had completed.  Requests go
+ * strictly in log order: nothing is sent after one parked by the rate,
+ * and a write is never split.  After a lost connection nothing is parked:
+ * everything in flight is forgotten, and the new connection's check
+ * (fence, then the receiver's record) says where to start again: after
+ * max(record, applied), i.e. within the one epoch the receiver may hold
+ * in part. */
+struct wk_stream {
+  bool on;                         /* streaming on the current connection */
+  struct leg *leg;                 /* ... to this leg */
+  uint64_t off;                    /* the record's offset on the leg */
+  bool resume;                     /* at the rewind: start after resume_seq */
+  uint64_t resume_seq;
+  uint8_t *rec;                    /* STREAM_RECS record buffers, in turn */
+  unsigned nrec, rec_next;         /* in flight; the next buffer */
+  bool parked;                     /* the newest request waits for the rate */
+  uint64_t covered;                /* a flush covered every entry <= this */
+};
+
 /* The thread's own control (worker.c). */
 struct wk_ctl {
   bool paused_seen;                /* the site's paused flag as last acted on */
@@ -268,7 +302,9 @@ struct worker {
   struct wk_engine eng;
   /* The apply position and the log slots (worker-apply.c). */
   unsigned qd, ninflight;
-  unsigned nio;                    /* qd log slots + RESYNC_QD copy slots */
+  unsigned nlog;                   /* log slots: qd, or STREAM_QD (remote site) */
+  unsigned slot_hint;              /* where to look for a free one first */
+  unsigned nio;                    /* nlog log slots + RESYNC_QD copy slots */
   struct wio *io;
   uint8_t *cdone;                  /* per log slot: completed */
   uint64_t ndesc;
@@ -294,6 +330,7 @@ struct worker {
   struct wk_rate rt;
   struct wk_local lo;
   struct wk_coalesce co;
+  struct wk_stream st;
   struct wk_ctl ctl;
   /* Registered by the top (worker_start): a resync copy completed
    * (worker-resync.c), called by the apply core's io_complete. */
@@ -429,13 +466,18 @@ void local_pick_read_sites (struct worker *w, uint64_t now);
 /* worker-ckpt.c */
 void ckpt_result (struct worker *w, int res);
 void ckpt_start (struct worker *w, uint64_t upto);
+void ckpt_post_covered (struct worker *w);
 bool want_ckpt (struct worker *w, uint64_t now, uint64_t durable);
 
 /* worker-remote.c */
 void rate_init (struct worker *w, uint64_t now);
 unsigned links_wait_ms (struct worker *w, uint64_t now);
 void remote_issue (struct worker *w, unsigned idx);
+bool stream_barrier (struct worker *w, uint64_t seq, uint64_t time_ns);
+void stream_record_done (struct worker *w);
+void stream_resume (struct worker *w, uint64_t durable);
 void link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why);
+void link_adopted (struct worker *w, struct leg *l);
 void links_service (struct worker *w, uint64_t now);
 bool links_all_up (struct worker *w);
 void arm_polls (struct worker *w);

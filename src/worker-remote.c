@@ -47,10 +47,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "event.h"
 #include "link.h"
 #include "replicator.h"
 #include "report.h"
+#include "stream.h"
 #include "worker-int.h"
 
 /* The bucket and the meter, at the worker's start. */
@@ -106,6 +109,156 @@ disarm_poll (struct worker *w, struct leg *l)
   l->link.poll_tag = 0;
 }
 
+/* ---- streaming to a receiver (struct wk_stream, stream.h) ---------------- */
+
+/* Forget the log entries (and stream records) in flight or parked on l:
+ * they are taken again from the log after the rewind. */
+static void
+stream_forget (struct worker *w, struct leg *l)
+{
+  unsigned i;
+
+  for (i = 0; i < w->nlog; i++)
+    if (w->io[i].active && w->io[i].leg == l) {
+      w->io[i].active = false;
+      w->io[i].sent = false;
+      w->ninflight--;
+    }
+  w->st.nrec = 0;
+  w->st.parked = false;
+  w->st.on = false;
+  __atomic_store_n (&w->site->stream, false, __ATOMIC_RELAXED);
+}
+
+/* A new connection of leg l: stream on it if its check found a receiver
+ * with room for the record and the site has no other remote leg (one
+ * connection carries the order).  Nothing parked from before is sent on
+ * it: the rewind starts after what the receiver holds. */
+static void
+stream_adopt (struct worker *w, struct leg *l)
+{
+  const struct link_info *info = &l->link.info;
+
+  if (!info->stream || w->nremote != 1)
+    return;
+  if (!w->st.rec && posix_memalign ((void **) &w->st.rec, 4096,
+                                    (size_t) STREAM_RECS * STREAM_REC_SIZE) != 0) {
+    w->st.rec = NULL;
+    rep_error ("site %u: out of memory for stream records: a round trip per epoch", w->site->id);
+    return;
+  }
+  stream_forget (w, l);
+  w->st.on = true;
+  w->st.leg = l;
+  w->st.off = info->stream_off;
+  w->st.resume = true;
+  w->st.resume_seq = info->stream_seq;
+  w->rw.pending = true;
+  __atomic_store_n (&w->site->stream, true, __ATOMIC_RELAXED);
+  if (info->stream_seq)
+    __atomic_add_fetch (&w->site->stream_resumes, 1, __ATOMIC_RELAXED);
+  rep_info ("device '%s': site %u: %s is a receiver: streaming (its stream record: seq %" PRIu64
+            ", applied %" PRIu64 ")", l->dev->name, l->site, l->link.shown, info->stream_seq,
+            w->posted);
+}
+
+/* The receiver holds something this log cannot account for: every region
+ * of the leg is in doubt (copied again), the site not consistent until. */
+static void
+stream_all_in_doubt (struct worker *w, struct leg *l, const char *why)
+{
+  if (!l->doubt)
+    __atomic_store_n (&l->doubt, bitmap_new (l->dirty_log->size, l->dirty_log->region_size),
+                      __ATOMIC_RELEASE);
+  if (l->doubt) {
+    bitmap_set_range (l->doubt, 0, l->dev->size);
+    l->doubt_pending = true;
+  }
+  if (replog_change_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT, 0) == -1)
+    rep_error ("site %u: could not record the in-doubt writes in the log header: %m", w->site->id);
+  site_mark_in_doubt (w->site);
+  rep_event (EV_LINK_DOWN, (int) l->site, l->dev->name, "%s: %s; every region of the leg is "
+             "copied again", l->link.shown, why);
+}
+
+/* At the rewind (fill): start after the receiver's record when it is past
+ * the applied sequence; the entries up to it are held there (a flush makes
+ * them durable, the next checkpoint posts them). */
+void
+stream_resume (struct worker *w, uint64_t durable)
+{
+  uint64_t seq = w->st.resume_seq;
+
+  if (!w->st.resume)
+    return;
+  w->st.resume = false;
+  if (!w->st.on || seq <= w->posted)
+    return;
+  if (seq > durable) {
+    stream_all_in_doubt (w, w->st.leg, "the receiver's stream record is past this log's end");
+    return;
+  }
+  w->done = seq;
+  w->next = seq + 1;
+  if (w->done > w->rw.done_hwm)
+    w->rw.done_hwm = w->done;
+  publish_done (w);
+  rep_debugc (REP_DBG_WORKER, "site %u: streaming from seq %" PRIu64 " (the receiver holds up "
+              "to %" PRIu64 ")", w->site->id, w->next, seq);
+}
+
+/* Streaming, at barrier seq (its entry logged at time_ns): everything
+ * before it was sent; send its record, and a flush if none is under way.
+ * false: no room for the record yet (try again later). */
+bool
+stream_barrier (struct worker *w, uint64_t seq, uint64_t time_ns)
+{
+  struct leg *l = w->st.leg;
+  uint8_t *buf;
+  unsigned idx, i;
+
+  if (w->st.nrec >= STREAM_RECS || w->ninflight >= w->nlog)
+    return false;
+  for (i = 0, idx = w->nlog; i < w->nlog; i++)
+    if (!w->io[(w->slot_hint + i) % w->nlog].active) {
+      idx = (w->slot_hint + i) % w->nlog;
+      break;
+    }
+  if (idx == w->nlog)
+    return false;
+  w->slot_hint = idx + 1;
+  buf = w->st.rec + (size_t) (w->st.rec_next++ % STREAM_RECS) * STREAM_REC_SIZE;
+  stream_record (buf, l->dev, seq, time_ns);
+  w->io[idx] = (struct wio) {
+    .active = true, .seq = seq, .leg = l, .op = RL_OP_WRITE,
+    .off = w->st.off, .len = STREAM_REC_SIZE, .buf = buf, .w = w, .marker = true,
+  };
+  w->ninflight++;
+  w->st.nrec++;
+  remote_issue (w, idx);
+  __atomic_add_fetch (&w->site->stream_records, 1, __ATOMIC_RELAXED);
+  if (!w->ck.busy)
+    ckpt_start (w, seq);                 /* covers everything sent before it */
+  return true;
+}
+
+/* A stream record was taken (finish_batch). */
+void
+stream_record_done (struct worker *w)
+{
+  if (w->st.nrec)
+    w->st.nrec--;
+}
+
+/* A connection of leg l is the worker's now (at start, or taken from the
+ * connector). */
+void
+link_adopted (struct worker *w, struct leg *l)
+{
+  __atomic_store_n (&l->link.receiver, l->link.info.receiver, __ATOMIC_RELAXED);
+  stream_adopt (w, l);
+}
+
 /* The connection of leg l is gone (or we abort it).  Park its requests
  * for re-sending; in_doubt: we aborted it while the remote may still
  * execute what it had. */
@@ -120,6 +273,14 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   __atomic_add_fetch (&w->site->legs_gen, 1, __ATOMIC_ACQ_REL);   /* verify looks again */
   if (k->ops->fenced)
     in_doubt = false;
+  if (w->st.on && w->st.leg == l) {
+    /* Streaming: the next connection fences this one at the receiver
+     * (nothing of it lands later) and says where to start again: what
+     * was in flight is forgotten, not parked. */
+    in_doubt = false;
+    stream_forget (w, l);
+    w->rw.pending = true;
+  }
   /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
   if (in_doubt && !l->doubt) {
     /* status reads l->doubt without a lock: publish it initialised */
@@ -235,11 +396,16 @@ remote_issue (struct worker *w, unsigned idx)
     if (io->op == RL_OP_TRIM || (io->flags & RL_FLAG_MAY_TRIM))
       flags |= LREQ_MAY_TRIM;
   }
-  if (op == LREQ_WRITE && w->rt.bucket.rate && rest > w->rt.piece)
-    rest = w->rt.piece;                  /* no larger than the bucket */
+  if (op == LREQ_WRITE && w->rt.bucket.rate && rest > w->rt.piece && !w->st.on)
+    rest = w->rt.piece;                  /* no larger than the bucket (streaming: whole) */
   io->wire = RATE_REQ_BYTES + (op == LREQ_WRITE ? rest : 0);
-  if (!rate_admits (w, io, io->wire))
+  if (!rate_admits (w, io, io->wire)) {
+    if (w->st.on && !io->copy)
+      w->st.parked = true;               /* the newest entry: nothing goes after it */
     return;
+  }
+  if (w->st.on && !io->copy)
+    w->st.parked = false;
   io->gen = k->gen;
   io->sent = true;
   io->sent_ns = mono_ns ();
@@ -306,6 +472,7 @@ links_service (struct worker *w, uint64_t now)
       l->lbs = info.block_size;
       rep_event (EV_LINK_UP, (int) l->site, l->dev->name, "connected to %s (%s, %" PRIu64 " bytes)",
                  k->shown, k->ops->name, info.size);
+      link_adopted (w, l);
     }
     if (tick && k->ops->tick (k->conn) == -1) {
       link_down (w, l, false, "connection closed");
@@ -419,6 +586,8 @@ go_dirty (struct worker *w, const char *why)
       w->io[i].sent = false;
     }
   w->ninflight = 0;
+  w->st.nrec = 0;                      /* streaming: the records in flight too */
+  w->st.parked = false;
   coalesce_reset (w);                  /* a run's entries: in the dirty logs too */
   w->rs.ncopies = 0;
   w->cc.nclr = w->cc.nclr_ck = 0;              /* their bits stay set */

@@ -252,7 +252,7 @@ static unsigned
 leg_copies (struct worker *w, const struct leg *l)
 {
   unsigned i, n = 0;
-  for (i = w->qd; i < w->nio; i++)
+  for (i = w->nlog; i < w->nio; i++)
     n += w->io[i].active && w->io[i].leg == l;
   return n;
 }
@@ -309,7 +309,7 @@ copy_read (struct worker *w, struct leg *l, unsigned slot, uint64_t off, uint64_
            bool *reading)
 {
   struct vdev *d = l->dev;
-  unsigned k = slot - w->qd;
+  unsigned k = slot - w->nlog;
 
   /* The unapplied entries now, the local leg's bytes asynchronously
    * (after: see rdev_read_view); else all of it synchronously. */
@@ -368,7 +368,7 @@ copy_start (struct worker *w, unsigned li, unsigned slot, uint64_t durable)
   *io = (struct wio) {
     .active = true, .leg = l, .copy = true, .staged = true, .reading = reading,
     .op = zero ? RL_OP_ZERO : RL_OP_WRITE, .flags = zero ? RL_FLAG_MAY_TRIM : 0,
-    .off = off, .len = len, .buf = zero ? NULL : w->cp.buf[slot - w->qd],
+    .off = off, .len = len, .buf = zero ? NULL : w->cp.buf[slot - w->nlog],
     .hold_seq = st.next_seq - 1, .first_bit = bit, .nbits = n, .w = w,
   };
   if (io->hold_seq > w->rs.high)
@@ -393,10 +393,10 @@ copy_read_done (struct worker *w, uint64_t tag, int res)
   struct wio *io;
   struct replog_stats st;
 
-  if (slot < w->qd || slot >= w->nio)
+  if (slot < w->nlog || slot >= w->nio)
     return;
   io = &w->io[slot];
-  k = slot - w->qd;
+  k = slot - w->nlog;
   if (!io->active || !io->copy || !io->reading || ((tag >> 16) & 0xffffff) != (w->cp.gen[k] & 0xffffff))
     return;                              /* a forgotten copy's */
   if (res == (int) io->len)
@@ -555,7 +555,7 @@ copies_start (struct worker *w, uint64_t now, uint64_t durable)
   for (tries = 0; tries < w->nlegs && w->rs.ncopies < RESYNC_QD && rate_allows (w, now) &&
                   w->cc.nclr + w->rs.ncopies < CLR_MAX; ) {
     unsigned li = (unsigned) ((w->rs.cursor[w->nlegs] + tries) % w->nlegs);
-    for (slot = w->qd; slot < w->nio && w->io[slot].active; slot++)
+    for (slot = w->nlog; slot < w->nio && w->io[slot].active; slot++)
       ;
     if (copy_start (w, li, slot, durable)) {
       any = true;
@@ -603,7 +603,7 @@ resync_step (struct worker *w, uint64_t now, uint64_t durable)
 
   if (!site_state_is_resync (site_state (s)) || durable + 1 < w->rs.start)
     return;
-  for (slot = w->qd; slot < w->nio; slot++) {
+  for (slot = w->nlog; slot < w->nio; slot++) {
     struct wio *io = &w->io[slot];
     if (io->active && io->staged && !io->reading && durable >= io->hold_seq) {
       io->staged = false;

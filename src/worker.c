@@ -279,6 +279,8 @@ remote_loop (struct worker *w)
     /* Until the next tick, or sooner when a request parked by the site's
      * rate may go (a wake-up, a completion or a poll ends it earlier). */
     reap (w, w->nready ? 0 : links_wait_ms (w, mono_ns ()));
+    if (w->st.covered > w->posted)
+      ckpt_post_covered (w);             /* streaming */
   }
 }
 
@@ -390,6 +392,7 @@ worker_free (struct worker *w)
   free (w->cdone);
   free (w->ready);
   free (w->zbuf);
+  free (w->st.rec);
   free (w->fin);
   free (w->legs);
   free (w->leg_of_dev);
@@ -426,14 +429,15 @@ worker_alloc (struct site *s, const struct replog_stats *st)
    * point come an interval later, not at the first checkpoint. */
   w->ck.label_ns = w->ck.label_write_ns = w->ck.last_ns;
   rate_init (w, w->ck.last_ns);
-  w->nio = w->qd + RESYNC_QD;
+  w->nlog = s->id != 0 && w->qd < STREAM_QD ? STREAM_QD : w->qd;
+  w->nio = w->nlog + RESYNC_QD;
   w->io = calloc (w->nio, sizeof *w->io);
   w->cdone = calloc (w->ndesc, 1);
   w->ready = calloc (w->nio + 1, sizeof *w->ready);
   w->rs.cursor = calloc (r->ndevs + 2, sizeof *w->rs.cursor);
   w->cc.clr = calloc (CLR_MAX, sizeof *w->cc.clr);
   w->cc.clr_ck = calloc (CLR_MAX, sizeof *w->cc.clr_ck);
-  w->fin = calloc (w->qd, sizeof *w->fin);
+  w->fin = calloc (w->nlog, sizeof *w->fin);
   w->legs = calloc (r->ndevs + 1, sizeof *w->legs);
   w->leg_of_dev = calloc (r->ndevs + 1, sizeof *w->leg_of_dev);
   if (!w->fin || !w->legs || !w->leg_of_dev || !w->rs.cursor || !w->cc.clr || !w->cc.clr_ck ||
@@ -481,8 +485,11 @@ worker_take_legs (struct worker *w)
     }
     replog_add_waker (r->rl, w->eng.evfd);
     for (i = 0; i < w->nlegs; i++)
-      if (w->legs[i]->remote)
+      if (w->legs[i]->remote) {
         w->legs[i]->link.wake_fd = w->eng.evfd;
+        if (w->legs[i]->link.up)
+          link_adopted (w, w->legs[i]);   /* connected at start */
+      }
   }
   return 0;
 }

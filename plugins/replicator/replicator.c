@@ -18,6 +18,7 @@
 #include "link.h"
 #include "replicator.h"
 #include "report.h"
+#include "stream.h"
 #include "units.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -65,7 +66,9 @@ static bool receiver;                /* receiver=yes: see replicator_thread_mode
 struct rconn {
   struct vdev *d;
   bool broken;
+  uint64_t gen;                      /* its fence's generation; 0: none sent */
 };
+
 
 static void
 sink_error (const char *fmt, va_list ap)
@@ -133,13 +136,15 @@ replicator_config_complete (void)
   return cfg ? 0 : -1;
 }
 
-/* A receiver handles the requests of a connection one at a time, in the
- * order they arrive (nbdkit reads the next only once the previous one was
- * answered): the log holds them in that order. */
+/* A receiver handles requests one at a time, across all connections, in
+ * the order each connection's arrive (nbdkit reads a connection's next
+ * request only once the previous one was answered): the log holds them in
+ * that order, and a stream's fence is ordered with every request of the
+ * connections it ends (none is half-way through while it runs). */
 static int
 replicator_thread_model (void)
 {
-  return receiver ? NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS : THREAD_MODEL;
+  return receiver ? NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS : THREAD_MODEL;
 }
 
 #define replicator_config_help \
@@ -348,11 +353,32 @@ timed (void *handle, enum lat_op op, uint64_t t0, int r)
 static int
 refused (void *handle)
 {
-  if (!((struct rconn *) handle)->broken)
+  struct rconn *c = handle;
+
+  if (c->gen && c->gen != __atomic_load_n (&c->d->fence_gen, __ATOMIC_ACQUIRE) && !c->broken) {
+    c->broken = true;
+    nbdkit_error ("receiver: a newer connection of the primary fenced this one: it takes no "
+                  "further changes");
+  }
+  if (!c->broken)
     return 0;
   errno = EIO;
   nbdkit_error ("receiver: this connection broke at an earlier failed change: reconnect");
   return -1;
+}
+
+/* A stream's fence (stream.h): not stored; ends older fenced connections. */
+static bool
+fence (void *handle, const void *buf, uint32_t count)
+{
+  struct rconn *c = handle;
+
+  if (!receiver || count != STREAM_REC_SIZE || memcmp (buf, STREAM_OPEN_MAGIC, 8) != 0)
+    return false;
+  c->gen = __atomic_add_fetch (&c->d->fence_gen, 1, __ATOMIC_ACQ_REL);
+  c->broken = false;
+  nbdkit_debug ("receiver: stream fence %" PRIu64 " on export '%s'", c->gen, c->d->name);
+  return true;
 }
 
 static int
@@ -366,6 +392,8 @@ static int
 replicator_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
   uint64_t t0 = mono_ns ();
+  if (fence (handle, buf, count))
+    return 0;
   if (refused (handle))
     return -1;
   return timed (handle, LAT_WRITE, t0, rdev_pwrite (dev_of (handle), buf, count, offset, flags & NBDKIT_FLAG_FUA));
