@@ -16,6 +16,10 @@
 #                  skipped with the reason in the report when PostgreSQL or root is missing)
 #   RUNTIME        seconds of load per run, no ramp [20]   REPS  repetitions [1]
 #   DRAIN_TIMEOUT  seconds the catch-up is watched after the load [60]
+#   OUTAGE         seconds at the end of the load during which the link is down (the emulator's
+#                  down file, hold mode: connections stay open, nothing is delivered), so that
+#                  the catch-up after the load starts from a backlog [0: none; keep it under the
+#                  site's disconnect_timeout, 30 s]
 #   ANCHOR_SIZE    per link, nbdcopy of that much random data through the emulator into nbdkit
 #                  memory: what the emulated link carries for a plain copy [256M; 0 = skip]
 #   SIZE           device size; fio writes over all of it [1G]   LOG_SIZE [1G]
@@ -38,6 +42,7 @@ WORKLOADS=${WORKLOADS:-"qd1 qd4 qd16 pgbench"}
 RUNTIME=${RUNTIME:-20}
 REPS=${REPS:-1}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60}
+OUTAGE=${OUTAGE:-0}
 ANCHOR_SIZE=${ANCHOR_SIZE:-256M}
 SIZE=${SIZE:-1G}
 LOG_SIZE=${LOG_SIZE:-1G}
@@ -72,6 +77,7 @@ DELAY_US=$(python3 -c "print(round($RTT_S * 1e6 / 2))")
 for l in $LINKS; do "$WAN_EMU" --listen unix:/nonexistent/x --connect unix:/x --rate "$l" --help >/dev/null 2>&1 ||
   die "bad link rate $l (bit/s, e.g. 100M)"; done
 SIZE_BYTES=$(numfmt --from=iec "$SIZE") || die "bad SIZE $SIZE"
+[[ $OUTAGE =~ ^[0-9]+$ ]] && [ "$OUTAGE" -lt "$RUNTIME" ] || die "bad OUTAGE $OUTAGE (whole seconds, less than RUNTIME $RUNTIME)"
 numfmt --from=iec "$LOG_SIZE" >/dev/null || die "bad LOG_SIZE $LOG_SIZE"
 numfmt --from=iec "$RX_LOG_SIZE" >/dev/null || die "bad RX_LOG_SIZE $RX_LOG_SIZE"
 
@@ -130,7 +136,7 @@ start_run() {    # TAG MODE LINK WORKLOAD -> SRV_PID REM_PID WAN_PID, or 1
   fi
   REM_PID=$!; wait_pidfile "$T/rem.pid" $REM_PID || return 1
   "$WAN_EMU" --listen "unix:$WAN_SOCK" --connect "unix:$REM_SOCK" --delay "${DELAY_US}us" --rate "$link" \
-    --stats "$RUN/$tag.wan.stats" --pidfile "$T/wan.pid" 2>"$RUN/$tag.wan.log" &
+    --stats "$RUN/$tag.wan.stats" --pidfile "$T/wan.pid" --down-file "$T/wan.down" 2>"$RUN/$tag.wan.log" &
   WAN_PID=$!; wait_pidfile "$T/wan.pid" $WAN_PID || return 1
   # shellcheck disable=SC2086
   nbdkit -f -U "$SOCK" -P "$T/nbd.pid" "$PLUGIN" log="$LOG" log-size="$LOG_SIZE" local="$IMG_L" \
@@ -268,7 +274,7 @@ def one(row):
         if s1.get('stream_resumes'):
             r['modes'] += '; %d stream resumes' % s1['stream_resumes']
     drain = [x for x in S if x[0] >= t1]
-    if caught not in ('', 'timeout') and 'bl_bytes' in r:
+    if caught not in ('', 'timeout') and r.get('bl_bytes'):   # no backlog: no catch-up rate
         secs = max(float(caught), 0.1)
         r['catch_s'] = float(caught)
         r['catch_MBs'] = r['bl_bytes'] / secs / 1e6
@@ -398,11 +404,16 @@ for rep in $(seq "$REPS"); do
         fi
         poll_loop "$RUN/$tag.wan.stats" >"$RUN/$tag.poll" 2>/dev/null & POLL_PID=$!
         t_start=$(date +%s.%N)
+        rm -f "$T/wan.down"
+        OUT_PID=''
+        [ "$OUTAGE" -gt 0 ] && { { sleep $((RUNTIME - OUTAGE)); touch "$T/wan.down"; } & OUT_PID=$!; }
         if [ "$wl" = pgbench ]; then pg_load "$tag"
         else fio --name="$wl" --ioengine=nbd --uri="nbd+unix:///?socket=$SOCK" --rw=randwrite --bs=4k \
             --iodepth="$qd" --fsync=1 --numjobs=1 --size="$SIZE_BYTES" --time_based --runtime="$RUNTIME" \
             --norandommap --randrepeat=0 --output-format=json --output="$RUN/$tag.json" 2>"$RUN/$tag.fio.err"; fi
         rc=$? t_end=$(date +%s.%N)
+        [ -n "$OUT_PID" ] && { kill "$OUT_PID" 2>/dev/null; wait "$OUT_PID" 2>/dev/null; }
+        rm -f "$T/wan.down"                     # the outage (OUTAGE) ends with the load
         "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.end.json" 2>/dev/null
         caught=$(python3 "$RUN/helpers.py" wait "$REPLCTL" "$CTL" caught-up "$DRAIN_TIMEOUT")
         t_drain=$(date +%s.%N)
@@ -451,6 +462,7 @@ export DRAIN_TIMEOUT
   echo "then the catch-up is watched for at most $DRAIN_TIMEOUT s (until site 1 is in log mode with no"
   echo "backlog), then SIGTERM to the replicator (it drains for at most ~10 s), the emulator, the remote."
   echo "\`replctl status --json\` and the emulator's stats were sampled every second."
+  [ "$OUTAGE" -gt 0 ] && echo "The link was down (the emulator's down file, hold mode) for the last $OUTAGE s of each load: the catch-up starts from that backlog."
   [ -n "$PGNOTE" ] && { echo; echo "$PGNOTE."; }
   [ -n "$ANCHORS" ] && { echo; echo "Link anchor (\`nbdcopy --flush\` of $ANCHOR_SIZE of random data through the emulated link into"
                          echo "\`nbdkit memory\`: what the link carries for a plain copy, start included): $ANCHORS."; }
@@ -470,8 +482,13 @@ export DRAIN_TIMEOUT
   echo
   python3 "$RUN/analyze.py" "$RUN" report
   echo
-  echo "The machine is shared (2 cores; other work ran meanwhile); with REPS=1 every figure is a single"
-  echo "run: read them as orders of magnitude, not for ratios under ~30 %."
+  if [ "$REPS" = 1 ]; then
+    echo "The machine is shared (2 cores; other work ran meanwhile); with REPS=1 every figure is a single"
+    echo "run: read them as orders of magnitude, not for ratios under ~30 %."
+  else
+    echo "The machine is shared (2 cores; other work ran meanwhile): read the medians of the $REPS runs,"
+    echo "not single rows, and no ratio under ~30 %."
+  fi
   echo
   echo "Raw results: $RUN"
 } >"$OUT.tmp" && mv "$OUT.tmp" "$OUT"
