@@ -7,16 +7,23 @@
 #
 # Environment (defaults in brackets):
 #   MODES          remote site modes ["raw": an async NBD remote, `nbdkit file` behind the link;
-#                  the only mode that exists today]
+#                  "receiver": an nbd-replicator receiver (receiver=yes, its own log and local
+#                  leg) behind the link, the primary streams to it (issue 16 section 1);
+#                  "journal" does not exist yet]
 #   LINKS          link capacities in bit/s ["100M 1G"]     RTT  round trip ["20ms"]
 #   WORKLOADS      ["qd1 qd4 qd16 pgbench"]: fio randwrite bs=4k fsync=1 at iodepth 1/4/16;
 #                  pgbench -c PGCLIENTS [4] on a database of -s PGSCALE [10] (bench/wan-pgbench.sh;
 #                  skipped with the reason in the report when PostgreSQL or root is missing)
 #   RUNTIME        seconds of load per run, no ramp [20]   REPS  repetitions [1]
 #   DRAIN_TIMEOUT  seconds the catch-up is watched after the load [60]
+#   OUTAGE         seconds at the end of the load during which the link is down (the emulator's
+#                  down file, hold mode: connections stay open, nothing is delivered), so that
+#                  the catch-up after the load starts from a backlog [0: none; keep it under the
+#                  site's disconnect_timeout, 30 s]
 #   ANCHOR_SIZE    per link, nbdcopy of that much random data through the emulator into nbdkit
 #                  memory: what the emulated link carries for a plain copy [256M; 0 = skip]
 #   SIZE           device size; fio writes over all of it [1G]   LOG_SIZE [1G]
+#   RX_LOG_SIZE    the receiver's log (mode receiver) [LOG_SIZE]
 #   R_EXTRA        extra key=value parameters for the replicator [none]
 #   BENCH_DIR      files, sockets' run dir, raw results [/var/tmp/nbdr-wan]
 #   RESULTS_DIR    [bench/results]   TAG  report name <date>-wan-TAG.md [HHMM]   NOTE  [none]
@@ -35,9 +42,11 @@ WORKLOADS=${WORKLOADS:-"qd1 qd4 qd16 pgbench"}
 RUNTIME=${RUNTIME:-20}
 REPS=${REPS:-1}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60}
+OUTAGE=${OUTAGE:-0}
 ANCHOR_SIZE=${ANCHOR_SIZE:-256M}
 SIZE=${SIZE:-1G}
 LOG_SIZE=${LOG_SIZE:-1G}
+RX_LOG_SIZE=${RX_LOG_SIZE:-$LOG_SIZE}
 R_EXTRA=${R_EXTRA:-}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/nbdr-wan}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
@@ -56,8 +65,8 @@ if [ ! -x "$WAN_EMU" ] && [ -e "$_bld/Makefile" ]; then make -C "$_bld" tests/wa
 [ -x "$WAN_EMU" ] || die "the WAN emulator $WAN_EMU is not built (make -C build tests/wan-emu, or set WAN_EMU=)"
 nm -D "$PLUGIN" 2>/dev/null | grep -q __asan_init && die "$PLUGIN is an ASan build: benchmark a normal build"
 for m in $MODES; do
-  case $m in raw) ;; journal|receiver) die "mode $m does not exist yet (issue 16): MODES=raw";;
-    *) die "unknown mode $m (raw)";; esac
+  case $m in raw|receiver) ;; journal) die "mode $m does not exist yet (issue 16): MODES=raw or receiver";;
+    *) die "unknown mode $m (raw receiver)";; esac
 done
 for w in $WORKLOADS; do case $w in qd1|qd4|qd16|pgbench) ;; *) die "unknown workload $w (qd1 qd4 qd16 pgbench)";; esac; done
 RTT_S=$(python3 -c "
@@ -68,7 +77,9 @@ DELAY_US=$(python3 -c "print(round($RTT_S * 1e6 / 2))")
 for l in $LINKS; do "$WAN_EMU" --listen unix:/nonexistent/x --connect unix:/x --rate "$l" --help >/dev/null 2>&1 ||
   die "bad link rate $l (bit/s, e.g. 100M)"; done
 SIZE_BYTES=$(numfmt --from=iec "$SIZE") || die "bad SIZE $SIZE"
+[[ $OUTAGE =~ ^[0-9]+$ ]] && [ "$OUTAGE" -lt "$RUNTIME" ] || die "bad OUTAGE $OUTAGE (whole seconds, less than RUNTIME $RUNTIME)"
 numfmt --from=iec "$LOG_SIZE" >/dev/null || die "bad LOG_SIZE $LOG_SIZE"
+numfmt --from=iec "$RX_LOG_SIZE" >/dev/null || die "bad RX_LOG_SIZE $RX_LOG_SIZE"
 
 mkdir -p "$BENCH_DIR" "$RESULTS_DIR" || die "cannot create $BENCH_DIR or $RESULTS_DIR"
 BENCH_DIR=$(realpath "$BENCH_DIR")
@@ -79,8 +90,8 @@ mkdir -p "$RUN" || die "cannot create $RUN"
 cp "$PLUGIN" "$RUN/plugin.so" && cp "$REPLCTL" "$RUN/replctl" && cp "$WAN_EMU" "$RUN/wan-emu" || die "cannot copy the binaries"
 PLUGIN_SRC=$(realpath "$PLUGIN"); PLUGIN=$RUN/plugin.so REPLCTL=$RUN/replctl WAN_EMU=$RUN/wan-emu
 T=$(mktemp -d /tmp/nbdr-wan.XXXXXX)          # sockets: paths < 108 bytes
-IMG_L=$BENCH_DIR/local.img IMG_R=$BENCH_DIR/remote.img LOG=$BENCH_DIR/r.log
-SOCK=$T/nbd.sock CTL=$T/ctl.sock REM_SOCK=$T/rem.sock WAN_SOCK=$T/wan.sock
+IMG_L=$BENCH_DIR/local.img IMG_R=$BENCH_DIR/remote.img LOG=$BENCH_DIR/r.log RX_LOG=$BENCH_DIR/rx.log
+SOCK=$T/nbd.sock CTL=$T/ctl.sock REM_SOCK=$T/rem.sock WAN_SOCK=$T/wan.sock RX_CTL=$T/rxctl.sock
 SRV_PID='' REM_PID='' WAN_PID='' POLL_PID=''
 
 cleanup() {
@@ -90,7 +101,7 @@ cleanup() {
   fs_down >/dev/null 2>&1
   for p in $(jobs -p); do kill -9 "$p" 2>/dev/null; done    # only our own children
   wait 2>/dev/null
-  rm -rf "$T" "$IMG_L" "$IMG_R" "$LOG" "$PG_TMPL"
+  rm -rf "$T" "$IMG_L" "$IMG_R" "$LOG" "$RX_LOG" "$PG_TMPL"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -108,16 +119,24 @@ stop_pid() {     # PID TIMEOUT_S: SIGTERM, SIGKILL after TIMEOUT_S; prints the s
 }
 start_run() {    # TAG MODE LINK WORKLOAD -> SRV_PID REM_PID WAN_PID, or 1
   local tag=$1 link=$3
-  rm -f "$IMG_L" "$IMG_R" "$LOG" "$T"/*.sock "$T"/*.pid
+  rm -f "$IMG_L" "$IMG_R" "$LOG" "$RX_LOG" "$T"/*.sock "$T"/*.pid
   if [ "$4" = pgbench ]; then      # identical copies of the database
     cp --sparse=always "$PG_TMPL" "$IMG_L" && cp --sparse=always "$PG_TMPL" "$IMG_R" || return 1
   else
     truncate -s "$SIZE_BYTES" "$IMG_L" "$IMG_R" || return 1      # identical (zero) copies
   fi
-  nbdkit -f -U "$REM_SOCK" -P "$T/rem.pid" file "$IMG_R" 2>"$RUN/$tag.remote.log" &
+  if [ "$2" = receiver ]; then
+    # The receiver's device is its local leg less its own label area (1 MiB at the end): one
+    # MiB more than the primary's leg, so that it holds the primary's device and label area.
+    truncate -s "+1M" "$IMG_R" || return 1
+    nbdkit -f -U "$REM_SOCK" -P "$T/rem.pid" "$PLUGIN" receiver=yes log="$RX_LOG" log-size="$RX_LOG_SIZE" \
+      local="$IMG_R" control="$RX_CTL" 2>"$RUN/$tag.remote.log" &
+  else
+    nbdkit -f -U "$REM_SOCK" -P "$T/rem.pid" file "$IMG_R" 2>"$RUN/$tag.remote.log" &
+  fi
   REM_PID=$!; wait_pidfile "$T/rem.pid" $REM_PID || return 1
   "$WAN_EMU" --listen "unix:$WAN_SOCK" --connect "unix:$REM_SOCK" --delay "${DELAY_US}us" --rate "$link" \
-    --stats "$RUN/$tag.wan.stats" --pidfile "$T/wan.pid" 2>"$RUN/$tag.wan.log" &
+    --stats "$RUN/$tag.wan.stats" --pidfile "$T/wan.pid" --down-file "$T/wan.down" 2>"$RUN/$tag.wan.log" &
   WAN_PID=$!; wait_pidfile "$T/wan.pid" $WAN_PID || return 1
   # shellcheck disable=SC2086
   nbdkit -f -U "$SOCK" -P "$T/nbd.pid" "$PLUGIN" log="$LOG" log-size="$LOG_SIZE" local="$IMG_L" \
@@ -129,7 +148,7 @@ start_run() {    # TAG MODE LINK WORKLOAD -> SRV_PID REM_PID WAN_PID, or 1
 stop_run() {     # -> STOP_SECS (the replicator's; it drains at most ~10 s before exiting)
   STOP_SECS=$(stop_pid "$SRV_PID" 60); SRV_PID=''
   stop_pid "$WAN_PID" 10 >/dev/null; WAN_PID=''
-  stop_pid "$REM_PID" 10 >/dev/null; REM_PID=''
+  stop_pid "$REM_PID" 60 >/dev/null; REM_PID=''      # a receiver drains its log to its leg first
 }
 poll_loop() {    # one line per second: time, replctl status JSON, the emulator's stats line
   while :; do
@@ -244,13 +263,18 @@ def one(row):
             modes[m] = modes.get(m, 0) + 1
     n = sum(modes.values())
     r['modes'] = ' '.join('%s %d%%' % (m, round(100 * c / n)) for m, c in sorted(modes.items())) if n else '?'
+    st = [x[1]['sites'][1].get('stream') for x in S if t0 <= x[0] <= t2]
+    if n and any(v is not None for v in st):     # streaming (mode receiver): share of the samples
+        r['modes'] += '; stream %d%%' % round(100 * sum(1 for v in st if v) / len(st))
     e = load_json(os.path.join(run, tag + '.end.json'))
     if e:
         s1 = e['sites'][1]
         r.update(bl_entries=s1['backlog_entries'], bl_bytes=s1['backlog_bytes'], rpo=s1['rpo_seconds'],
                  end_mode=s1['mode'])
+        if s1.get('stream_resumes'):
+            r['modes'] += '; %d stream resumes' % s1['stream_resumes']
     drain = [x for x in S if x[0] >= t1]
-    if caught not in ('', 'timeout') and 'bl_bytes' in r:
+    if caught not in ('', 'timeout') and r.get('bl_bytes'):   # no backlog: no catch-up rate
         secs = max(float(caught), 0.1)
         r['catch_s'] = float(caught)
         r['catch_MBs'] = r['bl_bytes'] / secs / 1e6
@@ -322,16 +346,24 @@ else:
         print(line(r))
     if len(set(r['rep'] for r in R)) > 1:
         print('\nMedians over the repetitions:\n')
-        print('| link | mode | workload | client IOPS | remote entries/s applied | backlog at end (entries) |')
-        print('|---|---|---|---:|---:|---:|')
+        print('| link | mode | workload | client IOPS | remote entries/s applied | remote epochs/s (est.) '
+              '| backlog at end (entries) | backlog at end (MiB) | RPO at end (s) | catch-up rate (MB/s) '
+              '| catch-up rate / link |')
+        print('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
         keys = []
         for r in R:
             if (r['link'], r['mode'], r['wl']) not in keys:
                 keys.append((r['link'], r['mode'], r['wl']))
         for k in keys:
             g = [r for r in R if (r['link'], r['mode'], r['wl']) == k]
-            med = lambda key: f(statistics.median([r[key] for r in g if key in r]) if any(key in r for r in g) else None)
-            print('| %s | %s | %s | %s | %s | %s |' % (k + (med('iops'), med('applied_s'), med('bl_entries'))))
+            for r in g:
+                if 'bl_bytes' in r:
+                    r['bl_mib'] = r['bl_bytes'] / 2**20
+            med = lambda key, fmt='%.0f': f(statistics.median([r[key] for r in g if key in r])
+                                            if any(key in r for r in g) else None, fmt)
+            print('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (k + (
+                med('iops'), med('applied_s'), med('rem_epochs_s'), med('bl_entries'), med('bl_mib', '%.1f'),
+                med('rpo', '%.1f'), med('catch_MBs', '%.2f'), med('catch_link', '%.3fx'))))
 PY
 
 # ---- the link anchor: a plain copy through the emulated link, per link ----
@@ -372,15 +404,21 @@ for rep in $(seq "$REPS"); do
         fi
         poll_loop "$RUN/$tag.wan.stats" >"$RUN/$tag.poll" 2>/dev/null & POLL_PID=$!
         t_start=$(date +%s.%N)
+        rm -f "$T/wan.down"
+        OUT_PID=''
+        [ "$OUTAGE" -gt 0 ] && { { sleep $((RUNTIME - OUTAGE)); touch "$T/wan.down"; } & OUT_PID=$!; }
         if [ "$wl" = pgbench ]; then pg_load "$tag"
         else fio --name="$wl" --ioengine=nbd --uri="nbd+unix:///?socket=$SOCK" --rw=randwrite --bs=4k \
             --iodepth="$qd" --fsync=1 --numjobs=1 --size="$SIZE_BYTES" --time_based --runtime="$RUNTIME" \
             --norandommap --randrepeat=0 --output-format=json --output="$RUN/$tag.json" 2>"$RUN/$tag.fio.err"; fi
         rc=$? t_end=$(date +%s.%N)
+        [ -n "$OUT_PID" ] && { kill "$OUT_PID" 2>/dev/null; wait "$OUT_PID" 2>/dev/null; }
+        rm -f "$T/wan.down"                     # the outage (OUTAGE) ends with the load
         "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.end.json" 2>/dev/null
         caught=$(python3 "$RUN/helpers.py" wait "$REPLCTL" "$CTL" caught-up "$DRAIN_TIMEOUT")
         t_drain=$(date +%s.%N)
         "$REPLCTL" -s "$CTL" status --json >"$RUN/$tag.drained.json" 2>/dev/null
+        [ "$mode" = receiver ] && "$REPLCTL" -s "$RX_CTL" status --json >"$RUN/$tag.rx.json" 2>/dev/null
         kill -USR1 "$WAN_PID"; sleep 0.3; cp "$RUN/$tag.wan.stats" "$RUN/$tag.wan.end"
         kill "$POLL_PID" 2>/dev/null; wait "$POLL_PID" 2>/dev/null
         alive "$SRV_PID" || rc="$rc,server-died"
@@ -410,7 +448,10 @@ export DRAIN_TIMEOUT
   echo "files ($SIZE, identical: initial-sync=false):"
   echo
   echo '```'
-  echo "nbdkit -f -U REM file $IMG_R"
+  case " $MODES " in *" raw "*) echo "nbdkit -f -U REM file $IMG_R                     (mode raw)";; esac
+  case " $MODES " in *" receiver "*)
+    echo "nbdkit -f -U REM $PLUGIN receiver=yes log=$RX_LOG log-size=$RX_LOG_SIZE \\"
+    echo "  local=$IMG_R control=RXCTL       (mode receiver; $IMG_R is SIZE + 1M)";; esac
   echo "wan-emu --listen unix:WAN --connect unix:REM --delay ${DELAY_US}us --rate LINK --stats STATS"
   echo "nbdkit -f -U SOCK $PLUGIN log=$LOG log-size=$LOG_SIZE local=$IMG_L \\"
   echo "  remote=nbd+unix:///?socket=WAN policy=async initial-sync=false control=CTL $R_EXTRA"
@@ -421,6 +462,7 @@ export DRAIN_TIMEOUT
   echo "then the catch-up is watched for at most $DRAIN_TIMEOUT s (until site 1 is in log mode with no"
   echo "backlog), then SIGTERM to the replicator (it drains for at most ~10 s), the emulator, the remote."
   echo "\`replctl status --json\` and the emulator's stats were sampled every second."
+  [ "$OUTAGE" -gt 0 ] && echo "The link was down (the emulator's down file, hold mode) for the last $OUTAGE s of each load: the catch-up starts from that backlog."
   [ -n "$PGNOTE" ] && { echo; echo "$PGNOTE."; }
   [ -n "$ANCHORS" ] && { echo; echo "Link anchor (\`nbdcopy --flush\` of $ANCHOR_SIZE of random data through the emulated link into"
                          echo "\`nbdkit memory\`: what the link carries for a plain copy, start included): $ANCHORS."; }
@@ -440,8 +482,13 @@ export DRAIN_TIMEOUT
   echo
   python3 "$RUN/analyze.py" "$RUN" report
   echo
-  echo "The machine is shared (2 cores; other work ran meanwhile); with REPS=1 every figure is a single"
-  echo "run: read them as orders of magnitude, not for ratios under ~30 %."
+  if [ "$REPS" = 1 ]; then
+    echo "The machine is shared (2 cores; other work ran meanwhile); with REPS=1 every figure is a single"
+    echo "run: read them as orders of magnitude, not for ratios under ~30 %."
+  else
+    echo "The machine is shared (2 cores; other work ran meanwhile): read the medians of the $REPS runs,"
+    echo "not single rows, and no ratio under ~30 %."
+  fi
   echo
   echo "Raw results: $RUN"
 } >"$OUT.tmp" && mv "$OUT.tmp" "$OUT"

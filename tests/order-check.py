@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """order-check.py: check write-order fidelity (guarantee 4) at a remote site.
 
-Usage: order-check.py [--labels-from=BYTES] RECORD LOG [LOG...]
+Usage: order-check.py [--labels-from=BYTES] [--in-order] RECORD LOG [LOG...]
 
 RECORD: what the client did, one write per line (lines starting with '#' are comments):
     EXPORT OFFSET LENGTH BATCH FUA
@@ -28,6 +28,12 @@ Checked per LOG (each site separately):
              export started after the last of those writes finished and finished before
              the first write of batch b started.  A write sent with fua=1 to the remote
              needs no flush of its own.
+             With --in-order (the remote is an nbd-replicator receiver: it logs the
+             requests in the order they arrive and recovers that order, so what it
+             holds is a prefix of what arrived whatever it flushed), this rule is
+             replaced by "final flush": a Flush started after the last client write
+             finished (the primary counts a write as applied only once a flush
+             covers it).
   overlap  : no two overlapping Write/Zero/Trim requests in flight together on one export.
   missing  : every client write reached the remote completely (all of its bytes).
   unmapped : every remote Write/Zero/Trim maps to client writes (nothing else is sent).
@@ -119,7 +125,7 @@ def parse_log(path):
     return reqs, exports, n
 
 
-def check_log(path, record, labels_from=None):
+def check_log(path, record, labels_from=None, in_order=False):
     viol = {}            # kind -> list of messages
 
     def bad(kind, msg):
@@ -248,7 +254,7 @@ def check_log(path, record, labels_from=None):
                         '%s [0x%x] finished (line %d)' % (b, e[0], e[1], wstart[i], w[3], w[0], w[1],
                                                           prev_max[0]))
             # flush: per export, a flush after its last earlier write, done before s_b
-            for exp, (fin, j) in sorted(need.items()):
+            for exp, (fin, j) in ([] if in_order else sorted(need.items())):
                 starts, sufmin = fl_sorted.get(exp, ([], []))
                 k = bisect.bisect_right(starts, fin)
                 if k >= len(starts) or sufmin[k] >= s_b:
@@ -265,6 +271,19 @@ def check_log(path, record, labels_from=None):
                 exp = record[i][0]
                 if exp not in need or wfinish[i] > need[exp][0]:
                     need[exp] = (wfinish[i], i)
+
+    if in_order and prev_max is not None:
+        # final flush: per export, one started after its last client write finished
+        last = {}
+        for i, w in enumerate(record):
+            if wfinish[i] is not None and (w[0] not in last or wfinish[i] > last[w[0]][0]):
+                last[w[0]] = (wfinish[i], i)
+        for exp, (fin, j) in sorted(last.items()):
+            starts = fl_sorted.get(exp, ([], []))[0]
+            if not starts or starts[-1] < fin:
+                w = record[j]
+                bad('flush', 'no Flush on %s after its last client write [0x%x] (batch %d) finished '
+                    '(line %d)' % (exp, w[1], w[3], fin))
 
     nflush = sum(len(v) for v in flushes.values())
     nviol = sum(len(v) for v in viol.values())
@@ -289,15 +308,19 @@ def check_log(path, record, labels_from=None):
 def main():
     args = sys.argv[1:]
     labels_from = None
+    in_order = False
     if args and args[0].startswith('--labels-from='):
         labels_from = int(args.pop(0).split('=', 1)[1], 0)
+    if args and args[0] == '--in-order':
+        in_order = True
+        args.pop(0)
     if len(args) < 2:
         print(__doc__.split('\n\n')[1], file=sys.stderr)
         return 2
     record = load_record(args[0])
     total = 0
     for path in args[1:]:
-        total += check_log(path, record, labels_from)
+        total += check_log(path, record, labels_from, in_order)
     return 1 if total else 0
 
 
