@@ -14,7 +14,7 @@
 #      nbdinfo shows it; the primary's leg to a receiver says receiver true and its site
 #      streams; to a plain `nbdkit file` both are false (the old path: data equal after
 #      catch-up)
-#   b. fio 4k randwrite, fsync=1, QD1 for RX_RUNTIME [10] s: the site is in log mode in
+#   b. fio 4k randwrite, fsync=1, QD1 for RX_RUNTIME [6] s: the site is in log mode in
 #      every status sample, streams in every sample; the remote applied more epochs than
 #      the link allows with a round trip per epoch (window / RTT + 1: a lower bound that
 #      follows from the configured delay); after catch-up the primary's device equals the
@@ -56,7 +56,7 @@ RTT_S=$(python3 -c "print($DELAY_MS * 2 / 1000)")
 MIB=$((1 << 20))
 P_LEG=$((65 * MIB)) DEV=$((64 * MIB))
 RX_LEG=$((67 * MIB)) RX_DEV=$((66 * MIB))
-RUNTIME=${RX_RUNTIME:-10}
+RUNTIME=${RX_RUNTIME:-6}
 CHECK="$TESTDIR/order-check.py"
 
 # What status says about streaming (issue 16), in one place.  Site 1 of the primary, and
@@ -389,7 +389,7 @@ if want g; then
   # fio over 1 MiB (256 blocks, each rewritten many times): a stale write that landed would
   # leave an old version of its block at the receiver
   fio --name=w --ioengine=nbd --uri="$(uri g-p)" --rw=randwrite --bs=4k --iodepth=4 --fsync=4 \
-    --size=1M --time_based --runtime=8 --randrepeat=0 --output-format=json \
+    --size=1M --time_based --runtime=5 --randrepeat=0 --output-format=json \
     --output="$T/g-p.fio.json" 2>"$T/g-p.fio.err" &
   FIO_PID=$!
   sleep 2
