@@ -223,6 +223,26 @@ coalesce_queued_overlaps (struct worker *w, const struct leg *l, uint64_t off, u
   return false;
 }
 
+/* Entry seq ([off, off + len) of device d) leaves d's read index if this
+ * site serves d's reads (site 0: the local leg; a remote one while the
+ * local leg is out of service).  The lock of the device last touched is
+ * kept in *locked (one lock per device per batch, not per entry). */
+static void
+unindex (struct worker *w, struct vdev **locked, struct vdev *d, uint64_t off, uint64_t len,
+         uint64_t seq)
+{
+  if (__atomic_load_n (&d->read_site, __ATOMIC_RELAXED) != w->site->id)
+    return;
+  if (d != *locked) {
+    if (*locked)
+      pthread_mutex_unlock (&(*locked)->ov_lock);
+    pthread_mutex_lock (&d->ov_lock);
+    *locked = d;
+  }
+  if (d->read_site == w->site->id && !(d->read_site == 0 && d->local_out))
+    overlay_remove (d->ov, off, off + len, seq);
+}
+
 /* The run's entries leave the read index of the devices this site serves
  * (it took over the reads while the run was under way: the index then got
  * every entry after done, those of pieces completed before too, and those
@@ -236,20 +256,8 @@ run_unindex (struct worker *w)
 
   for (seq = w->co.first; seq <= w->co.last; seq++) {
     const struct rl_desc *e = replog_desc (w->r->rl, seq);
-    struct vdev *d;
-    if (e->seq != seq || e->op == RL_OP_BARRIER || e->device >= w->r->ndevs)
-      continue;
-    d = &w->r->devs[e->device];
-    if (__atomic_load_n (&d->read_site, __ATOMIC_RELAXED) != w->site->id)
-      continue;
-    if (d != locked) {
-      if (locked)
-        pthread_mutex_unlock (&locked->ov_lock);
-      pthread_mutex_lock (&d->ov_lock);
-      locked = d;
-    }
-    if (d->read_site == w->site->id && !(d->read_site == 0 && d->local_out))
-      overlay_remove (d->ov, e->offset, e->offset + e->length, seq);
+    if (e->seq == seq && e->op != RL_OP_BARRIER && e->device < w->r->ndevs)
+      unindex (w, &locked, &w->r->devs[e->device], e->offset, e->length, seq);
   }
   if (locked)
     pthread_mutex_unlock (&locked->ov_lock);
@@ -509,21 +517,10 @@ finish_batch (struct worker *w)
   uint64_t bytes = 0;
   unsigned i;
 
-  /* The site whose leg serves a device's reads (site 0: the local leg;
-   * a remote one while the local leg is out of service) trims its index. */
-  for (i = 0; i < w->nfin; i++) {
-    struct vdev *d = w->fin[i].leg->dev;
-    if (w->fin[i].marker || __atomic_load_n (&d->read_site, __ATOMIC_RELAXED) != w->site->id)
-      continue;
-    if (d != locked) {
-      if (locked)
-        pthread_mutex_unlock (&locked->ov_lock);
-      pthread_mutex_lock (&d->ov_lock);
-      locked = d;
-    }
-    if (d->read_site == w->site->id && !(d->read_site == 0 && d->local_out))
-      overlay_remove (d->ov, w->fin[i].off, w->fin[i].off + w->fin[i].len, w->fin[i].seq);
-  }
+  /* The site whose leg serves a device's reads trims its index. */
+  for (i = 0; i < w->nfin; i++)
+    if (!w->fin[i].marker)
+      unindex (w, &locked, w->fin[i].leg->dev, w->fin[i].off, w->fin[i].len, w->fin[i].seq);
   if (locked)
     pthread_mutex_unlock (&locked->ov_lock);
   for (i = 0; i < w->nfin; i++) {

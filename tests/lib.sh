@@ -61,6 +61,13 @@ requires() {
 }
 requires_root() { [ "$(id -u)" = 0 ] || { echo "SKIP: needs root"; exit 77; }; }
 requires_python_nbd() { python3 -c 'import nbd' 2>/dev/null || { echo "SKIP: python3 has no nbd module"; exit 77; }; }
+# requires_hold_filter: the test filter tests/hold-filter.c (make check builds it), in
+# $HOLD_FILTER; wait_file PATH TIMEOUT_S: until PATH exists (the filter's controls)
+requires_hold_filter() {
+  : "${HOLD_FILTER:=$_bld/tests/.libs/nbdkit-hold-filter.so}"
+  [ -e "$HOLD_FILTER" ] || die "the test filter $HOLD_FILTER is not built (make check builds it)"
+}
+wait_file() { local i; for i in $(seq $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
 
 # Assertion helpers: a failed check is counted and reported; `finish` sets the exit status.
 ok()   { echo "ok:   $*"; }

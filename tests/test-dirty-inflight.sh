@@ -16,14 +16,12 @@ set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdsh nbdcopy cmp
 requires_python_nbd
-: "${HOLD_FILTER:=$_bld/tests/.libs/nbdkit-hold-filter.so}"
-[ -e "$HOLD_FILTER" ] || die "the test filter $HOLD_FILTER is not built (make check builds it)"
+requires_hold_filter
 
 SIZE=32M
 RS=65536
 X=$((3 * 1048576))
 A=$((0xAA)) B=$((0xBB))
-wait_file() { local i; for i in $(seq $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
 cleanup_hook() { [ -d "$T/h" ] && touch "$T/h/release"; }
 
 n=d h="$T/h"

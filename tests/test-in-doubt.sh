@@ -26,8 +26,7 @@ set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdsh nbdcopy cmp
 requires_python_nbd
-: "${HOLD_FILTER:=$_bld/tests/.libs/nbdkit-hold-filter.so}"
-[ -e "$HOLD_FILTER" ] || die "the test filter $HOLD_FILTER is not built (make check builds it)"
+requires_hold_filter
 
 SIZE=16M
 RS=65536                 # region size of the dirty log (and of the writes here)
@@ -45,8 +44,6 @@ case_end_b_at_x() {
   check "$n: nbdkit exited 0 on SIGTERM (rc $rc)" test $rc -eq 0
   check "$n: no sanitizer reports" sanitizer_clean "$n"
 }
-# wait_file PATH TIMEOUT_S
-wait_file() { local i; for i in $(seq $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
 
 A=$((0xAA)) B=$((0xBB))
 LOOPS=()
