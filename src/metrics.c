@@ -222,6 +222,15 @@ link_metrics (struct buf *b, json_object *sites)
   per_site (b, sites, "site_coalesced_entries", "counter",
             "Log entries not sent at all: later entries of the same epoch overwrote them.",
             "coalesced_entries", false);
+  per_site (b, sites, "site_stream", "gauge",
+            "1 while the site streams to a receiver (no round trip per epoch), else 0.",
+            "stream", false);
+  per_site (b, sites, "site_stream_records", "counter",
+            "Stream records sent to the site's receiver (one per epoch).",
+            "stream_records", false);
+  per_site (b, sites, "site_stream_resumes", "counter",
+            "Connections to the site's receiver that started again after its stream record.",
+            "stream_resumes", false);
   per_site_known (b, sites, "site_link_bytes_per_second",
                   "Bytes per second the site's connections carried over the last 5 s.",
                   "link_bytes_per_second");

@@ -184,6 +184,9 @@ EOF
     --name=w --ioengine=nbd --uri="$(uri a-p)" --rw=randwrite --bs=4k --iodepth=8 --size=8M \
     --end_fsync=1 --randrepeat=0
   same a-p a-rx "a (receiver)"
+  m=$("$REPLCTL" -s "$T/a-p.ctl" metrics)
+  check "a: metrics: site 1 streams, stream records sent" \
+    test "$(echo "$m" | grep -c -e '^nbd_replicator_site_stream{site="1"} 1$' -e '^nbd_replicator_site_stream_records_total{site="1"} [1-9]')" = 2
   stop_pair a-p a-rx "a (receiver)"
   wan_stop a-w
 
