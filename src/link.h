@@ -48,6 +48,7 @@ struct link_info {
    * this device and generation; 0 if none). */
   bool stream;
   uint64_t stream_off, stream_seq;
+  uint32_t stream_len;           /* bytes of a record write */
 };
 
 #define LINK_RECEIVER_DESCRIPTION "nbd-replicator receiver; protocol 1"

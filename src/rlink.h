@@ -50,6 +50,7 @@ struct rlink {
   uint64_t down_since_ns;
   uint64_t connects, drops;      /* connections made, connections lost */
   bool receiver;                 /* the connected remote is a receiver (atomic: status) */
+  uint64_t last_answer_ns;       /* the worker's: an answer of this connection last came */
   uint64_t poll_tag;             /* armed POLL_ADD, 0 = none */
   int armed_fd, armed_ev;
 

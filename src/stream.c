@@ -24,15 +24,23 @@
 
 #define STREAM_IO_TIMEOUT_NS (UINT64_C (30) * 1000000000)
 
+uint32_t
+stream_io_len (uint32_t block_size)
+{
+  if (block_size <= STREAM_REC_SIZE)
+    return STREAM_REC_SIZE;
+  return block_size <= STREAM_IO_MAX ? block_size : 0;
+}
+
 uint64_t
-stream_record_off (const struct leg *l, uint64_t leg_size)
+stream_record_off (const struct leg *l, uint64_t leg_size, uint32_t io_len)
 {
   uint64_t off = l->dev->size, bitmap;
 
-  if (l->lb.where != LABEL_END || leg_size < LBL_COPIES)
+  if (l->lb.where != LABEL_END || leg_size < LBL_COPIES || !io_len || off % io_len)
     return 0;
   bitmap = lbl_bitmap_bytes (l->dev->size, (uint32_t) l->cfg->dirty_log.region_size);
-  if (lbl_base_end (leg_size) < bitmap || off + STREAM_REC_SIZE > lbl_base_end (leg_size) - bitmap)
+  if (lbl_base_end (leg_size) < bitmap || off + io_len > lbl_base_end (leg_size) - bitmap)
     return 0;
   return off;
 }
@@ -44,13 +52,13 @@ rec_crc (const struct stream_rec *r)
 }
 
 void
-stream_record (void *buf, const struct vdev *d, uint64_t seq, uint64_t time_ns)
+stream_record (void *buf, uint32_t io_len, const struct vdev *d, uint64_t seq, uint64_t time_ns)
 {
   struct stream_rec *r = buf;
   const struct replog_identity *id = &d->r->rec.identity;
   struct timespec ts;
 
-  memset (r, 0, sizeof *r);
+  memset (buf, 0, io_len);
   memcpy (r->magic, STREAM_MAGIC, 8);
   r->version = 1;
   r->size = STREAM_REC_SIZE;
@@ -86,6 +94,7 @@ stream_check (void *opaque, void *conn, const struct link_ops *ops, struct link_
 {
   struct leg *l = opaque;
   struct stream_rec *rec;
+  uint32_t io_len = stream_io_len (info->block_size);
   uint64_t off;
   int rc;
 
@@ -95,13 +104,13 @@ stream_check (void *opaque, void *conn, const struct link_ops *ops, struct link_
     return rc;
   if (!info->receiver || getenv ("NBD_REPLICATOR_NO_STREAM") || !ops->fence || !ops->pread)
     return 0;
-  if (!(off = stream_record_off (l, info->size))) {
+  if (!(off = stream_record_off (l, info->size, io_len))) {
     rep_info ("device '%s': site %u: %s is a receiver, but the leg has no room for the stream "
-              "record (label=end and 4 KiB before the label's bitmap are needed): a round trip "
+              "record (label=end and one block before the label's bitmap are needed): a round trip "
               "per epoch", l->dev->name, l->site, l->link.shown);
     return 0;
   }
-  rc = ops->fence (conn, off, STREAM_REC_SIZE, mono_ns () + STREAM_IO_TIMEOUT_NS);
+  rc = ops->fence (conn, off, STREAM_FENCE_LEN, mono_ns () + STREAM_IO_TIMEOUT_NS);
   if (rc == -EOPNOTSUPP) {
     rep_info ("device '%s': site %u: %s says it is a receiver but takes no NBD CACHE (the "
               "fence): a round trip per epoch", l->dev->name, l->site, l->link.shown);
@@ -111,11 +120,11 @@ stream_check (void *opaque, void *conn, const struct link_ops *ops, struct link_
     snprintf (err, errlen, "fencing the receiver's older connections: %s", strerror (-rc));
     return -1;
   }
-  if (posix_memalign ((void **) &rec, 4096, sizeof *rec) != 0) {
+  if (posix_memalign ((void **) &rec, 4096, io_len) != 0) {
     snprintf (err, errlen, "out of memory for the stream record");
     return -1;
   }
-  rc = ops->pread (conn, rec, STREAM_REC_SIZE, off, mono_ns () + STREAM_IO_TIMEOUT_NS);
+  rc = ops->pread (conn, rec, io_len, off, mono_ns () + STREAM_IO_TIMEOUT_NS);
   if (rc < 0) {
     snprintf (err, errlen, "reading the receiver's stream record: %s", strerror (-rc));
     free (rec);
@@ -123,6 +132,7 @@ stream_check (void *opaque, void *conn, const struct link_ops *ops, struct link_
   }
   info->stream = true;
   info->stream_off = off;
+  info->stream_len = io_len;
   info->stream_seq = record_seq (rec, l->dev);
   free (rec);
   return 0;

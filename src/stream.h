@@ -6,7 +6,8 @@
  * flushed there.  After each epoch's entries it writes a stream record: one
  * block at record_off of the leg (the first 4 KiB after the device's data,
  * inside this leg's label area: label=end only, and only with room before
- * the label's bitmap), saying "every entry <= seq of this group, device and
+ * the label's bitmap; 512 bytes, or one block of a remote whose smallest
+ * write is larger), saying "every entry <= seq of this group, device and
  * generation came before me".  What the receiver holds is a prefix of the
  * stream, so its last record says exactly which epochs it has whole; the
  * entries after that belong to one open epoch, which may be sent again.
@@ -27,7 +28,10 @@
 #include "link.h"
 
 #define STREAM_MAGIC      "NBDRSTRM"     /* a record */
-#define STREAM_REC_SIZE   4096u          /* a record; a fence's CACHE length */
+#define STREAM_REC_SIZE   512u           /* a record (written as one block of the
+                                            leg: STREAM_IO_MAX at most, zero-padded) */
+#define STREAM_IO_MAX     4096u          /* the largest record write */
+#define STREAM_FENCE_LEN  4096u          /* a fence's CACHE length */
 
 struct stream_rec {
   char     magic[8];            /*  0 STREAM_MAGIC */
@@ -39,22 +43,27 @@ struct stream_rec {
   uint64_t seq;                 /* 56 every entry <= seq came before this record */
   uint64_t time_ns;             /* 64 CLOCK_REALTIME when entry seq was logged (0 unknown) */
   uint64_t written_ns;          /* 72 CLOCK_REALTIME of the send */
-  uint8_t  reserved[4092 - 80]; /* 80 zero */
-  uint32_t crc;                 /* 4092 crc32c of bytes 0..4091 */
+  uint8_t  reserved[508 - 80];  /* 80 zero */
+  uint32_t crc;                 /* 508 crc32c of bytes 0..507 */
 };
-_Static_assert (sizeof (struct stream_rec) == STREAM_REC_SIZE, "stream record is 4096 bytes");
+_Static_assert (sizeof (struct stream_rec) == STREAM_REC_SIZE, "stream record is 512 bytes");
 
 struct leg;
 struct vdev;
 
+/* The size of a record write to a remote whose smallest write is
+ * block_size: STREAM_REC_SIZE, or one block (0: too large a block). */
+uint32_t stream_io_len (uint32_t block_size);
+
 /* Where the leg's stream record goes for a remote of leg_size bytes: the
- * device's size, if the leg has an end label with room for the record
- * before the label's bitmap; 0 if it cannot stream. */
-uint64_t stream_record_off (const struct leg *l, uint64_t leg_size);
+ * device's size, if the leg has an end label with room for a record write
+ * of io_len bytes before the label's bitmap; 0 if it cannot stream. */
+uint64_t stream_record_off (const struct leg *l, uint64_t leg_size, uint32_t io_len);
 
 /* Compose the record for seq (logged at time_ns, CLOCK_REALTIME) into buf
- * (STREAM_REC_SIZE bytes). */
-void stream_record (void *buf, const struct vdev *d, uint64_t seq, uint64_t time_ns);
+ * (io_len bytes: the record, then zeroes). */
+void stream_record (void *buf, uint32_t io_len, const struct vdev *d, uint64_t seq,
+                    uint64_t time_ns);
 
 /* The rlink check hook of a remote leg (opaque: the leg): the label check
  * (leglabel_check_remote), then, for a receiver with room for the record,

@@ -179,6 +179,7 @@ remote_flush_done (void *opaque, int res)
   if (!l->ckpt_pending || l->ckpt_gen != l->link.gen)
     return;
   l->ckpt_pending = 0;
+  l->link.last_answer_ns = mono_ns ();
   if (res < 0 && !link_conn_error (res)) {
     /* The remote could not make its cache durable: what the flush was to
      * cover may be gone with it (a dropped cache, a writeback error).  Send

@@ -273,9 +273,11 @@ struct wk_stream {
   bool on;                         /* streaming on the current connection */
   struct leg *leg;                 /* ... to this leg */
   uint64_t off;                    /* the record's offset on the leg */
+  uint32_t len;                    /* ... and the size of its writes */
   bool resume;                     /* at the rewind: start after resume_seq */
   uint64_t resume_seq;
-  uint8_t *rec;                    /* STREAM_RECS record buffers, in turn */
+  uint8_t *rec;                    /* STREAM_RECS record buffers (STREAM_IO_MAX
+                                      bytes each), in turn */
   unsigned nrec, rec_next;         /* in flight; the next buffer */
   bool parked;                     /* the newest request waits for the rate */
   uint64_t covered;                /* a flush covered every entry <= this */

@@ -91,6 +91,7 @@ remote_done (void *opaque, int res)
   if (!io->active || !io->sent || io->gen != io->leg->link.gen)
     return;                                /* an old connection's answer */
   io->sent = false;
+  io->leg->link.last_answer_ns = mono_ns ();
   if (res >= 0) {
     w->rt.sent += io->wire;
     __atomic_add_fetch (&w->site->link_bytes, io->wire, __ATOMIC_RELAXED);
@@ -142,7 +143,7 @@ stream_adopt (struct worker *w, struct leg *l)
   if (!info->stream || w->nremote != 1)
     return;
   if (!w->st.rec && posix_memalign ((void **) &w->st.rec, 4096,
-                                    (size_t) STREAM_RECS * STREAM_REC_SIZE) != 0) {
+                                    (size_t) STREAM_RECS * STREAM_IO_MAX) != 0) {
     w->st.rec = NULL;
     rep_error ("site %u: out of memory for stream records: a round trip per epoch", w->site->id);
     return;
@@ -151,6 +152,7 @@ stream_adopt (struct worker *w, struct leg *l)
   w->st.on = true;
   w->st.leg = l;
   w->st.off = info->stream_off;
+  w->st.len = info->stream_len;
   w->st.resume = true;
   w->st.resume_seq = info->stream_seq;
   w->rw.pending = true;
@@ -227,11 +229,11 @@ stream_barrier (struct worker *w, uint64_t seq, uint64_t time_ns)
   if (idx == w->nlog)
     return false;
   w->slot_hint = idx + 1;
-  buf = w->st.rec + (size_t) (w->st.rec_next++ % STREAM_RECS) * STREAM_REC_SIZE;
-  stream_record (buf, l->dev, seq, time_ns);
+  buf = w->st.rec + (size_t) (w->st.rec_next++ % STREAM_RECS) * STREAM_IO_MAX;
+  stream_record (buf, w->st.len, l->dev, seq, time_ns);
   w->io[idx] = (struct wio) {
     .active = true, .seq = seq, .leg = l, .op = RL_OP_WRITE,
-    .off = w->st.off, .len = STREAM_REC_SIZE, .buf = buf, .w = w, .marker = true,
+    .off = w->st.off, .len = w->st.len, .buf = buf, .w = w, .marker = true,
   };
   w->ninflight++;
   w->st.nrec++;
@@ -256,6 +258,7 @@ void
 link_adopted (struct worker *w, struct leg *l)
 {
   __atomic_store_n (&l->link.receiver, l->link.info.receiver, __ATOMIC_RELAXED);
+  l->link.last_answer_ns = mono_ns ();
   stream_adopt (w, l);
 }
 
@@ -482,13 +485,19 @@ links_service (struct worker *w, uint64_t now)
       link_down (w, l, true, "its label changed under the connection: checked again");
       continue;
     }
-    /* Deadlines: a request (or flush) outstanding too long. */
+    /* Deadlines: a request (or flush) outstanding too long.  Streaming,
+     * the receiver answers in order and a deep pipeline waits in the
+     * link's queue: a request is late only once no answer at all came for
+     * request_timeout (else an epoch larger than what the link carries in
+     * that time would be given up and sent again for ever). */
     for (j = 0; j < w->nio && k->up; j++) {
       struct wio *io = &w->io[j];
-      if (io->active && io->leg == l && io->sent && since (now, io->sent_ns) > deadline)
+      if (io->active && io->leg == l && io->sent && since (now, io->sent_ns) > deadline &&
+          !(w->st.on && since (now, k->last_answer_ns) <= deadline))
         link_down (w, l, true, "no answer within request_timeout");
     }
-    if (k->up && l->ckpt_pending && since (now, l->ckpt_sent_ns) > deadline)
+    if (k->up && l->ckpt_pending && since (now, l->ckpt_sent_ns) > deadline &&
+        !(w->st.on && since (now, k->last_answer_ns) <= deadline))
       link_down (w, l, true, "flush not answered within request_timeout");
     if (!k->up)
       continue;
