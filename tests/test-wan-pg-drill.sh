@@ -24,7 +24,8 @@
 # to $DRILL_FIGURES (key=value lines) when set: bench/wan-pg-drill.sh runs this for 5 minutes.
 # Environment: DRILL_DURATION (s of pgbench, default 40), DRILL_FREEZES (3), DRILL_SCALE
 # (pgbench -i -s, 5), DRILL_CLIENTS (4), DRILL_LEG (each leg, 1G), DRILL_WAN_DELAY (one way,
-# 10ms), DRILL_WAN_RATE (100M, bit/s), DRILL_SEED (the random moments; printed).
+# 10ms), DRILL_WAN_RATE (100M, bit/s), DRILL_SEED (the random moments; printed),
+# DRILL_REQUEST_TIMEOUT (the primary's request-timeout, 60s; see below).
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdfuse losetup mkfs.ext4 mountpoint setpriv flock fusermount3
@@ -47,9 +48,16 @@ WAN_DELAY=${DRILL_WAN_DELAY:-10ms}
 WAN_RATE=${DRILL_WAN_RATE:-100M}
 SEED=${DRILL_SEED:-$RANDOM}
 FIGURES=${DRILL_FIGURES:-}
+# The primary's disconnect-timeout is 2 s (a frozen DR site is back within seconds), but its
+# request-timeout stays 60 s, the plugin's default for the default disconnect-timeout: a
+# streaming site has up to 1024 requests in flight, and the last of a burst (pgbench -i, a
+# checkpoint) waits for the bytes before it to cross the link (50 MB are 4 s at 100 Mbit/s).
+# With the plugin's 4 s for a 2 s disconnect-timeout, the connection is aborted and the stream
+# resumes after the last whole epoch, again and again (see tests/test-stream-big-epoch.sh).
+REQUEST_TIMEOUT=${DRILL_REQUEST_TIMEOUT:-60s}
 [ "$DURATION" -ge $((FREEZES * 8)) ] 2>/dev/null ||
   hard_error "DRILL_DURATION ($DURATION) must be a number of seconds >= 8 per freeze (DRILL_FREEZES=$FREEZES)"
-echo "  pgbench $DURATION s (-s $SCALE, $CLIENTS clients), $FREEZES freezes (seed $SEED), WAN $WAN_DELAY each way at $WAN_RATE bit/s"
+echo "  pgbench $DURATION s (-s $SCALE, $CLIENTS clients), $FREEZES freezes (seed $SEED), WAN $WAN_DELAY each way at $WAN_RATE bit/s, request-timeout $REQUEST_TIMEOUT"
 
 chmod 755 "$T"                  # postgres must reach its data directory and socket
 mkdir -p "$T/mnt" "$T/pgsock"
@@ -128,7 +136,8 @@ cleanup_hook() {
 # ---- the sites ---------------------------------------------------------------------------
 R=(log="$T/r.rlog" log-size=256M local="$T/r.img" receiver=yes control="$T/r.ctl")
 P=(log="$T/p.rlog" log-size=1G local="$T/p.img" remote="$(wan_uri w)" policy=async
-   initial-sync=false disconnect-timeout=2s control="$T/p.ctl")
+   initial-sync=false disconnect-timeout=2s control="$T/p.ctl"
+   request-timeout="$REQUEST_TIMEOUT")
 start_replicator r "${R[@]}" || hard_error "the receiver does not start"
 wan_start w "$T/r.sock" "$WAN_DELAY" "$WAN_RATE" || hard_error "the WAN emulator does not start"
 start_replicator p "${P[@]}" || hard_error "the primary does not start"
@@ -162,7 +171,7 @@ with open(out, "w") as f:
                                 "backlog_bytes": s["backlog_bytes"], "rpo": s["rpo_seconds"],
                                 "resumes": s["stream_resumes"], "records": s["stream_records"],
                                 "sent": s.get("link_bytes_sent"), "in_doubt": l.get("in_doubt_regions"),
-                                "dirty": l.get("dirty_regions")}) + "\n")
+                                "dirty": l.get("dirty_regions"), "drops": l.get("drops")}) + "\n")
         f.flush()
         time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
 PY
@@ -281,6 +290,7 @@ for name, part in (("init", [s for s in S if s["mono"] < tb0]), ("run", [s for s
     print("%s_rpo_max_s=%.2f" % (name, r[-1]))
     print("%s_links=%s" % (name, ",".join(sorted(set(s["link"] for s in part)))))
     print("%s_resumes=%d" % (name, part[-1]["resumes"] - part[0]["resumes"]))
+    print("%s_drops=%d" % (name, part[-1]["drops"] - part[0]["drops"]))
     if len(part) > 1 and part[-1]["sent"] is not None:
         print("%s_link_MBps=%.2f" % (name, (part[-1]["sent"] - part[0]["sent"]) / (part[-1]["mono"] - part[0]["mono"]) / 1e6))
 PY
