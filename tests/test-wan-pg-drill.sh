@@ -200,6 +200,8 @@ print(" ".join("%.1f" % (i * slot + rng.uniform(3, slot - 5)) for i in range(n))
 echo "== pgbench -T $DURATION; the DR site is frozen at $MOMENTS s"
 S0=$(st p "$S1['applied_seq']"); RES0=$(st p "$S1['stream_resumes']")
 TB0=$(python3 -c 'import time; print(time.monotonic())')
+sectors() { awk '{print $7}' "/sys/block/${LOOP#/dev/}/stat"; }   # written through the loop device
+W0=$(sectors); U0=$(wan_stat w up_written)
 pgbench -c "$CLIENTS" -j 2 -T "$DURATION" -n >"$T/bench.out" 2>&1 &
 BENCH=$!
 # freeze N: the DR site crashes; its files are copied to $T/fzN; the receiver comes back
@@ -231,6 +233,7 @@ else
 fi
 BENCH=
 TB1=$(python3 -c 'import time; print(time.monotonic())')
+W1=$(sectors); U1=$(wan_stat w up_written)
 S1END=$(st p "$S1['applied_seq']")
 invariants "the primary after pgbench"
 
@@ -305,6 +308,8 @@ check "no dirty regions on the site's leg (max $(fv max_dirty))" test "$(fv max_
 check "status answered every poll ($(fv status_errors) errors)" test "$(fv status_errors)" = 0
 APS=$(python3 -c 'import sys; print("%.0f" % ((int(sys.argv[2]) - int(sys.argv[1])) / (float(sys.argv[4]) - float(sys.argv[3]))))' "$S0" "$S1END" "$TB0" "$TB1")
 echo "  entries applied at the site during pgbench: $((S1END - S0)) ($APS/s)"
+WRITTEN=$(( (W1 - W0) * 512 )); UP=$((U1 - U0))
+echo "  written by the file system during pgbench: $WRITTEN bytes; sent over the WAN to the DR site: $UP bytes ($(python3 -c 'import sys; print("%.2f" % (int(sys.argv[2]) / max(1, int(sys.argv[1]))))' "$WRITTEN" "$UP")x)"
 echo "  WAN: $(tr ' ' '\n' <"$T/w.wan.stats" | grep -E '^(up_written|down_written|connections|active)=' | tr '\n' ' ')"
 echo "  receiver: log $(st r "'%d entries now, durable seq %d' % (j['log']['entries'], j['log']['durable_seq'])")"
 
@@ -337,7 +342,7 @@ done
 stop_replicator r || fail "the receiver's stop"
 wan_stop w || fail "the WAN emulator's stop"
 if [ -n "$FIGURES" ]; then
-  { echo "$FIG"; echo "applied_per_s=$APS"; echo "applied_entries=$((S1END - S0))"; echo "duration=$DURATION"
+  { echo "$FIG"; echo "applied_per_s=$APS"; echo "applied_entries=$((S1END - S0))"; echo "written_bytes=$WRITTEN"; echo "wan_up_bytes=$UP"; echo "duration=$DURATION"
     echo "scale=$SCALE"; echo "clients=$CLIENTS"; echo "wan=$WAN_DELAY,$WAN_RATE"; echo "seed=$SEED"; echo "moments=$MOMENTS"
     echo "failures=$FAILURES"; } >"$FIGURES"
   cp "$T/poll.trace" "$FIGURES.trace" 2>/dev/null
