@@ -115,6 +115,7 @@ invariants() {                  # invariants WHERE: the sums agree
                   (select sum(bbalance) from pgbench_branches), (select coalesce(sum(delta), 0) from pgbench_history),
                   (select count(*) from pgbench_history)" 2>&1)
   echo "  $1: sums accounts|tellers|branches|history, history rows: $r"
+  ROWS=$(cut -s -d'|' -f5 <<<"$r")
   check "$1: pgbench's invariants hold" python3 -c '
 import sys; v = sys.argv[1].split("|"); sys.exit(not (len(v) == 5 and v[0] == v[1] == v[2] == v[3]))' "$r"
 }
@@ -210,9 +211,10 @@ freeze() {
   before=$(st p "'durable %d, applied %d, backlog %d entries / %d bytes, rpo %.2f s, mode %s, link %s' % (j['log']['durable_seq'], $S1['applied_seq'], $S1['backlog_entries'], $S1['backlog_bytes'], $S1['rpo_seconds'], $S1['mode'], $S1['link'])")
   kill9_replicator r
   for i in $(seq 200); do      # its I/O still in flight ends before its locks go
-    flock -n -x "$T/r.rlog" true && flock -n -x "$T/r.img" true && break
+    flock -n -x "$T/r.rlog" true && flock -n -x "$T/r.img" true && { i=free; break; }
     sleep 0.05
   done
+  [ "$i" = free ] || fail "freeze $n: the killed receiver's files are still locked after 10 s"
   mkdir -p "$d"
   cp --sparse=never "$T/r.rlog" "$d/" && cp --sparse=always "$T/r.img" "$d/" || fail "freeze $n: copying the receiver's files"
   echo "  freeze $n at $(python3 -c 'import sys, time; print("%.1f" % (time.monotonic() - float(sys.argv[1])))' "$TB0") s (receiver killed; primary just before: $before)"
@@ -315,6 +317,7 @@ echo "  receiver: log $(st r "'%d entries now, durable seq %d' % (j['log']['entr
 
 # ---- the frozen copies ---------------------------------------------------------------------
 stop_replicator p || fail "the primary's stop"
+PREV=0
 for n in $(seq "$FREEZES"); do
   d=$T/fz$n
   [ -e "$d/r.rlog" ] || { fail "copy $n was not made"; continue; }
@@ -328,6 +331,9 @@ for n in $(seq "$FREEZES"); do
     if pg_start; then
       echo "  PostgreSQL: $(grep -iE 'redo done|database system was (interrupted|not properly)' "$T/pgsock/server.log" | tail -2 | cut -c1-120 | tr '\n' ' ')"
       invariants "copy $n"
+      check "copy $n holds pgbench's work up to its moment: $ROWS history rows (> 0, >= the copy before: $PREV)" \
+        test "${ROWS:-0}" -gt 0 -a "${ROWS:-0}" -ge "$PREV"
+      PREV=${ROWS:-0}
       pg_stop || fail "copy $n: PostgreSQL stop"
     else
       fail "copy $n: PostgreSQL does not recover"
