@@ -50,7 +50,9 @@ requires_python_nbd
 fio --enghelp 2>/dev/null | grep -qw nbd || { echo "SKIP: fio has no nbd engine"; exit 77; }
 [ -x "$WAN_EMU" ] || hard_error "the WAN emulator $WAN_EMU is not built (make check builds it)"
 
-CASES=${RX_CASES:-"a b c d e f g h"}
+# Under the sanitizers (CI's second build) the cases with code paths of their own: the loads
+# of b, c and f run the same streaming code as d and g, minutes longer there.
+if [ "$SANITIZERS" = yes ]; then CASES=${RX_CASES:-"a d e g h"}; else CASES=${RX_CASES:-"a b c d e f g h"}; fi
 DELAY_MS=10
 RTT_S=$(python3 -c "print($DELAY_MS * 2 / 1000)")
 MIB=$((1 << 20))
