@@ -367,7 +367,7 @@ refused (void *handle)
   return -1;
 }
 
-/* A receiver takes NBD CACHE requests: one of STREAM_REC_SIZE bytes is a
+/* A receiver takes NBD CACHE requests: one of STREAM_FENCE_LEN bytes is a
  * stream's fence (stream.h), which ends older fenced connections of the
  * device; it carries no data, so a client's own CACHE taken for a fence
  * costs a primary a reconnect, never a write.  Others do nothing. */
@@ -382,7 +382,7 @@ replicator_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct rconn *c = handle;
 
-  if (!receiver || count != STREAM_REC_SIZE)
+  if (!receiver || count != STREAM_FENCE_LEN)
     return 0;
   c->gen = __atomic_add_fetch (&c->d->fence_gen, 1, __ATOMIC_ACQ_REL);
   c->broken = false;
