@@ -262,6 +262,47 @@ link_adopted (struct worker *w, struct leg *l)
   stream_adopt (w, l);
 }
 
+/* The requests of leg l in flight (sent, not answered) may still be run by
+ * the remote later, after newer writes: their regions are in doubt (copied
+ * again once the grace period from link.down_since_ns has passed), and the
+ * site's in-doubt flag is in the log header, durably, before anything newer
+ * is sent (after a crash the site must not claim to be a consistent prefix
+ * either).  Returns how many. */
+static unsigned
+doubt_in_flight (struct worker *w, struct leg *l)
+{
+  unsigned i, n = 0;
+
+  /* A bitmap like the dirty log's, made on first use; status reads
+   * l->doubt without a lock: publish it initialised. */
+  if (!l->doubt)
+    __atomic_store_n (&l->doubt, bitmap_new (l->dirty_log->size, l->dirty_log->region_size),
+                      __ATOMIC_RELEASE);
+  if (!l->doubt) {
+    rep_error ("%s: out of memory for the in-doubt regions: the site is not consistent until "
+               "a full resync", l->link.what);
+    site_mark_in_doubt (w->site);
+    return 0;
+  }
+  for (i = 0; i < w->nio; i++) {
+    struct wio *io = &w->io[i];
+    if (io->active && io->leg == l && io->sent && io->op != RL_OP_BARRIER) {
+      bitmap_set_range (l->doubt, io->off, io->len);
+      l->doubt_pending = true;
+      n++;
+    }
+  }
+  if (n) {
+    l->doubt_events++;
+    if (!site_in_doubt (w->site) &&
+        replog_change_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT, 0) == -1)
+      rep_error ("site %u: could not record the in-doubt writes in the log header: %m",
+                 w->site->id);
+    site_mark_in_doubt (w->site);
+  }
+  return n;
+}
+
 /* The connection of leg l is gone (or we abort it).  Park its requests
  * for re-sending; in_doubt: we aborted it while the remote may still
  * execute what it had. */
@@ -284,25 +325,12 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
     stream_forget (w, l);
     w->rw.pending = true;
   }
-  /* Regions in doubt: a bitmap like the dirty log's, made on first use. */
-  if (in_doubt && !l->doubt) {
-    /* status reads l->doubt without a lock: publish it initialised */
-    __atomic_store_n (&l->doubt, bitmap_new (l->dirty_log->size, l->dirty_log->region_size), __ATOMIC_RELEASE);
-  }
-  if (in_doubt && !l->doubt) {
-    rep_error ("%s: out of memory for the in-doubt regions: the site is not consistent until "
-               "a full resync", k->what);
-    site_mark_in_doubt (w->site);
-  }
+  if (in_doubt)
+    ndoubt = doubt_in_flight (w, l);
   for (i = 0; i < w->nio; i++) {
     struct wio *io = &w->io[i];
     if (!io->active || io->leg != l)
       continue;
-    if (io->sent && in_doubt && l->doubt && io->op != RL_OP_BARRIER) {
-      bitmap_set_range (l->doubt, io->off, io->len);
-      l->doubt_pending = true;
-      ndoubt++;
-    }
     io->sent = false;
     io->parked = true;
   }
@@ -315,16 +343,6 @@ link_down (struct worker *w, struct leg *l, bool in_doubt, const char *why)
   disarm_poll (w, l);
   k->ops->close (k->conn);
   k->conn = NULL;
-  if (ndoubt) {
-    l->doubt_events++;
-    /* Durably, before anything newer is sent: after a crash the site must
-     * not claim to be a consistent prefix either. */
-    if (!site_in_doubt (w->site) &&
-        replog_change_site_flags (w->r->rl, w->site->id, RL_SITE_IN_DOUBT, 0) == -1)
-      rep_error ("site %u: could not record the in-doubt writes in the log header: %m",
-                 w->site->id);
-    site_mark_in_doubt (w->site);
-  }
   /* Copies and entries it acknowledged but no flush covered may be lost
    * with the remote's cache (a restarted server): copy those regions again
    * (their bits stay set), and re-send the entries after the applied
@@ -589,19 +607,23 @@ go_dirty (struct worker *w, const char *why)
   }
   /* A write (or copy) still in flight may land at the remote after the
    * resync has copied its region anew, putting older bytes over newer
-   * ones where the dirty log says "copied" (safety rule 5): the
-   * connection goes, and what it had in flight is in doubt (copied again
-   * after the grace; a receiver's next connection fences it instead). */
+   * ones where the dirty log says "copied" (safety rule 5): it is in
+   * doubt, copied again once the grace period from now has passed.  The
+   * connection stays (dropping one in the middle of a request has made an
+   * nbdkit remote abort).  A receiver's stream needs none of this: it
+   * takes the requests of a connection in order, so the resync's copies,
+   * sent later on it, land after them. */
   for (i = 0; i < w->nlegs; i++) {
     struct leg *l = w->legs[i];
-    unsigned j;
-    bool sent = false;
-    if (!l->remote || !l->link.up)
+    unsigned n;
+    if (!l->remote || !l->link.up || (w->st.on && w->st.leg == l))
       continue;
-    for (j = 0; j < w->nio && !sent; j++)
-      sent = w->io[j].active && w->io[j].leg == l && w->io[j].sent;
-    if (sent)
-      link_down (w, l, true, "moved to dirty-log mode with writes in flight");
+    if ((n = doubt_in_flight (w, l))) {
+      l->link.down_since_ns = mono_ns ();   /* the in-doubt grace counts from now */
+      rep_info ("device '%s': site %u: %u writes in flight to %s when the site moved to "
+                "dirty-log mode are in doubt (the remote may still apply them): their regions "
+                "are copied again after the grace period", l->dev->name, l->site, n, l->link.shown);
+    }
   }
   /* Forget what was in flight: it is covered by the dirty logs (every
    * entry after the site's recorded applied seq is). */

@@ -10,8 +10,9 @@
 #   3. the resync copies X from the device (B) while A is still held;
 #   4. A is released and lands (within the in-doubt grace period of 5 s).  Before the fix
 #      the worker had only forgotten A: X held A on the remote for good while the site said
-#      consistent.  Now the connection is dropped at the move and A is in doubt: X is copied
-#      again after the grace period, and the site is not consistent meanwhile.
+#      consistent.  Now A is in doubt from the move on (the connection stays: dropping it in the
+#      middle of a request made an nbdkit remote abort): X is copied again after the grace
+#      period, and the site is not consistent meanwhile.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
 requires nbdkit nbdsh nbdcopy cmp
