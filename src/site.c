@@ -172,7 +172,7 @@ site_link_lost (struct site *s)
   pthread_mutex_lock (&s->lock);
   STORE (s->disconnected, true);
   __atomic_add_fetch (&s->disconnects, 1, __ATOMIC_RELAXED);
-  s->catching_up = false;
+  STORE (s->catching_up, false);
   pthread_cond_broadcast (&s->cv);
   pthread_mutex_unlock (&s->lock);
 }
@@ -188,7 +188,7 @@ site_link_back (struct site *s)
 {
   pthread_mutex_lock (&s->lock);
   STORE (s->disconnected, false);
-  s->catching_up = true;
+  STORE (s->catching_up, true);
   pthread_mutex_unlock (&s->lock);
 }
 
@@ -196,7 +196,7 @@ void
 site_caught_up (struct site *s)
 {
   pthread_mutex_lock (&s->lock);
-  s->catching_up = false;
+  STORE (s->catching_up, false);
   pthread_mutex_unlock (&s->lock);
 }
 
@@ -217,7 +217,7 @@ site_enter_resync_locked (struct site *s)
 {
   STORE (s->dirty_log_mode, false);
   STORE (s->disconnected, false);
-  s->catching_up = false;
+  STORE (s->catching_up, false);
   STORE (s->resyncing, true);
   __atomic_add_fetch (&s->legs_gen, 1, __ATOMIC_ACQ_REL);
   s->cons.valid = false;                 /* copies make it a mix of states */
