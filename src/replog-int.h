@@ -137,6 +137,9 @@ desc_at (struct replog *rl, uint64_t seq)
 
 /* Write header h as generation + 1 to its copy (generation & 1), no sync. */
 int rl_header_write (struct replog *rl, struct rl_header *h);
+/* fdatasync of the log's file, recorded in the power-loss trace (pftrace.h)
+ * so that the emulation knows what it made durable: 0 or -1 (errno). */
+int rl_sync (int fd);
 /* The tail header h allows: the oldest entry a log-mode site (or one
  * going back to log mode, pend.resume) still needs; *dirty gets the
  * dirty-mode sites.  Under the lock (or before the log is shared). */

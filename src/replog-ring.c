@@ -383,7 +383,7 @@ replog_stop (struct replog *rl)
     if (header_pending (rl) || drained != (rl->hdr.clean == 1)) {
       struct rl_header h = header_with_pending (rl);
       h.clean = drained;
-      if (rl_header_write (rl, &h) == -1 || fdatasync (rl->fd) == -1)
+      if (rl_header_write (rl, &h) == -1 || rl_sync (rl->fd) == -1)
         fail_log (rl, "writing the final header");
       else {
         rl->hdr_old = rl->hdr;

@@ -226,6 +226,17 @@ write_zeroes (int fd, uint64_t off, uint64_t len)
   return 0;
 }
 
+/* fdatasync, in the power-loss trace (replog-int.h). */
+int
+rl_sync (int fd)
+{
+  pft_sync (fd, 'S');
+  if (fdatasync (fd) == -1)
+    return -1;
+  pft_sync (fd, 'D');
+  return 0;
+}
+
 /* Write header h as generation + 1 to its copy, no sync (replog-int.h). */
 int
 rl_header_write (struct replog *rl, struct rl_header *h)
@@ -285,7 +296,7 @@ create_log (struct replog *rl, int fd, uint64_t size, const struct replog_open_a
   h->data_blocks = db;
   h->created = (uint64_t) time (NULL);
   /* Both copies valid from the start: generation 1 in B, 2 in A. */
-  if (rl_header_write (rl, h) == -1 || rl_header_write (rl, h) == -1 || fdatasync (fd) == -1) {
+  if (rl_header_write (rl, h) == -1 || rl_header_write (rl, h) == -1 || rl_sync (fd) == -1) {
     rep_error ("replog %s: writing the new header: %m", a->path);
     return -1;
   }
@@ -880,8 +891,8 @@ load_entries (struct replog *rl, const struct replog_open_args *a, struct replog
   }
   /* Both copies, one after the other: the copy recovery falls back to
    * must know the devices and sites too (and a damaged copy is rewritten). */
-  if (rl_header_write (rl, &rl->hdr) == -1 || fdatasync (rl->fd) == -1 ||
-      rl_header_write (rl, &rl->hdr) == -1 || fdatasync (rl->fd) == -1) {
+  if (rl_header_write (rl, &rl->hdr) == -1 || rl_sync (rl->fd) == -1 ||
+      rl_header_write (rl, &rl->hdr) == -1 || rl_sync (rl->fd) == -1) {
     rep_error ("replog %s: writing the header: %m", a->path);
     return -1;
   }
