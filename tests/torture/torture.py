@@ -66,6 +66,9 @@ import powerloss  # noqa: E402
 import replog  # noqa: E402
 
 
+FAULTS = ("kill", "rstop", "rkill", "logfull", "powerloss", "rpowerloss")
+
+
 class HarnessError(Exception):
     pass
 
@@ -277,8 +280,37 @@ class Rig:
         self.rsock = os.path.join(T, "rem.sock")
         self.logpath = args.log_dev or os.path.join(self.logdir, "log")
         self.legsize = self.size + LABEL_ROOM
+        self.rx = args.receiver
+        if self.rx:
+            # the remote is a receiver (receiver=yes): its device is the primary's remote
+            # leg (the device and the primary's label area), its local leg that and its
+            # own label area; its log beside it
+            self.rxdir = os.path.join(T, "receiver")
+            os.makedirs(self.rxdir)
+            self.rxsize = self.legsize
+            self.rxleg = os.path.join(self.rxdir, "d0.img")
+            self.rxlog = os.path.join(self.rxdir, "log")
+            self.rxctl = os.path.join(T, "rx.ctl")
+            self.rxsock = os.path.join(T, "rx.sock")
+            self.rxlogfile = os.path.join(T, "receiver.log")
+            with open(self.rxleg, "wb") as f:
+                f.truncate(self.rxsize + LABEL_ROOM)
+            self.wan = None
+            if args.wan_delay or args.wan_rate:
+                # the primary reaches the receiver through the WAN emulator
+                self.wansock = os.path.join(T, "wan.sock")
+                self.rsock = self.wansock
+            else:
+                self.rsock = self.rxsock
+            self.rx_env = nbdkit_env()
+            self.rx_trace = None
+            self.rx_base = {}
+            self.rx_unsynced = {}
+            if "rpowerloss" in args.faults:
+                self.rx_trace = os.path.join(T, "rx-pf.trace")
+                self.rx_env["NBD_REPLICATOR_PFTRACE"] = self.rx_trace
         for d in range(self.ndev):
-            for p in (self.leg(d), os.path.join(self.rdir, "d%d" % d)):
+            for p in (self.leg(d),) if self.rx else (self.leg(d), os.path.join(self.rdir, "d%d" % d)):
                 if p in args.leg_devs:
                     blockdev_zero(p, self.legsize, True)
                     continue
@@ -289,6 +321,7 @@ class Rig:
         self.write_conf()
         self.server = None
         self.remote = None
+        self.rx_procs = []             # every receiver process started (cleanup)
         self.remote_stopped = False
         self.remote_delay = 0
         self.env = nbdkit_env()
@@ -333,6 +366,11 @@ control = { socket = "%s"; };
         """jitter_us: the remote holds each write a random time up to that long (the test
         jitter filter), so it completes writes out of order and lags by many epochs: a
         snapshot then shows any write that was let overtake an earlier epoch."""
+        if self.rx:
+            self.remote = self.rx_start(self.rxsock)
+            self.remote_delay = 0
+            self.remote_stopped = False
+            return
         for p in (self.rsock, self.rsock + ".pid"):
             if os.path.exists(p):
                 os.unlink(p)
@@ -349,6 +387,86 @@ control = { socket = "%s"; };
             stderr=open(log, "a"), env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
         wait_pidfile(self.remote, self.rsock + ".pid", "remote nbdkit", log)
         self.remote_stopped = False
+
+    # -- the receiver (--receiver) --
+    def rx_files(self):
+        """The receiver's files: what a crash or a power loss at the DR site hits."""
+        return [self.rxlog, self.rxleg]
+
+    def rx_start(self, sock):
+        """Start the receiver, always with the same arguments, listening on sock (the one the
+        primary reaches, or a private one for reading its state); retry while the killed
+        instance's lock is still held.  With its power-loss trace on, its files as they are
+        now are the trace's base (as start() does for the primary's)."""
+        if self.rx_trace:
+            now = {p: self.read_file(p) for p in self.rx_files() if os.path.exists(p)}
+            self.rx_unsynced = powerloss.unsynced_names(self.rx_trace, self.rx_unsynced,
+                                                        set(self.rx_base), set(now))
+            self.rx_base = now
+            open(self.rx_trace, "wb").close()
+        for attempt in range(60):
+            for p in (sock, sock + ".pid"):
+                if os.path.exists(p):
+                    os.unlink(p)
+            pos = os.path.getsize(self.rxlogfile) if os.path.exists(self.rxlogfile) else 0
+            with open(self.rxlogfile, "a") as lf:
+                lf.write("--- start on %s\n" % os.path.basename(sock))
+            proc = subprocess.Popen(
+                ["nbdkit", "-f", "-U", sock, "-P", sock + ".pid", self.plugin,
+                 "log=" + self.rxlog, "log-size=%dM" % self.a.rx_log_mb, "local=" + self.rxleg,
+                 "name=d0", "receiver=yes", "control=" + self.rxctl],
+                stderr=open(self.rxlogfile, "a"), env=self.rx_env)
+            self.rx_procs = [x for x in self.rx_procs if x.poll() is None] + [proc]
+            try:
+                wait_pidfile(proc, sock + ".pid", "receiver", self.rxlogfile)
+                return proc
+            except HarnessError:
+                with open(self.rxlogfile, errors="replace") as f:
+                    f.seek(pos)
+                    if "locked by another instance" not in f.read():
+                        raise
+                time.sleep(0.25)
+        raise HarnessError("receiver still locked out after 15 s")
+
+    def rx_read(self):
+        """The receiver's state as its own recovery sees it, the receiver being dead (killed
+        at the moment whose state is wanted): start it on a private socket the primary
+        cannot reach (it recovers its log), read its whole device, kill it again.  The
+        caller starts it again for the primary."""
+        priv = os.path.join(self.T, "rx-private.sock")
+        proc = self.rx_start(priv)
+        try:
+            return read_nbd("nbd+unix:///d0?socket=" + priv, self.rxsize)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def remote_view(self):
+        """What the remote site holds of each device, the remote frozen (stopped, or for a
+        receiver dead): for check_prefix."""
+        if self.rx:
+            return [self.rx_read()[:self.size]]
+        return [self.read_leg(os.path.join(self.rdir, "d%d" % d)) for d in range(self.ndev)]
+
+    def rx_status(self):
+        r = subprocess.run([self.replctl, "-s", self.rxctl, "status", "--json"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise HarnessError("replctl status of the receiver: %s" % r.stderr.strip())
+        return json.loads(r.stdout)
+
+    def wan_start(self):
+        emu = os.environ.get("WAN_EMU") or os.path.join(TOP, "build/tests/wan-emu")
+        if not os.access(emu, os.X_OK):
+            raise HarnessError("the WAN emulator %s is not built (make check builds it)" % emu)
+        pidf = os.path.join(self.T, "wan.pid")
+        log = os.path.join(self.T, "wan.log")
+        self.wan = subprocess.Popen(
+            [emu, "--listen", "unix:" + self.wansock, "--connect", "unix:" + self.rxsock,
+             "--delay", self.a.wan_delay or "0", "--rate", self.a.wan_rate or "0",
+             "--stats", os.path.join(self.T, "wan.stats"), "--pidfile", pidf],
+            stderr=open(log, "a"))
+        wait_pidfile(self.wan, pidf, "wan-emu", log)
 
     def remote_kill(self):
         if self.remote and self.remote.poll() is None:
@@ -467,25 +585,19 @@ control = { socket = "%s"; };
         return "nbd+unix:///d%d?socket=%s" % (d, self.sock)
 
     def read_device(self, d):
-        h = nbd.NBD()
-        h.connect_uri(self.uri(d))
-        data = bytearray()
-        for off in range(0, self.size, 1 << 22):
-            data += h.pread(min(1 << 22, self.size - off), off)
-        h.shutdown()
-        return bytes(data)
+        return read_nbd(self.uri(d), self.size)
 
     def read_file(self, path):
         with open(path, "rb") as f:
             return f.read()
 
-    def read_leg(self, path):
+    def read_leg(self, path, size=None):
         """A leg's device part: its first size bytes (its label area follows)."""
         with open(path, "rb") as f:
-            return f.read(self.size)
+            return f.read(size or self.size)
 
     def cleanup(self):
-        for p in (self.server, self.remote):
+        for p in [self.server, self.remote] + (self.rx_procs + [self.wan] if self.rx else []):
             if p and p.poll() is None:
                 try:
                     p.send_signal(signal.SIGCONT)
@@ -495,6 +607,16 @@ control = { socket = "%s"; };
                     pass
         if self.mounted:
             subprocess.run(["umount", "-l", self.logdir])
+
+
+def read_nbd(uri, size):
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    data = bytearray()
+    for off in range(0, size, 1 << 22):
+        data += h.pread(min(1 << 22, size - off), off)
+    h.shutdown()
+    return bytes(data)
 
 
 def blockdev_zero(dev, size, exact):
@@ -529,6 +651,7 @@ class Client:
         self.busy = set()             # (dev, block) with a write in flight
         self.snapshot = None          # called now and then while the load runs
         self.next_snap = 0.0
+        self.snap_gap = (0.05, 0.3)   # seconds between two snapshots
         self.errors = 0               # requests that failed, at any time
         self.live_errors = []         # ... of them while the server ran (before the kill)
         self.killed = False           # set by abandon(): errors from now on are the kill's
@@ -622,7 +745,7 @@ class Client:
             self.pump()
             if self.snapshot and time.monotonic() >= self.next_snap:
                 self.snapshot()
-                self.next_snap = time.monotonic() + self.rng.uniform(0.05, 0.3)
+                self.next_snap = time.monotonic() + self.rng.uniform(*self.snap_gap)
 
     def run_until_barrier(self, timeout=30):
         """Run until a flush completed that covers a write (so the checks are never
@@ -864,11 +987,46 @@ def recover_checks(rig, j, prev_base, viol, args):
         return seen
     for d in range(rig.ndev):
         dev = rig.read_device(d)
-        rem = rig.read_leg(os.path.join(rig.rdir, "d%d" % d))
+        if rig.rx:                     # the receiver's device, as it serves it
+            rem = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)[:rig.size]
+        else:
+            rem = rig.read_leg(os.path.join(rig.rdir, "d%d" % d))
         if dev != rem:
             nbad = sum(1 for b in range(rig.nb) if dev[b * BS:(b + 1) * BS] != rem[b * BS:(b + 1) * BS])
-            viol.append("dev %d: the remote differs from the device in %d blocks after catch-up" % (d, nbad))
+            viol.append("dev %d: the %s differs from the device in %d blocks after catch-up"
+                        % (d, "receiver's device" if rig.rx else "remote", nbad))
+    if rig.rx:
+        rx_drained_check(rig, viol)
     return seen
+
+
+def rx_drained_check(rig, viol, tries=20):
+    """Once the receiver has applied its log to its local leg (no entry left), that leg
+    holds its device, label area of the primary included.  The primary may still write
+    there (its label of the leg, a stream record): a comparison counts only when the device
+    read the same before and after the leg was read, with no entry in the receiver's log
+    at either end."""
+    for _ in range(tries):
+        end = time.monotonic() + 30
+        while rig.rx_status()["log"]["entries"] and time.monotonic() < end:
+            time.sleep(0.05)
+        dev1 = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)
+        if rig.rx_status()["log"]["entries"]:
+            continue
+        leg = rig.read_leg(rig.rxleg, rig.rxsize)
+        dev2 = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)
+        if dev1 != dev2 or rig.rx_status()["log"]["entries"]:
+            time.sleep(0.1)
+            continue
+        if leg != dev2:
+            nbad = sum(1 for o in range(0, rig.rxsize, BS) if leg[o:o + BS] != dev2[o:o + BS])
+            first = min(o for o in range(0, rig.rxsize, BS) if leg[o:o + BS] != dev2[o:o + BS])
+            viol.append("the receiver's local leg differs from its device in %d blocks (the first "
+                        "at byte %d) with its log drained" % (nbad, first))
+        return True
+    viol.append("the receiver never stood still for the drained check (%d tries): its log kept "
+                "entries, or its device changed while read" % tries)
+    return False
 
 
 def fill_fs(path):
@@ -895,7 +1053,7 @@ def run(args):
     viol_total, stats = 0, {"prefix_checked": 0, "prefix_skipped": 0, "required": 0,
                             "acks": 0, "flushes": 0, "clean_stops": 0,
                             "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0,
-                            "pl_names_lost": 0}
+                            "pl_names_lost": 0, "rx_survived": 0, "rx_drained": 0}
     per_fault = {}
     cov = {"prefix": {}, "pl_unsynced": [], "pl_untraced": [], "st_dev": 0, "st_rem": 0,
            "st_rem_none": 0, "st_rem_tried": 0}
@@ -903,6 +1061,8 @@ def run(args):
     gen = 0
     filler = restart_full = None
     try:
+        if rig.rx and (args.wan_delay or args.wan_rate):
+            rig.wan_start()
         rig.remote_start()
         rig.start()
         for cycle in range(1, args.cycles + 1):
@@ -914,7 +1074,7 @@ def run(args):
             cov["prefix"].setdefault(fault, 0)
             checks0 = cov["prefix"][fault]
             delay = rng.choice((0, 500, 2000, 4000))
-            if fault == "powerloss":
+            if fault == "powerloss" or rig.rx:
                 delay = 0              # a lagging remote keeps the log full (see below)
             if delay != rig.remote_delay:
                 rig.remote_kill()
@@ -924,13 +1084,18 @@ def run(args):
             if args.remote_log and os.path.exists(os.path.join(T, "remote.iolog")):
                 os.truncate(os.path.join(T, "remote.iolog"), 0)   # this cycle's requests only
             client = Client(rig, j, rng, gen)
+            if rig.rx:
+                client.snap_gap = (0.3, 1.2)   # each one is a crash of the receiver
 
             def snapshot():
                 """The remote frozen at a random moment of the load: a site in log mode
                 holds a prefix of epochs at every moment, not only after a crash."""
                 if rig.remote_stopped or rig.remote.poll() is not None:
                     return
-                rig.remote_stop()
+                if rig.rx:
+                    rig.remote_kill()  # a receiver crashes now: its files hold this moment
+                else:
+                    rig.remote_stop()
                 if args.remote_log:
                     with open(os.path.join(T, "remote.iolog"), "a") as f:
                         f.write("SNAPSHOT %d\n" % stats["snapshots"])
@@ -938,7 +1103,7 @@ def run(args):
                     h = replog.read_header(rig.logpath)
                     st = h["sites"][1] if h else None
                     if st and st["mode"] == 0 and st["flags"] == 0:
-                        rem = [rig.read_leg(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+                        rem = rig.remote_view()
                         v = []
                         holders, _ = check_prefix(rig, j, base, rem, v)
                         if v:
@@ -955,7 +1120,10 @@ def run(args):
                         stats["snapshots"] += 1
                         cov["prefix"][fault] += holders > 0   # (one that saw nothing new checked nothing)
                 finally:
-                    rig.remote_cont()
+                    if rig.rx:
+                        rig.remote_start()
+                    else:
+                        rig.remote_cont()
             client.snapshot = snapshot
             # the durable header follows the status wait_replicating() saw a little later
             # (flags cleared, mode back to log): wait for it, or this cycle's checks at
@@ -1028,8 +1196,16 @@ def run(args):
             pchecked, remote = False, None
             hdr = replog.read_header(rig.logpath)
             site = hdr["sites"][1] if hdr else None
-            if site and site["mode"] == 0 and site["flags"] == 0:
-                remote = [rig.read_leg(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+            rx_survives = rig.rx and rng.random() < 0.5
+            if rig.rx and not rx_survives:
+                rig.remote_kill()      # the DR site crashes at the same moment
+            if rx_survives:
+                # the receiver goes on with what the dead primary had sent (through the WAN
+                # emulator: still on its way), and the restarted primary fences it
+                stats["rx_survived"] += 1
+                pnote = "the receiver survives the crash (not checked at it)"
+            elif site and site["mode"] == 0 and site["flags"] == 0:
+                remote = rig.remote_view()
                 holders, nreq = check_prefix(rig, j, base, remote, viol)
                 stats["prefix_checked"] += 1
                 cov["prefix"][fault] += holders > 0
@@ -1040,9 +1216,15 @@ def run(args):
                 stats["prefix_skipped"] += 1
                 pnote = "site 1 %s" % ("no header" if not site else
                                       "dirty-log mode" if site["mode"] else "flags %d" % site["flags"])
+            if rig.rx and rig.remote.poll() is not None and not rx_survives:
+                rig.remote_start()
             rig.remote_cont()
             time.sleep(0.05)
-            if rig.remote.poll() is not None:
+            if rig.rx and rig.remote.poll() is not None:
+                viol.append("the receiver exited by itself (status %s); its log:\n%s"
+                            % (rig.remote.returncode, tail(rig.rxlogfile, 15)))
+                rig.remote_start()
+            elif rig.remote.poll() is not None:
                 # nbdkit 1.32 can abort when a client goes away with requests in flight
                 # (connections.c raw_send_socket: Assertion `sock >= 0'): a remote failure,
                 # which the replicator must ride out like any other; start it again
@@ -1060,7 +1242,12 @@ def run(args):
             if fault == "powerloss":
                 # the files as a power loss could have left them, several times over
                 time.sleep(0.3)        # the remote survives: it finishes what it received
-                remote_after = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+                if rig.rx:             # its files, to start it on them again for each image
+                    rig.remote_kill()
+                    remote_after = {p: rig.read_file(p) for p in rig.rx_files()}
+                else:
+                    remote_after = [rig.read_file(os.path.join(rig.rdir, "d%d" % d))
+                                    for d in range(rig.ndev)]
                 finals = {p: rig.read_file(p) for p in rig.traced_files() if os.path.exists(p)}
                 images, summ = powerloss.build_images(
                     {p: (rig.base_files.get(p), finals.get(p)) for p in set(finals) | set(rig.base_files)},
@@ -1088,9 +1275,16 @@ def run(args):
                             continue
                         with open(p, "wb") as f:
                             f.write(data)
-                    for d in range(rig.ndev):
-                        with open(os.path.join(rig.rdir, "d%d" % d), "r+b") as f:
-                            f.write(remote_after[d])
+                    if rig.rx:
+                        rig.remote_kill()
+                        for p, data in remote_after.items():
+                            with open(p, "wb") as f:
+                                f.write(data)
+                        rig.remote_start()
+                    else:
+                        for d in range(rig.ndev):
+                            with open(os.path.join(rig.rdir, "d%d" % d), "r+b") as f:
+                                f.write(remote_after[d])
                     rig.start(unsynced=left)
                     v = []
                     seen = recover_checks(rig, j, prev_base, v, args)
@@ -1249,8 +1443,24 @@ def main():
                    help="unsynced writes wanted at each power-loss crash")
     p.add_argument("--pl-hunt", type=float, default=5.0,
                    help="seconds to look for a power-loss moment with that much unsynced")
+    p.add_argument("--receiver", action="store_true",
+                   help="the remote is a receiver (the replicator plugin with receiver=yes, its "
+                   "own log and local leg): one device (--devices 1), streamed to")
+    p.add_argument("--rx-log-mb", type=int, default=16, help="the receiver's log size")
+    p.add_argument("--wan-delay", default=None,
+                   help="--receiver: the primary reaches it through the WAN emulator "
+                   "(tests/wan-emu.c) with this one-way delay, e.g. 2ms")
+    p.add_argument("--wan-rate", default=None,
+                   help="--receiver: ... and this capacity in bit/s, e.g. 100M (default: none)")
     a = p.parse_args()
     a.faults = [f for f in a.faults.split(",") if f]
+    if a.receiver:
+        a.devices = 1
+    elif a.wan_delay or a.wan_rate or "rpowerloss" in a.faults:
+        p.error("--wan-delay, --wan-rate and the fault rpowerloss need --receiver")
+    bad = [f for f in a.faults if f not in FAULTS]
+    if bad:
+        p.error("--faults: unknown fault %s (known: %s)" % (", ".join(bad), ", ".join(FAULTS)))
     a.leg_devs = [x for x in a.leg_devs.split(",") if x]
     if a.leg_devs and len(a.leg_devs) != a.devices:
         p.error("--leg-devs: %d devices for --devices %d" % (len(a.leg_devs), a.devices))
