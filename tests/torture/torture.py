@@ -306,6 +306,7 @@ class Rig:
             self.rx_trace = None
             self.rx_base = {}
             self.rx_unsynced = {}
+            self.rx_image_unsynced = None
             if "rpowerloss" in args.faults:
                 self.rx_trace = os.path.join(T, "rx-pf.trace")
                 self.rx_env["NBD_REPLICATOR_PFTRACE"] = self.rx_trace
@@ -400,8 +401,11 @@ control = { socket = "%s"; };
         now are the trace's base (as start() does for the primary's)."""
         if self.rx_trace:
             now = {p: self.read_file(p) for p in self.rx_files() if os.path.exists(p)}
-            self.rx_unsynced = powerloss.unsynced_names(self.rx_trace, self.rx_unsynced,
-                                                        set(self.rx_base), set(now))
+            if self.rx_image_unsynced is not None:     # a power-loss image's (rx_powerloss)
+                self.rx_unsynced, self.rx_image_unsynced = self.rx_image_unsynced, None
+            else:
+                self.rx_unsynced = powerloss.unsynced_names(self.rx_trace, self.rx_unsynced,
+                                                            set(self.rx_base), set(now))
             self.rx_base = now
             open(self.rx_trace, "wb").close()
         for attempt in range(60):
@@ -541,27 +545,29 @@ control = { socket = "%s"; };
                 return
             time.sleep(0.05)
 
-    def powerloss_moment(self, client, rng, target, seconds):
+    def powerloss_moment(self, client, rng, target, seconds, proc=None, trace=None):
         """Run the load (plain writes: no flush, no FUA) until a moment where a power loss
         hits hard: at least `target` writes of the server's files are not yet synced
         (the trace says so), and some writes the kernel completed are not yet reaped by
         the server (so the trace lacks them: powerloss.py's untraced sectors, writes in
         flight at the kill).  The server is left SIGSTOPped at that moment, for the kill.
         Gives up after `seconds` (the cycle's coverage then shows it).  Returns (unsynced
-        writes, unreaped completions, moments tried)."""
+        writes, unreaped completions, moments tried).  proc, trace: another server and its
+        trace (the receiver's), by default the primary's."""
         end = time.monotonic() + seconds
         tries = 0
         client.snapshot = None        # (a snapshot's check takes longer than a moment)
-        trace = TraceTail(self.trace)
+        proc = proc or self.server
+        trace = TraceTail(trace or self.trace)
         while True:
             client.run_for(rng.uniform(0.002, 0.03))
-            sigstop_wait(self.server, "the replicator")
+            sigstop_wait(proc, "the replicator")
             tries += 1
-            unreaped = uring_unreaped(self.server.pid)
+            unreaped = uring_unreaped(proc.pid)
             unsynced = trace.unsynced()
             if (unsynced >= target and unreaped) or time.monotonic() > end:
                 return unsynced, unreaped, tries
-            self.server.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGCONT)
 
     def stop(self):
         self.server.terminate()
@@ -865,6 +871,9 @@ def check_prefix(rig, j, base, remote, viol):
 
 
 COALESCED = {"runs": 0, "bytes": 0, "sent": 0}   # site 1, summed over the catch-ups
+# --receiver: at each catch-up, was site 1 streaming to a leg that is a receiver, and the
+# server's stream counters then (records written, resumptions after a reconnect)
+STREAM = {"catchups": 0, "streaming": 0, "records": 0, "resumes": 0, "last": ""}
 
 
 def wait_replicating(rig, timeout):
@@ -891,6 +900,14 @@ def wait_replicating(rig, timeout):
             COALESCED["runs"] += site.get("coalesced_runs", 0)
             COALESCED["bytes"] += site.get("coalesced_bytes", 0)
             COALESCED["sent"] += site.get("log_bytes_sent", 0)
+            if rig.rx:
+                STREAM["catchups"] += 1
+                on = site.get("stream") and all(leg.get("receiver") for leg in legs)
+                STREAM["streaming"] += bool(on)
+                STREAM["records"] += site.get("stream_records", 0)
+                STREAM["resumes"] += site.get("stream_resumes", 0)
+                STREAM["last"] = "stream %s: %d records, %d resumes" % (
+                    "on" if on else "OFF", site.get("stream_records", 0), site.get("stream_resumes", 0))
             return True, last
         time.sleep(0.1)
     return False, last
@@ -995,9 +1012,12 @@ def recover_checks(rig, j, prev_base, viol, args):
             nbad = sum(1 for b in range(rig.nb) if dev[b * BS:(b + 1) * BS] != rem[b * BS:(b + 1) * BS])
             viol.append("dev %d: the %s differs from the device in %d blocks after catch-up"
                         % (d, "receiver's device" if rig.rx else "remote", nbad))
-    if rig.rx:
-        rx_drained_check(rig, viol)
+    if rig.rx and rx_drained_check(rig, viol):
+        RXSTAT["drained"] += 1
     return seen
+
+
+RXSTAT = {"drained": 0}
 
 
 def rx_drained_check(rig, viol, tries=20):
@@ -1029,6 +1049,72 @@ def rx_drained_check(rig, viol, tries=20):
     return False
 
 
+def rx_powerloss(rig, client, j, base, rng, args, viol, stats, cov):
+    """A power loss at the DR site while the primary streams: the receiver (run with its own
+    power-loss trace) is stopped at a moment with many unsynced writes and completions it
+    has not reaped, killed, and its files rebuilt as a power loss could have left them
+    (powerloss.py, three images).  Each image is recovered by the receiver on a private
+    socket and its device checked: a prefix of what the primary sent when the primary's
+    durable header says site 1 is in log mode without flags.  The last image is what the
+    receiver then runs on: the primary, which ran on all along, reconnects, fences, reads
+    the record and resumes from it (the cycle's checks after catch-up see that nothing is
+    missing).  Returns the cycle's note."""
+    client.run_for(rng.uniform(0.05, 0.5))
+    barriers = rng.random() < 0.5      # plain writes: the receiver's log syncs less often
+    client.barriers = barriers
+    unsynced, unreaped, tries = rig.powerloss_moment(
+        client, rng, rng.randrange(args.pl_unsynced_min, args.pl_unsynced_min * 3),
+        args.pl_hunt, proc=rig.remote, trace=rig.rx_trace)
+    client.collect()
+    rig.remote_kill()
+    hdr = replog.read_header(rig.logpath)
+    site = hdr["sites"][1] if hdr else None
+    check = site and site["mode"] == 0 and site["flags"] == 0
+    time.sleep(0.05)
+    finals = {p: rig.read_file(p) for p in rig.rx_files() if os.path.exists(p)}
+    images, summ = powerloss.build_images(
+        {p: (rig.rx_base.get(p), finals.get(p)) for p in set(finals) | set(rig.rx_base)},
+        rig.rx_trace, rng, unsynced=rig.rx_unsynced)
+    stats["pl_images"] += len(images)
+    stats["pl_untraced"] += summ["untraced_sectors"]
+    stats["pl_names_lost"] += summ["names_lost"]
+    cov["rpl_unsynced"].append(summ["pending_writes"])
+    cov["rpl_untraced"].append(summ["untraced_sectors"])
+    checked = 0
+    for i, (img, how, left) in enumerate(images):
+        for p, data in img.items():
+            if data is None:
+                if os.path.exists(p):
+                    os.unlink(p)
+                continue
+            with open(p, "wb") as f:
+                f.write(data)
+        rig.rx_image_unsynced = left
+        if not check:
+            continue
+        rem = rig.remote_view()
+        v = []
+        holders, nreq = check_prefix(rig, j, base, rem, v)
+        viol.extend("receiver power loss image %d (%s): %s" % (i, how, x) for x in v)
+        stats["prefix_checked"] += 1
+        stats["required"] += nreq
+        cov["prefix"]["rpowerloss"] += holders > 0
+        checked += 1
+    rig.remote_start()
+    rig.rx_image_unsynced = None
+    client.barriers = True
+    client.run_for(rng.uniform(0.3, 1.5))   # the primary resumes the stream from the record
+    return ("receiver power loss (%s) at a moment with %d unsynced writes and %d completions "
+            "not reaped (%d moments tried): %d traced events, %d writes after the last syncs "
+            "over %d sectors, %d sectors changed after the kill; images %s, %s" % (
+                "flushes and FUA" if barriers else "plain writes", unsynced, unreaped, tries,
+                summ["events"], summ["pending_writes"], summ["pending_sectors"],
+                summ["untraced_sectors"], ",".join(h for _, h, _ in images),
+                "%d checked" % checked if check else "not checked: site 1 %s" % (
+                    "no header" if not site else "dirty-log mode" if site["mode"]
+                    else "flags %d" % site["flags"])))
+
+
 def fill_fs(path):
     """Fill the filesystem at path; returns the filler file."""
     filler = os.path.join(path, "filler")
@@ -1055,7 +1141,7 @@ def run(args):
                             "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0,
                             "pl_names_lost": 0, "rx_survived": 0, "rx_drained": 0}
     per_fault = {}
-    cov = {"prefix": {}, "pl_unsynced": [], "pl_untraced": [], "st_dev": 0, "st_rem": 0,
+    cov = {"prefix": {}, "pl_unsynced": [], "pl_untraced": [], "rpl_unsynced": [], "rpl_untraced": [], "st_dev": 0, "st_rem": 0,
            "st_rem_none": 0, "st_rem_tried": 0}
     base = {}
     gen = 0
@@ -1177,6 +1263,8 @@ def run(args):
                     args.pl_hunt)
                 note = "kill at a moment with %d unsynced writes and %d completions not reaped " \
                        "(%d moments tried)" % (unsynced, unreaped, tries)
+            elif fault == "rpowerloss":
+                note = rx_powerloss(rig, client, j, base, rng, args, viol, stats, cov)
             elif fault == "logfull":
                 client.run_for(rng.uniform(0.0, 0.5))
                 filler = fill_fs(rig.logdir)
@@ -1322,6 +1410,8 @@ def run(args):
                 # no other fault of the torture touches the server before its kill
                 viol.append("%d client request(s) failed while the server ran (%s): %s" % (
                     len(client.live_errors), fault, "; ".join(client.live_errors[:5])))
+            if rig.rx:
+                note += ("; " if note else "") + "at the catch-up " + STREAM["last"]
             print("cycle %d %s%s: %d issued, %d acked, %d flushes, %d client errors; %s%s; %d prefix checks; %s" %
                   (cycle, fault, " (remote jitter %d us)" % rig.remote_delay if rig.remote_delay else "",
                    len(j.ops), len(j.acks), j.flushes, client.errors,
@@ -1362,6 +1452,12 @@ def run(args):
                               stats["pl_images"], stats["pl_untraced"], stats["pl_names_lost"]))
     print("torture: site 1 coalesced %d runs within an epoch, %d payload bytes not sent, %d sent "
           "(counters at each catch-up, summed)" % (COALESCED["runs"], COALESCED["bytes"], COALESCED["sent"]))
+    if args.receiver:
+        print("torture: receiver: site 1 streamed at %d of %d catch-ups (stream records %d, "
+              "resumes %d: the servers' counters summed), the receiver survived %d primary "
+              "crashes, drained-leg checks %d" % (
+                  STREAM["streaming"], STREAM["catchups"], STREAM["records"], STREAM["resumes"],
+                  stats["rx_survived"], RXSTAT["drained"]))
     short = coverage(args, per_fault, cov)
     return 1 if viol_total or short else 0
 
@@ -1399,6 +1495,14 @@ def coverage(args, per_fault, cov):
                              % (sum(1 for x in t if x), need))
         else:
             short.append("no power-loss image was checked")
+    if per_fault.get("rpowerloss"):
+        u, t = sorted(cov["rpl_unsynced"]), cov["rpl_untraced"]
+        print("torture coverage: receiver power loss: unsynced writes per crash min %d, median %d, "
+              "max %d over %d crashes; untraced sectors %d in all, in %d of %d crashes" % (
+                  u[0], u[len(u) // 2], u[-1], len(u), sum(t), sum(1 for x in t if x), len(t)))
+        if u[len(u) // 2] < args.rx_unsynced_min:
+            short.append("receiver power-loss crashes: median %d unsynced writes, at least %d "
+                         "wanted" % (u[len(u) // 2], args.rx_unsynced_min))
     if args.selftest:
         cycles = sum(per_fault.values())
         print("torture coverage: selftest hid a durable write on a device copy in %d of %d cycles, "
@@ -1411,6 +1515,12 @@ def coverage(args, per_fault, cov):
         if cov["st_rem"] < max(1, (cov["st_rem_tried"] + 1) // 2):
             short.append("the selftest hid a write on the remote copy at %d crashes only, at least "
                          "%d wanted" % (cov["st_rem"], max(1, (cov["st_rem_tried"] + 1) // 2)))
+    if args.receiver:
+        if STREAM["streaming"] < STREAM["catchups"] or not STREAM["catchups"]:
+            short.append("site 1 streamed to the receiver at %d of %d catch-ups only"
+                         % (STREAM["streaming"], STREAM["catchups"]))
+        if not STREAM["resumes"]:
+            short.append("no stream resumed from the receiver's record")
     for x in short:
         print("torture coverage SHORT: " + x)
     return len(short)
@@ -1447,6 +1557,8 @@ def main():
                    help="the remote is a receiver (the replicator plugin with receiver=yes, its "
                    "own log and local leg): one device (--devices 1), streamed to")
     p.add_argument("--rx-log-mb", type=int, default=16, help="the receiver's log size")
+    p.add_argument("--rx-unsynced-min", type=int, default=20,
+                   help="rpowerloss: the median of unsynced writes wanted at the receiver's crashes")
     p.add_argument("--wan-delay", default=None,
                    help="--receiver: the primary reaches it through the WAN emulator "
                    "(tests/wan-emu.c) with this one-way delay, e.g. 2ms")
