@@ -873,7 +873,8 @@ def check_prefix(rig, j, base, remote, viol):
 COALESCED = {"runs": 0, "bytes": 0, "sent": 0}   # site 1, summed over the catch-ups
 # --receiver: at each catch-up, was site 1 streaming to a leg that is a receiver, and the
 # server's stream counters then (records written, resumptions after a reconnect)
-STREAM = {"catchups": 0, "streaming": 0, "records": 0, "resumes": 0, "last": ""}
+STREAM = {"catchups": 0, "streaming": 0, "records": 0, "resumes": 0, "last": "",
+          "load_checked": 0, "load_streaming": 0, "load_records": 0}
 
 
 def wait_replicating(rig, timeout):
@@ -1060,8 +1061,9 @@ def rx_powerloss(rig, client, j, base, rng, args, viol, stats, cov):
     the record and resumes from it (the cycle's checks after catch-up see that nothing is
     missing).  Returns the cycle's note."""
     client.run_for(rng.uniform(0.05, 0.5))
-    barriers = rng.random() < 0.5      # plain writes: the receiver's log syncs less often
-    client.barriers = barriers
+    # then plain writes (no flush, no FUA): the primary sends no flush either, so the
+    # receiver's log syncs only at its group commits and its leg at its checkpoints
+    client.barriers = False
     unsynced, unreaped, tries = rig.powerloss_moment(
         client, rng, rng.randrange(args.pl_unsynced_min, args.pl_unsynced_min * 3),
         args.pl_hunt, proc=rig.remote, trace=rig.rx_trace)
@@ -1107,7 +1109,7 @@ def rx_powerloss(rig, client, j, base, rng, args, viol, stats, cov):
     return ("receiver power loss (%s) at a moment with %d unsynced writes and %d completions "
             "not reaped (%d moments tried): %d traced events, %d writes after the last syncs "
             "over %d sectors, %d sectors changed after the kill; images %s, %s" % (
-                "flushes and FUA" if barriers else "plain writes", unsynced, unreaped, tries,
+                "plain writes", unsynced, unreaped, tries,
                 summ["events"], summ["pending_writes"], summ["pending_sectors"],
                 summ["untraced_sectors"], ",".join(h for _, h, _ in images),
                 "%d checked" % checked if check else "not checked: site 1 %s" % (
@@ -1179,6 +1181,14 @@ def run(args):
                 if rig.remote_stopped or rig.remote.poll() is not None:
                     return
                 if rig.rx:
+                    # streaming while the load runs? (the primary's status, just before)
+                    try:
+                        st1 = [x for x in rig.status()["sites"] if x["id"] == 1][0]
+                        STREAM["load_checked"] += 1
+                        STREAM["load_streaming"] += bool(st1.get("stream"))
+                        STREAM["load_records"] = max(STREAM["load_records"], st1.get("stream_records", 0))
+                    except (HarnessError, ValueError, subprocess.TimeoutExpired):
+                        pass
                     rig.remote_kill()  # a receiver crashes now: its files hold this moment
                 else:
                     rig.remote_stop()
@@ -1454,9 +1464,11 @@ def run(args):
           "(counters at each catch-up, summed)" % (COALESCED["runs"], COALESCED["bytes"], COALESCED["sent"]))
     if args.receiver:
         print("torture: receiver: site 1 streamed at %d of %d catch-ups (stream records %d, "
-              "resumes %d: the servers' counters summed), the receiver survived %d primary "
-              "crashes, drained-leg checks %d" % (
+              "resumes %d: the servers' counters summed) and at %d of %d snapshots during the "
+              "load (at most %d records written by one server then), the receiver survived %d "
+              "primary crashes, drained-leg checks %d" % (
                   STREAM["streaming"], STREAM["catchups"], STREAM["records"], STREAM["resumes"],
+                  STREAM["load_streaming"], STREAM["load_checked"], STREAM["load_records"],
                   stats["rx_survived"], RXSTAT["drained"]))
     short = coverage(args, per_fault, cov)
     return 1 if viol_total or short else 0
@@ -1519,6 +1531,8 @@ def coverage(args, per_fault, cov):
         if STREAM["streaming"] < STREAM["catchups"] or not STREAM["catchups"]:
             short.append("site 1 streamed to the receiver at %d of %d catch-ups only"
                          % (STREAM["streaming"], STREAM["catchups"]))
+        if STREAM["load_checked"] and not STREAM["load_streaming"]:
+            short.append("site 1 never streamed during the load (%d snapshots)" % STREAM["load_checked"])
         if not STREAM["resumes"]:
             short.append("no stream resumed from the receiver's record")
     for x in short:
