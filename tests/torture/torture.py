@@ -32,8 +32,16 @@ of that fault; power-loss crashes at moments with hundreds of unsynced writes an
 writes in flight (powerloss_moment(): the untraced sectors of powerloss.py); with
 --selftest, a block hidden and caught every cycle.
 
-Usage: torture.py [--cycles N] [--faults kill,rstop,rkill,logfull] [--seed S] [--keep]
+With --receiver the remote is a receiver (the plugin with receiver=yes, its own log and
+local leg; one device), optionally behind the WAN emulator (--wan-delay, --wan-rate): the
+primary streams to it; rkill and rstop hit it, a snapshot of it is a crash (kill -9, its
+recovery on a private socket, its device read over NBD), the fault rpowerloss is a power loss
+at the DR site (its files rebuilt from its own trace), and after each catch-up its device
+equals the primary's and, drained, its local leg its device (tests/torture/README.md).
+
+Usage: torture.py [--cycles N] [--faults kill,rstop,rkill,logfull,powerloss] [--seed S] [--keep]
                   [--log-dev DEV] [--leg-devs DEV0,DEV1]  (block devices, e.g. loop devices)
+                  [--receiver [--wan-delay 2ms] [--wan-rate 100M]]  (+ fault rpowerloss)
 Environment: PLUGIN, REPLCTL (defaults: the build/ tree), SANITIZERS=yes (preload ASan
 into nbdkit).  Prints one line per cycle, a summary "cycles N, violations V" and the
 coverage figures; exit 1 on any violation or coverage shortfall, 2 on a harness failure (a
