@@ -1303,6 +1303,11 @@ def run(args):
             hdr = replog.read_header(rig.logpath)
             site = hdr["sites"][1] if hdr else None
             rx_survives = rig.rx and rng.random() < 0.5
+            # ... and half of those times it stays stopped (it was stopped at the crash) until
+            # the primary restarted: what the dead primary had sent and the new connection
+            # (its fence first) then reach it together (the fence refuses the older one)
+            rx_hold = rx_survives and fault != "powerloss" and rng.random() < 0.5 and \
+                rng.uniform(0.0, 0.6)
             if rig.rx and not rx_survives:
                 rig.remote_kill()      # the DR site crashes at the same moment
             if rx_survives:
@@ -1310,6 +1315,8 @@ def run(args):
                 # emulator: still on its way), and the restarted primary fences it
                 stats["rx_survived"] += 1
                 pnote = "the receiver survives the crash (not checked at it)"
+                if rx_hold:
+                    pnote += ", stopped until %.2fs after the restart" % rx_hold
             elif site and site["mode"] == 0 and site["flags"] == 0:
                 remote = rig.remote_view()
                 holders, nreq = check_prefix(rig, j, base, remote, viol)
@@ -1324,7 +1331,8 @@ def run(args):
                                       "dirty-log mode" if site["mode"] else "flags %d" % site["flags"])
             if rig.rx and rig.remote.poll() is not None and not rx_survives:
                 rig.remote_start()
-            rig.remote_cont()
+            if not rx_hold:
+                rig.remote_cont()
             time.sleep(0.05)
             if rig.rx and rig.remote.poll() is not None:
                 viol.append("the receiver exited by itself (status %s); its log:\n%s"
@@ -1400,6 +1408,9 @@ def run(args):
                 base_after_dev = seen
             else:
                 rig.start()
+                if rx_hold:
+                    time.sleep(rx_hold)
+                    rig.remote_cont()
                 if restart_full:
                     os.unlink(restart_full)
                     restart_full = None
@@ -1471,6 +1482,14 @@ def run(args):
     print("torture: site 1 coalesced %d runs within an epoch, %d payload bytes not sent, %d sent "
           "(counters at each catch-up, summed)" % (COALESCED["runs"], COALESCED["bytes"], COALESCED["sent"]))
     if args.receiver:
+        fenced = failed = 0
+        if os.path.exists(rig.rxlogfile):
+            with open(rig.rxlogfile, errors="replace") as f:
+                for line in f:
+                    fenced += "fenced this one" in line
+                    failed += "receiver: a change failed" in line
+        print("torture: receiver: %d connections ended by a newer one's fence, %d by a failed "
+              "change (its log)" % (fenced, failed))
         print("torture: receiver: site 1 streamed at %d of %d catch-ups (stream records %d, "
               "resumes %d: the servers' counters summed) and at %d of %d snapshots during the "
               "load (at most %d records written by one server then), the receiver survived %d "
