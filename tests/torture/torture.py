@@ -1241,6 +1241,9 @@ def run(args):
             note = ""
             if fault == "kill":
                 client.run_for(rng.uniform(0.05, 1.5))
+                if rig.rx:             # (a receiver's snapshots are further apart)
+                    snapshot()
+                    client.run_for(rng.uniform(0.05, 0.5))
             elif fault == "rstop":
                 client.run_for(rng.uniform(0.2, 0.5))      # (prefix checks before the stop)
                 snapshot()             # one more: after the fault the site is often dirty
@@ -1268,6 +1271,8 @@ def run(args):
                 note = "remote killed, back after %.1fs" % down
             elif fault == "powerloss":
                 client.run_for(rng.uniform(0.05, 1.0))
+                if rig.rx:
+                    snapshot()
                 # then plain writes only, so that much is unsynced at the kill (flushes
                 # and FUA writes sync the log and, at each epoch, the legs)
                 # (from a log with room: writers waiting for space make the workers
@@ -1359,6 +1364,16 @@ def run(args):
                 if rig.rx:             # its files, to start it on them again for each image
                     rig.remote_kill()
                     remote_after = {p: rig.read_file(p) for p in rig.rx_files()}
+                    if rx_survives and site and site["mode"] == 0 and site["flags"] == 0:
+                        # what it made of the dead primary's last requests: a prefix too
+                        remote = rig.remote_view()
+                        holders, nreq = check_prefix(rig, j, base, remote, viol)
+                        stats["prefix_checked"] += 1
+                        cov["prefix"][fault] += holders > 0
+                        pchecked = True
+                        stats["required"] += nreq
+                        pnote = "the receiver survives the crash, killed 0.3s later: prefix ok " \
+                            "(%d new blocks, %d required writes)" % (holders, nreq)
                 else:
                     remote_after = [rig.read_file(os.path.join(rig.rdir, "d%d" % d))
                                     for d in range(rig.ndev)]
