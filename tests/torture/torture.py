@@ -1014,7 +1014,9 @@ def recover_checks(rig, j, prev_base, viol, args):
     for d in range(rig.ndev):
         dev = rig.read_device(d)
         if rig.rx:                     # the receiver's device, as it serves it
-            rem = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)[:rig.size]
+            rem = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)
+            check_stream_record(rig, rem[rig.size:rig.size + BS], viol)
+            rem = rem[:rig.size]
         else:
             rem = rig.read_leg(os.path.join(rig.rdir, "d%d" % d))
         if dev != rem:
@@ -1026,7 +1028,35 @@ def recover_checks(rig, j, prev_base, viol, args):
     return seen
 
 
-RXSTAT = {"drained": 0}
+RXSTAT = {"drained": 0, "records": 0}
+
+
+def check_stream_record(rig, rec, viol):
+    """The block after the device's data at the receiver (nbd-replicator-replog(5), STREAM
+    RECORD), after a catch-up: zeroes (no epoch streamed to it yet) or a valid record of this
+    log's generation naming an entry the log has had; never a fence (not stored)."""
+    if rec.count(0) == len(rec):
+        return
+    magic, version, size = struct.unpack_from("<8sII", rec)
+    if magic == b"NBDRSOPN":
+        viol.append("the receiver stored a stream fence at byte %d of its device" % rig.size)
+        return
+    gen, seq, time_ns, written_ns = struct.unpack_from("<QQQQ", rec, 48)
+    crc = struct.unpack_from("<I", rec, 4092)[0]
+    if magic != b"NBDRSTRM" or version != 1 or size != 4096 or replog.crc32c(rec[:4092]) != crc:
+        viol.append("the stream record at the receiver is damaged (magic %r version %d size %d, "
+                    "crc %s)" % (magic, version, size,
+                                 "ok" if replog.crc32c(rec[:4092]) == crc else "wrong"))
+        return
+    st = rig.status()                  # (its generation: the identity's, as in the labels)
+    nxt, mygen = st["log"]["next_seq"], int(st["generation"], 16)
+    if gen != mygen:
+        viol.append("the stream record at the receiver has generation %x, the primary %x"
+                    % (gen, mygen))
+    elif seq >= nxt:
+        viol.append("the stream record at the receiver names seq %d, the log's next is %d" % (seq, nxt))
+    else:
+        RXSTAT["records"] += 1
 
 
 def rx_drained_check(rig, viol, tries=20):
@@ -1508,10 +1538,10 @@ def run(args):
         print("torture: receiver: site 1 streamed at %d of %d catch-ups (stream records %d, "
               "resumes %d: the servers' counters summed) and at %d of %d snapshots during the "
               "load (at most %d records written by one server then), the receiver survived %d "
-              "primary crashes, drained-leg checks %d" % (
+              "primary crashes, drained-leg checks %d, valid stream records after catch-up %d" % (
                   STREAM["streaming"], STREAM["catchups"], STREAM["records"], STREAM["resumes"],
                   STREAM["load_streaming"], STREAM["load_checked"], STREAM["load_records"],
-                  stats["rx_survived"], RXSTAT["drained"]))
+                  stats["rx_survived"], RXSTAT["drained"], RXSTAT["records"]))
     short = coverage(args, per_fault, cov)
     return 1 if viol_total or short else 0
 
