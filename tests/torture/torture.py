@@ -1034,12 +1034,13 @@ RXSTAT = {"drained": 0, "records": 0}
 def check_stream_record(rig, rec, viol):
     """The block after the device's data at the receiver (nbd-replicator-replog(5), STREAM
     RECORD), after a catch-up: zeroes (no epoch streamed to it yet) or a valid record of this
-    log's generation naming an entry the log has had; never a fence (not stored)."""
+    log's generation naming an entry the log has had (a fence, a CACHE request now, leaves
+    nothing; older code sent it as a write whose block began "NBDRSOPN")."""
     if rec.count(0) == len(rec):
         return
     magic, version, size = struct.unpack_from("<8sII", rec)
     if magic == b"NBDRSOPN":
-        viol.append("the receiver stored a stream fence at byte %d of its device" % rig.size)
+        viol.append("the receiver holds a stream fence's block at byte %d of its device" % rig.size)
         return
     gen, seq, time_ns, written_ns = struct.unpack_from("<QQQQ", rec, 48)
     crc = struct.unpack_from("<I", rec, 4092)[0]
