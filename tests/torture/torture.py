@@ -1180,7 +1180,7 @@ def run(args):
     viol_total, stats = 0, {"prefix_checked": 0, "prefix_skipped": 0, "required": 0,
                             "acks": 0, "flushes": 0, "clean_stops": 0,
                             "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0,
-                            "pl_names_lost": 0, "rx_survived": 0, "rx_drained": 0}
+                            "pl_names_lost": 0, "rx_survived": 0}
     per_fault = {}
     cov = {"prefix": {}, "pl_unsynced": [], "pl_untraced": [], "rpl_unsynced": [], "rpl_untraced": [], "st_dev": 0, "st_rem": 0,
            "st_rem_none": 0, "st_rem_tried": 0}
