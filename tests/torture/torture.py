@@ -1107,9 +1107,9 @@ def rx_powerloss(rig, client, j, base, rng, args, viol, stats, cov):
         client, rng, rng.randrange(args.pl_unsynced_min, args.pl_unsynced_min * 3),
         args.pl_hunt, proc=rig.remote, trace=rig.rx_trace)
     client.collect()
-    rig.remote_kill()
-    hdr = replog.read_header(rig.logpath)
+    hdr = replog.read_header(rig.logpath)   # (the receiver stopped: the site at that moment)
     site = hdr["sites"][1] if hdr else None
+    rig.remote_kill()
     check = site and site["mode"] == 0 and site["flags"] == 0
     time.sleep(0.05)
     finals = {p: rig.read_file(p) for p in rig.rx_files() if os.path.exists(p)}
@@ -1221,6 +1221,8 @@ def run(args):
                     return
                 if rig.rx:
                     # streaming while the load runs? (the primary's status, just before)
+                    # The receiver is frozen first (the header then says what the site was
+                    # at that moment, before the primary notices the crash), then killed.
                     try:
                         st1 = [x for x in rig.status()["sites"] if x["id"] == 1][0]
                         STREAM["load_checked"] += 1
@@ -1228,15 +1230,15 @@ def run(args):
                         STREAM["load_records"] = max(STREAM["load_records"], st1.get("stream_records", 0))
                     except (HarnessError, ValueError, subprocess.TimeoutExpired):
                         pass
-                    rig.remote_kill()  # a receiver crashes now: its files hold this moment
-                else:
-                    rig.remote_stop()
+                rig.remote_stop()
                 if args.remote_log:
                     with open(os.path.join(T, "remote.iolog"), "a") as f:
                         f.write("SNAPSHOT %d\n" % stats["snapshots"])
                 try:
                     h = replog.read_header(rig.logpath)
                     st = h["sites"][1] if h else None
+                    if rig.rx:
+                        rig.remote_kill()  # a receiver crashes now: its files hold this moment
                     if st and st["mode"] == 0 and st["flags"] == 0:
                         rem = rig.remote_view()
                         v = []
@@ -1626,7 +1628,9 @@ def main():
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--devices", type=int, default=2)
     p.add_argument("--size", type=int, default=4 << 20)
-    p.add_argument("--log-mb", type=int, default=8)
+    p.add_argument("--log-mb", type=int, default=None,
+                   help="the log's size (default 8, with --receiver 32: a receiver's snapshot "
+                   "is a crash, and the log holds the load while it restarts)")
     p.add_argument("--catchup-timeout", type=int, default=60)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--keep-going", action="store_true")
@@ -1659,6 +1663,8 @@ def main():
                    help="--receiver: ... and this capacity in bit/s, e.g. 100M (default: none)")
     a = p.parse_args()
     a.faults = [f for f in a.faults.split(",") if f]
+    if a.log_mb is None:
+        a.log_mb = 32 if a.receiver else 8
     if a.receiver:
         a.devices = 1
     elif a.wan_delay or a.wan_rate or "rpowerloss" in a.faults:
