@@ -1518,6 +1518,7 @@ def run(args):
         print("harness error: %s" % e)
         print(tail(rig.nlog))
         rig.cleanup()
+        viol_total += 1                # (keeps the work directory: the logs say why)
         return 2
     finally:
         rig.cleanup()
