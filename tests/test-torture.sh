@@ -7,7 +7,8 @@
 # random moments of the load), remote == device after catch-up, local legs == device after
 # clean stops; --selftest proves every cycle that the checkers catch a hidden write.  Fails
 # too when the run checked too little (its coverage figures, printed last, under the
-# minimums: tests/torture/README.md, "Coverage").
+# minimums: tests/torture/README.md, "Coverage").  Then a short run with the remote a receiver
+# (--receiver) behind the WAN emulator.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
 requires nbdkit
@@ -18,4 +19,9 @@ export JITTER_FILTER
 faults=kill,rstop,rkill,powerloss
 [ "$(id -u)" = 0 ] && faults=$faults,logfull    # logfull mounts a small tmpfs
 python3 "$TESTDIR/torture/torture.py" --cycles "${TORTURE_CYCLES:-15}" --faults "$faults" --selftest \
-  ${TORTURE_SEED:+--seed "$TORTURE_SEED"}
+  ${TORTURE_SEED:+--seed "$TORTURE_SEED"} || exit
+# the remote a receiver (receiver=yes) behind the WAN emulator: streamed to; its faults too
+# (rpowerloss: a power loss at the DR site); each fault once
+[ -x "$WAN_EMU" ] || die "the WAN emulator $WAN_EMU is not built (make check builds it)"
+python3 "$TESTDIR/torture/torture.py" --receiver --wan-delay 2ms --cycles "${TORTURE_RX_CYCLES:-5}" \
+  --faults kill,rstop,rkill,powerloss,rpowerloss --selftest ${TORTURE_SEED:+--seed "$TORTURE_SEED"}

@@ -32,8 +32,16 @@ of that fault; power-loss crashes at moments with hundreds of unsynced writes an
 writes in flight (powerloss_moment(): the untraced sectors of powerloss.py); with
 --selftest, a block hidden and caught every cycle.
 
-Usage: torture.py [--cycles N] [--faults kill,rstop,rkill,logfull] [--seed S] [--keep]
+With --receiver the remote is a receiver (the plugin with receiver=yes, its own log and
+local leg; one device), optionally behind the WAN emulator (--wan-delay, --wan-rate): the
+primary streams to it; rkill and rstop hit it, a snapshot of it is a crash (kill -9, its
+recovery on a private socket, its device read over NBD), the fault rpowerloss is a power loss
+at the DR site (its files rebuilt from its own trace), and after each catch-up its device
+equals the primary's and, drained, its local leg its device (tests/torture/README.md).
+
+Usage: torture.py [--cycles N] [--faults kill,rstop,rkill,logfull,powerloss] [--seed S] [--keep]
                   [--log-dev DEV] [--leg-devs DEV0,DEV1]  (block devices, e.g. loop devices)
+                  [--receiver [--wan-delay 2ms] [--wan-rate 100M]]  (+ fault rpowerloss)
 Environment: PLUGIN, REPLCTL (defaults: the build/ tree), SANITIZERS=yes (preload ASan
 into nbdkit).  Prints one line per cycle, a summary "cycles N, violations V" and the
 coverage figures; exit 1 on any violation or coverage shortfall, 2 on a harness failure (a
@@ -64,6 +72,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))       # tests/: replog.py, the log's format
 import powerloss  # noqa: E402
 import replog  # noqa: E402
+
+
+FAULTS = ("kill", "rstop", "rkill", "logfull", "powerloss", "rpowerloss")
 
 
 class HarnessError(Exception):
@@ -277,8 +288,38 @@ class Rig:
         self.rsock = os.path.join(T, "rem.sock")
         self.logpath = args.log_dev or os.path.join(self.logdir, "log")
         self.legsize = self.size + LABEL_ROOM
+        self.rx = args.receiver
+        if self.rx:
+            # the remote is a receiver (receiver=yes): its device is the primary's remote
+            # leg (the device and the primary's label area), its local leg that and its
+            # own label area; its log beside it
+            self.rxdir = os.path.join(T, "receiver")
+            os.makedirs(self.rxdir)
+            self.rxsize = self.legsize
+            self.rxleg = os.path.join(self.rxdir, "d0.img")
+            self.rxlog = os.path.join(self.rxdir, "log")
+            self.rxctl = os.path.join(T, "rx.ctl")
+            self.rxsock = os.path.join(T, "rx.sock")
+            self.rxlogfile = os.path.join(T, "receiver.log")
+            with open(self.rxleg, "wb") as f:
+                f.truncate(self.rxsize + LABEL_ROOM)
+            self.wan = None
+            if args.wan_delay or args.wan_rate:
+                # the primary reaches the receiver through the WAN emulator
+                self.wansock = os.path.join(T, "wan.sock")
+                self.rsock = self.wansock
+            else:
+                self.rsock = self.rxsock
+            self.rx_env = nbdkit_env()
+            self.rx_trace = None
+            self.rx_base = {}
+            self.rx_unsynced = {}
+            self.rx_image_unsynced = None
+            if "rpowerloss" in args.faults:
+                self.rx_trace = os.path.join(T, "rx-pf.trace")
+                self.rx_env["NBD_REPLICATOR_PFTRACE"] = self.rx_trace
         for d in range(self.ndev):
-            for p in (self.leg(d), os.path.join(self.rdir, "d%d" % d)):
+            for p in (self.leg(d),) if self.rx else (self.leg(d), os.path.join(self.rdir, "d%d" % d)):
                 if p in args.leg_devs:
                     blockdev_zero(p, self.legsize, True)
                     continue
@@ -289,6 +330,7 @@ class Rig:
         self.write_conf()
         self.server = None
         self.remote = None
+        self.rx_procs = []             # every receiver process started (cleanup)
         self.remote_stopped = False
         self.remote_delay = 0
         self.env = nbdkit_env()
@@ -333,6 +375,11 @@ control = { socket = "%s"; };
         """jitter_us: the remote holds each write a random time up to that long (the test
         jitter filter), so it completes writes out of order and lags by many epochs: a
         snapshot then shows any write that was let overtake an earlier epoch."""
+        if self.rx:
+            self.remote = self.rx_start(self.rxsock)
+            self.remote_delay = 0
+            self.remote_stopped = False
+            return
         for p in (self.rsock, self.rsock + ".pid"):
             if os.path.exists(p):
                 os.unlink(p)
@@ -349,6 +396,89 @@ control = { socket = "%s"; };
             stderr=open(log, "a"), env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
         wait_pidfile(self.remote, self.rsock + ".pid", "remote nbdkit", log)
         self.remote_stopped = False
+
+    # -- the receiver (--receiver) --
+    def rx_files(self):
+        """The receiver's files: what a crash or a power loss at the DR site hits."""
+        return [self.rxlog, self.rxleg]
+
+    def rx_start(self, sock):
+        """Start the receiver, always with the same arguments, listening on sock (the one the
+        primary reaches, or a private one for reading its state); retry while the killed
+        instance's lock is still held.  With its power-loss trace on, its files as they are
+        now are the trace's base (as start() does for the primary's)."""
+        if self.rx_trace:
+            now = {p: self.read_file(p) for p in self.rx_files() if os.path.exists(p)}
+            if self.rx_image_unsynced is not None:     # a power-loss image's (rx_powerloss)
+                self.rx_unsynced, self.rx_image_unsynced = self.rx_image_unsynced, None
+            else:
+                self.rx_unsynced = powerloss.unsynced_names(self.rx_trace, self.rx_unsynced,
+                                                            set(self.rx_base), set(now))
+            self.rx_base = now
+            open(self.rx_trace, "wb").close()
+        for attempt in range(60):
+            for p in (sock, sock + ".pid"):
+                if os.path.exists(p):
+                    os.unlink(p)
+            pos = os.path.getsize(self.rxlogfile) if os.path.exists(self.rxlogfile) else 0
+            with open(self.rxlogfile, "a") as lf:
+                lf.write("--- start on %s\n" % os.path.basename(sock))
+            proc = subprocess.Popen(
+                ["nbdkit", "-f", "-U", sock, "-P", sock + ".pid", self.plugin,
+                 "log=" + self.rxlog, "log-size=%dM" % self.a.rx_log_mb, "local=" + self.rxleg,
+                 "name=d0", "receiver=yes", "control=" + self.rxctl],
+                stderr=open(self.rxlogfile, "a"), env=self.rx_env)
+            self.rx_procs = [x for x in self.rx_procs if x.poll() is None] + [proc]
+            try:
+                wait_pidfile(proc, sock + ".pid", "receiver", self.rxlogfile)
+                return proc
+            except HarnessError:
+                with open(self.rxlogfile, errors="replace") as f:
+                    f.seek(pos)
+                    if "locked by another instance" not in f.read():
+                        raise
+                time.sleep(0.25)
+        raise HarnessError("receiver still locked out after 15 s")
+
+    def rx_read(self):
+        """The receiver's state as its own recovery sees it, the receiver being dead (killed
+        at the moment whose state is wanted): start it on a private socket the primary
+        cannot reach (it recovers its log), read its whole device, kill it again.  The
+        caller starts it again for the primary."""
+        priv = os.path.join(self.T, "rx-private.sock")
+        proc = self.rx_start(priv)
+        try:
+            return read_nbd("nbd+unix:///d0?socket=" + priv, self.rxsize)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def remote_view(self):
+        """What the remote site holds of each device, the remote frozen (stopped, or for a
+        receiver dead): for check_prefix."""
+        if self.rx:
+            return [self.rx_read()[:self.size]]
+        return [self.read_leg(os.path.join(self.rdir, "d%d" % d)) for d in range(self.ndev)]
+
+    def rx_status(self):
+        r = subprocess.run([self.replctl, "-s", self.rxctl, "status", "--json"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise HarnessError("replctl status of the receiver: %s" % r.stderr.strip())
+        return json.loads(r.stdout)
+
+    def wan_start(self):
+        emu = os.environ.get("WAN_EMU") or os.path.join(TOP, "build/tests/wan-emu")
+        if not os.access(emu, os.X_OK):
+            raise HarnessError("the WAN emulator %s is not built (make check builds it)" % emu)
+        pidf = os.path.join(self.T, "wan.pid")
+        log = os.path.join(self.T, "wan.log")
+        self.wan = subprocess.Popen(
+            [emu, "--listen", "unix:" + self.wansock, "--connect", "unix:" + self.rxsock,
+             "--delay", self.a.wan_delay or "0", "--rate", self.a.wan_rate or "0",
+             "--stats", os.path.join(self.T, "wan.stats"), "--pidfile", pidf],
+            stderr=open(log, "a"))
+        wait_pidfile(self.wan, pidf, "wan-emu", log)
 
     def remote_kill(self):
         if self.remote and self.remote.poll() is None:
@@ -423,27 +553,29 @@ control = { socket = "%s"; };
                 return
             time.sleep(0.05)
 
-    def powerloss_moment(self, client, rng, target, seconds):
+    def powerloss_moment(self, client, rng, target, seconds, proc=None, trace=None):
         """Run the load (plain writes: no flush, no FUA) until a moment where a power loss
         hits hard: at least `target` writes of the server's files are not yet synced
         (the trace says so), and some writes the kernel completed are not yet reaped by
         the server (so the trace lacks them: powerloss.py's untraced sectors, writes in
         flight at the kill).  The server is left SIGSTOPped at that moment, for the kill.
         Gives up after `seconds` (the cycle's coverage then shows it).  Returns (unsynced
-        writes, unreaped completions, moments tried)."""
+        writes, unreaped completions, moments tried).  proc, trace: another server and its
+        trace (the receiver's), by default the primary's."""
         end = time.monotonic() + seconds
         tries = 0
         client.snapshot = None        # (a snapshot's check takes longer than a moment)
-        trace = TraceTail(self.trace)
+        proc = proc or self.server
+        trace = TraceTail(trace or self.trace)
         while True:
             client.run_for(rng.uniform(0.002, 0.03))
-            sigstop_wait(self.server, "the replicator")
+            sigstop_wait(proc, "the replicator")
             tries += 1
-            unreaped = uring_unreaped(self.server.pid)
+            unreaped = uring_unreaped(proc.pid)
             unsynced = trace.unsynced()
             if (unsynced >= target and unreaped) or time.monotonic() > end:
                 return unsynced, unreaped, tries
-            self.server.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGCONT)
 
     def stop(self):
         self.server.terminate()
@@ -467,25 +599,19 @@ control = { socket = "%s"; };
         return "nbd+unix:///d%d?socket=%s" % (d, self.sock)
 
     def read_device(self, d):
-        h = nbd.NBD()
-        h.connect_uri(self.uri(d))
-        data = bytearray()
-        for off in range(0, self.size, 1 << 22):
-            data += h.pread(min(1 << 22, self.size - off), off)
-        h.shutdown()
-        return bytes(data)
+        return read_nbd(self.uri(d), self.size)
 
     def read_file(self, path):
         with open(path, "rb") as f:
             return f.read()
 
-    def read_leg(self, path):
+    def read_leg(self, path, size=None):
         """A leg's device part: its first size bytes (its label area follows)."""
         with open(path, "rb") as f:
-            return f.read(self.size)
+            return f.read(size or self.size)
 
     def cleanup(self):
-        for p in (self.server, self.remote):
+        for p in [self.server, self.remote] + (self.rx_procs + [self.wan] if self.rx else []):
             if p and p.poll() is None:
                 try:
                     p.send_signal(signal.SIGCONT)
@@ -495,6 +621,16 @@ control = { socket = "%s"; };
                     pass
         if self.mounted:
             subprocess.run(["umount", "-l", self.logdir])
+
+
+def read_nbd(uri, size):
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    data = bytearray()
+    for off in range(0, size, 1 << 22):
+        data += h.pread(min(1 << 22, size - off), off)
+    h.shutdown()
+    return bytes(data)
 
 
 def blockdev_zero(dev, size, exact):
@@ -529,6 +665,7 @@ class Client:
         self.busy = set()             # (dev, block) with a write in flight
         self.snapshot = None          # called now and then while the load runs
         self.next_snap = 0.0
+        self.snap_gap = (0.05, 0.3)   # seconds between two snapshots
         self.errors = 0               # requests that failed, at any time
         self.live_errors = []         # ... of them while the server ran (before the kill)
         self.killed = False           # set by abandon(): errors from now on are the kill's
@@ -622,7 +759,7 @@ class Client:
             self.pump()
             if self.snapshot and time.monotonic() >= self.next_snap:
                 self.snapshot()
-                self.next_snap = time.monotonic() + self.rng.uniform(0.05, 0.3)
+                self.next_snap = time.monotonic() + self.rng.uniform(*self.snap_gap)
 
     def run_until_barrier(self, timeout=30):
         """Run until a flush completed that covers a write (so the checks are never
@@ -742,6 +879,10 @@ def check_prefix(rig, j, base, remote, viol):
 
 
 COALESCED = {"runs": 0, "bytes": 0, "sent": 0}   # site 1, summed over the catch-ups
+# --receiver: at each catch-up, was site 1 streaming to a leg that is a receiver, and the
+# server's stream counters then (records written, resumptions after a reconnect)
+STREAM = {"catchups": 0, "streaming": 0, "records": 0, "resumes": 0, "last": "",
+          "load_checked": 0, "load_streaming": 0, "load_records": 0}
 
 
 def wait_replicating(rig, timeout):
@@ -768,6 +909,14 @@ def wait_replicating(rig, timeout):
             COALESCED["runs"] += site.get("coalesced_runs", 0)
             COALESCED["bytes"] += site.get("coalesced_bytes", 0)
             COALESCED["sent"] += site.get("log_bytes_sent", 0)
+            if rig.rx:
+                STREAM["catchups"] += 1
+                on = site.get("stream") and all(leg.get("receiver") for leg in legs)
+                STREAM["streaming"] += bool(on)
+                STREAM["records"] += site.get("stream_records", 0)
+                STREAM["resumes"] += site.get("stream_resumes", 0)
+                STREAM["last"] = "stream %s: %d records, %d resumes" % (
+                    "on" if on else "OFF", site.get("stream_records", 0), site.get("stream_resumes", 0))
             return True, last
         time.sleep(0.1)
     return False, last
@@ -864,11 +1013,147 @@ def recover_checks(rig, j, prev_base, viol, args):
         return seen
     for d in range(rig.ndev):
         dev = rig.read_device(d)
-        rem = rig.read_leg(os.path.join(rig.rdir, "d%d" % d))
+        if rig.rx:                     # the receiver's device, as it serves it
+            rem = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)
+            check_stream_record(rig, rem[rig.size:rig.size + BS], viol)
+            rem = rem[:rig.size]
+        else:
+            rem = rig.read_leg(os.path.join(rig.rdir, "d%d" % d))
         if dev != rem:
             nbad = sum(1 for b in range(rig.nb) if dev[b * BS:(b + 1) * BS] != rem[b * BS:(b + 1) * BS])
-            viol.append("dev %d: the remote differs from the device in %d blocks after catch-up" % (d, nbad))
+            viol.append("dev %d: the %s differs from the device in %d blocks after catch-up"
+                        % (d, "receiver's device" if rig.rx else "remote", nbad))
+    if rig.rx and rx_drained_check(rig, viol):
+        RXSTAT["drained"] += 1
     return seen
+
+
+RXSTAT = {"drained": 0, "records": 0}
+
+
+def check_stream_record(rig, rec, viol):
+    """The block after the device's data at the receiver (nbd-replicator-replog(5), STREAM
+    RECORD), after a catch-up: zeroes (no epoch streamed to it yet) or a valid record of this
+    log's generation naming an entry the log has had (a fence, a CACHE request now, leaves
+    nothing; older code sent it as a write whose block began "NBDRSOPN")."""
+    if rec.count(0) == len(rec):
+        return
+    magic, version, size = struct.unpack_from("<8sII", rec)
+    if magic == b"NBDRSOPN":
+        viol.append("the receiver holds a stream fence's block at byte %d of its device" % rig.size)
+        return
+    gen, seq, time_ns, written_ns = struct.unpack_from("<QQQQ", rec, 48)
+    crc = struct.unpack_from("<I", rec, 4092)[0]
+    if magic != b"NBDRSTRM" or version != 1 or size != 4096 or replog.crc32c(rec[:4092]) != crc:
+        viol.append("the stream record at the receiver is damaged (magic %r version %d size %d, "
+                    "crc %s)" % (magic, version, size,
+                                 "ok" if replog.crc32c(rec[:4092]) == crc else "wrong"))
+        return
+    st = rig.status()                  # (its generation: the identity's, as in the labels)
+    nxt, mygen = st["log"]["next_seq"], int(st["generation"], 16)
+    if gen != mygen:
+        viol.append("the stream record at the receiver has generation %x, the primary %x"
+                    % (gen, mygen))
+    elif seq >= nxt:
+        viol.append("the stream record at the receiver names seq %d, the log's next is %d" % (seq, nxt))
+    else:
+        RXSTAT["records"] += 1
+
+
+def rx_drained_check(rig, viol, tries=20):
+    """Once the receiver has applied its log to its local leg (no entry left), that leg
+    holds its device, label area of the primary included.  The primary may still write
+    there (its label of the leg, a stream record): a comparison counts only when the device
+    read the same before and after the leg was read, with no entry in the receiver's log
+    at either end."""
+    for _ in range(tries):
+        end = time.monotonic() + 30
+        while rig.rx_status()["log"]["entries"] and time.monotonic() < end:
+            time.sleep(0.05)
+        dev1 = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)
+        if rig.rx_status()["log"]["entries"]:
+            continue
+        leg = rig.read_leg(rig.rxleg, rig.rxsize)
+        dev2 = read_nbd("nbd+unix:///d0?socket=" + rig.rxsock, rig.rxsize)
+        if dev1 != dev2 or rig.rx_status()["log"]["entries"]:
+            time.sleep(0.1)
+            continue
+        if leg != dev2:
+            nbad = sum(1 for o in range(0, rig.rxsize, BS) if leg[o:o + BS] != dev2[o:o + BS])
+            first = min(o for o in range(0, rig.rxsize, BS) if leg[o:o + BS] != dev2[o:o + BS])
+            viol.append("the receiver's local leg differs from its device in %d blocks (the first "
+                        "at byte %d) with its log drained" % (nbad, first))
+        return True
+    viol.append("the receiver never stood still for the drained check (%d tries): its log kept "
+                "entries, or its device changed while read" % tries)
+    return False
+
+
+def rx_powerloss(rig, client, j, base, rng, args, viol, stats, cov):
+    """A power loss at the DR site while the primary streams: the receiver (run with its own
+    power-loss trace) is stopped at a moment with many unsynced writes and completions it
+    has not reaped, killed, and its files rebuilt as a power loss could have left them
+    (powerloss.py, three images).  Each image is recovered by the receiver on a private
+    socket and its device checked: a prefix of what the primary sent when the primary's
+    durable header says site 1 is in log mode without flags.  The last image is what the
+    receiver then runs on: the primary, which ran on all along, reconnects, fences, reads
+    the record and resumes from it (the cycle's checks after catch-up see that nothing is
+    missing).  Returns the cycle's note."""
+    client.run_for(rng.uniform(0.05, 0.5))
+    # then plain writes (no flush, no FUA): the primary sends no flush either, so the
+    # receiver's log syncs only at its group commits and its leg at its checkpoints
+    client.barriers = False
+    unsynced, unreaped, tries = rig.powerloss_moment(
+        client, rng, rng.randrange(args.pl_unsynced_min, args.pl_unsynced_min * 3),
+        args.pl_hunt, proc=rig.remote, trace=rig.rx_trace)
+    client.collect()
+    hdr = replog.read_header(rig.logpath)   # (the receiver stopped: the site at that moment)
+    site = hdr["sites"][1] if hdr else None
+    rig.remote_kill()
+    check = site and site["mode"] == 0 and site["flags"] == 0
+    time.sleep(0.05)
+    finals = {p: rig.read_file(p) for p in rig.rx_files() if os.path.exists(p)}
+    images, summ = powerloss.build_images(
+        {p: (rig.rx_base.get(p), finals.get(p)) for p in set(finals) | set(rig.rx_base)},
+        rig.rx_trace, rng, unsynced=rig.rx_unsynced)
+    stats["pl_images"] += len(images)
+    stats["pl_untraced"] += summ["untraced_sectors"]
+    stats["pl_names_lost"] += summ["names_lost"]
+    cov["rpl_unsynced"].append(summ["pending_writes"])
+    cov["rpl_untraced"].append(summ["untraced_sectors"])
+    checked = 0
+    for i, (img, how, left) in enumerate(images):
+        for p, data in img.items():
+            if data is None:
+                if os.path.exists(p):
+                    os.unlink(p)
+                continue
+            with open(p, "wb") as f:
+                f.write(data)
+        rig.rx_image_unsynced = left
+        if not check:
+            continue
+        rem = rig.remote_view()
+        v = []
+        holders, nreq = check_prefix(rig, j, base, rem, v)
+        viol.extend("receiver power loss image %d (%s): %s" % (i, how, x) for x in v)
+        stats["prefix_checked"] += 1
+        stats["required"] += nreq
+        cov["prefix"]["rpowerloss"] += holders > 0
+        checked += 1
+    rig.remote_start()
+    rig.rx_image_unsynced = None
+    client.barriers = True
+    client.run_for(rng.uniform(0.3, 1.5))   # the primary resumes the stream from the record
+    return ("receiver power loss (%s) at a moment with %d unsynced writes and %d completions "
+            "not reaped (%d moments tried): %d traced events, %d writes after the last syncs "
+            "over %d sectors, %d sectors changed after the kill; images %s, %s" % (
+                "plain writes", unsynced, unreaped, tries,
+                summ["events"], summ["pending_writes"], summ["pending_sectors"],
+                summ["untraced_sectors"], ",".join(h for _, h, _ in images),
+                "%d checked" % checked if check else "not checked: site 1 %s" % (
+                    "no header" if not site else "dirty-log mode" if site["mode"]
+                    else "flags %d" % site["flags"])))
 
 
 def fill_fs(path):
@@ -895,14 +1180,16 @@ def run(args):
     viol_total, stats = 0, {"prefix_checked": 0, "prefix_skipped": 0, "required": 0,
                             "acks": 0, "flushes": 0, "clean_stops": 0,
                             "snapshots": 0, "remote_deaths": 0, "pl_images": 0, "pl_untraced": 0,
-                            "pl_names_lost": 0}
+                            "pl_names_lost": 0, "rx_survived": 0}
     per_fault = {}
-    cov = {"prefix": {}, "pl_unsynced": [], "pl_untraced": [], "st_dev": 0, "st_rem": 0,
+    cov = {"prefix": {}, "pl_unsynced": [], "pl_untraced": [], "rpl_unsynced": [], "rpl_untraced": [], "st_dev": 0, "st_rem": 0,
            "st_rem_none": 0, "st_rem_tried": 0}
     base = {}
     gen = 0
     filler = restart_full = None
     try:
+        if rig.rx and (args.wan_delay or args.wan_rate):
+            rig.wan_start()
         rig.remote_start()
         rig.start()
         for cycle in range(1, args.cycles + 1):
@@ -914,7 +1201,7 @@ def run(args):
             cov["prefix"].setdefault(fault, 0)
             checks0 = cov["prefix"][fault]
             delay = rng.choice((0, 500, 2000, 4000))
-            if fault == "powerloss":
+            if fault == "powerloss" or rig.rx:
                 delay = 0              # a lagging remote keeps the log full (see below)
             if delay != rig.remote_delay:
                 rig.remote_kill()
@@ -924,12 +1211,25 @@ def run(args):
             if args.remote_log and os.path.exists(os.path.join(T, "remote.iolog")):
                 os.truncate(os.path.join(T, "remote.iolog"), 0)   # this cycle's requests only
             client = Client(rig, j, rng, gen)
+            if rig.rx:
+                client.snap_gap = (0.3, 1.2)   # each one is a crash of the receiver
 
             def snapshot():
                 """The remote frozen at a random moment of the load: a site in log mode
                 holds a prefix of epochs at every moment, not only after a crash."""
                 if rig.remote_stopped or rig.remote.poll() is not None:
                     return
+                if rig.rx:
+                    # streaming while the load runs? (the primary's status, just before)
+                    # The receiver is frozen first (the header then says what the site was
+                    # at that moment, before the primary notices the crash), then killed.
+                    try:
+                        st1 = [x for x in rig.status()["sites"] if x["id"] == 1][0]
+                        STREAM["load_checked"] += 1
+                        STREAM["load_streaming"] += bool(st1.get("stream"))
+                        STREAM["load_records"] = max(STREAM["load_records"], st1.get("stream_records", 0))
+                    except (HarnessError, ValueError, subprocess.TimeoutExpired):
+                        pass
                 rig.remote_stop()
                 if args.remote_log:
                     with open(os.path.join(T, "remote.iolog"), "a") as f:
@@ -937,8 +1237,10 @@ def run(args):
                 try:
                     h = replog.read_header(rig.logpath)
                     st = h["sites"][1] if h else None
+                    if rig.rx:
+                        rig.remote_kill()  # a receiver crashes now: its files hold this moment
                     if st and st["mode"] == 0 and st["flags"] == 0:
-                        rem = [rig.read_leg(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+                        rem = rig.remote_view()
                         v = []
                         holders, _ = check_prefix(rig, j, base, rem, v)
                         if v:
@@ -955,7 +1257,10 @@ def run(args):
                         stats["snapshots"] += 1
                         cov["prefix"][fault] += holders > 0   # (one that saw nothing new checked nothing)
                 finally:
-                    rig.remote_cont()
+                    if rig.rx:
+                        rig.remote_start()
+                    else:
+                        rig.remote_cont()
             client.snapshot = snapshot
             # the durable header follows the status wait_replicating() saw a little later
             # (flags cleared, mode back to log): wait for it, or this cycle's checks at
@@ -966,9 +1271,18 @@ def run(args):
                     break
                 time.sleep(0.05)
             client.run_until_barrier()
+            if rig.rx:
+                # one snapshot early in every cycle, while site 1 is in log mode (it caught
+                # up just before): a receiver's snapshots are few, the fault may leave the
+                # site dirty, and each cycle of each fault is to check something
+                client.run_for(rng.uniform(0.1, 0.3))
+                snapshot()
             note = ""
             if fault == "kill":
                 client.run_for(rng.uniform(0.05, 1.5))
+                if rig.rx:             # (a receiver's snapshots are further apart)
+                    snapshot()
+                    client.run_for(rng.uniform(0.05, 0.5))
             elif fault == "rstop":
                 client.run_for(rng.uniform(0.2, 0.5))      # (prefix checks before the stop)
                 snapshot()             # one more: after the fault the site is often dirty
@@ -996,6 +1310,8 @@ def run(args):
                 note = "remote killed, back after %.1fs" % down
             elif fault == "powerloss":
                 client.run_for(rng.uniform(0.05, 1.0))
+                if rig.rx:
+                    snapshot()
                 # then plain writes only, so that much is unsynced at the kill (flushes
                 # and FUA writes sync the log and, at each epoch, the legs)
                 # (from a log with room: writers waiting for space make the workers
@@ -1009,6 +1325,8 @@ def run(args):
                     args.pl_hunt)
                 note = "kill at a moment with %d unsynced writes and %d completions not reaped " \
                        "(%d moments tried)" % (unsynced, unreaped, tries)
+            elif fault == "rpowerloss":
+                note = rx_powerloss(rig, client, j, base, rng, args, viol, stats, cov)
             elif fault == "logfull":
                 client.run_for(rng.uniform(0.0, 0.5))
                 filler = fill_fs(rig.logdir)
@@ -1028,8 +1346,23 @@ def run(args):
             pchecked, remote = False, None
             hdr = replog.read_header(rig.logpath)
             site = hdr["sites"][1] if hdr else None
-            if site and site["mode"] == 0 and site["flags"] == 0:
-                remote = [rig.read_leg(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+            rx_survives = rig.rx and rng.random() < 0.5
+            # ... and half of those times it stays stopped (it was stopped at the crash) until
+            # the primary restarted: what the dead primary had sent and the new connection
+            # (its fence first) then reach it together (the fence refuses the older one)
+            rx_hold = rx_survives and fault != "powerloss" and rng.random() < 0.5 and \
+                rng.uniform(0.0, 0.6)
+            if rig.rx and not rx_survives:
+                rig.remote_kill()      # the DR site crashes at the same moment
+            if rx_survives:
+                # the receiver goes on with what the dead primary had sent (through the WAN
+                # emulator: still on its way), and the restarted primary fences it
+                stats["rx_survived"] += 1
+                pnote = "the receiver survives the crash (not checked at it)"
+                if rx_hold:
+                    pnote += ", stopped until %.2fs after the restart" % rx_hold
+            elif site and site["mode"] == 0 and site["flags"] == 0:
+                remote = rig.remote_view()
                 holders, nreq = check_prefix(rig, j, base, remote, viol)
                 stats["prefix_checked"] += 1
                 cov["prefix"][fault] += holders > 0
@@ -1040,9 +1373,16 @@ def run(args):
                 stats["prefix_skipped"] += 1
                 pnote = "site 1 %s" % ("no header" if not site else
                                       "dirty-log mode" if site["mode"] else "flags %d" % site["flags"])
-            rig.remote_cont()
+            if rig.rx and rig.remote.poll() is not None and not rx_survives:
+                rig.remote_start()
+            if not rx_hold:
+                rig.remote_cont()
             time.sleep(0.05)
-            if rig.remote.poll() is not None:
+            if rig.rx and rig.remote.poll() is not None:
+                viol.append("the receiver exited by itself (status %s); its log:\n%s"
+                            % (rig.remote.returncode, tail(rig.rxlogfile, 15)))
+                rig.remote_start()
+            elif rig.remote.poll() is not None:
                 # nbdkit 1.32 can abort when a client goes away with requests in flight
                 # (connections.c raw_send_socket: Assertion `sock >= 0'): a remote failure,
                 # which the replicator must ride out like any other; start it again
@@ -1060,7 +1400,22 @@ def run(args):
             if fault == "powerloss":
                 # the files as a power loss could have left them, several times over
                 time.sleep(0.3)        # the remote survives: it finishes what it received
-                remote_after = [rig.read_file(os.path.join(rig.rdir, "d%d" % d)) for d in range(rig.ndev)]
+                if rig.rx:             # its files, to start it on them again for each image
+                    rig.remote_kill()
+                    remote_after = {p: rig.read_file(p) for p in rig.rx_files()}
+                    if rx_survives and site and site["mode"] == 0 and site["flags"] == 0:
+                        # what it made of the dead primary's last requests: a prefix too
+                        remote = rig.remote_view()
+                        holders, nreq = check_prefix(rig, j, base, remote, viol)
+                        stats["prefix_checked"] += 1
+                        cov["prefix"][fault] += holders > 0
+                        pchecked = True
+                        stats["required"] += nreq
+                        pnote = "the receiver survives the crash, killed 0.3s later: prefix ok " \
+                            "(%d new blocks, %d required writes)" % (holders, nreq)
+                else:
+                    remote_after = [rig.read_file(os.path.join(rig.rdir, "d%d" % d))
+                                    for d in range(rig.ndev)]
                 finals = {p: rig.read_file(p) for p in rig.traced_files() if os.path.exists(p)}
                 images, summ = powerloss.build_images(
                     {p: (rig.base_files.get(p), finals.get(p)) for p in set(finals) | set(rig.base_files)},
@@ -1088,9 +1443,16 @@ def run(args):
                             continue
                         with open(p, "wb") as f:
                             f.write(data)
-                    for d in range(rig.ndev):
-                        with open(os.path.join(rig.rdir, "d%d" % d), "r+b") as f:
-                            f.write(remote_after[d])
+                    if rig.rx:
+                        rig.remote_kill()
+                        for p, data in remote_after.items():
+                            with open(p, "wb") as f:
+                                f.write(data)
+                        rig.remote_start()
+                    else:
+                        for d in range(rig.ndev):
+                            with open(os.path.join(rig.rdir, "d%d" % d), "r+b") as f:
+                                f.write(remote_after[d])
                     rig.start(unsynced=left)
                     v = []
                     seen = recover_checks(rig, j, prev_base, v, args)
@@ -1100,6 +1462,9 @@ def run(args):
                 base_after_dev = seen
             else:
                 rig.start()
+                if rx_hold:
+                    time.sleep(rx_hold)
+                    rig.remote_cont()
                 if restart_full:
                     os.unlink(restart_full)
                     restart_full = None
@@ -1128,6 +1493,8 @@ def run(args):
                 # no other fault of the torture touches the server before its kill
                 viol.append("%d client request(s) failed while the server ran (%s): %s" % (
                     len(client.live_errors), fault, "; ".join(client.live_errors[:5])))
+            if rig.rx:
+                note += ("; " if note else "") + "at the catch-up " + STREAM["last"]
             print("cycle %d %s%s: %d issued, %d acked, %d flushes, %d client errors; %s%s; %d prefix checks; %s" %
                   (cycle, fault, " (remote jitter %d us)" % rig.remote_delay if rig.remote_delay else "",
                    len(j.ops), len(j.acks), j.flushes, client.errors,
@@ -1151,6 +1518,7 @@ def run(args):
         print("harness error: %s" % e)
         print(tail(rig.nlog))
         rig.cleanup()
+        viol_total += 1                # (keeps the work directory: the logs say why)
         return 2
     finally:
         rig.cleanup()
@@ -1168,6 +1536,22 @@ def run(args):
                               stats["pl_images"], stats["pl_untraced"], stats["pl_names_lost"]))
     print("torture: site 1 coalesced %d runs within an epoch, %d payload bytes not sent, %d sent "
           "(counters at each catch-up, summed)" % (COALESCED["runs"], COALESCED["bytes"], COALESCED["sent"]))
+    if args.receiver:
+        fenced = failed = 0
+        if os.path.exists(rig.rxlogfile):
+            with open(rig.rxlogfile, errors="replace") as f:
+                for line in f:
+                    fenced += "fenced this one" in line
+                    failed += "receiver: a change failed" in line
+        print("torture: receiver: %d connections ended by a newer one's fence, %d by a failed "
+              "change (its log)" % (fenced, failed))
+        print("torture: receiver: site 1 streamed at %d of %d catch-ups (stream records %d, "
+              "resumes %d: the servers' counters summed) and at %d of %d snapshots during the "
+              "load (at most %d records written by one server then), the receiver survived %d "
+              "primary crashes, drained-leg checks %d, valid stream records after catch-up %d" % (
+                  STREAM["streaming"], STREAM["catchups"], STREAM["records"], STREAM["resumes"],
+                  STREAM["load_streaming"], STREAM["load_checked"], STREAM["load_records"],
+                  stats["rx_survived"], RXSTAT["drained"], RXSTAT["records"]))
     short = coverage(args, per_fault, cov)
     return 1 if viol_total or short else 0
 
@@ -1205,6 +1589,14 @@ def coverage(args, per_fault, cov):
                              % (sum(1 for x in t if x), need))
         else:
             short.append("no power-loss image was checked")
+    if per_fault.get("rpowerloss"):
+        u, t = sorted(cov["rpl_unsynced"]), cov["rpl_untraced"]
+        print("torture coverage: receiver power loss: unsynced writes per crash min %d, median %d, "
+              "max %d over %d crashes; untraced sectors %d in all, in %d of %d crashes" % (
+                  u[0], u[len(u) // 2], u[-1], len(u), sum(t), sum(1 for x in t if x), len(t)))
+        if u[len(u) // 2] < args.rx_unsynced_min:
+            short.append("receiver power-loss crashes: median %d unsynced writes, at least %d "
+                         "wanted" % (u[len(u) // 2], args.rx_unsynced_min))
     if args.selftest:
         cycles = sum(per_fault.values())
         print("torture coverage: selftest hid a durable write on a device copy in %d of %d cycles, "
@@ -1217,6 +1609,14 @@ def coverage(args, per_fault, cov):
         if cov["st_rem"] < max(1, (cov["st_rem_tried"] + 1) // 2):
             short.append("the selftest hid a write on the remote copy at %d crashes only, at least "
                          "%d wanted" % (cov["st_rem"], max(1, (cov["st_rem_tried"] + 1) // 2)))
+    if args.receiver:
+        if STREAM["streaming"] < STREAM["catchups"] or not STREAM["catchups"]:
+            short.append("site 1 streamed to the receiver at %d of %d catch-ups only"
+                         % (STREAM["streaming"], STREAM["catchups"]))
+        if STREAM["load_checked"] and not STREAM["load_streaming"]:
+            short.append("site 1 never streamed during the load (%d snapshots)" % STREAM["load_checked"])
+        if not STREAM["resumes"]:
+            short.append("no stream resumed from the receiver's record")
     for x in short:
         print("torture coverage SHORT: " + x)
     return len(short)
@@ -1229,7 +1629,9 @@ def main():
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--devices", type=int, default=2)
     p.add_argument("--size", type=int, default=4 << 20)
-    p.add_argument("--log-mb", type=int, default=8)
+    p.add_argument("--log-mb", type=int, default=None,
+                   help="the log's size (default 8, with --receiver 32: a receiver's snapshot "
+                   "is a crash, and the log holds the load while it restarts)")
     p.add_argument("--catchup-timeout", type=int, default=60)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--keep-going", action="store_true")
@@ -1249,8 +1651,28 @@ def main():
                    help="unsynced writes wanted at each power-loss crash")
     p.add_argument("--pl-hunt", type=float, default=5.0,
                    help="seconds to look for a power-loss moment with that much unsynced")
+    p.add_argument("--receiver", action="store_true",
+                   help="the remote is a receiver (the replicator plugin with receiver=yes, its "
+                   "own log and local leg): one device (--devices 1), streamed to")
+    p.add_argument("--rx-log-mb", type=int, default=16, help="the receiver's log size")
+    p.add_argument("--rx-unsynced-min", type=int, default=20,
+                   help="rpowerloss: the median of unsynced writes wanted at the receiver's crashes")
+    p.add_argument("--wan-delay", default=None,
+                   help="--receiver: the primary reaches it through the WAN emulator "
+                   "(tests/wan-emu.c) with this one-way delay, e.g. 2ms")
+    p.add_argument("--wan-rate", default=None,
+                   help="--receiver: ... and this capacity in bit/s, e.g. 100M (default: none)")
     a = p.parse_args()
     a.faults = [f for f in a.faults.split(",") if f]
+    if a.log_mb is None:
+        a.log_mb = 32 if a.receiver else 8
+    if a.receiver:
+        a.devices = 1
+    elif a.wan_delay or a.wan_rate or "rpowerloss" in a.faults:
+        p.error("--wan-delay, --wan-rate and the fault rpowerloss need --receiver")
+    bad = [f for f in a.faults if f not in FAULTS]
+    if bad:
+        p.error("--faults: unknown fault %s (known: %s)" % (", ".join(bad), ", ".join(FAULTS)))
     a.leg_devs = [x for x in a.leg_devs.split(",") if x]
     if a.leg_devs and len(a.leg_devs) != a.devices:
         p.error("--leg-devs: %d devices for --devices %d" % (len(a.leg_devs), a.devices))
