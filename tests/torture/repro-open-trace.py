@@ -7,6 +7,9 @@ records neither sync, so the emulation takes both copies as unsynced and tears b
 restart then refuses ("both header copies are invalid").  Found by torture.py --receiver,
 fault rpowerloss (seed 4005, cycle 24: a harness error, the receiver refused to start).
 
+Fixed by rl_sync (src/replog.c: the syncs of create, open and the final header are traced);
+a regression test since (tests/test-torture.sh).
+
 Usage: python3 tests/torture/repro-open-trace.py [TRIES]   (from the worktree top; exit 1 when
 an image loses both copies: the trace lacks the open's syncs)."""
 import os
