@@ -1043,11 +1043,13 @@ def check_stream_record(rig, rec, viol):
         viol.append("the receiver holds a stream fence's block at byte %d of its device" % rig.size)
         return
     gen, seq, time_ns, written_ns = struct.unpack_from("<QQQQ", rec, 48)
-    crc = struct.unpack_from("<I", rec, 4092)[0]
-    if magic != b"NBDRSTRM" or version != 1 or size != 4096 or replog.crc32c(rec[:4092]) != crc:
+    # 512 bytes (zero-padded to one block of the remote); crc32c of bytes 0..507 at 508
+    crc = struct.unpack_from("<I", rec, 508)[0]
+    if (magic != b"NBDRSTRM" or version != 1 or size != 512 or replog.crc32c(rec[:508]) != crc or
+            rec[512:].count(0) != len(rec) - 512):
         viol.append("the stream record at the receiver is damaged (magic %r version %d size %d, "
                     "crc %s)" % (magic, version, size,
-                                 "ok" if replog.crc32c(rec[:4092]) == crc else "wrong"))
+                                 "ok" if replog.crc32c(rec[:508]) == crc else "wrong"))
         return
     st = rig.status()                  # (its generation: the identity's, as in the labels)
     nxt, mygen = st["log"]["next_seq"], int(st["generation"], 16)
