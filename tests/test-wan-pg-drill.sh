@@ -82,7 +82,12 @@ fs_up() {                       # fs_up URI
 }
 fs_down() {                     # umount (flushes), loop, FUSE
   local rc=0 i
-  if mountpoint -q "$T/mnt"; then k umount "$T/mnt" || rc=1; fi
+  # PostgreSQL's last processes may still hold the mount for a moment after pg_ctl returned
+  # (CI saw "target is busy"): a few tries, then the failure counts
+  if mountpoint -q "$T/mnt"; then
+    for i in $(seq 20); do k umount "$T/mnt" 2>/dev/null && break; sleep 0.5; done
+    mountpoint -q "$T/mnt" && { k umount "$T/mnt"; rc=1; }
+  fi
   [ -n "$LOOP" ] && { k losetup -d "$LOOP" || rc=1; LOOP=; }
   if [ -n "$FUSE" ] && mounted "$FUSE"; then k fusermount3 -u "$FUSE" 2>/dev/null || k umount "$FUSE" || rc=1; fi
   FUSE=
