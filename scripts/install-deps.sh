@@ -6,7 +6,7 @@ PKGS="autoconf automake libtool pkg-config make gcc libc6-dev perl
       nbdkit nbdkit-plugin-dev nbdkit-plugin-python libnbd-dev libnbd-bin python3-libnbd
       liburing-dev libconfig-dev libjson-c-dev libiscsi-dev libiscsi-bin
       tgt fio socat fuse3 qemu-utils e2fsprogs util-linux iproute2 procps
-      clang libclang-rt-14-dev python3-prometheus-client systemd strace
+      clang libclang-rt-14-dev python3-prometheus-client systemd strace gdb
       openssl python3-yaml postgresql"
 missing=
 for p in $PKGS; do

@@ -112,9 +112,10 @@ get_str (json_object *o, const char *k)
 
 /* A flat JSON object (strings, integers, true/false/null values): the
  * control protocol's commands.  Not json_tokener_parse: it creates and
- * frees a C locale on every call, which can block for good in a process
- * whose locale lock was left taken (seen with the sanitizer runtime in
- * nbdkit).  NULL if the line is not such an object. */
+ * frees a C locale on every call, which takes glibc's locale lock for
+ * writing each time (a process whose lock was left broken, as the sanitizer
+ * runtime's start did: tests/sanitizer-preload.c, blocked there for good).
+ * NULL if the line is not such an object. */
 static const char *
 skip_ws (const char *p)
 {

@@ -252,22 +252,10 @@ ep_start() {
 }
 # ep_stop: SIGTERM to the entrypoint, wait for it; EP_RC = its exit status (124: no exit in 30 s)
 ep_stop() {
-  local npid stuck=0
-  npid=$(cat "$C/ctl/db.pid" 2>/dev/null || true)
   EP_RC=0
   kill -TERM "$EP_PID" 2>/dev/null
   for _ in $(seq 600); do
     alive "$EP_PID" || break
-    # ASan preload only: nbdkit may hang in exit() after its cleanup (see lib.sh)
-    if [ "$SANITIZERS" = yes ] && [ -n "$npid" ] && [ "$(ls "/proc/$npid/task" 2>/dev/null | wc -l)" = 1 ] &&
-       [ "$(cat "/proc/$npid/wchan" 2>/dev/null)" = futex_do_wait ]; then
-      stuck=$((stuck + 1))
-      if [ $stuck -ge 60 ]; then
-        echo "  (note: nbdkit hung in exit() after cleanup under the ASan preload; counted as exit 0)"
-        kill -9 "$npid" 2>/dev/null; wait "$EP_PID" 2>/dev/null || true
-        return 0
-      fi
-    fi
     sleep 0.05
   done
   if alive "$EP_PID"; then kill -9 "$EP_PID" 2>/dev/null; wait "$EP_PID" 2>/dev/null || true; EP_RC=124; return 0; fi

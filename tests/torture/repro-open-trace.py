@@ -22,6 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import powerloss  # noqa: E402
+from torture import nbdkit_env  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(HERE))
 PLUGIN = os.environ.get("PLUGIN") or os.path.join(TOP, "build/plugins/replicator/.libs/nbdkit-replicator-plugin.so")
@@ -31,7 +32,7 @@ def start(T, trace):
     for p in ("s", "p"):
         if os.path.exists(os.path.join(T, p)):
             os.unlink(os.path.join(T, p))
-    env = dict(os.environ, NBD_REPLICATOR_PFTRACE=trace)
+    env = dict(nbdkit_env(), NBD_REPLICATOR_PFTRACE=trace)
     proc = subprocess.Popen(["nbdkit", "-f", "-U", T + "/s", "-P", T + "/p", PLUGIN, "log=" + T + "/log",
                              "log-size=16M", "local=" + T + "/leg", "receiver=yes", "name=d0",
                              "control=" + T + "/c.ctl"], stderr=open(T + "/err", "a"), env=env)
@@ -52,7 +53,10 @@ def main():
     trace = T + "/t"
     p = start(T, trace)                # creates the log
     p.terminate()
-    p.wait()
+    if p.wait() != 0 or not os.path.exists(T + "/log"):
+        print("the instance did not start and stop cleanly (exit %s); its log:\n%s"
+              % (p.returncode, open(T + "/err").read()[-3000:]))
+        return 1
     rng = random.Random(1)
     bad = 0
     for i in range(tries):

@@ -239,7 +239,13 @@ def nbdkit_env():
     if os.environ.get("SANITIZERS") == "yes":
         asan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
                               text=True).stdout.strip()
-        env["LD_PRELOAD"] = asan
+        # tests/sanitizer-preload.c after the runtime: without it the runtime's start can
+        # leave glibc's locale lock broken and nbdkit hangs at exit
+        preload = os.environ.get("SANITIZER_PRELOAD", "")
+        if not os.path.exists(preload):
+            raise HarnessError("SANITIZER_PRELOAD (%r) is not built (make check builds it)"
+                               % preload)
+        env["LD_PRELOAD"] = asan + ":" + preload
         env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     return env
@@ -254,6 +260,17 @@ def wait_pidfile(proc, pidfile, what, log):
                                (what, proc.returncode, log, tail(log)))
         time.sleep(0.02)
     raise HarnessError("%s: no pidfile after 20 s" % what)
+
+
+def thread_stacks(pid):
+    """Every thread's stack of a hung process (gdb, when installed), for the report."""
+    try:
+        r = subprocess.run(["gdb", "-batch", "-p", str(pid), "-ex", "thread apply all bt",
+                            "-ex", "p __libc_setlocale_lock"],
+                           capture_output=True, text=True, timeout=120)
+        return r.stdout[-30000:]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "(no stacks: %s)" % e
 
 
 def tail(path, n=30):
@@ -582,9 +599,10 @@ control = { socket = "%s"; };
         try:
             rc = self.server.wait(60)
         except subprocess.TimeoutExpired:
+            stacks = thread_stacks(self.server.pid)
             self.server.kill()
             self.server.wait()
-            raise HarnessError("replicator did not stop in 60 s")
+            raise HarnessError("replicator did not stop in 60 s; its threads:\n" + stacks)
         if rc != 0:
             raise HarnessError("replicator exited with %d on SIGTERM:\n%s" % (rc, tail(self.nlog)))
 
