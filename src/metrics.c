@@ -167,77 +167,76 @@ jget (json_object *o, const char *k)
   return json_object_object_get_ex (o, k, &v) ? v : NULL;
 }
 
-/* One gauge or counter sample per site. */
+/* A family with one sample per site, from the site's status key: a gauge or
+ * a counter (integer or double), or a gauge sampled only where the status
+ * has a value (null: no sample). */
+enum ps_kind { PS_GAUGE, PS_COUNTER, PS_GAUGE_DOUBLE, PS_GAUGE_KNOWN };
+struct per_site_def {
+  const char *name, *key;
+  enum ps_kind kind;
+  const char *help;
+};
+
 static void
-per_site (struct buf *b, json_object *sites, const char *name, const char *type,
-          const char *help, const char *key, bool is_double)
+per_site (struct buf *b, json_object *sites, const struct per_site_def *d)
 {
   size_t i, n = json_object_array_length (sites);
-  bool counter = !strcmp (type, "counter");
+  bool counter = d->kind == PS_COUNTER;
 
-  family (b, name, type, help);
+  family (b, d->name, counter ? "counter" : "gauge", d->help);
   for (i = 0; i < n; i++) {
-    json_object *s = json_object_array_get_idx (sites, i);
-    if (is_double)
-      put (b, "nbd_replicator_%s%s{site=\"%d\"} %.6f\n", name, counter ? "_total" : "",
-           (int) jint (s, "id"), jdbl (s, key));
+    json_object *s = json_object_array_get_idx (sites, i), *v = jget (s, d->key);
+    int id = (int) jint (s, "id");
+    if (d->kind == PS_GAUGE_KNOWN) {
+      if (v)
+        put (b, "nbd_replicator_%s{site=\"%d\"} %.6f\n", d->name, id, json_object_get_double (v));
+    }
+    else if (d->kind == PS_GAUGE_DOUBLE)
+      put (b, "nbd_replicator_%s{site=\"%d\"} %.6f\n", d->name, id, jdbl (s, d->key));
     else
-      put (b, "nbd_replicator_%s%s{site=\"%d\"} %lld\n", name, counter ? "_total" : "",
-           (int) jint (s, "id"), (long long) jint (s, key));
+      put (b, "nbd_replicator_%s%s{site=\"%d\"} %lld\n", d->name, counter ? "_total" : "", id,
+           (long long) jint (s, d->key));
   }
 }
 
-/* A gauge per site whose status has a value for key (null: no sample). */
 static void
-per_site_known (struct buf *b, json_object *sites, const char *name, const char *help,
-                const char *key)
+per_site_table (struct buf *b, json_object *sites, const struct per_site_def *d, size_t n)
 {
-  size_t i, n = json_object_array_length (sites);
-
-  family (b, name, "gauge", help);
-  for (i = 0; i < n; i++) {
-    json_object *s = json_object_array_get_idx (sites, i), *v = jget (s, key);
-    if (v)
-      put (b, "nbd_replicator_%s{site=\"%d\"} %.6f\n", name, (int) jint (s, "id"),
-           json_object_get_double (v));
-  }
+  size_t i;
+  for (i = 0; i < n; i++)
+    per_site (b, sites, &d[i]);
 }
 
-/* The link of each site: its rate, what it carried, the catch-up. */
-static void
-link_metrics (struct buf *b, json_object *sites)
-{
-  per_site (b, sites, "site_rate_limit_bytes_per_second", "gauge",
-            "The site's rate: bytes per second sent to its connections, at most (0: no limit).",
-            "rate_limit", false);
-  per_site (b, sites, "site_link_sent_bytes", "counter",
-            "Bytes on the wire (payload and request headers) the site's remotes acknowledged.",
-            "link_bytes_sent", false);
-  per_site (b, sites, "site_log_sent_bytes", "counter",
-            "Payload bytes of log writes the site's legs took (coalesced: the pieces sent).",
-            "log_bytes_sent", false);
-  per_site (b, sites, "site_coalesced_bytes", "counter",
-            "Payload bytes of log writes not sent: a later write of the same epoch overwrote them.",
-            "coalesced_bytes", false);
-  per_site (b, sites, "site_coalesced_entries", "counter",
-            "Log entries not sent at all: later entries of the same epoch overwrote them.",
-            "coalesced_entries", false);
-  per_site (b, sites, "site_stream", "gauge",
-            "1 while the site streams to a receiver (no round trip per epoch), else 0.",
-            "stream", false);
-  per_site (b, sites, "site_stream_records", "counter",
-            "Stream records sent to the site's receiver (one per epoch).",
-            "stream_records", false);
-  per_site (b, sites, "site_stream_resumes", "counter",
-            "Connections to the site's receiver that started again after its stream record.",
-            "stream_resumes", false);
-  per_site_known (b, sites, "site_link_bytes_per_second",
-                  "Bytes per second the site's connections carried over the last 5 s.",
-                  "link_bytes_per_second");
-  per_site_known (b, sites, "site_catchup_seconds",
-                  "Projected time to send what the site lacks (no sample: nothing, or unknown).",
-                  "catchup_seconds");
-}
+/* The sites' progress, and their links: rate, what they carried, the catch-up. */
+static const struct per_site_def site_defs[] = {
+  { "site_backlog_entries", "backlog_entries", PS_GAUGE, "Log entries the site has not applied." },
+  { "site_backlog_bytes", "backlog_bytes", PS_GAUGE, "Bytes of log entries the site has not applied." },
+  { "site_rpo_seconds", "rpo_seconds", PS_GAUGE_DOUBLE,
+    "Age of the oldest log entry the site has not applied." },
+  { "site_applied_seq", "applied_seq", PS_GAUGE, "Newest log sequence number durable at the site." },
+  { "site_disconnects", "disconnects", PS_COUNTER,
+    "Times the site made no progress for disconnect_timeout." },
+  { "site_rate_limit_bytes_per_second", "rate_limit", PS_GAUGE,
+    "The site's rate: bytes per second sent to its connections, at most (0: no limit)." },
+  { "site_link_sent_bytes", "link_bytes_sent", PS_COUNTER,
+    "Bytes on the wire (payload and request headers) the site's remotes acknowledged." },
+  { "site_log_sent_bytes", "log_bytes_sent", PS_COUNTER,
+    "Payload bytes of log writes the site's legs took (coalesced: the pieces sent)." },
+  { "site_coalesced_bytes", "coalesced_bytes", PS_COUNTER,
+    "Payload bytes of log writes not sent: a later write of the same epoch overwrote them." },
+  { "site_coalesced_entries", "coalesced_entries", PS_COUNTER,
+    "Log entries not sent at all: later entries of the same epoch overwrote them." },
+  { "site_stream", "stream", PS_GAUGE,
+    "1 while the site streams to a receiver (no round trip per epoch), else 0." },
+  { "site_stream_records", "stream_records", PS_COUNTER,
+    "Stream records sent to the site's receiver (one per epoch)." },
+  { "site_stream_resumes", "stream_resumes", PS_COUNTER,
+    "Connections to the site's receiver that started again after its stream record." },
+  { "site_link_bytes_per_second", "link_bytes_per_second", PS_GAUGE_KNOWN,
+    "Bytes per second the site's connections carried over the last 5 s." },
+  { "site_catchup_seconds", "catchup_seconds", PS_GAUGE_KNOWN,
+    "Projected time to send what the site lacks (no sample: nothing, or unknown)." },
+};
 
 /* The latency budget of sync sites (sync_deadline). */
 static void
@@ -253,9 +252,11 @@ sync_metrics (struct buf *b, json_object *sites)
     put (b, "nbd_replicator_site_sync_behind{site=\"%d\"} %d\n", (int) jint (s, "id"),
          st && !strncmp (st, "behind", 6));
   }
-  per_site (b, sites, "site_sync_deadline_misses", "counter",
-            "Client waits for the sync site that reached its sync_deadline (acknowledged without it).",
-            "sync_deadline_misses", false);
+  static const struct per_site_def misses = {
+    "site_sync_deadline_misses", "sync_deadline_misses", PS_COUNTER,
+    "Client waits for the sync site that reached its sync_deadline (acknowledged without it)."
+  };
+  per_site (b, sites, &misses);
 }
 
 static void
@@ -264,17 +265,7 @@ sites_metrics (struct buf *b, json_object *sites)
   static const char *const modes[] = { "log", "dirty", "resync" };
   size_t i, k, n = json_object_array_length (sites);
 
-  per_site (b, sites, "site_backlog_entries", "gauge", "Log entries the site has not applied.",
-            "backlog_entries", false);
-  per_site (b, sites, "site_backlog_bytes", "gauge", "Bytes of log entries the site has not applied.",
-            "backlog_bytes", false);
-  per_site (b, sites, "site_rpo_seconds", "gauge",
-            "Age of the oldest log entry the site has not applied.", "rpo_seconds", true);
-  per_site (b, sites, "site_applied_seq", "gauge",
-            "Newest log sequence number durable at the site.", "applied_seq", false);
-  per_site (b, sites, "site_disconnects", "counter",
-            "Times the site made no progress for disconnect_timeout.", "disconnects", false);
-  link_metrics (b, sites);
+  per_site_table (b, sites, site_defs, sizeof site_defs / sizeof site_defs[0]);
 
   family (b, "site_connected", "gauge", "1 while every leg of the site is reachable and it makes progress.");
   for (i = 0; i < n; i++) {
