@@ -262,6 +262,30 @@ def wait_pidfile(proc, pidfile, what, log):
     raise HarnessError("%s: no pidfile after 20 s" % what)
 
 
+
+def start_locked_out(sock, argv, env, log, mark, what):
+    """Start a server (nbdkit ARGV serving on SOCK, stderr appended to LOG after the line
+    MARK) and wait for its pidfile SOCK.pid; while it exits saying its log is locked by
+    another instance (a killed one not yet gone), try again, for 15 s.  Returns the process."""
+    for _ in range(60):
+        for p in (sock, sock + ".pid"):
+            if os.path.exists(p):
+                os.unlink(p)
+        pos = os.path.getsize(log) if os.path.exists(log) else 0
+        with open(log, "a") as lf:
+            lf.write(mark)
+        proc = subprocess.Popen(argv, stderr=open(log, "a"), env=env)
+        try:
+            wait_pidfile(proc, sock + ".pid", what, log)
+            return proc
+        except HarnessError:
+            with open(log, errors="replace") as f:
+                f.seek(pos)
+                if "locked by another instance" not in f.read():
+                    raise
+            time.sleep(0.25)
+    raise HarnessError("%s still locked out after 15 s" % what)
+
 def thread_stacks(pid):
     """Every thread's stack of a hung process (gdb, when installed), for the report."""
     try:
@@ -433,29 +457,13 @@ control = { socket = "%s"; };
                                                             set(self.rx_base), set(now))
             self.rx_base = now
             open(self.rx_trace, "wb").close()
-        for attempt in range(60):
-            for p in (sock, sock + ".pid"):
-                if os.path.exists(p):
-                    os.unlink(p)
-            pos = os.path.getsize(self.rxlogfile) if os.path.exists(self.rxlogfile) else 0
-            with open(self.rxlogfile, "a") as lf:
-                lf.write("--- start on %s\n" % os.path.basename(sock))
-            proc = subprocess.Popen(
-                ["nbdkit", "-f", "-U", sock, "-P", sock + ".pid", self.plugin,
-                 "log=" + self.rxlog, "log-size=%dM" % self.a.rx_log_mb, "local=" + self.rxleg,
-                 "name=d0", "receiver=yes", "control=" + self.rxctl],
-                stderr=open(self.rxlogfile, "a"), env=self.rx_env)
-            self.rx_procs = [x for x in self.rx_procs if x.poll() is None] + [proc]
-            try:
-                wait_pidfile(proc, sock + ".pid", "receiver", self.rxlogfile)
-                return proc
-            except HarnessError:
-                with open(self.rxlogfile, errors="replace") as f:
-                    f.seek(pos)
-                    if "locked by another instance" not in f.read():
-                        raise
-                time.sleep(0.25)
-        raise HarnessError("receiver still locked out after 15 s")
+        proc = start_locked_out(
+            sock, ["nbdkit", "-f", "-U", sock, "-P", sock + ".pid", self.plugin,
+                   "log=" + self.rxlog, "log-size=%dM" % self.a.rx_log_mb, "local=" + self.rxleg,
+                   "name=d0", "receiver=yes", "control=" + self.rxctl],
+            self.rx_env, self.rxlogfile, "--- start on %s\n" % os.path.basename(sock), "receiver")
+        self.rx_procs = [x for x in self.rx_procs if x.poll() is None] + [proc]
+        return proc
 
     def rx_read(self):
         """The receiver's state as its own recovery sees it, the receiver being dead (killed
@@ -538,26 +546,9 @@ control = { socket = "%s"; };
             self.unsynced = unsynced
             self.base_files = now
             open(self.trace, "wb").close()
-        for attempt in range(60):
-            for p in (self.sock, self.sock + ".pid"):
-                if os.path.exists(p):
-                    os.unlink(p)
-            pos = os.path.getsize(self.nlog) if os.path.exists(self.nlog) else 0
-            with open(self.nlog, "a") as lf:
-                lf.write("--- start\n")
-            self.server = subprocess.Popen(
-                ["nbdkit", "-f", "-U", self.sock, "-P", self.sock + ".pid", self.plugin,
-                 "config=" + self.conf], stderr=open(self.nlog, "a"), env=self.env)
-            try:
-                wait_pidfile(self.server, self.sock + ".pid", "replicator", self.nlog)
-                return
-            except HarnessError:
-                with open(self.nlog, errors="replace") as f:
-                    f.seek(pos)
-                    if "locked by another instance" not in f.read():
-                        raise
-                time.sleep(0.25)
-        raise HarnessError("replicator still locked out after 15 s")
+        self.server = start_locked_out(
+            self.sock, ["nbdkit", "-f", "-U", self.sock, "-P", self.sock + ".pid", self.plugin,
+                        "config=" + self.conf], self.env, self.nlog, "--- start\n", "replicator")
 
     def kill9(self):
         self.server.kill()
