@@ -525,6 +525,7 @@ void coalesce_free (struct worker *w);
 void resync_free_buffers (struct worker *w);
 void resync_begin (struct worker *w, uint64_t now);
 void copy_read_done (struct worker *w, uint64_t tag, int res);
+void resync_recount_full (struct worker *w);
 void copy_done (struct worker *w, struct wio *io);
 void resync_step (struct worker *w, uint64_t now, uint64_t durable);
 void doubt_check (struct worker *w, uint64_t now);

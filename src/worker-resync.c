@@ -419,6 +419,25 @@ copy_read_done (struct worker *w, uint64_t tag, int res)
     w->rs.high = io->hold_seq;
 }
 
+/* A full resync asked while one runs (its bits just set again): every
+ * region is copied again, also those whose copies wait for the next
+ * checkpoint to clear their bits (the clears are dropped: those bits stay
+ * set), and the total becomes what was copied plus what is set now, which
+ * is what the regions copied reach at the end (a copy in flight clears the
+ * bit it counts). */
+void
+resync_recount_full (struct worker *w)
+{
+  uint64_t n = __atomic_load_n (&w->site->resync.copied, __ATOMIC_RELAXED);
+  unsigned i;
+
+  w->cc.nclr = w->cc.nclr_ck = 0;
+  for (i = 0; i < w->nlegs; i++)
+    if (resyncable (w->legs[i]))
+      n += bitmap_count (w->legs[i]->dirty_log);
+  __atomic_store_n (&w->site->resync.regions, n, __ATOMIC_RELAXED);
+}
+
 void
 copy_done (struct worker *w, struct wio *io)
 {

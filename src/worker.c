@@ -205,14 +205,15 @@ requests_check (struct worker *w, uint64_t now)
       if (full & (1u << w->legs[i]->dev->index)) {
         bitmap_set_all (w->legs[i]->dirty_log);
         w->rs.cursor[i] = 0;
-        n += w->legs[i]->dirty_log->nbits;
       }
       else if (rec & (1u << w->legs[i]->dev->index)) {
         n += record_merge (w->legs[i]);
         w->rs.cursor[i] = 0;
       }
     st = site_state (s);
-    if (site_state_is_resync (st))
+    if (site_state_is_resync (st) && full)
+      resync_recount_full (w);
+    else if (site_state_is_resync (st))
       __atomic_add_fetch (&s->resync.regions, n, __ATOMIC_RELAXED);
     else if (!site_state_is_dirty_log (st))
       w->rs.want = true;                 /* in place: the site stays in log mode */

@@ -157,7 +157,14 @@ remote_equal a "after the drain"
 
 # ---- 3. a resync under the rate --------------------------------------------------------------
 echo "== 3. a full resync under rate=16Mbit"
+# ... and a second --full 2 s into it: the regions it sets again are added to the resync's total
+# once each (regions not copied yet were counted already), so the total is what was copied
+( sleep 2; "$REPLCTL" -s "$T/a.ctl" resync default 1 --full >"$T/a.resync2" 2>&1 ) &
 full_resync a "$MIN_S" "its $((DATA >> 20)) MiB of data"
+wait $!
+rs_fig=$(st a "'%d %d' % (j['sites'][1]['resync']['regions_total'], j['sites'][1]['resync']['regions_copied'])")
+check "a --full during the resync: regions total = regions copied ($rs_fig)" \
+  [ "${rs_fig% *}" = "${rs_fig#* }" ]
 check "the resync finished ($(tail -1 "$T/a.resync"))" [ "$(st a "j['sites'][1]['resync']['finished']")" -ge 1 ]
 check "the resync copied the data ($(st a "j['sites'][1]['resync']['bytes_copied']") bytes)" \
   [ "$(st a "j['sites'][1]['resync']['bytes_copied'] >= $DATA")" = True ]
