@@ -42,6 +42,10 @@
 #   h. a client block that starts like the old fence ("NBDRSOPN", 4 KiB) is stored like any
 #      data; a client's own CACHE of 4096 bytes at the receiver is taken for a fence: the
 #      primary reconnects and resumes, nothing is lost
+#   i. the resume uses the receiver's record, not the applied sequence: a flush's answer
+#      withheld (tests/hold-filter.c arm-flush, in a proxy) while epochs stream on, the primary
+#      killed and restarted: it re-sends no write of an entry <= the record (nbdkit's log
+#      filter), X at the receiver never goes back to an older version; equal (details there)
 # RX_CASES="a b" bash tests/test-receiver.sh runs a subset.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
@@ -52,7 +56,7 @@ fio --enghelp 2>/dev/null | grep -qw nbd || { echo "SKIP: fio has no nbd engine"
 
 # Under the sanitizers (CI's second build) the cases with code paths of their own: the loads
 # of b, c and f run the same streaming code as d and g, minutes longer there.
-if [ "$SANITIZERS" = yes ]; then CASES=${RX_CASES:-"a d e g h"}; else CASES=${RX_CASES:-"a b c d e f g h"}; fi
+if [ "$SANITIZERS" = yes ]; then CASES=${RX_CASES:-"a d e g h i"}; else CASES=${RX_CASES:-"a b c d e f g h i"}; fi
 DELAY_MS=10
 RTT_S=$(python3 -c "print($DELAY_MS * 2 / 1000)")
 MIB=$((1 << 20))
@@ -488,6 +492,90 @@ h.flush()" || fail "h: writing through the primary after the CACHE"
     cmp -s -n 4096 -i $MIB:$MIB "$T/h-p.dev" "$T/h-rx.dev"
   stop_pair h-p h-rx h
   wan_stop h-w
+fi
+
+# ---- i. the resume starts after the receiver's record, not after the applied sequence ---------
+# Deterministic: a proxy (nbdkit's nbd plugin, parallel) between the primary and the receiver,
+# with the log filter in front (what reached the receiver, per connection) and the hold filter
+# behind it (arm-flush: a flush goes on to the receiver, its answer is withheld).  The receiver
+# itself serializes every request, so the hold cannot sit in its own process: a held flush would
+# hold up every request after it.  Epoch 1 (block X = v1) is applied and posted; the flush of
+# epoch 2 (X = v2) is held, so the primary's applied sequence A stays before epoch 2 while it
+# streams epochs 3 and 4 (X = v3, v4; no round trip each) and the receiver's record says R, the
+# end of epoch 4.  The primary is killed (kill -9) with the answer still held, the answer is let
+# go (to a dead connection), and the primary restarts on the same log (its recovery keeps the
+# entries after A) and resumes.  After max(R, A) = R: it sends no write of an entry <= R (in the
+# log filter's lines after the kill: no write in the device's range until the next epoch).
+# Resuming after A instead would send X = v2, v3, v4 again: for a moment the receiver's X would
+# go back to v2, older than the epochs it held (no prefix of epochs while it lasts).  Then an
+# epoch 5 (X = v5) reaches the receiver as the one write at X after the kill; equal.
+if want i; then
+  echo "== i. the resume after a lost flush answer starts after the receiver's record"
+  requires_hold_filter
+  X=$((8 * MIB))
+  mkdir -p "$T/i-hold"
+  rx_start i-rx || hard_error "receiver i-rx"
+  remote_start i-px --filter=log --filter="$HOLD_FILTER" nbd socket="$T/i-rx.sock" \
+    logfile="$T/i-px.iolog" hold-dir="$T/i-hold" hold-offset=$X || hard_error "proxy i-px"
+  pri_start i-p "$(remote_uri i-px)" request-timeout=120s || hard_error "primary i-p does not connect"
+  check "i: the primary streams to the receiver through the proxy" wait_for "$T/i-p.ctl" "$STREAM == True" 10
+  # epoch V: X = bytes V (4 KiB), then a flush
+  epoch() { nbdsh_u "$(uri i-p)" -c "h.pwrite(bytes([$1]) * 4096, $X); h.flush()"; }
+  # rx_rec: the seq in the receiver's stream record (at offset DEV of its device)
+  rx_rec() {
+    nbdsh_u "$(uri i-rx)" -c "
+import struct
+b = h.pread(512, $DEV)
+print(struct.unpack_from('<Q', b, 56)[0] if b[:8] == b'NBDRSTRM' else 0)"
+  }
+  epoch 1 || fail "i: epoch 1"
+  wait_caught_up "$T/i-p.ctl" 30 || fail "i: epoch 1 was not applied"
+  a0=$(st i-p "$S1['applied_seq']") n2=$(st i-p 'j["log"]["next_seq"]')
+  touch "$T/i-hold/arm-flush"
+  epoch 2 || fail "i: epoch 2"
+  check "i: the flush after epoch 2 reached the receiver, its answer is held" wait_file "$T/i-hold/held" 20
+  epoch 3 || fail "i: epoch 3"
+  epoch 4 || fail "i: epoch 4"
+  last=$(( $(st i-p 'j["log"]["next_seq"]') - 1 ))
+  for k in $(seq 200); do [ "$(rx_rec)" -ge "$last" ] && break; sleep 0.1; done
+  R=$(rx_rec) A=$(st i-p "$S1['applied_seq']")
+  echo "  (applied $a0 after epoch 1; epoch 2 starts at seq $n2; now the primary's applied is $A, the receiver's record $R, the log's last entry $last)"
+  check "i: the receiver's record covers every epoch (R $R = the last entry $last)" test "$R" = "$last"
+  check "i: the primary's applied sequence is still before epoch 2 (A $A < $n2)" test "$A" -lt "$n2"
+  check "i: the receiver's X is v4" \
+    test "$(nbdsh_u "$(uri i-rx)" -c "print(h.pread(4096, $X) == bytes([4]) * 4096)")" = True
+  kill9_replicator i-p
+  cut=$(wc -l <"$T/i-px.iolog")
+  touch "$T/i-hold/release"
+  check "i: the held flush had completed at the receiver ($(cat "$T/i-hold/landed" 2>/dev/null))" \
+    grep -qx ok "$T/i-hold/landed"
+  RX_RESTART=1 pri_start i-p "$(remote_uri i-px)" request-timeout=120s || hard_error "primary i-p does not restart"
+  check "i: the restarted primary streams, resumed from the record (stream_resumes $(st i-p "$RESUMES"))" \
+    wait_for "$T/i-p.ctl" "$STREAM == True and $RESUMES >= 1" 10
+  wait_caught_up "$T/i-p.ctl" 30 || fail "i: the restarted primary did not catch up"
+  # the writes that reached the receiver after the kill (request lines of the log filter)
+  rx_writes() {   # FROM-LINE [TO-LINE]: 'OFFSET COUNT' of each write in the device's range
+    sed -n "$(($1 + 1)),${2:-\$}p" "$T/i-px.iolog" |
+      sed -n 's/.* Write id=[0-9]* offset=\(0x[0-9a-f]*\) count=\(0x[0-9a-f]*\) .*/\1 \2/p' |
+      while read -r o c; do [ $((o)) -lt $DEV ] && echo "$((o)) $((c))"; done
+  }
+  cut2=$(wc -l <"$T/i-px.iolog")
+  resent=$(rx_writes "$cut" "$cut2")
+  check "i: after the restart the proxy saw the new connection's fence ($(sed -n "$((cut + 1)),\$p" "$T/i-px.iolog" | grep -c ' Cache ') CACHE)" \
+    grep -q ' Cache ' <(sed -n "$((cut + 1)),\$p" "$T/i-px.iolog")
+  check "i: the restarted primary sent no write of an entry <= R: $(echo "$resent" | grep -c .) writes in the device's range [${resent//$'\n'/, }]" \
+    test -z "$resent"
+  epoch 5 || fail "i: epoch 5"
+  wait_caught_up "$T/i-p.ctl" 30 || fail "i: epoch 5 was not applied"
+  w5=$(rx_writes "$cut2")
+  check "i: epoch 5 is the one write after the restart, at X [${w5//$'\n'/, }]" test "$w5" = "$X 4096"
+  same i-p i-rx i
+  check "i: the receiver's X is v5" \
+    test "$(nbdsh_u "$(uri i-rx)" -c "print(h.pread(4096, $X) == bytes([5]) * 4096)")" = True
+  check "i: the site is in log mode, its leg consistent ($(st i-p "($S1['mode'], $L1['state'], $L1['consistent'])"))" \
+    test "$(st i-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
+  stop_pair i-p i-rx i
+  remote_kill i-px
 fi
 
 finish
