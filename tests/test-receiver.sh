@@ -12,8 +12,9 @@
 #   a. receiver=yes with takeover=yes or failback=yes, and receiver=maybe, are refused with
 #      one message each; a receiver from a config file (`receiver = true;`); the description:
 #      nbdinfo shows it; the primary's leg to a receiver says receiver true and its site
-#      streams; to a plain `nbdkit file` both are false (the old path: data equal after
-#      catch-up)
+#      streams (--json, metrics, and the human `replctl status`: "streaming to a receiver
+#      (N records, M resumes)"); to a plain `nbdkit file` both are false, no such line (the
+#      old path: data equal after catch-up)
 #   b. fio 4k randwrite, fsync=1, QD1 for RX_RUNTIME [6] s: the site is in log mode in
 #      every status sample, streams in every sample; the remote applied more epochs than
 #      the link allows with a round trip per epoch (window / RTT + 1: a lower bound that
@@ -22,7 +23,8 @@
 #   c. the emulator killed (kill -9) and started again mid-stream: the link drops, the site
 #      resumes from the stream record (stream_resumes >= 1), never leaves log mode; equal
 #   d. the receiver killed (kill -9) mid-stream and restarted with the same arguments: the
-#      primary reconnects and resumes (stream_resumes >= 1); equal
+#      primary reconnects and resumes (stream_resumes >= 1); equal.  `replctl status` says
+#      "not streaming now" while the receiver is down, "streaming" with resumes >= 1 after
 #   e. order: nbdkit's log filter in front of the receiver (it is a plugin) logs what
 #      arrives; a client writes batches through the primary, each ended by a flush;
 #      tests/order-check.py --in-order proves that every write of a batch arrived after
@@ -70,6 +72,21 @@ CHECK="$TESTDIR/order-check.py"
 STREAM="$S1['stream']"
 RESUMES="$S1['stream_resumes']"
 LEG_RX="$L1['receiver']"
+
+# human_line P ERE: the line of `replctl status` (human) of primary P matching ERE, printed;
+# wait_human_line P ERE TIMEOUT_S: until there is one
+# (printed without its indent); has_human_line P ERE: quietly, is there one
+human_line() { "$REPLCTL" -s "$T/$1.ctl" status | grep -E "$2" | sed 's/^ *//'; }
+has_human_line() { "$REPLCTL" -s "$T/$1.ctl" status | grep -qE "$2"; }
+wait_human_line() {
+  local i
+  for i in $(seq $(($3 * 10))); do has_human_line "$1" "$2" && break; sleep 0.1; done
+  human_line "$1" "$2"
+}
+# the site's streaming line: streaming now (after a resume), or not now after it did
+HUMAN_STREAM='^  streaming to a receiver \([1-9][0-9]* records, [0-9]+ resumes\)$'
+HUMAN_RESUMED='^  streaming to a receiver \([1-9][0-9]* records, [1-9][0-9]* resumes\)$'
+HUMAN_NOSTREAM='^  not streaming now \(streamed to a receiver before: [1-9][0-9]* records, [0-9]+ resumes\)$'
 
 # rx_start NAME [NBDKIT-OPTIONS and filter parameters...]: a receiver on $T/NAME.sock, its
 # local leg $T/NAME.img (made once), log $T/NAME.rlog, control $T/NAME.ctl.  With
@@ -190,6 +207,10 @@ EOF
     --name=w --ioengine=nbd --uri="$(uri a-p)" --rw=randwrite --bs=4k --iodepth=8 --size=8M \
     --end_fsync=1 --randrepeat=0
   same a-p a-rx "a (receiver)"
+  line=$(human_line a-p "$HUMAN_STREAM")
+  check "a: replctl status says the site streams ('$line')" test -n "$line"
+  check "a: ... with the records and resumes of --json ($(st a-p "($S1['stream_records'], $RESUMES)"))" \
+    test "$line" = "streaming to a receiver ($(st a-p "$S1['stream_records']") records, $(st a-p "$RESUMES") resumes)"
   m=$("$REPLCTL" -s "$T/a-p.ctl" metrics)
   check "a: metrics: site 1 streams, stream records sent" \
     test "$(echo "$m" | grep -c -e '^nbd_replicator_site_stream{site="1"} 1$' -e '^nbd_replicator_site_stream_records_total{site="1"} [1-9]')" = 2
@@ -210,6 +231,8 @@ EOF
   if wait_caught_up "$T/a-q.ctl" 60; then ok "a (plain): the site caught up"
   else fail "a (plain): the site did not catch up in 60 s"; fi
   check "a (plain): still not streaming after the load" test "$(st a-q "$STREAM")" = False
+  line=$(human_line a-q 'stream')
+  check "a (plain): replctl status has no streaming line ('$line')" test -z "$line"
   nbdcopy "$(uri a-q)" "$T/a-q.dev" || fail "a (plain): nbdcopy of the device"
   check "a (plain): the remote file holds the device in its first 64M" legcmp "$T/a-plain.img" "$T/a-q.dev"
   rc=0; stop_replicator a-q || rc=$?
@@ -290,6 +313,8 @@ if want d; then
   before=$(st d-rx 'j["log"]["next_seq"]')
   kill9_replicator d-rx
   check "d: the primary sees the link drop" wait_for "$T/d-p.ctl" "$L1['drops'] >= 1" 10
+  check "d: replctl status: not streaming while the receiver is down ('$(wait_human_line d-p "$HUMAN_NOSTREAM" 10)')" \
+    has_human_line d-p "$HUMAN_NOSTREAM"
   RX_RESTART=1 rx_start d-rx || hard_error "receiver d-rx does not restart"
   echo "  (the receiver had logged up to seq $before when killed; after restart: recovered $(st d-rx 'j["log"]["recovered_entries"]') entries)"
   check "d: the primary reconnects and streams again" \
@@ -298,6 +323,8 @@ if want d; then
   same d-p d-rx d
   check "d: the site resumed from the stream record (stream_resumes $(st d-p "$RESUMES"))" \
     test "$(st d-p "$RESUMES >= 1")" = True
+  check "d: replctl status: streaming again, resumed ('$(human_line d-p "$HUMAN_STREAM")')" \
+    has_human_line d-p "$HUMAN_RESUMED"
   check "d: the site is in log mode, its leg consistent ($(st d-p "($S1['mode'], $L1['state'], $L1['consistent'])"))" \
     test "$(st d-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
   stop_pair d-p d-rx d
