@@ -156,6 +156,30 @@ stop_pair() {
   done
 }
 
+# rx_trio C [DELAY_MS [PRIMARY-PARAMS...]]: case C's receiver C-rx, the WAN emulator C-w in
+# front of it (one-way delay DELAY_MS, default $DELAY_MS) and the primary C-p through it; the
+# site streams.  rx_trio_stop C: the primary and the receiver stop cleanly, the emulator goes.
+rx_trio() {
+  local c=$1 d=${2:-$DELAY_MS}
+  shift; [ $# -gt 0 ] && shift
+  rx_start "$c-rx" || hard_error "receiver $c-rx"
+  wan_start "$c-w" "$T/$c-rx.sock" "${d}ms" 0 || hard_error "wan-emu $c-w"
+  pri_start "$c-p" "$(wan_uri "$c-w")" "$@" || hard_error "primary $c-p does not connect"
+  wait_for "$T/$c-p.ctl" "$STREAM == True" 10 || fail "$c: the site does not stream"
+}
+rx_trio_stop() { stop_pair "$1-p" "$1-rx" "$1"; wan_stop "$1-w"; }
+
+# check_resumed C: case C's site started again after the receiver's stream record at least once
+check_resumed() {
+  check "$1: the site resumed from the stream record (stream_resumes $(st "$1-p" "$RESUMES"))" \
+    test "$(st "$1-p" "$RESUMES >= 1")" = True
+}
+# check_log_mode C: case C's site is in log mode, its leg replicating and consistent
+check_log_mode() {
+  local v; v=$(st "$1-p" "($S1['mode'], $L1['state'], $L1['consistent'])")
+  check "$1: the site is in log mode, its leg consistent ($v)" test "$v" = "('log', 'replicating', True)"
+}
+
 # window_epochs P T0 STATUS0 STATUS1: epochs the remote applied between two status
 # snapshots of primary P (files), estimated as site 1's applied entries divided by the
 # primary's log entries per epoch over the same window
@@ -247,10 +271,7 @@ if want b; then
   # so that the lower bound holds on a loaded machine too, where fio's fsyncs are slow.
   B_DELAY_MS=50 B_RTT_S=0.1
   echo "== b. fio 4k randwrite fsync=1 QD1 for $RUNTIME s through a ${B_DELAY_MS} ms link (RTT $B_RTT_S s)"
-  rx_start b-rx || hard_error "receiver b-rx"
-  wan_start b-w "$T/b-rx.sock" ${B_DELAY_MS}ms 0 || hard_error "wan-emu b-w"
-  pri_start b-p "$(wan_uri b-w)" || hard_error "primary b-p does not connect"
-  wait_for "$T/b-p.ctl" "$STREAM == True" 10 || fail "b: the site does not stream"
+  rx_trio b "$B_DELAY_MS"
   mon_start b-p
   status_json "$T/b-p.ctl" >"$T/b.s0"; t0=$EPOCHREALTIME
   fio_start b-p "$RUNTIME"
@@ -270,17 +291,13 @@ if want b; then
   echo "  (over the load, $dt s: the primary logged $ent entries in $nep epochs; site 1 applied $app entries = $ep epochs, $(python3 -c "print('%.0f' % ($ep / $dt))")/s)"
   check "b: the receiver got more epochs ($ep) than a round trip per epoch allows in $dt s ($bound)" \
     cmpf "$ep" '>' "$bound"
-  stop_pair b-p b-rx b
-  wan_stop b-w
+  rx_trio_stop b
 fi
 
 # ---- c. the link drops mid-stream --------------------------------------------------------
 if want c; then
   echo "== c. the WAN emulator killed and restarted mid-stream"
-  rx_start c-rx || hard_error "receiver c-rx"
-  wan_start c-w "$T/c-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu c-w"
-  pri_start c-p "$(wan_uri c-w)" || hard_error "primary c-p does not connect"
-  wait_for "$T/c-p.ctl" "$STREAM == True" 10 || fail "c: the site does not stream"
+  rx_trio c
   mon_start c-p
   fio_start c-p "$RUNTIME"
   sleep 3
@@ -292,22 +309,17 @@ if want c; then
   fio_done c c-p
   same c-p c-rx c
   mon_stop c-p
-  check "c: the site resumed from the stream record (stream_resumes $(st c-p "$RESUMES"))" \
-    test "$(st c-p "$RESUMES >= 1")" = True
+  check_resumed c
   check "c: the site never left log mode ($(trace_eval "$T/c-p.trace" 'sorted(set(s["sites"][1]["mode"] for s in S))'))" \
     test "$(trace_eval "$T/c-p.trace" 'all(s["sites"][1]["mode"] == "log" for s in S)')" = True
-  check "c: the leg is consistent and replicating" test "$(st c-p "($L1['state'], $L1['consistent'])")" = "('replicating', True)"
-  stop_pair c-p c-rx c
-  wan_stop c-w
+  check_log_mode c
+  rx_trio_stop c
 fi
 
 # ---- d. the receiver crashes mid-stream --------------------------------------------------
 if want d; then
   echo "== d. the receiver killed (kill -9) mid-stream, restarted with the same arguments"
-  rx_start d-rx || hard_error "receiver d-rx"
-  wan_start d-w "$T/d-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu d-w"
-  pri_start d-p "$(wan_uri d-w)" || hard_error "primary d-p does not connect"
-  wait_for "$T/d-p.ctl" "$STREAM == True" 10 || fail "d: the site does not stream"
+  rx_trio d
   fio_start d-p "$RUNTIME"
   sleep 3
   before=$(st d-rx 'j["log"]["next_seq"]')
@@ -321,14 +333,11 @@ if want d; then
     wait_for "$T/d-p.ctl" "$S1['link'] == 'connected' and $STREAM == True" 30
   fio_done d d-p
   same d-p d-rx d
-  check "d: the site resumed from the stream record (stream_resumes $(st d-p "$RESUMES"))" \
-    test "$(st d-p "$RESUMES >= 1")" = True
+  check_resumed d
   check "d: replctl status: streaming again, resumed ('$(human_line d-p "$HUMAN_STREAM")')" \
     has_human_line d-p "$HUMAN_RESUMED"
-  check "d: the site is in log mode, its leg consistent ($(st d-p "($S1['mode'], $L1['state'], $L1['consistent'])"))" \
-    test "$(st d-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
-  stop_pair d-p d-rx d
-  wan_stop d-w
+  check_log_mode d
+  rx_trio_stop d
 fi
 
 # ---- e. arrival order at the receiver ------------------------------------------------------
@@ -396,10 +405,7 @@ fi
 # ---- f. the primary crashes mid-stream ------------------------------------------------------
 if want f; then
   echo "== f. the primary killed (kill -9) mid-stream, restarted"
-  rx_start f-rx || hard_error "receiver f-rx"
-  wan_start f-w "$T/f-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu f-w"
-  pri_start f-p "$(wan_uri f-w)" || hard_error "primary f-p does not connect"
-  wait_for "$T/f-p.ctl" "$STREAM == True" 10 || fail "f: the site does not stream"
+  rx_trio f
   fio_start f-p "$RUNTIME"
   sleep 3
   kill9_replicator f-p
@@ -409,19 +415,14 @@ if want f; then
   check "f: the restarted primary streams to the receiver again" wait_for "$T/f-p.ctl" "$STREAM == True" 10
   echo "  (after the restart: log recovered $(st f-p 'j["log"]["recovered_entries"]') entries; stream_resumes $(st f-p "$RESUMES"))"
   same f-p f-rx f
-  check "f: the site is in log mode, its leg consistent ($(st f-p "($S1['mode'], $L1['state'], $L1['consistent'])"))" \
-    test "$(st f-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
-  stop_pair f-p f-rx f
-  wan_stop f-w
+  check_log_mode f
+  rx_trio_stop f
 fi
 
 # ---- g. a stale connection's writes arrive after the new connection's fence -------------------
 if want g; then
   echo "== g. a stale connection: its writes reach the receiver after a newer connection fenced it"
-  rx_start g-rx || hard_error "receiver g-rx"
-  wan_start g-w "$T/g-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu g-w"
-  pri_start g-p "$(wan_uri g-w)" request-timeout=1s || hard_error "primary g-p does not connect"
-  wait_for "$T/g-p.ctl" "$STREAM == True" 10 || fail "g: the site does not stream"
+  rx_trio g "" request-timeout=1s
   # fio over 1 MiB (256 blocks, each rewritten many times): a stale write that landed would
   # leave an old version of its block at the receiver
   fio --name=w --ioengine=nbd --uri="$(uri g-p)" --rw=randwrite --bs=4k --iodepth=4 --fsync=4 \
@@ -478,10 +479,8 @@ h.flush()" || fail "g: a write through the primary after our fence"
   check "g: our fenced connection's write was refused ($(head -c 200 "$T/g.own"))" grep -q '^REFUSED' "$T/g.own"
   check "g: and changed nothing at the receiver" \
     test "$(nbdsh_u "$(uri g-rx)" -c "print(h.pread(4096, 5 << 20).hex())")" = "$before"
-  check "g: the site is in log mode, its leg consistent" \
-    test "$(st g-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
-  stop_pair g-p g-rx g
-  wan_stop g-w
+  check_log_mode g
+  rx_trio_stop g
 fi
 
 # ---- h. client data like a fence; a client's CACHE taken for a fence ----------------------------
@@ -492,10 +491,7 @@ fi
 # resumes after the receiver's record; nothing is lost.
 if want h; then
   echo "== h. client data that starts like the old fence; a client's CACHE taken for a fence"
-  rx_start h-rx || hard_error "receiver h-rx"
-  wan_start h-w "$T/h-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu h-w"
-  pri_start h-p "$(wan_uri h-w)" || hard_error "primary h-p does not connect"
-  wait_for "$T/h-p.ctl" "$STREAM == True" 10 || fail "h: the site does not stream"
+  rx_trio h
   nbdsh_u "$(uri h-p)" -c "
 import os
 h.pwrite(os.urandom(4096), 0)
@@ -517,8 +513,7 @@ h.flush()" || fail "h: writing through the primary after the CACHE"
   same h-p h-rx h
   check "h: the block starting with NBDRSOPN (at 1 MiB) reached the receiver's device" \
     cmp -s -n 4096 -i $MIB:$MIB "$T/h-p.dev" "$T/h-rx.dev"
-  stop_pair h-p h-rx h
-  wan_stop h-w
+  rx_trio_stop h
 fi
 
 # ---- i. the resume starts after the receiver's record, not after the applied sequence ---------
@@ -599,8 +594,7 @@ print(struct.unpack_from('<Q', b, 56)[0] if b[:8] == b'NBDRSTRM' else 0)"
   same i-p i-rx i
   check "i: the receiver's X is v5" \
     test "$(nbdsh_u "$(uri i-rx)" -c "print(h.pread(4096, $X) == bytes([5]) * 4096)")" = True
-  check "i: the site is in log mode, its leg consistent ($(st i-p "($S1['mode'], $L1['state'], $L1['consistent'])"))" \
-    test "$(st i-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
+  check_log_mode i
   stop_pair i-p i-rx i
   remote_kill i-px
 fi
