@@ -47,7 +47,8 @@
 #   i. the resume uses the receiver's record, not the applied sequence: a flush's answer
 #      withheld (tests/hold-filter.c arm-flush, in a proxy) while epochs stream on, the primary
 #      killed and restarted: it re-sends no write of an entry <= the record (nbdkit's log
-#      filter), X at the receiver never goes back to an older version; equal (details there)
+#      filter), so X at the receiver never goes back to an older version; equal (details
+#      there; a resume after the applied sequence fails it: 3 writes at X sent again)
 # RX_CASES="a b" bash tests/test-receiver.sh runs a subset.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
