@@ -139,6 +139,21 @@ print_link (json_object *s)
   }
 }
 
+/* Streaming to a receiver (issue 16): while the site streams, and after
+ * it did (its connection to the receiver is down or being checked). */
+static void
+print_stream (json_object *s)
+{
+  json_object *v;
+  bool on = json_object_object_get_ex (s, "stream", &v) && json_object_get_boolean (v);
+
+  if (!on && !jint (s, "stream_records"))
+    return;
+  printf ("  %s%" PRId64 " records, %" PRId64 " resumes)\n",
+          on ? "streaming to a receiver (" : "not streaming now (streamed to a receiver before: ",
+          jint (s, "stream_records"), jint (s, "stream_resumes"));
+}
+
 /* A sync site's latency budget (sites with a sync_deadline only). */
 static void
 print_sync (json_object *s)
@@ -198,6 +213,7 @@ print_status (json_object *st)
       else
         printf ("  no consistent point (never synchronised, resync under way, or writes in doubt)\n");
       print_link (s);
+      print_stream (s);
       print_sync (s);
     }
   if (json_object_object_get_ex (st, "devices", &devs))

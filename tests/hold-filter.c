@@ -3,7 +3,9 @@
  * land late deterministically: after its connection was dropped and newer
  * writes to the same place were applied over another connection (an
  * in-doubt write, safety rule 5), or it makes a leg lag behind the log for
- * as long as a test needs (safety rule 6).
+ * as long as a test needs (safety rule 6).  It can also let a flush through
+ * and withhold its answer (arm-flush): the server has done the flush, the
+ * client does not know (a lost flush answer; tests/test-receiver.sh i).
  *
  *   nbdkit --filter=tests/.libs/nbdkit-hold-filter.so file IMG \
  *          hold-dir=DIR hold-offset=BYTES
@@ -15,7 +17,14 @@
  *   release  the held write goes on to the plugin once this exists.
  *   landed   created by the filter after the plugin completed the held
  *            write; holds "ok" or the error number.
- * Every other request passes at once, also while one is held.
+ *   arm-flush  present: the next flush goes on to the plugin at once; once
+ *            the plugin completed it, the filter writes landed (its result)
+ *            and held ("flush 0 0"), removes arm-flush, and withholds the
+ *            flush's answer until release exists.
+ * Every other request passes at once, also while one is held (in a
+ * parallel stack: in front of a plugin that serializes requests, a held
+ * request holds up the ones behind it; put the filter in a proxy, e.g.
+ * nbdkit's nbd plugin, to hold one answer and let the rest through).
  */
 #include <config.h>
 
@@ -101,6 +110,20 @@ control_write (const char *name, const char *text)
     nbdkit_error ("hold: rename %s: %m", p);
 }
 
+/* Say what is held (the control held), then wait for the release. */
+static void
+hold_until_release (const char *what, uint32_t count, uint64_t offset, const char *release)
+{
+  char text[128];
+
+  nbdkit_debug ("hold: holding %s of %" PRIu32 " bytes at %" PRIu64, what, count, offset);
+  snprintf (text, sizeof text, "%s %" PRIu32 " %" PRIu64 "\n", what, count, offset);
+  control_write ("held", text);
+  while (access (release, F_OK) == -1)
+    usleep (10000);
+  nbdkit_debug ("hold: releasing %s at %" PRIu64, what, offset);
+}
+
 /* Is this request the one to hold?  Then wait for the release. */
 static bool
 hold_maybe (const char *what, uint32_t count, uint64_t offset)
@@ -115,15 +138,7 @@ hold_maybe (const char *what, uint32_t count, uint64_t offset)
    * Other requests, to this offset too, pass while one is held. */
   if (unlink (arm) == -1)
     return false;                       /* not armed */
-  nbdkit_debug ("hold: holding %s of %" PRIu32 " bytes at %" PRIu64, what, count, offset);
-  {
-    char text[128];
-    snprintf (text, sizeof text, "%s %" PRIu32 " %" PRIu64 "\n", what, count, offset);
-    control_write ("held", text);
-  }
-  while (access (release, F_OK) == -1)
-    usleep (10000);
-  nbdkit_debug ("hold: releasing %s at %" PRIu64, what, offset);
+  hold_until_release (what, count, offset, release);
   return true;
 }
 
@@ -176,17 +191,33 @@ hold_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   return r;
 }
 
+/* arm-flush: the flush runs in the plugin first; only its answer waits. */
+static int
+hold_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+  char arm[PATH_MAX], release[PATH_MAX];
+  int r = next->flush (next, flags, err);
+
+  if (control_path (arm, sizeof arm, "arm-flush") == -1 ||
+      control_path (release, sizeof release, "release") == -1 || unlink (arm) == -1)
+    return r;                           /* not armed: answer at once */
+  landed (r, *err);
+  hold_until_release ("flush", 0, 0, release);
+  return r;
+}
+
 static struct nbdkit_filter filter = {
   .name = "hold",
-  .longname = "nbd-replicator test filter: hold one write until released",
+  .longname = "nbd-replicator test filter: hold one write or flush answer until released",
   .config = hold_config,
   .config_complete = hold_config_complete,
-  .config_help = "hold-dir=<DIR>      control files arm, held, release, landed\n"
+  .config_help = "hold-dir=<DIR>      control files arm, arm-flush, held, release, landed\n"
                  "hold-offset=<BYTES> the held write is the next one containing this byte",
   .unload = hold_unload,
   .pwrite = hold_pwrite,
   .zero = hold_zero,
   .trim = hold_trim,
+  .flush = hold_flush,
 };
 
 NBDKIT_REGISTER_FILTER (filter)

@@ -12,8 +12,9 @@
 #   a. receiver=yes with takeover=yes or failback=yes, and receiver=maybe, are refused with
 #      one message each; a receiver from a config file (`receiver = true;`); the description:
 #      nbdinfo shows it; the primary's leg to a receiver says receiver true and its site
-#      streams; to a plain `nbdkit file` both are false (the old path: data equal after
-#      catch-up)
+#      streams (--json, metrics, and the human `replctl status`: "streaming to a receiver
+#      (N records, M resumes)"); to a plain `nbdkit file` both are false, no such line (the
+#      old path: data equal after catch-up)
 #   b. fio 4k randwrite, fsync=1, QD1 for RX_RUNTIME [6] s: the site is in log mode in
 #      every status sample, streams in every sample; the remote applied more epochs than
 #      the link allows with a round trip per epoch (window / RTT + 1: a lower bound that
@@ -22,7 +23,8 @@
 #   c. the emulator killed (kill -9) and started again mid-stream: the link drops, the site
 #      resumes from the stream record (stream_resumes >= 1), never leaves log mode; equal
 #   d. the receiver killed (kill -9) mid-stream and restarted with the same arguments: the
-#      primary reconnects and resumes (stream_resumes >= 1); equal
+#      primary reconnects and resumes (stream_resumes >= 1); equal.  `replctl status` says
+#      "not streaming now" while the receiver is down, "streaming" with resumes >= 1 after
 #   e. order: nbdkit's log filter in front of the receiver (it is a plugin) logs what
 #      arrives; a client writes batches through the primary, each ended by a flush;
 #      tests/order-check.py --in-order proves that every write of a batch arrived after
@@ -42,6 +44,11 @@
 #   h. a client block that starts like the old fence ("NBDRSOPN", 4 KiB) is stored like any
 #      data; a client's own CACHE of 4096 bytes at the receiver is taken for a fence: the
 #      primary reconnects and resumes, nothing is lost
+#   i. the resume uses the receiver's record, not the applied sequence: a flush's answer
+#      withheld (tests/hold-filter.c arm-flush, in a proxy) while epochs stream on, the primary
+#      killed and restarted: it re-sends no write of an entry <= the record (nbdkit's log
+#      filter), so X at the receiver never goes back to an older version; equal (details
+#      there; a resume after the applied sequence fails it: 3 writes at X sent again)
 # RX_CASES="a b" bash tests/test-receiver.sh runs a subset.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh"
@@ -52,7 +59,7 @@ fio --enghelp 2>/dev/null | grep -qw nbd || { echo "SKIP: fio has no nbd engine"
 
 # Under the sanitizers (CI's second build) the cases with code paths of their own: the loads
 # of b, c and f run the same streaming code as d and g, minutes longer there.
-if [ "$SANITIZERS" = yes ]; then CASES=${RX_CASES:-"a d e g h"}; else CASES=${RX_CASES:-"a b c d e f g h"}; fi
+if [ "$SANITIZERS" = yes ]; then CASES=${RX_CASES:-"a d e g h i"}; else CASES=${RX_CASES:-"a b c d e f g h i"}; fi
 DELAY_MS=10
 RTT_S=$(python3 -c "print($DELAY_MS * 2 / 1000)")
 MIB=$((1 << 20))
@@ -66,6 +73,21 @@ CHECK="$TESTDIR/order-check.py"
 STREAM="$S1['stream']"
 RESUMES="$S1['stream_resumes']"
 LEG_RX="$L1['receiver']"
+
+# human_line P ERE: the line of `replctl status` (human) of primary P matching ERE, printed;
+# wait_human_line P ERE TIMEOUT_S: until there is one
+# (printed without its indent); has_human_line P ERE: quietly, is there one
+human_line() { "$REPLCTL" -s "$T/$1.ctl" status | grep -E "$2" | sed 's/^ *//'; }
+has_human_line() { "$REPLCTL" -s "$T/$1.ctl" status | grep -qE "$2"; }
+wait_human_line() {
+  local i
+  for i in $(seq $(($3 * 10))); do has_human_line "$1" "$2" && break; sleep 0.1; done
+  human_line "$1" "$2"
+}
+# the site's streaming line: streaming now (after a resume), or not now after it did
+HUMAN_STREAM='^  streaming to a receiver \([1-9][0-9]* records, [0-9]+ resumes\)$'
+HUMAN_RESUMED='^  streaming to a receiver \([1-9][0-9]* records, [1-9][0-9]* resumes\)$'
+HUMAN_NOSTREAM='^  not streaming now \(streamed to a receiver before: [1-9][0-9]* records, [0-9]+ resumes\)$'
 
 # rx_start NAME [NBDKIT-OPTIONS and filter parameters...]: a receiver on $T/NAME.sock, its
 # local leg $T/NAME.img (made once), log $T/NAME.rlog, control $T/NAME.ctl.  With
@@ -135,6 +157,30 @@ stop_pair() {
   done
 }
 
+# rx_trio C [DELAY_MS [PRIMARY-PARAMS...]]: case C's receiver C-rx, the WAN emulator C-w in
+# front of it (one-way delay DELAY_MS, default $DELAY_MS) and the primary C-p through it; the
+# site streams.  rx_trio_stop C: the primary and the receiver stop cleanly, the emulator goes.
+rx_trio() {
+  local c=$1 d=${2:-$DELAY_MS}
+  shift; [ $# -gt 0 ] && shift
+  rx_start "$c-rx" || hard_error "receiver $c-rx"
+  wan_start "$c-w" "$T/$c-rx.sock" "${d}ms" 0 || hard_error "wan-emu $c-w"
+  pri_start "$c-p" "$(wan_uri "$c-w")" "$@" || hard_error "primary $c-p does not connect"
+  wait_for "$T/$c-p.ctl" "$STREAM == True" 10 || fail "$c: the site does not stream"
+}
+rx_trio_stop() { stop_pair "$1-p" "$1-rx" "$1"; wan_stop "$1-w"; }
+
+# check_resumed C: case C's site started again after the receiver's stream record at least once
+check_resumed() {
+  check "$1: the site resumed from the stream record (stream_resumes $(st "$1-p" "$RESUMES"))" \
+    test "$(st "$1-p" "$RESUMES >= 1")" = True
+}
+# check_log_mode C: case C's site is in log mode, its leg replicating and consistent
+check_log_mode() {
+  local v; v=$(st "$1-p" "($S1['mode'], $L1['state'], $L1['consistent'])")
+  check "$1: the site is in log mode, its leg consistent ($v)" test "$v" = "('log', 'replicating', True)"
+}
+
 # window_epochs P T0 STATUS0 STATUS1: epochs the remote applied between two status
 # snapshots of primary P (files), estimated as site 1's applied entries divided by the
 # primary's log entries per epoch over the same window
@@ -186,6 +232,10 @@ EOF
     --name=w --ioengine=nbd --uri="$(uri a-p)" --rw=randwrite --bs=4k --iodepth=8 --size=8M \
     --end_fsync=1 --randrepeat=0
   same a-p a-rx "a (receiver)"
+  line=$(human_line a-p "$HUMAN_STREAM")
+  check "a: replctl status says the site streams ('$line')" test -n "$line"
+  check "a: ... with the records and resumes of --json ($(st a-p "($S1['stream_records'], $RESUMES)"))" \
+    test "$line" = "streaming to a receiver ($(st a-p "$S1['stream_records']") records, $(st a-p "$RESUMES") resumes)"
   m=$("$REPLCTL" -s "$T/a-p.ctl" metrics)
   check "a: metrics: site 1 streams, stream records sent" \
     test "$(echo "$m" | grep -c -e '^nbd_replicator_site_stream{site="1"} 1$' -e '^nbd_replicator_site_stream_records_total{site="1"} [1-9]')" = 2
@@ -206,6 +256,8 @@ EOF
   if wait_caught_up "$T/a-q.ctl" 60; then ok "a (plain): the site caught up"
   else fail "a (plain): the site did not catch up in 60 s"; fi
   check "a (plain): still not streaming after the load" test "$(st a-q "$STREAM")" = False
+  line=$(human_line a-q 'stream')
+  check "a (plain): replctl status has no streaming line ('$line')" test -z "$line"
   nbdcopy "$(uri a-q)" "$T/a-q.dev" || fail "a (plain): nbdcopy of the device"
   check "a (plain): the remote file holds the device in its first 64M" legcmp "$T/a-plain.img" "$T/a-q.dev"
   rc=0; stop_replicator a-q || rc=$?
@@ -220,10 +272,7 @@ if want b; then
   # so that the lower bound holds on a loaded machine too, where fio's fsyncs are slow.
   B_DELAY_MS=50 B_RTT_S=0.1
   echo "== b. fio 4k randwrite fsync=1 QD1 for $RUNTIME s through a ${B_DELAY_MS} ms link (RTT $B_RTT_S s)"
-  rx_start b-rx || hard_error "receiver b-rx"
-  wan_start b-w "$T/b-rx.sock" ${B_DELAY_MS}ms 0 || hard_error "wan-emu b-w"
-  pri_start b-p "$(wan_uri b-w)" || hard_error "primary b-p does not connect"
-  wait_for "$T/b-p.ctl" "$STREAM == True" 10 || fail "b: the site does not stream"
+  rx_trio b "$B_DELAY_MS"
   mon_start b-p
   status_json "$T/b-p.ctl" >"$T/b.s0"; t0=$EPOCHREALTIME
   fio_start b-p "$RUNTIME"
@@ -243,17 +292,13 @@ if want b; then
   echo "  (over the load, $dt s: the primary logged $ent entries in $nep epochs; site 1 applied $app entries = $ep epochs, $(python3 -c "print('%.0f' % ($ep / $dt))")/s)"
   check "b: the receiver got more epochs ($ep) than a round trip per epoch allows in $dt s ($bound)" \
     cmpf "$ep" '>' "$bound"
-  stop_pair b-p b-rx b
-  wan_stop b-w
+  rx_trio_stop b
 fi
 
 # ---- c. the link drops mid-stream --------------------------------------------------------
 if want c; then
   echo "== c. the WAN emulator killed and restarted mid-stream"
-  rx_start c-rx || hard_error "receiver c-rx"
-  wan_start c-w "$T/c-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu c-w"
-  pri_start c-p "$(wan_uri c-w)" || hard_error "primary c-p does not connect"
-  wait_for "$T/c-p.ctl" "$STREAM == True" 10 || fail "c: the site does not stream"
+  rx_trio c
   mon_start c-p
   fio_start c-p "$RUNTIME"
   sleep 3
@@ -265,39 +310,35 @@ if want c; then
   fio_done c c-p
   same c-p c-rx c
   mon_stop c-p
-  check "c: the site resumed from the stream record (stream_resumes $(st c-p "$RESUMES"))" \
-    test "$(st c-p "$RESUMES >= 1")" = True
+  check_resumed c
   check "c: the site never left log mode ($(trace_eval "$T/c-p.trace" 'sorted(set(s["sites"][1]["mode"] for s in S))'))" \
     test "$(trace_eval "$T/c-p.trace" 'all(s["sites"][1]["mode"] == "log" for s in S)')" = True
-  check "c: the leg is consistent and replicating" test "$(st c-p "($L1['state'], $L1['consistent'])")" = "('replicating', True)"
-  stop_pair c-p c-rx c
-  wan_stop c-w
+  check_log_mode c
+  rx_trio_stop c
 fi
 
 # ---- d. the receiver crashes mid-stream --------------------------------------------------
 if want d; then
   echo "== d. the receiver killed (kill -9) mid-stream, restarted with the same arguments"
-  rx_start d-rx || hard_error "receiver d-rx"
-  wan_start d-w "$T/d-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu d-w"
-  pri_start d-p "$(wan_uri d-w)" || hard_error "primary d-p does not connect"
-  wait_for "$T/d-p.ctl" "$STREAM == True" 10 || fail "d: the site does not stream"
+  rx_trio d
   fio_start d-p "$RUNTIME"
   sleep 3
   before=$(st d-rx 'j["log"]["next_seq"]')
   kill9_replicator d-rx
   check "d: the primary sees the link drop" wait_for "$T/d-p.ctl" "$L1['drops'] >= 1" 10
+  check "d: replctl status: not streaming while the receiver is down ('$(wait_human_line d-p "$HUMAN_NOSTREAM" 10)')" \
+    has_human_line d-p "$HUMAN_NOSTREAM"
   RX_RESTART=1 rx_start d-rx || hard_error "receiver d-rx does not restart"
   echo "  (the receiver had logged up to seq $before when killed; after restart: recovered $(st d-rx 'j["log"]["recovered_entries"]') entries)"
   check "d: the primary reconnects and streams again" \
     wait_for "$T/d-p.ctl" "$S1['link'] == 'connected' and $STREAM == True" 30
   fio_done d d-p
   same d-p d-rx d
-  check "d: the site resumed from the stream record (stream_resumes $(st d-p "$RESUMES"))" \
-    test "$(st d-p "$RESUMES >= 1")" = True
-  check "d: the site is in log mode, its leg consistent ($(st d-p "($S1['mode'], $L1['state'], $L1['consistent'])"))" \
-    test "$(st d-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
-  stop_pair d-p d-rx d
-  wan_stop d-w
+  check_resumed d
+  check "d: replctl status: streaming again, resumed ('$(human_line d-p "$HUMAN_STREAM")')" \
+    has_human_line d-p "$HUMAN_RESUMED"
+  check_log_mode d
+  rx_trio_stop d
 fi
 
 # ---- e. arrival order at the receiver ------------------------------------------------------
@@ -365,10 +406,7 @@ fi
 # ---- f. the primary crashes mid-stream ------------------------------------------------------
 if want f; then
   echo "== f. the primary killed (kill -9) mid-stream, restarted"
-  rx_start f-rx || hard_error "receiver f-rx"
-  wan_start f-w "$T/f-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu f-w"
-  pri_start f-p "$(wan_uri f-w)" || hard_error "primary f-p does not connect"
-  wait_for "$T/f-p.ctl" "$STREAM == True" 10 || fail "f: the site does not stream"
+  rx_trio f
   fio_start f-p "$RUNTIME"
   sleep 3
   kill9_replicator f-p
@@ -378,19 +416,14 @@ if want f; then
   check "f: the restarted primary streams to the receiver again" wait_for "$T/f-p.ctl" "$STREAM == True" 10
   echo "  (after the restart: log recovered $(st f-p 'j["log"]["recovered_entries"]') entries; stream_resumes $(st f-p "$RESUMES"))"
   same f-p f-rx f
-  check "f: the site is in log mode, its leg consistent ($(st f-p "($S1['mode'], $L1['state'], $L1['consistent'])"))" \
-    test "$(st f-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
-  stop_pair f-p f-rx f
-  wan_stop f-w
+  check_log_mode f
+  rx_trio_stop f
 fi
 
 # ---- g. a stale connection's writes arrive after the new connection's fence -------------------
 if want g; then
   echo "== g. a stale connection: its writes reach the receiver after a newer connection fenced it"
-  rx_start g-rx || hard_error "receiver g-rx"
-  wan_start g-w "$T/g-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu g-w"
-  pri_start g-p "$(wan_uri g-w)" request-timeout=1s || hard_error "primary g-p does not connect"
-  wait_for "$T/g-p.ctl" "$STREAM == True" 10 || fail "g: the site does not stream"
+  rx_trio g "" request-timeout=1s
   # fio over 1 MiB (256 blocks, each rewritten many times): a stale write that landed would
   # leave an old version of its block at the receiver
   fio --name=w --ioengine=nbd --uri="$(uri g-p)" --rw=randwrite --bs=4k --iodepth=4 --fsync=4 \
@@ -447,10 +480,8 @@ h.flush()" || fail "g: a write through the primary after our fence"
   check "g: our fenced connection's write was refused ($(head -c 200 "$T/g.own"))" grep -q '^REFUSED' "$T/g.own"
   check "g: and changed nothing at the receiver" \
     test "$(nbdsh_u "$(uri g-rx)" -c "print(h.pread(4096, 5 << 20).hex())")" = "$before"
-  check "g: the site is in log mode, its leg consistent" \
-    test "$(st g-p "($S1['mode'], $L1['state'], $L1['consistent'])")" = "('log', 'replicating', True)"
-  stop_pair g-p g-rx g
-  wan_stop g-w
+  check_log_mode g
+  rx_trio_stop g
 fi
 
 # ---- h. client data like a fence; a client's CACHE taken for a fence ----------------------------
@@ -461,10 +492,7 @@ fi
 # resumes after the receiver's record; nothing is lost.
 if want h; then
   echo "== h. client data that starts like the old fence; a client's CACHE taken for a fence"
-  rx_start h-rx || hard_error "receiver h-rx"
-  wan_start h-w "$T/h-rx.sock" ${DELAY_MS}ms 0 || hard_error "wan-emu h-w"
-  pri_start h-p "$(wan_uri h-w)" || hard_error "primary h-p does not connect"
-  wait_for "$T/h-p.ctl" "$STREAM == True" 10 || fail "h: the site does not stream"
+  rx_trio h
   nbdsh_u "$(uri h-p)" -c "
 import os
 h.pwrite(os.urandom(4096), 0)
@@ -486,8 +514,90 @@ h.flush()" || fail "h: writing through the primary after the CACHE"
   same h-p h-rx h
   check "h: the block starting with NBDRSOPN (at 1 MiB) reached the receiver's device" \
     cmp -s -n 4096 -i $MIB:$MIB "$T/h-p.dev" "$T/h-rx.dev"
-  stop_pair h-p h-rx h
-  wan_stop h-w
+  rx_trio_stop h
+fi
+
+# ---- i. the resume starts after the receiver's record, not after the applied sequence ---------
+# Deterministic: a proxy (nbdkit's nbd plugin, parallel) between the primary and the receiver,
+# with the log filter in front (what reached the receiver, per connection) and the hold filter
+# behind it (arm-flush: a flush goes on to the receiver, its answer is withheld).  The receiver
+# itself serializes every request, so the hold cannot sit in its own process: a held flush would
+# hold up every request after it.  Epoch 1 (block X = v1) is applied and posted; the flush of
+# epoch 2 (X = v2) is held, so the primary's applied sequence A stays before epoch 2 while it
+# streams epochs 3 and 4 (X = v3, v4; no round trip each) and the receiver's record says R, the
+# end of epoch 4.  The primary is killed (kill -9) with the answer still held, the answer is let
+# go (to a dead connection), and the primary restarts on the same log (its recovery keeps the
+# entries after A) and resumes.  After max(R, A) = R: it sends no write of an entry <= R (in the
+# log filter's lines after the kill: no write in the device's range until the next epoch).
+# Resuming after A instead would send X = v2, v3, v4 again: for a moment the receiver's X would
+# go back to v2, older than the epochs it held (no prefix of epochs while it lasts).  Then an
+# epoch 5 (X = v5) reaches the receiver as the one write at X after the kill; equal.
+if want i; then
+  echo "== i. the resume after a lost flush answer starts after the receiver's record"
+  requires_hold_filter
+  X=$((8 * MIB))
+  mkdir -p "$T/i-hold"
+  rx_start i-rx || hard_error "receiver i-rx"
+  remote_start i-px --filter=log --filter="$HOLD_FILTER" nbd socket="$T/i-rx.sock" \
+    logfile="$T/i-px.iolog" hold-dir="$T/i-hold" hold-offset=$X || hard_error "proxy i-px"
+  pri_start i-p "$(remote_uri i-px)" request-timeout=120s || hard_error "primary i-p does not connect"
+  check "i: the primary streams to the receiver through the proxy" wait_for "$T/i-p.ctl" "$STREAM == True" 10
+  # epoch V: X = bytes V (4 KiB), then a flush
+  epoch() { nbdsh_u "$(uri i-p)" -c "h.pwrite(bytes([$1]) * 4096, $X); h.flush()"; }
+  # rx_rec: the seq in the receiver's stream record (at offset DEV of its device)
+  rx_rec() {
+    nbdsh_u "$(uri i-rx)" -c "
+import struct
+b = h.pread(512, $DEV)
+print(struct.unpack_from('<Q', b, 56)[0] if b[:8] == b'NBDRSTRM' else 0)"
+  }
+  epoch 1 || fail "i: epoch 1"
+  wait_caught_up "$T/i-p.ctl" 30 || fail "i: epoch 1 was not applied"
+  a0=$(st i-p "$S1['applied_seq']") n2=$(st i-p 'j["log"]["next_seq"]')
+  touch "$T/i-hold/arm-flush"
+  epoch 2 || fail "i: epoch 2"
+  check "i: the flush after epoch 2 reached the receiver, its answer is held" wait_file "$T/i-hold/held" 20
+  epoch 3 || fail "i: epoch 3"
+  epoch 4 || fail "i: epoch 4"
+  last=$(( $(st i-p 'j["log"]["next_seq"]') - 1 ))
+  for k in $(seq 200); do [ "$(rx_rec)" -ge "$last" ] && break; sleep 0.1; done
+  R=$(rx_rec) A=$(st i-p "$S1['applied_seq']")
+  echo "  (applied $a0 after epoch 1; epoch 2 starts at seq $n2; now the primary's applied is $A, the receiver's record $R, the log's last entry $last)"
+  check "i: the receiver's record covers every epoch (R $R = the last entry $last)" test "$R" = "$last"
+  check "i: the primary's applied sequence is still before epoch 2 (A $A < $n2)" test "$A" -lt "$n2"
+  check "i: the receiver's X is v4" \
+    test "$(nbdsh_u "$(uri i-rx)" -c "print(h.pread(4096, $X) == bytes([4]) * 4096)")" = True
+  kill9_replicator i-p
+  cut=$(wc -l <"$T/i-px.iolog")
+  touch "$T/i-hold/release"
+  check "i: the held flush had completed at the receiver ($(cat "$T/i-hold/landed" 2>/dev/null))" \
+    grep -qx ok "$T/i-hold/landed"
+  RX_RESTART=1 pri_start i-p "$(remote_uri i-px)" request-timeout=120s || hard_error "primary i-p does not restart"
+  check "i: the restarted primary streams, resumed from the record (stream_resumes $(st i-p "$RESUMES"))" \
+    wait_for "$T/i-p.ctl" "$STREAM == True and $RESUMES >= 1" 10
+  wait_caught_up "$T/i-p.ctl" 30 || fail "i: the restarted primary did not catch up"
+  # the writes that reached the receiver after the kill (request lines of the log filter)
+  rx_writes() {   # FROM-LINE [TO-LINE]: 'OFFSET COUNT' of each write in the device's range
+    sed -n "$(($1 + 1)),${2:-\$}p" "$T/i-px.iolog" |
+      sed -n 's/.* Write id=[0-9]* offset=\(0x[0-9a-f]*\) count=\(0x[0-9a-f]*\) .*/\1 \2/p' |
+      while read -r o c; do [ $((o)) -lt $DEV ] && echo "$((o)) $((c))"; done
+  }
+  cut2=$(wc -l <"$T/i-px.iolog")
+  resent=$(rx_writes "$cut" "$cut2")
+  check "i: after the restart the proxy saw the new connection's fence ($(sed -n "$((cut + 1)),\$p" "$T/i-px.iolog" | grep -c ' Cache ') CACHE)" \
+    grep -q ' Cache ' <(sed -n "$((cut + 1)),\$p" "$T/i-px.iolog")
+  check "i: the restarted primary sent no write of an entry <= R: $(echo "$resent" | grep -c .) writes in the device's range [${resent//$'\n'/, }]" \
+    test -z "$resent"
+  epoch 5 || fail "i: epoch 5"
+  wait_caught_up "$T/i-p.ctl" 30 || fail "i: epoch 5 was not applied"
+  w5=$(rx_writes "$cut2")
+  check "i: epoch 5 is the one write after the restart, at X [${w5//$'\n'/, }]" test "$w5" = "$X 4096"
+  same i-p i-rx i
+  check "i: the receiver's X is v5" \
+    test "$(nbdsh_u "$(uri i-rx)" -c "print(h.pread(4096, $X) == bytes([5]) * 4096)")" = True
+  check_log_mode i
+  stop_pair i-p i-rx i
+  remote_kill i-px
 fi
 
 finish
