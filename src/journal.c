@@ -20,15 +20,15 @@
  *     UUIDs, lengths, crc over the whole batch), in number order, and
  *     writes nothing at all when no batch follows or the superblock is
  *     invalid; replaying twice is replaying once.
- * May call: utilities (crc32c, io, units for the wall clock), label.c (the
- * leg's label tells where the journal is; random ids), libc.
+ * May call: utilities (crc32c, io, units for the wall clock, report for
+ * the error lines), label.c (the leg's label tells where the journal is;
+ * random ids), libc.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +38,7 @@
 #include "io.h"
 #include "journal.h"
 #include "label.h"
+#include "report.h"
 #include "units.h"
 
 #if !defined (__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -48,22 +49,6 @@ static uint64_t
 align_up (uint64_t v, uint64_t a)
 {
   return (v + a - 1) / a * a;
-}
-
-static void
-set_err (char *err, size_t errlen, const char *fmt, ...)
-  __attribute__ ((format (printf, 3, 4)));
-
-static void
-set_err (char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-
-  if (!err || errlen == 0)
-    return;
-  va_start (ap, fmt);
-  vsnprintf (err, errlen, fmt, ap);
-  va_end (ap);
 }
 
 /* ---- geometry ---------------------------------------------------------------- */
@@ -83,14 +68,14 @@ jnl_check_room (uint64_t dev_size, uint64_t room_end, uint64_t leg_size,
   struct jnl_geom g;
 
   if (ring_size % JNL_BLOCK || ring_size < 4 * JNL_BLOCK) {
-    set_err (err, errlen, "journal size %" PRIu64 " is not a multiple of 4096 of at least 16384",
+    rep_fmt (err, errlen, "journal size %" PRIu64 " is not a multiple of 4096 of at least 16384",
              ring_size);
     return -EINVAL;
   }
   jnl_geom (dev_size, room_end, &g);
   if (ring_size > g.room) {
     uint64_t missing = ring_size - g.room;
-    set_err (err, errlen, "the leg has no room for a journal of %" PRIu64 " bytes: it needs %"
+    rep_fmt (err, errlen, "the leg has no room for a journal of %" PRIu64 " bytes: it needs %"
              PRIu64 " bytes more between the device (%" PRIu64 " bytes) and the label's bitmap "
              "(a leg of at least %" PRIu64 " bytes)", ring_size, missing, dev_size,
              leg_size + missing);
@@ -200,7 +185,7 @@ super_write (const struct jnl_io *io, struct jnl_super *s, char *err, size_t err
 
   jnl_super_seal (s);
   if (posix_memalign (&buf, JNL_BLOCK, JNL_BLOCK) != 0) {
-    set_err (err, errlen, "out of memory for the journal superblock");
+    rep_fmt (err, errlen, "out of memory for the journal superblock");
     return -ENOMEM;
   }
   memcpy (buf, s, JNL_BLOCK);
@@ -209,7 +194,7 @@ super_write (const struct jnl_io *io, struct jnl_super *s, char *err, size_t err
     rc = io->flush (io->opaque);
   free (buf);
   if (rc < 0)
-    set_err (err, errlen, "writing the journal superblock: %s", strerror (-rc));
+    rep_fmt (err, errlen, "writing the journal superblock: %s", strerror (-rc));
   return rc;
 }
 
@@ -223,19 +208,19 @@ jnl_format (const struct jnl_io *io, struct jnl_super *s, char *err, size_t errl
   s->applied = s->applied_seq = s->tail_off = 0;
   jnl_super_seal (s);
   if (!jnl_super_valid (s)) {
-    set_err (err, errlen, "journal geometry invalid (ring %" PRIu64 " bytes, batches up to %"
+    rep_fmt (err, errlen, "journal geometry invalid (ring %" PRIu64 " bytes, batches up to %"
              PRIu64 ")", s->ring_size, s->max_batch);
     return -EINVAL;
   }
   if (posix_memalign (&zero, JNL_BLOCK, JNL_BLOCK) != 0) {
-    set_err (err, errlen, "out of memory for the journal superblock");
+    rep_fmt (err, errlen, "out of memory for the journal superblock");
     return -ENOMEM;
   }
   memset (zero, 0, JNL_BLOCK);
   rc = io->pwrite (io->opaque, zero, JNL_BLOCK, s->ring_off - JNL_BLOCK);   /* copy B */
   free (zero);
   if (rc < 0) {
-    set_err (err, errlen, "writing the journal superblock: %s", strerror (-rc));
+    rep_fmt (err, errlen, "writing the journal superblock: %s", strerror (-rc));
     return rc;
   }
   return super_write (io, s, err, errlen);
@@ -249,6 +234,10 @@ jnl_writer_init (struct jnl_writer *w, const struct jnl_super *sb)
   if (!jnl_super_valid (sb))
     return -EINVAL;
   memset (w, 0, sizeof *w);
+  /* every live batch takes at least a block of the ring */
+  w->capq = sb->ring_size / JNL_BLOCK;
+  if (!(w->q = malloc (w->capq * sizeof *w->q)))
+    return -ENOMEM;
   w->sb = *sb;
   w->head = sb->tail_off;
   w->next_number = sb->applied + 1;
@@ -322,16 +311,8 @@ jnl_writer_place (struct jnl_writer *w, void *batch, uint64_t len, void *sb_buf,
     return -EBUSY;
   if (len % JNL_BLOCK || len < JNL_BLOCK || len > w->sb.max_batch || h->total_len != len)
     return -E2BIG;
-  if (!jnl_writer_fits (w, len))
+  if (!jnl_writer_fits (w, len) || w->nq == w->capq)
     return -ENOSPC;
-  if (w->nq == w->capq) {
-    size_t cap = w->capq ? w->capq * 2 : 16;
-    struct jnl_placed *q = realloc (w->q, cap * sizeof *q);
-    if (!q)
-      return -ENOMEM;
-    w->q = q;
-    w->capq = cap;
-  }
   h->jid = w->sb.jid;
   h->number = w->next_number;
   h->next_off = jnl_next_off (w->head + len, w->sb.ring_size, w->sb.max_batch);
@@ -493,11 +474,11 @@ jnl_replay (const struct jnl_io *io, struct jnl_super *sb, struct jnl_replay_sum
   memset (sum, 0, sizeof *sum);
   sum->applied_before = sb->applied;
   if (!jnl_super_valid (sb)) {
-    set_err (err, errlen, "the journal superblock is invalid");
+    rep_fmt (err, errlen, "the journal superblock is invalid");
     return -EINVAL;
   }
   if (posix_memalign ((void **) &buf, JNL_BLOCK, sb->max_batch) != 0) {
-    set_err (err, errlen, "out of memory for a journal batch (%" PRIu64 " bytes)", sb->max_batch);
+    rep_fmt (err, errlen, "out of memory for a journal batch (%" PRIu64 " bytes)", sb->max_batch);
     return -ENOMEM;
   }
   while ((rc = read_batch (io, sb, number, off, buf)) == 1) {
@@ -510,13 +491,13 @@ jnl_replay (const struct jnl_io *io, struct jnl_super *sb, struct jnl_replay_sum
   }
   free (buf);
   if (rc < 0) {
-    set_err (err, errlen, "replaying journal batch %" PRIu64 ": %s", number, strerror (-rc));
+    rep_fmt (err, errlen, "replaying journal batch %" PRIu64 ": %s", number, strerror (-rc));
     return rc;
   }
   if (sum->batches == 0)
     return 0;
   if ((rc = io->flush (io->opaque)) < 0) {
-    set_err (err, errlen, "flushing the leg after the journal's replay: %s", strerror (-rc));
+    rep_fmt (err, errlen, "flushing the leg after the journal's replay: %s", strerror (-rc));
     return rc;
   }
   nsb.gen++;
@@ -552,18 +533,18 @@ jnl_read_super (const struct jnl_io *io, const struct jnl_geom *g, struct jnl_su
   int rc;
 
   if (posix_memalign (&buf, JNL_BLOCK, JNL_SB_COPIES) != 0) {
-    set_err (err, errlen, "out of memory for the journal superblock");
+    rep_fmt (err, errlen, "out of memory for the journal superblock");
     return -ENOMEM;
   }
   rc = io->pread (io->opaque, buf, JNL_SB_COPIES, g->sb_off);
   if (rc < 0)
-    set_err (err, errlen, "reading the journal superblock: %s", strerror (-rc));
+    rep_fmt (err, errlen, "reading the journal superblock: %s", strerror (-rc));
   else {
     switch (jnl_super_decode (buf, sb)) {
     case JNL_SB_OK: rc = 0; break;
     case JNL_SB_BLANK: rc = 1; break;
     case JNL_SB_BAD:
-      set_err (err, errlen, "the journal superblock is invalid (neither copy passes its checks)");
+      rep_fmt (err, errlen, "the journal superblock is invalid (neither copy passes its checks)");
       rc = -EINVAL;
       break;
     }
@@ -578,11 +559,11 @@ super_matches (const struct jnl_super *sb, const struct label *l, const struct j
                char *err, size_t errlen)
 {
   if (memcmp (sb->group, l->group, 16) != 0 || memcmp (sb->device, l->device, 16) != 0) {
-    set_err (err, errlen, "the journal superblock names another group or device than the leg's label");
+    rep_fmt (err, errlen, "the journal superblock names another group or device than the leg's label");
     return -EINVAL;
   }
   if (sb->dev_size != l->dev_size || sb->ring_off != g->ring_off || sb->ring_size > g->room) {
-    set_err (err, errlen, "the journal superblock's geometry (device %" PRIu64 ", ring %" PRIu64
+    rep_fmt (err, errlen, "the journal superblock's geometry (device %" PRIu64 ", ring %" PRIu64
              "+%" PRIu64 ") does not fit the leg's label (device %" PRIu64 ", room up to %" PRIu64 ")",
              sb->dev_size, sb->ring_off, sb->ring_size, l->dev_size, l->bitmap_offset);
     return -EINVAL;
@@ -601,29 +582,29 @@ jnl_locate (const struct jnl_io *io, uint64_t leg_size, struct jnl_geom *g,
   int rc;
 
   if (leg_size < LBL_COPIES) {
-    set_err (err, errlen, "no journal on this leg: it is too small for a label");
+    rep_fmt (err, errlen, "no journal on this leg: it is too small for a label");
     return 1;
   }
   rc = lbl_read (&lio, lbl_base_end (leg_size), &l, &found, &other_bad, err, errlen);
   if (rc < 0)
     return rc;
   if (found != LBL_FOUND) {
-    set_err (err, errlen, "no journal on this leg: %s", found == LBL_BLANK ?
+    rep_fmt (err, errlen, "no journal on this leg: %s", found == LBL_BLANK ?
              "it has no label" : "its label area holds no valid label");
     return 1;
   }
   if (l.area_size == 0 || l.bitmap_offset > leg_size) {
-    set_err (err, errlen, "no journal on this leg: its label is not at its end");
+    rep_fmt (err, errlen, "no journal on this leg: its label is not at its end");
     return 1;
   }
   jnl_geom (l.dev_size, l.bitmap_offset, g);
   if (g->room < 2 * JNL_BLOCK) {
-    set_err (err, errlen, "no journal on this leg: no room between the device and the label");
+    rep_fmt (err, errlen, "no journal on this leg: no room between the device and the label");
     return 1;
   }
   rc = jnl_read_super (io, g, sb, err, errlen);
   if (rc == 1)
-    set_err (err, errlen, "no journal on this leg: the journal area is blank");
+    rep_fmt (err, errlen, "no journal on this leg: the journal area is blank");
   if (rc != 0)
     return rc;
   return super_matches (sb, &l, g, err, errlen);

@@ -203,7 +203,8 @@ struct jnl_writer {
   struct jnl_placed *q;    /* batches durable_applied + 1 .. next_number - 1 */
   size_t nq, capq;
 };
-/* Start from a valid superblock (after replay or jnl_format). */
+/* Start from a valid superblock (after replay or jnl_format).  0, -EINVAL,
+ * -ENOMEM (a table of ring_size / 4096 batches). */
 int jnl_writer_init (struct jnl_writer *w, const struct jnl_super *sb);
 void jnl_writer_destroy (struct jnl_writer *w);
 /* Bytes a batch placed now may take: 0 when the ring is full, the
