@@ -22,7 +22,8 @@
  *     invalid; replaying twice is replaying once.
  * May call: utilities (crc32c, io, units for the wall clock, report for
  * the error lines), label.c (the leg's label tells where the journal is;
- * random ids), libc.
+ * random ids), a link connection's synchronous calls through its ops
+ * table (pointers: jnl_io_link), libc.
  */
 #include <config.h>
 
@@ -38,6 +39,7 @@
 #include "io.h"
 #include "journal.h"
 #include "label.h"
+#include "link.h"
 #include "report.h"
 #include "units.h"
 
@@ -652,4 +654,55 @@ void
 jnl_io_fd (struct jnl_io *io, int *fd)
 {
   *io = (struct jnl_io) { fd, fd_pread, fd_pwrite, fd_zero, fd_flush };
+}
+
+/* ---- a remote leg's connection ------------------------------------------------- */
+
+/* Every write is durable when it returns (pwrite_durable: FUA, or a write
+ * then a flush), so the flush has nothing left to do.  Replay is rare (an
+ * opening of the leg), so a round trip per entry costs little, and the
+ * transports need no plain synchronous write. */
+static int
+l_pread (void *opaque, void *buf, uint32_t len, uint64_t off)
+{
+  const struct jnl_link *k = opaque;
+
+  return k->ops->pread (k->conn, buf, len, off, mono_ns () + k->timeout_ns);
+}
+
+static int
+l_pwrite (void *opaque, const void *buf, uint32_t len, uint64_t off)
+{
+  const struct jnl_link *k = opaque;
+
+  return k->ops->pwrite_durable (k->conn, buf, len, off, mono_ns () + k->timeout_ns);
+}
+
+static int
+l_zero (void *opaque, uint32_t len, uint64_t off)
+{
+  static const uint8_t zeroes[1u << 20] __attribute__ ((aligned (4096)));
+
+  while (len) {
+    uint32_t n = len < sizeof zeroes ? len : sizeof zeroes;
+    int rc = l_pwrite (opaque, zeroes, n, off);
+    if (rc < 0)
+      return rc;
+    off += n;
+    len -= n;
+  }
+  return 0;
+}
+
+static int
+l_flush (void *opaque)
+{
+  (void) opaque;
+  return 0;
+}
+
+void
+jnl_io_link (struct jnl_io *io, struct jnl_link *k)
+{
+  *io = (struct jnl_io) { k, l_pread, l_pwrite, l_zero, l_flush };
 }

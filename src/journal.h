@@ -265,4 +265,20 @@ void jnl_replay_str (const struct jnl_replay_sum *sum, char *buf, size_t len);
  * fdatasync).  fd stays the caller's. */
 void jnl_io_fd (struct jnl_io *io, int *fd);
 
+/* ---- a remote leg's connection ---- */
+
+struct link_ops;
+/* A connection of the link layer (link.h) the caller owns: one the
+ * worker does not drive (the connector's check hook, a struct rreader),
+ * as the synchronous link calls require. */
+struct jnl_link {
+  const struct link_ops *ops;
+  void *conn;
+  uint64_t timeout_ns;           /* per request */
+};
+/* io over it: pread; writes and zeroes by pwrite_durable (each durable on
+ * return: FUA, or a write then a flush), so flush does nothing.  iSCSI:
+ * whole blocks only, as the link requires. */
+void jnl_io_link (struct jnl_io *io, struct jnl_link *k);
+
 #endif

@@ -2,6 +2,7 @@
  * the journal's own writer (src/journal.c, src/journal-enc.c).
  *
  *   journal-mkleg LEG EXPECTED MODE SEED
+ *   journal-mkleg --replay-link URI
  *
  * LEG gets a 1 MiB device with random bytes, 2 MiB of room and an end
  * label (MODE nolabel: none).  MODE journal: a 1 MiB journal; 30 batches
@@ -11,6 +12,10 @@
  * device's bytes a replay must leave (the first 33 batches applied; for
  * nojournal and nolabel: the device as written).  Prints the leg's size
  * and the coalescing figures.
+ *
+ * --replay-link: replay the journal of the NBD leg at URI through the
+ * link layer's connection (jnl_io_link over link_nbd_ops), as the
+ * primary's connect hook will; prints the summary line.
  */
 #include <config.h>
 #undef NDEBUG
@@ -23,12 +28,49 @@
 #include <unistd.h>
 
 #include "journal-leg.h"
+#include "link.h"
+#include "units.h"
 
 #define DEV   (1u << 20)
 #define ROOM  (2u << 20)
 #define RING  (1u << 20)
 
 static uint8_t model[DEV], scratch[65536], pool[20 * 8192];
+
+static int
+replay_link (const char *uri)
+{
+#ifdef HAVE_LIBNBD
+  struct link_params lp = { .deadline_ns = mono_ns () + 10000000000u };
+  struct jnl_replay_sum sum;
+  struct link_info info;
+  struct jnl_super sb;
+  struct jnl_geom g;
+  struct jnl_link k = { &link_nbd_ops, NULL, 10000000000u };
+  struct jnl_io io;
+  char err[512], line[512];
+  int rc;
+
+  if (!(k.conn = link_nbd_ops.connect (uri, &lp, &info, err, sizeof err))) {
+    fprintf (stderr, "connect %s: %s\n", uri, err);
+    return 1;
+  }
+  jnl_io_link (&io, &k);
+  if ((rc = jnl_locate (&io, info.size, &g, &sb, err, sizeof err)) != 0 ||
+      (rc = jnl_replay (&io, &sb, &sum, err, sizeof err)) != 0)
+    fprintf (stderr, "%s: %s\n", uri, err);
+  else {
+    jnl_replay_str (&sum, line, sizeof line);
+    printf ("%s\n", line);
+  }
+  link_nbd_ops.close (k.conn);
+  return rc != 0;
+#else
+  fprintf (stderr, "built without libnbd\n");
+  (void) uri;
+  return 77;
+#endif
+}
 
 int
 main (int argc, char **argv)
@@ -42,6 +84,8 @@ main (int argc, char **argv)
   void *b, *sbb;
   int fd, efd;
 
+  if (argc == 3 && !strcmp (argv[1], "--replay-link"))
+    return replay_link (argv[2]);
   if (argc != 5 || (strcmp (argv[3], "journal") && strcmp (argv[3], "nojournal") &&
                     strcmp (argv[3], "nolabel"))) {
     fprintf (stderr, "usage: journal-mkleg LEG EXPECTED journal|nojournal|nolabel SEED\n");

@@ -7,6 +7,8 @@
 #     after the 33 whole batches (nbdsh reads it); a second run has nothing
 #     to replay and changes nothing;
 #   - on a plain file path: the same;
+#   - through the link layer's NBD connection (jnl_io_link, as the
+#     primary's connect hook): the same;
 #   - a leg with a label but no journal, a leg without a label: one clear
 #     error, exit 1, the leg unchanged;
 #   - both superblock copies damaged: one clear error, exit 1, the leg
@@ -64,6 +66,16 @@ before=$(sum "$T/path.img")
 rc 0 "journal-replay again" "$REPLCTL" journal-replay "$T/path.img"
 check "nothing to replay, the leg unchanged" \
   bash -c "grep -q 'nothing to replay' '$T/out' && [ \"\$(sha256sum < '$T/path.img' | cut -d' ' -f1)\" = $before ]"
+
+echo "== through the link layer (jnl_io_link over link_nbd_ops)"
+"$JOURNAL_MKLEG" "$T/link.img" "$T/want5" journal 11 >/dev/null || die "journal-mkleg"
+remote_start lnk file "$T/link.img" || die "nbdkit"
+rc 0 "replay over a link connection" "$JOURNAL_MKLEG" --replay-link "$(remote_uri lnk)"
+check "3 batches replayed" grep -q 'replayed 3 batches (31..33)' "$T/out"
+rc 0 "again: nothing to replay" "$JOURNAL_MKLEG" --replay-link "$(remote_uri lnk)"
+check "... it says so" grep -q 'nothing to replay (batches up to 33 applied)' "$T/out"
+remote_kill lnk
+check "the device is the state after the 33 whole batches" cmp <(dev_of "$T/link.img") "$T/want5"
 
 echo "== legs without a journal"
 "$JOURNAL_MKLEG" "$T/nojnl.img" "$T/want2" nojournal 8 >/dev/null || die "journal-mkleg"
