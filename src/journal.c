@@ -612,6 +612,43 @@ jnl_locate (const struct jnl_io *io, uint64_t leg_size, struct jnl_geom *g,
   return super_matches (sb, &l, g, err, errlen);
 }
 
+/* ---- opening a journalled leg ------------------------------------------------- */
+
+int
+jnl_prepare (const struct jnl_io *io, const uint8_t group[16], const uint8_t device[16],
+             uint64_t dev_size, uint64_t room_end, uint64_t leg_size, uint64_t ring_size,
+             struct jnl_super *sb, struct jnl_replay_sum *sum, char *err, size_t errlen)
+{
+  struct jnl_geom g;
+  int rc;
+
+  memset (sum, 0, sizeof *sum);
+  if ((rc = jnl_check_room (dev_size, room_end, leg_size, ring_size, err, errlen)) < 0)
+    return rc;
+  jnl_geom (dev_size, room_end, &g);
+  rc = jnl_read_super (io, &g, sb, err, errlen);
+  if (rc < 0)
+    return rc;
+  if (rc == 0) {
+    if (memcmp (sb->group, group, 16) != 0 || memcmp (sb->device, device, 16) != 0) {
+      rep_fmt (err, errlen, "the leg's journal belongs to another group or device");
+      return -EINVAL;
+    }
+    if (sb->dev_size != dev_size || sb->ring_off != g.ring_off) {
+      rep_fmt (err, errlen, "the leg's journal was made for a device of %" PRIu64 " bytes, "
+               "not %" PRIu64, sb->dev_size, dev_size);
+      return -EINVAL;
+    }
+    if ((rc = jnl_replay (io, sb, sum, err, errlen)) < 0)
+      return rc;
+    if (sb->ring_size == ring_size)
+      return 0;
+  }
+  /* none yet, or another size (replayed: nothing in it counts any more) */
+  jnl_super_init (sb, group, device, dev_size, &g, ring_size, 0);
+  return jnl_format (io, sb, err, errlen);
+}
+
 /* ---- a file or block device ----------------------------------------------------- */
 
 static int

@@ -259,6 +259,24 @@ int jnl_replay (const struct jnl_io *io, struct jnl_super *sb, struct jnl_replay
 /* The summary as one line (for a log line or replctl). */
 void jnl_replay_str (const struct jnl_replay_sum *sum, char *buf, size_t len);
 
+/* ---- opening a journalled leg ---- */
+
+/* What every opener of a journalled leg does first (the primary's connect
+ * hook, a takeover opening the leg): check the room for ring_size (-ENOSPC
+ * naming the leg size needed), read the superblock at the place dev_size
+ * and room_end (the label's bitmap_offset) give, and
+ *   - blank: make a new journal (jnl_format);
+ *   - valid, of this group and device and device size: replay it (*sum);
+ *     then, when its ring_size differs, make a new journal of ring_size;
+ *   - invalid, or another group's, device's or device size's: -EINVAL with
+ *     one line in err, nothing written (the leg may hold an apply cut
+ *     short that no one can replay: the caller refuses the leg).
+ * *sb: the superblock to start the writer from (jnl_writer_init).
+ * 0 or -errno (one line in err). */
+int jnl_prepare (const struct jnl_io *io, const uint8_t group[16], const uint8_t device[16],
+                 uint64_t dev_size, uint64_t room_end, uint64_t leg_size, uint64_t ring_size,
+                 struct jnl_super *sb, struct jnl_replay_sum *sum, char *err, size_t errlen);
+
 /* ---- a file or block device ---- */
 
 /* io over an open fd (pread/pwrite, zero by fallocate or writes,

@@ -17,7 +17,11 @@
  *     batch is whole), never a mix, with the batch before it half applied
  *     in place; a second replay finds nothing and changes nothing;
  *   - locating: no label, no journal, an invalid superblock, another
- *     device's; out of room (the message names the size needed).
+ *     device's; out of room (the message names the size needed);
+ *   - jnl_prepare, what an opener of the leg calls: a blank leg gets a
+ *     journal, a written one is replayed and kept, another size is
+ *     replayed then made anew, an invalid or foreign superblock and a leg
+ *     without room are refused with the leg unchanged.
  */
 #include <config.h>
 #undef NDEBUG
@@ -577,6 +581,74 @@ test_locate (void)
   printf ("locate: no label, blank, invalid, foreign, room: ok (%s)\n", err);
 }
 
+static uint32_t
+file_crc (const struct tl_leg *l)
+{
+  uint8_t *buf = malloc (l->leg_size);
+  uint32_t c;
+
+  assert (buf && pread (l->fd, buf, l->leg_size, 0) == (ssize_t) l->leg_size);
+  c = crc32c (0, buf, l->leg_size);
+  free (buf);
+  return c;
+}
+
+static int
+prepare (struct tl_leg *l, const uint8_t *device, uint64_t ring, struct jnl_super *sb,
+         struct jnl_replay_sum *sum, char *err)
+{
+  return jnl_prepare (&l->io, l->group, device, DEV, l->room_end, l->leg_size, ring, sb, sum,
+                      err, 512);
+}
+
+static void
+test_prepare (void)
+{
+  static uint8_t model[DEV], got[DEV], pool[16 * 8192];
+  struct jnl_enc *e = jnl_enc_new ();
+  struct jnl_replay_sum sum;
+  struct jnl_writer w;
+  struct jnl_super sb;
+  struct tl_leg l;
+  uint64_t seq = 1, len, jid, k;
+  uint32_t rng = 31337, c;
+  char err[512];
+  void *b;
+
+  tl_make_leg (&l, fd, DEV, ROOM, true, 3);
+  c = file_crc (&l);
+  CHECK (prepare (&l, l.device, l.room_end - DEV, &sb, &sum, err) == -ENOSPC);
+  CHECK (strstr (err, "needs 12288 bytes more") && file_crc (&l) == c);
+  CHECK (prepare (&l, l.device, RING, &sb, &sum, err) == 0);
+  CHECK (sum.batches == 0 && sb.ring_size == RING && sb.applied == 0 && sb.ring_off == DEV + 12288);
+  jid = sb.jid;
+  read_dev (&l, model);
+  CHECK (jnl_writer_init (&w, &sb) == 0);
+  for (k = 0; k < 3; k++) {                          /* written, not applied in place */
+    tl_random_entries (e, model, DEV, 10, 8192, &seq, &rng, pool);
+    b = tl_finish (&l, e, &len);
+    tl_write_batch (&l, &w, b, len);
+    free (b);
+  }
+  jnl_writer_destroy (&w);
+  CHECK (prepare (&l, l.device, RING, &sb, &sum, err) == 0);
+  CHECK (sum.batches == 3 && sb.applied == 3 && sb.jid == jid);
+  read_dev (&l, got);
+  CHECK (!memcmp (got, model, DEV));
+  CHECK (prepare (&l, l.device, 2 * RING, &sb, &sum, err) == 0);
+  CHECK (sum.batches == 0 && sb.applied == 0 && sb.ring_size == 2 * RING && sb.jid != jid);
+  c = file_crc (&l);
+  CHECK (prepare (&l, D, RING, &sb, &sum, err) == -EINVAL && strstr (err, "another group or device"));
+  CHECK (file_crc (&l) == c);
+  memset (got, 0x44, 8192);
+  assert (pwrite (fd, got, 8192, DEV + 4096) == 8192);
+  c = file_crc (&l);
+  CHECK (prepare (&l, l.device, RING, &sb, &sum, err) == -EINVAL && strstr (err, "invalid"));
+  CHECK (file_crc (&l) == c);
+  jnl_enc_free (e);
+  printf ("prepare: new, replayed and kept, resized, refused (foreign, invalid, no room): ok\n");
+}
+
 int
 main (void)
 {
@@ -590,6 +662,7 @@ main (void)
   test_ring ();
   test_replay ();
   test_locate ();
+  test_prepare ();
   close (fd);
   printf ("journal: all tests passed (%u checks)\n", checks);
   return 0;
