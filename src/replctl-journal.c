@@ -115,8 +115,13 @@ open_path (const char *path, int *fd, struct jnl_io *io, uint64_t *size)
 {
   struct stat st;
 
-  if ((*fd = open (path, O_RDWR | O_CLOEXEC)) < 0 || fstat (*fd, &st) != 0) {
-    fprintf (stderr, "replctl: journal-replay: cannot open the leg %s: %s\n", path, strerror (errno));
+  /* a block device exclusively: not under a mounted file system or a
+     running replicator */
+  int excl = stat (path, &st) == 0 && S_ISBLK (st.st_mode) ? O_EXCL : 0;
+
+  if ((*fd = open (path, O_RDWR | O_CLOEXEC | excl)) < 0 || fstat (*fd, &st) != 0) {
+    fprintf (stderr, "replctl: journal-replay: cannot open the leg %s: %s\n", path,
+             errno == EBUSY ? "it is in use (mounted, or opened by another program)" : strerror (errno));
     if (*fd >= 0)
       close (*fd);
     return -1;
