@@ -9,6 +9,8 @@
 #   - on a plain file path: the same;
 #   - through the link layer's NBD connection (jnl_io_link, as the
 #     primary's connect hook): the same;
+#   - a block device (a loop device over a leg): the same; while another
+#     program holds the device exclusively, refused and unchanged;
 #   - a leg with a label but no journal, a leg without a label: one clear
 #     error, exit 1, the leg unchanged;
 #   - both superblock copies damaged: one clear error, exit 1, the leg
@@ -16,8 +18,9 @@
 #   - an unreachable leg, bad usage: exit 1, exit 2.
 set -u
 . "${TESTDIR:-$(dirname "$0")}/lib.sh" 2>/dev/null || . "$(dirname "$0")/lib.sh"
-requires nbdkit cmp sha256sum
+requires nbdkit cmp sha256sum losetup
 requires_python_nbd
+requires_root               # the loop device
 : "${JOURNAL_MKLEG:=$_bld/tests/journal-mkleg}"
 [ -x "$JOURNAL_MKLEG" ] || hard_error "$JOURNAL_MKLEG is not built (make check builds it)"
 
@@ -76,6 +79,27 @@ rc 0 "again: nothing to replay" "$JOURNAL_MKLEG" --replay-link "$(remote_uri lnk
 check "... it says so" grep -q 'nothing to replay (batches up to 33 applied)' "$T/out"
 remote_kill lnk
 check "the device is the state after the 33 whole batches" cmp <(dev_of "$T/link.img") "$T/want5"
+
+echo "== a block device"
+LOOP=
+cleanup_hook() { [ -z "$LOOP" ] || losetup -d "$LOOP"; }
+"$JOURNAL_MKLEG" "$T/blk.img" "$T/want6" journal 12 >/dev/null || die "journal-mkleg"
+LOOP=$(losetup --find --show "$T/blk.img") || die "losetup"
+env -u LD_PRELOAD python3 -c 'import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_EXCL)
+open(sys.argv[2], "w").close()
+time.sleep(60)' "$LOOP" "$T/held" &
+HOLDER=$!
+wait_file "$T/held" 10 || die "the holder did not open $LOOP"
+before=$(sum "$LOOP")
+rc 1 "a block device another program holds" "$REPLCTL" journal-replay "$LOOP"
+check "one clear error" one_line "$T/err" 'cannot open the leg .*: it is in use'
+check "the device is unchanged" [ "$(sum "$LOOP")" = "$before" ]
+kill "$HOLDER"; wait "$HOLDER" 2>/dev/null
+rc 0 "journal-replay $LOOP" "$REPLCTL" journal-replay "$LOOP"
+check "3 batches replayed" grep -q 'replayed 3 batches (31..33)' "$T/out"
+check "the device is the state after the 33 whole batches" cmp <(dev_of "$LOOP") "$T/want6"
+losetup -d "$LOOP" && LOOP=
 
 echo "== legs without a journal"
 "$JOURNAL_MKLEG" "$T/nojnl.img" "$T/want2" nojournal 8 >/dev/null || die "journal-mkleg"
