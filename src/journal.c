@@ -663,22 +663,30 @@ fd_pwrite (void *opaque, const void *buf, uint32_t len, uint64_t off)
   return io_pwrite_full (*(int *) opaque, buf, len, off) == 0 ? 0 : -errno;
 }
 
-static int
-fd_zero (void *opaque, uint32_t len, uint64_t off)
+int
+jnl_write_zeroes (int (*pwrite) (void *opaque, const void *buf, uint32_t len, uint64_t off),
+                  void *opaque, uint32_t len, uint64_t off)
 {
-  static const uint8_t zeroes[65536];
-  int fd = *(int *) opaque;
+  static const uint8_t zeroes[1u << 20] __attribute__ ((aligned (4096)));
 
-  if (fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t) off, len) == 0)
-    return 0;
-  while (len) {                 /* a block device or a file system without it */
+  while (len) {
     uint32_t n = len < sizeof zeroes ? len : sizeof zeroes;
-    if (io_pwrite_full (fd, zeroes, n, off) != 0)
-      return -errno;
+    int rc = pwrite (opaque, zeroes, n, off);
+    if (rc < 0)
+      return rc;
     off += n;
     len -= n;
   }
   return 0;
+}
+
+static int
+fd_zero (void *opaque, uint32_t len, uint64_t off)
+{
+  if (fallocate (*(int *) opaque, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t) off, len) == 0)
+    return 0;
+  /* a block device or a file system without it */
+  return jnl_write_zeroes (fd_pwrite, opaque, len, off);
 }
 
 static int
@@ -718,17 +726,7 @@ l_pwrite (void *opaque, const void *buf, uint32_t len, uint64_t off)
 static int
 l_zero (void *opaque, uint32_t len, uint64_t off)
 {
-  static const uint8_t zeroes[1u << 20] __attribute__ ((aligned (4096)));
-
-  while (len) {
-    uint32_t n = len < sizeof zeroes ? len : sizeof zeroes;
-    int rc = l_pwrite (opaque, zeroes, n, off);
-    if (rc < 0)
-      return rc;
-    off += n;
-    len -= n;
-  }
-  return 0;
+  return jnl_write_zeroes (l_pwrite, opaque, len, off);
 }
 
 static int

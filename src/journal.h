@@ -137,6 +137,11 @@ struct jnl_io {
   int (*flush) (void *opaque);
 };
 
+/* Zeroes written as data, len bytes at off, through pwrite (a leg that
+ * cannot zero otherwise).  0 or -errno. */
+int jnl_write_zeroes (int (*pwrite) (void *opaque, const void *buf, uint32_t len, uint64_t off),
+                      void *opaque, uint32_t len, uint64_t off);
+
 /* ---- superblock ---- */
 
 /* A copy passes: magic, version, size, crc, ring geometry (multiples of

@@ -53,19 +53,9 @@ n_pwrite (void *opaque, const void *buf, uint32_t len, uint64_t off)
 static int
 n_zero (void *opaque, uint32_t len, uint64_t off)
 {
-  static const uint8_t zeroes[65536];
-
   if (nbd_can_zero (opaque) == 1)
     return nbd_rc (nbd_zero (opaque, len, off, 0));
-  while (len) {
-    uint32_t n = len < sizeof zeroes ? len : sizeof zeroes;
-    int rc = nbd_rc (nbd_pwrite (opaque, zeroes, n, off, 0));
-    if (rc < 0)
-      return rc;
-    off += n;
-    len -= n;
-  }
-  return 0;
+  return jnl_write_zeroes (n_pwrite, opaque, len, off);
 }
 
 static int
