@@ -194,7 +194,16 @@ uint64_t jnl_enc_length (const struct jnl_enc *e);
 int jnl_enc_finish (struct jnl_enc *e, const uint8_t group[16], const uint8_t device[16],
                     void **buf, uint64_t *len, struct jnl_enc_stats *st);
 
-/* ---- the writer's ring state ---- */
+/* ---- the writer's ring state ----
+ * The cycle, one batch at a time through the ring:
+ *   jnl_enc_add ... jnl_enc_finish -> jnl_writer_place -> write the batch
+ *   and the superblock -> ONE flush -> jnl_writer_flushed -> apply the
+ *   batch in place (its writes after the previous batch's in-place writes
+ *   completed: overlapping bytes must land in batch order) -> flush ->
+ *   jnl_writer_applied; the next place (or jnl_writer_release when idle)
+ *   carries the new applied, and its flush releases the space.
+ * After a failed write or flush the state is void: reopen the leg
+ * (jnl_prepare replays) and start a new writer. */
 
 struct jnl_placed { uint64_t number, off, len, last_seq; };
 struct jnl_writer {
