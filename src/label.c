@@ -190,22 +190,6 @@ lbl_decode (const void *copies, struct label *out, bool *other_bad)
 
 /* ---- reading and writing ----------------------------------------------------- */
 
-static void
-set_err (char *err, size_t errlen, const char *fmt, ...)
-  __attribute__ ((format (printf, 3, 4)));
-
-static void
-set_err (char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-
-  if (!err || errlen == 0)
-    return;
-  va_start (ap, fmt);
-  vsnprintf (err, errlen, fmt, ap);
-  va_end (ap);
-}
-
 int
 lbl_read (const struct lbl_io *io, uint64_t base, struct label *out,
           enum lbl_found *found, bool *other_bad, char *err, size_t errlen)
@@ -216,12 +200,12 @@ lbl_read (const struct lbl_io *io, uint64_t base, struct label *out,
   /* Aligned: the leg may be open with O_DIRECT. */
   r = posix_memalign (&buf, LBL_PAGE, LBL_COPIES);
   if (r != 0) {
-    set_err (err, errlen, "label read at offset %" PRIu64 ": %s", base, strerror (r));
+    rep_fmt (err, errlen, "label read at offset %" PRIu64 ": %s", base, strerror (r));
     return -r;
   }
   r = io->pread (io->opaque, buf, LBL_COPIES, base);
   if (r < 0) {
-    set_err (err, errlen, "label read at offset %" PRIu64 ": %s", base, strerror (-r));
+    rep_fmt (err, errlen, "label read at offset %" PRIu64 ": %s", base, strerror (-r));
     free (buf);
     return r;
   }
@@ -275,14 +259,14 @@ lbl_write (const struct lbl_io *io, uint64_t base, struct label *l,
   prepare (l);
   off = base + (l->counter & 1) * LBL_SIZE;
   if (!lbl_copy_valid (l)) {
-    set_err (err, errlen, "label write at offset %" PRIu64 ": the label is not valid "
+    rep_fmt (err, errlen, "label write at offset %" PRIu64 ": the label is not valid "
              "(generation 0, unterminated name or history, or bad geometry)", off);
     r = -EINVAL;
     goto fail;
   }
   r = posix_memalign (&buf, LBL_PAGE, LBL_SIZE);
   if (r != 0) {
-    set_err (err, errlen, "label write at offset %" PRIu64 ": %s", off, strerror (r));
+    rep_fmt (err, errlen, "label write at offset %" PRIu64 ": %s", off, strerror (r));
     r = -r;
     goto fail;
   }
@@ -290,12 +274,12 @@ lbl_write (const struct lbl_io *io, uint64_t base, struct label *l,
   r = io->pwrite (io->opaque, buf, LBL_SIZE, off);
   free (buf);
   if (r < 0) {
-    set_err (err, errlen, "label write at offset %" PRIu64 ": %s", off, strerror (-r));
+    rep_fmt (err, errlen, "label write at offset %" PRIu64 ": %s", off, strerror (-r));
     goto fail;
   }
   r = io->flush (io->opaque);
   if (r < 0) {
-    set_err (err, errlen, "label flush after the write at offset %" PRIu64 ": %s",
+    rep_fmt (err, errlen, "label flush after the write at offset %" PRIu64 ": %s",
              off, strerror (-r));
     goto fail;
   }

@@ -1,5 +1,5 @@
 /* replctl: control a running nbd-replicator instance over its control
- * socket.  See replctl(8).  Exit status: 0 success, 1 refused or failed
+ * socket (journal-replay: the leg itself, replctl-journal.c).  See replctl(8).  Exit status: 0 success, 1 refused or failed
  * operation (or instance unreachable), 2 bad usage. */
 #include <config.h>
 
@@ -16,6 +16,7 @@
 #include <json-c/json.h>
 
 #include "cfg.h"
+#include "replctl-journal.h"
 #include "units.h"
 
 static void
@@ -43,6 +44,8 @@ usage (FILE *f)
            "  switchover [--timeout SECONDS]\n"
            "                      planned switchover: refuse writes (EROFS), drain every\n"
            "                      site, label every leg handed over; read-only after\n"
+           "  journal-replay LEG  offline: replay the journal of a leg (a path, or an\n"
+           "                      nbd:// or nbd+unix:// URI) so that it holds whole batches\n"
            "options:\n"
            "  -s, --socket PATH   control socket (default /run/nbd-replicator/control.sock,\n"
            "                      or $XDG_RUNTIME_DIR/nbd-replicator/control.sock when not root)\n"
@@ -748,6 +751,8 @@ main (int argc, char **argv)
     sock_path = sock;
     return switchover (sock, argc - optind - 1, argv + optind + 1);
   }
+  if (!strcmp (argv[optind], "journal-replay"))
+    return replctl_journal_replay (argc - optind - 1, argv + optind + 1);
   if (!strcmp (argv[optind], "metrics")) {
     if (optind + 1 < argc) {
       fprintf (stderr, "replctl: metrics: unknown option '%s'\n", argv[optind + 1]);

@@ -102,3 +102,15 @@ rep_debug (const char *fmt, ...)
   emit (sink.debug, 0, "debug: ", fmt, ap);
   va_end (ap);
 }
+
+void
+rep_fmt (char *buf, size_t len, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (!buf || len == 0)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (buf, len, fmt, ap);
+  va_end (ap);
+}

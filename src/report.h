@@ -8,6 +8,7 @@
 #define REPLICATOR_REPORT_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 /* Where messages go.  Any pointer may be NULL: stderr is used then. */
 struct report_sink {
@@ -27,6 +28,9 @@ void rep_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void rep_warn (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void rep_info (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void rep_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+/* One line into a caller's buffer (the err, errlen of the format
+ * modules); nothing when buf is NULL or len 0. */
+void rep_fmt (char *buf, size_t len, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
 
 /* Debug categories (nbdkit -D replicator.NAME=1, see the plugin's man
  * page): rep_debugc costs one test when its category is off. */

@@ -5,7 +5,7 @@
 # the core library (not through automake), with
 #     -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 # and -Wall -Wextra (the build must stay warning-free; WERROR=1 adds -Werror).
-# Output: BUILD_DIR/fuzz-{replog,dirtylog,label,config,control}, default
+# Output: BUILD_DIR/fuzz-{replog,dirtylog,label,config,control,journal}, default
 # <source dir>/build-fuzz.  FUZZ_TARGETS="replog config" builds a subset.
 # Objects are rebuilt only when out of date.
 #
@@ -132,7 +132,7 @@ if [ $stale = yes ]; then
     ar rcs "$lib" "${objs[@]}"
 fi
 
-for t in ${FUZZ_TARGETS:-replog dirtylog label config control}; do
+for t in ${FUZZ_TARGETS:-replog dirtylog label config control journal}; do
     [ -f "$here/fuzz-$t.c" ] || { echo "build.sh: unknown target $t" >&2; exit 1; }
     compile "$here/fuzz-$t.c" "$out/obj/fuzz-$t.o" "$top/src/control.c"
     if [ -f "$out/fuzz-$t" ] && [ "$out/fuzz-$t" -nt "$out/obj/fuzz-$t.o" ] &&

@@ -16,7 +16,7 @@
 #
 # Environment:
 #   FUZZ_BUILD_DIR     where build.sh builds (default <source dir>/build-fuzz)
-#   FUZZ_TARGETS       the targets to run (default: replog dirtylog label config control)
+#   FUZZ_TARGETS       the targets to run (default: replog dirtylog label config control journal)
 #   FUZZ_ARTIFACTS_DIR where reproducers are saved (default $FUZZ_BUILD_DIR/artifacts)
 #   NBDR_FUZZ_ALLOW    invariant ids to tolerate (counted, not fatal), for
 #                      long runs past a known, reported finding
@@ -29,7 +29,7 @@ case $secs in
     ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
 esac
 build=${FUZZ_BUILD_DIR:-$top/build-fuzz}
-targets=${FUZZ_TARGETS:-replog dirtylog label config control}
+targets=${FUZZ_TARGETS:-replog dirtylog label config control journal}
 
 FUZZ_TARGETS=$targets "$here/build.sh" "$build"
 rc=$?
